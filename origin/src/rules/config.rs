@@ -1,0 +1,109 @@
+//! The knobs of the room rules. Every duration is in milliseconds in files.
+
+use protocol::GiftId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Rules configuration. The defaults suit a real app; tests shorten them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gift catalogue: id → value of one item.
+    pub gifts: BTreeMap<GiftId, u64>,
+    /// Most items of one gift in one action.
+    pub max_gift_count: u32,
+    /// Most likes in one action (the SDK coalesces taps).
+    pub max_likes: u32,
+    /// How long a PK invitation waits for an answer.
+    #[serde(with = "ms")]
+    pub pk_invite_timeout: Duration,
+    /// Shortest battle a host may ask for.
+    #[serde(with = "ms")]
+    pub pk_min_duration: Duration,
+    /// Longest battle a host may ask for.
+    #[serde(with = "ms")]
+    pub pk_max_duration: Duration,
+    /// After the bell, how long a gift stamped before it may still arrive and count.
+    #[serde(with = "ms")]
+    pub pk_grace: Duration,
+    /// How long the punishment phase lasts after settlement (zero: none).
+    #[serde(with = "ms")]
+    pub pk_punishment: Duration,
+    /// A sender's stamp earlier than its arrival minus this is not trusted
+    /// (the arrival time is used instead). A stamp later than the arrival is
+    /// never trusted.
+    #[serde(with = "ms")]
+    pub max_stamp_age: Duration,
+    /// Co-host seats per room.
+    pub seats: u8,
+    /// How long a seat invitation waits for an answer.
+    #[serde(with = "ms")]
+    pub seat_invite_timeout: Duration,
+    /// How long a disconnected guest's seat is held.
+    #[serde(with = "ms")]
+    pub seat_hold: Duration,
+    /// Most pending seat applications, and most pending seat invitations, per room.
+    pub max_seat_queue: usize,
+    /// Shortest challenge window.
+    #[serde(with = "ms")]
+    pub challenge_min_window: Duration,
+    /// Longest challenge window.
+    #[serde(with = "ms")]
+    pub challenge_max_window: Duration,
+    /// Action ids remembered per session (older ones answer `Stale`).
+    pub session_window: usize,
+    /// Sessions remembered at once (the least recently active is forgotten).
+    pub max_sessions: usize,
+    /// Closed PK invitations remembered, so a late accept hears `Expired`.
+    pub closed_invite_memory: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gifts: default_catalogue(),
+            max_gift_count: 9_999,
+            max_likes: 1_000,
+            pk_invite_timeout: Duration::from_secs(15),
+            pk_min_duration: Duration::from_secs(10),
+            pk_max_duration: Duration::from_secs(15 * 60),
+            pk_grace: Duration::from_secs(2),
+            pk_punishment: Duration::from_secs(30),
+            max_stamp_age: Duration::from_secs(3),
+            seats: 8,
+            seat_invite_timeout: Duration::from_secs(30),
+            seat_hold: Duration::from_secs(20),
+            max_seat_queue: 64,
+            challenge_min_window: Duration::from_secs(5),
+            challenge_max_window: Duration::from_secs(60 * 60),
+            session_window: 1024,
+            max_sessions: 1_000_000,
+            closed_invite_memory: 4096,
+        }
+    }
+}
+
+/// Rose 1, heart 5, rocket 100, castle 1000, universe 10000.
+pub fn default_catalogue() -> BTreeMap<GiftId, u64> {
+    [(1, 1), (2, 5), (3, 100), (4, 1_000), (5, 10_000)]
+        .into_iter()
+        .map(|(id, v)| (GiftId(id), v))
+        .collect()
+}
+
+/// `Duration` as whole milliseconds, for config files.
+pub mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serialize as milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Deserialize from milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,74 @@
+//! The codec: postcard payloads, in two forms.
+//!
+//! - **Stream form** ([`write_frame`], [`FrameDecoder`]): a 4-byte big-endian
+//!   length, then the payload. The length is checked against [`MAX_FRAME`]
+//!   before a single byte of the body is buffered.
+//! - **Datagram form** ([`Packer`], [`unpack`]): several small messages in
+//!   one datagram, each prefixed by its length as a LEB128 varint, up to the
+//!   datagram size the path allows.
+//!
+//! Decoding arbitrary bytes returns an error; it never panics, and it never
+//! allocates more than the input justifies (postcard refuses a sequence length
+//! larger than the bytes left, and every length here is checked first).
+
+mod datagram;
+mod stream;
+
+pub use datagram::{unpack, Packer};
+pub use stream::{frame_len, write_frame, FrameDecoder, FRAME_HEADER};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// The longest stream frame payload, in bytes. Larger frames are refused
+/// before anything is allocated for them.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// A conservative datagram payload size that every QUIC path carries.
+pub const DEFAULT_DATAGRAM: usize = 1150;
+
+/// What can go wrong turning bytes into messages or back.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    /// A message or frame is longer than the limit.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The bytes end in the middle of a message.
+    #[error("truncated message")]
+    Truncated,
+}
+
+impl From<postcard::Error> for CodecError {
+    fn from(e: postcard::Error) -> Self {
+        match e {
+            postcard::Error::DeserializeUnexpectedEnd => CodecError::Truncated,
+            e => CodecError::Malformed(e.to_string()),
+        }
+    }
+}
+
+/// Encode one message as a bare payload.
+pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_allocvec(msg)?)
+}
+
+/// Decode one bare payload; every byte must belong to the message.
+pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, CodecError> {
+    let (msg, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}

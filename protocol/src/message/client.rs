@@ -1,0 +1,77 @@
+use serde::{Deserialize, Serialize};
+
+use crate::class::Class;
+use crate::id::{ActionId, RoomId, Seq, SessionId};
+use crate::room::Action;
+use crate::time::ServerTime;
+
+/// One action on its way to the origin, as the client stamped it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionMsg {
+    /// Chosen once, before the first send; kept across every resend.
+    pub id: ActionId,
+    /// The room it is for.
+    pub room: RoomId,
+    /// The sender's estimate of origin time when the user acted. Trusted only
+    /// within bounds (see the origin's rules).
+    pub sent_at: ServerTime,
+    /// What to do.
+    pub action: Action,
+}
+
+/// The first message of a client connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`super::PROTOCOL_VERSION`] of the client.
+    pub version: u16,
+    /// The signed token that says who the user is and what it may do.
+    pub token: Vec<u8>,
+    /// The client's session. A resuming client presents the same one.
+    pub session: SessionId,
+}
+
+/// Client → relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Open the session (first message on the control stream).
+    Hello(Hello),
+    /// Follow a room. With `since`, the client already holds the state at that
+    /// seq and wants only what follows (resume); otherwise a snapshot.
+    Join {
+        /// The room.
+        room: RoomId,
+        /// The client's last applied seq, when resuming.
+        since: Option<Seq>,
+    },
+    /// Stop following a room.
+    Leave {
+        /// The room.
+        room: RoomId,
+    },
+    /// An action for the origin.
+    Action(ActionMsg),
+    /// Fill a gap: send events from `from` on (or a snapshot).
+    Resync {
+        /// The room.
+        room: RoomId,
+        /// The first missing seq.
+        from: Seq,
+    },
+    /// Clock exchange; the relay answers with a `Pong` carrying origin time.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// The client is leaving this relay on purpose (after a move or at exit).
+    Bye,
+}
+
+impl ClientMsg {
+    /// Priority class.
+    pub fn class(&self) -> Class {
+        match self {
+            ClientMsg::Action(a) => a.action.class(),
+            _ => Class::Session,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+use serde::{Deserialize, Serialize};
+
+use crate::class::Class;
+use crate::id::{ActionId, RoomId};
+use crate::room::{Event, Outcome, RoomState};
+use crate::time::ServerTime;
+
+use super::error::ErrorCode;
+
+/// Origin → relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownMsg {
+    /// The relay is accepted.
+    Welcome {
+        /// The origin's name.
+        origin: String,
+    },
+    /// A room's whole state (answer to a subscribe that cannot be served by events).
+    Snapshot {
+        /// The room.
+        room: RoomId,
+        /// Its state.
+        state: Box<RoomState>,
+    },
+    /// Committed events of a subscribed room, consecutive.
+    Events {
+        /// The room.
+        room: RoomId,
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// The committed outcome of an action.
+    Ack {
+        /// The action.
+        id: ActionId,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// From the ping.
+        nonce: u64,
+        /// Origin time when it answered.
+        origin_time: ServerTime,
+    },
+    /// A fatal error; the origin closes the connection after it.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// For humans.
+        message: String,
+    },
+}
+
+impl DownMsg {
+    /// Priority class.
+    pub fn class(&self) -> Class {
+        match self {
+            DownMsg::Events { events, .. } => {
+                (events.iter().map(Event::class).min()).unwrap_or(Class::Ambient)
+            }
+            _ => Class::Session,
+        }
+    }
+}
