@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// happens when a datagram carrying it is lost. Highest priority first; the
 /// derived `Ord` follows that order (`Session < Authority < … < Ambient`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Class {
     /// Hello, clock pings, acks, goaway: retried or re-asked when lost.
     Session,

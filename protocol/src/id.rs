@@ -9,6 +9,7 @@ macro_rules! id {
         #[derive(
             Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
         )]
+        #[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
         pub struct $name(pub $inner);
 
         impl fmt::Display for $name {
@@ -56,6 +57,7 @@ id!(
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Seq(pub u64);
 
 impl Seq {
@@ -75,6 +77,7 @@ impl fmt::Display for Seq {
 /// send and kept across every retry, fallback and failover. The origin applies
 /// an id at most once and answers repeats with the original outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct ActionId {
     /// The session that sent the action.
     pub session: SessionId,

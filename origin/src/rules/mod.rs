@@ -11,7 +11,7 @@
 //! Conflict rules (all follow from "one writer, arrival order"):
 //! - actions apply in the order they reach [`Authority::handle_action`];
 //! - two PK invites that cross (A→B pending when B→A arrives) become one
-//!   battle: the second invite accepts the first ([`pk`]);
+//!   battle: the second invite accepts the first (see `pk.rs`);
 //! - the last free seat goes to the first taker; the second hears `SeatTaken`;
 //! - an accept after its invitation lapsed hears `Expired`;
 //! - a gift counts in a battle when its trusted stamp is before `ends_at` and
@@ -273,12 +273,12 @@ impl Authority {
     fn observe(&mut self, event: &Event) {
         match &event.kind {
             EventKind::PkInvited(i) => self.next_battle = self.next_battle.max(i.battle.0 + 1),
-            EventKind::PkInviteClosed { battle, reason } => {
-                if !self.closed_invites.iter().any(|(b, _)| b == battle) {
-                    self.closed_invites.push_back((*battle, *reason));
-                    if self.closed_invites.len() > self.config.closed_invite_memory {
-                        self.closed_invites.pop_front();
-                    }
+            EventKind::PkInviteClosed { battle, reason }
+                if !self.closed_invites.iter().any(|(b, _)| b == battle) =>
+            {
+                self.closed_invites.push_back((*battle, *reason));
+                if self.closed_invites.len() > self.config.closed_invite_memory {
+                    self.closed_invites.pop_front();
                 }
             }
             EventKind::ChallengeStarted(c) => {
@@ -522,6 +522,3 @@ impl<'a> Txn<'a> {
         // Ids handed out stay used: harmless gaps that the log never sees.
     }
 }
-
-#[cfg(test)]
-mod tests;

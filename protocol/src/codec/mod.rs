@@ -72,3 +72,6 @@ pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, CodecError> {
     }
     Ok(msg)
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ use crate::time::ServerTime;
 
 /// One action on its way to the origin, as the client stamped it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct ActionMsg {
     /// Chosen once, before the first send; kept across every resend.
     pub id: ActionId,
@@ -21,6 +22,7 @@ pub struct ActionMsg {
 
 /// The first message of a client connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Hello {
     /// [`super::PROTOCOL_VERSION`] of the client.
     pub version: u16,
@@ -32,6 +34,7 @@ pub struct Hello {
 
 /// Client → relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum ClientMsg {
     /// Open the session (first message on the control stream).
     Hello(Hello),

@@ -9,6 +9,7 @@ use super::error::ErrorCode;
 
 /// Origin → relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum DownMsg {
     /// The relay is accepted.
     Welcome {

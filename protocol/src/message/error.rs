@@ -4,6 +4,7 @@ use std::fmt;
 /// Why a peer is being closed. One table maps these to QUIC application
 /// close codes, in both directions ([`ErrorCode::code`], [`ErrorCode::from_code`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum ErrorCode {
     /// A normal close.
     Normal,

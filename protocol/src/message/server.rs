@@ -9,6 +9,7 @@ use super::error::ErrorCode;
 
 /// The relay's answer to `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Welcome {
     /// The session, as accepted.
     pub session: SessionId,
@@ -22,6 +23,7 @@ pub struct Welcome {
 
 /// Relay → client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum ServerMsg {
     /// The session is open.
     Welcome(Welcome),

@@ -8,6 +8,7 @@ use super::client::ActionMsg;
 
 /// Who performs an action, as the relay verified it from the user's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Actor {
     /// The user.
     pub user: UserId,
@@ -17,6 +18,7 @@ pub struct Actor {
 
 /// Relay → origin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum UpMsg {
     /// First message: the relay proves it belongs to the deployment.
     Hello {

@@ -8,6 +8,7 @@ pub const MAX_CHAT_BYTES: usize = 500;
 /// What a user's token grants in a room. Whether a user is a *seated guest*
 /// is not a grant: it follows from the room's seats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Grant {
     /// Watches, gifts, chats, likes; may apply for or take a seat.
     Viewer,
@@ -19,6 +20,7 @@ pub enum Grant {
 
 /// How a viewer gets onto a seat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum SeatMode {
     /// Any viewer may take a free, unlocked seat.
     FreeTake,
@@ -29,6 +31,7 @@ pub enum SeatMode {
 
 /// The goal of a timed engagement event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Goal {
     /// Gifts worth at least this much (catalogue value × count) in the window.
     GiftValue(u64),
@@ -49,6 +52,7 @@ impl Goal {
 
 /// Something a user asks a room to do. The origin decides; see its rules.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Action {
     /// Send `count` of catalogue item `gift` to the room's host.
     Gift {

@@ -8,6 +8,7 @@ use super::state::{Battle, BattleResult, Challenge, PkInvite};
 
 /// One entry of a room's ordered log, written only by the origin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Event {
     /// Position in the room's log.
     pub seq: Seq,
@@ -28,6 +29,7 @@ impl Event {
 
 /// Why a PK invitation ended without a battle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum PkInviteEnd {
     /// The invited host said no.
     Rejected,
@@ -39,6 +41,7 @@ pub enum PkInviteEnd {
 
 /// Why a seat invitation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum InviteEnd {
     /// The user accepted (a `SeatTaken` follows).
     Accepted,
@@ -54,6 +57,7 @@ pub enum InviteEnd {
 
 /// Why a seat application ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum ApplicationEnd {
     /// The host approved (a `SeatTaken` follows).
     Approved,
@@ -67,6 +71,7 @@ pub enum ApplicationEnd {
 
 /// Why a guest left a seat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum SeatLeaveReason {
     /// The guest left.
     Left,
@@ -79,6 +84,7 @@ pub enum SeatLeaveReason {
 /// What happened. Scores and counters carry totals, not only deltas, so a
 /// client that joins late reads them straight off any event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum EventKind {
     /// The room's first event: it gets `seats` seats.
     Opened {

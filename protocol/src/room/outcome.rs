@@ -6,6 +6,7 @@ use crate::id::Seq;
 /// The authoritative outcome of one action. A repeat of an action id gets the
 /// very same outcome back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Outcome {
     /// Applied; `seq` is the last event it produced in the actor's room.
     Applied {
@@ -28,6 +29,7 @@ impl Outcome {
 
 /// Why an action was refused. Stable codes: clients branch on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Reason {
     /// The actor's role may not do this.
     NotAllowed,

@@ -9,6 +9,7 @@ pub const MAX_SEATS: usize = 32;
 
 /// Everything a room is, at one `seq`. Built only by [`RoomState::apply`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct RoomState {
     /// Which room.
     pub room: RoomId,
@@ -63,6 +64,7 @@ impl RoomState {
 
 /// A PK invitation, as both rooms see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct PkInvite {
     /// The battle this becomes if accepted.
     pub battle: BattleId,
@@ -80,6 +82,7 @@ pub struct PkInvite {
 
 /// Where a battle is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum BattlePhase {
     /// Gifts count, until `ends_at`.
     Running,
@@ -96,6 +99,7 @@ pub enum BattlePhase {
 /// A PK battle, identical in both of its rooms. Index 0 of `rooms` and
 /// `scores` is the inviting room, index 1 the invited one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Battle {
     /// Battle id (the invitation's).
     pub id: BattleId,
@@ -129,6 +133,7 @@ impl Battle {
 
 /// How a battle ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct BattleResult {
     /// The battle.
     pub battle: BattleId,
@@ -144,6 +149,7 @@ pub struct BattleResult {
 
 /// Co-host seats and the queues in front of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Seats {
     /// How viewers get a seat.
     pub mode: SeatMode,
@@ -174,6 +180,7 @@ impl Seats {
 
 /// Who muted a seat. A guest can lift only its own mute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub enum Mute {
     /// Audible.
     #[default]
@@ -186,6 +193,7 @@ pub enum Mute {
 
 /// One co-host seat.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Seat {
     /// Who sits here.
     pub user: Option<UserId>,
@@ -207,6 +215,7 @@ impl Seat {
 
 /// A host's invitation of a user to a seat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct SeatInvite {
     /// Who is invited.
     pub user: UserId,
@@ -218,6 +227,7 @@ pub struct SeatInvite {
 
 /// A timed engagement event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
 pub struct Challenge {
     /// Challenge id.
     pub id: ChallengeId,
