@@ -4,10 +4,22 @@
 //!   co-host seats, gifts and timed engagement events. It takes `now` with
 //!   every input, reads no clock and does no IO; the same inputs at the same
 //!   times give the same events, byte for byte.
+//! - [`wal`]: the write-ahead log: an ack means durable; group commit makes
+//!   durability cheap; replay rebuilds every room after a crash.
+//! - [`server`]: the QUIC server for relays: one task runs the rules, a
+//!   commit thread makes their records durable, a publisher fans committed
+//!   events out and routes acks.
 //!
-//! What it deliberately does not do: decide anything outside the rules (a
-//! relay checks tokens; the origin trusts the relay's verified actor), or
-//! keep a second copy of room state (every change is an event applied with
+//! What it deliberately does not do: talk to clients (relays do, and check
+//! their tokens; the origin trusts the actor a relay verified), or keep a
+//! second way to compute state (every change is an event applied with
 //! [`protocol::RoomState::apply`]).
 
+pub mod clock;
+pub mod config;
 pub mod rules;
+pub mod server;
+pub mod wal;
+
+pub use config::Config;
+pub use server::{Error, Origin};

@@ -11,16 +11,24 @@
 //!   frames or packed datagrams, with hard size limits checked before any
 //!   allocation.
 //!
+//! - with the `net` feature, **the QUIC plumbing** every process shares
+//!   ([`net`]: TLS, endpoints, tuned transport, framed stream IO) and
+//!   **signed tokens** ([`token`]).
+//!
 //! What it deliberately does not do: decide anything (the origin's rules
-//! decide which events an action makes), open sockets, read clocks or spawn
-//! tasks. Everything here is plain data and pure functions.
+//! decide which events an action makes), keep state between calls. Apart from
+//! [`net`], everything here is plain data and pure functions.
 
 pub mod class;
 pub mod codec;
 pub mod id;
 pub mod message;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod room;
 pub mod time;
+#[cfg(feature = "net")]
+pub mod token;
 
 pub use class::Class;
 pub use id::{ActionId, BattleId, ChallengeId, GiftId, RoomId, Seq, SessionId, UserId};

@@ -9,7 +9,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The gift catalogue: id → value of one item.
+    /// The gift catalogue: id → value of one item. In files, a list of
+    /// `{ id = 3, value = 100 }` tables.
+    #[serde(with = "catalogue")]
     pub gifts: BTreeMap<GiftId, u64>,
     /// Most items of one gift in one action.
     pub max_gift_count: u32,
@@ -90,6 +92,29 @@ pub fn default_catalogue() -> BTreeMap<GiftId, u64> {
         .into_iter()
         .map(|(id, v)| (GiftId(id), v))
         .collect()
+}
+
+/// The catalogue as a list of `{ id, value }` (config formats want string map keys).
+mod catalogue {
+    use protocol::GiftId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Deserialize)]
+    struct Item {
+        id: u32,
+        value: u64,
+    }
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<GiftId, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let items: Vec<Item> = m.iter().map(|(k, v)| Item { id: k.0, value: *v }).collect();
+        items.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<GiftId, u64>, D::Error> {
+        let items = Vec::<Item>::deserialize(d)?;
+        Ok(items.into_iter().map(|i| (GiftId(i.id), i.value)).collect())
+    }
 }
 
 /// `Duration` as whole milliseconds, for config files.

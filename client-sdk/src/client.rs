@@ -1,0 +1,560 @@
+//! The app-facing API: build a client, join rooms, act, read the clock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::message::ALPN_CLIENT;
+use protocol::net::{self, Tuning};
+use protocol::room::{Goal, SeatMode};
+use protocol::{
+    Action, ActionId, BattleId, GiftId, Outcome, RoomId, RoomState, ServerTime, SessionId, UserId,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use protocol::net::rustls::pki_types::CertificateDer;
+
+use crate::driver::{self, Command, Driver};
+use crate::error::Error;
+use crate::mirror::Update;
+
+/// Which relay the client is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInfo {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+}
+
+/// Whether a move between relays lost nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// Every room resumed with the events it missed, one by one.
+    GapFree,
+    /// At least one room was rebuilt from a snapshot.
+    Rebuilt,
+}
+
+/// Things that happen to the client as a whole.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// First connection made.
+    Connected {
+        /// The relay.
+        relay: RelayInfo,
+    },
+    /// The relay failed (`goaway: false`) or asked us to move (`goaway: true`).
+    Moving {
+        /// The relay being left.
+        from: RelayInfo,
+        /// Whether it was a goaway.
+        goaway: bool,
+    },
+    /// Resumed on another relay.
+    Reconnected {
+        /// The new relay.
+        relay: RelayInfo,
+        /// Gap-free, or rebuilt from a snapshot.
+        continuity: Continuity,
+        /// From noticing the failure (or the goaway) to every room resumed.
+        took: Duration,
+    },
+    /// Whether the relay can reach the origin (while it cannot, actions wait).
+    Upstream {
+        /// Reachable or not.
+        connected: bool,
+    },
+}
+
+/// An action's authoritative outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The action's id.
+    pub id: ActionId,
+    /// Applied (with its seq) or rejected (with a reason).
+    pub outcome: Outcome,
+    /// From the call to the ack.
+    pub latency: Duration,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Relays to choose from.
+    pub relays: Vec<SocketAddr>,
+    /// The relays' TLS name.
+    pub server_name: String,
+    /// The signed token.
+    pub token: Vec<u8>,
+    /// Certificates to trust for relays.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Transport settings (keep-alive and idle timeout decide how fast a dead
+    /// relay is noticed).
+    pub tuning: Tuning,
+    /// Send critical actions twice this far apart; `None` sends once.
+    pub redundancy: Option<Duration>,
+    /// The session; random by default.
+    pub session: Option<SessionId>,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            relays: Vec::new(),
+            server_name: "localhost".into(),
+            token: Vec::new(),
+            roots: Vec::new(),
+            tuning: Tuning::default(),
+            redundancy: Some(Duration::from_millis(4)),
+            session: None,
+            connect_timeout: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl ClientBuilder {
+    /// Add a relay.
+    pub fn relay(mut self, addr: SocketAddr) -> Self {
+        self.config.relays.push(addr);
+        self
+    }
+
+    /// Add relays.
+    pub fn relays(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.config.relays.extend(addrs);
+        self
+    }
+
+    /// The signed token (see `protocol::token`).
+    pub fn token(mut self, token: Vec<u8>) -> Self {
+        self.config.token = token;
+        self
+    }
+
+    /// Trust the certificates in this PEM text.
+    pub fn trust_pem(mut self, pem: &str) -> Result<Self, Error> {
+        let certs = net::parse_certs(pem).map_err(|e| Error::Setup(e.to_string()))?;
+        self.config.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// The relays' TLS server name (default `localhost`).
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.config.server_name = name.into();
+        self
+    }
+
+    /// Transport settings.
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.config.tuning = tuning;
+        self
+    }
+
+    /// Send critical actions twice `delay` apart (`None`: once).
+    pub fn redundancy(mut self, delay: Option<Duration>) -> Self {
+        self.config.redundancy = delay;
+        self
+    }
+
+    /// Use this session id (default: random).
+    pub fn session(mut self, session: SessionId) -> Self {
+        self.config.session = Some(session);
+        self
+    }
+
+    /// The whole configuration at once.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Measure every relay, connect to the one with the lowest RTT, open the
+    /// session.
+    pub async fn connect(self) -> Result<Client, Error> {
+        Client::connect(self.config).await
+    }
+}
+
+/// What the driver and the handles share.
+pub(crate) struct Shared {
+    pub session: SessionId,
+    pub events: broadcast::Sender<ClientEvent>,
+    pub relay: watch::Sender<Option<RelayInfo>>,
+    offset: AtomicI64,
+    known: AtomicBool,
+    anchor: std::sync::OnceLock<Instant>,
+}
+
+impl Shared {
+    pub(crate) fn set_offset(&self, anchor: Instant, offset: i64) {
+        let _ = self.anchor.set(anchor);
+        self.offset.store(offset, Ordering::Relaxed);
+        self.known.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn server_time(&self) -> Option<ServerTime> {
+        if !self.known.load(Ordering::Acquire) {
+            return None;
+        }
+        let local = self.anchor.get()?.elapsed().as_micros() as i128;
+        let t = local + self.offset.load(Ordering::Relaxed) as i128;
+        Some(ServerTime(t.clamp(0, u64::MAX as i128) as u64))
+    }
+}
+
+/// A connected client. Cheap to clone; the connection closes when the last
+/// clone is dropped or [`Client::close`] is called.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("session", &self.shared.session)
+            .finish()
+    }
+}
+
+fn random_session() -> SessionId {
+    // Randomness without a dependency: the std hasher is randomly keyed.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.write_u64(std::process::id().into());
+    SessionId(h.finish())
+}
+
+impl Client {
+    /// Start building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    async fn connect(config: Config) -> Result<Client, Error> {
+        if config.relays.is_empty() {
+            return Err(Error::Unreachable("no relay configured".into()));
+        }
+        let bind = match config.relays[0] {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        };
+        let (endpoint, _plug) =
+            net::client_endpoint(bind, &config.tuning).map_err(|e| Error::Setup(e.to_string()))?;
+        let client_config = net::client_config(&config.roots, ALPN_CLIENT, &config.tuning)
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let session = config.session.unwrap_or_else(random_session);
+        // Measure every relay at once by its handshake; keep the fastest.
+        let probes = config.relays.iter().map(|addr| {
+            let (endpoint, cfg, name) = (
+                endpoint.clone(),
+                client_config.clone(),
+                config.server_name.clone(),
+            );
+            let addr = *addr;
+            let timeout = config.connect_timeout;
+            async move {
+                let t = Instant::now();
+                let r = tokio::time::timeout(timeout, async {
+                    endpoint.connect_with(cfg, addr, &name).ok()?.await.ok()
+                })
+                .await
+                .ok()
+                .flatten();
+                (addr, r.map(|c| (c.rtt().max(t.elapsed() / 2), c)))
+            }
+        });
+        let mut results = Vec::new();
+        for p in probes.collect::<Vec<_>>() {
+            results.push(tokio::spawn(p));
+        }
+        let mut measured = Vec::new();
+        for r in results {
+            if let Ok((addr, Some((rtt, conn)))) = r.await {
+                conn.close(0u32.into(), b"probe");
+                measured.push((rtt, addr));
+            }
+        }
+        measured.sort();
+        let mut ranking: Vec<SocketAddr> = measured.iter().map(|(_, a)| *a).collect();
+        for a in &config.relays {
+            if !ranking.contains(a) {
+                ranking.push(*a);
+            }
+        }
+        let mut last = Error::Unreachable("no relay answered".into());
+        let mut first = None;
+        for addr in &ranking {
+            match driver::connect(
+                &endpoint,
+                &client_config,
+                *addr,
+                &config.server_name,
+                &config.token,
+                session,
+                1,
+                config.connect_timeout,
+            )
+            .await
+            {
+                Ok(c) => {
+                    first = Some(c);
+                    break;
+                }
+                Err(e @ Error::Refused { .. }) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        let first = first.ok_or(last)?;
+        let (events, _) = broadcast::channel(256);
+        let (relay, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            session,
+            events,
+            relay,
+            offset: AtomicI64::new(0),
+            known: AtomicBool::new(false),
+            anchor: std::sync::OnceLock::new(),
+        });
+        let (commands, rx) = mpsc::channel(1024);
+        let driver = Driver::new(
+            config,
+            shared.clone(),
+            endpoint,
+            client_config,
+            ranking,
+            first,
+        );
+        tokio::spawn(driver.run(rx));
+        Ok(Client { commands, shared })
+    }
+
+    /// Follow a room: resolves once its state has arrived.
+    pub async fn join(&self, room: RoomId) -> Result<Room, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Join { room, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        let parts = rx.await.map_err(|_| Error::Closed)??;
+        Ok(Room {
+            id: room,
+            client: self.clone(),
+            state: parts.state,
+            updates: parts.updates,
+        })
+    }
+
+    /// The current estimate of origin time (after the first clock exchange).
+    pub fn server_time(&self) -> Option<ServerTime> {
+        self.shared.server_time()
+    }
+
+    /// Client-wide events: connected, moving, reconnected, upstream status.
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The relay the client is on now.
+    pub fn relay(&self) -> Option<RelayInfo> {
+        self.shared.relay.borrow().clone()
+    }
+
+    /// A watch of the current relay.
+    pub fn relay_watch(&self) -> watch::Receiver<Option<RelayInfo>> {
+        self.shared.relay.subscribe()
+    }
+
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        self.shared.session
+    }
+
+    async fn act(&self, room: RoomId, action: Action) -> Result<Acked, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Act {
+                room,
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Say goodbye to the relay and stop.
+    pub async fn close(self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}
+
+/// A followed room: its mirrored state, its updates, and typed actions whose
+/// futures resolve with the authoritative outcome.
+#[derive(Debug)]
+pub struct Room {
+    id: RoomId,
+    client: Client,
+    state: watch::Receiver<RoomState>,
+    updates: broadcast::Sender<Update>,
+}
+
+impl Room {
+    /// The room's id.
+    pub fn id(&self) -> RoomId {
+        self.id
+    }
+
+    /// The mirrored state now.
+    pub fn state(&self) -> RoomState {
+        self.state.borrow().clone()
+    }
+
+    /// A watch that changes with every applied event.
+    pub fn watch(&self) -> watch::Receiver<RoomState> {
+        self.state.clone()
+    }
+
+    /// Every update from now on, in order (events, or a snapshot after a
+    /// rebuild).
+    pub fn updates(&self) -> broadcast::Receiver<Update> {
+        self.updates.subscribe()
+    }
+
+    /// Any action.
+    pub async fn act(&self, action: Action) -> Result<Acked, Error> {
+        self.client.act(self.id, action).await
+    }
+
+    /// Send `count` of a catalogue gift.
+    pub async fn gift(&self, gift: GiftId, count: u32) -> Result<Acked, Error> {
+        self.act(Action::Gift { gift, count }).await
+    }
+
+    /// Post a comment.
+    pub async fn chat(&self, text: &str) -> Result<Acked, Error> {
+        self.act(Action::Chat { text: text.into() }).await
+    }
+
+    /// Like the stream.
+    pub async fn like(&self, count: u32) -> Result<Acked, Error> {
+        self.act(Action::Like { count }).await
+    }
+
+    /// Host: invite another room to a PK battle.
+    pub async fn pk_invite(&self, to: RoomId, duration_secs: u32) -> Result<Acked, Error> {
+        self.act(Action::PkInvite { to, duration_secs }).await
+    }
+
+    /// Host: accept a PK invitation.
+    pub async fn pk_accept(&self, battle: BattleId) -> Result<Acked, Error> {
+        self.act(Action::PkAccept { battle }).await
+    }
+
+    /// Host: reject a PK invitation.
+    pub async fn pk_reject(&self, battle: BattleId) -> Result<Acked, Error> {
+        self.act(Action::PkReject { battle }).await
+    }
+
+    /// Host: withdraw a PK invitation.
+    pub async fn pk_cancel(&self, battle: BattleId) -> Result<Acked, Error> {
+        self.act(Action::PkCancel { battle }).await
+    }
+
+    /// Host: give up a battle.
+    pub async fn pk_forfeit(&self, battle: BattleId) -> Result<Acked, Error> {
+        self.act(Action::PkForfeit { battle }).await
+    }
+
+    /// Host: set the seat mode.
+    pub async fn seat_mode(&self, mode: SeatMode) -> Result<Acked, Error> {
+        self.act(Action::SeatMode { mode }).await
+    }
+
+    /// Host: invite a user to a seat.
+    pub async fn seat_invite(&self, user: UserId, seat: Option<u8>) -> Result<Acked, Error> {
+        self.act(Action::SeatInvite { user, seat }).await
+    }
+
+    /// Invited user: accept the seat.
+    pub async fn seat_accept(&self) -> Result<Acked, Error> {
+        self.act(Action::SeatAccept).await
+    }
+
+    /// Viewer: apply for a seat.
+    pub async fn seat_apply(&self) -> Result<Acked, Error> {
+        self.act(Action::SeatApply).await
+    }
+
+    /// Host: approve an application.
+    pub async fn seat_approve(&self, user: UserId) -> Result<Acked, Error> {
+        self.act(Action::SeatApprove { user }).await
+    }
+
+    /// Viewer in free-take mode: take a seat.
+    pub async fn seat_take(&self, seat: u8) -> Result<Acked, Error> {
+        self.act(Action::SeatTake { seat }).await
+    }
+
+    /// Host: remove whoever sits on a seat.
+    pub async fn seat_kick(&self, seat: u8) -> Result<Acked, Error> {
+        self.act(Action::SeatKick { seat }).await
+    }
+
+    /// Mute or unmute a seat.
+    pub async fn seat_mute(&self, seat: u8, muted: bool) -> Result<Acked, Error> {
+        self.act(Action::SeatMute { seat, muted }).await
+    }
+
+    /// Host: lock or unlock a seat.
+    pub async fn seat_lock(&self, seat: u8, locked: bool) -> Result<Acked, Error> {
+        self.act(Action::SeatLock { seat, locked }).await
+    }
+
+    /// Guest: leave the seat.
+    pub async fn seat_leave(&self) -> Result<Acked, Error> {
+        self.act(Action::SeatLeave).await
+    }
+
+    /// Host or operator: start a challenge.
+    pub async fn challenge(&self, goal: Goal, window_secs: u32) -> Result<Acked, Error> {
+        self.act(Action::ChallengeStart { goal, window_secs }).await
+    }
+
+    /// Wait until the mirrored state satisfies `f` (or `timeout` passes).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        f: impl Fn(&RoomState) -> bool,
+    ) -> Option<RoomState> {
+        let mut w = self.state.clone();
+        let r = tokio::time::timeout(timeout, w.wait_for(|s| f(s))).await;
+        match r {
+            Ok(Ok(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stop following the room.
+    pub async fn leave(self) {
+        let _ = self
+            .client
+            .commands
+            .send(Command::Leave { room: self.id })
+            .await;
+    }
+}

@@ -1,0 +1,822 @@
+//! The connection driver: one task per client that owns the QUIC connection
+//! and selects over commands from the app, messages from the relay and its
+//! timers. The decisions live in the pure parts ([`Mirror`], [`Retry`],
+//! [`OffsetEstimator`]); this file moves bytes and keeps bookkeeping.
+//!
+//! Failover: when the connection dies (idle timeout, about a second) or the
+//! relay says goaway, the driver connects to the next relay — for a goaway,
+//! before leaving the old one — and resumes: the same session, each room's
+//! last seq, and every unacknowledged action again. The app sees one
+//! `Reconnected` event saying whether continuity was gap-free or rebuilt.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::codec::{self, Packer};
+use protocol::message::{ActionMsg, ClientMsg, ErrorCode, Hello, ServerMsg, PROTOCOL_VERSION};
+use protocol::net::{self, NetError};
+use protocol::time::{ClockSample, OffsetEstimator};
+use protocol::{Action, ActionId, Outcome, RoomId, RoomState, Seq, SessionId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::client::{Acked, ClientEvent, Config, Continuity, RelayInfo, Shared};
+use crate::error::Error;
+use crate::mirror::{Mirror, Update};
+use crate::retry::{Path, Retry, Rtt};
+
+/// Most actions waiting for an outcome at once (well inside the origin's
+/// per-session id window).
+pub(crate) const MAX_IN_FLIGHT: usize = 512;
+
+/// From the app's handles to the driver.
+pub(crate) enum Command {
+    Join {
+        room: RoomId,
+        reply: oneshot::Sender<Result<RoomParts, Error>>,
+    },
+    Leave {
+        room: RoomId,
+    },
+    Act {
+        room: RoomId,
+        action: Action,
+        reply: oneshot::Sender<Result<Acked, Error>>,
+    },
+    Close,
+}
+
+/// What a room handle is made of.
+pub(crate) struct RoomParts {
+    pub state: watch::Receiver<RoomState>,
+    pub updates: broadcast::Sender<Update>,
+}
+
+/// From a connection's reader tasks to the driver.
+pub(crate) enum Incoming {
+    Datagram(Bytes),
+    Control(ServerMsg),
+    Stream(ServerMsg),
+    Closed(String, Option<ErrorCode>),
+}
+
+/// One live connection to a relay.
+pub(crate) struct Live {
+    gen: u64,
+    conn: quinn::Connection,
+    ctrl: quinn::SendStream,
+    relay: RelayInfo,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    fn close(self, code: ErrorCode, reason: &str) {
+        net::close(&self.conn, code, reason);
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Slot {
+    mirror: Mirror,
+    state: watch::Sender<RoomState>,
+    updates: broadcast::Sender<Update>,
+    joiners: Vec<oneshot::Sender<Result<RoomParts, Error>>>,
+}
+
+/// A move in progress: where to, why, and when it began.
+struct Resume {
+    started: Instant,
+    /// Rooms that have not answered their resume join yet.
+    waiting: BTreeSet<RoomId>,
+    rebuilt: bool,
+}
+
+type Connecting = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error>>
+            + Send,
+    >,
+>;
+
+pub(crate) struct Driver {
+    config: Config,
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    session: SessionId,
+    next_n: u64,
+    rooms: BTreeMap<RoomId, Slot>,
+    waiters: BTreeMap<ActionId, (oneshot::Sender<Result<Acked, Error>>, Instant)>,
+    retry: Retry,
+    clock: OffsetEstimator,
+    pings: VecDeque<(u64, u64)>,
+    nonce: u64,
+    next_ping: u64,
+    live: Option<Live>,
+    /// The connection being left after a goaway (kept until the new one is up).
+    leaving: Option<Live>,
+    incoming: Vec<mpsc::Receiver<(u64, Incoming)>>,
+    connecting: Option<Connecting>,
+    /// Relays best first.
+    ranking: Vec<SocketAddr>,
+    /// Relays to try first on the next move (goaway alternatives).
+    prefer: Vec<SocketAddr>,
+    resume: Option<Resume>,
+    gen: u64,
+    attempts: u32,
+    retry_at: Option<u64>,
+    start: Instant,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: Config,
+        shared: Arc<Shared>,
+        endpoint: quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        ranking: Vec<SocketAddr>,
+        first: (Live, mpsc::Receiver<(u64, Incoming)>),
+    ) -> Driver {
+        let rtt = Rtt::new(
+            Duration::from_millis(15),
+            Duration::from_secs(2),
+            Duration::from_millis(250),
+        );
+        let copy = config.redundancy.map(|d| d.as_micros() as u64);
+        let (live, rx) = first;
+        Driver {
+            session: shared.session,
+            shared,
+            endpoint,
+            client_config,
+            next_n: 0,
+            rooms: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            retry: Retry::new(copy, rtt),
+            clock: OffsetEstimator::new(16),
+            pings: VecDeque::new(),
+            nonce: 0,
+            next_ping: 0,
+            gen: live.gen,
+            live: Some(live),
+            leaving: None,
+            incoming: vec![rx],
+            connecting: None,
+            ranking,
+            prefer: Vec::new(),
+            resume: None,
+            attempts: 0,
+            retry_at: None,
+            start: Instant::now(),
+            config,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        if let Some(live) = &self.live {
+            let _ = self.shared.events.send(ClientEvent::Connected {
+                relay: live.relay.clone(),
+            });
+            self.shared.relay.send_replace(Some(live.relay.clone()));
+        }
+        loop {
+            let wake = self.poll_timeout();
+            enum Wake {
+                Command(Option<Command>),
+                Incoming(u64, Incoming),
+                Connected(Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error>),
+                Timer,
+            }
+            let woke = {
+                let incoming = next_incoming(&mut self.incoming);
+                let connecting = async {
+                    match &mut self.connecting {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let start = self.start;
+                tokio::select! {
+                    c = commands.recv() => Wake::Command(c),
+                    i = incoming => match i {
+                        Some((gen, inc)) => Wake::Incoming(gen, inc),
+                        None => Wake::Timer,
+                    },
+                    r = connecting => Wake::Connected(r),
+                    () = sleep_until(start, wake) => Wake::Timer,
+                }
+            };
+            match woke {
+                Wake::Command(None) | Wake::Command(Some(Command::Close)) => break,
+                Wake::Command(Some(c)) => self.handle_command(c).await,
+                Wake::Incoming(gen, inc) => self.handle_incoming(gen, inc).await,
+                Wake::Connected(r) => {
+                    self.connecting = None;
+                    self.handle_connected(r).await;
+                }
+                Wake::Timer => {}
+            }
+            self.handle_timers().await;
+        }
+        if let Some(mut live) = self.live.take() {
+            let _ = send_frame(&mut live.ctrl, &ClientMsg::Bye).await;
+            live.close(ErrorCode::Normal, "bye");
+        }
+        if let Some(old) = self.leaving.take() {
+            old.close(ErrorCode::Normal, "bye");
+        }
+        for (_, (reply, _)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(Error::Closed));
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        let tol = self.reorder_tolerance();
+        let retry = self.resync_retry();
+        let mirrors = self
+            .rooms
+            .values()
+            .filter_map(|s| s.mirror.poll_timeout(tol, retry))
+            .min();
+        [
+            self.retry.poll_timeout(),
+            mirrors,
+            Some(self.next_ping),
+            self.retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// How long a gap may last before it is repaired: a little reordering is
+    /// normal, a lost packet is not.
+    fn reorder_tolerance(&self) -> u64 {
+        let srtt = self.retry.rtt().srtt().unwrap_or(Duration::from_millis(20));
+        (srtt.as_micros() as u64 / 4).clamp(5_000, 50_000)
+    }
+
+    fn resync_retry(&self) -> u64 {
+        (self.retry.rtt().rto().as_micros() as u64 * 2).max(50_000)
+    }
+
+    async fn handle_command(&mut self, c: Command) {
+        match c {
+            Command::Join { room, reply } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    if slot.mirror.state().is_some() {
+                        let _ = reply.send(Ok(RoomParts {
+                            state: slot.state.subscribe(),
+                            updates: slot.updates.clone(),
+                        }));
+                    } else {
+                        slot.joiners.push(reply);
+                    }
+                    return;
+                }
+                let (state, _) = watch::channel(RoomState::new(room));
+                let (updates, _) = broadcast::channel(4096);
+                self.rooms.insert(
+                    room,
+                    Slot {
+                        mirror: Mirror::new(),
+                        state,
+                        updates,
+                        joiners: vec![reply],
+                    },
+                );
+                self.send_reliable(&ClientMsg::Join { room, since: None })
+                    .await;
+            }
+            Command::Leave { room } => {
+                if self.rooms.remove(&room).is_some() {
+                    self.send_reliable(&ClientMsg::Leave { room }).await;
+                }
+            }
+            Command::Act {
+                room,
+                action,
+                reply,
+            } => {
+                if self.retry.len() >= MAX_IN_FLIGHT {
+                    let _ = reply.send(Err(Error::Busy));
+                    return;
+                }
+                self.next_n += 1;
+                let id = ActionId {
+                    session: self.session,
+                    n: self.next_n,
+                };
+                let sent_at = self
+                    .shared
+                    .server_time()
+                    .unwrap_or(protocol::ServerTime::ZERO);
+                let msg = ActionMsg {
+                    id,
+                    room,
+                    sent_at,
+                    action,
+                };
+                self.waiters.insert(id, (reply, Instant::now()));
+                let now = self.now();
+                let (msg, _) = self.retry.handle_send(now, msg);
+                self.send_datagrams(&[ClientMsg::Action(msg)]);
+            }
+            Command::Close => {}
+        }
+    }
+
+    async fn handle_incoming(&mut self, gen: u64, inc: Incoming) {
+        let from_live = self.live.as_ref().is_some_and(|l| l.gen == gen);
+        let from_leaving = self.leaving.as_ref().is_some_and(|l| l.gen == gen);
+        if !from_live && !from_leaving {
+            return;
+        }
+        match inc {
+            Incoming::Datagram(d) => {
+                for m in codec::unpack::<ServerMsg>(&d) {
+                    match m {
+                        Ok(m) => self.handle_msg(m, false).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed datagram from the relay");
+                            break;
+                        }
+                    }
+                }
+            }
+            Incoming::Control(m) => self.handle_msg(m, true).await,
+            Incoming::Stream(m) => self.handle_msg(m, true).await,
+            Incoming::Closed(why, code) => {
+                if from_leaving {
+                    self.leaving = None;
+                    return;
+                }
+                tracing::info!(reason = %why, "connection to the relay lost");
+                if let Some(live) = self.live.take() {
+                    let _ = self.shared.events.send(ClientEvent::Moving {
+                        from: live.relay.clone(),
+                        goaway: false,
+                    });
+                    let failed = live.relay.addr;
+                    live.close(ErrorCode::Normal, "lost");
+                    if code
+                        .is_some_and(|c| matches!(c, ErrorCode::BadToken | ErrorCode::TokenExpired))
+                    {
+                        tracing::warn!("the relay refused our token; not reconnecting");
+                        return;
+                    }
+                    self.begin_move(Some(failed));
+                }
+            }
+        }
+    }
+
+    async fn handle_msg(&mut self, m: ServerMsg, reliable: bool) {
+        let now = self.now();
+        match m {
+            ServerMsg::Events { room, events } => {
+                let resumed = reliable
+                    && self
+                        .resume
+                        .as_ref()
+                        .is_some_and(|r| r.waiting.contains(&room));
+                self.room_updates(room, |m| m.handle_events(now, events));
+                if resumed {
+                    self.resume_answered(room, false);
+                }
+            }
+            ServerMsg::Snapshot { room, state } => {
+                self.room_updates(room, |m| m.handle_snapshot(now, *state));
+                if self
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| r.waiting.contains(&room))
+                {
+                    self.resume_answered(room, true);
+                }
+            }
+            ServerMsg::Head { room, seq } => {
+                if let Some(slot) = self.rooms.get_mut(&room) {
+                    slot.mirror.handle_head(now, seq);
+                }
+            }
+            ServerMsg::Ack { id, outcome } => self.handle_ack(now, id, outcome),
+            ServerMsg::Pong { nonce, origin_time } => {
+                if let Some(pos) = self.pings.iter().position(|(n, _)| *n == nonce) {
+                    let (_, sent) = self.pings[pos];
+                    self.clock.handle_sample(ClockSample {
+                        sent,
+                        received: now,
+                        origin: origin_time,
+                    });
+                    if let Some(off) = self.clock.offset() {
+                        self.shared.set_offset(self.start, off);
+                    }
+                }
+            }
+            ServerMsg::JoinFailed { room, reason } => {
+                if let Some(slot) = self.rooms.remove(&room) {
+                    for j in slot.joiners {
+                        let _ = j.send(Err(Error::JoinRefused(reason)));
+                    }
+                }
+            }
+            ServerMsg::Upstream { connected } => {
+                let _ = self.shared.events.send(ClientEvent::Upstream { connected });
+            }
+            ServerMsg::GoAway { alternatives } => {
+                let from = self.live.as_ref().map(|l| l.relay.clone());
+                tracing::info!(?alternatives, "relay asked us to move");
+                if let Some(from) = from {
+                    let _ = self.shared.events.send(ClientEvent::Moving {
+                        from: from.clone(),
+                        goaway: true,
+                    });
+                    self.prefer = alternatives.iter().filter_map(|a| a.parse().ok()).collect();
+                    // Make before break: keep the old connection until the new one is up.
+                    if self.connecting.is_none() && self.leaving.is_none() {
+                        self.leaving = self.live.take();
+                        self.begin_move(Some(from.addr));
+                    }
+                }
+            }
+            ServerMsg::Welcome(_) | ServerMsg::Error { .. } => {}
+        }
+    }
+
+    fn handle_ack(&mut self, now: u64, id: ActionId, outcome: Outcome) {
+        self.retry.handle_ack(now, id);
+        if let Some((reply, started)) = self.waiters.remove(&id) {
+            let _ = reply.send(Ok(Acked {
+                id,
+                outcome,
+                latency: started.elapsed(),
+            }));
+        }
+    }
+
+    fn room_updates(&mut self, room: RoomId, f: impl FnOnce(&mut Mirror) -> Vec<Update>) {
+        let Some(slot) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let updates = f(&mut slot.mirror);
+        if updates.is_empty() {
+            return;
+        }
+        if let Some(state) = slot.mirror.state() {
+            slot.state.send_replace(state.clone());
+            for j in slot.joiners.drain(..) {
+                let _ = j.send(Ok(RoomParts {
+                    state: slot.state.subscribe(),
+                    updates: slot.updates.clone(),
+                }));
+            }
+        }
+        for u in updates {
+            let _ = slot.updates.send(u);
+        }
+    }
+
+    fn resume_answered(&mut self, room: RoomId, snapshot: bool) {
+        let Some(r) = &mut self.resume else { return };
+        r.waiting.remove(&room);
+        r.rebuilt |= snapshot;
+        if r.waiting.is_empty() {
+            let continuity = if r.rebuilt {
+                Continuity::Rebuilt
+            } else {
+                Continuity::GapFree
+            };
+            let took = r.started.elapsed();
+            self.resume = None;
+            if let Some(live) = &self.live {
+                let _ = self.shared.events.send(ClientEvent::Reconnected {
+                    relay: live.relay.clone(),
+                    continuity,
+                    took,
+                });
+            }
+        }
+    }
+
+    /// Start moving to another relay (not `avoid`, unless it is the only one).
+    fn begin_move(&mut self, avoid: Option<SocketAddr>) {
+        if self.resume.is_none() {
+            self.resume = Some(Resume {
+                started: Instant::now(),
+                waiting: BTreeSet::new(),
+                rebuilt: false,
+            });
+        }
+        self.attempts = 0;
+        self.try_next(avoid);
+    }
+
+    fn try_next(&mut self, avoid: Option<SocketAddr>) {
+        let mut order: Vec<SocketAddr> = self.prefer.clone();
+        for a in &self.ranking {
+            if !order.contains(a) {
+                order.push(*a);
+            }
+        }
+        // The failed relay goes last: it may come back, but try others first.
+        if let Some(bad) = avoid {
+            order.retain(|a| *a != bad);
+            order.push(bad);
+        }
+        self.gen += 1;
+        let gen = self.gen;
+        let endpoint = self.endpoint.clone();
+        let cfg = self.client_config.clone();
+        let name = self.config.server_name.clone();
+        let token = self.config.token.clone();
+        let session = self.session;
+        let timeout = self.config.connect_timeout;
+        self.connecting = Some(Box::pin(async move {
+            let mut last = String::from("no relay configured");
+            for addr in order {
+                match connect(&endpoint, &cfg, addr, &name, &token, session, gen, timeout).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+            Err(Error::Unreachable(last))
+        }));
+    }
+
+    async fn handle_connected(
+        &mut self,
+        r: Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error>,
+    ) {
+        match r {
+            Ok((live, rx)) => {
+                self.attempts = 0;
+                self.prefer.clear();
+                tracing::info!(relay = %live.relay.name, addr = %live.relay.addr, "moved to another relay");
+                self.shared.relay.send_replace(Some(live.relay.clone()));
+                self.live = Some(live);
+                self.incoming.push(rx);
+                // A new relay means a new path: new clock samples.
+                self.clock = OffsetEstimator::new(16);
+                self.next_ping = 0;
+                let rooms: Vec<(RoomId, Option<Seq>)> = self
+                    .rooms
+                    .iter()
+                    .map(|(id, s)| (*id, s.mirror.state().map(|st| st.seq)))
+                    .collect();
+                if let Some(r) = &mut self.resume {
+                    r.waiting = rooms.iter().map(|(id, _)| *id).collect();
+                }
+                for (room, since) in rooms {
+                    self.send_reliable(&ClientMsg::Join { room, since }).await;
+                }
+                for msg in self.retry.handle_reconnect() {
+                    self.send_reliable(&ClientMsg::Action(msg)).await;
+                }
+                if let Some(mut old) = self.leaving.take() {
+                    let _ = send_frame(&mut old.ctrl, &ClientMsg::Bye).await;
+                    // Let the bye reach the relay before closing.
+                    let _ = old.ctrl.finish();
+                    old.close(ErrorCode::Normal, "moved");
+                }
+                if self.resume.as_ref().is_some_and(|r| r.waiting.is_empty()) {
+                    self.resume_answered(RoomId(u64::MAX), false);
+                }
+            }
+            Err(e) => {
+                self.attempts += 1;
+                // Every relay failed: wait (backoff with jitter) and try again.
+                let base = 100u64 << self.attempts.min(5);
+                let jitter =
+                    (self.session.0 ^ u64::from(self.attempts).wrapping_mul(0x9e37_79b9)) % base;
+                tracing::warn!(error = %e, attempt = self.attempts, "no relay reachable; retrying");
+                self.retry_at = Some(self.now() + (base + jitter) * 1_000);
+            }
+        }
+    }
+
+    async fn handle_timers(&mut self) {
+        let now = self.now();
+        if self.retry_at.is_some_and(|t| t <= now)
+            && self.live.is_none()
+            && self.connecting.is_none()
+        {
+            self.retry_at = None;
+            self.try_next(None);
+        }
+        let mut datagrams = Vec::new();
+        for (msg, path) in self.retry.poll_transmit(now) {
+            match path {
+                Path::Datagram => datagrams.push(ClientMsg::Action(msg)),
+                Path::Stream => self.send_reliable(&ClientMsg::Action(msg)).await,
+            }
+        }
+        let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
+        let resyncs: Vec<(RoomId, Seq)> = (self.rooms.iter_mut())
+            .filter_map(|(id, s)| {
+                s.mirror
+                    .poll_resync(now, tol, retry)
+                    .map(|from| (*id, from))
+            })
+            .collect();
+        for (room, from) in resyncs {
+            self.send_reliable(&ClientMsg::Resync { room, from }).await;
+        }
+        if now >= self.next_ping && self.live.is_some() {
+            self.nonce += 1;
+            self.pings.push_back((self.nonce, now));
+            if self.pings.len() > 32 {
+                self.pings.pop_front();
+            }
+            datagrams.push(ClientMsg::Ping { nonce: self.nonce });
+            // Converge fast, then keep fresh.
+            let every = if self.clock.len() < 5 {
+                100_000
+            } else {
+                1_000_000
+            };
+            self.next_ping = now + every;
+        }
+        self.send_datagrams(&datagrams);
+    }
+
+    fn send_datagrams(&mut self, msgs: &[ClientMsg]) {
+        let Some(live) = &self.live else { return };
+        if msgs.is_empty() {
+            return;
+        }
+        let max = live.conn.max_datagram_size().unwrap_or(1200);
+        let mut p = Packer::new(max);
+        for m in msgs {
+            let _ = p.push(m);
+        }
+        for d in p.finish() {
+            let _ = live.conn.send_datagram(d);
+        }
+    }
+
+    async fn send_reliable(&mut self, msg: &ClientMsg) {
+        let Some(live) = &mut self.live else { return };
+        if let Err(e) = send_frame(&mut live.ctrl, msg).await {
+            tracing::debug!(error = %e, "control stream write failed");
+        }
+    }
+}
+
+async fn send_frame(send: &mut quinn::SendStream, msg: &ClientMsg) -> Result<(), NetError> {
+    net::write_frame(send, msg).await
+}
+
+async fn sleep_until(start: Instant, wake: Option<u64>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until((start + Duration::from_micros(t)).into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message from any live connection's readers.
+async fn next_incoming(rxs: &mut Vec<mpsc::Receiver<(u64, Incoming)>>) -> Option<(u64, Incoming)> {
+    // Drop receivers whose connection is gone.
+    rxs.retain(|r| !r.is_closed() || !r.is_empty());
+    if rxs.is_empty() {
+        return std::future::pending().await;
+    }
+    // A minimal select over the receivers (`recv` is cancel-safe).
+    std::future::poll_fn(|cx| {
+        for r in rxs.iter_mut() {
+            if let std::task::Poll::Ready(v) = r.poll_recv(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Connect to one relay and open the session.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn connect(
+    endpoint: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+    token: &[u8],
+    session: SessionId,
+    gen: u64,
+    timeout: Duration,
+) -> Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error> {
+    let attempt = async {
+        let conn = endpoint
+            .connect_with(cfg.clone(), addr, server_name)
+            .map_err(|e| Error::Unreachable(e.to_string()))?
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let (mut ctrl, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let hello = ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            token: token.to_vec(),
+            session,
+        });
+        send_frame(&mut ctrl, &hello)
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let mut buf = Vec::new();
+        let welcome = match net::read_frame::<ServerMsg>(&mut recv, &mut buf).await {
+            Ok(Some(ServerMsg::Welcome(w))) => w,
+            Ok(_) => return Err(Error::Unreachable("no welcome".into())),
+            Err(NetError::Connection(e))
+            | Err(NetError::Read(quinn::ReadExactError::ReadError(
+                quinn::ReadError::ConnectionLost(e),
+            ))) => {
+                return Err(match net::close_code(&e) {
+                    Some(code) => Error::Refused {
+                        code,
+                        reason: e.to_string(),
+                    },
+                    None => Error::Unreachable(e.to_string()),
+                });
+            }
+            Err(e) => return Err(Error::Unreachable(e.to_string())),
+        };
+        let relay = RelayInfo {
+            addr,
+            name: welcome.relay,
+            region: welcome.region,
+        };
+        let (tx, rx) = mpsc::channel(4096);
+        let tasks = spawn_readers(gen, conn.clone(), recv, tx);
+        Ok((
+            Live {
+                gen,
+                conn,
+                ctrl,
+                relay,
+                tasks,
+            },
+            rx,
+        ))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Unreachable(format!("{addr}: timed out"))),
+    }
+}
+
+fn spawn_readers(
+    gen: u64,
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<(u64, Incoming)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let (c, t) = (conn.clone(), tx.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            match c.read_datagram().await {
+                Ok(d) => {
+                    if t.send((gen, Incoming::Datagram(d))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let code = net::close_code(&e);
+                    let _ = t.send((gen, Incoming::Closed(e.to_string(), code))).await;
+                    return;
+                }
+            }
+        }
+    }));
+    let t = tx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Ok(Some(m)) = net::read_frame::<ServerMsg>(&mut recv, &mut buf).await {
+            if t.send((gen, Incoming::Control(m))).await.is_err() {
+                return;
+            }
+        }
+    }));
+    tasks.push(tokio::spawn(async move {
+        while let Ok(mut uni) = conn.accept_uni().await {
+            let t = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if let Ok(Some(m)) = net::read_frame::<ServerMsg>(&mut uni, &mut buf).await {
+                    let _ = t.send((gen, Incoming::Stream(m))).await;
+                }
+            });
+        }
+    }));
+    tasks
+}

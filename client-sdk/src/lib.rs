@@ -1,0 +1,42 @@
+//! The Ringside client SDK: what an app links to take part in live rooms.
+//!
+//! ```no_run
+//! # async fn demo(token: Vec<u8>, cert_pem: &str) -> Result<(), client_sdk::Error> {
+//! use client_sdk::Client;
+//! use protocol::{GiftId, RoomId};
+//!
+//! let client = Client::builder()
+//!     .relay("127.0.0.1:4700".parse().unwrap())
+//!     .token(token)
+//!     .trust_pem(cert_pem)?
+//!     .connect()
+//!     .await?;
+//! let room = client.join(RoomId(1)).await?;
+//! let acked = room.gift(GiftId(3), 1).await?;
+//! println!("{:?} in {:?}; battle: {:?}", acked.outcome, acked.latency, room.state().battle);
+//! # Ok(()) }
+//! ```
+//!
+//! It picks the relay with the lowest measured RTT, joins rooms, mirrors
+//! their state with the same `apply` the origin uses, sends actions
+//! (datagrams first, the reliable stream as fallback) and resolves each with
+//! its authoritative outcome, keeps a clock synchronised to the origin, and
+//! moves to another relay by itself when its relay dies or drains — resuming
+//! without losing or repeating anything.
+//!
+//! What it deliberately does not do: decide anything (the origin does), or
+//! hide an outcome: a rejected action resolves with its reason.
+//!
+//! The decisions are pure code — [`mirror`] (state, gaps, resyncs) and
+//! [`retry`] (when and how to resend) — driven by one task per client.
+
+mod client;
+mod driver;
+mod error;
+pub mod mirror;
+pub mod retry;
+
+pub use client::{Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room};
+pub use error::Error;
+pub use mirror::Update;
+pub use protocol;

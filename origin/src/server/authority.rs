@@ -1,0 +1,180 @@
+//! The authority task: owns the rules (the single writer), turns inputs into
+//! ordered items for the commit thread, and fires timers on time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use protocol::message::UpMsg;
+use protocol::{RoomId, UserId};
+use tokio::sync::mpsc;
+
+use super::{Input, Item, RelayId};
+use crate::clock::Clock;
+use crate::rules::{Authority, Decision, Record};
+
+/// Presence, aggregated across relays: a user is online in a room while at
+/// least one relay says so. Relays report independently, so a client that
+/// moves from relay A to relay B is never seen offline in between, whatever
+/// order A's "offline" and B's "online" arrive in.
+#[derive(Default)]
+struct Presence {
+    by_user: BTreeMap<(RoomId, UserId), BTreeSet<RelayId>>,
+}
+
+impl Presence {
+    /// Record a relay's report; returns the user's new overall state if it changed.
+    fn report(&mut self, relay: RelayId, room: RoomId, user: UserId, online: bool) -> Option<bool> {
+        let relays = self.by_user.entry((room, user)).or_default();
+        let was = !relays.is_empty();
+        if online {
+            relays.insert(relay);
+        } else {
+            relays.remove(&relay);
+        }
+        let now = !relays.is_empty();
+        if relays.is_empty() {
+            self.by_user.remove(&(room, user));
+        }
+        (was != now).then_some(now)
+    }
+
+    /// A relay is gone: every user it reported goes offline there.
+    fn relay_gone(&mut self, relay: RelayId) -> Vec<(RoomId, UserId)> {
+        let mut offline = Vec::new();
+        self.by_user.retain(|key, relays| {
+            if relays.remove(&relay) && relays.is_empty() {
+                offline.push(*key);
+                return false;
+            }
+            !relays.is_empty()
+        });
+        offline
+    }
+}
+
+pub(super) async fn run(
+    mut auth: Authority,
+    clock: Clock,
+    mut inputs: mpsc::Receiver<Input>,
+    items: mpsc::Sender<Item>,
+) {
+    let mut presence = Presence::default();
+    loop {
+        let deadline = auth.poll_timeout().map(|t| clock.instant(t));
+        let input = tokio::select! {
+            input = inputs.recv() => match input {
+                Some(i) => i,
+                None => break,
+            },
+            () = sleep_until(deadline) => {
+                let rec = auth.handle_timeout(clock.now());
+                if send_record(&items, rec, None).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let out = handle(&mut auth, &mut presence, &clock, input);
+        for item in out {
+            if items.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_record(
+    items: &mpsc::Sender<Item>,
+    record: Record,
+    reply: Option<RelayId>,
+) -> Result<(), ()> {
+    if record.is_empty() {
+        return Ok(());
+    }
+    items
+        .send(Item::Record { record, reply })
+        .await
+        .map_err(|_| ())
+}
+
+fn record(out: &mut Vec<Item>, record: Record, reply: Option<RelayId>) {
+    if !record.is_empty() {
+        out.push(Item::Record { record, reply });
+    }
+}
+
+fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: Input) -> Vec<Item> {
+    let mut out = Vec::new();
+    let now = clock.now();
+    match input {
+        Input::Query { room, reply } => out.push(Item::Query { room, reply }),
+        Input::RelayUp {
+            relay,
+            out: tx,
+            conn,
+        } => out.push(Item::RelayUp {
+            relay,
+            out: tx,
+            conn,
+        }),
+        Input::RelayGone { relay } => {
+            for (room, user) in presence.relay_gone(relay) {
+                record(&mut out, auth.handle_presence(now, room, user, false), None);
+            }
+            out.push(Item::RelayGone { relay });
+        }
+        Input::Up { relay, msg } => match msg {
+            UpMsg::Subscribe { room, since } => {
+                record(&mut out, auth.handle_open(now, room), None);
+                out.push(Item::Subscribe { relay, room, since });
+            }
+            UpMsg::Unsubscribe { room } => out.push(Item::Unsubscribe { relay, room }),
+            UpMsg::Action { actor, msg } => match auth.handle_action(now, actor, &msg) {
+                Decision::Decided(rec) => record(&mut out, rec, Some(relay)),
+                Decision::Answered { outcome, timers } => {
+                    record(&mut out, timers, None);
+                    out.push(Item::Answer {
+                        relay,
+                        id: msg.id,
+                        outcome,
+                    });
+                }
+            },
+            UpMsg::Presence { room, user, online } => {
+                if let Some(now_online) = presence.report(relay, room, user, online) {
+                    record(
+                        &mut out,
+                        auth.handle_presence(now, room, user, now_online),
+                        None,
+                    );
+                }
+            }
+            // The link answers these itself.
+            UpMsg::Hello { .. } | UpMsg::Ping { .. } => {}
+        },
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_moving_between_relays_never_goes_offline() {
+        let mut p = Presence::default();
+        let (room, user) = (RoomId(1), UserId(7));
+        assert_eq!(p.report(1, room, user, true), Some(true));
+        // Relay 2's "online" arrives before relay 1's "offline".
+        assert_eq!(p.report(2, room, user, true), None);
+        assert_eq!(p.report(1, room, user, false), None);
+        assert_eq!(p.relay_gone(2), vec![(room, user)]);
+        assert!(p.by_user.is_empty());
+    }
+}

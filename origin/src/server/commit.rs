@@ -1,0 +1,44 @@
+//! The commit thread: group commit on a thread of its own, so an fsync never
+//! blocks the async runtime. It takes every item waiting, appends their
+//! records, syncs once, and only then passes the batch on, in order.
+
+use tokio::sync::mpsc;
+
+use super::Item;
+use crate::wal::{Wal, WalError};
+
+/// Most items taken into one commit.
+const MAX_BATCH: usize = 8192;
+
+pub(super) fn run(
+    mut wal: Wal,
+    mut items: mpsc::Receiver<Item>,
+    batches: mpsc::Sender<Vec<Item>>,
+) -> Result<(), WalError> {
+    while let Some(first) = items.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match items.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut wrote = false;
+        for item in &batch {
+            if let Item::Record { record, .. } = item {
+                wal.append(record)?;
+                wrote = true;
+            }
+        }
+        if wrote {
+            if let Err(e) = wal.sync() {
+                tracing::error!(error = %e, "write-ahead log sync failed; acking nothing more");
+                return Err(e);
+            }
+        }
+        if batches.blocking_send(batch).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}

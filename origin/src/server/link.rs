@@ -1,0 +1,173 @@
+//! Relay links: accept a relay's connection, check that it belongs to the
+//! deployment, then carry its messages in and its frames out.
+//!
+//! Only relays get in: the TLS endpoint speaks only the relay ALPN, and the
+//! first message must carry a proof signed with the cluster secret. Anything
+//! else closes that one connection with a code and a log line.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use protocol::codec;
+use protocol::message::{DownMsg, ErrorCode, UpMsg, PROTOCOL_VERSION};
+use protocol::net;
+use protocol::token::unix_now;
+use tokio::sync::{mpsc, watch};
+
+use super::{Input, Shared};
+
+/// How long a relay has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn accept(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(incoming, shared).await {
+                tracing::debug!(error = %e, "relay link ended");
+            }
+        });
+    }
+}
+
+async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net::NetError> {
+    let remote = incoming.remote_address();
+    let conn = incoming.await?;
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(r) => r?,
+        Err(_) => {
+            net::close(&conn, ErrorCode::Timeout, "no hello");
+            return Ok(());
+        }
+    };
+    let mut buf = Vec::new();
+    let hello =
+        tokio::time::timeout(HELLO_TIMEOUT, net::read_frame::<UpMsg>(&mut recv, &mut buf)).await;
+    let relay_name = match hello {
+        Ok(Ok(Some(UpMsg::Hello {
+            version,
+            relay,
+            proof,
+        }))) => {
+            if version != PROTOCOL_VERSION {
+                tracing::warn!(%remote, version, "relay speaks another protocol version");
+                net::close(&conn, ErrorCode::Version, "protocol version");
+                return Ok(());
+            }
+            if let Err(e) = shared.cluster.verify(&proof, unix_now()) {
+                tracing::warn!(%remote, relay, error = %e, "relay refused: bad cluster proof");
+                net::close(&conn, ErrorCode::BadToken, "bad cluster proof");
+                return Ok(());
+            }
+            relay
+        }
+        Ok(Err(net::NetError::Codec(e))) => {
+            tracing::warn!(%remote, error = %e, "relay refused: malformed hello");
+            net::close(&conn, ErrorCode::Malformed, "malformed hello");
+            return Ok(());
+        }
+        _ => {
+            tracing::warn!(%remote, "relay refused: no hello");
+            net::close(&conn, ErrorCode::Timeout, "no hello");
+            return Ok(());
+        }
+    };
+    net::write_frame(
+        &mut send,
+        &DownMsg::Welcome {
+            origin: shared.name.clone(),
+        },
+    )
+    .await?;
+    let relay = shared.next_relay.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(relay, name = %relay_name, %remote, "relay connected");
+    let (out, out_rx) = mpsc::channel::<Bytes>(shared.relay_queue);
+    let up = Input::RelayUp {
+        relay,
+        out: out.clone(),
+        conn: conn.clone(),
+    };
+    if shared.inputs.send(up).await.is_err() {
+        return Ok(());
+    }
+    let writer = tokio::spawn(write_loop(send, out_rx));
+    let result = read_loop(&conn, &mut recv, relay, &shared, &out).await;
+    let _ = shared.inputs.send(Input::RelayGone { relay }).await;
+    writer.abort();
+    tracing::info!(relay, name = %relay_name, "relay disconnected");
+    result
+}
+
+async fn read_loop(
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+    relay: u64,
+    shared: &Shared,
+    out: &mpsc::Sender<Bytes>,
+) -> Result<(), net::NetError> {
+    let mut buf = Vec::new();
+    loop {
+        let msg = match net::read_frame::<UpMsg>(recv, &mut buf).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(net::NetError::Codec(e)) => {
+                tracing::warn!(relay, error = %e, "malformed frame from relay; closing");
+                net::close(conn, ErrorCode::Malformed, "malformed frame");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        match msg {
+            UpMsg::Ping { nonce } => {
+                let pong = DownMsg::Pong {
+                    nonce,
+                    origin_time: shared.clock.now(),
+                };
+                let mut b = BytesMut::new();
+                if codec::write_frame(&pong, &mut b).is_ok() {
+                    let _ = out.try_send(b.freeze());
+                }
+            }
+            UpMsg::Hello { .. } => {
+                net::close(conn, ErrorCode::Malformed, "second hello");
+                return Ok(());
+            }
+            msg => {
+                if shared.inputs.send(Input::Up { relay, msg }).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Write frames as they come, coalescing whatever is queued into one write.
+async fn write_loop(mut send: quinn::SendStream, mut frames: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::new();
+    while let Some(first) = frames.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < 256 * 1024 {
+            match frames.try_recv() {
+                Ok(b) => buf.extend_from_slice(&b),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The origin server: rules on the network, made durable.
+//!
+//! ```text
+//! relay links ──Input──► authority task ──Item──► commit thread ──batch──► publisher ──► relay links
+//!   (one task per        (the rules: the          (WAL: append all       (committed room state,
+//!    relay connection)    single writer)           waiting, one fsync)    rings, fan-out, acks)
+//! ```
+//!
+//! Nothing leaves the origin before it is durable: the publisher only sees
+//! what the commit thread has synced, and it is the only sender of events
+//! and acks. Items keep their order end to end, so an answer to a repeated
+//! action never overtakes the commit of the original.
+
+mod authority;
+mod commit;
+mod link;
+mod publish;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use protocol::message::{UpMsg, ALPN_RELAY};
+use protocol::net::{self, Identity};
+use protocol::token::TokenKey;
+use protocol::{ActionId, Outcome, RoomId, RoomState, Seq};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::rules::{Authority, Record};
+use crate::wal::{Wal, WalError};
+
+/// Why the origin could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The write-ahead log failed: nothing more can be acknowledged.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// The log does not replay onto the rules (a bug or a foreign log).
+    #[error("replaying the log: {0}")]
+    Replay(String),
+    /// Network or TLS setup failed.
+    #[error("network: {0}")]
+    Net(#[from] net::NetError),
+    /// A file could not be written.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A relay connection's number, for routing within the origin.
+pub(crate) type RelayId = u64;
+
+/// From relay links to the authority task.
+pub(crate) enum Input {
+    /// A relay connected; `out` carries encoded frames to it.
+    RelayUp {
+        relay: RelayId,
+        out: mpsc::Sender<Bytes>,
+        conn: quinn::Connection,
+    },
+    /// A message from a relay (never `Hello` or `Ping`: the link handles those).
+    Up { relay: RelayId, msg: UpMsg },
+    /// A relay's connection ended.
+    RelayGone { relay: RelayId },
+    /// What is the committed state of a room?
+    Query {
+        room: RoomId,
+        reply: oneshot::Sender<Option<RoomState>>,
+    },
+}
+
+/// From the authority task, through the commit thread, to the publisher.
+pub(crate) enum Item {
+    /// Make durable, then publish its events and send its ack to `reply`.
+    Record {
+        record: Record,
+        reply: Option<RelayId>,
+    },
+    /// Answer a repeated or unanswerable action (nothing to store).
+    Answer {
+        relay: RelayId,
+        id: ActionId,
+        outcome: Outcome,
+    },
+    /// Start sending a room to a relay.
+    Subscribe {
+        relay: RelayId,
+        room: RoomId,
+        since: Option<Seq>,
+    },
+    /// Stop sending a room to a relay.
+    Unsubscribe { relay: RelayId, room: RoomId },
+    /// A relay connected.
+    RelayUp {
+        relay: RelayId,
+        out: mpsc::Sender<Bytes>,
+        conn: quinn::Connection,
+    },
+    /// A relay left.
+    RelayGone { relay: RelayId },
+    /// Answer with a room's committed state (after everything before it).
+    Query {
+        room: RoomId,
+        reply: oneshot::Sender<Option<RoomState>>,
+    },
+}
+
+/// State shared by every relay link.
+pub(crate) struct Shared {
+    pub name: String,
+    pub clock: Clock,
+    pub cluster: TokenKey,
+    pub inputs: mpsc::Sender<Input>,
+    pub relay_queue: usize,
+    pub next_relay: AtomicU64,
+}
+
+/// A running origin.
+pub struct Origin {
+    addr: SocketAddr,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    plug: net::Plug,
+    inputs: mpsc::Sender<Input>,
+    tasks: JoinSet<()>,
+    commit: Option<JoinHandle<Result<(), WalError>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Origin {
+    /// Start an origin: replay the log, then serve relays. Without TLS files
+    /// in the config, a self-signed certificate is generated and written to
+    /// `data_dir/origin-cert.pem`.
+    pub async fn start(config: Config) -> Result<Origin, Error> {
+        let identity = match &config.tls {
+            Some(files) => Identity::from_pem_files(&files.cert, &files.key)?,
+            None => {
+                let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+                std::fs::create_dir_all(&config.data_dir)?;
+                std::fs::write(config.data_dir.join("origin-cert.pem"), id.cert_pem())?;
+                id
+            }
+        };
+        Origin::start_with(config, identity).await
+    }
+
+    /// Start with a given TLS identity (tests and in-process topologies).
+    pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
+        let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
+        let mut auth = Authority::new(config.rules.clone());
+        let replayed = recovered.records.len();
+        for record in &recovered.records {
+            auth.replay(record)
+                .map_err(|e| Error::Replay(e.to_string()))?;
+        }
+        tracing::info!(
+            origin = %config.name,
+            records = replayed,
+            rooms = auth.rooms().count(),
+            "replayed the write-ahead log"
+        );
+        let clock = Clock::new();
+        let (endpoint, plug) =
+            net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let addr = endpoint.local_addr()?;
+
+        let (input_tx, input_rx) = mpsc::channel(1 << 14);
+        let (item_tx, item_rx) = mpsc::channel(1 << 14);
+        let (batch_tx, batch_rx) = mpsc::channel(1 << 10);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let publisher = publish::Publisher::new(auth.rooms().cloned(), config.ring);
+        let commit = std::thread::Builder::new()
+            .name("origin-wal".into())
+            .spawn(move || commit::run(wal, item_rx, batch_tx))?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(authority::run(auth, clock, input_rx, item_tx));
+        tasks.spawn(publisher.run(batch_rx));
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            clock,
+            cluster: TokenKey::new(config.cluster_secret.as_bytes()),
+            inputs: input_tx.clone(),
+            relay_queue: config.relay_queue,
+            next_relay: AtomicU64::new(1),
+        });
+        tasks.spawn(link::accept(endpoint.clone(), shared, shutdown_rx));
+        tracing::info!(origin = %config.name, %addr, "origin listening");
+        Ok(Origin {
+            addr,
+            identity,
+            endpoint,
+            plug,
+            inputs: input_tx,
+            tasks,
+            commit: Some(commit),
+            shutdown,
+        })
+    }
+
+    /// The address relays connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A room's committed state: what every relay and client converges to.
+    pub async fn room_state(&self, room: RoomId) -> Option<RoomState> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs.send(Input::Query { room, reply }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The certificate relays must trust, as PEM.
+    pub fn cert_pem(&self) -> String {
+        self.identity.cert_pem()
+    }
+
+    /// Run until `stop` resolves, then shut down cleanly.
+    pub async fn serve_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        stop.await;
+        self.shutdown().await
+    }
+
+    /// Stop accepting, close relay links, finish what is committed.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        self.endpoint.close(
+            protocol::message::ErrorCode::Shutdown.code().into(),
+            b"origin shutting down",
+        );
+        self.tasks.shutdown().await;
+        self.join_commit()
+    }
+
+    /// Stop at once, as a crash would: no goodbye to relays, nothing flushed
+    /// beyond what the log already synced. (The commit thread is joined so
+    /// that a restarted origin in the same process owns the log alone.)
+    pub async fn abort(mut self) {
+        // Not one more packet in or out: relays notice only by their timeout.
+        self.plug.pull();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.join_commit();
+    }
+
+    fn join_commit(&mut self) -> Result<(), Error> {
+        match self.commit.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(_)) => Err(Error::Replay("the commit thread panicked".into())),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The publisher: sees only committed items. It keeps each room's committed
+//! state and a ring of its recent events, serves subscriptions from them,
+//! fans events out to subscribed relays and routes acks back. Every frame is
+//! encoded once and shared by all the relays it goes to.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use protocol::codec;
+use protocol::message::{DownMsg, ErrorCode};
+use protocol::{Event, RoomId, RoomState, Seq};
+use tokio::sync::mpsc;
+
+use super::{Item, RelayId};
+
+struct Room {
+    /// Committed state: what a snapshot shows.
+    state: RoomState,
+    /// The last committed events, oldest first.
+    ring: VecDeque<Event>,
+    subscribers: BTreeSet<RelayId>,
+}
+
+struct Relay {
+    out: mpsc::Sender<Bytes>,
+    conn: quinn::Connection,
+    rooms: BTreeSet<RoomId>,
+}
+
+pub(super) struct Publisher {
+    rooms: BTreeMap<RoomId, Room>,
+    relays: BTreeMap<RelayId, Relay>,
+    ring: usize,
+}
+
+fn frame(msg: &DownMsg) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    match codec::write_frame(msg, &mut buf) {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a frame for relays");
+            None
+        }
+    }
+}
+
+impl Publisher {
+    pub(super) fn new(rooms: impl Iterator<Item = RoomState>, ring: usize) -> Publisher {
+        let rooms = rooms
+            .map(|state| {
+                let room = Room {
+                    state,
+                    ring: VecDeque::new(),
+                    subscribers: BTreeSet::new(),
+                };
+                (room.state.room, room)
+            })
+            .collect();
+        Publisher {
+            rooms,
+            relays: BTreeMap::new(),
+            ring: ring.max(1),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut batches: mpsc::Receiver<Vec<Item>>) {
+        while let Some(batch) = batches.recv().await {
+            for item in batch {
+                self.handle(item);
+            }
+        }
+    }
+
+    fn handle(&mut self, item: Item) {
+        match item {
+            Item::Record { record, reply } => {
+                let mut i = 0;
+                let events = record.events;
+                // Consecutive events of one room go out as one message.
+                while i < events.len() {
+                    let room = events[i].0;
+                    let mut j = i;
+                    while j < events.len() && events[j].0 == room {
+                        j += 1;
+                    }
+                    let run: Vec<Event> = events[i..j].iter().map(|(_, e)| e.clone()).collect();
+                    self.publish(room, run);
+                    i = j;
+                }
+                if let (Some(relay), Some(ack)) = (reply, record.ack) {
+                    let msg = DownMsg::Ack {
+                        id: ack.id,
+                        outcome: ack.outcome,
+                    };
+                    self.send(relay, frame(&msg));
+                }
+            }
+            Item::Answer { relay, id, outcome } => {
+                self.send(relay, frame(&DownMsg::Ack { id, outcome }));
+            }
+            Item::Subscribe { relay, room, since } => self.subscribe(relay, room, since),
+            Item::Unsubscribe { relay, room } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.subscribers.remove(&relay);
+                }
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.rooms.remove(&room);
+                }
+            }
+            Item::RelayUp { relay, out, conn } => {
+                let rooms = BTreeSet::new();
+                self.relays.insert(relay, Relay { out, conn, rooms });
+            }
+            Item::RelayGone { relay } => self.drop_relay(relay),
+            Item::Query { room, reply } => {
+                let _ = reply.send(self.rooms.get(&room).map(|r| r.state.clone()));
+            }
+        }
+    }
+
+    fn publish(&mut self, room: RoomId, events: Vec<Event>) {
+        let ring = self.ring;
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            state: RoomState::new(room),
+            ring: VecDeque::new(),
+            subscribers: BTreeSet::new(),
+        });
+        for e in &events {
+            if let Err(err) = r.state.apply(e) {
+                tracing::error!(%room, error = %err, "committed event does not apply");
+            }
+            r.ring.push_back(e.clone());
+            if r.ring.len() > ring {
+                r.ring.pop_front();
+            }
+        }
+        if r.subscribers.is_empty() {
+            return;
+        }
+        let subscribers: Vec<RelayId> = r.subscribers.iter().copied().collect();
+        let bytes = frame(&DownMsg::Events { room, events });
+        for relay in subscribers {
+            self.send(relay, bytes.clone());
+        }
+    }
+
+    /// Serve a subscription from the ring when it covers `since`, else with a
+    /// snapshot; either way the relay is current afterwards.
+    fn subscribe(&mut self, relay: RelayId, room: RoomId, since: Option<Seq>) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        if !self.relays.contains_key(&relay) {
+            return;
+        }
+        r.subscribers.insert(relay);
+        let head = r.state.seq;
+        let first = r.ring.front().map_or(head.next(), |e| e.seq);
+        let msg = match since {
+            Some(s) if s <= head && s.next() >= first => DownMsg::Events {
+                room,
+                events: r.ring.iter().filter(|e| e.seq > s).cloned().collect(),
+            },
+            _ => DownMsg::Snapshot {
+                room,
+                state: Box::new(r.state.clone()),
+            },
+        };
+        if let Some(rel) = self.relays.get_mut(&relay) {
+            rel.rooms.insert(room);
+        }
+        self.send(relay, frame(&msg));
+    }
+
+    fn send(&mut self, relay: RelayId, bytes: Option<Bytes>) {
+        let Some(bytes) = bytes else { return };
+        let Some(r) = self.relays.get(&relay) else {
+            return;
+        };
+        if r.out.try_send(bytes).is_err() {
+            // Too slow (or gone): cut it off rather than queue without bound.
+            // It reconnects and resubscribes from its last seq.
+            tracing::warn!(relay, "relay cannot keep up; closing its link");
+            protocol::net::close(&r.conn, ErrorCode::Flood, "relay queue full");
+            self.drop_relay(relay);
+        }
+    }
+
+    fn drop_relay(&mut self, relay: RelayId) {
+        if let Some(r) = self.relays.remove(&relay) {
+            for room in r.rooms {
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.subscribers.remove(&relay);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The QUIC plumbing every Ringside process shares: TLS material (generated
+//! for local runs, loaded from files for real ones), endpoints with tuned
+//! transport settings and explicit socket buffers, and framed IO on streams.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::codec::{self, CodecError, FRAME_HEADER};
+use crate::message::ErrorCode;
+
+pub use quinn;
+pub use rustls;
+
+/// What can go wrong setting up or using a connection.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// A socket or file operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS material is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A frame could not be decoded or was too large.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// The stream failed or was reset.
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    /// Writing to the stream failed.
+    #[error("stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The connection failed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Connecting failed before the handshake.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// Leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            certs: self.certs.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    /// A fresh self-signed certificate for `names` (for local runs and tests;
+    /// clients must be told to trust it).
+    pub fn self_signed(names: &[&str]) -> Result<Identity, NetError> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let cert =
+            rcgen::generate_simple_self_signed(names).map_err(|e| NetError::Tls(e.to_string()))?;
+        let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+        Ok(Identity {
+            certs: vec![cert.cert.der().clone()],
+            key: key.into(),
+        })
+    }
+
+    /// Load a PEM certificate chain and a PEM private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, NetError> {
+        let certs = load_certs(cert)?;
+        let key_pem = std::fs::read(key)?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())?
+            .ok_or_else(|| NetError::Tls(format!("no private key in {}", key.display())))?;
+        Ok(Identity { certs, key })
+    }
+
+    /// The leaf certificate as PEM, for a client to trust.
+    pub fn cert_pem(&self) -> String {
+        let der = self.certs.first().map(|c| c.as_ref()).unwrap_or_default();
+        pem_encode("CERTIFICATE", der)
+    }
+}
+
+/// Every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let pem = std::fs::read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
+        return Err(NetError::Tls(format!(
+            "no certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Every certificate in PEM text.
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    if certs.is_empty() {
+        return Err(NetError::Tls("no certificate in PEM text".into()));
+    }
+    Ok(certs)
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk.len();
+        let v = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= n {
+                b64.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Transport settings. The defaults suit a client↔relay link: fast failure
+/// detection (about a second, not QUIC's 30 s), capped datagram buffers
+/// (quinn's 1 MiB default grew a 1,000-client relay to 574 MB), and 4 MiB
+/// socket buffers (the kernel default dropped handshakes under load).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tuning {
+    /// Keep-alive PING interval, milliseconds.
+    pub keep_alive_ms: u64,
+    /// Idle timeout: a peer silent this long is gone, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Outgoing datagram buffer per connection, bytes.
+    pub datagram_send_buffer: usize,
+    /// Incoming datagram buffer per connection, bytes.
+    pub datagram_recv_buffer: usize,
+    /// UDP socket send and receive buffers, bytes.
+    pub socket_buffer: usize,
+    /// RTT assumed before the first sample, milliseconds.
+    pub initial_rtt_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            keep_alive_ms: 250,
+            idle_timeout_ms: 1_200,
+            datagram_send_buffer: 64 * 1024,
+            datagram_recv_buffer: 256 * 1024,
+            socket_buffer: 4 * 1024 * 1024,
+            initial_rtt_ms: 50,
+        }
+    }
+}
+
+impl Tuning {
+    /// Settings for the relay↔origin link: a busier, longer-lived connection
+    /// with larger buffers and a little more patience.
+    pub fn backbone() -> Tuning {
+        Tuning {
+            keep_alive_ms: 250,
+            idle_timeout_ms: 1_500,
+            datagram_send_buffer: 1024 * 1024,
+            datagram_recv_buffer: 4 * 1024 * 1024,
+            ..Tuning::default()
+        }
+    }
+
+    /// The quinn transport configuration.
+    pub fn transport(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(Duration::from_millis(self.keep_alive_ms)));
+        t.max_idle_timeout(
+            quinn::IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms)).ok(),
+        );
+        t.datagram_send_buffer_size(self.datagram_send_buffer);
+        t.datagram_receive_buffer_size(Some(self.datagram_recv_buffer));
+        t.initial_rtt(Duration::from_millis(self.initial_rtt_ms));
+        t.max_concurrent_uni_streams(1024u32.into());
+        t.max_concurrent_bidi_streams(16u32.into());
+        t
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A UDP socket with explicit buffer sizes.
+pub fn udp_socket(bind: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, NetError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps these at its configured maximum.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
+}
+
+/// Pulls the plug on an endpoint's socket: while pulled, nothing goes out
+/// and everything that comes in is discarded, as if the host had died or the
+/// network had partitioned. Peers notice only by their idle timeout.
+/// (Dropping quinn connections instead would send a polite CONNECTION_CLOSE.)
+#[derive(Clone, Debug, Default)]
+pub struct Plug(Arc<AtomicBool>);
+
+impl Plug {
+    /// Cut the socket off.
+    pub fn pull(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Put the plug back (a partition heals).
+    pub fn restore(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the plug is pulled.
+    pub fn is_pulled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A UDP socket that can be cut off by its [`Plug`].
+#[derive(Debug)]
+struct Pluggable {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    plug: Plug,
+}
+
+impl quinn::AsyncUdpSocket for Pluggable {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        if self.plug.is_pulled() {
+            return Ok(());
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            let polled = self.inner.poll_recv(cx, bufs, meta);
+            match polled {
+                // Drain and discard, keeping the waker registered.
+                std::task::Poll::Ready(Ok(_)) if self.plug.is_pulled() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+fn endpoint(
+    bind: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    tuning: &Tuning,
+) -> Result<(quinn::Endpoint, Plug), NetError> {
+    let socket = udp_socket(bind, tuning.socket_buffer)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    let plug = Plug::default();
+    let socket = Arc::new(Pluggable {
+        inner: runtime.wrap_udp_socket(socket)?,
+        plug: plug.clone(),
+    });
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        runtime,
+    )?;
+    Ok((endpoint, plug))
+}
+
+/// A server endpoint presenting `identity`, speaking `alpn`, with the plug
+/// that can cut it off.
+pub fn server_endpoint(
+    bind: SocketAddr,
+    identity: &Identity,
+    alpn: &[&[u8]],
+    tuning: &Tuning,
+) -> Result<(quinn::Endpoint, Plug), NetError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(tuning.transport()));
+    endpoint(bind, Some(config), tuning)
+}
+
+/// A client configuration trusting `roots`, speaking `alpn`.
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[u8],
+    tuning: &Tuning,
+) -> Result<quinn::ClientConfig, NetError> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store
+            .add(cert.clone())
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(tuning.transport()));
+    Ok(config)
+}
+
+/// A client-only endpoint, with the plug that can cut it off.
+pub fn client_endpoint(
+    bind: SocketAddr,
+    tuning: &Tuning,
+) -> Result<(quinn::Endpoint, Plug), NetError> {
+    endpoint(bind, None, tuning)
+}
+
+/// Read one frame; `Ok(None)` when the peer finished the stream cleanly
+/// between frames. The length is checked before the body is read.
+pub async fn read_frame<M: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<M>, NetError> {
+    let mut header = [0u8; FRAME_HEADER];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = codec::frame_len(header)?;
+    buf.clear();
+    buf.resize(len, 0);
+    recv.read_exact(buf).await?;
+    Ok(Some(codec::decode(buf)?))
+}
+
+/// Write one frame.
+pub async fn write_frame<M: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &M,
+) -> Result<(), NetError> {
+    let mut out = BytesMut::new();
+    codec::write_frame(msg, &mut out)?;
+    send.write_all(&out).await?;
+    Ok(())
+}
+
+/// Close a connection with a protocol error code and a reason for the logs.
+pub fn close(conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    conn.close(code.code().into(), reason.as_bytes());
+}
+
+/// The error code a closed connection carried, if the peer closed it on purpose.
+pub fn close_code(err: &quinn::ConnectionError) -> Option<ErrorCode> {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            Some(ErrorCode::from_code(c.error_code.into_inner()))
+        }
+        _ => None,
+    }
+}

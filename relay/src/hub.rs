@@ -1,0 +1,580 @@
+//! The relay's core (pure: takes `now`, does no IO): which clients follow
+//! which rooms, each room's cache, the actions waiting for the origin, and
+//! what to send where. The driver in `server.rs` feeds it inputs and carries
+//! its outputs to client connections and the upstream link.
+//!
+//! Rules it keeps:
+//! - it never invents an ack: an action's outcome comes from the origin (only
+//!   relay-level refusals, `NoGrant` and `Throttled`, are its own, and the
+//!   client task sends those);
+//! - while the origin is unreachable, actions wait here and are sent again
+//!   when the link returns (the origin's id memory makes that safe), and
+//!   again if an ack is overdue;
+//! - an upstream subscription is held while at least one local client
+//!   follows the room.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use protocol::codec;
+use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, ServerMsg, UpMsg};
+use protocol::room::Reason;
+use protocol::{ActionId, Class, Event, RoomId, RoomState, Seq, SessionId, UserId};
+
+use crate::cache::{RoomCache, Serve};
+use crate::sched;
+
+/// A client connection's number on this relay.
+pub type ClientId = u64;
+
+/// Something for one client connection to send.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// A message for the datagram scheduler.
+    Datagram(sched::Item),
+    /// A frame for the control stream (reliable, ordered).
+    Reliable(Bytes),
+    /// A frame for a stream of its own (snapshots).
+    Snapshot(Bytes),
+    /// Close the connection.
+    Close(ErrorCode, &'static str),
+}
+
+/// Where an output goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// To a client connection.
+    Client(ClientId, Out),
+    /// To the origin.
+    Upstream(UpMsg),
+}
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Events kept per room.
+    pub ring: usize,
+    /// Resend an action to the origin when its ack is this late (µs).
+    pub resend_after_us: u64,
+    /// Rooms that changed within this long get periodic heads (µs).
+    pub head_window_us: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ring: 1024,
+            resend_after_us: 1_500_000,
+            head_window_us: 3_000_000,
+        }
+    }
+}
+
+struct Room {
+    cache: Option<RoomCache>,
+    clients: BTreeSet<ClientId>,
+    /// Clients that joined before the cache existed, with their `since`.
+    waiting: Vec<(ClientId, Option<Seq>)>,
+    /// Local connections per user, for presence.
+    users: BTreeMap<UserId, usize>,
+    changed_at: u64,
+}
+
+struct Client {
+    session: SessionId,
+    user: UserId,
+    rooms: BTreeSet<RoomId>,
+}
+
+struct Pending {
+    client: ClientId,
+    via_stream: bool,
+    actor: Actor,
+    msg: ActionMsg,
+    /// When it last went upstream (µs); `None`: not yet.
+    sent_at: Option<u64>,
+}
+
+/// The relay's state.
+pub struct Hub {
+    settings: Settings,
+    rooms: BTreeMap<RoomId, Room>,
+    clients: BTreeMap<ClientId, Client>,
+    sessions: BTreeMap<SessionId, ClientId>,
+    pending: BTreeMap<ActionId, Pending>,
+    upstream: bool,
+    out: VecDeque<Output>,
+}
+
+fn payload(msg: &ServerMsg) -> Bytes {
+    // Server messages are plain data; encoding cannot fail.
+    Bytes::from(codec::encode(msg).unwrap_or_default())
+}
+
+fn frame(msg: &ServerMsg) -> Bytes {
+    let mut b = BytesMut::new();
+    if let Err(e) = codec::write_frame(msg, &mut b) {
+        tracing::error!(error = %e, "cannot frame a message for a client");
+    }
+    b.freeze()
+}
+
+impl Hub {
+    /// An empty hub, upstream down.
+    pub fn new(settings: Settings) -> Hub {
+        Hub {
+            settings,
+            rooms: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            upstream: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next output to deliver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Whether the origin is reachable.
+    pub fn upstream(&self) -> bool {
+        self.upstream
+    }
+
+    /// Connected clients.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Actions waiting for the origin.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The cached state of a room.
+    pub fn room_state(&self, room: RoomId) -> Option<&RoomState> {
+        self.rooms.get(&room)?.cache.as_ref().map(RoomCache::state)
+    }
+
+    fn send_to(&mut self, client: ClientId, out: Out) {
+        self.out.push_back(Output::Client(client, out));
+    }
+
+    fn up(&mut self, msg: UpMsg) {
+        if self.upstream {
+            self.out.push_back(Output::Upstream(msg));
+        }
+    }
+
+    /// A client said hello. A previous connection of the same session (a
+    /// client that reconnected here) is replaced.
+    pub fn handle_client_up(
+        &mut self,
+        now: u64,
+        client: ClientId,
+        session: SessionId,
+        user: UserId,
+    ) {
+        if let Some(old) = self.sessions.insert(session, client) {
+            if old != client {
+                self.send_to(
+                    old,
+                    Out::Close(ErrorCode::Normal, "session resumed elsewhere"),
+                );
+                self.handle_client_gone(now, old);
+                self.sessions.insert(session, client);
+            }
+        }
+        let rooms = BTreeSet::new();
+        self.clients.insert(
+            client,
+            Client {
+                session,
+                user,
+                rooms,
+            },
+        );
+        let status = ServerMsg::Upstream {
+            connected: self.upstream,
+        };
+        self.send_to(client, Out::Reliable(frame(&status)));
+    }
+
+    /// A client follows a room, holding it at `since` (or not at all).
+    pub fn handle_join(&mut self, now: u64, client: ClientId, room: RoomId, since: Option<Seq>) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let user = c.user;
+        let fresh = c.rooms.insert(room);
+        let upstream = self.upstream;
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            cache: None,
+            clients: BTreeSet::new(),
+            waiting: Vec::new(),
+            users: BTreeMap::new(),
+            changed_at: now,
+        });
+        let first_client = r.clients.is_empty() && r.waiting.is_empty();
+        if fresh {
+            let n = r.users.entry(user).or_insert(0);
+            *n += 1;
+            if *n == 1 && upstream {
+                self.out.push_back(Output::Upstream(UpMsg::Presence {
+                    room,
+                    user,
+                    online: true,
+                }));
+            }
+        }
+        let r = self.rooms.get_mut(&room).expect("inserted above");
+        match &r.cache {
+            Some(cache) => {
+                let serve = cache.serve(since);
+                r.clients.insert(client);
+                self.serve(client, room, serve);
+            }
+            None => {
+                r.waiting.push((client, since));
+                if first_client {
+                    self.up(UpMsg::Subscribe { room, since: None });
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, client: ClientId, room: RoomId, serve: Serve) {
+        let out = match serve {
+            Serve::Events(events) => Out::Reliable(frame(&ServerMsg::Events { room, events })),
+            Serve::Snapshot(state) => Out::Snapshot(frame(&ServerMsg::Snapshot { room, state })),
+        };
+        self.send_to(client, out);
+    }
+
+    /// A client stops following a room.
+    pub fn handle_leave(&mut self, _now: u64, client: ClientId, room: RoomId) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if !c.rooms.remove(&room) {
+            return;
+        }
+        let user = c.user;
+        self.detach(client, user, room);
+    }
+
+    fn detach(&mut self, client: ClientId, user: UserId, room: RoomId) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        r.clients.remove(&client);
+        r.waiting.retain(|(c, _)| *c != client);
+        let mut offline = false;
+        if let Some(n) = r.users.get_mut(&user) {
+            *n -= 1;
+            if *n == 0 {
+                r.users.remove(&user);
+                offline = true;
+            }
+        }
+        let empty = r.clients.is_empty() && r.waiting.is_empty();
+        if offline {
+            self.up(UpMsg::Presence {
+                room,
+                user,
+                online: false,
+            });
+        }
+        if empty {
+            self.rooms.remove(&room);
+            self.up(UpMsg::Unsubscribe { room });
+        }
+    }
+
+    /// A client's action, with the actor its token proves.
+    pub fn handle_action(
+        &mut self,
+        now: u64,
+        client: ClientId,
+        actor: Actor,
+        msg: ActionMsg,
+        via_stream: bool,
+    ) {
+        if let Some(p) = self.pending.get_mut(&msg.id) {
+            // A copy (datagram twice, or the stream fallback): already on its way.
+            p.via_stream |= via_stream;
+            p.client = client;
+            return;
+        }
+        let sent_at = self.upstream.then_some(now);
+        self.up(UpMsg::Action {
+            actor,
+            msg: msg.clone(),
+        });
+        self.pending.insert(
+            msg.id,
+            Pending {
+                client,
+                via_stream,
+                actor,
+                msg,
+                sent_at,
+            },
+        );
+    }
+
+    /// A client asks for the events of a room from `from` on.
+    pub fn handle_resync(&mut self, _now: u64, client: ClientId, room: RoomId, from: Seq) {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        if !r.clients.contains(&client) {
+            return;
+        }
+        let Some(cache) = &r.cache else { return };
+        let since = Seq(from.0.saturating_sub(1));
+        let serve = cache.serve(Some(since));
+        self.serve(client, room, serve);
+    }
+
+    /// A client connection ended (or was cut off).
+    pub fn handle_client_gone(&mut self, _now: u64, client: ClientId) {
+        let Some(c) = self.clients.remove(&client) else {
+            return;
+        };
+        if self.sessions.get(&c.session) == Some(&client) {
+            self.sessions.remove(&c.session);
+        }
+        for room in c.rooms {
+            self.detach(client, c.user, room);
+        }
+    }
+
+    /// The link to the origin is up: resubscribe from what we hold, announce
+    /// who is here, and send every waiting action again.
+    pub fn handle_upstream_up(&mut self, now: u64) {
+        self.upstream = true;
+        let rooms: Vec<(RoomId, Option<Seq>, Vec<UserId>)> = (self.rooms.iter())
+            .map(|(id, r)| {
+                (
+                    *id,
+                    r.cache.as_ref().map(RoomCache::seq),
+                    r.users.keys().copied().collect(),
+                )
+            })
+            .collect();
+        for (room, since, users) in rooms {
+            self.up(UpMsg::Subscribe { room, since });
+            for user in users {
+                self.up(UpMsg::Presence {
+                    room,
+                    user,
+                    online: true,
+                });
+            }
+        }
+        let ids: Vec<ActionId> = self.pending.keys().copied().collect();
+        for id in ids {
+            self.resend(now, id);
+        }
+        self.broadcast_status();
+    }
+
+    /// The link to the origin is down: tell clients; keep everything else.
+    pub fn handle_upstream_down(&mut self, _now: u64) {
+        if !self.upstream {
+            return;
+        }
+        self.upstream = false;
+        self.broadcast_status();
+    }
+
+    fn broadcast_status(&mut self) {
+        let msg = frame(&ServerMsg::Upstream {
+            connected: self.upstream,
+        });
+        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.send_to(c, Out::Reliable(msg.clone()));
+        }
+    }
+
+    fn resend(&mut self, now: u64, id: ActionId) {
+        if !self.upstream {
+            return;
+        }
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.sent_at = Some(now);
+            let msg = UpMsg::Action {
+                actor: p.actor,
+                msg: p.msg.clone(),
+            };
+            self.out.push_back(Output::Upstream(msg));
+        }
+    }
+
+    /// A message from the origin.
+    pub fn handle_down(&mut self, now: u64, msg: DownMsg) {
+        match msg {
+            DownMsg::Snapshot { room, state } => self.handle_snapshot(now, room, *state),
+            DownMsg::Events { room, events } => self.handle_events(now, room, events),
+            DownMsg::Ack { id, outcome } => {
+                let Some(p) = self.pending.remove(&id) else {
+                    return;
+                };
+                // The session may have moved to a newer connection here.
+                let client = self.sessions.get(&id.session).copied().unwrap_or(p.client);
+                let ack = ServerMsg::Ack { id, outcome };
+                self.send_to(
+                    client,
+                    Out::Datagram(sched::Item {
+                        class: Class::Session,
+                        payload: payload(&ack),
+                        coalesce: None,
+                    }),
+                );
+                if p.via_stream {
+                    self.send_to(client, Out::Reliable(frame(&ack)));
+                }
+            }
+            DownMsg::Welcome { .. } | DownMsg::Pong { .. } => {}
+            DownMsg::Error { code, message } => {
+                tracing::warn!(%code, %message, "origin reported an error");
+            }
+        }
+    }
+
+    fn handle_snapshot(&mut self, now: u64, room: RoomId, state: RoomState) {
+        let ring = self.settings.ring;
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let replaced = r.cache.is_some();
+        r.cache = Some(RoomCache::new(state, ring));
+        r.changed_at = now;
+        // Clients that followed the room already may have missed what the
+        // snapshot covers: they get it too.
+        let current: Vec<ClientId> = if replaced {
+            r.clients.iter().copied().collect()
+        } else {
+            Vec::new()
+        };
+        for c in current {
+            let serve =
+                Serve::Snapshot(Box::new(self.room_state(room).cloned().expect("set above")));
+            self.serve(c, room, serve);
+        }
+        self.serve_waiting(room);
+    }
+
+    fn serve_waiting(&mut self, room: RoomId) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let Some(cache) = &r.cache else { return };
+        let waiting = std::mem::take(&mut r.waiting);
+        let serves: Vec<(ClientId, Serve)> = waiting
+            .into_iter()
+            .map(|(c, since)| (c, cache.serve(since)))
+            .collect();
+        for (c, _) in &serves {
+            r.clients.insert(*c);
+        }
+        for (c, serve) in serves {
+            self.serve(c, room, serve);
+        }
+    }
+
+    fn handle_events(&mut self, now: u64, room: RoomId, events: Vec<Event>) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let Some(cache) = &mut r.cache else {
+            return;
+        };
+        let new = match cache.handle_events(&events) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "gap in the origin's events; resubscribing");
+                let since = Some(cache.seq());
+                self.up(UpMsg::Subscribe { room, since });
+                return;
+            }
+        };
+        if !new.is_empty() {
+            r.changed_at = now;
+        }
+        let clients: Vec<ClientId> = r.clients.iter().copied().collect();
+        for e in new {
+            let item = sched::Item {
+                class: e.class(),
+                payload: payload(&ServerMsg::Events {
+                    room,
+                    events: vec![e],
+                }),
+                coalesce: None,
+            };
+            for c in &clients {
+                self.send_to(*c, Out::Datagram(item.clone()));
+            }
+        }
+        self.serve_waiting(room);
+    }
+
+    /// Periodic work: heads for rooms that changed lately (so a client notices
+    /// a lost last event) and resends of overdue actions.
+    pub fn handle_tick(&mut self, now: u64) {
+        let window = self.settings.head_window_us;
+        let mut heads = Vec::new();
+        for (id, r) in &self.rooms {
+            if let Some(cache) = &r.cache {
+                if now.saturating_sub(r.changed_at) <= window {
+                    heads.push((
+                        *id,
+                        cache.seq(),
+                        r.clients.iter().copied().collect::<Vec<_>>(),
+                    ));
+                }
+            }
+        }
+        for (room, seq, clients) in heads {
+            let item = sched::Item {
+                class: Class::Ambient,
+                payload: payload(&ServerMsg::Head { room, seq }),
+                coalesce: Some(room.0),
+            };
+            for c in clients {
+                self.send_to(c, Out::Datagram(item.clone()));
+            }
+        }
+        let overdue: Vec<ActionId> = (self.pending.iter())
+            .filter(|(_, p)| {
+                p.sent_at
+                    .is_none_or(|t| now.saturating_sub(t) >= self.settings.resend_after_us)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            self.resend(now, id);
+        }
+    }
+
+    /// Draining: tell every client to move to one of `alternatives`.
+    pub fn handle_drain(&mut self, alternatives: &[String]) {
+        let msg = frame(&ServerMsg::GoAway {
+            alternatives: alternatives.to_vec(),
+        });
+        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.send_to(c, Out::Reliable(msg.clone()));
+        }
+    }
+
+    /// Refuse a join (no grant) without touching any state.
+    pub fn refuse_join(&mut self, client: ClientId, room: RoomId, reason: Reason) {
+        let msg = ServerMsg::JoinFailed { room, reason };
+        self.send_to(client, Out::Reliable(frame(&msg)));
+    }
+}

@@ -1,0 +1,31 @@
+//! The relay: a regional edge between clients and the origin.
+//!
+//! It terminates client QUIC connections and checks their tokens
+//! ([`client`]), keeps one upstream connection to the origin for all rooms
+//! ([`upstream`]), and in between runs the [`hub`]: which client follows which
+//! room, a cache per room (latest state plus a ring of recent events,
+//! [`cache`]) that serves joins and gap repairs without a trip to the origin,
+//! and the actions waiting for their authoritative outcome. Each client's
+//! outgoing traffic goes through a [`sched`]uler that orders it by class,
+//! packs it into datagrams, sheds ambient traffic first under congestion and
+//! sends critical messages twice.
+//!
+//! What it deliberately does not do: decide anything about a room, or ack an
+//! action itself. Outcomes come from the origin; while the origin is out of
+//! reach, actions wait and clients are told the room is degraded.
+//!
+//! Pure parts (`cache`, `sched`, `hub`) take `now` and do no IO; `server`,
+//! `client` and `upstream` are the thin drivers around them.
+
+pub mod cache;
+pub(crate) mod client;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod sched;
+pub mod server;
+pub mod upstream;
+
+pub use client::Bucket;
+pub use config::Config;
+pub use server::{Error, Relay};

@@ -1,0 +1,242 @@
+//! The per-client send scheduler (pure: takes `now`, does no IO).
+//!
+//! Messages wait in one queue per class and leave in class order, packed
+//! several to a datagram. Ambient messages with the same key coalesce (the
+//! latest wins) and are the first dropped when the queue is over its byte
+//! budget; other classes are never dropped — a client that cannot take them
+//! is over budget and gets cut off, then resumes from a snapshot.
+//!
+//! With redundancy on, critical messages (session, authority, gift) go twice,
+//! the copy a few milliseconds later in a separate datagram, so that one lost
+//! packet costs nothing.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use protocol::codec::Packer;
+use protocol::Class;
+
+/// One encoded message waiting to go out as (part of) a datagram.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Priority class.
+    pub class: Class,
+    /// The encoded message (`codec::encode`).
+    pub payload: Bytes,
+    /// Ambient only: a queued item with the same key is replaced.
+    pub coalesce: Option<u64>,
+}
+
+/// The client's queue is over budget with nothing left to drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// Per-client datagram scheduler.
+#[derive(Debug)]
+pub struct Scheduler {
+    queues: [VecDeque<Item>; 5],
+    /// Copies of critical messages and when they are due (µs).
+    copies: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    budget: usize,
+    redundancy: Option<u64>,
+    dropped: u64,
+}
+
+impl Scheduler {
+    /// A scheduler holding at most `budget` bytes, sending critical messages
+    /// twice `redundancy_us` apart when set.
+    pub fn new(budget: usize, redundancy_us: Option<u64>) -> Self {
+        Scheduler {
+            queues: Default::default(),
+            copies: VecDeque::new(),
+            bytes: 0,
+            budget,
+            redundancy: redundancy_us,
+            dropped: 0,
+        }
+    }
+
+    /// Queue a message.
+    pub fn push(&mut self, item: Item) -> Result<(), Overflow> {
+        let q = &mut self.queues[item.class.rank()];
+        if let Some(key) = item.coalesce {
+            if let Some(old) = q.iter_mut().find(|i| i.coalesce == Some(key)) {
+                self.bytes = self.bytes - old.payload.len() + item.payload.len();
+                *old = item;
+                return Ok(());
+            }
+        }
+        self.bytes += item.payload.len();
+        q.push_back(item);
+        while self.bytes > self.budget {
+            // Shed ambient traffic, oldest first; never anything else.
+            match self.queues[Class::Ambient.rank()].pop_front() {
+                Some(old) => {
+                    self.bytes -= old.payload.len();
+                    self.dropped += 1;
+                }
+                None => return Err(Overflow),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Ambient messages dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether anything waits (queued, or copies not yet due).
+    pub fn is_idle(&self) -> bool {
+        self.bytes == 0 && self.copies.is_empty()
+    }
+
+    /// When the next copy falls due, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.copies.front().map(|(t, _)| *t)
+    }
+
+    /// Datagrams to send now, at most `budget` bytes of them, each at most
+    /// `max` bytes: due copies first, then queued messages in class order.
+    pub fn poll_datagrams(&mut self, now: u64, max: usize, budget: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut spent = 0usize;
+        // Copies travel in their own datagrams, apart from the originals.
+        let mut p = Packer::new(max);
+        while let Some((due, payload)) = self.copies.front() {
+            if *due > now || spent + p.pending() + payload.len() + 5 > budget {
+                break;
+            }
+            if p.push_encoded(payload).is_err() {
+                self.copies.pop_front();
+                continue;
+            }
+            self.copies.pop_front();
+        }
+        for d in p.finish() {
+            spent += d.len();
+            out.push(d);
+        }
+        let mut p = Packer::new(max);
+        'classes: for q in &mut self.queues {
+            while let Some(item) = q.front() {
+                let need = item.payload.len() + 5;
+                if spent + p.pending() + need > budget {
+                    break 'classes;
+                }
+                let Some(item) = q.pop_front() else { break };
+                self.bytes -= item.payload.len();
+                if p.push_encoded(&item.payload).is_err() {
+                    // Larger than any datagram: it should have gone on a stream.
+                    continue;
+                }
+                if let (Some(delay), true) = (self.redundancy, item.class.is_critical()) {
+                    self.copies.push_back((now + delay, item.payload));
+                }
+            }
+        }
+        for d in p.finish() {
+            out.push(d);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(class: Class, tag: u8, len: usize, coalesce: Option<u64>) -> Item {
+        let mut v = vec![tag; len];
+        v[0] = tag;
+        Item {
+            class,
+            payload: Bytes::from(v),
+            coalesce,
+        }
+    }
+
+    /// The first byte of every payload in the datagrams, in order.
+    fn tags(ds: &[Bytes]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for d in ds {
+            // Entries are varint length + payload; payloads here are < 128 bytes.
+            let mut rest = &d[..];
+            while !rest.is_empty() {
+                let len = rest[0] as usize;
+                out.push(rest[1]);
+                rest = &rest[1 + len..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn higher_classes_leave_first_and_pack_together() {
+        let mut s = Scheduler::new(10_000, None);
+        s.push(item(Class::Ambient, 5, 10, None)).expect("fits");
+        s.push(item(Class::Chat, 4, 10, None)).expect("fits");
+        s.push(item(Class::Authority, 2, 10, None)).expect("fits");
+        s.push(item(Class::Gift, 3, 10, None)).expect("fits");
+        let ds = s.poll_datagrams(0, 1200, 100_000);
+        assert_eq!(ds.len(), 1);
+        assert_eq!(tags(&ds), vec![2, 3, 4, 5]);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn ambient_coalesces_and_is_shed_first() {
+        let mut s = Scheduler::new(100, None);
+        s.push(item(Class::Ambient, 1, 30, Some(7))).expect("fits");
+        s.push(item(Class::Ambient, 2, 30, Some(7)))
+            .expect("replaces");
+        assert_eq!(s.queued_bytes(), 30);
+        s.push(item(Class::Ambient, 3, 30, Some(8))).expect("fits");
+        s.push(item(Class::Gift, 4, 60, None))
+            .expect("sheds ambient");
+        assert_eq!(s.dropped(), 1);
+        assert_eq!(tags(&s.poll_datagrams(0, 1200, 10_000)), vec![4, 3]);
+    }
+
+    #[test]
+    fn critical_traffic_is_never_shed_but_overflows() {
+        let mut s = Scheduler::new(100, None);
+        s.push(item(Class::Gift, 1, 60, None)).expect("fits");
+        assert_eq!(s.push(item(Class::Authority, 2, 60, None)), Err(Overflow));
+    }
+
+    #[test]
+    fn the_byte_budget_holds_the_rest_back() {
+        let mut s = Scheduler::new(10_000, None);
+        for tag in 0..10 {
+            s.push(item(Class::Chat, tag, 50, None)).expect("fits");
+        }
+        let first = s.poll_datagrams(0, 1200, 200);
+        assert!(first.iter().map(|d| d.len()).sum::<usize>() <= 200);
+        let rest = s.poll_datagrams(0, 1200, 10_000);
+        assert_eq!(
+            [tags(&first), tags(&rest)].concat(),
+            (0..10).collect::<Vec<u8>>()
+        );
+    }
+
+    #[test]
+    fn critical_messages_go_twice_in_separate_datagrams() {
+        let mut s = Scheduler::new(10_000, Some(5_000));
+        s.push(item(Class::Gift, 1, 10, None)).expect("fits");
+        s.push(item(Class::Chat, 2, 10, None)).expect("fits");
+        let first = s.poll_datagrams(1_000, 1200, 10_000);
+        assert_eq!(tags(&first), vec![1, 2]);
+        assert_eq!(s.poll_timeout(), Some(6_000));
+        assert!(s.poll_datagrams(5_999, 1200, 10_000).is_empty());
+        let copy = s.poll_datagrams(6_000, 1200, 10_000);
+        assert_eq!(tags(&copy), vec![1]);
+        assert!(s.is_idle());
+    }
+}

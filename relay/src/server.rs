@@ -1,0 +1,352 @@
+//! The relay process: endpoints, the hub's driver, and the handle to run,
+//! drain, stop or kill it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg, ALPN_CLIENT, ALPN_RELAY};
+use protocol::net::{self, Identity, NetError, Plug};
+use protocol::room::Reason;
+use protocol::token::TokenKey;
+use protocol::{RoomId, Seq, SessionId, UserId};
+use rustls::pki_types::CertificateDer;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::hub::{ClientId, Hub, Out, Output, Settings};
+use crate::upstream::{self, Link};
+
+use protocol::net::rustls;
+
+/// Why a relay could not start.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Network or TLS setup failed.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// A file could not be read or written.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Inputs of the hub's driver.
+pub(crate) enum HubIn {
+    ClientUp {
+        client: ClientId,
+        session: SessionId,
+        user: UserId,
+        out: mpsc::Sender<Out>,
+        conn: quinn::Connection,
+    },
+    Join {
+        client: ClientId,
+        room: RoomId,
+        since: Option<Seq>,
+    },
+    RefuseJoin {
+        client: ClientId,
+        room: RoomId,
+    },
+    Leave {
+        client: ClientId,
+        room: RoomId,
+    },
+    Action {
+        client: ClientId,
+        actor: Actor,
+        msg: ActionMsg,
+        via_stream: bool,
+    },
+    Resync {
+        client: ClientId,
+        room: RoomId,
+        from: Seq,
+    },
+    ClientGone {
+        client: ClientId,
+    },
+    UpstreamUp,
+    UpstreamDown,
+    Down(DownMsg),
+    /// Tell every client to move (goaway), then report when all have gone.
+    Drain {
+        alternatives: Vec<String>,
+        done: mpsc::Sender<usize>,
+    },
+}
+
+/// What client tasks share.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub tokens: TokenKey,
+    pub hub: mpsc::Sender<HubIn>,
+    pub clock: Clock,
+    pub next_client: AtomicU64,
+    pub draining: AtomicBool,
+}
+
+/// A running relay.
+pub struct Relay {
+    addr: SocketAddr,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    plug: Plug,
+    upstream_plug: Plug,
+    tasks: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    /// Start a relay from its configuration: certificates from files, or a
+    /// generated one written to `cert_out`; the origin's certificate from
+    /// `origin_cert`.
+    pub async fn start(config: Config) -> Result<Relay, Error> {
+        let identity = match &config.tls {
+            Some(f) => Identity::from_pem_files(&f.cert, &f.key)?,
+            None => {
+                let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+                if let Some(path) = &config.cert_out {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(path, id.cert_pem())?;
+                }
+                id
+            }
+        };
+        let roots = match &config.origin_cert {
+            Some(p) => net::load_certs(p)?,
+            None => Vec::new(),
+        };
+        Relay::start_with(config, identity, roots).await
+    }
+
+    /// Start with a given identity and origin trust roots (in-process use).
+    pub async fn start_with(
+        config: Config,
+        identity: Identity,
+        origin_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Relay, Error> {
+        let (endpoint, plug) =
+            net::server_endpoint(config.listen, &identity, &[ALPN_CLIENT], &config.tuning)?;
+        let addr = endpoint.local_addr()?;
+        let bind = SocketAddr::new(config.listen.ip(), 0);
+        let (up_endpoint, upstream_plug) = net::client_endpoint(bind, &config.upstream_tuning)?;
+        let client_config = net::client_config(&origin_roots, ALPN_RELAY, &config.upstream_tuning)?;
+
+        let (hub_tx, hub_rx) = mpsc::channel(1 << 14);
+        let (up_tx, up_rx) = mpsc::channel(1 << 16);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let clock = Clock::new();
+        let shared = Arc::new(Shared {
+            tokens: TokenKey::new(config.token_secret.as_bytes()),
+            hub: hub_tx.clone(),
+            clock: clock.clone(),
+            next_client: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            config: config.clone(),
+        });
+        let link = Arc::new(Link {
+            name: config.name.clone(),
+            endpoint: up_endpoint,
+            client_config,
+            origin: config.origin,
+            server_name: config.origin_server_name.clone(),
+            cluster: TokenKey::new(config.cluster_secret.as_bytes()),
+            clock: clock.clone(),
+            hub: hub_tx,
+        });
+        let mut tasks = JoinSet::new();
+        let settings = Settings {
+            ring: config.ring,
+            ..Settings::default()
+        };
+        tasks.spawn(run_hub(Hub::new(settings), hub_rx, up_tx, clock));
+        tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
+        tasks.spawn(accept(endpoint.clone(), shared.clone(), shutdown_rx));
+        tracing::info!(relay = %config.name, region = %config.region, %addr, "relay listening");
+        Ok(Relay {
+            addr,
+            identity,
+            endpoint,
+            plug,
+            upstream_plug,
+            tasks,
+            shutdown,
+            shared,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The certificate clients must trust, as PEM.
+    pub fn cert_pem(&self) -> String {
+        self.identity.cert_pem()
+    }
+
+    /// The relay's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Cut (or heal) the link to the origin, as a network partition would:
+    /// packets stop both ways and the link notices by its idle timeout.
+    pub fn partition_upstream(&self, cut: bool) {
+        if cut {
+            self.upstream_plug.pull();
+        } else {
+            self.upstream_plug.restore();
+        }
+    }
+
+    /// Drain: refuse new clients, tell every client to move to one of
+    /// `alternatives` (or the configured peers), wait until they have gone or
+    /// the drain timeout passes, then shut down. Returns how many clients
+    /// were still connected at the end.
+    pub async fn drain(self, alternatives: Vec<String>) -> usize {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let alternatives = if alternatives.is_empty() {
+            self.shared.config.peers.clone()
+        } else {
+            alternatives
+        };
+        let (done_tx, mut done_rx) = mpsc::channel(1);
+        let _ = self
+            .shared
+            .hub
+            .send(HubIn::Drain {
+                alternatives,
+                done: done_tx,
+            })
+            .await;
+        let timeout = Duration::from_millis(self.shared.config.drain_timeout_ms);
+        let left = match tokio::time::timeout(timeout, done_rx.recv()).await {
+            Ok(Some(n)) => n,
+            _ => usize::MAX,
+        };
+        self.shutdown().await;
+        left
+    }
+
+    /// Stop: close every connection with `Shutdown` and end all tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint
+            .close(ErrorCode::Shutdown.code().into(), b"relay shutting down");
+        self.tasks.shutdown().await;
+    }
+
+    /// Die as a crashed host would: not one more packet in or out, no
+    /// goodbye to anyone. Clients notice only by their idle timeout.
+    pub async fn abort(mut self) {
+        self.plug.pull();
+        self.upstream_plug.pull();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        tokio::spawn(crate::client::serve(incoming, shared.clone()));
+    }
+}
+
+struct ClientLink {
+    out: mpsc::Sender<Out>,
+    conn: quinn::Connection,
+}
+
+/// Drive the hub: feed it inputs and a tick, deliver its outputs.
+async fn run_hub(
+    mut hub: Hub,
+    mut rx: mpsc::Receiver<HubIn>,
+    up: mpsc::Sender<UpMsg>,
+    clock: Clock,
+) {
+    let mut clients: BTreeMap<ClientId, ClientLink> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain: Option<mpsc::Sender<usize>> = None;
+    loop {
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else { return };
+                let now = clock.local();
+                match input {
+                    HubIn::ClientUp { client, session, user, out, conn } => {
+                        clients.insert(client, ClientLink { out, conn });
+                        hub.handle_client_up(now, client, session, user);
+                    }
+                    HubIn::Join { client, room, since } => hub.handle_join(now, client, room, since),
+                    HubIn::RefuseJoin { client, room } => hub.refuse_join(client, room, Reason::NoGrant),
+                    HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
+                    HubIn::Action { client, actor, msg, via_stream } => hub.handle_action(now, client, actor, msg, via_stream),
+                    HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
+                    HubIn::ClientGone { client } => {
+                        clients.remove(&client);
+                        hub.handle_client_gone(now, client);
+                    }
+                    HubIn::UpstreamUp => hub.handle_upstream_up(now),
+                    HubIn::UpstreamDown => hub.handle_upstream_down(now),
+                    HubIn::Down(msg) => hub.handle_down(now, msg),
+                    HubIn::Drain { alternatives, done } => {
+                        hub.handle_drain(&alternatives);
+                        drain = Some(done);
+                    }
+                }
+            }
+            _ = tick.tick() => hub.handle_tick(clock.local()),
+        }
+        while let Some(output) = hub.poll_output() {
+            match output {
+                Output::Client(id, out) => {
+                    let Some(link) = clients.get(&id) else {
+                        continue;
+                    };
+                    if let Err(mpsc::error::TrySendError::Full(_)) = link.out.try_send(out) {
+                        tracing::warn!(client = id, "client queue full; cutting it off");
+                        net::close(&link.conn, ErrorCode::Flood, "client too slow");
+                        clients.remove(&id);
+                        hub.handle_client_gone(clock.local(), id);
+                    }
+                }
+                Output::Upstream(msg) => {
+                    if up.try_send(msg).is_err() {
+                        // Actions are resent by the tick; subscriptions on reconnect.
+                        tracing::warn!("upstream queue full; dropping a message");
+                    }
+                }
+            }
+        }
+        if let Some(done) = &drain {
+            if clients.is_empty() {
+                let _ = done.try_send(0);
+                drain = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The upstream link: one QUIC connection to the origin carrying every room.
+//! It reconnects by itself, with exponential backoff and jitter so that the
+//! relays of a region do not stampede a restarted origin, and it keeps the
+//! clock offset fresh.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use protocol::codec;
+use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
+use protocol::net::{self, NetError};
+use protocol::time::{ClockSample, OffsetEstimator};
+use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::UserId;
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::server::HubIn;
+
+/// What the link needs.
+pub(crate) struct Link {
+    pub name: String,
+    pub endpoint: quinn::Endpoint,
+    pub client_config: quinn::ClientConfig,
+    pub origin: std::net::SocketAddr,
+    pub server_name: String,
+    pub cluster: TokenKey,
+    pub clock: Clock,
+    pub hub: mpsc::Sender<HubIn>,
+}
+
+/// Backoff between reconnection attempts: doubles from `min` to `max`, each
+/// wait drawn uniformly from its upper half (jitter).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// A backoff from `min` to `max`; `seed` decorrelates relays.
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+            seed: seed | 1,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> Duration {
+        // xorshift64: decorrelation, not cryptography.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let full = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = full / 2;
+        half + Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1))
+    }
+
+    /// Start again from `min` (after a connection that worked).
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+pub(crate) async fn run(
+    link: Arc<Link>,
+    mut up: mpsc::Receiver<UpMsg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(3),
+        link.clock.local() ^ link.name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15,
+    );
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match connect(&link).await {
+            Ok((conn, send, recv)) => {
+                tracing::info!(relay = %link.name, origin = %link.origin, "upstream connected");
+                if link.hub.send(HubIn::UpstreamUp).await.is_err() {
+                    return;
+                }
+                let ended = serve(&link, &conn, send, recv, &mut up, &mut shutdown).await;
+                tracing::warn!(relay = %link.name, reason = %ended, "upstream lost");
+                if link.hub.send(HubIn::UpstreamDown).await.is_err() {
+                    return;
+                }
+                if started.elapsed() > Duration::from_secs(5) {
+                    backoff.reset();
+                }
+            }
+            Err(e) => tracing::debug!(relay = %link.name, error = %e, "upstream connect failed"),
+        }
+        let wait = backoff.next_wait();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connect(
+    link: &Link,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), NetError> {
+    let connecting =
+        link.endpoint
+            .connect_with(link.client_config.clone(), link.origin, &link.server_name)?;
+    let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let proof = link.cluster.mint(&Claims {
+        user: UserId(0),
+        rooms: Some(Vec::new()),
+        host_of: Vec::new(),
+        operator: false,
+        expires: unix_now() + 3600,
+    });
+    let hello = UpMsg::Hello {
+        version: PROTOCOL_VERSION,
+        relay: link.name.clone(),
+        proof,
+    };
+    net::write_frame(&mut send, &hello).await?;
+    let mut buf = Vec::new();
+    let welcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        net::read_frame::<DownMsg>(&mut recv, &mut buf),
+    )
+    .await
+    .map_err(|_| NetError::Io(std::io::Error::other("no welcome")))??;
+    match welcome {
+        Some(DownMsg::Welcome { .. }) => Ok((conn, send, recv)),
+        other => Err(NetError::Io(std::io::Error::other(format!(
+            "unexpected answer to hello: {other:?}"
+        )))),
+    }
+}
+
+/// Carry messages both ways until the connection fails. Returns why.
+async fn serve(
+    link: &Link,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    up: &mut mpsc::Receiver<UpMsg>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> String {
+    let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, protocol::ServerTime, u64)>(64);
+    let hub = link.hub.clone();
+    let clock = link.clock.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            match net::read_frame::<DownMsg>(&mut recv, &mut buf).await {
+                Ok(Some(DownMsg::Pong { nonce, origin_time })) => {
+                    let _ = pong_tx.try_send((nonce, origin_time, clock.local()));
+                }
+                Ok(Some(msg)) => {
+                    if hub.send(HubIn::Down(msg)).await.is_err() {
+                        return "relay stopping".to_string();
+                    }
+                }
+                Ok(None) => return "origin finished the stream".to_string(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    });
+    let mut estimator = OffsetEstimator::new(16);
+    let mut pings: std::collections::VecDeque<(u64, u64)> = Default::default();
+    let mut nonce = 0u64;
+    let mut ping = tokio::time::interval(Duration::from_millis(200));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reader = reader;
+    let mut buf = BytesMut::new();
+    let why = loop {
+        tokio::select! {
+            r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
+            msg = up.recv() => {
+                let Some(msg) = msg else { break "relay stopping".into() };
+                buf.clear();
+                if codec::write_frame(&msg, &mut buf).is_err() {
+                    continue;
+                }
+                // Coalesce whatever else is waiting into the same write.
+                while buf.len() < 256 * 1024 {
+                    match up.try_recv() {
+                        Ok(m) => { let _ = codec::write_frame(&m, &mut buf); }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = send.write_all(&buf).await {
+                    break e.to_string();
+                }
+            }
+            _ = ping.tick() => {
+                nonce += 1;
+                pings.push_back((nonce, link.clock.local()));
+                if pings.len() > 32 { pings.pop_front(); }
+                buf.clear();
+                let _ = codec::write_frame(&UpMsg::Ping { nonce }, &mut buf);
+                if let Err(e) = send.write_all(&buf).await {
+                    break e.to_string();
+                }
+            }
+            Some((n, origin, received)) = pong_rx.recv() => {
+                if let Some(&(_, sent)) = pings.iter().find(|(p, _)| *p == n) {
+                    estimator.handle_sample(ClockSample { sent, received, origin });
+                    if let Some(off) = estimator.offset() {
+                        link.clock.set_offset(off);
+                    }
+                }
+            }
+            _ = shutdown.changed() => break "relay stopping".into(),
+        }
+    };
+    reader.abort();
+    conn.close(0u32.into(), b"relay link closed");
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 42);
+        let waits: Vec<Duration> = (0..6).map(|_| b.next_wait()).collect();
+        let caps = [100u64, 200, 400, 800, 1000, 1000];
+        for (w, cap) in waits.iter().zip(caps) {
+            assert!(
+                *w >= Duration::from_millis(cap / 2) && *w <= Duration::from_millis(cap),
+                "{w:?} vs {cap}"
+            );
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn two_relays_do_not_retry_in_step() {
+        let mut a = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 1);
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), 2);
+        let same = (0..8).filter(|_| a.next_wait() == b.next_wait()).count();
+        assert!(same < 2);
+    }
+}

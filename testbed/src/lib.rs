@@ -1,0 +1,23 @@
+//! Ringside testbed: what a network engineer runs to see how Ringside behaves
+//! on bad networks.
+//!
+//! What it does:
+//!
+//! - [`impair`] — a pure, seeded impairment engine: loss (independent and
+//!   Gilbert–Elliott bursts), delay with jitter, reordering, duplication,
+//!   rate limits with a drop-tail queue, and blackholes. It takes `now` as an
+//!   argument, reads no clock and does no IO, so a seed replays exactly.
+//! - [`link`] — a UDP proxy that puts the engine in front of any UDP service
+//!   (QUIC included), in process ([`link::spawn_link`]) or as
+//!   `testbed link` on the command line.
+//!
+//! What it does not do: impair TCP or anything below UDP (the kernel here has
+//! no netem; this is user space), look inside packets (it never parses QUIC),
+//! or emulate CPU and clock effects. Topologies, scripted scenarios and
+//! reports are still to come.
+//!
+//! The command-line front end lives in `src/main.rs` and `src/cli/`, outside
+//! this library.
+
+pub mod impair;
+pub mod link;
