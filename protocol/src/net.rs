@@ -225,22 +225,47 @@ pub fn udp_socket(bind: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket
 /// network had partitioned. Peers notice only by their idle timeout.
 /// (Dropping quinn connections instead would send a polite CONNECTION_CLOSE.)
 #[derive(Clone, Debug, Default)]
-pub struct Plug(Arc<AtomicBool>);
+pub struct Plug(Arc<PlugState>);
+
+#[derive(Debug, Default)]
+struct PlugState {
+    cut: AtomicBool,
+    /// The socket, to tell when quinn has let go of it.
+    socket: std::sync::OnceLock<std::sync::Weak<Pluggable>>,
+}
 
 impl Plug {
     /// Cut the socket off.
     pub fn pull(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cut.store(true, Ordering::SeqCst);
     }
 
     /// Put the plug back (a partition heals).
     pub fn restore(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.cut.store(false, Ordering::SeqCst);
     }
 
     /// Whether the plug is pulled.
     pub fn is_pulled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.cut.load(Ordering::SeqCst)
+    }
+
+    /// Wait (up to `limit`) until the endpoint has released its socket, so
+    /// its port can be bound again. Returns whether it was released.
+    pub async fn released(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let alive = self.0.socket.get().is_some_and(|w| w.strong_count() > 0);
+            if !alive {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // quinn's endpoint driver drops the socket when its last
+            // connection has drained; nothing signals it, so look again.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -309,6 +334,7 @@ fn endpoint(
         inner: runtime.wrap_udp_socket(socket)?,
         plug: plug.clone(),
     });
+    let _ = plug.0.socket.set(Arc::downgrade(&socket));
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         server,

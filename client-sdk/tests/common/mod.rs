@@ -60,6 +60,16 @@ impl Topology {
     }
 
     pub async fn start_with(tag: &str, relays: usize, rules: origin::rules::Config) -> Topology {
+        Topology::start_custom(tag, relays, rules, |_| {}).await
+    }
+
+    /// With a hook to adjust each relay's configuration.
+    pub async fn start_custom(
+        tag: &str,
+        relays: usize,
+        rules: origin::rules::Config,
+        tweak: impl Fn(&mut relay::Config),
+    ) -> Topology {
         init_tracing();
         let identity = Identity::self_signed(&["localhost"]).expect("certificate");
         let data_dir = temp_dir(tag);
@@ -88,7 +98,7 @@ impl Topology {
             relay_configs: Vec::new(),
         };
         for i in 0..relays {
-            let cfg = relay::Config {
+            let mut cfg = relay::Config {
                 name: format!("relay-{i}"),
                 region: format!("region-{i}"),
                 listen: "127.0.0.1:0".parse().expect("addr"),
@@ -101,6 +111,7 @@ impl Topology {
                 messages_per_sec: 100_000,
                 ..relay::Config::default()
             };
+            tweak(&mut cfg);
             let r = Relay::start_with(cfg.clone(), t.identity.clone(), t.identity.certs.clone())
                 .await
                 .expect("relay starts");

@@ -249,6 +249,13 @@ impl Origin {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let _ = self.join_commit();
+        // Release the port (the close frames go nowhere: the plug is pulled),
+        // so that a restarted origin can bind it.
+        self.endpoint.close(0u32.into(), b"");
+        self.endpoint.wait_idle().await;
+        let plug = self.plug.clone();
+        drop(self);
+        plug.released(std::time::Duration::from_secs(5)).await;
     }
 
     fn join_commit(&mut self) -> Result<(), Error> {

@@ -255,6 +255,8 @@ impl<'de> Deserialize<'de> for LinkProfile {
         let up = both.remove("up");
         let down = both.remove("down");
         let both = Value::from(both);
+        // The shared keys first, so that an error there is not blamed on a direction.
+        both.deserialize::<Profile>().map_err(D::Error::custom)?;
         let one = |over: Option<Value>, name: &str| -> Result<Profile, D::Error> {
             let merged = match over {
                 Some(over) => merge(both.clone(), over),
@@ -565,9 +567,11 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
         let err = LinkProfile::from_toml("los = 0.05").expect_err("typo must fail");
-        assert!(err.to_string().contains("los"), "{err}");
+        assert!(err.to_string().contains("`los`"), "{err}");
+        assert!(!err.to_string().starts_with("up"), "{err}");
         let err = LinkProfile::from_toml("[up]\njitter = 3").expect_err("typo must fail");
-        assert!(err.to_string().contains("jitter"), "{err}");
+        assert!(err.to_string().starts_with("up: "), "{err}");
+        assert!(err.to_string().contains("`jitter`"), "{err}");
     }
 
     #[test]
