@@ -101,6 +101,9 @@ pub struct Config {
     pub session: Option<SessionId>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// Use datagrams (the default). Off, everything travels on the reliable
+    /// stream: the baseline the testbed compares against.
+    pub datagrams: bool,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             redundancy: Some(Duration::from_millis(4)),
             session: None,
             connect_timeout: Duration::from_millis(1500),
+            datagrams: true,
         }
     }
 }
@@ -165,6 +169,12 @@ impl ClientBuilder {
     /// Send critical actions twice `delay` apart (`None`: once).
     pub fn redundancy(mut self, delay: Option<Duration>) -> Self {
         self.config.redundancy = delay;
+        self
+    }
+
+    /// Use datagrams (default) or only the reliable stream.
+    pub fn datagrams(mut self, on: bool) -> Self {
+        self.config.datagrams = on;
         self
     }
 
@@ -296,21 +306,19 @@ impl Client {
                 ranking.push(*a);
             }
         }
+        let dial = driver::Dial {
+            endpoint,
+            cfg: client_config,
+            server_name: config.server_name.clone(),
+            token: config.token.clone(),
+            session,
+            timeout: config.connect_timeout,
+            datagrams: config.datagrams,
+        };
         let mut last = Error::Unreachable("no relay answered".into());
         let mut first = None;
         for addr in &ranking {
-            match driver::connect(
-                &endpoint,
-                &client_config,
-                *addr,
-                &config.server_name,
-                &config.token,
-                session,
-                1,
-                config.connect_timeout,
-            )
-            .await
-            {
+            match driver::connect(&dial, *addr, 1).await {
                 Ok(c) => {
                     first = Some(c);
                     break;
@@ -331,14 +339,7 @@ impl Client {
             anchor: std::sync::OnceLock::new(),
         });
         let (commands, rx) = mpsc::channel(1024);
-        let driver = Driver::new(
-            config,
-            shared.clone(),
-            endpoint,
-            client_config,
-            ranking,
-            first,
-        );
+        let driver = Driver::new(config, shared.clone(), dial, ranking, first);
         tokio::spawn(driver.run(rx));
         Ok(Client { commands, shared })
     }

@@ -106,8 +106,7 @@ type Connecting = Pin<
 pub(crate) struct Driver {
     config: Config,
     shared: Arc<Shared>,
-    endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    dial: Dial,
     session: SessionId,
     next_n: u64,
     rooms: BTreeMap<RoomId, Slot>,
@@ -137,8 +136,7 @@ impl Driver {
     pub(crate) fn new(
         config: Config,
         shared: Arc<Shared>,
-        endpoint: quinn::Endpoint,
-        client_config: quinn::ClientConfig,
+        dial: Dial,
         ranking: Vec<SocketAddr>,
         first: (Live, mpsc::Receiver<(u64, Incoming)>),
     ) -> Driver {
@@ -147,13 +145,13 @@ impl Driver {
             Duration::from_secs(2),
             Duration::from_millis(250),
         );
-        let copy = config.redundancy.map(|d| d.as_micros() as u64);
+        // Copies are datagrams: none when the client takes no datagrams.
+        let copy = (config.redundancy.filter(|_| config.datagrams)).map(|d| d.as_micros() as u64);
         let (live, rx) = first;
         Driver {
             session: shared.session,
             shared,
-            endpoint,
-            client_config,
+            dial,
             next_n: 0,
             rooms: BTreeMap::new(),
             waiters: BTreeMap::new(),
@@ -329,7 +327,12 @@ impl Driver {
                 self.waiters.insert(id, (reply, Instant::now()));
                 let now = self.now();
                 let (msg, _) = self.retry.handle_send(now, msg);
-                self.send_datagrams(&[ClientMsg::Action(msg)]);
+                if self.config.datagrams {
+                    self.send_datagrams(&[ClientMsg::Action(msg)]).await;
+                } else {
+                    self.retry.mark_reliable(msg.id);
+                    self.send_reliable(&ClientMsg::Action(msg)).await;
+                }
             }
             Command::Close => {}
         }
@@ -535,16 +538,11 @@ impl Driver {
         }
         self.gen += 1;
         let gen = self.gen;
-        let endpoint = self.endpoint.clone();
-        let cfg = self.client_config.clone();
-        let name = self.config.server_name.clone();
-        let token = self.config.token.clone();
-        let session = self.session;
-        let timeout = self.config.connect_timeout;
+        let dial = self.dial.clone();
         self.connecting = Some(Box::pin(async move {
             let mut last = String::from("no relay configured");
             for addr in order {
-                match connect(&endpoint, &cfg, addr, &name, &token, session, gen, timeout).await {
+                match connect(&dial, addr, gen).await {
                     Ok(c) => return Ok(c),
                     Err(e) => last = format!("{addr}: {e}"),
                 }
@@ -646,10 +644,17 @@ impl Driver {
             };
             self.next_ping = now + every;
         }
-        self.send_datagrams(&datagrams);
+        self.send_datagrams(&datagrams).await;
     }
 
-    fn send_datagrams(&mut self, msgs: &[ClientMsg]) {
+    async fn send_datagrams(&mut self, msgs: &[ClientMsg]) {
+        if !self.config.datagrams {
+            // The stream-only baseline: everything reliable.
+            for m in msgs {
+                self.send_reliable(m).await;
+            }
+            return;
+        }
         let Some(live) = &self.live else { return };
         if msgs.is_empty() {
             return;
@@ -702,18 +707,34 @@ async fn next_incoming(rxs: &mut Vec<mpsc::Receiver<(u64, Incoming)>>) -> Option
     .await
 }
 
+/// Everything needed to open a session on a relay.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    pub endpoint: quinn::Endpoint,
+    pub cfg: quinn::ClientConfig,
+    pub server_name: String,
+    pub token: Vec<u8>,
+    pub session: SessionId,
+    pub timeout: Duration,
+    pub datagrams: bool,
+}
+
 /// Connect to one relay and open the session.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn connect(
-    endpoint: &quinn::Endpoint,
-    cfg: &quinn::ClientConfig,
+    dial: &Dial,
     addr: SocketAddr,
-    server_name: &str,
-    token: &[u8],
-    session: SessionId,
     gen: u64,
-    timeout: Duration,
 ) -> Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error> {
+    let Dial {
+        endpoint,
+        cfg,
+        server_name,
+        token,
+        session,
+        timeout,
+        datagrams,
+    } = dial;
+    let (session, timeout, datagrams) = (*session, *timeout, *datagrams);
     let attempt = async {
         let conn = endpoint
             .connect_with(cfg.clone(), addr, server_name)
@@ -728,6 +749,7 @@ pub(crate) async fn connect(
             version: PROTOCOL_VERSION,
             token: token.to_vec(),
             session,
+            datagrams,
         });
         send_frame(&mut ctrl, &hello)
             .await

@@ -139,6 +139,15 @@ impl Retry {
         (msg, Path::Datagram)
     }
 
+    /// The action went on the reliable stream straight away (no datagrams on
+    /// this path): nothing more to send until a reconnect.
+    pub fn mark_reliable(&mut self, id: ActionId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.copy_at = None;
+            e.fallback_at = None;
+        }
+    }
+
     /// An ack came: forget the action. Returns its first send time.
     pub fn handle_ack(&mut self, now: u64, id: ActionId) -> Option<u64> {
         let e = self.entries.remove(&id)?;

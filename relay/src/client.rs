@@ -110,7 +110,13 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     }
     tracing::debug!(client, %remote, user = %claims.user, "client connected");
-    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx, shared.clone()));
+    let writer = tokio::spawn(write_loop(
+        conn.clone(),
+        send,
+        out_rx,
+        shared.clone(),
+        hello.datagrams,
+    ));
     let (stream_tx, stream_rx) = mpsc::channel::<ClientMsg>(256);
     let reader = tokio::spawn(read_stream(conn.clone(), recv, stream_tx));
     let why = read_loop(&conn, client, &claims, &shared, &out, stream_rx).await;
@@ -326,6 +332,7 @@ async fn write_loop(
     mut ctrl: quinn::SendStream,
     mut rx: mpsc::Receiver<Out>,
     shared: Arc<Shared>,
+    datagrams: bool,
 ) {
     let redundancy = (shared.config.redundancy_us > 0).then_some(shared.config.redundancy_us);
     let mut sched = Scheduler::new(shared.config.client_budget, redundancy);
@@ -358,6 +365,15 @@ async fn write_loop(
         }
         for out in batch {
             match out {
+                Out::Datagram(item) if !datagrams => {
+                    // A client without datagrams gets everything on the stream.
+                    let mut b = bytes::BytesMut::with_capacity(item.payload.len() + 4);
+                    b.extend_from_slice(&(item.payload.len() as u32).to_be_bytes());
+                    b.extend_from_slice(&item.payload);
+                    if ctrl.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
                 Out::Datagram(item) => {
                     if sched.push(item).is_err() {
                         tracing::warn!(remote = %conn.remote_address(), "client cannot keep up; closing");

@@ -10,14 +10,17 @@
 //! - [`link`] — a UDP proxy that puts the engine in front of any UDP service
 //!   (QUIC included), in process ([`link::spawn_link`]) or as
 //!   `testbed link` on the command line.
+//! - [`topology`] — a whole Ringside deployment in one process (origin,
+//!   relays, clients with tokens), for the demo, the benchmark, scenarios and
+//!   the integration tests.
 //!
 //! What it does not do: impair TCP or anything below UDP (the kernel here has
 //! no netem; this is user space), look inside packets (it never parses QUIC),
-//! or emulate CPU and clock effects. Topologies, scripted scenarios and
-//! reports are still to come.
+//! or emulate CPU and clock effects.
 //!
 //! The command-line front end lives in `src/main.rs` and `src/cli/`, outside
 //! this library.
 
 pub mod impair;
 pub mod link;
+pub mod topology;

@@ -17,11 +17,18 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    // One thread: a proxy does little work per packet, and every hop between
-    // threads costs a ~30 µs wake-up on these machines (MEASURED.md).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    // A proxy alone runs on one thread: it does little work per packet, and
+    // every hop between threads costs a ~30 µs wake-up on these machines
+    // (MEASURED.md). Whole topologies use every core.
+    let runtime = if cli.single_threaded() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .context("starting the tokio runtime")?;
     runtime.block_on(cli::run(cli))
 }

@@ -160,6 +160,7 @@ fn an_oversized_message_is_not_framed() {
         version: 1,
         token: vec![0; MAX_FRAME + 1],
         session: crate::SessionId(1),
+        datagrams: true,
     });
     let mut out = BytesMut::new();
     assert!(matches!(

@@ -30,6 +30,10 @@ pub struct Hello {
     pub token: Vec<u8>,
     /// The client's session. A resuming client presents the same one.
     pub session: SessionId,
+    /// Whether the client takes datagrams. Without them (the stream-only
+    /// baseline, or a path that drops UDP datagrams), everything the relay
+    /// sends goes on the reliable control stream.
+    pub datagrams: bool,
 }
 
 /// Client → relay.

@@ -1,6 +1,8 @@
 //! The subcommands. Add one by adding a variant to [`Command`] and a file
 //! next to `link.rs`.
 
+mod bench;
+mod demo;
 mod link;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +21,26 @@ pub struct Cli {
 pub enum Command {
     /// Run a UDP impairment proxy in front of a UDP service.
     Link(link::Args),
+    /// A whole local topology (origin, two relays, clients) playing a PK
+    /// battle with gifts and a co-host seat, narrated as it happens.
+    Demo(demo::Args),
+    /// Measure ack round trips, fan-out latency and throughput, beside a
+    /// plain quinn echo on the same machine.
+    Bench(bench::Args),
+}
+
+impl Cli {
+    /// Whether the subcommand runs best on a single-threaded runtime.
+    pub fn single_threaded(&self) -> bool {
+        matches!(self.command, Command::Link(_))
+    }
 }
 
 /// Runs the chosen subcommand to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Link(args) => link::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

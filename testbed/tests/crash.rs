@@ -13,8 +13,11 @@ const A: RoomId = RoomId(7);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_gift_survives_an_origin_crash() {
-    let mut t = Topology::start("crash", 1).await;
-    let viewers = [t.client(11, &[], &[0]).await, t.client(12, &[], &[0]).await];
+    let mut t = topology("crash", 1, |_| {}).await;
+    let viewers = [
+        t.client(11, &[], &[0]).await.expect("client connects"),
+        t.client(12, &[], &[0]).await.expect("client connects"),
+    ];
     let mut rooms = Vec::new();
     for v in &viewers {
         rooms.push(v.join(A).await.expect("join"));
@@ -27,19 +30,25 @@ async fn every_acknowledged_gift_survives_an_origin_crash() {
             acked_value += [1u64, 5, 100][(round % 3) as usize] * 2;
         }
     }
-    let before = t.origin_state(A).await;
+    let before = origin_state(&t, A).await;
     assert_eq!(before.gift_value, acked_value);
 
     // Crash: the process state is gone; only what the log synced remains.
     t.origin.take().expect("origin").abort().await;
-    t.restart_origin().await;
-    let after = t.origin_state(A).await;
-    assert_eq!(after, before, "the restarted origin has exactly what was acked");
+    t.restart_origin().await.expect("origin restarts");
+    let after = origin_state(&t, A).await;
+    assert_eq!(
+        after, before,
+        "the restarted origin has exactly what was acked"
+    );
 
     // Clients carry on through the same relay once it reconnects upstream.
-    let acked = rooms[0].gift(GiftId(3), 1).await.expect("outcome after restart");
+    let acked = rooms[0]
+        .gift(GiftId(3), 1)
+        .await
+        .expect("outcome after restart");
     assert!(acked.outcome.is_applied());
     let refs: Vec<_> = rooms.iter().collect();
     converge(&t, &refs, Duration::from_secs(10)).await;
-    assert_eq!(t.origin_state(A).await.gift_value, acked_value + 100);
+    assert_eq!(origin_state(&t, A).await.gift_value, acked_value + 100);
 }

@@ -20,9 +20,9 @@ const GIFTS_EACH: u32 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
-    let t = Topology::start("live", 2).await;
-    let host_a = t.client(1000, &[A], &[0]).await;
-    let host_b = t.client(2000, &[B], &[1]).await;
+    let t = topology("live", 2, |_| {}).await;
+    let host_a = t.client(1000, &[A], &[0]).await.expect("client connects");
+    let host_b = t.client(2000, &[B], &[1]).await.expect("client connects");
     let ra = host_a.join(A).await.expect("host A joins");
     let rb = host_b.join(B).await.expect("host B joins");
 
@@ -32,7 +32,13 @@ async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
         let room = if i % 2 == 0 { A } else { B };
         let user = 100 + i;
         let relay = (i / 2 % 2) as usize;
-        viewers.push((user, room, t.client(user, &[], &[relay]).await));
+        viewers.push((
+            user,
+            room,
+            t.client(user, &[], &[relay])
+                .await
+                .expect("client connects"),
+        ));
     }
     let mut rooms: Vec<(u64, Room)> = Vec::new();
     for (user, room, c) in &viewers {
@@ -71,7 +77,7 @@ async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
             sends.push(async move { (room.id(), gift, room.gift(gift, 1).await) });
         }
     }
-    let results = futures_join_all(sends).await;
+    let results = join_all(sends).await;
     let value = |g: GiftId| match g.0 {
         1 => 1u64,
         2 => 5,
@@ -162,12 +168,12 @@ async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
     all.push(&ra);
     all.push(&rb);
     converge(&t, &all, Duration::from_secs(10)).await;
-    let a = t.origin_state(A).await;
+    let a = origin_state(&t, A).await;
     assert_eq!(a.seats.seats[1].user, Some(UserId(guest_user)));
     assert_eq!(a.seats.seats[1].mute, Mute::ByHost);
     assert_eq!(a.seats.seats[0].user, None, "the approved guest was kicked");
     assert_eq!(a.gift_value, acked_value[&A]);
-    assert_eq!(t.origin_state(B).await.gift_value, acked_value[&B]);
+    assert_eq!(origin_state(&t, B).await.gift_value, acked_value[&B]);
 
     // Every acknowledged gift in A appears exactly once in A's event stream.
     let mut seen: BTreeMap<protocol::ActionId, usize> = BTreeMap::new();
@@ -187,28 +193,4 @@ async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
         );
     }
     assert_eq!(seen.len(), acked_ids.len());
-}
-
-/// Run futures concurrently on this task (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in futs.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }

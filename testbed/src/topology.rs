@@ -1,0 +1,271 @@
+//! A whole Ringside topology in one process, on loopback: an origin with its
+//! own data directory, relays, and clients with signed tokens. Every port is
+//! chosen by the kernel (port 0), so topologies never collide.
+//!
+//! Used by `testbed demo`, `testbed bench`, `testbed run` and the
+//! integration tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use client_sdk::{Client, ClientBuilder, Room};
+use origin::Origin;
+use protocol::net::Identity;
+use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::{RoomId, RoomState, UserId};
+use relay::Relay;
+
+/// The secret client tokens are signed with in local topologies.
+pub const TOKEN_SECRET: &str = "ringside-local-token-secret";
+/// The secret relays prove membership with in local topologies.
+pub const CLUSTER_SECRET: &str = "ringside-local-cluster-secret";
+
+/// How to build a topology.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// A name for logs and the data directory.
+    pub name: String,
+    /// Regions, one relay each.
+    pub regions: Vec<String>,
+    /// Room rules.
+    pub rules: origin::rules::Config,
+    /// Applied to every relay's configuration.
+    pub relay: relay::Config,
+    /// Where the origin keeps its log; a fresh temporary directory if `None`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            name: "local".into(),
+            regions: vec!["region-a".into(), "region-b".into()],
+            rules: origin::rules::Config::default(),
+            relay: relay::Config {
+                // Simulated clients act in bursts; real limits are a relay setting.
+                actions_per_sec: 10_000,
+                messages_per_sec: 100_000,
+                ..relay::Config::default()
+            },
+            data_dir: None,
+        }
+    }
+}
+
+/// A running topology.
+pub struct Topology {
+    /// The origin, while it runs.
+    pub origin: Option<Origin>,
+    /// The relays, by index; `None` once killed or drained.
+    pub relays: Vec<Option<Relay>>,
+    /// The one certificate every server presents (local runs).
+    pub identity: Identity,
+    /// The origin's configuration (its port fixed after the first start).
+    pub origin_config: origin::Config,
+    /// Each relay's configuration.
+    pub relay_configs: Vec<relay::Config>,
+    data_dir: PathBuf,
+    owns_data_dir: bool,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("ringside-{name}-{}-{nanos}", std::process::id()))
+}
+
+/// Short rules for tests and demos: battles of seconds, not minutes.
+pub fn fast_rules() -> origin::rules::Config {
+    origin::rules::Config {
+        pk_min_duration: Duration::from_secs(1),
+        pk_grace: Duration::from_millis(500),
+        pk_punishment: Duration::from_millis(500),
+        ..origin::rules::Config::default()
+    }
+}
+
+impl Topology {
+    /// Start the origin and one relay per region.
+    pub async fn start(spec: Spec) -> anyhow::Result<Topology> {
+        let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
+        let (data_dir, owns_data_dir) = match &spec.data_dir {
+            Some(d) => (d.clone(), false),
+            None => (temp_dir(&spec.name), true),
+        };
+        let origin_config = origin::Config {
+            name: format!("{}-origin", spec.name),
+            listen: "127.0.0.1:0".parse().context("address")?,
+            data_dir: data_dir.clone(),
+            cluster_secret: CLUSTER_SECRET.into(),
+            rules: spec.rules.clone(),
+            ..origin::Config::default()
+        };
+        let origin = Origin::start_with(origin_config.clone(), identity.clone())
+            .await
+            .context("starting the origin")?;
+        // Keep the port: a restarted origin comes back on it.
+        let origin_config = origin::Config {
+            listen: origin.addr(),
+            ..origin_config
+        };
+        let mut t = Topology {
+            origin: Some(origin),
+            relays: Vec::new(),
+            identity,
+            origin_config,
+            relay_configs: Vec::new(),
+            data_dir,
+            owns_data_dir,
+        };
+        for region in &spec.regions {
+            let cfg = relay::Config {
+                name: format!("relay-{region}"),
+                region: region.clone(),
+                listen: "127.0.0.1:0".parse().context("address")?,
+                origin: t.origin_config.listen,
+                origin_cert: None,
+                cluster_secret: CLUSTER_SECRET.into(),
+                token_secret: TOKEN_SECRET.into(),
+                ..spec.relay.clone()
+            };
+            t.add_relay(cfg).await?;
+        }
+        Ok(t)
+    }
+
+    /// Start one more relay.
+    pub async fn add_relay(&mut self, cfg: relay::Config) -> anyhow::Result<usize> {
+        let r = Relay::start_with(
+            cfg.clone(),
+            self.identity.clone(),
+            self.identity.certs.clone(),
+        )
+        .await
+        .with_context(|| format!("starting relay {}", cfg.name))?;
+        // Remember the port so the relay could come back on it.
+        let cfg = relay::Config {
+            listen: r.addr(),
+            ..cfg
+        };
+        self.relay_configs.push(cfg);
+        self.relays.push(Some(r));
+        Ok(self.relays.len() - 1)
+    }
+
+    /// The origin (panics if it is down: a test bug).
+    pub fn origin(&self) -> &Origin {
+        self.origin.as_ref().expect("the origin is running")
+    }
+
+    /// Relay `i`'s address (it need not be running).
+    pub fn relay_addr(&self, i: usize) -> SocketAddr {
+        self.relay_configs[i].listen
+    }
+
+    /// Every relay's address.
+    pub fn relay_addrs(&self) -> Vec<SocketAddr> {
+        self.relay_configs.iter().map(|c| c.listen).collect()
+    }
+
+    /// A token for `user`, hosting `host_of`.
+    pub fn token(&self, user: u64, host_of: &[RoomId]) -> Vec<u8> {
+        TokenKey::new(TOKEN_SECRET.as_bytes()).mint(&Claims {
+            user: UserId(user),
+            rooms: None,
+            host_of: host_of.to_vec(),
+            operator: false,
+            expires: unix_now() + 24 * 3600,
+        })
+    }
+
+    /// A client builder for `user` that trusts this topology.
+    pub fn client_builder(&self, user: u64, host_of: &[RoomId]) -> ClientBuilder {
+        let b = Client::builder().token(self.token(user, host_of));
+        // Our own PEM always parses.
+        b.trust_pem(&self.identity.cert_pem())
+            .expect("own certificate")
+    }
+
+    /// A connected client of `user` offered the relays `relays` (by index).
+    pub async fn client(
+        &self,
+        user: u64,
+        host_of: &[RoomId],
+        relays: &[usize],
+    ) -> anyhow::Result<Client> {
+        let mut b = self.client_builder(user, host_of);
+        for i in relays {
+            b = b.relay(self.relay_addr(*i));
+        }
+        b.connect()
+            .await
+            .with_context(|| format!("connecting user {user}"))
+    }
+
+    /// The origin's committed state of a room.
+    pub async fn origin_state(&self, room: RoomId) -> Option<RoomState> {
+        self.origin.as_ref()?.room_state(room).await
+    }
+
+    /// Restart the origin from its data directory on the same port.
+    pub async fn restart_origin(&mut self) -> anyhow::Result<()> {
+        let o = Origin::start_with(self.origin_config.clone(), self.identity.clone())
+            .await
+            .context("restarting the origin")?;
+        self.origin = Some(o);
+        Ok(())
+    }
+
+    /// Wait until every room handle's state equals the origin's; `Err` with
+    /// the first difference if `within` passes first.
+    pub async fn converge(&self, rooms: &[&Room], within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        for room in rooms {
+            loop {
+                let origin = self
+                    .origin_state(room.id())
+                    .await
+                    .with_context(|| format!("{} unknown at the origin", room.id()))?;
+                let mine = room.state();
+                if mine == origin {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "{} did not converge: client at {}, origin at {}",
+                        room.id(),
+                        mine.seq,
+                        origin.seq
+                    );
+                }
+                let mut w = room.watch();
+                let _ = tokio::time::timeout(Duration::from_millis(50), w.changed()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop everything cleanly.
+    pub async fn shutdown(mut self) {
+        for r in self.relays.iter_mut() {
+            if let Some(r) = r.take() {
+                r.shutdown().await;
+            }
+        }
+        if let Some(o) = self.origin.take() {
+            let _ = o.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Bad input closes that one connection with a clear code; nobody else
+//! notices. Covered: an unknown ALPN, a forged and an expired token, a
+//! malformed frame, an oversized frame, and a flood of datagrams.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use protocol::message::{ClientMsg, ErrorCode, Hello, PROTOCOL_VERSION};
+use protocol::net::{self, Tuning};
+use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::{GiftId, RoomId, SessionId, UserId};
+
+const A: RoomId = RoomId(3);
+
+/// A raw connection to relay 0 with a given ALPN.
+async fn raw(t: &testbed::topology::Topology, alpn: &[u8]) -> Result<quinn::Connection, String> {
+    let (ep, _plug) =
+        net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &Tuning::default())
+            .map_err(|e| e.to_string())?;
+    let cfg = net::client_config(&t.identity.certs, alpn, &Tuning::default())
+        .map_err(|e| e.to_string())?;
+    let conn = ep
+        .connect_with(cfg, t.relay_addr(0), "localhost")
+        .map_err(|e| e.to_string())?;
+    conn.await.map_err(|e| e.to_string())
+}
+
+/// Send hello with `token`: the session's control stream if the relay
+/// welcomed us (keep it: dropping it ends the session), else the close code.
+async fn hello_with(
+    conn: &quinn::Connection,
+    token: Vec<u8>,
+) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        token,
+        session: SessionId(99),
+        datagrams: true,
+    });
+    net::write_frame(&mut send, &hello)
+        .await
+        .map_err(|_| None)?;
+    let mut buf = Vec::new();
+    match net::read_frame::<protocol::message::ServerMsg>(&mut recv, &mut buf).await {
+        Ok(Some(_)) => Ok((send, recv)),
+        _ => Err(closed_code(conn).await),
+    }
+}
+
+async fn closed_code(conn: &quinn::Connection) -> Option<ErrorCode> {
+    let e = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .ok()?;
+    net::close_code(&e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_closed_and_good_ones_are_untouched() {
+    // Production limits: 400 messages a second per client.
+    let t = topology("bad-input", 1, |s| {
+        let d = relay::Config::default();
+        s.relay.messages_per_sec = d.messages_per_sec;
+        s.relay.actions_per_sec = d.actions_per_sec;
+    })
+    .await;
+    // A good client, busy the whole time.
+    let good = t.client(1, &[], &[0]).await.expect("client connects");
+    let room = good.join(A).await.expect("join");
+    assert!(room
+        .gift(GiftId(1), 1)
+        .await
+        .expect("outcome")
+        .outcome
+        .is_applied());
+
+    // Unknown ALPN: the handshake itself fails.
+    assert!(raw(&t, b"not-ringside/1").await.is_err());
+
+    // A forged token (signed with another secret) and an expired one.
+    let claims = Claims {
+        user: UserId(5),
+        rooms: None,
+        host_of: vec![],
+        operator: false,
+        expires: unix_now() + 60,
+    };
+    let forged = TokenKey::new(b"someone else").mint(&claims);
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        hello_with(&conn, forged).await.err(),
+        Some(Some(ErrorCode::BadToken))
+    );
+    let expired = TokenKey::new(TOKEN_SECRET.as_bytes()).mint(&Claims {
+        expires: unix_now() - 1,
+        ..claims.clone()
+    });
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        hello_with(&conn, expired).await.err(),
+        Some(Some(ErrorCode::TokenExpired))
+    );
+
+    // A malformed frame: a length that fits, then garbage.
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .expect("write");
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Malformed));
+
+    // An oversized frame: the header alone is refused.
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::TooLarge));
+
+    // A flood of datagrams after a proper hello.
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    let _session = hello_with(&conn, t.token(6, &[])).await.expect("welcome");
+    let ping = Bytes::from(
+        protocol::codec::encode(&ClientMsg::Ping { nonce: 1 })
+            .map(|p| {
+                let mut v = vec![p.len() as u8];
+                v.extend(p);
+                v
+            })
+            .expect("encode"),
+    );
+    let mut sent = 0;
+    let code = loop {
+        for _ in 0..200 {
+            if conn.send_datagram(ping.clone()).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        if let Ok(e) = tokio::time::timeout(Duration::from_millis(5), conn.closed()).await {
+            break net::close_code(&e);
+        }
+        assert!(sent < 1_000_000, "the relay never cut the flood off");
+    };
+    assert_eq!(code, Some(ErrorCode::Flood));
+
+    // A malformed datagram closes that client too.
+    let conn = raw(&t, protocol::message::ALPN_CLIENT)
+        .await
+        .expect("handshake");
+    let _session = hello_with(&conn, t.token(7, &[])).await.expect("welcome");
+    conn.send_datagram(Bytes::from_static(&[3, 0xff, 0xff, 0xff]))
+        .expect("send");
+    assert_eq!(closed_code(&conn).await, Some(ErrorCode::Malformed));
+
+    // Meanwhile the good client never noticed.
+    for _ in 0..10 {
+        assert!(room
+            .gift(GiftId(1), 1)
+            .await
+            .expect("outcome")
+            .outcome
+            .is_applied());
+    }
+    assert_eq!(origin_state(&t, A).await.gift_value, 11);
+    assert_eq!(
+        room.state().gift_value,
+        origin_state(&t, A).await.gift_value
+    );
+}
