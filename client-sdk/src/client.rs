@@ -104,6 +104,9 @@ pub struct Config {
     /// Use datagrams (the default). Off, everything travels on the reliable
     /// stream: the baseline the testbed compares against.
     pub datagrams: bool,
+    /// Rank relays by measured RTT (the default); off, they are tried in the
+    /// order given (an app pinning users to a region).
+    pub probe: bool,
 }
 
 impl Default for Config {
@@ -118,6 +121,7 @@ impl Default for Config {
             session: None,
             connect_timeout: Duration::from_millis(1500),
             datagrams: true,
+            probe: true,
         }
     }
 }
@@ -175,6 +179,12 @@ impl ClientBuilder {
     /// Use datagrams (default) or only the reliable stream.
     pub fn datagrams(mut self, on: bool) -> Self {
         self.config.datagrams = on;
+        self
+    }
+
+    /// Rank relays by measured RTT (default), or keep the given order.
+    pub fn probe(mut self, on: bool) -> Self {
+        self.config.probe = on;
         self
     }
 
@@ -249,6 +259,45 @@ fn random_session() -> SessionId {
     SessionId(h.finish())
 }
 
+/// Connect to every relay at once and measure each handshake's RTT.
+async fn probe(
+    endpoint: &quinn::Endpoint,
+    client_config: &quinn::ClientConfig,
+    config: &Config,
+) -> Vec<(Duration, SocketAddr)> {
+    let probes = config.relays.iter().map(|addr| {
+        let (endpoint, cfg, name) = (
+            endpoint.clone(),
+            client_config.clone(),
+            config.server_name.clone(),
+        );
+        let addr = *addr;
+        let timeout = config.connect_timeout;
+        async move {
+            let t = Instant::now();
+            let r = tokio::time::timeout(timeout, async {
+                endpoint.connect_with(cfg, addr, &name).ok()?.await.ok()
+            })
+            .await
+            .ok()
+            .flatten();
+            (addr, r.map(|c| (c.rtt().max(t.elapsed() / 2), c)))
+        }
+    });
+    let mut results = Vec::new();
+    for p in probes.collect::<Vec<_>>() {
+        results.push(tokio::spawn(p));
+    }
+    let mut measured = Vec::new();
+    for r in results {
+        if let Ok((addr, Some((rtt, conn)))) = r.await {
+            conn.close(0u32.into(), b"probe");
+            measured.push((rtt, addr));
+        }
+    }
+    measured
+}
+
 impl Client {
     /// Start building a client.
     pub fn builder() -> ClientBuilder {
@@ -269,35 +318,9 @@ impl Client {
             .map_err(|e| Error::Setup(e.to_string()))?;
         let session = config.session.unwrap_or_else(random_session);
         // Measure every relay at once by its handshake; keep the fastest.
-        let probes = config.relays.iter().map(|addr| {
-            let (endpoint, cfg, name) = (
-                endpoint.clone(),
-                client_config.clone(),
-                config.server_name.clone(),
-            );
-            let addr = *addr;
-            let timeout = config.connect_timeout;
-            async move {
-                let t = Instant::now();
-                let r = tokio::time::timeout(timeout, async {
-                    endpoint.connect_with(cfg, addr, &name).ok()?.await.ok()
-                })
-                .await
-                .ok()
-                .flatten();
-                (addr, r.map(|c| (c.rtt().max(t.elapsed() / 2), c)))
-            }
-        });
-        let mut results = Vec::new();
-        for p in probes.collect::<Vec<_>>() {
-            results.push(tokio::spawn(p));
-        }
         let mut measured = Vec::new();
-        for r in results {
-            if let Ok((addr, Some((rtt, conn)))) = r.await {
-                conn.close(0u32.into(), b"probe");
-                measured.push((rtt, addr));
-            }
+        if config.probe {
+            measured = probe(&endpoint, &client_config, &config).await;
         }
         measured.sort();
         let mut ranking: Vec<SocketAddr> = measured.iter().map(|(_, a)| *a).collect();
@@ -329,7 +352,7 @@ impl Client {
         }
         let first = first.ok_or(last)?;
         let (events, _) = broadcast::channel(256);
-        let (relay, _) = watch::channel(None);
+        let (relay, _) = watch::channel(Some(first.0.relay.clone()));
         let shared = Arc::new(Shared {
             session,
             events,
@@ -406,7 +429,7 @@ impl Client {
 
 /// A followed room: its mirrored state, its updates, and typed actions whose
 /// futures resolve with the authoritative outcome.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Room {
     id: RoomId,
     client: Client,

@@ -68,7 +68,7 @@ pub(crate) struct Live {
     gen: u64,
     conn: quinn::Connection,
     ctrl: quinn::SendStream,
-    relay: RelayInfo,
+    pub(crate) relay: RelayInfo,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 

@@ -1,10 +1,279 @@
-//! `testbed demo` (being written).
+//! `testbed demo`: a whole local topology — an origin, two relays in two
+//! regions, two hosts and their viewers — playing a PK battle with gifts from
+//! both sides and seating a co-host, narrated as it happens. At the end every
+//! client's mirrored state is compared with the origin's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use client_sdk::{Room, Update};
+use hdrhistogram::Histogram;
+use protocol::room::BattlePhase;
+use protocol::{EventKind, GiftId, RoomId, UserId};
+use testbed::topology::{fast_rules, Spec, Topology};
+use tokio::sync::Mutex;
 
 /// Options of `testbed demo`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Viewers per room (they split across both relays).
+    #[arg(long, default_value_t = 10)]
+    viewers: u64,
+    /// Battle length in seconds.
+    #[arg(long, default_value_t = 8)]
+    battle_secs: u32,
+    /// Gifts each viewer sends per second during the battle.
+    #[arg(long, default_value_t = 2.0)]
+    gifts_per_sec: f64,
+}
+
+const A: RoomId = RoomId(1);
+const B: RoomId = RoomId(2);
+const GIFT_NAMES: [&str; 5] = ["rose", "heart", "rocket", "castle", "universe"];
+
+struct Narrator {
+    start: Instant,
+}
+
+impl Narrator {
+    fn say(&self, line: impl AsRef<str>) {
+        let t = self.start.elapsed().as_secs_f64();
+        println!("[{t:7.3}s] {}", line.as_ref());
+    }
+}
+
+fn describe(room: RoomId, e: &EventKind) -> Option<String> {
+    Some(match e {
+        EventKind::PkInvited(i) if i.to == room => format!(
+            "{room}: invitation from {} to a {} s PK battle",
+            i.from, i.duration_secs
+        ),
+        EventKind::PkStarted(b) if b.rooms[0] == room => format!(
+            "{room}: PK {} started against {}, the bell at origin time {}",
+            b.id, b.rooms[1], b.ends_at
+        ),
+        EventKind::PkBell { battle } => {
+            format!("{room}: BELL for {battle} — settlement grace begins")
+        }
+        EventKind::PkSettled { result, .. } if result.rooms[0] == room => {
+            let winner = match result.winner {
+                Some(w) => format!("{w} wins"),
+                None => "a draw".into(),
+            };
+            format!(
+                "{room}: PK {} SETTLED {} : {} — {winner}",
+                result.battle, result.scores[0], result.scores[1]
+            )
+        }
+        EventKind::PkClosed { battle } if room == A => format!("{room}: {battle} closed"),
+        EventKind::SeatInvited { user, seat, .. } => {
+            format!(
+                "{room}: host invites {user} to seat {}",
+                seat.map_or("any".into(), |s| s.to_string())
+            )
+        }
+        EventKind::SeatTaken { seat, user } => {
+            format!("{room}: {user} takes seat {seat} beside the host")
+        }
+        EventKind::SeatMuted { seat, mute } => format!("{room}: seat {seat} mute: {mute:?}"),
+        EventKind::ChallengeStarted(c) => format!(
+            "{room}: challenge {:?} within {} s",
+            c.goal,
+            (c.ends_at - c.started_at).as_secs()
+        ),
+        EventKind::ChallengeEnded {
+            success, progress, ..
+        } => {
+            format!(
+                "{room}: challenge {} at {progress}",
+                if *success { "REACHED" } else { "missed" }
+            )
+        }
+        _ => return None,
+    })
+}
 
 /// Run the demo.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let n = Narrator {
+        start: Instant::now(),
+    };
+    let spec = Spec {
+        name: "demo".into(),
+        regions: vec!["eu-west".into(), "ap-south".into()],
+        rules: origin::rules::Config {
+            pk_grace: Duration::from_secs(1),
+            pk_punishment: Duration::from_secs(2),
+            ..fast_rules()
+        },
+        ..Spec::default()
+    };
+    let t = Topology::start(spec).await?;
+    n.say(format!(
+        "origin on {} (write-ahead log in a temporary directory)",
+        t.origin().addr()
+    ));
+    for (i, c) in t.relay_configs.iter().enumerate() {
+        n.say(format!(
+            "relay {} ({}) on {}",
+            c.name,
+            c.region,
+            t.relay_addr(i)
+        ));
+    }
+
+    // Hosts, each on the relay of its region; viewers alternate relays.
+    let host_a = t.client(1000, &[A], &[0]).await?;
+    let host_b = t.client(2000, &[B], &[1]).await?;
+    let ra = host_a.join(A).await.context("host A joins")?;
+    let rb = host_b.join(B).await.context("host B joins")?;
+    let mut viewers = Vec::new();
+    for i in 0..args.viewers * 2 {
+        let room = if i % 2 == 0 { A } else { B };
+        let relay = (i / 2 % 2) as usize;
+        let c = t.client(100 + i, &[], &[relay]).await?;
+        let r = c
+            .join(room)
+            .await
+            .with_context(|| format!("viewer {i} joins"))?;
+        viewers.push((UserId(100 + i), c, r));
+    }
+    n.say(format!(
+        "{} viewers joined rooms {A} and {B} across both relays",
+        viewers.len()
+    ));
+
+    // Narrate what the hosts see.
+    for room in [&ra, &rb] {
+        let mut updates = room.updates();
+        let id = room.id();
+        let narrator = Narrator { start: n.start };
+        tokio::spawn(async move {
+            while let Ok(u) = updates.recv().await {
+                if let Update::Event(e) = u {
+                    if let Some(line) = describe(id, &e.kind) {
+                        narrator.say(line);
+                    }
+                }
+            }
+        });
+    }
+
+    // The battle.
+    n.say(format!(
+        "host of {A} invites {B} to a {} s PK battle",
+        args.battle_secs
+    ));
+    let acked = ra.pk_invite(B, args.battle_secs).await?;
+    if !acked.outcome.is_applied() {
+        bail!("invite refused: {:?}", acked.outcome);
+    }
+    let s = rb
+        .wait_for(Duration::from_secs(5), |s| s.pk_invite.is_some())
+        .await
+        .context("B never saw the invitation")?;
+    let battle = s.pk_invite.map(|i| i.battle).context("no invitation")?;
+    rb.pk_accept(battle).await?;
+    ra.wait_for(Duration::from_secs(5), |s| {
+        s.battle
+            .as_ref()
+            .is_some_and(|b| b.phase == BattlePhase::Running)
+    })
+    .await
+    .context("the battle never started")?;
+
+    // Gifts from every viewer until the bell.
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let period = Duration::from_secs_f64(1.0 / args.gifts_per_sec.max(0.1));
+    let until = Instant::now() + Duration::from_secs(u64::from(args.battle_secs));
+    for (k, (_, _, room)) in viewers.iter().enumerate() {
+        let room: Room = room.clone();
+        let (lat, sent) = (latencies.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            let mut i = k;
+            while Instant::now() < until {
+                tick.tick().await;
+                i += 1;
+                let gift = GiftId(1 + (i % 3) as u32);
+                if let Ok(a) = room.gift(gift, 1).await {
+                    if a.outcome.is_applied() {
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = lat.lock().await.record(a.latency.as_micros() as u64);
+                    }
+                }
+            }
+        }));
+    }
+    // A scoreline every second.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while Instant::now() < until {
+        tick.tick().await;
+        if let Some(b) = ra.state().battle {
+            n.say(format!(
+                "score {}:{}  ({} gifts acked so far)",
+                b.scores[0],
+                b.scores[1],
+                sent.load(std::sync::atomic::Ordering::Relaxed)
+            ));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    ra.wait_for(Duration::from_secs(10), |s| {
+        s.battle.as_ref().is_some_and(|b| b.result.is_some())
+    })
+    .await
+    .context("no settlement")?;
+
+    // A co-host takes a seat.
+    let (guest_id, _, guest) = &viewers[0];
+    ra.seat_invite(*guest_id, Some(0)).await?;
+    guest
+        .wait_for(Duration::from_secs(5), |s| {
+            s.seats.invite_for(*guest_id).is_some()
+        })
+        .await
+        .context("the guest never saw the seat invitation")?;
+    guest.seat_accept().await?;
+    ra.seat_mute(0, true).await?;
+
+    // Everyone agrees with the origin?
+    let mut rooms: Vec<&Room> = viewers.iter().map(|(_, _, r)| r).collect();
+    rooms.push(&ra);
+    rooms.push(&rb);
+    t.converge(&rooms, Duration::from_secs(10)).await?;
+    let mut seqs = BTreeMap::new();
+    for r in &rooms {
+        seqs.insert(r.id(), r.state().seq);
+    }
+    let h = latencies.lock().await;
+    n.say(format!(
+        "{} gifts acked; ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (client → relay → origin (fsync) → relay → client)",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    ));
+    n.say(format!(
+        "all {} clients agree with the origin (room {A} at {}, room {B} at {}); gift names: {}",
+        rooms.len(),
+        seqs[&A],
+        seqs[&B],
+        GIFT_NAMES[..3].join(", ")
+    ));
+    drop(h);
+    for (_, c, _) in viewers {
+        c.close().await;
+    }
+    host_a.close().await;
+    host_b.close().await;
+    t.shutdown().await;
+    Ok(())
 }

@@ -30,6 +30,15 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Log filter when `RUST_LOG` is not set: commands that narrate or
+    /// report keep the log to warnings so their own output stays readable.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Link(_) => "info",
+            _ => "warn",
+        }
+    }
+
     /// Whether the subcommand runs best on a single-threaded runtime.
     pub fn single_threaded(&self) -> bool {
         matches!(self.command, Command::Link(_))
