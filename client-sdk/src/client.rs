@@ -207,9 +207,32 @@ impl ClientBuilder {
     }
 }
 
+/// Counters of what the client had to do to keep up (for reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Actions resent on the reliable stream after their datagrams went
+    /// unanswered.
+    pub fallbacks: u64,
+    /// Gap repairs asked of the relay.
+    pub resyncs: u64,
+    /// Snapshots received (joins and rebuilds).
+    pub snapshots: u64,
+    /// Moves to another relay.
+    pub moves: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub fallbacks: std::sync::atomic::AtomicU64,
+    pub resyncs: std::sync::atomic::AtomicU64,
+    pub snapshots: std::sync::atomic::AtomicU64,
+    pub moves: std::sync::atomic::AtomicU64,
+}
+
 /// What the driver and the handles share.
 pub(crate) struct Shared {
     pub session: SessionId,
+    pub stats: Counters,
     pub events: broadcast::Sender<ClientEvent>,
     pub relay: watch::Sender<Option<RelayInfo>>,
     offset: AtomicI64,
@@ -355,6 +378,7 @@ impl Client {
         let (relay, _) = watch::channel(Some(first.0.relay.clone()));
         let shared = Arc::new(Shared {
             session,
+            stats: Counters::default(),
             events,
             relay,
             offset: AtomicI64::new(0),
@@ -401,6 +425,17 @@ impl Client {
     /// A watch of the current relay.
     pub fn relay_watch(&self) -> watch::Receiver<Option<RelayInfo>> {
         self.shared.relay.subscribe()
+    }
+
+    /// What the client had to do to keep up so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.stats;
+        Stats {
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            snapshots: c.snapshots.load(Ordering::Relaxed),
+            moves: c.moves.load(Ordering::Relaxed),
+        }
     }
 
     /// The session id.

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -398,6 +399,7 @@ impl Driver {
                 }
             }
             ServerMsg::Snapshot { room, state } => {
+                self.shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 self.room_updates(room, |m| m.handle_snapshot(now, *state));
                 if self
                     .resume
@@ -557,6 +559,7 @@ impl Driver {
     ) {
         match r {
             Ok((live, rx)) => {
+                self.shared.stats.moves.fetch_add(1, Ordering::Relaxed);
                 self.attempts = 0;
                 self.prefer.clear();
                 tracing::info!(relay = %live.relay.name, addr = %live.relay.addr, "moved to another relay");
@@ -615,7 +618,10 @@ impl Driver {
         for (msg, path) in self.retry.poll_transmit(now) {
             match path {
                 Path::Datagram => datagrams.push(ClientMsg::Action(msg)),
-                Path::Stream => self.send_reliable(&ClientMsg::Action(msg)).await,
+                Path::Stream => {
+                    self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.send_reliable(&ClientMsg::Action(msg)).await
+                }
             }
         }
         let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
@@ -627,6 +633,7 @@ impl Driver {
             })
             .collect();
         for (room, from) in resyncs {
+            self.shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
             self.send_reliable(&ClientMsg::Resync { room, from }).await;
         }
         if now >= self.next_ping && self.live.is_some() {

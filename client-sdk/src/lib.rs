@@ -36,7 +36,9 @@ mod error;
 pub mod mirror;
 pub mod retry;
 
-pub use client::{Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room};
+pub use client::{
+    Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room, Stats,
+};
 pub use error::Error;
 pub use mirror::Update;
 pub use protocol;

@@ -10,15 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::rules;
 
-/// Certificate and key files for a real deployment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
+pub use protocol::net::TlsFiles;
 
 /// Everything the origin needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +31,9 @@ pub struct Config {
     pub ring: usize,
     /// Messages queued for one relay before it is cut off as too slow.
     pub relay_queue: usize,
+    /// Write a checkpoint of every room after this many records, so that a
+    /// restart replays at most that many (0: never).
+    pub checkpoint_every: u64,
     /// Transport settings for relay connections.
     pub tuning: Tuning,
     /// The room rules.
@@ -55,6 +50,7 @@ impl Default for Config {
             tls: None,
             ring: 4096,
             relay_queue: 1 << 17,
+            checkpoint_every: 100_000,
             tuning: Tuning::backbone(),
             rules: rules::Config::default(),
         }
@@ -72,5 +68,45 @@ impl Config {
         fig.merge(Env::prefixed("RINGSIDE_ORIGIN_").split("__"))
             .extract()
             .map_err(Box::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::GiftId;
+    use std::time::Duration;
+
+    #[test]
+    fn a_file_and_the_environment_override_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("ringside-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("origin.toml");
+        std::fs::write(
+            &file,
+            r#"
+name = "origin-eu"
+listen = "127.0.0.1:5600"
+[rules]
+seats = 6
+pk_grace_ms = 1500
+gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
+"#,
+        )
+        .expect("write");
+        // Only this test sets RINGSIDE_ORIGIN_* variables.
+        std::env::set_var("RINGSIDE_ORIGIN_RULES__MAX_LIKES", "77");
+        let c = Config::load(Some(&file)).expect("loads");
+        std::env::remove_var("RINGSIDE_ORIGIN_RULES__MAX_LIKES");
+        assert_eq!(c.name, "origin-eu");
+        assert_eq!(c.listen.port(), 5600);
+        assert_eq!(c.rules.seats, 6);
+        assert_eq!(c.rules.pk_grace, Duration::from_millis(1500));
+        assert_eq!(c.rules.gifts.get(&GiftId(9)), Some(&500));
+        assert_eq!(c.rules.max_likes, 77);
+        assert_eq!(c.ring, Config::default().ring);
+        std::fs::write(&file, "nmae = \"typo\"").expect("write");
+        assert!(Config::load(Some(&file)).is_err(), "unknown keys are refused");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

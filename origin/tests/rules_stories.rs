@@ -1061,6 +1061,38 @@ mod restart {
     }
 }
 
+mod checkpoint {
+    use super::*;
+    use origin::rules::Authority;
+
+    #[test]
+    fn a_checkpoint_plus_the_rest_of_the_log_equals_the_whole_log() {
+        let mut w = World::new();
+        start_battle(&mut w, 30);
+        applied(w.host(A, Action::SeatMode { mode: SeatMode::FreeTake }));
+        applied(w.viewer(11, A, Action::SeatTake { seat: 1 }));
+        applied(w.viewer(12, B, gift(2)));
+        w.presence(A, 11, false);
+        let cut = w.log.len();
+        let snap = w.replayed().snapshot();
+        applied(w.viewer(13, A, gift(1)));
+        w.advance(secs(31));
+        applied(w.viewer(14, B, gift(3)));
+
+        let mut restored = Authority::restore(w.auth.config().clone(), snap);
+        for rec in &w.log[cut..] {
+            restored.replay(rec).expect("the rest replays");
+        }
+        assert_eq!(restored.snapshot(), w.replayed().snapshot());
+        assert_eq!(restored.snapshot(), w.auth.snapshot());
+        assert_eq!(restored.poll_timeout(), w.auth.poll_timeout());
+        // It survives the codec, as the log stores it.
+        let bytes = postcard::to_allocvec(&restored.snapshot()).expect("encode");
+        let back: origin::rules::Snapshot = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, w.auth.snapshot());
+    }
+}
+
 mod determinism {
     use super::*;
 

@@ -47,6 +47,17 @@ pub enum NetError {
     Connect(#[from] quinn::ConnectError),
 }
 
+/// Certificate and key files for a real deployment (the `tls` setting of
+/// the origin and the relay).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+}
+
 /// A certificate chain and its private key.
 #[derive(Debug)]
 pub struct Identity {
@@ -77,6 +88,26 @@ impl Identity {
             certs: vec![cert.cert.der().clone()],
             key: key.into(),
         })
+    }
+
+    /// The identity a server presents: from its certificate files when it has
+    /// them (a deployment), otherwise a fresh self-signed certificate for
+    /// local runs, written as PEM to `cert_out` (if given) for peers to trust.
+    pub fn from_files_or_generate(
+        tls: Option<&TlsFiles>,
+        cert_out: Option<&Path>,
+    ) -> Result<Identity, NetError> {
+        if let Some(files) = tls {
+            return Identity::from_pem_files(&files.cert, &files.key);
+        }
+        let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+        if let Some(path) = cert_out {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, id.cert_pem())?;
+        }
+        Ok(id)
     }
 
     /// Load a PEM certificate chain and a PEM private key.
@@ -166,8 +197,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            keep_alive_ms: 250,
-            idle_timeout_ms: 1_200,
+            keep_alive_ms: 200,
+            idle_timeout_ms: 1_000,
             datagram_send_buffer: 64 * 1024,
             datagram_recv_buffer: 256 * 1024,
             socket_buffer: 4 * 1024 * 1024,

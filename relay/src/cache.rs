@@ -34,6 +34,18 @@ impl RoomCache {
         }
     }
 
+    /// Start from a snapshot and the events that led up to it (consecutive,
+    /// ending at the snapshot's seq; anything else is ignored).
+    pub fn with_recent(state: RoomState, recent: Vec<Event>, cap: usize) -> Self {
+        let mut c = RoomCache::new(state, cap);
+        let consecutive = recent.windows(2).all(|w| w[1].seq == w[0].seq.next());
+        if consecutive && recent.last().is_some_and(|e| e.seq == c.state.seq) {
+            let skip = recent.len().saturating_sub(c.cap);
+            c.ring = recent.into_iter().skip(skip).collect();
+        }
+        c
+    }
+
     /// The latest state.
     pub fn state(&self) -> &RoomState {
         &self.state
@@ -145,6 +157,18 @@ mod tests {
         assert!(matches!(c.serve(Some(Seq(4))), Serve::Snapshot(s) if s.seq == Seq(10)));
         assert!(matches!(c.serve(None), Serve::Snapshot(_)));
         assert!(matches!(c.serve(Some(Seq(11))), Serve::Snapshot(_)));
+    }
+
+    #[test]
+    fn a_snapshot_with_its_recent_events_serves_resumes() {
+        let full = cache(10, 100);
+        let recent: Vec<Event> = (6..=10).map(event).collect();
+        let c = RoomCache::with_recent(full.state().clone(), recent, 100);
+        assert_eq!(c.serve(Some(Seq(7))), Serve::Events((8..=10).map(event).collect()));
+        assert!(matches!(c.serve(Some(Seq(4))), Serve::Snapshot(_)));
+        // Events that do not end at the snapshot are not trusted.
+        let c = RoomCache::with_recent(full.state().clone(), (5..=9).map(event).collect(), 100);
+        assert!(matches!(c.serve(Some(Seq(7))), Serve::Snapshot(_)));
     }
 
     #[test]

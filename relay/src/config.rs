@@ -8,15 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Certificate and key files for a real deployment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
+pub use protocol::net::TlsFiles;
 
 /// Everything a relay needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,9 +69,9 @@ impl Default for Config {
             cluster_secret: "ringside-local-cluster-secret".into(),
             token_secret: "ringside-local-token-secret".into(),
             tls: None,
-            cert_out: None,
+            cert_out: Some(PathBuf::from("ringside-data/relay-cert.pem")),
             peers: Vec::new(),
-            ring: 1024,
+            ring: 2048,
             client_budget: 256 * 1024,
             redundancy_us: 4_000,
             actions_per_sec: 50,

@@ -63,7 +63,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            ring: 1024,
+            ring: 2048,
             resend_after_us: 1_500_000,
             head_window_us: 3_000_000,
         }
@@ -239,18 +239,28 @@ impl Hub {
             None => {
                 r.waiting.push((client, since));
                 if first_client {
-                    self.up(UpMsg::Subscribe { room, since: None });
+                    // A resuming client's `since` asks the origin for the
+                    // events after it too, so the resume can be gap-free.
+                    self.up(UpMsg::Subscribe { room, since: None, history: since });
                 }
             }
         }
     }
 
     fn serve(&mut self, client: ClientId, room: RoomId, serve: Serve) {
-        let out = match serve {
-            Serve::Events(events) => Out::Reliable(frame(&ServerMsg::Events { room, events })),
-            Serve::Snapshot(state) => Out::Snapshot(frame(&ServerMsg::Snapshot { room, state })),
-        };
-        self.send_to(client, out);
+        match serve {
+            // A long backlog goes as several frames.
+            Serve::Events(events) => {
+                for events in codec::chunk_events(events, codec::EVENTS_PER_FRAME_BYTES) {
+                    let msg = ServerMsg::Events { room, events };
+                    self.send_to(client, Out::Reliable(frame(&msg)));
+                }
+            }
+            Serve::Snapshot(state) => {
+                let msg = ServerMsg::Snapshot { room, state };
+                self.send_to(client, Out::Snapshot(frame(&msg)));
+            }
+        }
     }
 
     /// A client stops following a room.
@@ -366,7 +376,7 @@ impl Hub {
             })
             .collect();
         for (room, since, users) in rooms {
-            self.up(UpMsg::Subscribe { room, since });
+            self.up(UpMsg::Subscribe { room, since, history: None });
             for user in users {
                 self.up(UpMsg::Presence {
                     room,
@@ -418,7 +428,9 @@ impl Hub {
     /// A message from the origin.
     pub fn handle_down(&mut self, now: u64, msg: DownMsg) {
         match msg {
-            DownMsg::Snapshot { room, state } => self.handle_snapshot(now, room, *state),
+            DownMsg::Snapshot { room, state, recent } => {
+                self.handle_snapshot(now, room, *state, recent)
+            }
             DownMsg::Events { room, events } => self.handle_events(now, room, events),
             DownMsg::Ack { id, outcome } => {
                 let Some(p) = self.pending.remove(&id) else {
@@ -446,13 +458,13 @@ impl Hub {
         }
     }
 
-    fn handle_snapshot(&mut self, now: u64, room: RoomId, state: RoomState) {
+    fn handle_snapshot(&mut self, now: u64, room: RoomId, state: RoomState, recent: Vec<Event>) {
         let ring = self.settings.ring;
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
         let replaced = r.cache.is_some();
-        r.cache = Some(RoomCache::new(state, ring));
+        r.cache = Some(RoomCache::with_recent(state, recent, ring));
         r.changed_at = now;
         // Clients that followed the room already may have missed what the
         // snapshot covers: they get it too.
@@ -499,7 +511,7 @@ impl Hub {
             Err(e) => {
                 tracing::warn!(%room, error = %e, "gap in the origin's events; resubscribing");
                 let since = Some(cache.seq());
-                self.up(UpMsg::Subscribe { room, since });
+                self.up(UpMsg::Subscribe { room, since, history: None });
                 return;
             }
         };

@@ -1,31 +1,75 @@
-//! `relay`: run a regional edge relay.
+//! `relay`: run a regional edge relay, or mint a token for local use.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use protocol::token::{to_hex, unix_now, Claims, TokenKey};
+use protocol::{RoomId, UserId};
 
 /// The Ringside relay: terminates clients, forwards to the origin, fans out.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// TOML configuration file (RINGSIDE_RELAY_* variables override it).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Run,
+    /// Print a client token (hex) signed with this relay's `token_secret`.
+    MintToken {
+        /// The user.
+        #[arg(long)]
+        user: u64,
+        /// Rooms the user hosts (repeatable).
+        #[arg(long)]
+        host_of: Vec<u64>,
+        /// Rooms the user may join (repeatable); any room if none is given.
+        #[arg(long)]
+        room: Vec<u64>,
+        /// Platform staff.
+        #[arg(long)]
+        operator: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
     let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
-    let relay = relay::Relay::start(config)
-        .await
-        .context("starting the relay")?;
+    match args.command.unwrap_or(Command::Run) {
+        Command::Run => run(config).await,
+        Command::MintToken { user, host_of, room, operator, ttl_secs } => {
+            let claims = Claims {
+                user: UserId(user),
+                rooms: (!room.is_empty()).then(|| room.into_iter().map(RoomId).collect()),
+                host_of: host_of.into_iter().map(RoomId).collect(),
+                operator,
+                expires: unix_now() + ttl_secs,
+            };
+            println!("{}", to_hex(&TokenKey::new(config.token_secret.as_bytes()).mint(&claims)));
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: relay::Config) -> anyhow::Result<()> {
+    let relay = relay::Relay::start(config).await.context("starting the relay")?;
     // SIGTERM or Ctrl-C: drain (clients move to the configured peers), then exit.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -108,19 +108,8 @@ impl Relay {
     /// generated one written to `cert_out`; the origin's certificate from
     /// `origin_cert`.
     pub async fn start(config: Config) -> Result<Relay, Error> {
-        let identity = match &config.tls {
-            Some(f) => Identity::from_pem_files(&f.cert, &f.key)?,
-            None => {
-                let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
-                if let Some(path) = &config.cert_out {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    std::fs::write(path, id.cert_pem())?;
-                }
-                id
-            }
-        };
+        let identity =
+            Identity::from_files_or_generate(config.tls.as_ref(), config.cert_out.as_deref())?;
         let roots = match &config.origin_cert {
             Some(p) => net::load_certs(p)?,
             None => Vec::new(),

@@ -21,6 +21,8 @@
 //! The command-line front end lives in `src/main.rs` and `src/cli/`, outside
 //! this library.
 
+pub mod bench;
 pub mod impair;
 pub mod link;
+pub mod scenario;
 pub mod topology;

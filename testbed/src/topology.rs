@@ -35,6 +35,8 @@ pub struct Spec {
     pub relay: relay::Config,
     /// Where the origin keeps its log; a fresh temporary directory if `None`.
     pub data_dir: Option<PathBuf>,
+    /// The origin writes a checkpoint after this many records.
+    pub checkpoint_every: u64,
 }
 
 impl Default for Spec {
@@ -50,6 +52,7 @@ impl Default for Spec {
                 ..relay::Config::default()
             },
             data_dir: None,
+            checkpoint_every: origin::Config::default().checkpoint_every,
         }
     }
 }
@@ -102,6 +105,7 @@ impl Topology {
             data_dir: data_dir.clone(),
             cluster_secret: CLUSTER_SECRET.into(),
             rules: spec.rules.clone(),
+            checkpoint_every: spec.checkpoint_every,
             ..origin::Config::default()
         };
         let origin = Origin::start_with(origin_config.clone(), identity.clone())

@@ -13,7 +13,8 @@ const A: RoomId = RoomId(7);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_gift_survives_an_origin_crash() {
-    let mut t = topology("crash", 1, |_| {}).await;
+    // A checkpoint every 7 records: the restart reads one plus the tail.
+    let mut t = topology("crash", 1, |s| s.checkpoint_every = 7).await;
     let viewers = [
         t.client(11, &[], &[0]).await.expect("client connects"),
         t.client(12, &[], &[0]).await.expect("client connects"),

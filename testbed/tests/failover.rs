@@ -69,7 +69,8 @@ async fn battle_on_relay0(t: &Topology) -> (Room, Room, Vec<(Client, Room)>) {
     (ra, rb, viewers)
 }
 
-/// Every viewer keeps one gift in flight at all times until `stop`.
+/// Every viewer sends a gift every 25 ms (800 gifts a second in all), one in
+/// flight at a time, until `stop`.
 /// Returns per-viewer tasks yielding (applied, failed) counts.
 fn gift_storm(
     viewers: &[(Client, Room)],
@@ -82,7 +83,9 @@ fn gift_storm(
             let (r, stop, acked) = (r.clone(), stop.clone(), acked.clone());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0, 0);
+                let mut pace = tokio::time::interval(Duration::from_millis(25));
                 for _ in 0..10_000 {
+                    pace.tick().await;
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }

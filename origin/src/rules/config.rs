@@ -1,4 +1,5 @@
-//! The knobs of the room rules. Every duration is in milliseconds in files.
+//! The knobs of the room rules. Durations are in milliseconds in files, under
+//! keys ending in `_ms`.
 
 use protocol::GiftId;
 use serde::{Deserialize, Serialize};
@@ -18,40 +19,40 @@ pub struct Config {
     /// Most likes in one action (the SDK coalesces taps).
     pub max_likes: u32,
     /// How long a PK invitation waits for an answer.
-    #[serde(with = "ms")]
+    #[serde(rename = "pk_invite_timeout_ms", with = "ms")]
     pub pk_invite_timeout: Duration,
     /// Shortest battle a host may ask for.
-    #[serde(with = "ms")]
+    #[serde(rename = "pk_min_duration_ms", with = "ms")]
     pub pk_min_duration: Duration,
     /// Longest battle a host may ask for.
-    #[serde(with = "ms")]
+    #[serde(rename = "pk_max_duration_ms", with = "ms")]
     pub pk_max_duration: Duration,
     /// After the bell, how long a gift stamped before it may still arrive and count.
-    #[serde(with = "ms")]
+    #[serde(rename = "pk_grace_ms", with = "ms")]
     pub pk_grace: Duration,
     /// How long the punishment phase lasts after settlement (zero: none).
-    #[serde(with = "ms")]
+    #[serde(rename = "pk_punishment_ms", with = "ms")]
     pub pk_punishment: Duration,
     /// A sender's stamp earlier than its arrival minus this is not trusted
     /// (the arrival time is used instead). A stamp later than the arrival is
     /// never trusted.
-    #[serde(with = "ms")]
+    #[serde(rename = "max_stamp_age_ms", with = "ms")]
     pub max_stamp_age: Duration,
     /// Co-host seats per room.
     pub seats: u8,
     /// How long a seat invitation waits for an answer.
-    #[serde(with = "ms")]
+    #[serde(rename = "seat_invite_timeout_ms", with = "ms")]
     pub seat_invite_timeout: Duration,
     /// How long a disconnected guest's seat is held.
-    #[serde(with = "ms")]
+    #[serde(rename = "seat_hold_ms", with = "ms")]
     pub seat_hold: Duration,
     /// Most pending seat applications, and most pending seat invitations, per room.
     pub max_seat_queue: usize,
     /// Shortest challenge window.
-    #[serde(with = "ms")]
+    #[serde(rename = "challenge_min_window_ms", with = "ms")]
     pub challenge_min_window: Duration,
     /// Longest challenge window.
-    #[serde(with = "ms")]
+    #[serde(rename = "challenge_max_window_ms", with = "ms")]
     pub challenge_max_window: Duration,
     /// Action ids remembered per session (older ones answer `Stale`).
     pub session_window: usize,

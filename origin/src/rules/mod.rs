@@ -28,7 +28,7 @@ mod seats;
 mod sessions;
 
 pub use config::{default_catalogue, ms, Config};
-pub use sessions::{Seen, Sessions};
+pub use sessions::{Seen, Sessions, SessionsSnapshot};
 
 use protocol::message::{ActionMsg, Actor};
 use protocol::room::{ApplyError, Grant};
@@ -65,6 +65,18 @@ pub struct Ack {
     pub user: UserId,
     /// What happened.
     pub outcome: Outcome,
+}
+
+/// Everything the rules hold, as a checkpoint stores it: restoring it and
+/// replaying the records written after it gives the same authority as
+/// replaying the whole log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    rooms: Vec<RoomState>,
+    sessions: SessionsSnapshot,
+    closed_invites: Vec<(BattleId, protocol::room::PkInviteEnd)>,
+    next_battle: u64,
+    next_challenge: u64,
 }
 
 /// What [`Authority::handle_action`] decided.
@@ -112,6 +124,32 @@ impl Authority {
             next_battle: 1,
             next_challenge: 1,
         }
+    }
+
+    /// Everything the rules hold, for a checkpoint.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rooms: self.rooms.values().cloned().collect(),
+            sessions: self.sessions.export(),
+            closed_invites: self.closed_invites.iter().copied().collect(),
+            next_battle: self.next_battle,
+            next_challenge: self.next_challenge,
+        }
+    }
+
+    /// An authority as it was at a checkpoint (timers are derived again).
+    pub fn restore(config: Config, snap: Snapshot) -> Authority {
+        let mut a = Authority::new(config);
+        a.sessions = Sessions::import(a.config.session_window, a.config.max_sessions, snap.sessions);
+        a.closed_invites = snap.closed_invites.into_iter().collect();
+        a.next_battle = snap.next_battle;
+        a.next_challenge = snap.next_challenge;
+        for state in snap.rooms {
+            let room = state.room;
+            a.rooms.insert(room, state);
+            a.refresh_deadline(room);
+        }
+        a
     }
 
     /// The rules' configuration.

@@ -3,6 +3,7 @@
 //! number of sessions (the least recently active is forgotten first).
 
 use protocol::{ActionId, Outcome, SessionId, UserId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the memory says about an action id.
@@ -18,7 +19,7 @@ pub enum Seen {
     Foreign,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Window {
     user: UserId,
     /// Ids at or below this are forgotten.
@@ -26,6 +27,13 @@ struct Window {
     outcomes: BTreeMap<u64, Outcome>,
     /// Logical time of the last use, for eviction.
     touched: u64,
+}
+
+/// The id memory as a checkpoint stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsSnapshot {
+    windows: Vec<(SessionId, Window)>,
+    clock: u64,
 }
 
 /// Per-session windows of outcomes.
@@ -93,6 +101,25 @@ impl Sessions {
             };
             self.windows.remove(&oldest);
         }
+    }
+
+    /// Everything remembered, for a checkpoint.
+    pub fn export(&self) -> SessionsSnapshot {
+        SessionsSnapshot {
+            windows: self.windows.iter().map(|(s, w)| (*s, w.clone())).collect(),
+            clock: self.clock,
+        }
+    }
+
+    /// Rebuild from a checkpoint, with the limits of `window` and `max_sessions`.
+    pub fn import(window: usize, max_sessions: usize, snap: SessionsSnapshot) -> Self {
+        let mut s = Sessions::new(window, max_sessions);
+        s.clock = snap.clock;
+        for (id, w) in snap.windows {
+            s.by_age.insert((w.touched, id));
+            s.windows.insert(id, w);
+        }
+        s
     }
 
     /// Sessions remembered.

@@ -56,9 +56,22 @@ pub(super) async fn run(
     clock: Clock,
     mut inputs: mpsc::Receiver<Input>,
     items: mpsc::Sender<Item>,
+    checkpoint_every: u64,
 ) {
     let mut presence = Presence::default();
+    let mut since_checkpoint = 0u64;
     loop {
+        if checkpoint_every > 0 && since_checkpoint >= checkpoint_every {
+            since_checkpoint = 0;
+            match protocol::codec::encode(&auth.snapshot()) {
+                Ok(bytes) => {
+                    if items.send(Item::Checkpoint(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a checkpoint"),
+            }
+        }
         let deadline = auth.poll_timeout().map(|t| clock.instant(t));
         let input = tokio::select! {
             input = inputs.recv() => match input {
@@ -67,6 +80,7 @@ pub(super) async fn run(
             },
             () = sleep_until(deadline) => {
                 let rec = auth.handle_timeout(clock.now());
+                since_checkpoint += u64::from(!rec.is_empty());
                 if send_record(&items, rec, None).await.is_err() {
                     break;
                 }
@@ -74,6 +88,7 @@ pub(super) async fn run(
             }
         };
         let out = handle(&mut auth, &mut presence, &clock, input);
+        since_checkpoint += out.iter().filter(|i| matches!(i, Item::Record { .. })).count() as u64;
         for item in out {
             if items.send(item).await.is_err() {
                 return;
@@ -130,9 +145,14 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
             out.push(Item::RelayGone { relay });
         }
         Input::Up { relay, msg } => match msg {
-            UpMsg::Subscribe { room, since } => {
+            UpMsg::Subscribe { room, since, history } => {
                 record(&mut out, auth.handle_open(now, room), None);
-                out.push(Item::Subscribe { relay, room, since });
+                out.push(Item::Subscribe {
+                    relay,
+                    room,
+                    since,
+                    history,
+                });
             }
             UpMsg::Unsubscribe { room } => out.push(Item::Unsubscribe { relay, room }),
             UpMsg::Action { actor, msg } => match auth.handle_action(now, actor, &msg) {

@@ -24,12 +24,24 @@ pub(super) fn run(
             }
         }
         let mut wrote = false;
-        for item in &batch {
-            if let Item::Record { record, .. } = item {
-                wal.append(record)?;
-                wrote = true;
+        let mut kept = Vec::with_capacity(batch.len());
+        for item in batch {
+            match item {
+                Item::Record { ref record, .. } => {
+                    wal.append(record)?;
+                    wrote = true;
+                    kept.push(item);
+                }
+                // Covers exactly the records before it (it syncs them first).
+                Item::Checkpoint(snapshot) => {
+                    let lsn = wal.checkpoint(&snapshot)?;
+                    tracing::info!(%lsn, bytes = snapshot.len(), "checkpoint written");
+                    wrote = false;
+                }
+                other => kept.push(other),
             }
         }
+        let batch = kept;
         if wrote {
             if let Err(e) = wal.sync() {
                 tracing::error!(error = %e, "write-ahead log sync failed; acking nothing more");

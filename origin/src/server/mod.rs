@@ -92,6 +92,7 @@ pub(crate) enum Item {
         relay: RelayId,
         room: RoomId,
         since: Option<Seq>,
+        history: Option<Seq>,
     },
     /// Stop sending a room to a relay.
     Unsubscribe { relay: RelayId, room: RoomId },
@@ -103,6 +104,8 @@ pub(crate) enum Item {
     },
     /// A relay left.
     RelayGone { relay: RelayId },
+    /// A checkpoint of the rules, covering every record before it.
+    Checkpoint(Vec<u8>),
     /// Answer with a room's committed state (after everything before it).
     Query {
         room: RoomId,
@@ -126,6 +129,7 @@ pub struct Origin {
     identity: Identity,
     endpoint: quinn::Endpoint,
     plug: net::Plug,
+    clock: Clock,
     inputs: mpsc::Sender<Input>,
     tasks: JoinSet<()>,
     commit: Option<JoinHandle<Result<(), WalError>>>,
@@ -137,22 +141,21 @@ impl Origin {
     /// in the config, a self-signed certificate is generated and written to
     /// `data_dir/origin-cert.pem`.
     pub async fn start(config: Config) -> Result<Origin, Error> {
-        let identity = match &config.tls {
-            Some(files) => Identity::from_pem_files(&files.cert, &files.key)?,
-            None => {
-                let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
-                std::fs::create_dir_all(&config.data_dir)?;
-                std::fs::write(config.data_dir.join("origin-cert.pem"), id.cert_pem())?;
-                id
-            }
-        };
+        let cert_out = config.data_dir.join("origin-cert.pem");
+        let identity = Identity::from_files_or_generate(config.tls.as_ref(), Some(&cert_out))?;
         Origin::start_with(config, identity).await
     }
 
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
-        let mut auth = Authority::new(config.rules.clone());
+        let mut auth = match &recovered.checkpoint {
+            Some(blob) => {
+                let snap = protocol::codec::decode(blob).map_err(|e| Error::Replay(e.to_string()))?;
+                Authority::restore(config.rules.clone(), snap)
+            }
+            None => Authority::new(config.rules.clone()),
+        };
         let replayed = recovered.records.len();
         for record in &recovered.records {
             auth.replay(record)
@@ -160,6 +163,7 @@ impl Origin {
         }
         tracing::info!(
             origin = %config.name,
+            checkpoint = recovered.checkpoint.is_some(),
             records = replayed,
             rooms = auth.rooms().count(),
             "replayed the write-ahead log"
@@ -179,7 +183,7 @@ impl Origin {
             .name("origin-wal".into())
             .spawn(move || commit::run(wal, item_rx, batch_tx))?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(authority::run(auth, clock, input_rx, item_tx));
+        tasks.spawn(authority::run(auth, clock, input_rx, item_tx, config.checkpoint_every));
         tasks.spawn(publisher.run(batch_rx));
         let shared = Arc::new(Shared {
             name: config.name.clone(),
@@ -196,6 +200,7 @@ impl Origin {
             identity,
             endpoint,
             plug,
+            clock,
             inputs: input_tx,
             tasks,
             commit: Some(commit),
@@ -206,6 +211,11 @@ impl Origin {
     /// The address relays connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Origin time now: the reference every deadline is measured against.
+    pub fn now(&self) -> protocol::ServerTime {
+        self.clock.now()
     }
 
     /// A room's committed state: what every relay and client converges to.

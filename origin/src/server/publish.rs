@@ -98,7 +98,12 @@ impl Publisher {
             Item::Answer { relay, id, outcome } => {
                 self.send(relay, frame(&DownMsg::Ack { id, outcome }));
             }
-            Item::Subscribe { relay, room, since } => self.subscribe(relay, room, since),
+            Item::Subscribe {
+                relay,
+                room,
+                since,
+                history,
+            } => self.subscribe(relay, room, since, history),
             Item::Unsubscribe { relay, room } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.subscribers.remove(&relay);
@@ -112,6 +117,8 @@ impl Publisher {
                 self.relays.insert(relay, Relay { out, conn, rooms });
             }
             Item::RelayGone { relay } => self.drop_relay(relay),
+            // The commit thread consumes checkpoints.
+            Item::Checkpoint(_) => {}
             Item::Query { room, reply } => {
                 let _ = reply.send(self.rooms.get(&room).map(|r| r.state.clone()));
             }
@@ -145,8 +152,10 @@ impl Publisher {
     }
 
     /// Serve a subscription from the ring when it covers `since`, else with a
-    /// snapshot; either way the relay is current afterwards.
-    fn subscribe(&mut self, relay: RelayId, room: RoomId, since: Option<Seq>) {
+    /// snapshot (and, when asked, the ring's events after `history`, so the
+    /// relay can serve clients resuming from there); either way the relay is
+    /// current afterwards. Long backlogs go as several frames.
+    fn subscribe(&mut self, relay: RelayId, room: RoomId, since: Option<Seq>, history: Option<Seq>) {
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -156,20 +165,29 @@ impl Publisher {
         r.subscribers.insert(relay);
         let head = r.state.seq;
         let first = r.ring.front().map_or(head.next(), |e| e.seq);
-        let msg = match since {
-            Some(s) if s <= head && s.next() >= first => DownMsg::Events {
-                room,
-                events: r.ring.iter().filter(|e| e.seq > s).cloned().collect(),
-            },
-            _ => DownMsg::Snapshot {
-                room,
-                state: Box::new(r.state.clone()),
-            },
+        let after = |s: Seq| -> Vec<Event> { r.ring.iter().filter(|e| e.seq > s).cloned().collect() };
+        let frames: Vec<Option<Bytes>> = match since {
+            Some(s) if s <= head && s.next() >= first => {
+                codec::chunk_events(after(s), codec::EVENTS_PER_FRAME_BYTES)
+                    .into_iter()
+                    .map(|events| frame(&DownMsg::Events { room, events }))
+                    .collect()
+            }
+            _ => {
+                let mut recent = history.map(after).unwrap_or_default();
+                // The newest events that fit in the snapshot's frame.
+                let mut chunks = codec::chunk_events(recent.split_off(0), codec::EVENTS_PER_FRAME_BYTES);
+                let recent = chunks.pop().unwrap_or_default();
+                let state = Box::new(r.state.clone());
+                vec![frame(&DownMsg::Snapshot { room, state, recent })]
+            }
         };
         if let Some(rel) = self.relays.get_mut(&relay) {
             rel.rooms.insert(room);
         }
-        self.send(relay, frame(&msg));
+        for f in frames {
+            self.send(relay, f);
+        }
     }
 
     fn send(&mut self, relay: RelayId, bytes: Option<Bytes>) {

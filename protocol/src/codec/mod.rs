@@ -56,6 +56,31 @@ impl From<postcard::Error> for CodecError {
     }
 }
 
+/// Split consecutive events into batches whose encoding stays well inside a
+/// frame (`budget` bytes of events each), so a long backlog travels as
+/// several frames instead of one too large to send.
+pub fn chunk_events(events: Vec<crate::Event>, budget: usize) -> Vec<Vec<crate::Event>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for e in events {
+        let len = postcard::experimental::serialized_size(&e).unwrap_or(budget);
+        if !current.is_empty() && size + len > budget {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(e);
+    }
+    if !current.is_empty() || out.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Event bytes per frame when a backlog is split ([`chunk_events`]).
+pub const EVENTS_PER_FRAME_BYTES: usize = MAX_FRAME / 2;
+
 /// Encode one message as a bare payload.
 pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_allocvec(msg)?)

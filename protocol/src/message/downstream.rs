@@ -22,6 +22,9 @@ pub enum DownMsg {
         room: RoomId,
         /// Its state.
         state: Box<RoomState>,
+        /// The events that led up to it (consecutive, ending at
+        /// `state.seq`), as far back as asked and available.
+        recent: Vec<Event>,
     },
     /// Committed events of a subscribed room, consecutive.
     Events {

@@ -35,6 +35,9 @@ pub enum UpMsg {
         room: RoomId,
         /// The relay's last seq for it, if it has one.
         since: Option<Seq>,
+        /// With a snapshot, also send the recent events after this seq (a
+        /// relay with a cold cache serving a client that resumes from it).
+        history: Option<Seq>,
     },
     /// Stop sending this room.
     Unsubscribe {

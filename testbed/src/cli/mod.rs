@@ -3,7 +3,10 @@
 
 mod bench;
 mod demo;
+mod failover;
 mod link;
+mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,24 @@ pub enum Command {
     /// Measure ack round trips, fan-out latency and throughput, beside a
     /// plain quinn echo on the same machine.
     Bench(bench::Args),
+    /// Kill a relay under its clients and measure how long each takes to
+    /// be resumed on another relay.
+    Failover(failover::Args),
+    /// Run a scenario: a topology behind impaired links, a timeline of
+    /// battles, gifts and failures, invariants checked, a report written.
+    Run(run::Args),
+    /// Run an origin for `bench` (configured by RINGSIDE_ORIGIN_*; prints
+    /// `listening ADDR`; stops when stdin closes).
+    #[command(hide = true)]
+    ServeOrigin(serve::OriginArgs),
+    /// Run a relay for `bench` (configured by RINGSIDE_RELAY_*; prints
+    /// `listening ADDR`; stops when stdin closes).
+    #[command(hide = true)]
+    ServeRelay(serve::RelayArgs),
+    /// Run a quinn datagram echo for `bench` (prints `listening ADDR`; stops
+    /// when stdin closes).
+    #[command(hide = true)]
+    ServeEcho(serve::EchoArgs),
 }
 
 impl Cli {
@@ -41,7 +62,8 @@ impl Cli {
 
     /// Whether the subcommand runs best on a single-threaded runtime.
     pub fn single_threaded(&self) -> bool {
-        matches!(self.command, Command::Link(_))
+        // The echo is the floor: one thread, no hops between threads.
+        matches!(self.command, Command::Link(_) | Command::ServeEcho(_))
     }
 }
 
@@ -51,5 +73,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Link(args) => link::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::ServeOrigin(args) => serve::origin(args).await,
+        Command::ServeRelay(args) => serve::relay(args).await,
+        Command::ServeEcho(args) => serve::echo(args).await,
+        Command::Failover(args) => failover::run(args).await,
+        Command::Run(args) => run::run(args).await,
     }
 }

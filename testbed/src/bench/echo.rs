@@ -1,0 +1,118 @@
+//! A plain quinn datagram echo, with the same transport settings and socket
+//! buffers as Ringside's links ([`protocol::net`]): the floor every
+//! Ringside round trip is compared against.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use protocol::net::rustls::pki_types::CertificateDer;
+use protocol::net::{self, Identity, Tuning};
+
+use super::stats::{Latencies, Sampling};
+
+/// The echo's ALPN.
+pub const ALPN_ECHO: &[u8] = b"ringside-bench-echo/1";
+
+/// Serve the echo on `bind` until `stop` resolves: every datagram goes back
+/// as it came. Calls `ready` with the bound address first.
+pub async fn serve(
+    bind: SocketAddr,
+    identity: &Identity,
+    ready: impl FnOnce(SocketAddr),
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (endpoint, _plug) = net::server_endpoint(bind, identity, &[ALPN_ECHO], &Tuning::default())
+        .context("binding the echo endpoint")?;
+    ready(endpoint.local_addr().context("echo address")?);
+    let accept = async {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok(d) = conn.read_datagram().await {
+                    if conn.send_datagram(d).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = stop => {}
+    }
+    endpoint.close(0u32.into(), b"bye");
+    Ok(())
+}
+
+/// What one round-trip run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips {
+    /// Round trips after the warm-up.
+    pub latencies: Latencies,
+    /// Samples that got no answer within a second.
+    pub lost: u64,
+    /// How long the measured part took.
+    pub took: Duration,
+}
+
+/// Connect to the echo at `addr` and time round trips of a `size`-byte
+/// datagram as `how` says.
+pub async fn round_trips(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    size: usize,
+    how: Sampling,
+) -> anyhow::Result<RoundTrips> {
+    let Sampling {
+        warmup,
+        samples,
+        limit,
+        ..
+    } = how;
+    let tuning = Tuning::default();
+    let (endpoint, _plug) = net::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &tuning)?;
+    let cfg = net::client_config(roots, ALPN_ECHO, &tuning)?;
+    let conn = endpoint
+        .connect_with(cfg, addr, "localhost")?
+        .await
+        .context("connecting to the echo")?;
+    let size = size.max(8);
+    let mut out = RoundTrips::default();
+    let deadline = Instant::now() + limit;
+    let mut measured_from = Instant::now();
+    for i in 0..warmup + samples {
+        if Instant::now() > deadline {
+            break;
+        }
+        if i == warmup {
+            measured_from = Instant::now();
+        }
+        let mut payload = vec![0u8; size];
+        payload[..8].copy_from_slice(&i.to_be_bytes());
+        let t = Instant::now();
+        conn.send_datagram(Bytes::from(payload))
+            .context("sending a datagram")?;
+        let answered = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                let d = conn.read_datagram().await?;
+                if d.len() >= 8 && d[..8] == i.to_be_bytes() {
+                    return Ok::<_, quinn::ConnectionError>(());
+                }
+            }
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) if i >= warmup => out.latencies.record(t.elapsed()),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("echo connection lost: {e}"),
+            Err(_) => out.lost += 1,
+        }
+        how.pause().await;
+    }
+    out.took = measured_from.elapsed();
+    conn.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    Ok(out)
+}

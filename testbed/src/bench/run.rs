@@ -1,0 +1,821 @@
+//! The benchmark, phase by phase: start the server processes, time the
+//! floor and each hop, then the SDK's ack path, then the fan-out, sampling
+//! the processes' memory and CPU as it goes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use client_sdk::Client;
+use protocol::net::Identity;
+use protocol::{GiftId, Outcome, RoomId, SessionId};
+
+use super::child::{Server, Spawn};
+use super::echo::{self, RoundTrips};
+use super::fanout::{self, Audience, ConnectReport, FanoutPlan, FanoutReport};
+use super::json::Value;
+use super::probe::{self, OriginProbe};
+use super::stats::{Latencies, Sampling, Summary};
+use super::sys::{self, MachineCpu, TempDir, UdpCounters};
+use crate::topology::{CLUSTER_SECRET, TOKEN_SECRET};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The testbed binary (it serves the origin, relay and echo processes).
+    pub exe: PathBuf,
+    /// Where the temporary directory (origin log, certificates, child logs)
+    /// goes; the system temp dir if `None`. Must be on the disk to measure.
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary directory (child logs) instead of removing it.
+    pub keep_dir: bool,
+    /// Round trips not counted, before each latency run.
+    pub warmup: u64,
+    /// Pause between round trips in the latency runs (zero: back to back).
+    pub gap: Duration,
+    /// Datagram echo samples.
+    pub echo_samples: u64,
+    /// Echo datagram size, bytes.
+    pub echo_size: usize,
+    /// Samples of each single-hop probe (relay ping, origin ping, origin gift).
+    pub probe_samples: u64,
+    /// `fdatasync` samples.
+    pub fsync_samples: u64,
+    /// Gift acks through the SDK.
+    pub ack_samples: u64,
+    /// Each latency run stops here, whatever its count.
+    pub phase_limit: Duration,
+    /// Fan-out audience (0: no fan-out).
+    pub clients: usize,
+    /// Clients connecting at once.
+    pub batch: usize,
+    /// The whole connect phase stops here.
+    pub connect_limit: Duration,
+    /// Fan-out gifts per second: one fan-out run per rate, same audience.
+    pub rates: Vec<f64>,
+    /// How long the fan-out sender sends.
+    pub duration: Duration,
+    /// After the last ack, how long to wait for deliveries at most.
+    pub drain: Duration,
+    /// With the audience connected and nothing sent, measure this long.
+    pub idle: Duration,
+    /// The sender connects to a second relay process (else to the
+    /// audience's relay).
+    pub sender_on_other_relay: bool,
+    /// Critical messages twice (relay `redundancy_us`, SDK `redundancy`),
+    /// as in production.
+    pub redundancy: bool,
+    /// The relay's `redundancy_us` when `redundancy` is on.
+    pub redundancy_us: u64,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            exe: PathBuf::from("testbed"),
+            dir: None,
+            keep_dir: false,
+            warmup: 300,
+            gap: Duration::ZERO,
+            echo_samples: 5_000,
+            echo_size: 32,
+            probe_samples: 3_000,
+            fsync_samples: 500,
+            ack_samples: 3_000,
+            phase_limit: Duration::from_secs(10),
+            clients: 1_000,
+            batch: 50,
+            connect_limit: Duration::from_secs(60),
+            rates: vec![10.0, 50.0],
+            duration: Duration::from_secs(5),
+            drain: Duration::from_secs(5),
+            idle: Duration::from_secs(2),
+            sender_on_other_relay: false,
+            redundancy: true,
+            redundancy_us: 4_000,
+        }
+    }
+}
+
+/// One latency row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Short name (a JSON key).
+    pub key: &'static str,
+    /// What it measures.
+    pub what: String,
+    /// The figures.
+    pub summary: Summary,
+    /// Samples that got no answer.
+    pub lost: u64,
+}
+
+impl Row {
+    fn new(key: &'static str, what: impl Into<String>, summary: Summary, lost: u64) -> Row {
+        Row {
+            key,
+            what: what.into(),
+            summary,
+            lost,
+        }
+    }
+
+    fn trips(key: &'static str, what: impl Into<String>, t: &RoundTrips) -> Row {
+        Row::new(key, what, t.latencies.summary(), t.lost)
+    }
+}
+
+/// A process's memory through the run.
+#[derive(Debug, Clone, Default)]
+pub struct ProcReport {
+    /// Name.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// Threads at the end.
+    pub threads: Option<u64>,
+    /// RSS before any traffic, KiB.
+    pub rss_idle_kb: u64,
+    /// RSS with the audience connected, KiB.
+    pub rss_connected_kb: u64,
+    /// RSS after the fan-out, KiB.
+    pub rss_after_kb: u64,
+    /// Peak RSS (`VmHWM`), KiB.
+    pub rss_peak_kb: u64,
+}
+
+/// Resources used during one phase.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    /// Its name.
+    pub name: String,
+    /// How long it took.
+    pub wall: Duration,
+    /// CPU time per process, in [`Report::procs`] order.
+    pub cpu: Vec<Duration>,
+    /// The machine's interrupt and softirq time.
+    pub softirq: Duration,
+    /// The machine's UDP counters.
+    pub udp: UdpCounters,
+}
+
+/// Takes the readings a [`Phase`] is made of.
+struct Meter {
+    at: Instant,
+    cpu: Vec<Duration>,
+    machine: MachineCpu,
+    udp: UdpCounters,
+}
+
+impl Meter {
+    fn start(pids: &[u32]) -> Meter {
+        Meter {
+            at: Instant::now(),
+            cpu: pids.iter().map(|p| sys::sample(*p).cpu).collect(),
+            machine: MachineCpu::now().unwrap_or_default(),
+            udp: UdpCounters::now().unwrap_or_default(),
+        }
+    }
+
+    fn finish(self, name: impl Into<String>, pids: &[u32]) -> Phase {
+        let machine = MachineCpu::now().unwrap_or_default().since(&self.machine);
+        Phase {
+            name: name.into(),
+            wall: self.at.elapsed(),
+            cpu: pids
+                .iter()
+                .zip(&self.cpu)
+                .map(|(p, before)| sys::sample(*p).cpu.saturating_sub(*before))
+                .collect(),
+            softirq: machine.softirq,
+            udp: UdpCounters::now().unwrap_or_default().since(&self.udp),
+        }
+    }
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Cores available.
+    pub cores: usize,
+    /// CPU model, from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Whether this is an optimised build.
+    pub release: bool,
+    /// The origin's data directory.
+    pub data_dir: String,
+    /// Its filesystem and device.
+    pub data_fs: Option<(String, String)>,
+    /// Round trips, fastest path first.
+    pub rows: Vec<Row>,
+    /// Gifts the origin probe saw rejected (should be 0).
+    pub probe_rejected: u64,
+    /// SDK gifts rejected or failed (should be 0).
+    pub sdk_failed: u64,
+    /// The audience's connect phase.
+    pub connect: Option<ConnectReport>,
+    /// The fan-out runs, one per rate.
+    pub fanout: Vec<FanoutReport>,
+    /// Where the fan-out's sender was.
+    pub sender_relay: String,
+    /// Connect, idle and fan-out: CPU and UDP.
+    pub phases: Vec<Phase>,
+    /// Origin, relay(s), echo and this process.
+    pub procs: Vec<ProcReport>,
+    /// Anything that went wrong but did not stop the run.
+    pub notes: Vec<String>,
+    /// Load averages at the start and at the end.
+    pub loadavg: (String, String),
+    /// CPU time used on the machine by processes other than the bench's
+    /// four, during the run (a busy machine makes every figure worse).
+    pub others_cpu: Duration,
+    /// Interrupt and softirq time during the run (on loopback, mostly the
+    /// delivery of our own packets).
+    pub softirq: Duration,
+    /// CPU time the hypervisor gave other guests during the run.
+    pub steal: Duration,
+    /// The whole run.
+    pub took: Duration,
+    /// The pause between round trips in the latency runs.
+    pub gap: Duration,
+}
+
+fn first_line_with(path: &str, prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
+    Some(line.split(':').nth(1)?.trim().to_string())
+}
+
+struct Servers {
+    // Field order is drop order: relays go before the origin.
+    relay: Server,
+    relay2: Option<Server>,
+    origin: Server,
+    echo: Server,
+}
+
+async fn start_servers(
+    plan: &Plan,
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Servers> {
+    let path = |p: &std::path::Path| p.display().to_string();
+    let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| Spawn {
+        name: name.into(),
+        exe: plan.exe.clone(),
+        args,
+        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        log: dir.join(format!("{name}.log")),
+        ready_timeout: Duration::from_secs(20),
+    };
+    let echo = Server::spawn(spawn(
+        "echo",
+        vec![
+            "serve-echo".into(),
+            "--cert".into(),
+            path(cert),
+            "--key".into(),
+            path(key),
+        ],
+        vec![],
+    ))
+    .await?;
+    let origin = Server::spawn(spawn(
+        "origin",
+        vec!["serve-origin".into()],
+        vec![
+            ("RINGSIDE_ORIGIN_NAME", "bench-origin".into()),
+            ("RINGSIDE_ORIGIN_LISTEN", "127.0.0.1:0".into()),
+            ("RINGSIDE_ORIGIN_DATA_DIR", path(&dir.join("origin"))),
+            ("RINGSIDE_ORIGIN_CLUSTER_SECRET", CLUSTER_SECRET.into()),
+            ("RINGSIDE_ORIGIN_TLS__CERT", path(cert)),
+            ("RINGSIDE_ORIGIN_TLS__KEY", path(key)),
+        ],
+    ))
+    .await?;
+    let redundancy = if plan.redundancy {
+        plan.redundancy_us
+    } else {
+        0
+    };
+    let relay_env = |name: &str| {
+        vec![
+            ("RINGSIDE_RELAY_NAME", name.to_string()),
+            ("RINGSIDE_RELAY_REGION", "bench".into()),
+            ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
+            ("RINGSIDE_RELAY_ORIGIN", origin.addr().to_string()),
+            ("RINGSIDE_RELAY_ORIGIN_CERT", path(cert)),
+            ("RINGSIDE_RELAY_CLUSTER_SECRET", CLUSTER_SECRET.into()),
+            ("RINGSIDE_RELAY_TOKEN_SECRET", TOKEN_SECRET.into()),
+            ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
+            ("RINGSIDE_RELAY_TLS__KEY", path(key)),
+            // The bench's clients act far faster than people do.
+            ("RINGSIDE_RELAY_ACTIONS_PER_SEC", "100000".into()),
+            ("RINGSIDE_RELAY_MESSAGES_PER_SEC", "1000000".into()),
+            ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy.to_string()),
+        ]
+    };
+    let relay = Server::spawn(spawn(
+        "relay",
+        vec!["serve-relay".into()],
+        relay_env("bench-relay"),
+    ))
+    .await?;
+    let relay2 = if plan.sender_on_other_relay {
+        Some(
+            Server::spawn(spawn(
+                "relay2",
+                vec!["serve-relay".into()],
+                relay_env("bench-relay-2"),
+            ))
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Servers {
+        relay,
+        relay2,
+        origin,
+        echo,
+    })
+}
+
+/// The SDK's ack round trip: one client, one gift at a time.
+async fn sdk_acks(
+    plan: &Plan,
+    how: Sampling,
+    relay: std::net::SocketAddr,
+    cert_pem: &str,
+) -> anyhow::Result<(Latencies, Latencies, u64)> {
+    let redundancy = plan
+        .redundancy
+        .then_some(Duration::from_micros(plan.redundancy_us));
+    let client = Client::builder()
+        .relay(relay)
+        .token(fanout::viewer_token(TOKEN_SECRET, 10))
+        .trust_pem(cert_pem)?
+        .redundancy(redundancy)
+        .connect()
+        .await
+        .context("connecting the SDK client")?;
+    let room = tokio::time::timeout(Duration::from_secs(10), client.join(RoomId(1)))
+        .await
+        .context("join timed out")??;
+    let (mut acked, mut called) = (Latencies::new(), Latencies::new());
+    let mut failed = 0;
+    let deadline = Instant::now() + how.limit;
+    for i in 0..how.warmup + how.samples {
+        if Instant::now() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(5), room.gift(GiftId(1), 1)).await;
+        let took = t.elapsed();
+        match r {
+            Ok(Ok(a)) if matches!(a.outcome, Outcome::Applied { .. }) => {
+                if i >= how.warmup {
+                    acked.record(a.latency);
+                    called.record(took);
+                }
+            }
+            _ => failed += 1,
+        }
+        how.pause().await;
+    }
+    client.close().await;
+    Ok((acked, called, failed))
+}
+
+fn proc_report(name: &str, pid: u32) -> ProcReport {
+    ProcReport {
+        name: name.into(),
+        pid,
+        rss_idle_kb: sys::rss_kb(pid).unwrap_or(0),
+        ..ProcReport::default()
+    }
+}
+
+/// Run the benchmark. `progress` hears what is happening (for stderr).
+pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let tmp = TempDir::new(plan.dir.as_deref())?;
+    let dir = tmp.path().to_path_buf();
+    let mut report = Report {
+        cores: sys::cores(),
+        cpu_model: first_line_with("/proc/cpuinfo", "model name").unwrap_or_default(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        release: !cfg!(debug_assertions),
+        data_dir: dir.join("origin").display().to_string(),
+        data_fs: sys::filesystem_of(&dir),
+        loadavg: (sys::loadavg().unwrap_or_default(), String::new()),
+        gap: plan.gap,
+        ..Report::default()
+    };
+
+    let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
+    let (cert, key) = sys::write_identity(&identity, &dir)?;
+    let cert_pem = identity.cert_pem();
+    let roots = identity.certs.clone();
+
+    progress("starting the echo, origin and relay processes");
+    let servers = start_servers(plan, &dir, &cert, &key).await?;
+    let me = std::process::id();
+    let mut procs = vec![
+        proc_report("origin", servers.origin.pid()),
+        proc_report("relay", servers.relay.pid()),
+    ];
+    if let Some(r2) = &servers.relay2 {
+        procs.push(proc_report("relay2 (sender)", r2.pid()));
+    }
+    procs.push(proc_report("echo", servers.echo.pid()));
+    procs.push(proc_report("bench (clients)", me));
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+
+    let how = Sampling {
+        warmup: plan.warmup,
+        samples: plan.probe_samples,
+        limit: plan.phase_limit,
+        gap: plan.gap,
+    };
+    let machine_start = sys::MachineCpu::now().unwrap_or_default();
+    let ours_start: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+
+    progress("quinn datagram echo");
+    let floor = echo::round_trips(
+        servers.echo.addr(),
+        &roots,
+        plan.echo_size,
+        how.with_samples(plan.echo_samples),
+    )
+    .await
+    .context("echo round trips")?;
+    report.rows.push(Row::trips(
+        "quinn_echo",
+        format!("quinn datagram echo, {} B (floor)", plan.echo_size.max(8)),
+        &floor,
+    ));
+
+    progress("relay ping (relay hop alone)");
+    let pings = probe::relay_pings(
+        servers.relay.addr(),
+        &roots,
+        fanout::viewer_token(TOKEN_SECRET, 5),
+        SessionId(0xbe9c_0005),
+        how,
+    )
+    .await
+    .context("relay pings")?;
+    report.rows.push(Row::trips(
+        "relay_ping",
+        "client → relay → client, Ping/Pong datagrams",
+        &pings,
+    ));
+
+    progress("origin ping and gifts (origin hop alone)");
+    let mut o = OriginProbe::connect(servers.origin.addr(), &roots, CLUSTER_SECRET)
+        .await
+        .context("connecting to the origin as a relay")?;
+    let oping = o.pings(how).await?;
+    let ogift = o
+        .gifts(RoomId(900_001), SessionId(0xbe9c_0006), how)
+        .await?;
+    o.close().await;
+    report.rows.push(Row::trips(
+        "origin_ping",
+        "relay link → origin → back, Ping/Pong frames (no log)",
+        &oping,
+    ));
+    report.rows.push(Row::trips(
+        "origin_gift",
+        "relay link → origin gift → ack (rules + WAL fsync + publish)",
+        &ogift.trips,
+    ));
+    report.probe_rejected = ogift.rejected;
+
+    progress("fdatasync on the data directory's disk");
+    let fs_dir = dir.clone();
+    let (n, limit) = (plan.fsync_samples, plan.phase_limit);
+    let fsync = tokio::task::spawn_blocking(move || sys::fsync_probe(&fs_dir, n, limit))
+        .await
+        .context("fsync probe task")??;
+    report.rows.push(Row::new(
+        "fdatasync",
+        "64 B append + fdatasync, data dir's disk",
+        fsync.summary(),
+        0,
+    ));
+
+    progress("gift acks through the SDK");
+    let (acked, called, failed) = sdk_acks(
+        plan,
+        how.with_samples(plan.ack_samples),
+        servers.relay.addr(),
+        &cert_pem,
+    )
+    .await?;
+    report.rows.push(Row::new(
+        "sdk_ack",
+        "SDK gift → relay → origin → ack (Acked.latency)",
+        acked.summary(),
+        0,
+    ));
+    report.rows.push(Row::new(
+        "sdk_ack_call",
+        "the same, Instant around room.gift().await",
+        called.summary(),
+        0,
+    ));
+    report.sdk_failed = failed;
+
+    if plan.clients > 0 {
+        let sender_relay = servers
+            .relay2
+            .as_ref()
+            .map_or(servers.relay.addr(), Server::addr);
+        report.sender_relay = if servers.relay2.is_some() {
+            "one more SDK client, on a second relay process".into()
+        } else {
+            "one more SDK client, on the same relay".into()
+        };
+        let fplan = FanoutPlan {
+            relay: servers.relay.addr(),
+            sender_relay,
+            cert_pem: cert_pem.clone(),
+            token_secret: TOKEN_SECRET.into(),
+            room: RoomId(2),
+            clients: plan.clients,
+            batch: plan.batch,
+            first_user: 1_000,
+            connect_limit: plan.connect_limit,
+            rate: plan.rates.first().copied().unwrap_or(10.0),
+            duration: plan.duration,
+            drain: plan.drain,
+            redundancy: plan
+                .redundancy
+                .then_some(Duration::from_micros(plan.redundancy_us)),
+        };
+        progress(&format!(
+            "connecting {} SDK clients, {} at a time",
+            plan.clients, plan.batch
+        ));
+        let meter = Meter::start(&pids);
+        let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
+        report.phases.push(meter.finish("connect", &pids));
+        for p in procs.iter_mut() {
+            p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
+        }
+        report.connect = Some(connect);
+        if audience.is_empty() {
+            bail!(
+                "no client connected; the relay's log:\n{}",
+                servers.relay.log_tail(20)
+            );
+        }
+        // Let the clients' first clock exchanges settle, then measure what
+        // a quiet audience costs.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        progress(&format!(
+            "{} clients idle for {:.1} s",
+            audience.len(),
+            plan.idle.as_secs_f64()
+        ));
+        let meter = Meter::start(&pids);
+        tokio::time::sleep(plan.idle).await;
+        report.phases.push(meter.finish("idle", &pids));
+        for (i, rate) in plan.rates.iter().enumerate() {
+            if i > 0 {
+                // Let the last run's copies and heads die down.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let fplan = FanoutPlan {
+                rate: *rate,
+                ..fplan.clone()
+            };
+            progress(&format!(
+                "fan-out: {rate} gifts/s for {:.1} s to {} clients",
+                plan.duration.as_secs_f64(),
+                audience.len()
+            ));
+            let meter = Meter::start(&pids);
+            let fan = audience.fan_out(&fplan, progress).await;
+            report
+                .phases
+                .push(meter.finish(format!("fan-out {rate}/s"), &pids));
+            match fan {
+                Ok(f) => report.fanout.push(f),
+                Err(e) => report
+                    .notes
+                    .push(format!("fan-out at {rate}/s failed: {e:#}")),
+            }
+        }
+        for p in procs.iter_mut() {
+            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
+        }
+        for p in procs.iter_mut() {
+            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+            p.threads = sys::threads(p.pid);
+        }
+        progress("closing the clients");
+        audience.close().await;
+    } else {
+        for p in procs.iter_mut() {
+            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
+            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+            p.threads = sys::threads(p.pid);
+        }
+    }
+    let machine = sys::MachineCpu::now()
+        .unwrap_or_default()
+        .since(&machine_start);
+    let ours_end: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+    report.others_cpu = machine
+        .tasks
+        .saturating_sub(ours_end.saturating_sub(ours_start));
+    report.softirq = machine.softirq;
+    report.steal = machine.steal;
+    report.loadavg.1 = sys::loadavg().unwrap_or_default();
+    report.procs = procs;
+
+    let Servers {
+        relay,
+        relay2,
+        origin,
+        echo,
+    } = servers;
+    let mut all: Vec<Server> = [Some(relay), relay2, Some(origin), Some(echo)]
+        .into_iter()
+        .flatten()
+        .collect();
+    for s in all.iter_mut() {
+        if !s.is_running() {
+            report.notes.push(format!(
+                "the {} process exited during the run; its log:\n{}",
+                s.name(),
+                s.log_tail(20)
+            ));
+        }
+    }
+    let grace = Duration::from_secs(3);
+    for s in all {
+        let name = s.name().to_string();
+        if !s.stop(grace).await {
+            report.notes.push(format!(
+                "the {name} process did not stop within {grace:?}; killed"
+            ));
+        }
+    }
+    if plan.keep_dir {
+        report.notes.push(format!("kept {}", tmp.keep().display()));
+    }
+    report.took = started.elapsed();
+    Ok(report)
+}
+
+fn secs(d: Duration) -> Value {
+    Value::from(d.as_secs_f64())
+}
+
+impl Report {
+    /// The figures as JSON.
+    pub fn to_json(&self, command: &str) -> Value {
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut s = r.summary.to_json();
+                if let Value::Object(pairs) = &mut s {
+                    pairs.insert(0, ("what".into(), Value::from(r.what.clone())));
+                    pairs.push(("lost".into(), Value::from(r.lost)));
+                }
+                (r.key, s)
+            })
+            .collect::<Vec<_>>();
+        let connect = self.connect.as_ref().map(|c| {
+            Value::object([
+                ("wanted", Value::from(c.wanted)),
+                ("connected", Value::from(c.connected)),
+                ("failed", Value::from(c.failed)),
+                ("retried", Value::from(c.retried)),
+                ("batch", Value::from(c.batch)),
+                ("took_s", secs(c.took)),
+                ("connect", c.connect.to_json()),
+                ("join", c.join.to_json()),
+                (
+                    "errors",
+                    Value::Array(c.errors.iter().map(|e| Value::from(e.as_str())).collect()),
+                ),
+            ])
+        });
+        let fanout = self.fanout.iter().map(|f| {
+            Value::object([
+                ("audience", Value::from(f.audience)),
+                ("sender", Value::from(self.sender_relay.as_str())),
+                ("rate_per_s", Value::from(f.rate)),
+                ("planned", Value::from(f.planned)),
+                ("sent", Value::from(f.issued)),
+                ("applied", Value::from(f.applied)),
+                ("rejected", Value::from(f.rejected)),
+                ("errors", Value::from(f.errors)),
+                ("send_s", secs(f.send_took)),
+                ("expected_deliveries", Value::from(f.expected)),
+                ("deliveries", Value::from(f.delivered)),
+                ("missing", Value::from(f.missing)),
+                ("unmatched", Value::from(f.unmatched)),
+                ("lagged", Value::from(f.lagged)),
+                ("snapshots", Value::from(f.snapshots)),
+                ("drained", Value::from(f.drained)),
+                ("drained_in_s", secs(f.drained_in)),
+                ("events_seen_by_all", Value::from(f.complete_events)),
+                ("delivery", f.delivery.to_json()),
+                (
+                    "delivery_by_send_second",
+                    Value::Array(f.by_second.iter().map(Summary::to_json).collect()),
+                ),
+                ("last_client", f.all_clients.to_json()),
+                ("sender_ack", f.ack.to_json()),
+                ("span_s", secs(f.span)),
+                ("deliveries_per_s", Value::from(f.deliveries_per_sec)),
+            ])
+        });
+        let fanout = Value::Array(fanout.collect());
+        let procs = self
+            .procs
+            .iter()
+            .map(|p| {
+                Value::object([
+                    ("name", Value::from(p.name.as_str())),
+                    ("pid", Value::from(p.pid)),
+                    ("threads", Value::from(p.threads)),
+                    ("rss_idle_kb", Value::from(p.rss_idle_kb)),
+                    ("rss_connected_kb", Value::from(p.rss_connected_kb)),
+                    ("rss_after_kb", Value::from(p.rss_after_kb)),
+                    ("rss_peak_kb", Value::from(p.rss_peak_kb)),
+                ])
+            })
+            .collect();
+        let phases = self
+            .phases
+            .iter()
+            .map(|ph| {
+                let cpu = self
+                    .procs
+                    .iter()
+                    .zip(&ph.cpu)
+                    .map(|(p, c)| (p.name.clone(), secs(*c)))
+                    .collect::<Vec<_>>();
+                Value::object([
+                    ("name", Value::from(ph.name.as_str())),
+                    ("wall_s", secs(ph.wall)),
+                    ("cpu_s", Value::object(cpu)),
+                    ("softirq_s", secs(ph.softirq)),
+                    ("udp_in", Value::from(ph.udp.in_datagrams)),
+                    ("udp_out", Value::from(ph.udp.out_datagrams)),
+                    ("udp_rcvbuf_errors", Value::from(ph.udp.rcvbuf_errors)),
+                    ("udp_sndbuf_errors", Value::from(ph.udp.sndbuf_errors)),
+                ])
+            })
+            .collect();
+        Value::object([
+            ("command", Value::from(command)),
+            ("cores", Value::from(self.cores)),
+            ("cpu_model", Value::from(self.cpu_model.as_str())),
+            ("kernel", Value::from(self.kernel.as_str())),
+            ("release_build", Value::from(self.release)),
+            (
+                "layout",
+                Value::from(
+                    "origin, relay and echo are separate processes; all clients share the bench process",
+                ),
+            ),
+            ("data_dir", Value::from(self.data_dir.as_str())),
+            (
+                "data_fs",
+                Value::from(self.data_fs.as_ref().map(|(fs, dev)| format!("{fs} {dev}"))),
+            ),
+            ("round_trips", Value::object(rows)),
+            ("probe_rejected", Value::from(self.probe_rejected)),
+            ("sdk_failed", Value::from(self.sdk_failed)),
+            ("connect", connect.unwrap_or(Value::Null)),
+            ("fanout", fanout),
+            ("processes", Value::Array(procs)),
+            ("phases", Value::Array(phases)),
+            (
+                "notes",
+                Value::Array(self.notes.iter().map(|n| Value::from(n.as_str())).collect()),
+            ),
+            ("took_s", secs(self.took)),
+            ("loadavg_start", Value::from(self.loadavg.0.as_str())),
+            ("loadavg_end", Value::from(self.loadavg.1.as_str())),
+            ("other_processes_cpu_s", secs(self.others_cpu)),
+            ("softirq_s", secs(self.softirq)),
+            ("steal_s", secs(self.steal)),
+            ("gap_us", Value::from(u64::try_from(self.gap.as_micros()).unwrap_or(u64::MAX))),
+        ])
+    }
+}

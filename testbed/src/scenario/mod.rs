@@ -1,0 +1,2 @@
+//! Scenarios: topologies behind impaired links, timelines, invariants and
+//! reports (being written).
