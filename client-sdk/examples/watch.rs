@@ -42,7 +42,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(t) = client.server_time() {
             if let Some(b) = room.state().battle {
                 let left = b.ends_at.saturating_since(t);
-                println!("   battle {} {}:{} — {:.1} s to the bell", b.id, b.scores[0], b.scores[1], left.as_secs_f64());
+                println!(
+                    "   battle {} {}:{} — {:.1} s to the bell",
+                    b.id,
+                    b.scores[0],
+                    b.scores[1],
+                    left.as_secs_f64()
+                );
             }
         }
     }

@@ -282,12 +282,13 @@ fn random_session() -> SessionId {
     SessionId(h.finish())
 }
 
-/// Connect to every relay at once and measure each handshake's RTT.
+/// Connect to every relay at once and measure each handshake's RTT. The
+/// connections are kept: the fastest becomes the session's.
 async fn probe(
     endpoint: &quinn::Endpoint,
     client_config: &quinn::ClientConfig,
     config: &Config,
-) -> Vec<(Duration, SocketAddr)> {
+) -> Vec<(Duration, SocketAddr, quinn::Connection)> {
     let probes = config.relays.iter().map(|addr| {
         let (endpoint, cfg, name) = (
             endpoint.clone(),
@@ -314,10 +315,10 @@ async fn probe(
     let mut measured = Vec::new();
     for r in results {
         if let Ok((addr, Some((rtt, conn)))) = r.await {
-            conn.close(0u32.into(), b"probe");
-            measured.push((rtt, addr));
+            measured.push((rtt, addr, conn));
         }
     }
+    measured.sort_by_key(|(rtt, addr, _)| (*rtt, *addr));
     measured
 }
 
@@ -342,11 +343,10 @@ impl Client {
         let session = config.session.unwrap_or_else(random_session);
         // Measure every relay at once by its handshake; keep the fastest.
         let mut measured = Vec::new();
-        if config.probe {
+        if config.probe && config.relays.len() > 1 {
             measured = probe(&endpoint, &client_config, &config).await;
         }
-        measured.sort();
-        let mut ranking: Vec<SocketAddr> = measured.iter().map(|(_, a)| *a).collect();
+        let mut ranking: Vec<SocketAddr> = measured.iter().map(|(_, a, _)| *a).collect();
         for a in &config.relays {
             if !ranking.contains(a) {
                 ranking.push(*a);
@@ -363,14 +363,29 @@ impl Client {
         };
         let mut last = Error::Unreachable("no relay answered".into());
         let mut first = None;
-        for addr in &ranking {
-            match driver::connect(&dial, *addr, 1).await {
-                Ok(c) => {
-                    first = Some(c);
-                    break;
-                }
+        // The fastest probe's connection carries the session; the rest close.
+        let mut probes = measured.into_iter().map(|(_, _, c)| c);
+        if let Some(best) = probes.next() {
+            match driver::open_session(&dial, best, 1).await {
+                Ok(c) => first = Some(c),
                 Err(e @ Error::Refused { .. }) => return Err(e),
                 Err(e) => last = e,
+            }
+        }
+        for other in probes {
+            other.close(0u32.into(), b"probe");
+        }
+        // Otherwise (no probe, or the best one failed): in ranking order.
+        if first.is_none() {
+            for addr in &ranking {
+                match driver::connect(&dial, *addr, 1).await {
+                    Ok(c) => {
+                        first = Some(c);
+                        break;
+                    }
+                    Err(e @ Error::Refused { .. }) => return Err(e),
+                    Err(e) => last = e,
+                }
             }
         }
         let first = first.ok_or(last)?;

@@ -283,7 +283,10 @@ impl Driver {
                     return;
                 }
                 let (state, _) = watch::channel(RoomState::new(room));
-                let (updates, _) = broadcast::channel(4096);
+                // Apps that fall further behind than this see `Lagged` and
+                // can read `Room::state()` instead; a deeper buffer costs
+                // memory per room per client.
+                let (updates, _) = broadcast::channel(256);
                 self.rooms.insert(
                     room,
                     Slot {
@@ -647,7 +650,7 @@ impl Driver {
             let every = if self.clock.len() < 5 {
                 100_000
             } else {
-                1_000_000
+                2_000_000
             };
             self.next_ping = now + every;
         }
@@ -732,31 +735,39 @@ pub(crate) async fn connect(
     addr: SocketAddr,
     gen: u64,
 ) -> Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error> {
-    let Dial {
-        endpoint,
-        cfg,
-        server_name,
-        token,
-        session,
-        timeout,
-        datagrams,
-    } = dial;
-    let (session, timeout, datagrams) = (*session, *timeout, *datagrams);
     let attempt = async {
-        let conn = endpoint
-            .connect_with(cfg.clone(), addr, server_name)
+        let conn = dial
+            .endpoint
+            .connect_with(dial.cfg.clone(), addr, &dial.server_name)
             .map_err(|e| Error::Unreachable(e.to_string()))?
             .await
             .map_err(|e| Error::Unreachable(e.to_string()))?;
+        open_session(dial, conn, gen).await
+    };
+    match tokio::time::timeout(dial.timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Unreachable(format!("{addr}: timed out"))),
+    }
+}
+
+/// Open the session on a connection that is already up (say hello, await
+/// the welcome, start the readers).
+pub(crate) async fn open_session(
+    dial: &Dial,
+    conn: quinn::Connection,
+    gen: u64,
+) -> Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error> {
+    let addr = conn.remote_address();
+    let attempt = async {
         let (mut ctrl, mut recv) = conn
             .open_bi()
             .await
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         let hello = ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
-            token: token.to_vec(),
-            session,
-            datagrams,
+            token: dial.token.clone(),
+            session: dial.session,
+            datagrams: dial.datagrams,
         });
         send_frame(&mut ctrl, &hello)
             .await
@@ -797,7 +808,7 @@ pub(crate) async fn connect(
             rx,
         ))
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    match tokio::time::timeout(dial.timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(Error::Unreachable(format!("{addr}: timed out"))),
     }

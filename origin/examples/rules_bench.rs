@@ -16,15 +16,43 @@ fn main() {
     let mut now = ServerTime(1_000_000_000_000);
     // A battle in every other room pair, so half the gifts also move scores.
     for r in (0..rooms).step_by(4) {
-        let host = Actor { user: UserId(1_000_000 + r), grant: Grant::Host };
-        let id = ActionId { session: SessionId(1_000_000 + r), n: 1 };
-        let invite = ActionMsg { id, room: RoomId(r), sent_at: now, action: Action::PkInvite { to: RoomId(r + 1), duration_secs: 600 } };
+        let host = Actor {
+            user: UserId(1_000_000 + r),
+            grant: Grant::Host,
+        };
+        let id = ActionId {
+            session: SessionId(1_000_000 + r),
+            n: 1,
+        };
+        let invite = ActionMsg {
+            id,
+            room: RoomId(r),
+            sent_at: now,
+            action: Action::PkInvite {
+                to: RoomId(r + 1),
+                duration_secs: 600,
+            },
+        };
         let _ = auth.handle_action(now, host, &invite);
-        let battle = auth.room(RoomId(r + 1)).and_then(|s| s.pk_invite.as_ref()).map(|i| i.battle);
+        let battle = auth
+            .room(RoomId(r + 1))
+            .and_then(|s| s.pk_invite.as_ref())
+            .map(|i| i.battle);
         if let Some(battle) = battle {
-            let host_b = Actor { user: UserId(1_000_000 + r + 1), grant: Grant::Host };
-            let id = ActionId { session: SessionId(1_000_000 + r + 1), n: 1 };
-            let accept = ActionMsg { id, room: RoomId(r + 1), sent_at: now, action: Action::PkAccept { battle } };
+            let host_b = Actor {
+                user: UserId(1_000_000 + r + 1),
+                grant: Grant::Host,
+            };
+            let id = ActionId {
+                session: SessionId(1_000_000 + r + 1),
+                n: 1,
+            };
+            let accept = ActionMsg {
+                id,
+                room: RoomId(r + 1),
+                sent_at: now,
+                action: Action::PkAccept { battle },
+            };
             let _ = auth.handle_action(now, host_b, &accept);
         }
     }
@@ -34,12 +62,21 @@ fn main() {
     for i in 0..n {
         let u = i % users;
         counters[u as usize] += 1;
-        let actor = Actor { user: UserId(u), grant: Grant::Viewer };
+        let actor = Actor {
+            user: UserId(u),
+            grant: Grant::Viewer,
+        };
         let msg = ActionMsg {
-            id: ActionId { session: SessionId(u), n: counters[u as usize] },
+            id: ActionId {
+                session: SessionId(u),
+                n: counters[u as usize],
+            },
             room: RoomId((i * 7) % rooms),
             sent_at: now,
-            action: Action::Gift { gift: GiftId(1 + (i % 5) as u32), count: 1 },
+            action: Action::Gift {
+                gift: GiftId(1 + (i % 5) as u32),
+                count: 1,
+            },
         };
         now = now + Duration::from_micros(1);
         if let Decision::Decided(rec) = auth.handle_action(now, actor, &msg) {

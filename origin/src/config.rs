@@ -106,7 +106,10 @@ gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
         assert_eq!(c.rules.max_likes, 77);
         assert_eq!(c.ring, Config::default().ring);
         std::fs::write(&file, "nmae = \"typo\"").expect("write");
-        assert!(Config::load(Some(&file)).is_err(), "unknown keys are refused");
+        assert!(
+            Config::load(Some(&file)).is_err(),
+            "unknown keys are refused"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1069,7 +1069,12 @@ mod checkpoint {
     fn a_checkpoint_plus_the_rest_of_the_log_equals_the_whole_log() {
         let mut w = World::new();
         start_battle(&mut w, 30);
-        applied(w.host(A, Action::SeatMode { mode: SeatMode::FreeTake }));
+        applied(w.host(
+            A,
+            Action::SeatMode {
+                mode: SeatMode::FreeTake,
+            },
+        ));
         applied(w.viewer(11, A, Action::SeatTake { seat: 1 }));
         applied(w.viewer(12, B, gift(2)));
         w.presence(A, 11, false);

@@ -119,10 +119,40 @@ impl Identity {
         Ok(Identity { certs, key })
     }
 
+    /// The private key as PEM (PKCS#8), to hand to a server process.
+    pub fn key_pem(&self) -> String {
+        let label = match &self.key {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        pem_encode(label, self.key.secret_der())
+    }
+
     /// The leaf certificate as PEM, for a client to trust.
     pub fn cert_pem(&self) -> String {
         let der = self.certs.first().map(|c| c.as_ref()).unwrap_or_default();
         pem_encode("CERTIFICATE", der)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_identity_round_trips_through_pem_files() {
+        let id = Identity::self_signed(&["localhost"]).expect("generate");
+        let dir = std::env::temp_dir().join(format!("ringside-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, id.cert_pem()).expect("write");
+        std::fs::write(&key, id.key_pem()).expect("write");
+        let back = Identity::from_pem_files(&cert, &key).expect("load");
+        assert_eq!(back.certs, id.certs);
+        assert_eq!(back.key.secret_der(), id.key.secret_der());
+        assert_eq!(parse_certs(&id.cert_pem()).expect("parse"), id.certs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -180,7 +210,8 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tuning {
-    /// Keep-alive PING interval, milliseconds.
+    /// Keep-alive PING interval, milliseconds (0: send none; the peer's
+    /// keep-alives and our acks of them keep the connection alive).
     pub keep_alive_ms: u64,
     /// Idle timeout: a peer silent this long is gone, milliseconds.
     pub idle_timeout_ms: u64,
@@ -208,6 +239,17 @@ impl Default for Tuning {
 }
 
 impl Tuning {
+    /// Settings for a server's side of client connections: clients send the
+    /// keep-alives (their acks keep both ends' idle timers fresh), so a
+    /// thousand idle clients do not cost a thousand timers' worth of pings
+    /// each way.
+    pub fn client_facing() -> Tuning {
+        Tuning {
+            keep_alive_ms: 0,
+            ..Tuning::default()
+        }
+    }
+
     /// Settings for the relay↔origin link: a busier, longer-lived connection
     /// with larger buffers and a little more patience.
     pub fn backbone() -> Tuning {
@@ -223,7 +265,9 @@ impl Tuning {
     /// The quinn transport configuration.
     pub fn transport(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
-        t.keep_alive_interval(Some(Duration::from_millis(self.keep_alive_ms)));
+        t.keep_alive_interval(
+            (self.keep_alive_ms > 0).then(|| Duration::from_millis(self.keep_alive_ms)),
+        );
         t.max_idle_timeout(
             quinn::IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms)).ok(),
         );

@@ -164,7 +164,10 @@ mod tests {
         let full = cache(10, 100);
         let recent: Vec<Event> = (6..=10).map(event).collect();
         let c = RoomCache::with_recent(full.state().clone(), recent, 100);
-        assert_eq!(c.serve(Some(Seq(7))), Serve::Events((8..=10).map(event).collect()));
+        assert_eq!(
+            c.serve(Some(Seq(7))),
+            Serve::Events((8..=10).map(event).collect())
+        );
         assert!(matches!(c.serve(Some(Seq(4))), Serve::Snapshot(_)));
         // Events that do not end at the snapshot are not trusted.
         let c = RoomCache::with_recent(full.state().clone(), (5..=9).map(event).collect(), 100);

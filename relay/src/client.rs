@@ -255,7 +255,11 @@ async fn read_loop(
                 ClientMsg::Ping { nonce } => {
                     if let Some(origin_time) = shared.clock.origin_now() {
                         let pong = ServerMsg::Pong { nonce, origin_time };
-                        let _ = out.try_send(Out::Datagram(item(Class::Session, &pong)));
+                        let _ = out.try_send(Out::Datagram(item(
+                            Class::Session,
+                            &pong,
+                            sched::Copies::Once,
+                        )));
                     }
                     continue;
                 }
@@ -280,7 +284,11 @@ async fn read_loop(
                             id: msg.id,
                             outcome: Outcome::Rejected { reason },
                         };
-                        let _ = out.try_send(Out::Datagram(item(Class::Session, &ack)));
+                        let _ = out.try_send(Out::Datagram(item(
+                            Class::Session,
+                            &ack,
+                            sched::Copies::Twice,
+                        )));
                         if via_stream {
                             let _ = out.try_send(Out::Reliable(frame(&ack)));
                         }
@@ -313,11 +321,12 @@ async fn read_loop(
     }
 }
 
-fn item(class: Class, msg: &ServerMsg) -> sched::Item {
+fn item(class: Class, msg: &ServerMsg, copies: sched::Copies) -> sched::Item {
     sched::Item {
         class,
         payload: Bytes::from(codec::encode(msg).unwrap_or_default()),
         coalesce: None,
+        copies,
     }
 }
 
@@ -337,6 +346,7 @@ async fn write_loop(
     let redundancy = (shared.config.redundancy_us > 0).then_some(shared.config.redundancy_us);
     let mut sched = Scheduler::new(shared.config.client_budget, redundancy);
     let clock = shared.clock.clone();
+    let mut loss = LossWatch::default();
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
             // Queued but no room in quinn's buffer last time: look again soon.
@@ -404,12 +414,37 @@ async fn write_loop(
         let Some(max) = conn.max_datagram_size() else {
             continue;
         };
+        let now = clock.local();
+        sched.set_lossy(loss.lossy(now, &conn));
         let space = conn.datagram_send_buffer_space();
-        for d in sched.poll_datagrams(clock.local(), max, space) {
+        for d in sched.poll_datagrams(now, max, space) {
             if conn.send_datagram(d).is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Whether a connection has lost packets lately: quinn's loss counter,
+/// looked at no more than every 50 ms; a loss keeps the path "lossy" for 5 s.
+#[derive(Debug, Default)]
+struct LossWatch {
+    checked_at: u64,
+    lost: u64,
+    lossy_until: u64,
+}
+
+impl LossWatch {
+    fn lossy(&mut self, now: u64, conn: &quinn::Connection) -> bool {
+        if now.saturating_sub(self.checked_at) >= 50_000 {
+            self.checked_at = now;
+            let lost = conn.stats().path.lost_packets;
+            if lost > self.lost {
+                self.lossy_until = now + 5_000_000;
+            }
+            self.lost = lost;
+        }
+        now < self.lossy_until
     }
 }
 

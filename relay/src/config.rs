@@ -77,7 +77,7 @@ impl Default for Config {
             actions_per_sec: 50,
             messages_per_sec: 400,
             drain_timeout_ms: 5_000,
-            tuning: Tuning::default(),
+            tuning: Tuning::client_facing(),
             upstream_tuning: Tuning::backbone(),
         }
     }

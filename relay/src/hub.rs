@@ -241,7 +241,11 @@ impl Hub {
                 if first_client {
                     // A resuming client's `since` asks the origin for the
                     // events after it too, so the resume can be gap-free.
-                    self.up(UpMsg::Subscribe { room, since: None, history: since });
+                    self.up(UpMsg::Subscribe {
+                        room,
+                        since: None,
+                        history: since,
+                    });
                 }
             }
         }
@@ -376,7 +380,11 @@ impl Hub {
             })
             .collect();
         for (room, since, users) in rooms {
-            self.up(UpMsg::Subscribe { room, since, history: None });
+            self.up(UpMsg::Subscribe {
+                room,
+                since,
+                history: None,
+            });
             for user in users {
                 self.up(UpMsg::Presence {
                     room,
@@ -428,9 +436,11 @@ impl Hub {
     /// A message from the origin.
     pub fn handle_down(&mut self, now: u64, msg: DownMsg) {
         match msg {
-            DownMsg::Snapshot { room, state, recent } => {
-                self.handle_snapshot(now, room, *state, recent)
-            }
+            DownMsg::Snapshot {
+                room,
+                state,
+                recent,
+            } => self.handle_snapshot(now, room, *state, recent),
             DownMsg::Events { room, events } => self.handle_events(now, room, events),
             DownMsg::Ack { id, outcome } => {
                 let Some(p) = self.pending.remove(&id) else {
@@ -445,6 +455,7 @@ impl Hub {
                         class: Class::Session,
                         payload: payload(&ack),
                         coalesce: None,
+                        copies: sched::Copies::Twice,
                     }),
                 );
                 if p.via_stream {
@@ -511,7 +522,11 @@ impl Hub {
             Err(e) => {
                 tracing::warn!(%room, error = %e, "gap in the origin's events; resubscribing");
                 let since = Some(cache.seq());
-                self.up(UpMsg::Subscribe { room, since, history: None });
+                self.up(UpMsg::Subscribe {
+                    room,
+                    since,
+                    history: None,
+                });
                 return;
             }
         };
@@ -527,6 +542,7 @@ impl Hub {
                     events: vec![e],
                 }),
                 coalesce: None,
+                copies: sched::Copies::IfLossy,
             };
             for c in &clients {
                 self.send_to(*c, Out::Datagram(item.clone()));
@@ -556,6 +572,7 @@ impl Hub {
                 class: Class::Ambient,
                 payload: payload(&ServerMsg::Head { room, seq }),
                 coalesce: Some(room.0),
+                copies: sched::Copies::Once,
             };
             for c in clients {
                 self.send_to(c, Out::Datagram(item.clone()));

@@ -46,15 +46,20 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
     let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
     match args.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
-        Command::MintToken { user, host_of, room, operator, ttl_secs } => {
+        Command::MintToken {
+            user,
+            host_of,
+            room,
+            operator,
+            ttl_secs,
+        } => {
             let claims = Claims {
                 user: UserId(user),
                 rooms: (!room.is_empty()).then(|| room.into_iter().map(RoomId).collect()),
@@ -62,14 +67,19 @@ async fn main() -> anyhow::Result<()> {
                 operator,
                 expires: unix_now() + ttl_secs,
             };
-            println!("{}", to_hex(&TokenKey::new(config.token_secret.as_bytes()).mint(&claims)));
+            println!(
+                "{}",
+                to_hex(&TokenKey::new(config.token_secret.as_bytes()).mint(&claims))
+            );
             Ok(())
         }
     }
 }
 
 async fn run(config: relay::Config) -> anyhow::Result<()> {
-    let relay = relay::Relay::start(config).await.context("starting the relay")?;
+    let relay = relay::Relay::start(config)
+        .await
+        .context("starting the relay")?;
     // SIGTERM or Ctrl-C: drain (clients move to the configured peers), then exit.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

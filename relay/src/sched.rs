@@ -6,15 +6,28 @@
 //! budget; other classes are never dropped — a client that cannot take them
 //! is over budget and gets cut off, then resumes from a snapshot.
 //!
-//! With redundancy on, critical messages (session, authority, gift) go twice,
-//! the copy a few milliseconds later in a separate datagram, so that one lost
-//! packet costs nothing.
+//! With redundancy on, messages marked for it go twice, the copy a few
+//! milliseconds later in a separate datagram, so that one lost packet costs
+//! nothing. Acks are always marked; fanned-out authority and gift events only
+//! while the client's path is losing packets (doubling every event for every
+//! client would double the relay's fan-out cost for nothing on a clean path).
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use protocol::codec::Packer;
 use protocol::Class;
+
+/// Whether a message goes twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// Once (pongs, heads, ambient traffic: lost ones are re-asked or coalesced).
+    Once,
+    /// Twice while the path is losing packets (fanned-out events).
+    IfLossy,
+    /// Always twice (acks: a lost ack costs a whole timeout).
+    Twice,
+}
 
 /// One encoded message waiting to go out as (part of) a datagram.
 #[derive(Debug, Clone)]
@@ -25,6 +38,8 @@ pub struct Item {
     pub payload: Bytes,
     /// Ambient only: a queued item with the same key is replaced.
     pub coalesce: Option<u64>,
+    /// Whether it goes twice.
+    pub copies: Copies,
 }
 
 /// The client's queue is over budget with nothing left to drop.
@@ -40,6 +55,7 @@ pub struct Scheduler {
     bytes: usize,
     budget: usize,
     redundancy: Option<u64>,
+    lossy: bool,
     dropped: u64,
 }
 
@@ -53,8 +69,14 @@ impl Scheduler {
             bytes: 0,
             budget,
             redundancy: redundancy_us,
+            lossy: false,
             dropped: 0,
         }
+    }
+
+    /// Whether the path is losing packets now (decides [`Copies::IfLossy`]).
+    pub fn set_lossy(&mut self, lossy: bool) {
+        self.lossy = lossy;
     }
 
     /// Queue a message.
@@ -136,7 +158,12 @@ impl Scheduler {
                     // Larger than any datagram: it should have gone on a stream.
                     continue;
                 }
-                if let (Some(delay), true) = (self.redundancy, item.class.is_critical()) {
+                let twice = match item.copies {
+                    Copies::Once => false,
+                    Copies::IfLossy => self.lossy,
+                    Copies::Twice => true,
+                };
+                if let (Some(delay), true) = (self.redundancy, twice) {
                     self.copies.push_back((now + delay, item.payload));
                 }
             }
@@ -155,10 +182,16 @@ mod tests {
     fn item(class: Class, tag: u8, len: usize, coalesce: Option<u64>) -> Item {
         let mut v = vec![tag; len];
         v[0] = tag;
+        let copies = if class.is_critical() {
+            Copies::IfLossy
+        } else {
+            Copies::Once
+        };
         Item {
             class,
             payload: Bytes::from(v),
             coalesce,
+            copies,
         }
     }
 
@@ -227,8 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn events_go_once_on_a_clean_path() {
+        let mut s = Scheduler::new(10_000, Some(5_000));
+        s.push(item(Class::Gift, 1, 10, None)).expect("fits");
+        assert_eq!(tags(&s.poll_datagrams(0, 1200, 10_000)), vec![1]);
+        assert!(s.is_idle());
+        let mut ack = item(Class::Session, 2, 10, None);
+        ack.copies = Copies::Twice;
+        s.push(ack).expect("fits");
+        s.poll_datagrams(0, 1200, 10_000);
+        assert_eq!(tags(&s.poll_datagrams(5_000, 1200, 10_000)), vec![2]);
+    }
+
+    #[test]
     fn critical_messages_go_twice_in_separate_datagrams() {
         let mut s = Scheduler::new(10_000, Some(5_000));
+        s.set_lossy(true);
         s.push(item(Class::Gift, 1, 10, None)).expect("fits");
         s.push(item(Class::Chat, 2, 10, None)).expect("fits");
         let first = s.poll_datagrams(1_000, 1200, 10_000);

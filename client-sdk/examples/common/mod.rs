@@ -22,12 +22,18 @@ impl Args {
 
     /// A string argument.
     pub fn get(&self, key: &str, default: &str) -> String {
-        self.0.get(key).cloned().unwrap_or_else(|| default.to_string())
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
 
     /// A number argument.
     pub fn num(&self, key: &str, default: u64) -> u64 {
-        self.0.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.0
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 
     /// Connect with `--relay`, `--cert` and `--token` (hex, as printed by
@@ -37,7 +43,12 @@ impl Args {
         let pem = std::fs::read_to_string(self.get("cert", "ringside-data/relay-cert.pem"))?;
         let token = protocol::token::from_hex(&self.get("token", ""))
             .ok_or("--token must be the hex printed by `relay mint-token`")?;
-        let client = Client::builder().relay(relay).token(token).trust_pem(&pem)?.connect().await?;
+        let client = Client::builder()
+            .relay(relay)
+            .token(token)
+            .trust_pem(&pem)?
+            .connect()
+            .await?;
         Ok(client)
     }
 }

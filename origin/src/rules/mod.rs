@@ -140,7 +140,11 @@ impl Authority {
     /// An authority as it was at a checkpoint (timers are derived again).
     pub fn restore(config: Config, snap: Snapshot) -> Authority {
         let mut a = Authority::new(config);
-        a.sessions = Sessions::import(a.config.session_window, a.config.max_sessions, snap.sessions);
+        a.sessions = Sessions::import(
+            a.config.session_window,
+            a.config.max_sessions,
+            snap.sessions,
+        );
         a.closed_invites = snap.closed_invites.into_iter().collect();
         a.next_battle = snap.next_battle;
         a.next_challenge = snap.next_challenge;

@@ -88,7 +88,10 @@ pub(super) async fn run(
             }
         };
         let out = handle(&mut auth, &mut presence, &clock, input);
-        since_checkpoint += out.iter().filter(|i| matches!(i, Item::Record { .. })).count() as u64;
+        since_checkpoint += out
+            .iter()
+            .filter(|i| matches!(i, Item::Record { .. }))
+            .count() as u64;
         for item in out {
             if items.send(item).await.is_err() {
                 return;
@@ -145,7 +148,11 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
             out.push(Item::RelayGone { relay });
         }
         Input::Up { relay, msg } => match msg {
-            UpMsg::Subscribe { room, since, history } => {
+            UpMsg::Subscribe {
+                room,
+                since,
+                history,
+            } => {
                 record(&mut out, auth.handle_open(now, room), None);
                 out.push(Item::Subscribe {
                     relay,

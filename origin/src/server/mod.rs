@@ -151,7 +151,8 @@ impl Origin {
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let mut auth = match &recovered.checkpoint {
             Some(blob) => {
-                let snap = protocol::codec::decode(blob).map_err(|e| Error::Replay(e.to_string()))?;
+                let snap =
+                    protocol::codec::decode(blob).map_err(|e| Error::Replay(e.to_string()))?;
                 Authority::restore(config.rules.clone(), snap)
             }
             None => Authority::new(config.rules.clone()),
@@ -183,7 +184,13 @@ impl Origin {
             .name("origin-wal".into())
             .spawn(move || commit::run(wal, item_rx, batch_tx))?;
         let mut tasks = JoinSet::new();
-        tasks.spawn(authority::run(auth, clock, input_rx, item_tx, config.checkpoint_every));
+        tasks.spawn(authority::run(
+            auth,
+            clock,
+            input_rx,
+            item_tx,
+            config.checkpoint_every,
+        ));
         tasks.spawn(publisher.run(batch_rx));
         let shared = Arc::new(Shared {
             name: config.name.clone(),

@@ -74,6 +74,15 @@ impl Publisher {
     fn handle(&mut self, item: Item) {
         match item {
             Item::Record { record, reply } => {
+                // The ack first: both are durable by now, and the sender
+                // should not wait behind the fan-out of its own gift.
+                if let (Some(relay), Some(ack)) = (reply, record.ack) {
+                    let msg = DownMsg::Ack {
+                        id: ack.id,
+                        outcome: ack.outcome,
+                    };
+                    self.send(relay, frame(&msg));
+                }
                 let mut i = 0;
                 let events = record.events;
                 // Consecutive events of one room go out as one message.
@@ -86,13 +95,6 @@ impl Publisher {
                     let run: Vec<Event> = events[i..j].iter().map(|(_, e)| e.clone()).collect();
                     self.publish(room, run);
                     i = j;
-                }
-                if let (Some(relay), Some(ack)) = (reply, record.ack) {
-                    let msg = DownMsg::Ack {
-                        id: ack.id,
-                        outcome: ack.outcome,
-                    };
-                    self.send(relay, frame(&msg));
                 }
             }
             Item::Answer { relay, id, outcome } => {
@@ -155,7 +157,13 @@ impl Publisher {
     /// snapshot (and, when asked, the ring's events after `history`, so the
     /// relay can serve clients resuming from there); either way the relay is
     /// current afterwards. Long backlogs go as several frames.
-    fn subscribe(&mut self, relay: RelayId, room: RoomId, since: Option<Seq>, history: Option<Seq>) {
+    fn subscribe(
+        &mut self,
+        relay: RelayId,
+        room: RoomId,
+        since: Option<Seq>,
+        history: Option<Seq>,
+    ) {
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -165,7 +173,8 @@ impl Publisher {
         r.subscribers.insert(relay);
         let head = r.state.seq;
         let first = r.ring.front().map_or(head.next(), |e| e.seq);
-        let after = |s: Seq| -> Vec<Event> { r.ring.iter().filter(|e| e.seq > s).cloned().collect() };
+        let after =
+            |s: Seq| -> Vec<Event> { r.ring.iter().filter(|e| e.seq > s).cloned().collect() };
         let frames: Vec<Option<Bytes>> = match since {
             Some(s) if s <= head && s.next() >= first => {
                 codec::chunk_events(after(s), codec::EVENTS_PER_FRAME_BYTES)
@@ -176,10 +185,15 @@ impl Publisher {
             _ => {
                 let mut recent = history.map(after).unwrap_or_default();
                 // The newest events that fit in the snapshot's frame.
-                let mut chunks = codec::chunk_events(recent.split_off(0), codec::EVENTS_PER_FRAME_BYTES);
+                let mut chunks =
+                    codec::chunk_events(recent.split_off(0), codec::EVENTS_PER_FRAME_BYTES);
                 let recent = chunks.pop().unwrap_or_default();
                 let state = Box::new(r.state.clone());
-                vec![frame(&DownMsg::Snapshot { room, state, recent })]
+                vec![frame(&DownMsg::Snapshot {
+                    room,
+                    state,
+                    recent,
+                })]
             }
         };
         if let Some(rel) = self.relays.get_mut(&relay) {
