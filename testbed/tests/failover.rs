@@ -16,6 +16,10 @@ use testbed::impair::{LinkProfile, Profile};
 use testbed::link::{spawn_link, LinkConfig};
 use testbed::topology::Topology;
 
+/// These tests time failovers against seconds-long bounds; on a 2-core
+/// machine they run one at a time so that none starves another.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const A: RoomId = RoomId(31);
 const B: RoomId = RoomId(32);
 const CLIENTS: u64 = 20;
@@ -113,6 +117,7 @@ async fn wait_acked(acked: &AtomicU64, more_than: u64, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_battle_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let mut t = topology("kill", 2, |_| {}).await;
     let (ra, rb, viewers) = battle_on_relay0(&t).await;
     let mut events: Vec<_> = viewers.iter().map(|(c, _)| c.events()).collect();
@@ -160,6 +165,7 @@ async fn a_relay_killed_mid_battle_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_relay_moves_its_clients_without_a_gap() {
+    let _serial = SERIAL.lock().await;
     let mut t = topology("drain", 2, |_| {}).await;
     let (ra, _rb, viewers) = battle_on_relay0(&t).await;
     let mut events: Vec<_> = viewers.iter().map(|(c, _)| c.events()).collect();
@@ -218,6 +224,7 @@ async fn a_drained_relay_moves_its_clients_without_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_cut_off_from_the_origin_acks_nothing_until_it_is_back() {
+    let _serial = SERIAL.lock().await;
     let t = topology("partition", 1, |_| {}).await;
     let viewers: Vec<(Client, Room)> = {
         let mut v = Vec::new();
@@ -276,6 +283,7 @@ async fn a_relay_cut_off_from_the_origin_acks_nothing_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_restart_keeps_timers_scores_and_seats() {
+    let _serial = SERIAL.lock().await;
     let mut t = topology("origin-restart", 1, |_| {}).await;
     let ha = t.client(1, &[A], &[0]).await.expect("host A");
     let hb = t.client(2, &[B], &[0]).await.expect("host B");
@@ -357,6 +365,7 @@ async fn an_origin_restart_keeps_timers_scores_and_seats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_loss_raises_no_false_alarm() {
+    let _serial = SERIAL.lock().await;
     let t = topology("no-false-alarm", 1, |_| {}).await;
     let profile = LinkProfile::symmetric(Profile {
         loss: 0.05,
