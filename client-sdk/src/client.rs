@@ -68,6 +68,13 @@ pub enum ClientEvent {
         /// Reachable or not.
         connected: bool,
     },
+    /// The session was refused for good (an expired or bad token): every
+    /// waiting action failed with this error and nothing reconnects. The app
+    /// gets a fresh token and builds a new client.
+    Failed {
+        /// Why.
+        error: Error,
+    },
 }
 
 /// An action's authoritative outcome.
@@ -97,8 +104,6 @@ pub struct Config {
     pub tuning: Tuning,
     /// Send critical actions twice this far apart; `None` sends once.
     pub redundancy: Option<Duration>,
-    /// The session; random by default.
-    pub session: Option<SessionId>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
     /// Use datagrams (the default). Off, everything travels on the reliable
@@ -118,7 +123,6 @@ impl Default for Config {
             roots: Vec::new(),
             tuning: Tuning::default(),
             redundancy: Some(Duration::from_millis(4)),
-            session: None,
             connect_timeout: Duration::from_millis(1500),
             datagrams: true,
             probe: true,
@@ -185,12 +189,6 @@ impl ClientBuilder {
     /// Rank relays by measured RTT (default), or keep the given order.
     pub fn probe(mut self, on: bool) -> Self {
         self.config.probe = on;
-        self
-    }
-
-    /// Use this session id (default: random).
-    pub fn session(mut self, session: SessionId) -> Self {
-        self.config.session = Some(session);
         self
     }
 
@@ -276,9 +274,16 @@ impl std::fmt::Debug for Client {
 fn random_session() -> SessionId {
     // Randomness without a dependency: the std hasher is randomly keyed.
     use std::hash::{BuildHasher, Hasher};
+    // The std hasher is keyed from the OS's randomness; mixing in the wall
+    // clock, the process and a counter keeps ids distinct within a process.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(wall.as_nanos());
     h.write_u64(std::process::id().into());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     SessionId(h.finish())
 }
 
@@ -340,7 +345,9 @@ impl Client {
             net::client_endpoint(bind, &config.tuning).map_err(|e| Error::Setup(e.to_string()))?;
         let client_config = net::client_config(&config.roots, ALPN_CLIENT, &config.tuning)
             .map_err(|e| Error::Setup(e.to_string()))?;
-        let session = config.session.unwrap_or_else(random_session);
+        // A fresh session per client: its action counter starts at 1, so a
+        // reused session id would collide with the origin's memory of it.
+        let session = random_session();
         // Measure every relay at once by its handshake; keep the fastest.
         let mut measured = Vec::new();
         if config.probe && config.relays.len() > 1 {

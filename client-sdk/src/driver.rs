@@ -130,6 +130,10 @@ pub(crate) struct Driver {
     gen: u64,
     attempts: u32,
     retry_at: Option<u64>,
+    /// Set when the session was refused for good.
+    failed: Option<Error>,
+    /// When a broken room may be rejoined again (µs).
+    rejoin_at: BTreeMap<RoomId, u64>,
     start: Instant,
 }
 
@@ -171,6 +175,8 @@ impl Driver {
             resume: None,
             attempts: 0,
             retry_at: None,
+            failed: None,
+            rejoin_at: BTreeMap::new(),
             start: Instant::now(),
             config,
         }
@@ -269,6 +275,14 @@ impl Driver {
     }
 
     async fn handle_command(&mut self, c: Command) {
+        if let Some(e) = &self.failed {
+            match c {
+                Command::Join { reply, .. } => drop(reply.send(Err(e.clone()))),
+                Command::Act { reply, .. } => drop(reply.send(Err(e.clone()))),
+                Command::Leave { .. } | Command::Close => {}
+            }
+            return;
+        }
         match c {
             Command::Join { room, reply } => {
                 if let Some(slot) = self.rooms.get_mut(&room) {
@@ -375,10 +389,8 @@ impl Driver {
                     });
                     let failed = live.relay.addr;
                     live.close(ErrorCode::Normal, "lost");
-                    if code
-                        .is_some_and(|c| matches!(c, ErrorCode::BadToken | ErrorCode::TokenExpired))
-                    {
-                        tracing::warn!("the relay refused our token; not reconnecting");
+                    if let Some(code @ (ErrorCode::BadToken | ErrorCode::TokenExpired)) = code {
+                        self.fail(Error::Refused { code, reason: why });
                         return;
                     }
                     self.begin_move(Some(failed));
@@ -461,6 +473,26 @@ impl Driver {
         }
     }
 
+    /// The session cannot go on (the token was refused): every waiting action
+    /// and join fails with the reason, the app hears it once, and nothing
+    /// reconnects. New calls fail at once.
+    fn fail(&mut self, e: Error) {
+        tracing::warn!(error = %e, "the session was refused; giving up");
+        for (_, (reply, _)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(e.clone()));
+        }
+        for slot in self.rooms.values_mut() {
+            for j in slot.joiners.drain(..) {
+                let _ = j.send(Err(e.clone()));
+            }
+        }
+        self.retry_at = None;
+        self.connecting = None;
+        self.resume = None;
+        self.failed = Some(e.clone());
+        let _ = self.shared.events.send(ClientEvent::Failed { error: e });
+    }
+
     fn handle_ack(&mut self, now: u64, id: ActionId, outcome: Outcome) {
         self.retry.handle_ack(now, id);
         if let Some((reply, started)) = self.waiters.remove(&id) {
@@ -480,17 +512,21 @@ impl Driver {
         if updates.is_empty() {
             return;
         }
-        if let Some(state) = slot.mirror.state() {
-            slot.state.send_replace(state.clone());
-            for j in slot.joiners.drain(..) {
-                let _ = j.send(Ok(RoomParts {
-                    state: slot.state.subscribe(),
-                    updates: slot.updates.clone(),
-                }));
-            }
-        }
+        let Some(state) = slot.mirror.state() else {
+            return;
+        };
+        // State, then updates, then joiners: a joiner's `updates()` (taken
+        // once `join` returns) yields what follows the state it was handed,
+        // whichever thread runs it.
+        slot.state.send_replace(state.clone());
         for u in updates {
             let _ = slot.updates.send(u);
+        }
+        for j in slot.joiners.drain(..) {
+            let _ = j.send(Ok(RoomParts {
+                state: slot.state.subscribe(),
+                updates: slot.updates.clone(),
+            }));
         }
     }
 
@@ -549,6 +585,8 @@ impl Driver {
             for addr in order {
                 match connect(&dial, addr, gen).await {
                     Ok(c) => return Ok(c),
+                    // A refused token is refused everywhere: stop here.
+                    Err(e) if is_fatal(&e) => return Err(e),
                     Err(e) => last = format!("{addr}: {e}"),
                 }
             }
@@ -596,6 +634,7 @@ impl Driver {
                     self.resume_answered(RoomId(u64::MAX), false);
                 }
             }
+            Err(e) if is_fatal(&e) => self.fail(e),
             Err(e) => {
                 self.attempts += 1;
                 // Every relay failed: wait (backoff with jitter) and try again.
@@ -635,6 +674,17 @@ impl Driver {
                     .map(|from| (*id, from))
             })
             .collect();
+        // A mirror that met an event it cannot apply follows the room afresh.
+        let broken: Vec<RoomId> = (self.rooms.iter())
+            .filter(|(_, s)| s.mirror.is_broken())
+            .map(|(id, _)| *id)
+            .filter(|id| self.rejoin_at.get(id).is_none_or(|t| now >= *t))
+            .collect();
+        for room in broken {
+            self.rejoin_at.insert(room, now + retry);
+            self.send_reliable(&ClientMsg::Join { room, since: None })
+                .await;
+        }
         for (room, from) in resyncs {
             self.shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
             self.send_reliable(&ClientMsg::Resync { room, from }).await;
@@ -685,6 +735,17 @@ impl Driver {
             tracing::debug!(error = %e, "control stream write failed");
         }
     }
+}
+
+/// Refusals no other relay would answer differently.
+fn is_fatal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Refused {
+            code: ErrorCode::BadToken | ErrorCode::TokenExpired | ErrorCode::Version,
+            ..
+        }
+    )
 }
 
 async fn send_frame(send: &mut quinn::SendStream, msg: &ClientMsg) -> Result<(), NetError> {

@@ -34,6 +34,8 @@ pub struct Mirror {
     behind_since: Option<u64>,
     /// When (µs) the last resync was asked.
     asked_at: Option<u64>,
+    /// An event contradicted the state: only a fresh snapshot can help.
+    broken: bool,
 }
 
 impl Mirror {
@@ -68,6 +70,7 @@ impl Mirror {
             return Vec::new();
         }
         self.head = self.head.max(state.seq);
+        self.broken = false;
         self.state = Some(state.clone());
         let mut updates = vec![Update::Snapshot(Box::new(state))];
         self.drain(&mut updates);
@@ -89,8 +92,9 @@ impl Mirror {
                 Err(ApplyError::Stale { .. }) => {}
                 Err(ApplyError::Gap { .. }) => self.hold(e),
                 Err(ApplyError::Invalid { .. }) => {
-                    // Only a bug or a forged event does this: rebuild from a snapshot.
-                    self.behind_since.get_or_insert(0);
+                    // Only a bug or a forged event does this: asking for the
+                    // same events again would not help; a snapshot does.
+                    self.broken = true;
                 }
             }
             self.drain(&mut updates);
@@ -139,6 +143,11 @@ impl Mirror {
         }
     }
 
+    /// Whether the mirror needs a whole snapshot (an event did not fit).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// Whether the mirror is behind what it knows exists.
     pub fn is_behind(&self) -> bool {
         self.behind_since.is_some()
@@ -147,6 +156,9 @@ impl Mirror {
     /// If a gap has lasted `tolerance` µs (and no resync was asked within
     /// `retry` µs), the seq to resync from; marks it asked.
     pub fn poll_resync(&mut self, now: u64, tolerance: u64, retry: u64) -> Option<Seq> {
+        if self.broken {
+            return None;
+        }
         let since = self.behind_since?;
         if now.saturating_sub(since) < tolerance {
             return None;
@@ -242,6 +254,26 @@ mod tests {
         assert_eq!(m.poll_resync(50_000, 20_000, 100_000), Some(Seq(4)));
         m.handle_events(60_000, vec![ev(4)]);
         assert!(!m.is_behind());
+    }
+
+    #[test]
+    fn an_event_that_does_not_fit_asks_for_a_snapshot_not_a_resync() {
+        let mut m = Mirror::from_state(snapshot_at(3));
+        let bad = Event {
+            seq: Seq(4),
+            at: ServerTime(4),
+            cause: None,
+            kind: EventKind::SeatTaken {
+                seat: 9,
+                user: UserId(1),
+            },
+        };
+        assert!(m.handle_events(0, vec![bad]).is_empty());
+        assert!(m.is_broken());
+        assert_eq!(m.poll_resync(1_000_000, 0, 0), None);
+        m.handle_snapshot(2, snapshot_at(5));
+        assert!(!m.is_broken());
+        assert_eq!(m.seq(), Seq(5));
     }
 
     #[test]

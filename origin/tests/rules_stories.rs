@@ -979,7 +979,7 @@ mod idempotency {
     }
 
     #[test]
-    fn ids_older_than_the_window_are_stale_and_foreign_sessions_are_refused() {
+    fn ids_older_than_the_window_are_stale_and_a_session_id_is_nobody_elses() {
         let mut w = World::with(origin::rules::Config {
             session_window: 4,
             ..test_config()
@@ -994,9 +994,21 @@ mod idempotency {
             user: UserId(66),
             grant: Grant::Viewer,
         };
-        let (_, msg) = gift_msg(6);
-        assert_eq!(rejected(w.send(thief, &msg)), Reason::NotAllowed);
-        assert_eq!(w.state(A).gift_value, 600);
+        // Another user reusing the victim's session id (ids are public, in
+        // every event's cause) acts for itself and touches nothing of the
+        // victim's: its next id is decided afresh, the victim's repeat still
+        // gets the victim's outcome.
+        let (victim, msg7) = gift_msg(7);
+        let stolen = ActionMsg {
+            action: gift(2),
+            ..msg7.clone()
+        };
+        applied(w.send(thief, &stolen));
+        assert_eq!(w.state(A).gift_value, 800);
+        let mine = w.send(victim, &msg7);
+        applied(mine);
+        assert_eq!(w.state(A).gift_value, 900, "the victim's own action counts");
+        assert_eq!(w.send(victim, &msg7), mine);
     }
 }
 

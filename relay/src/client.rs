@@ -16,7 +16,7 @@ use protocol::message::{ClientMsg, ErrorCode, Hello, ServerMsg, Welcome, PROTOCO
 use protocol::net::{self, NetError};
 use protocol::room::Reason;
 use protocol::token::{unix_now, Claims, TokenError};
-use protocol::{Class, Outcome};
+use protocol::{ActionId, Class, Outcome, SessionId};
 use tokio::sync::mpsc;
 
 use crate::hub::{ClientId, Out};
@@ -119,7 +119,16 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     ));
     let (stream_tx, stream_rx) = mpsc::channel::<ClientMsg>(256);
     let reader = tokio::spawn(read_stream(conn.clone(), recv, stream_tx));
-    let why = read_loop(&conn, client, &claims, &shared, &out, stream_rx).await;
+    let why = read_loop(
+        &conn,
+        client,
+        hello.session,
+        &claims,
+        &shared,
+        &out,
+        stream_rx,
+    )
+    .await;
     tracing::debug!(client, %remote, reason = why, "client gone");
     let _ = shared.hub.send(HubIn::ClientGone { client }).await;
     reader.abort();
@@ -207,14 +216,43 @@ async fn read_stream(
     }
 }
 
+/// The ids this connection forwarded lately (bounded), so that copies of an
+/// action are recognised.
+#[derive(Debug, Default)]
+struct Recent {
+    order: std::collections::VecDeque<ActionId>,
+    set: std::collections::BTreeSet<ActionId>,
+}
+
+impl Recent {
+    const CAP: usize = 1024;
+
+    fn contains(&self, id: ActionId) -> bool {
+        self.set.contains(&id)
+    }
+
+    fn insert(&mut self, id: ActionId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 async fn read_loop(
     conn: &quinn::Connection,
     client: ClientId,
+    session: SessionId,
     claims: &Claims,
     shared: &Shared,
     out: &mpsc::Sender<Out>,
     mut stream: mpsc::Receiver<ClientMsg>,
 ) -> &'static str {
+    let mut forwarded = Recent::default();
     let now = Instant::now();
     let mut messages = Bucket::new(
         shared.config.messages_per_sec,
@@ -274,15 +312,20 @@ async fn read_loop(
                 ClientMsg::Leave { room } => HubIn::Leave { client, room },
                 ClientMsg::Resync { room, from } => HubIn::Resync { client, room, from },
                 ClientMsg::Action(msg) => {
-                    let refuse = match claims.grant(msg.room) {
-                        None => Some(Reason::NoGrant),
-                        Some(_) if !actions.take(Instant::now()) => Some(Reason::Throttled),
-                        Some(_) => None,
-                    };
-                    if let Some(reason) = refuse {
+                    if msg.id.session != session {
+                        tracing::warn!(client, user = %claims.user, "action of another session; closing");
+                        net::close(conn, ErrorCode::Malformed, "action of another session");
+                        return "action of another session";
+                    }
+                    // Copies of an action already forwarded (the datagram
+                    // twice, the stream fallback) cost nothing more.
+                    let copy = forwarded.contains(msg.id);
+                    let Some(grant) = claims.grant(msg.room) else {
                         let ack = ServerMsg::Ack {
                             id: msg.id,
-                            outcome: Outcome::Rejected { reason },
+                            outcome: Outcome::Rejected {
+                                reason: Reason::NoGrant,
+                            },
                         };
                         let _ = out.try_send(Out::Datagram(item(
                             Class::Session,
@@ -293,10 +336,16 @@ async fn read_loop(
                             let _ = out.try_send(Out::Reliable(frame(&ack)));
                         }
                         continue;
-                    }
-                    let Some(grant) = claims.grant(msg.room) else {
-                        continue;
                     };
+                    if !copy && !actions.take(Instant::now()) {
+                        // Over the rate: not forwarded and not answered. The
+                        // SDK sends it again after its timeout, by when the
+                        // bucket has refilled — backpressure, never a false
+                        // final outcome.
+                        tracing::debug!(client, id = %msg.id, "action over the rate; dropped");
+                        continue;
+                    }
+                    forwarded.insert(msg.id);
                     let actor = Actor {
                         user: claims.user,
                         grant,

@@ -4,9 +4,10 @@
 //! its outputs to client connections and the upstream link.
 //!
 //! Rules it keeps:
-//! - it never invents an ack: an action's outcome comes from the origin (only
-//!   relay-level refusals, `NoGrant` and `Throttled`, are its own, and the
-//!   client task sends those);
+//! - it never invents an ack: an action's outcome comes from the origin (the
+//!   one refusal of its own, `NoGrant`, is final: the token does not grant
+//!   the room; an action over the rate limit is simply not forwarded, and
+//!   the SDK sends it again after its timeout);
 //! - while the origin is unreachable, actions wait here and are sent again
 //!   when the link returns (the origin's id memory makes that safe), and
 //!   again if an ack is overdue;
@@ -84,7 +85,12 @@ struct Client {
     session: SessionId,
     user: UserId,
     rooms: BTreeSet<RoomId>,
+    /// When each room was last repaired for this client.
+    resynced: BTreeMap<RoomId, u64>,
 }
+
+/// Least time between two repairs of one room for one client (µs).
+const RESYNC_EVERY_US: u64 = 20_000;
 
 struct Pending {
     client: ClientId,
@@ -100,8 +106,11 @@ pub struct Hub {
     settings: Settings,
     rooms: BTreeMap<RoomId, Room>,
     clients: BTreeMap<ClientId, Client>,
-    sessions: BTreeMap<SessionId, ClientId>,
-    pending: BTreeMap<ActionId, Pending>,
+    /// A session id is unique per user only: keyed by both, so another user
+    /// presenting the same id can neither take a session over nor pre-empt
+    /// one of its actions.
+    sessions: BTreeMap<(UserId, SessionId), ClientId>,
+    pending: BTreeMap<(UserId, ActionId), Pending>,
     upstream: bool,
     out: VecDeque<Output>,
 }
@@ -177,14 +186,14 @@ impl Hub {
         session: SessionId,
         user: UserId,
     ) {
-        if let Some(old) = self.sessions.insert(session, client) {
+        if let Some(old) = self.sessions.insert((user, session), client) {
             if old != client {
                 self.send_to(
                     old,
                     Out::Close(ErrorCode::Normal, "session resumed elsewhere"),
                 );
                 self.handle_client_gone(now, old);
-                self.sessions.insert(session, client);
+                self.sessions.insert((user, session), client);
             }
         }
         let rooms = BTreeSet::new();
@@ -194,6 +203,7 @@ impl Hub {
                 session,
                 user,
                 rooms,
+                resynced: BTreeMap::new(),
             },
         );
         let status = ServerMsg::Upstream {
@@ -316,7 +326,8 @@ impl Hub {
         msg: ActionMsg,
         via_stream: bool,
     ) {
-        if let Some(p) = self.pending.get_mut(&msg.id) {
+        let key = (actor.user, msg.id);
+        if let Some(p) = self.pending.get_mut(&key) {
             // A copy (datagram twice, or the stream fallback): already on its way.
             p.via_stream |= via_stream;
             p.client = client;
@@ -328,7 +339,7 @@ impl Hub {
             msg: msg.clone(),
         });
         self.pending.insert(
-            msg.id,
+            key,
             Pending {
                 client,
                 via_stream,
@@ -340,13 +351,26 @@ impl Hub {
     }
 
     /// A client asks for the events of a room from `from` on.
-    pub fn handle_resync(&mut self, _now: u64, client: ClientId, room: RoomId, from: Seq) {
+    /// At most one repair per client and room every `RESYNC_EVERY_US`: a
+    /// client asking again sooner gets nothing (its own timer asks later),
+    /// so a tiny request cannot make the relay encode its whole ring at will.
+    pub fn handle_resync(&mut self, now: u64, client: ClientId, room: RoomId, from: Seq) {
         let Some(r) = self.rooms.get(&room) else {
             return;
         };
         if !r.clients.contains(&client) {
             return;
         }
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.resynced
+            .get(&room)
+            .is_some_and(|t| now.saturating_sub(*t) < RESYNC_EVERY_US)
+        {
+            return;
+        }
+        c.resynced.insert(room, now);
         let Some(cache) = &r.cache else { return };
         let since = Seq(from.0.saturating_sub(1));
         let serve = cache.serve(Some(since));
@@ -358,8 +382,8 @@ impl Hub {
         let Some(c) = self.clients.remove(&client) else {
             return;
         };
-        if self.sessions.get(&c.session) == Some(&client) {
-            self.sessions.remove(&c.session);
+        if self.sessions.get(&(c.user, c.session)) == Some(&client) {
+            self.sessions.remove(&(c.user, c.session));
         }
         for room in c.rooms {
             self.detach(client, c.user, room);
@@ -393,9 +417,9 @@ impl Hub {
                 });
             }
         }
-        let ids: Vec<ActionId> = self.pending.keys().copied().collect();
-        for id in ids {
-            self.resend(now, id);
+        let keys: Vec<(UserId, ActionId)> = self.pending.keys().copied().collect();
+        for key in keys {
+            self.resend(now, key);
         }
         self.broadcast_status();
     }
@@ -419,11 +443,11 @@ impl Hub {
         }
     }
 
-    fn resend(&mut self, now: u64, id: ActionId) {
+    fn resend(&mut self, now: u64, key: (UserId, ActionId)) {
         if !self.upstream {
             return;
         }
-        if let Some(p) = self.pending.get_mut(&id) {
+        if let Some(p) = self.pending.get_mut(&key) {
             p.sent_at = Some(now);
             let msg = UpMsg::Action {
                 actor: p.actor,
@@ -442,12 +466,12 @@ impl Hub {
                 recent,
             } => self.handle_snapshot(now, room, *state, recent),
             DownMsg::Events { room, events } => self.handle_events(now, room, events),
-            DownMsg::Ack { id, outcome } => {
-                let Some(p) = self.pending.remove(&id) else {
+            DownMsg::Ack { user, id, outcome } => {
+                let Some(p) = self.pending.remove(&(user, id)) else {
                     return;
                 };
                 // The session may have moved to a newer connection here.
-                let client = self.sessions.get(&id.session).copied().unwrap_or(p.client);
+                let client = (self.sessions.get(&(user, id.session)).copied()).unwrap_or(p.client);
                 let ack = ServerMsg::Ack { id, outcome };
                 self.send_to(
                     client,
@@ -578,15 +602,15 @@ impl Hub {
                 self.send_to(c, Out::Datagram(item.clone()));
             }
         }
-        let overdue: Vec<ActionId> = (self.pending.iter())
+        let overdue: Vec<(UserId, ActionId)> = (self.pending.iter())
             .filter(|(_, p)| {
                 p.sent_at
                     .is_none_or(|t| now.saturating_sub(t) >= self.settings.resend_after_us)
             })
-            .map(|(id, _)| *id)
+            .map(|(key, _)| *key)
             .collect();
-        for id in overdue {
-            self.resend(now, id);
+        for key in overdue {
+            self.resend(now, key);
         }
     }
 
@@ -605,5 +629,118 @@ impl Hub {
     pub fn refuse_join(&mut self, client: ClientId, room: RoomId, reason: Reason) {
         let msg = ServerMsg::JoinFailed { room, reason };
         self.send_to(client, Out::Reliable(frame(&msg)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::room::Grant;
+    use protocol::{Action, GiftId, Outcome, ServerTime};
+
+    fn drain(h: &mut Hub) -> Vec<Output> {
+        std::iter::from_fn(|| h.poll_output()).collect()
+    }
+
+    fn gift(session: SessionId, n: u64, gift: u32) -> ActionMsg {
+        ActionMsg {
+            id: ActionId { session, n },
+            room: RoomId(1),
+            sent_at: ServerTime(0),
+            action: Action::Gift {
+                gift: GiftId(gift),
+                count: 1,
+            },
+        }
+    }
+
+    fn viewer(user: u64) -> Actor {
+        Actor {
+            user: UserId(user),
+            grant: Grant::Viewer,
+        }
+    }
+
+    #[test]
+    fn another_user_cannot_take_a_session_over() {
+        let mut h = Hub::new(Settings::default());
+        h.handle_upstream_up(0);
+        let s = SessionId(0xfeed);
+        h.handle_client_up(0, 1, s, UserId(7));
+        h.handle_action(0, 1, viewer(7), gift(s, 1, 1), false);
+        drain(&mut h);
+        // Another user says hello with the victim's session id (ids are
+        // public: every event's cause carries one).
+        h.handle_client_up(1, 2, s, UserId(666));
+        let out = drain(&mut h);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Client(1, Out::Close(..)))),
+            "the victim was closed"
+        );
+        let ack = DownMsg::Ack {
+            user: UserId(7),
+            id: ActionId { session: s, n: 1 },
+            outcome: Outcome::Applied { seq: Seq(2) },
+        };
+        h.handle_down(2, ack);
+        let out = drain(&mut h);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Client(1, _))),
+            "the victim gets its ack"
+        );
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Client(2, _))),
+            "the other user gets nothing"
+        );
+    }
+
+    #[test]
+    fn a_forged_id_does_not_preempt_the_owners_action() {
+        let mut h = Hub::new(Settings::default());
+        h.handle_upstream_up(0);
+        let s = SessionId(0xfeed);
+        h.handle_client_up(0, 1, s, UserId(7));
+        h.handle_client_up(0, 2, SessionId(1), UserId(666));
+        drain(&mut h);
+        h.handle_action(0, 2, viewer(666), gift(s, 5, 1), false);
+        h.handle_action(1, 1, viewer(7), gift(s, 5, 5), false);
+        let owners: Vec<UserId> = (drain(&mut h).into_iter())
+            .filter_map(|o| match o {
+                Output::Upstream(UpMsg::Action { actor, .. }) => Some(actor.user),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            vec![UserId(666), UserId(7)],
+            "both go upstream, each as its own"
+        );
+    }
+
+    #[test]
+    fn repairs_are_rate_limited_per_client_and_room() {
+        let mut h = Hub::new(Settings::default());
+        h.handle_upstream_up(0);
+        h.handle_client_up(0, 1, SessionId(1), UserId(7));
+        h.handle_join(0, 1, RoomId(1), None);
+        h.handle_down(
+            0,
+            DownMsg::Snapshot {
+                room: RoomId(1),
+                state: Box::new(RoomState::new(RoomId(1))),
+                recent: vec![],
+            },
+        );
+        drain(&mut h);
+        h.handle_resync(1_000, 1, RoomId(1), Seq(1));
+        assert_eq!(drain(&mut h).len(), 1);
+        h.handle_resync(2_000, 1, RoomId(1), Seq(1));
+        assert!(
+            drain(&mut h).is_empty(),
+            "a second repair within the limit is ignored"
+        );
+        h.handle_resync(1_000 + RESYNC_EVERY_US, 1, RoomId(1), Seq(1));
+        assert_eq!(drain(&mut h).len(), 1);
     }
 }

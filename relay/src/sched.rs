@@ -1,10 +1,11 @@
 //! The per-client send scheduler (pure: takes `now`, does no IO).
 //!
 //! Messages wait in one queue per class and leave in class order, packed
-//! several to a datagram. Ambient messages with the same key coalesce (the
-//! latest wins) and are the first dropped when the queue is over its byte
-//! budget; other classes are never dropped — a client that cannot take them
-//! is over budget and gets cut off, then resumes from a snapshot.
+//! several to a datagram. Ambient messages with a coalescing key (heads,
+//! counters) replace their predecessor (the latest wins) and are the first
+//! dropped when the queue is over its byte budget; nothing sequenced is ever
+//! dropped — a client that cannot take it is over budget and gets cut off,
+//! then resumes from a snapshot.
 //!
 //! With redundancy on, messages marked for it go twice, the copy a few
 //! milliseconds later in a separate datagram, so that one lost packet costs
@@ -92,11 +93,17 @@ impl Scheduler {
         self.bytes += item.payload.len();
         q.push_back(item);
         while self.bytes > self.budget {
-            // Shed ambient traffic, oldest first; never anything else.
-            match self.queues[Class::Ambient.rank()].pop_front() {
-                Some(old) => {
-                    self.bytes -= old.payload.len();
-                    self.dropped += 1;
+            // Shed coalescible ambient traffic (heads, counters), oldest
+            // first; never anything else. Sequenced events — likes
+            // included — carry a room seq: dropping one would stall every
+            // later event behind a gap.
+            let ambient = &mut self.queues[Class::Ambient.rank()];
+            match ambient.iter().position(|i| i.coalesce.is_some()) {
+                Some(at) => {
+                    if let Some(old) = ambient.remove(at) {
+                        self.bytes -= old.payload.len();
+                        self.dropped += 1;
+                    }
                 }
                 None => return Err(Overflow),
             }
@@ -132,7 +139,7 @@ impl Scheduler {
         // Copies travel in their own datagrams, apart from the originals.
         let mut p = Packer::new(max);
         while let Some((due, payload)) = self.copies.front() {
-            if *due > now || spent + p.pending() + payload.len() + 5 > budget {
+            if *due > now || spent + p.total() + payload.len() + 5 > budget {
                 break;
             }
             if p.push_encoded(payload).is_err() {
@@ -149,7 +156,10 @@ impl Scheduler {
         'classes: for q in &mut self.queues {
             while let Some(item) = q.front() {
                 let need = item.payload.len() + 5;
-                if spent + p.pending() + need > budget {
+                // Everything packed so far counts, not only the datagram
+                // being filled: quinn makes room for an over-budget datagram
+                // by dropping the oldest queued ones, our most urgent.
+                if spent + p.total() + need > budget {
                     break 'classes;
                 }
                 let Some(item) = q.pop_front() else { break };
@@ -238,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn sequenced_ambient_events_are_never_shed() {
+        let mut s = Scheduler::new(100, None);
+        s.push(item(Class::Ambient, 1, 60, None)).expect("fits");
+        assert_eq!(s.push(item(Class::Ambient, 2, 60, None)), Err(Overflow));
+        assert_eq!(s.dropped(), 0);
+    }
+
+    #[test]
     fn critical_traffic_is_never_shed_but_overflows() {
         let mut s = Scheduler::new(100, None);
         s.push(item(Class::Gift, 1, 60, None)).expect("fits");
@@ -270,6 +288,17 @@ mod tests {
         s.push(ack).expect("fits");
         s.poll_datagrams(0, 1200, 10_000);
         assert_eq!(tags(&s.poll_datagrams(5_000, 1200, 10_000)), vec![2]);
+    }
+
+    #[test]
+    fn a_backlog_larger_than_the_budget_stays_queued() {
+        let mut s = Scheduler::new(100_000, None);
+        for tag in 0..40 {
+            s.push(item(Class::Chat, tag, 100, None)).expect("fits");
+        }
+        let sent = s.poll_datagrams(0, 1200, 2000);
+        assert!(sent.iter().map(|d| d.len()).sum::<usize>() <= 2000);
+        assert!(s.queued_bytes() >= 2000, "the rest waits for room");
     }
 
     #[test]

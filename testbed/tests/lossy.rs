@@ -80,7 +80,10 @@ async fn a_fifth_of_all_datagrams_lost_and_nothing_is_missing() {
 
     // The repairs really happened: actions fell back to the stream, gaps
     // were filled.
-    let (fallbacks, resyncs) = clients.iter().map(|c| c.stats()).fold((0, 0), |(f, r), s| (f + s.fallbacks, r + s.resyncs));
+    let (fallbacks, resyncs) = clients
+        .iter()
+        .map(|c| c.stats())
+        .fold((0, 0), |(f, r), s| (f + s.fallbacks, r + s.resyncs));
     assert!(fallbacks > 0, "no action needed the stream fallback");
     assert!(resyncs > 0, "no gap needed repair");
 

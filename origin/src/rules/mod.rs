@@ -243,7 +243,6 @@ impl Authority {
             Seen::New => {}
             Seen::Again(outcome) => return Decision::Answered { outcome, timers },
             Seen::Stale => return answer(Reason::Stale, timers),
-            Seen::Foreign => return answer(Reason::NotAllowed, timers),
         }
         let mut t = Txn::new(self, now, Some(msg.id));
         let decided = t

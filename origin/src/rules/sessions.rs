@@ -1,6 +1,10 @@
 //! The memory of applied action ids: what makes every retry, duplicate and
 //! failover harmless. Bounded two ways: a window of ids per session, and a
 //! number of sessions (the least recently active is forgotten first).
+//!
+//! A session belongs to its user: the memory is keyed by `(user, session)`,
+//! so another user presenting the same session id (ids are visible in every
+//! event's `cause`) gets a memory of its own and cannot touch this one.
 
 use protocol::{ActionId, Outcome, SessionId, UserId};
 use serde::{Deserialize, Serialize};
@@ -15,13 +19,10 @@ pub enum Seen {
     Again(Outcome),
     /// Older than the session's window: the origin cannot tell.
     Stale,
-    /// The session belongs to another user.
-    Foreign,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Window {
-    user: UserId,
     /// Ids at or below this are forgotten.
     floor: u64,
     outcomes: BTreeMap<u64, Outcome>,
@@ -32,18 +33,21 @@ struct Window {
 /// The id memory as a checkpoint stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionsSnapshot {
-    windows: Vec<(SessionId, Window)>,
+    windows: Vec<(Key, Window)>,
     clock: u64,
 }
+
+/// Whose session.
+type Key = (UserId, SessionId);
 
 /// Per-session windows of outcomes.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     window: usize,
     max_sessions: usize,
-    windows: BTreeMap<SessionId, Window>,
+    windows: BTreeMap<Key, Window>,
     /// `(touched, session)`: the eviction order.
-    by_age: BTreeSet<(u64, SessionId)>,
+    by_age: BTreeSet<(u64, Key)>,
     clock: u64,
 }
 
@@ -61,12 +65,9 @@ impl Sessions {
 
     /// What is known of `id`, sent by `user`.
     pub fn check(&self, id: ActionId, user: UserId) -> Seen {
-        let Some(w) = self.windows.get(&id.session) else {
+        let Some(w) = self.windows.get(&(user, id.session)) else {
             return Seen::New;
         };
-        if w.user != user {
-            return Seen::Foreign;
-        }
         if let Some(o) = w.outcomes.get(&id.n) {
             return Seen::Again(*o);
         }
@@ -80,15 +81,15 @@ impl Sessions {
     pub fn record(&mut self, id: ActionId, user: UserId, outcome: Outcome) {
         self.clock += 1;
         let clock = self.clock;
-        let w = self.windows.entry(id.session).or_insert_with(|| Window {
-            user,
+        let key = (user, id.session);
+        let w = self.windows.entry(key).or_insert_with(|| Window {
             floor: 0,
             outcomes: BTreeMap::new(),
             touched: clock,
         });
-        self.by_age.remove(&(w.touched, id.session));
+        self.by_age.remove(&(w.touched, key));
         w.touched = clock;
-        self.by_age.insert((clock, id.session));
+        self.by_age.insert((clock, key));
         w.outcomes.insert(id.n, outcome);
         while w.outcomes.len() > self.window {
             if let Some((n, _)) = w.outcomes.pop_first() {
@@ -171,10 +172,16 @@ mod tests {
     }
 
     #[test]
-    fn another_users_session_is_foreign() {
+    fn another_user_with_the_same_session_id_has_its_own_memory() {
         let mut s = Sessions::new(4, 10);
         s.record(id(1, 1), UserId(7), OK);
-        assert_eq!(s.check(id(1, 1), UserId(8)), Seen::Foreign);
+        assert_eq!(s.check(id(1, 1), UserId(8)), Seen::New);
+        let no = Outcome::Rejected {
+            reason: protocol::Reason::NotAllowed,
+        };
+        s.record(id(1, 1), UserId(8), no);
+        assert_eq!(s.check(id(1, 1), UserId(7)), Seen::Again(OK));
+        assert_eq!(s.check(id(1, 1), UserId(8)), Seen::Again(no));
     }
 
     #[test]

@@ -60,7 +60,25 @@ pub(super) async fn run(
 ) {
     let mut presence = Presence::default();
     let mut since_checkpoint = 0u64;
+    // After a restart nobody is known to be online: relays re-announce their
+    // users as they reconnect. A guest seated before the restart whom no
+    // relay has announced by then left meanwhile; their seat is held and
+    // released like any other absent guest's.
+    let settle = auth
+        .config()
+        .seat_hold
+        .min(std::time::Duration::from_secs(10));
+    let mut settle_at = Some(std::time::Instant::now() + settle);
     loop {
+        if settle_at.is_some_and(|t| t <= std::time::Instant::now()) {
+            settle_at = None;
+            for rec in absent_guests(&mut auth, &presence, clock.now()) {
+                since_checkpoint += 1;
+                if send_record(&items, rec, None).await.is_err() {
+                    return;
+                }
+            }
+        }
         if checkpoint_every > 0 && since_checkpoint >= checkpoint_every {
             since_checkpoint = 0;
             match protocol::codec::encode(&auth.snapshot()) {
@@ -72,13 +90,19 @@ pub(super) async fn run(
                 Err(e) => tracing::error!(error = %e, "cannot encode a checkpoint"),
             }
         }
-        let deadline = auth.poll_timeout().map(|t| clock.instant(t));
+        let deadline = [auth.poll_timeout().map(|t| clock.instant(t)), settle_at]
+            .into_iter()
+            .flatten()
+            .min();
         let input = tokio::select! {
             input = inputs.recv() => match input {
                 Some(i) => i,
                 None => break,
             },
             () = sleep_until(deadline) => {
+                if settle_at.is_some_and(|t| t <= std::time::Instant::now()) {
+                    continue;
+                }
                 let rec = auth.handle_timeout(clock.now());
                 since_checkpoint += u64::from(!rec.is_empty());
                 if send_record(&items, rec, None).await.is_err() {
@@ -98,6 +122,26 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// Seated guests no relay has said are online (after a restart).
+fn absent_guests(
+    auth: &mut Authority,
+    presence: &Presence,
+    now: protocol::ServerTime,
+) -> Vec<Record> {
+    let seated: Vec<(RoomId, UserId)> = (auth.rooms())
+        .flat_map(|s| {
+            (s.seats.seats.iter())
+                .filter(|seat| seat.away_since.is_none())
+                .filter_map(move |seat| seat.user.map(|u| (s.room, u)))
+        })
+        .filter(|key| !presence.by_user.contains_key(key))
+        .collect();
+    (seated.into_iter())
+        .map(|(room, user)| auth.handle_presence(now, room, user, false))
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {
@@ -148,12 +192,14 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
             out.push(Item::RelayGone { relay });
         }
         Input::Up { relay, msg } => match msg {
+            // Following a room does not create it (that would let anyone with
+            // a token fill the log with empty rooms): a room exists from its
+            // first action on; until then subscribers see it unopened.
             UpMsg::Subscribe {
                 room,
                 since,
                 history,
             } => {
-                record(&mut out, auth.handle_open(now, room), None);
                 out.push(Item::Subscribe {
                     relay,
                     room,
@@ -168,6 +214,7 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
                     record(&mut out, timers, None);
                     out.push(Item::Answer {
                         relay,
+                        user: actor.user,
                         id: msg.id,
                         outcome,
                     });

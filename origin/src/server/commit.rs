@@ -2,7 +2,8 @@
 //! blocks the async runtime. It takes every item waiting, appends their
 //! records, syncs once, and only then passes the batch on, in order.
 
-use tokio::sync::mpsc;
+use protocol::message::ErrorCode;
+use tokio::sync::{mpsc, watch};
 
 use super::Item;
 use crate::wal::{Wal, WalError};
@@ -10,7 +11,27 @@ use crate::wal::{Wal, WalError};
 /// Most items taken into one commit.
 const MAX_BATCH: usize = 8192;
 
+/// Run group commits until the pipeline closes. If the log fails, nothing can
+/// be acknowledged any more: the origin stops serving (`failed` tells its
+/// owner, the endpoint closes so relays go elsewhere or wait) rather than
+/// lingering as a zombie that accepts and never answers.
 pub(super) fn run(
+    wal: Wal,
+    items: mpsc::Receiver<Item>,
+    batches: mpsc::Sender<Vec<Item>>,
+    endpoint: quinn::Endpoint,
+    failed: watch::Sender<Option<String>>,
+) -> Result<(), WalError> {
+    let result = commit(wal, items, batches);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "write-ahead log failed; the origin stops");
+        let _ = failed.send(Some(e.to_string()));
+        endpoint.close(ErrorCode::Internal.code().into(), b"write-ahead log failed");
+    }
+    result
+}
+
+fn commit(
     mut wal: Wal,
     mut items: mpsc::Receiver<Item>,
     batches: mpsc::Sender<Vec<Item>>,
@@ -43,10 +64,7 @@ pub(super) fn run(
         }
         let batch = kept;
         if wrote {
-            if let Err(e) = wal.sync() {
-                tracing::error!(error = %e, "write-ahead log sync failed; acking nothing more");
-                return Err(e);
-            }
+            wal.sync()?;
         }
         if batches.blocking_send(batch).is_err() {
             break;

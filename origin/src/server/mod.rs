@@ -25,7 +25,7 @@ use bytes::Bytes;
 use protocol::message::{UpMsg, ALPN_RELAY};
 use protocol::net::{self, Identity};
 use protocol::token::TokenKey;
-use protocol::{ActionId, Outcome, RoomId, RoomState, Seq};
+use protocol::{ActionId, Outcome, RoomId, RoomState, Seq, UserId};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -84,6 +84,7 @@ pub(crate) enum Item {
     /// Answer a repeated or unanswerable action (nothing to store).
     Answer {
         relay: RelayId,
+        user: UserId,
         id: ActionId,
         outcome: Outcome,
     },
@@ -129,6 +130,8 @@ pub struct Origin {
     identity: Identity,
     endpoint: quinn::Endpoint,
     plug: net::Plug,
+    /// Set (with the reason) if the write-ahead log failed.
+    failed: watch::Receiver<Option<String>>,
     clock: Clock,
     inputs: mpsc::Sender<Input>,
     tasks: JoinSet<()>,
@@ -178,11 +181,15 @@ impl Origin {
         let (item_tx, item_rx) = mpsc::channel(1 << 14);
         let (batch_tx, batch_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (failed_tx, failed_rx) = watch::channel(None);
 
         let publisher = publish::Publisher::new(auth.rooms().cloned(), config.ring);
         let commit = std::thread::Builder::new()
             .name("origin-wal".into())
-            .spawn(move || commit::run(wal, item_rx, batch_tx))?;
+            .spawn({
+                let endpoint = endpoint.clone();
+                move || commit::run(wal, item_rx, batch_tx, endpoint, failed_tx)
+            })?;
         let mut tasks = JoinSet::new();
         tasks.spawn(authority::run(
             auth,
@@ -207,6 +214,7 @@ impl Origin {
             identity,
             endpoint,
             plug,
+            failed: failed_rx,
             clock,
             inputs: input_tx,
             tasks,
@@ -242,7 +250,11 @@ impl Origin {
         self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), Error> {
-        stop.await;
+        let mut failed = self.failed.clone();
+        tokio::select! {
+            () = stop => {}
+            _ = failed.wait_for(Option::is_some) => {}
+        }
         self.shutdown().await
     }
 

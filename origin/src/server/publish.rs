@@ -78,6 +78,7 @@ impl Publisher {
                 // should not wait behind the fan-out of its own gift.
                 if let (Some(relay), Some(ack)) = (reply, record.ack) {
                     let msg = DownMsg::Ack {
+                        user: ack.user,
                         id: ack.id,
                         outcome: ack.outcome,
                     };
@@ -97,8 +98,13 @@ impl Publisher {
                     i = j;
                 }
             }
-            Item::Answer { relay, id, outcome } => {
-                self.send(relay, frame(&DownMsg::Ack { id, outcome }));
+            Item::Answer {
+                relay,
+                user,
+                id,
+                outcome,
+            } => {
+                self.send(relay, frame(&DownMsg::Ack { user, id, outcome }));
             }
             Item::Subscribe {
                 relay,
@@ -113,6 +119,7 @@ impl Publisher {
                 if let Some(r) = self.relays.get_mut(&relay) {
                     r.rooms.remove(&room);
                 }
+                self.forget_if_unopened(room);
             }
             Item::RelayUp { relay, out, conn } => {
                 let rooms = BTreeSet::new();
@@ -164,12 +171,16 @@ impl Publisher {
         since: Option<Seq>,
         history: Option<Seq>,
     ) {
-        let Some(r) = self.rooms.get_mut(&room) else {
-            return;
-        };
         if !self.relays.contains_key(&relay) {
             return;
         }
+        // A room nobody has acted in yet is served unopened (seq 0); its
+        // first event reaches the subscriber like any other.
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            state: RoomState::new(room),
+            ring: VecDeque::new(),
+            subscribers: BTreeSet::new(),
+        });
         r.subscribers.insert(relay);
         let head = r.state.seq;
         let first = r.ring.front().map_or(head.next(), |e| e.seq);
@@ -221,10 +232,20 @@ impl Publisher {
     fn drop_relay(&mut self, relay: RelayId) {
         if let Some(r) = self.relays.remove(&relay) {
             for room in r.rooms {
-                if let Some(room) = self.rooms.get_mut(&room) {
-                    room.subscribers.remove(&relay);
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.subscribers.remove(&relay);
                 }
+                self.forget_if_unopened(room);
             }
+        }
+    }
+
+    /// An unopened room with no subscriber is nothing: forget it.
+    fn forget_if_unopened(&mut self, room: RoomId) {
+        let unused =
+            (self.rooms.get(&room)).is_some_and(|r| !r.state.is_open() && r.subscribers.is_empty());
+        if unused {
+            self.rooms.remove(&room);
         }
     }
 }

@@ -65,6 +65,11 @@ impl Packer {
         self.current.len()
     }
 
+    /// Bytes in every datagram so far, finished or being filled.
+    pub fn total(&self) -> usize {
+        self.done.iter().map(Bytes::len).sum::<usize>() + self.current.len()
+    }
+
     /// Close the datagram being filled, if any.
     pub fn flush(&mut self) {
         if !self.current.is_empty() {

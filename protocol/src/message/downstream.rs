@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::class::Class;
-use crate::id::{ActionId, RoomId};
+use crate::id::{ActionId, RoomId, UserId};
 use crate::room::{Event, Outcome, RoomState};
 use crate::time::ServerTime;
 
@@ -35,6 +35,8 @@ pub enum DownMsg {
     },
     /// The committed outcome of an action.
     Ack {
+        /// Whose action (a session id is only unique per user).
+        user: UserId,
         /// The action.
         id: ActionId,
         /// Its outcome.

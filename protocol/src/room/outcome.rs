@@ -76,8 +76,6 @@ pub enum Reason {
     Stale,
     /// The relay refused it: the token does not grant this room.
     NoGrant,
-    /// The relay refused it: the client sent too fast.
-    Throttled,
     /// The origin's rules hit an inconsistency (a bug); nothing changed.
     Internal,
 }

@@ -332,7 +332,10 @@ impl OriginProbe {
             net::write_frame(&mut self.send, &UpMsg::Action { actor, msg }).await?;
             let outcome = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
-                    if let DownMsg::Ack { id: got, outcome } = self.next().await? {
+                    if let DownMsg::Ack {
+                        id: got, outcome, ..
+                    } = self.next().await?
+                    {
                         if got == id {
                             return Ok::<_, anyhow::Error>(outcome);
                         }

@@ -40,9 +40,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.clients, args.runs, args.idle_timeout_ms
     );
     for run in 1..=args.runs {
-        let spec = Spec { name: format!("failover-{run}"), rules: fast_rules(), ..Spec::default() };
+        let spec = Spec {
+            name: format!("failover-{run}"),
+            rules: fast_rules(),
+            ..Spec::default()
+        };
         let mut t = Topology::start(spec).await?;
-        let tuning = protocol::net::Tuning { idle_timeout_ms: args.idle_timeout_ms, ..Default::default() };
+        let tuning = protocol::net::Tuning {
+            idle_timeout_ms: args.idle_timeout_ms,
+            ..Default::default()
+        };
         let mut clients = Vec::new();
         for i in 0..args.clients {
             let c = t
@@ -69,7 +76,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    if !r.gift(GiftId(1), 1).await.map(|a| a.outcome.is_applied()).unwrap_or(false) {
+                    if !r
+                        .gift(GiftId(1), 1)
+                        .await
+                        .map(|a| a.outcome.is_applied())
+                        .unwrap_or(false)
+                    {
                         failed += 1;
                     }
                 }
@@ -85,10 +97,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             watchers.push(tokio::spawn(async move {
                 let mut noticed = None;
                 loop {
-                    let ev = tokio::time::timeout_at(deadline.into(), events.recv()).await.ok()?;
+                    let ev = tokio::time::timeout_at(deadline.into(), events.recv())
+                        .await
+                        .ok()?;
                     match ev {
                         Ok(ClientEvent::Moving { .. }) => noticed = Some(Instant::now()),
-                        Ok(ClientEvent::Reconnected { continuity, took, .. }) => {
+                        Ok(ClientEvent::Reconnected {
+                            continuity, took, ..
+                        }) => {
                             let at = Instant::now();
                             return Some((noticed.unwrap_or(at - took), at, continuity));
                         }
@@ -129,7 +145,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!("time from the relay's death (ms)   p50      p99      max");
-    for (name, h) in [("noticed (idle timeout)", &detect), ("resumed on relay B", &resume)] {
+    for (name, h) in [
+        ("noticed (idle timeout)", &detect),
+        ("resumed on relay B", &resume),
+    ] {
         println!(
             "  {name:<30} {:>8.1} {:>8.1} {:>8.1}",
             ms(h.value_at_quantile(0.5)),
@@ -137,6 +156,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ms(h.max())
         );
     }
-    println!("  resumes rebuilt from a snapshot: {rebuilt} of {}", resume.len());
+    println!(
+        "  resumes rebuilt from a snapshot: {rebuilt} of {}",
+        resume.len()
+    );
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use protocol::Class;
 
 use super::invariants::{self, Check, Facts};
-use super::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord};
+use super::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall};
 use super::stats::{buckets, cdf, quantile, Bucket, Summary};
 use super::timeline::Kind;
 
@@ -93,6 +93,8 @@ pub struct Recovery {
     pub resumed_us: Option<u64>,
     /// p99 delivery latency over the 5 s before the failure, µs.
     pub threshold_us: Option<u64>,
+    /// Allowance on top of it for clients moved to a farther relay, µs.
+    pub allowance_us: u64,
     /// From the failure until the p99 delivery latency over a 1 s window
     /// is back under the threshold (+10%), µs; `None` if it never was.
     pub delivery_back_us: Option<u64>,
@@ -139,8 +141,12 @@ pub struct RunFigures {
     pub recoveries: Vec<Recovery>,
     /// Timeline entries as played.
     pub markers: Vec<Marker>,
+    /// Late wake-ups of the stall detectors.
+    pub stalls: Vec<Stall>,
     /// The SDK's counters, summed.
     pub client_stats: client_sdk::Stats,
+    /// Each client at the end.
+    pub per_client: Vec<super::record::ClientSummary>,
     /// Per link: name, packets offered (both ways), packets dropped.
     pub links: Vec<(String, u64, u64)>,
     /// Each link's full counters, for the JSON.
@@ -201,7 +207,11 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         })
         .collect();
 
-    let mut all: Vec<u64> = r.deliveries.iter().map(|d| u64::from(d.latency_us)).collect();
+    let mut all: Vec<u64> = r
+        .deliveries
+        .iter()
+        .map(|d| u64::from(d.latency_us))
+        .collect();
     let delivery = Summary::of(&mut all);
     let delivery_by_class = CLASSES
         .iter()
@@ -228,7 +238,12 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
     let delivery_series = buckets(&timed, BUCKET_MS, end_ms + 1);
 
     let clock_errors: Vec<i64> = rec.readings.iter().map(|c| c.error_us).collect();
-    let clock_abs = Summary::of(&mut clock_errors.iter().map(|e| e.unsigned_abs()).collect::<Vec<_>>());
+    let clock_abs = Summary::of(
+        &mut clock_errors
+            .iter()
+            .map(|e| e.unsigned_abs())
+            .collect::<Vec<_>>(),
+    );
     let countdown_errors: Vec<i64> = rec.countdowns.iter().filter_map(|c| c.error_us).collect();
     let countdown_abs = Summary::of(
         &mut countdown_errors
@@ -236,7 +251,11 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
             .map(|e| e.unsigned_abs())
             .collect::<Vec<_>>(),
     );
-    let countdown_missing = rec.countdowns.iter().filter(|c| c.error_us.is_none()).count();
+    let countdown_missing = rec
+        .countdowns
+        .iter()
+        .filter(|c| c.error_us.is_none())
+        .count();
 
     // Recovery after each failure, up to the next failure.
     let mut markers = rec.markers.clone();
@@ -255,6 +274,7 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
             recovery(
                 &f.label,
                 f.t_us,
+                f.extra_path_us,
                 heal_us,
                 window_end_us,
                 &rec.conns,
@@ -302,7 +322,9 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         battles: rec.battles.len(),
         recoveries,
         markers,
+        stalls: rec.stalls.clone(),
         client_stats: r.client_stats,
+        per_client: r.per_client.clone(),
         links,
         link_stats: r.links.clone(),
         origin_clock_steps: r.origin_clock_steps.clone(),
@@ -320,12 +342,15 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
 ///   until the window ends.
 /// - **delivery back**: the first 1 s window, starting no earlier than the
 ///   failure's end (heal) and the last resume, whose p99 delivery latency is
-///   within 10% of the p99 over the 5 s before the failure.
+///   within 10% of the p99 over the 5 s before the failure — plus
+///   `allowance_us` when the failure moved clients to another region's
+///   relay, whose path is longer by that much each way.
 ///
 /// `deliveries` are `(arrival ms, latency µs)`, sorted by arrival.
 pub fn recovery(
     label: &str,
     at_us: u64,
+    allowance_us: u64,
     heal_us: Option<u64>,
     window_end_us: u64,
     conns: &[ConnRecord],
@@ -374,7 +399,7 @@ pub fn recovery(
     let before = window(at_ms.saturating_sub(BEFORE_MS), at_ms);
     let threshold_us = (before.len() >= 50).then(|| p99(before));
     let delivery_back_us = threshold_us.and_then(|th| {
-        let limit = (th as f64 * SLACK) as u64;
+        let limit = (th as f64 * SLACK) as u64 + allowance_us;
         let from = [Some(at_us), heal_us, last_resume]
             .into_iter()
             .flatten()
@@ -403,6 +428,7 @@ pub fn recovery(
         unresumed,
         resumed_us,
         threshold_us,
+        allowance_us,
         delivery_back_us,
     }
 }
@@ -437,10 +463,32 @@ mod tests {
             conn(9_000, 7, ConnEvent::Moving { goaway: false }), // before: not counted
             conn(11_000, 1, ConnEvent::Moving { goaway: false }),
             conn(11_050, 2, ConnEvent::Moving { goaway: false }),
-            conn(11_200, 1, ConnEvent::Reconnected { rebuilt: false, took_us: 200_000 }),
-            conn(11_300, 2, ConnEvent::Reconnected { rebuilt: true, took_us: 250_000 }),
+            conn(
+                11_200,
+                1,
+                ConnEvent::Reconnected {
+                    rebuilt: false,
+                    took_us: 200_000,
+                },
+            ),
+            conn(
+                11_300,
+                2,
+                ConnEvent::Reconnected {
+                    rebuilt: true,
+                    took_us: 250_000,
+                },
+            ),
         ];
-        let r = recovery("relay killed", 10_000_000, None, 20_000_000, &conns, &deliveries());
+        let r = recovery(
+            "relay killed",
+            10_000_000,
+            0,
+            None,
+            20_000_000,
+            &conns,
+            &deliveries(),
+        );
         assert_eq!((r.affected, r.rebuilt, r.unresumed), (2, 1, 0));
         assert_eq!(r.resumed_us, Some(1_300_000));
         assert_eq!(r.threshold_us, Some(40_000));
@@ -456,7 +504,15 @@ mod tests {
             conn(11_000, 2, ConnEvent::UpstreamDown),
             conn(13_000, 2, ConnEvent::UpstreamUp),
         ];
-        let r = recovery("partition", 10_000_000, Some(12_000_000), 20_000_000, &conns, &deliveries());
+        let r = recovery(
+            "partition",
+            10_000_000,
+            0,
+            Some(12_000_000),
+            20_000_000,
+            &conns,
+            &deliveries(),
+        );
         assert_eq!((r.affected, r.unresumed), (2, 1));
         assert_eq!(r.resumed_us, None);
         // Scanning starts at the later of the heal (12 s) and the last
@@ -466,7 +522,7 @@ mod tests {
 
     #[test]
     fn no_samples_before_means_no_threshold() {
-        let r = recovery("early", 100_000, None, 20_000_000, &[], &deliveries());
+        let r = recovery("early", 100_000, 0, None, 20_000_000, &[], &deliveries());
         assert_eq!(r.threshold_us, None);
         assert_eq!(r.delivery_back_us, None);
         assert_eq!((r.affected, r.resumed_us), (0, None));

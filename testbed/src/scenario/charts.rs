@@ -5,11 +5,11 @@
 
 use super::analysis::RunFigures;
 use super::record::Mode;
-use super::svg::{Anchor, Frame, Scale, Stroke, Svg};
+use super::svg::{nice_floor, Anchor, Frame, Scale, Stroke, Svg};
 use super::timeline::Kind;
 
 const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 540.0;
+const HEIGHT: f64 = 590.0;
 
 /// Colour of each reported class, in [`super::analysis::CLASSES`] order.
 const CLASS_COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
@@ -33,7 +33,7 @@ fn frame(x: Scale, y: Scale) -> Frame {
         left: 80.0,
         top: 70.0,
         width: WIDTH - 110.0,
-        height: HEIGHT - 140.0,
+        height: HEIGHT - 70.0 - 150.0,
         x,
         y,
     }
@@ -79,13 +79,17 @@ pub fn ack_cdf(scenario: &str, seed: u64, runs: &[RunFigures]) -> String {
     }
     let decades = ((most.max(1) as f64).log10().ceil() as u32).clamp(2, 4);
     let (lo, hi) = if lo.is_finite() {
-        let lo = 10f64.powf(lo.max(0.01).log10().floor());
+        let lo = nice_floor(lo.max(0.01));
         (lo, (hi * 1.2).max(lo * 10.0))
     } else {
         (1.0, 1000.0)
     };
     let f = frame(Scale::Log { min: lo, max: hi }, Scale::Tail { decades });
-    f.axes(&mut svg, "ack latency (ms, log scale)", "acks faster than this");
+    f.axes(
+        &mut svg,
+        "ack latency (ms, log scale)",
+        "acks faster than this",
+    );
     if most == 0 {
         empty(&mut svg, &f, "no acks recorded");
         return svg.finish();
@@ -142,7 +146,7 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
         }
     }
     let (lo, hi) = if lo.is_finite() {
-        let lo = 10f64.powf(lo.max(0.01).log10().floor());
+        let lo = nice_floor(lo.max(0.01));
         (lo, (hi * 1.5).max(lo * 10.0))
     } else {
         (1.0, 1000.0)
@@ -154,11 +158,19 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
         },
         Scale::Log { min: lo, max: hi },
     );
-    f.axes(&mut svg, "time since the start of the run (s)", "delivery latency (ms, log)");
+    f.axes(
+        &mut svg,
+        "time since the start of the run (s)",
+        "delivery latency (ms, log)",
+    );
     // Markers from the first run (the timeline is the same in both).
     if let Some(r) = runs.first() {
-        let mut row = 0;
-        for m in r.markers.iter().filter(|m| m.kind != Kind::Traffic) {
+        for (row, m) in r
+            .markers
+            .iter()
+            .filter(|m| m.kind != Kind::Traffic)
+            .enumerate()
+        {
             let x = f.px(m.t_us as f64 / 1e6);
             let stroke = match m.kind {
                 Kind::Failure => Stroke::solid("#d62728", 1.5),
@@ -168,16 +180,25 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
             svg.line(x, f.top, x, f.bottom(), stroke);
             svg.text(
                 x + 3.0,
-                f.top + 12.0 + 12.0 * f64::from(row % 4),
+                f.top + 12.0 + 12.0 * (row % 4) as f64,
                 10.0,
                 Anchor::Start,
                 stroke.color,
                 &m.label,
             );
-            row += 1;
         }
     }
     let mut legend = Vec::new();
+    // Stalls of this machine or runtime: latency then is inflated by them.
+    let stall = Stroke::solid("#444444", 2.0);
+    let mut stalls = 0;
+    for r in runs {
+        for st in &r.stalls {
+            let x = f.px(f64::from(st.t_ms) / 1000.0);
+            svg.line(x, f.bottom() - 10.0, x, f.bottom(), stall);
+            stalls += 1;
+        }
+    }
     let bucket_s = super::analysis::BUCKET_MS as f64 / 1000.0;
     for r in runs {
         let color = mode_color(r.mode);
@@ -209,6 +230,9 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
             legend.push((name, stroke));
         }
     }
+    if stalls > 0 {
+        legend.push(("machine or runtime stall > 20 ms".into(), stall));
+    }
     if runs.iter().all(|r| r.delivery.is_none()) {
         empty(&mut svg, &f, "no event deliveries recorded");
     }
@@ -234,8 +258,14 @@ pub fn timer_drift(scenario: &str, seed: u64, runs: &[RunFigures]) -> String {
     }
     if values.is_empty() {
         let f = frame(
-            Scale::Linear { min: -1.0, max: 1.0 },
-            Scale::Linear { min: 0.0, max: 100.0 },
+            Scale::Linear {
+                min: -1.0,
+                max: 1.0,
+            },
+            Scale::Linear {
+                min: 0.0,
+                max: 100.0,
+            },
         );
         f.axes(&mut svg, "clock error (ms)", "share of readings (%)");
         empty(&mut svg, &f, "no battle in this run: no timer to measure");
@@ -302,7 +332,7 @@ pub fn timer_drift(scenario: &str, seed: u64, runs: &[RunFigures]) -> String {
             Stroke::solid(color, 6.0).faded(0.75),
         ));
         // Countdown ticks, one row per run.
-        let y0 = f.bottom() + 40.0 + 10.0 * k as f64;
+        let y0 = f.bottom() + 22.0 + 9.0 * k as f64;
         for e in &r.countdown_errors {
             let x = f.px(*e as f64 / 1000.0);
             svg.line(x, y0, x, y0 + 7.0, Stroke::solid(color, 1.0));
@@ -371,25 +401,29 @@ mod tests {
             clock_errors: (-50..50).map(|e| e * 20 * scale as i64).collect(),
             clock_abs: Summary::of(&mut (0..50).map(|e| e * 20).collect::<Vec<_>>()),
             countdown_errors: vec![-300, 0, 250],
-            countdown_abs: Summary::of(&mut vec![300, 0, 250]),
+            countdown_abs: Summary::of(&mut [300, 0, 250]),
             countdown_missing: 0,
             battles: 1,
             recoveries: Vec::new(),
+            stalls: Vec::new(),
             markers: vec![
                 Marker {
                     t_us: 4_000_000,
                     step: 0,
                     kind: Kind::Failure,
                     label: "relay a killed".into(),
+                    extra_path_us: 0,
                 },
                 Marker {
                     t_us: 6_000_000,
                     step: 1,
                     kind: Kind::Heal,
                     label: "a & b <back>".into(),
+                    extra_path_us: 0,
                 },
             ],
             client_stats: client_sdk::Stats::default(),
+            per_client: Vec::new(),
             links: Vec::new(),
             link_stats: Vec::new(),
             origin_clock_steps: Vec::new(),
@@ -400,19 +434,30 @@ mod tests {
 
     #[test]
     fn the_charts_are_well_formed_and_complete() {
-        let runs = [figures(Mode::DatagramFirst, 1), figures(Mode::StreamOnly, 3)];
+        let runs = [
+            figures(Mode::DatagramFirst, 1),
+            figures(Mode::StreamOnly, 3),
+        ];
         let cdf = ack_cdf("lossy", 42, &runs);
         well_formed(&cdf).expect("CDF is well-formed");
         assert!(cdf.contains("seed 42") && cdf.contains("lossy"));
         // Four classes × two runs, one line each.
         assert_eq!(cdf.matches("<polyline").count(), 8);
-        assert_eq!(cdf.matches("stroke-dasharray=\"7 4\"").count(), 4 + 4, "lines + legend");
+        assert_eq!(
+            cdf.matches("stroke-dasharray=\"7 4\"").count(),
+            4 + 4,
+            "lines + legend"
+        );
 
         let over_time = delivery_over_time("lossy", 42, &runs);
         well_formed(&over_time).expect("delivery chart is well-formed");
         assert!(over_time.contains("relay a killed"));
         assert!(over_time.contains("a &amp; b &lt;back&gt;"));
-        assert_eq!(over_time.matches("<polyline").count(), 4, "p50 and p99 per run");
+        assert_eq!(
+            over_time.matches("<polyline").count(),
+            4,
+            "p50 and p99 per run"
+        );
         assert!(over_time.contains("stroke=\"#d62728\""), "the failure line");
 
         let drift = timer_drift("lossy", 42, &runs);

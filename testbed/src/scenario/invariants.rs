@@ -58,13 +58,7 @@ pub struct Facts<'a> {
 
 /// Check every invariant.
 pub fn check(f: &Facts<'_>) -> Vec<Check> {
-    vec![
-        resolved(f),
-        gifts(f),
-        converged(f),
-        seats(f),
-        battles(f),
-    ]
+    vec![resolved(f), gifts(f), converged(f), seats(f), battles(f)]
 }
 
 fn resolved(f: &Facts<'_>) -> Check {
@@ -92,13 +86,20 @@ fn resolved(f: &Facts<'_>) -> Check {
     }
     if !unresolved.is_empty() {
         let n: usize = unresolved.values().sum();
-        let what: Vec<String> = unresolved.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+        let what: Vec<String> = unresolved
+            .iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
+            .collect();
         let _ = write!(detail, "; {n} NEVER RESOLVED ({})", what.join(", "));
     }
     if !failed.is_empty() {
         let n: usize = failed.values().sum();
         let what: Vec<String> = failed.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
-        let _ = write!(detail, "; {n} FAILED without an outcome ({})", what.join(", "));
+        let _ = write!(
+            detail,
+            "; {n} FAILED without an outcome ({})",
+            what.join(", ")
+        );
     }
     Check {
         name: "every action resolved",
@@ -152,10 +153,7 @@ fn gifts(f: &Facts<'_>) -> Check {
     for (id, at) in &causes {
         if at.len() > 1 {
             let places: Vec<String> = at.iter().map(|(r, s)| format!("{r}@{}", s.0)).collect();
-            problems.push(format!(
-                "gift {id:?} counted twice ({})",
-                places.join(", ")
-            ));
+            problems.push(format!("gift {id:?} counted twice ({})", places.join(", ")));
         }
         if let Some(a) = by_id.get(id) {
             if let ActionResult::Rejected { reason, .. } = a.result {
@@ -288,7 +286,10 @@ fn seats(f: &Facts<'_>) -> Check {
         name: "seats consistent",
         ok,
         detail: if ok {
-            format!("one seat per user; every client agrees ({})", summary.join(", "))
+            format!(
+                "one seat per user; every client agrees ({})",
+                summary.join(", ")
+            )
         } else {
             problems.join("; ")
         },
@@ -565,8 +566,15 @@ mod tests {
             converge_error: None,
             battles: &[],
         });
-        assert_eq!(failed(&checks), vec!["every client converges to the origin"]);
-        assert!(checks[2].detail.contains("client 4"), "{}", checks[2].detail);
+        assert_eq!(
+            failed(&checks),
+            vec!["every client converges to the origin"]
+        );
+        assert!(
+            checks[2].detail.contains("client 4"),
+            "{}",
+            checks[2].detail
+        );
     }
 
     #[test]

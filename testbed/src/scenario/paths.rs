@@ -55,7 +55,7 @@ pub enum PathChange {
         /// Which of its paths.
         path: PathKind,
         /// The new impairment (base RTT not included).
-        profile: LinkProfile,
+        profile: Box<LinkProfile>,
     },
     /// Put back what `Impair` of `step` replaced.
     Revert {
@@ -199,7 +199,7 @@ impl Paths {
                 profile,
             } => {
                 let slot = self.slot(*region, *path);
-                let before = std::mem::replace(slot, profile.clone());
+                let before = std::mem::replace(slot, (**profile).clone());
                 self.replaced.insert(*step, (*region, *path, before));
                 touched(*region, *path)
             }
@@ -332,7 +332,10 @@ mod tests {
         assert_eq!(cross.up.loss, 0.05);
         let origin = p.effective(LinkId::Origin { region: 0 });
         assert_eq!(origin.down.delay_ms, 10.0);
-        assert_eq!(p.name(LinkId::Client { from: 0, to: 1 }), "clients a -> relay b");
+        assert_eq!(
+            p.name(LinkId::Client { from: 0, to: 1 }),
+            "clients a -> relay b"
+        );
     }
 
     #[test]
@@ -360,17 +363,27 @@ mod tests {
                 LinkId::Client { from: 1, to: 1 }
             ]
         );
-        assert!(p.effective(LinkId::Client { from: 1, to: 1 }).up.blackhole.always);
-        assert!(!p.effective(LinkId::Client { from: 1, to: 0 }).up.blackhole.always);
+        assert!(
+            p.effective(LinkId::Client { from: 1, to: 1 })
+                .up
+                .blackhole
+                .always
+        );
+        assert!(
+            !p.effective(LinkId::Client { from: 1, to: 0 })
+                .up
+                .blackhole
+                .always
+        );
         // A change during the outage is kept for afterwards.
         let change = PathChange::Impair {
             step: 3,
             region: 1,
             path: PathKind::Clients,
-            profile: LinkProfile::symmetric(Profile {
+            profile: Box::new(LinkProfile::symmetric(Profile {
                 loss: 0.2,
                 ..Profile::default()
-            }),
+            })),
         };
         assert_eq!(p.handle(&change).len(), 2);
         let l = LinkId::Client { from: 1, to: 1 };

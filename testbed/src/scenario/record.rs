@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use client_sdk::{Acked, ClientEvent, Continuity};
 use protocol::{
-    ActionId, BattleId, Class, Event, EventKind, GiftId, Outcome, Reason, RoomId, RoomState,
-    Seq, ServerTime,
+    ActionId, BattleId, Class, Event, EventKind, GiftId, Outcome, Reason, RoomId, RoomState, Seq,
+    ServerTime,
 };
 
 use crate::link::LinkStats;
@@ -109,6 +109,8 @@ impl ActionRecord {
 /// One event reaching one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
+    /// Which client received it.
+    pub client: u32,
     /// When it arrived, ms.
     pub t_ms: u32,
     /// From the event's origin time (`Event::at`) to its arrival, measured
@@ -137,6 +139,8 @@ pub enum ConnEvent {
     UpstreamDown,
     /// Its relay has the origin again.
     UpstreamUp,
+    /// Its session was refused for good (nothing reconnects).
+    Failed,
 }
 
 impl ConnEvent {
@@ -153,20 +157,21 @@ impl ConnEvent {
             },
             ClientEvent::Upstream { connected: true } => ConnEvent::UpstreamUp,
             ClientEvent::Upstream { connected: false } => ConnEvent::UpstreamDown,
+            ClientEvent::Failed { .. } => ConnEvent::Failed,
         })
     }
 
     /// Whether this event starts a disruption.
     pub fn disrupts(self) -> bool {
-        matches!(self, ConnEvent::Moving { .. } | ConnEvent::UpstreamDown)
+        matches!(
+            self,
+            ConnEvent::Moving { .. } | ConnEvent::UpstreamDown | ConnEvent::Failed
+        )
     }
 
     /// Whether this event ends one.
     pub fn resumes(self) -> bool {
-        matches!(
-            self,
-            ConnEvent::Reconnected { .. } | ConnEvent::UpstreamUp
-        )
+        matches!(self, ConnEvent::Reconnected { .. } | ConnEvent::UpstreamUp)
     }
 }
 
@@ -219,6 +224,30 @@ pub struct BattleRecord {
     pub ends_us: u64,
 }
 
+/// Where a late timer was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallKind {
+    /// A plain thread: the machine (or the process) did not run it.
+    Thread,
+    /// A tokio task: the runtime's workers were busy or blocked.
+    Runtime,
+}
+
+/// A 5 ms sleep that woke much later than asked: the machine or the
+/// runtime stalled, and every latency measured then is inflated by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// When it woke, ms.
+    pub t_ms: u32,
+    /// How late, ms.
+    pub late_ms: u32,
+    /// Thread or runtime.
+    pub kind: StallKind,
+}
+
+/// Lateness above which a wake-up counts as a stall.
+pub const STALL_MS: u64 = 20;
+
 /// A timeline entry as played.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
@@ -230,6 +259,9 @@ pub struct Marker {
     pub kind: Kind,
     /// What it was.
     pub label: String,
+    /// For a failure that moves clients to another region's relay, the
+    /// extra one-way base delay of their new path, µs.
+    pub extra_path_us: u64,
 }
 
 /// The union of every event any client received, by room and seq: the
@@ -464,6 +496,7 @@ pub struct Recorder {
     countdowns: Mutex<Vec<Countdown>>,
     battles: Mutex<Vec<BattleRecord>>,
     markers: Mutex<Vec<Marker>>,
+    stalls: Mutex<Vec<Stall>>,
     notes: Mutex<Vec<String>>,
 }
 
@@ -484,6 +517,7 @@ impl Recorder {
             countdowns: Mutex::default(),
             battles: Mutex::default(),
             markers: Mutex::default(),
+            stalls: Mutex::default(),
             notes: Mutex::default(),
         }
     }
@@ -568,6 +602,20 @@ impl Recorder {
         lock(&self.markers).push(m);
     }
 
+    /// A sleep of `asked` that took `took`: recorded as a stall when it
+    /// woke more than [`STALL_MS`] late.
+    pub fn woke(&self, kind: StallKind, asked: Duration, took: Duration) {
+        let late = took.saturating_sub(asked);
+        if late > Duration::from_millis(STALL_MS) {
+            let t_ms = (self.elapsed_us() / 1000) as u32;
+            lock(&self.stalls).push(Stall {
+                t_ms,
+                late_ms: late.as_millis() as u32,
+                kind,
+            });
+        }
+    }
+
     /// Something worth telling in the report that is not a figure.
     pub fn note(&self, s: impl Into<String>) {
         lock(&self.notes).push(s.into());
@@ -583,6 +631,7 @@ impl Recorder {
             countdowns: std::mem::take(&mut *lock(&self.countdowns)),
             battles: std::mem::take(&mut *lock(&self.battles)),
             markers: std::mem::take(&mut *lock(&self.markers)),
+            stalls: std::mem::take(&mut *lock(&self.stalls)),
             notes: std::mem::take(&mut *lock(&self.notes)),
         }
     }
@@ -605,6 +654,8 @@ pub struct Recorded {
     pub battles: Vec<BattleRecord>,
     /// Timeline entries as played.
     pub markers: Vec<Marker>,
+    /// Late wake-ups of the stall detectors.
+    pub stalls: Vec<Stall>,
     /// Remarks.
     pub notes: Vec<String>,
 }
@@ -616,6 +667,25 @@ pub struct MirrorState {
     pub client: u32,
     /// Its mirrored state.
     pub state: RoomState,
+}
+
+/// One client at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSummary {
+    /// Its index.
+    pub client: u32,
+    /// Its user.
+    pub user: protocol::UserId,
+    /// Its room.
+    pub room: RoomId,
+    /// The region it connects from.
+    pub region: String,
+    /// `host`, `viewer` or `cohost`.
+    pub role: &'static str,
+    /// The relay it ended on.
+    pub relay: Option<String>,
+    /// The SDK's counters.
+    pub stats: client_sdk::Stats,
 }
 
 /// Everything one run of a scenario produced.
@@ -645,6 +715,8 @@ pub struct RunRecord {
     pub converge_error: Option<String>,
     /// The SDK's counters, summed over clients.
     pub client_stats: client_sdk::Stats,
+    /// Each client at the end.
+    pub per_client: Vec<ClientSummary>,
     /// Each link's counters at the end, by name.
     pub links: Vec<(String, LinkStats)>,
     /// How far a restarted origin's clock was from the old one's, µs.

@@ -34,7 +34,7 @@ const MAX_RTT_MS: f64 = 10_000.0;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: String,
@@ -407,7 +407,7 @@ pub enum StepAction {
         /// Its clients' paths or its relay's path to the origin.
         path: PathKind,
         /// The new impairment.
-        profile: LinkProfile,
+        profile: Box<LinkProfile>,
         /// Put back the previous impairment after this long.
         for_: Option<Duration>,
     },
@@ -464,24 +464,24 @@ impl Scenario {
     /// Read and check a scenario file; its name defaults to the file name
     /// without `.toml`.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(ScenarioError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "scenario".into());
-        Scenario::from_toml(&text, &stem)
+        // From the file, so that errors name it.
+        extract(Figment::from(Toml::file_exact(path)), &stem)
     }
 
     /// Parse and check scenario TOML; `default_name` is used when the file
     /// has no `name`.
     pub fn from_toml(text: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
-        let file: ScenarioFile = Figment::from(Toml::string(text))
-            .extract()
-            .map_err(|e| ScenarioError::Parse(Box::new(e)))?;
-        check(file, default_name)
+        extract(Figment::from(Toml::string(text)), default_name)
     }
 
     /// Every client of the run: hosts, viewers and co-hosts.
@@ -495,6 +495,13 @@ impl Scenario {
     pub fn room_index(&self, room: RoomId) -> Option<usize> {
         self.rooms.iter().position(|r| r.id == room)
     }
+}
+
+fn extract(figment: Figment, default_name: &str) -> Result<Scenario, ScenarioError> {
+    let file: ScenarioFile = figment
+        .extract()
+        .map_err(|e| ScenarioError::Parse(Box::new(e)))?;
+    check(file, default_name)
 }
 
 fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError> {
@@ -675,7 +682,10 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
         if c.count == 0 {
             return Err(invalid(format!("{at}: count must be at least 1")));
         }
-        if !(c.sit_s > 0.0 && c.sit_s <= MAX_DURATION_S && c.stand_s > 0.0 && c.stand_s <= MAX_DURATION_S)
+        if !(c.sit_s > 0.0
+            && c.sit_s <= MAX_DURATION_S
+            && c.stand_s > 0.0
+            && c.stand_s <= MAX_DURATION_S)
         {
             return Err(invalid(format!(
                 "{at}: sit_s and stand_s must be in (0, {MAX_DURATION_S}]"
@@ -751,7 +761,7 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
             actions.push(StepAction::Impair {
                 region: region_of(&at, &imp.region)?,
                 path: imp.path,
-                profile: imp.profile,
+                profile: Box::new(imp.profile),
                 for_: imp.for_s.map(|d| fits("impair.for_s", d)).transpose()?,
             });
         }

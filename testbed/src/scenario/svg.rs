@@ -226,7 +226,9 @@ impl Scale {
         let f = match *self {
             Scale::Linear { min, max } => (v - min) / (max - min),
             Scale::Log { min, max } => (v.max(min).ln() - min.ln()) / (max.ln() - min.ln()),
-            Scale::Tail { decades } => -(1.0 - v.clamp(0.0, 1.0)).max(1e-12).log10() / f64::from(decades),
+            Scale::Tail { decades } => {
+                -(1.0 - v.clamp(0.0, 1.0)).max(1e-12).log10() / f64::from(decades)
+            }
         };
         if f.is_finite() {
             f.clamp(0.0, 1.0)
@@ -239,7 +241,7 @@ impl Scale {
     pub fn ticks(&self) -> Vec<(f64, String)> {
         match *self {
             Scale::Linear { min, max } => {
-                let step = nice_step((max - min) / 6.0);
+                let step = nice_step((max - min) / 8.0);
                 let mut v = (min / step).ceil() * step;
                 let mut out = Vec::new();
                 while v <= max + step * 1e-9 && out.len() < 50 {
@@ -253,7 +255,11 @@ impl Scale {
                 let lo = min.log10().floor() as i32;
                 let hi = max.log10().ceil() as i32;
                 let decades = hi - lo;
-                let mults: &[f64] = if decades > 4 { &[1.0] } else { &[1.0, 2.0, 5.0] };
+                let mults: &[f64] = match decades {
+                    0 | 1 => &[1.0, 1.5, 2.0, 3.0, 5.0, 7.0],
+                    2..=4 => &[1.0, 2.0, 5.0],
+                    _ => &[1.0],
+                };
                 for e in lo..=hi {
                     for m in mults {
                         let v = m * 10f64.powi(e);
@@ -273,8 +279,7 @@ impl Scale {
                         "90%".to_owned()
                     } else {
                         nines.push('9');
-                        format!("{}.{}%", &nines[..2], &nines[2..])
-                            .replace(".%", "%")
+                        format!("{}.{}%", &nines[..2], &nines[2..]).replace(".%", "%")
                     };
                     out.push((q, label));
                 }
@@ -325,50 +330,85 @@ impl Frame {
             let x = self.px(v);
             svg.line(x, self.top, x, self.bottom(), grid);
             svg.line(x, self.bottom(), x, self.bottom() + 4.0, axis);
-            svg.text(x, self.bottom() + 16.0, 11.0, Anchor::Middle, "#333333", &label);
+            svg.text(
+                x,
+                self.bottom() + 16.0,
+                11.0,
+                Anchor::Middle,
+                "#333333",
+                &label,
+            );
         }
         for (v, label) in self.y.ticks() {
             let y = self.py(v);
             svg.line(self.left, y, self.left + self.width, y, grid);
             svg.line(self.left - 4.0, y, self.left, y, axis);
-            svg.text(self.left - 7.0, y + 4.0, 11.0, Anchor::End, "#333333", &label);
+            svg.text(
+                self.left - 7.0,
+                y + 4.0,
+                11.0,
+                Anchor::End,
+                "#333333",
+                &label,
+            );
         }
-        svg.line(self.left, self.bottom(), self.left + self.width, self.bottom(), axis);
+        svg.line(
+            self.left,
+            self.bottom(),
+            self.left + self.width,
+            self.bottom(),
+            axis,
+        );
         svg.line(self.left, self.top, self.left, self.bottom(), axis);
         svg.text(
             self.left + self.width / 2.0,
-            self.bottom() + 36.0,
+            self.bottom() + 52.0,
             12.0,
             Anchor::Middle,
             "#000000",
             x_label,
         );
-        svg.vertical_text(self.left - 48.0, self.top + self.height / 2.0, 12.0, "#000000", y_label);
+        svg.vertical_text(
+            self.left - 48.0,
+            self.top + self.height / 2.0,
+            12.0,
+            "#000000",
+            y_label,
+        );
     }
 
-    /// A legend box in the top-right corner of the frame: a line sample
-    /// and a label per entry.
+    /// A legend under the plot (below the x-axis label), in two columns:
+    /// a line sample and a label per entry.
     pub fn legend(&self, svg: &mut Svg, entries: &[(String, Stroke<'_>)]) {
-        if entries.is_empty() {
-            return;
-        }
-        let longest = entries.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
-        let w = 40.0 + longest as f64 * 6.3;
-        let h = 8.0 + entries.len() as f64 * 16.0;
-        let x = self.left + self.width - w - 8.0;
-        let y = self.top + 8.0;
-        svg.rect(x, y, w, h, "white", 0.85);
+        let col = self.width / 2.0;
         for (i, (label, stroke)) in entries.iter().enumerate() {
-            let ly = y + 14.0 + i as f64 * 16.0;
-            svg.line(x + 6.0, ly - 4.0, x + 30.0, ly - 4.0, *stroke);
-            svg.text(x + 36.0, ly, 11.0, Anchor::Start, "#000000", label);
+            let x = self.left + col * (i % 2) as f64;
+            let y = self.bottom() + LEGEND_TOP + 17.0 * (i / 2) as f64;
+            svg.line(x, y - 4.0, x + 26.0, y - 4.0, *stroke);
+            svg.text(x + 32.0, y, 11.0, Anchor::Start, "#000000", label);
         }
     }
 }
 
+/// Space between the plot's bottom edge and the first legend row, px.
+pub const LEGEND_TOP: f64 = 72.0;
+
+/// The largest 1, 2 or 5 times a power of ten at or below `v` (> 0).
+pub fn nice_floor(v: f64) -> f64 {
+    if v.is_nan() || v <= 0.0 || v.is_infinite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|x| *x <= v * (1.0 + 1e-9))
+        .unwrap_or(p)
+}
+
 /// 1, 2 or 5 times a power of ten, at least `raw`.
 fn nice_step(raw: f64) -> f64 {
-    if !(raw > 0.0) || !raw.is_finite() {
+    if raw.is_nan() || raw <= 0.0 || raw.is_infinite() {
         return 1.0;
     }
     let p = 10f64.powf(raw.log10().floor());
@@ -435,13 +475,10 @@ pub(crate) fn well_formed(doc: &str) -> Result<usize, String> {
         if text.contains('>') {
             return Err(format!("stray '>' in text: {text:?}"));
         }
-        let close = rest[open..]
-            .find('>')
-            .ok_or("unterminated tag")?
-            + open;
+        let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
         let tag = &rest[open + 1..close];
         rest = &rest[close + 1..];
-        if tag.matches('"').count() % 2 != 0 {
+        if !tag.matches('"').count().is_multiple_of(2) {
             return Err(format!("unbalanced quotes in <{tag}>"));
         }
         if let Some(name) = tag.strip_prefix('/') {
@@ -451,7 +488,11 @@ pub(crate) fn well_formed(doc: &str) -> Result<usize, String> {
             }
         } else {
             elements += 1;
-            let name = tag.split_whitespace().next().unwrap_or("").trim_end_matches('/');
+            let name = tag
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('/');
             if name.is_empty() {
                 return Err("empty tag".into());
             }
@@ -477,7 +518,10 @@ mod tests {
     fn a_document_is_well_formed_and_escaped() {
         let mut s = Svg::new(200.0, 100.0);
         s.text(1.0, 2.0, 10.0, Anchor::Start, "black", "a < b & \"c\"");
-        s.polyline(&[(0.0, 0.0), (1.5, 2.25)], Stroke::solid("red", 2.0).dashed("4 2"));
+        s.polyline(
+            &[(0.0, 0.0), (1.5, 2.25)],
+            Stroke::solid("red", 2.0).dashed("4 2"),
+        );
         s.polyline(&[(0.0, 0.0)], Stroke::solid("red", 2.0));
         s.rect(0.0, 0.0, 10.0, 10.0, "blue", 0.5);
         s.vertical_text(5.0, 50.0, 10.0, "black", "y");
@@ -485,7 +529,11 @@ mod tests {
         assert!(doc.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(doc.contains("a &lt; b &amp; &quot;c&quot;"));
         assert!(doc.contains(r#"points="0,0 1.5,2.25""#));
-        assert_eq!(doc.matches("<polyline").count(), 1, "a single point draws nothing");
+        assert_eq!(
+            doc.matches("<polyline").count(),
+            1,
+            "a single point draws nothing"
+        );
         assert_eq!(well_formed(&doc), Ok(6));
         assert!(well_formed("<svg><g></svg>").is_err());
         assert!(well_formed("<svg>a > b</svg>").is_err());
@@ -493,17 +541,29 @@ mod tests {
 
     #[test]
     fn scales_map_and_tick() {
-        let lin = Scale::Linear { min: 0.0, max: 30.0 };
+        let lin = Scale::Linear {
+            min: 0.0,
+            max: 30.0,
+        };
         assert_eq!(lin.frac(15.0), 0.5);
         assert_eq!(lin.frac(-5.0), 0.0);
         let t: Vec<String> = lin.ticks().into_iter().map(|t| t.1).collect();
         assert_eq!(t, ["0", "5", "10", "15", "20", "25", "30"]);
+        assert_eq!(nice_floor(52.0), 50.0);
+        assert_eq!(nice_floor(0.31), 0.2);
+        assert_eq!(nice_floor(1.0), 1.0);
 
-        let log = Scale::Log { min: 1.0, max: 1000.0 };
+        let log = Scale::Log {
+            min: 1.0,
+            max: 1000.0,
+        };
         assert!((log.frac(10.0) - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(log.frac(0.0), 0.0);
         let t: Vec<String> = log.ticks().into_iter().map(|t| t.1).collect();
-        assert_eq!(t, ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1000"]);
+        assert_eq!(
+            t,
+            ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1000"]
+        );
 
         let tail = Scale::Tail { decades: 3 };
         assert!((tail.frac(0.99) - 2.0 / 3.0).abs() < 1e-9);

@@ -121,10 +121,7 @@ impl Timeline {
                         rooms: *rooms,
                         duration_secs: *duration_secs,
                     },
-                    format!(
-                        "PK {} vs {} ({duration_secs} s)",
-                        rooms[0].0, rooms[1].0
-                    ),
+                    format!("PK {} vs {} ({duration_secs} s)", rooms[0].0, rooms[1].0),
                 ),
                 StepAction::GiftBurst {
                     room,
@@ -370,7 +367,12 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert!(matches!(
             &e[0].action,
-            Action::Path(PathChange::Impair { step: 0, region: 1, path: PathKind::Origin, .. })
+            Action::Path(PathChange::Impair {
+                step: 0,
+                region: 1,
+                path: PathKind::Origin,
+                ..
+            })
         ));
         assert_eq!(e[0].label, "b-origin: loss 10%");
         assert_eq!(e[1].at, Duration::from_secs(6));

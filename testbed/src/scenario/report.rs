@@ -1,0 +1,830 @@
+//! The report of a scenario: the runs' figures side by side in a terminal
+//! table, all of them in a JSON file, and the pictures. Pure apart from
+//! [`Report::write`], which writes the files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::bench::json::Value;
+
+use super::analysis::{ClassFigures, Recovery, RunFigures};
+use super::charts::{self, ms};
+use super::paths::describe;
+use super::record::StallKind;
+use super::spec::Scenario;
+use super::stats::Summary;
+use super::timeline::{Kind, Timeline};
+
+/// The files [`Report::write`] produces.
+pub const FILES: [&str; 5] = [
+    "summary.txt",
+    "report.json",
+    "ack-latency-cdf.svg",
+    "delivery-latency.svg",
+    "timer-drift.svg",
+];
+
+/// A scenario's report: what it was and what each run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Its seed.
+    pub seed: u64,
+    /// Its length, s.
+    pub duration_s: f64,
+    /// What the scenario sets up, one line each.
+    pub setup: Vec<String>,
+    /// Its timeline, as played: `(seconds, what)`.
+    pub timeline: Vec<(f64, String)>,
+    /// The runs (the design first, then the baseline).
+    pub runs: Vec<RunFigures>,
+}
+
+impl Report {
+    /// The report of `runs` of `s`.
+    pub fn new(s: &Scenario, runs: Vec<RunFigures>) -> Report {
+        let regions: Vec<String> = s
+            .regions
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (clients {} ms RTT, {}; origin {} ms RTT, {})",
+                    r.name,
+                    r.client_rtt_ms,
+                    describe(&r.clients),
+                    r.origin_rtt_ms,
+                    describe(&r.origin)
+                )
+            })
+            .collect();
+        let mut setup = vec![format!(
+            "{} s · {} clients in {} room{} · regions: {}",
+            s.duration.as_secs_f64(),
+            s.client_count(),
+            s.rooms.len(),
+            if s.rooms.len() == 1 { "" } else { "s" },
+            regions.join("; ")
+        )];
+        if s.regions.len() > 1 {
+            setup.push(format!(
+                "a client on another region's relay pays {} ms more RTT",
+                s.cross_region_rtt_ms
+            ));
+        }
+        let timeline = Timeline::new(s)
+            .entries()
+            .iter()
+            .map(|e| (e.at.as_secs_f64(), e.label.clone()))
+            .collect();
+        Report {
+            scenario: s.name.clone(),
+            seed: s.seed,
+            duration_s: s.duration.as_secs_f64(),
+            setup,
+            timeline,
+            runs,
+        }
+    }
+
+    /// Whether every invariant held in every run.
+    pub fn ok(&self) -> bool {
+        self.runs.iter().all(RunFigures::ok)
+    }
+
+    /// Every violated invariant, as `mode: name: detail`.
+    pub fn failures(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .flat_map(|r| {
+                r.checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(move |c| format!("{}: {}: {}", r.mode.label(), c.name, c.detail))
+            })
+            .collect()
+    }
+
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Ringside testbed · scenario {} · seed {}",
+            self.scenario, self.seed
+        );
+        for l in &self.setup {
+            let _ = writeln!(out, "  {l}");
+        }
+        if !self.timeline.is_empty() {
+            let steps: Vec<String> = self
+                .timeline
+                .iter()
+                .map(|(t, what)| format!("{t:.1} s {what}"))
+                .collect();
+            let _ = writeln!(out, "  timeline: {}", steps.join(" · "));
+        }
+        out.push('\n');
+        let mut t = Table::new(
+            self.runs
+                .iter()
+                .map(|r| r.mode.label().to_owned())
+                .collect(),
+        );
+        t.section("ack latency, ms", "p50 / p99 / p99.9  (n)");
+        for (i, (_, label)) in super::analysis::CLASSES.iter().enumerate() {
+            t.row(
+                &format!("  {label}"),
+                self.runs
+                    .iter()
+                    .map(|r| r.ack.get(i).map_or("—".into(), class_cell))
+                    .collect(),
+            );
+        }
+        t.section("delivery latency, ms", "p50 / p99 / p99.9  (n)");
+        t.row(
+            "  every event, every client",
+            self.runs.iter().map(|r| triple(r.delivery)).collect(),
+        );
+        for (i, (_, label)) in super::analysis::CLASSES.iter().enumerate() {
+            if self
+                .runs
+                .iter()
+                .all(|r| r.delivery_by_class.get(i).and_then(|c| c.1).is_none())
+            {
+                continue;
+            }
+            t.row(
+                &format!("  {label} events"),
+                self.runs
+                    .iter()
+                    .map(|r| triple(r.delivery_by_class.get(i).and_then(|c| c.1)))
+                    .collect(),
+            );
+        }
+        t.section("timer drift, ms", "");
+        t.row(
+            "  |clock error| p50 / p99 / max",
+            self.runs
+                .iter()
+                .map(|r| {
+                    r.clock_abs.map_or("no battle".into(), |s| {
+                        format!("{} / {} / {}", num(s.p50), num(s.p99), num(s.max))
+                    })
+                })
+                .collect(),
+        );
+        t.row(
+            "  countdown zero − ends_at",
+            self.runs
+                .iter()
+                .map(|r| {
+                    if r.countdown_errors.is_empty() {
+                        return "—".into();
+                    }
+                    let lo = r.countdown_errors.iter().min().copied().unwrap_or(0);
+                    let hi = r.countdown_errors.iter().max().copied().unwrap_or(0);
+                    format!(
+                        "{} … {}  (n {})",
+                        signed(lo),
+                        signed(hi),
+                        r.countdown_errors.len()
+                    )
+                })
+                .collect(),
+        );
+        let failures = self.runs.first().map_or(0, |r| r.recoveries.len());
+        for i in 0..failures {
+            let first = &self.runs[0].recoveries[i];
+            t.section(
+                &format!(
+                    "recovery: {} at {:.1} s",
+                    first.label,
+                    first.at_us as f64 / 1e6
+                ),
+                "",
+            );
+            let get = |r: &RunFigures| r.recoveries.get(i).cloned();
+            t.row(
+                "  every affected client resumed",
+                self.runs
+                    .iter()
+                    .map(|r| get(r).map_or("—".into(), |x| resumed_cell(&x)))
+                    .collect(),
+            );
+            t.row(
+                "  delivery p99 back under pre-failure p99",
+                self.runs
+                    .iter()
+                    .map(|r| get(r).map_or("—".into(), |x| back_cell(&x)))
+                    .collect(),
+            );
+        }
+        t.section("context", "");
+        t.row(
+            "  actions applied / rejected / other",
+            self.runs
+                .iter()
+                .map(|r| {
+                    let o = r.outcomes;
+                    format!(
+                        "{} / {} / {}",
+                        o.applied,
+                        o.rejected,
+                        o.busy + o.failed + o.unresolved
+                    )
+                })
+                .collect(),
+        );
+        t.row(
+            "  client fallbacks / resyncs / moves",
+            self.runs
+                .iter()
+                .map(|r| {
+                    let s = r.client_stats;
+                    format!("{} / {} / {}", s.fallbacks, s.resyncs, s.moves)
+                })
+                .collect(),
+        );
+        t.row(
+            "  snapshots received",
+            self.runs
+                .iter()
+                .map(|r| r.client_stats.snapshots.to_string())
+                .collect(),
+        );
+        t.row(
+            "  packets through links, dropped",
+            self.runs
+                .iter()
+                .map(|r| {
+                    let offered: u64 = r.links.iter().map(|l| l.1).sum();
+                    let dropped: u64 = r.links.iter().map(|l| l.2).sum();
+                    format!(
+                        "{}, {:.2}%",
+                        offered,
+                        dropped as f64 * 100.0 / offered.max(1) as f64
+                    )
+                })
+                .collect(),
+        );
+        t.row(
+            "  stalls > 20 ms: thread / runtime (max)",
+            self.runs.iter().map(stalls_cell).collect(),
+        );
+        t.row(
+            "  run time (setup)",
+            self.runs
+                .iter()
+                .map(|r| format!("{:.1} s ({:.1} s)", r.wall_s, r.setup_s))
+                .collect(),
+        );
+        t.row(
+            "  invariants",
+            self.runs
+                .iter()
+                .map(|r| {
+                    let bad = r.checks.iter().filter(|c| !c.ok).count();
+                    if bad == 0 {
+                        format!("✓ all {} hold", r.checks.len())
+                    } else {
+                        format!("✗ {bad} of {} FAILED", r.checks.len())
+                    }
+                })
+                .collect(),
+        );
+        out.push_str(&t.render());
+        for r in &self.runs {
+            let _ = writeln!(out, "\ninvariants, {}:", r.mode.label());
+            for c in &r.checks {
+                let _ = writeln!(
+                    out,
+                    "  {} {} — {}",
+                    if c.ok { "✓" } else { "✗" },
+                    c.name,
+                    c.detail
+                );
+            }
+            for n in &r.notes {
+                let _ = writeln!(out, "  note: {n}");
+            }
+        }
+        out
+    }
+
+    /// Every figure, for machines.
+    pub fn json(&self) -> Value {
+        Value::object([
+            ("scenario", Value::from(self.scenario.as_str())),
+            ("seed", Value::from(self.seed)),
+            ("duration_s", Value::from(self.duration_s)),
+            (
+                "setup",
+                Value::Array(self.setup.iter().map(|s| Value::from(s.as_str())).collect()),
+            ),
+            (
+                "timeline",
+                Value::Array(
+                    self.timeline
+                        .iter()
+                        .map(|(t, w)| {
+                            Value::object([
+                                ("at_s", Value::from(*t)),
+                                ("what", Value::from(w.as_str())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            ("ok", Value::from(self.ok())),
+            (
+                "runs",
+                Value::Array(self.runs.iter().map(run_json).collect()),
+            ),
+        ])
+    }
+
+    /// Writes [`FILES`] into `dir` (created if needed); returns their paths.
+    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let docs = [
+            self.summary(),
+            self.json().pretty(),
+            charts::ack_cdf(&self.scenario, self.seed, &self.runs),
+            charts::delivery_over_time(&self.scenario, self.seed, &self.runs),
+            charts::timer_drift(&self.scenario, self.seed, &self.runs),
+        ];
+        let mut paths = Vec::new();
+        for (name, doc) in FILES.iter().zip(docs) {
+            let p = dir.join(name);
+            std::fs::write(&p, doc)?;
+            paths.push(p);
+        }
+        Ok(paths)
+    }
+}
+
+fn class_cell(c: &ClassFigures) -> String {
+    c.summary.map_or("—".into(), |s| {
+        format!(
+            "{} / {} / {}  ({})",
+            num(s.p50),
+            num(s.p99),
+            num(s.p999),
+            s.count
+        )
+    })
+}
+
+fn triple(s: Option<Summary>) -> String {
+    s.map_or("—".into(), |s| {
+        format!(
+            "{} / {} / {}  ({})",
+            num(s.p50),
+            num(s.p99),
+            num(s.p999),
+            s.count
+        )
+    })
+}
+
+fn stalls_cell(r: &RunFigures) -> String {
+    let count = |k: StallKind| r.stalls.iter().filter(|s| s.kind == k).count();
+    let max = r.stalls.iter().map(|s| s.late_ms).max().unwrap_or(0);
+    format!(
+        "{} / {}{}",
+        count(StallKind::Thread),
+        count(StallKind::Runtime),
+        if max > 0 {
+            format!("  ({max} ms)")
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn resumed_cell(r: &Recovery) -> String {
+    match (r.affected, r.resumed_us) {
+        (0, _) => "no client disrupted".into(),
+        (n, Some(us)) => {
+            let rebuilt = if r.rebuilt > 0 {
+                format!(", {} rebuilt", r.rebuilt)
+            } else {
+                String::new()
+            };
+            format!("{:.2} s  ({n} clients{rebuilt})", us as f64 / 1e6)
+        }
+        (n, None) => format!("{} of {n} NOT resumed", r.unresumed),
+    }
+}
+
+fn back_cell(r: &Recovery) -> String {
+    match (r.threshold_us, r.delivery_back_us) {
+        (None, _) => "— (too few samples before)".into(),
+        (Some(th), back) => {
+            let limit = if r.allowance_us > 0 {
+                format!("{} + {} path", ms(th), ms(r.allowance_us))
+            } else {
+                ms(th)
+            };
+            match back {
+                Some(us) => format!("{:.2} s  (< {limit})", us as f64 / 1e6),
+                None => format!("not back  (< {limit})"),
+            }
+        }
+    }
+}
+
+/// µs as ms with sensible decimals, no unit.
+fn num(us: u64) -> String {
+    let v = us as f64 / 1000.0;
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn signed(us: i64) -> String {
+    let sign = if us < 0 { "−" } else { "+" };
+    format!("{sign}{}", num(us.unsigned_abs()))
+}
+
+fn summary_json(s: Option<Summary>) -> Value {
+    match s {
+        None => Value::Null,
+        Some(s) => Value::object([
+            ("count", Value::from(s.count)),
+            ("min_ms", ms_value(s.min)),
+            ("p50_ms", ms_value(s.p50)),
+            ("p90_ms", ms_value(s.p90)),
+            ("p99_ms", ms_value(s.p99)),
+            ("p999_ms", ms_value(s.p999)),
+            ("max_ms", ms_value(s.max)),
+            ("mean_ms", Value::from(s.mean / 1000.0)),
+        ]),
+    }
+}
+
+fn ms_value(us: u64) -> Value {
+    Value::from(us as f64 / 1000.0)
+}
+
+fn opt_s(us: Option<u64>) -> Value {
+    us.map_or(Value::Null, |u| Value::from(u as f64 / 1e6))
+}
+
+fn run_json(r: &RunFigures) -> Value {
+    let ack = Value::Object(
+        r.ack
+            .iter()
+            .map(|c| {
+                (
+                    c.label.to_owned(),
+                    Value::object([
+                        ("latency", summary_json(c.summary)),
+                        (
+                            "cdf",
+                            Value::Array(
+                                c.cdf
+                                    .iter()
+                                    .map(|(v, q)| Value::Array(vec![ms_value(*v), Value::from(*q)]))
+                                    .collect(),
+                            ),
+                        ),
+                    ]),
+                )
+            })
+            .collect(),
+    );
+    let o = r.outcomes;
+    let s = r.client_stats;
+    Value::object([
+        ("mode", Value::from(r.mode.label())),
+        ("ok", Value::from(r.ok())),
+        ("clients", Value::from(r.clients)),
+        ("wall_s", Value::from(r.wall_s)),
+        ("setup_s", Value::from(r.setup_s)),
+        ("ack", ack),
+        (
+            "outcomes",
+            Value::object([
+                ("applied", Value::from(o.applied)),
+                ("rejected", Value::from(o.rejected)),
+                ("busy", Value::from(o.busy)),
+                ("failed", Value::from(o.failed)),
+                ("unresolved", Value::from(o.unresolved)),
+            ]),
+        ),
+        (
+            "delivery",
+            Value::object(
+                std::iter::once(("all".to_owned(), summary_json(r.delivery))).chain(
+                    r.delivery_by_class
+                        .iter()
+                        .map(|(l, s)| ((*l).to_owned(), summary_json(*s))),
+                ),
+            ),
+        ),
+        (
+            "delivery_over_time",
+            Value::Array(
+                r.delivery_series
+                    .iter()
+                    .map(|b| {
+                        Value::object([
+                            ("t_s", Value::from(b.start_ms as f64 / 1000.0)),
+                            ("count", Value::from(b.count)),
+                            ("p50_ms", ms_value(b.p50)),
+                            ("p99_ms", ms_value(b.p99)),
+                            ("max_ms", ms_value(b.max)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("deliveries_not_measured_lagged", Value::from(r.lagged)),
+        (
+            "timer",
+            Value::object([
+                ("battles", Value::from(r.battles)),
+                ("clock_readings", Value::from(r.clock_errors.len())),
+                ("clock_error_abs", summary_json(r.clock_abs)),
+                (
+                    "clock_error_min_ms",
+                    r.clock_errors
+                        .iter()
+                        .min()
+                        .map_or(Value::Null, |v| Value::from(*v as f64 / 1000.0)),
+                ),
+                (
+                    "clock_error_max_ms",
+                    r.clock_errors
+                        .iter()
+                        .max()
+                        .map_or(Value::Null, |v| Value::from(*v as f64 / 1000.0)),
+                ),
+                ("countdown_error_abs", summary_json(r.countdown_abs)),
+                (
+                    "countdown_errors_ms",
+                    Value::Array(
+                        r.countdown_errors
+                            .iter()
+                            .map(|v| Value::from(*v as f64 / 1000.0))
+                            .collect(),
+                    ),
+                ),
+                ("countdown_missing", Value::from(r.countdown_missing)),
+                (
+                    "origin_clock_steps_ms",
+                    Value::Array(
+                        r.origin_clock_steps
+                            .iter()
+                            .map(|v| Value::from(*v as f64 / 1000.0))
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ),
+        (
+            "failures",
+            Value::Array(
+                r.recoveries
+                    .iter()
+                    .map(|x| {
+                        Value::object([
+                            ("what", Value::from(x.label.as_str())),
+                            ("at_s", Value::from(x.at_us as f64 / 1e6)),
+                            ("healed_at_s", opt_s(x.heal_us)),
+                            ("window_end_s", Value::from(x.window_end_us as f64 / 1e6)),
+                            ("affected_clients", Value::from(x.affected)),
+                            ("rebuilt_from_snapshot", Value::from(x.rebuilt)),
+                            ("not_resumed", Value::from(x.unresumed)),
+                            ("all_resumed_after_s", opt_s(x.resumed_us)),
+                            (
+                                "pre_failure_delivery_p99_ms",
+                                x.threshold_us.map_or(Value::Null, ms_value),
+                            ),
+                            ("longer_path_allowance_ms", ms_value(x.allowance_us)),
+                            ("delivery_back_after_s", opt_s(x.delivery_back_us)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "markers",
+            Value::Array(
+                r.markers
+                    .iter()
+                    .map(|m| {
+                        Value::object([
+                            ("t_s", Value::from(m.t_us as f64 / 1e6)),
+                            (
+                                "kind",
+                                Value::from(match m.kind {
+                                    Kind::Failure => "failure",
+                                    Kind::Heal => "heal",
+                                    Kind::Change => "change",
+                                    Kind::Traffic => "traffic",
+                                }),
+                            ),
+                            ("what", Value::from(m.label.as_str())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "stalls",
+            Value::Array(
+                r.stalls
+                    .iter()
+                    .map(|x| {
+                        Value::object([
+                            ("t_s", Value::from(f64::from(x.t_ms) / 1000.0)),
+                            ("late_ms", Value::from(x.late_ms)),
+                            (
+                                "kind",
+                                Value::from(match x.kind {
+                                    StallKind::Thread => "thread",
+                                    StallKind::Runtime => "runtime",
+                                }),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "client_stats",
+            Value::object([
+                ("fallbacks", Value::from(s.fallbacks)),
+                ("resyncs", Value::from(s.resyncs)),
+                ("snapshots", Value::from(s.snapshots)),
+                ("moves", Value::from(s.moves)),
+            ]),
+        ),
+        (
+            "clients",
+            Value::Array(
+                r.per_client
+                    .iter()
+                    .map(|c| {
+                        Value::object([
+                            ("client", Value::from(c.client)),
+                            ("user", Value::from(c.user.0)),
+                            ("room", Value::from(c.room.0)),
+                            ("region", Value::from(c.region.as_str())),
+                            ("role", Value::from(c.role)),
+                            ("relay_at_end", Value::from(c.relay.clone())),
+                            ("fallbacks", Value::from(c.stats.fallbacks)),
+                            ("resyncs", Value::from(c.stats.resyncs)),
+                            ("snapshots", Value::from(c.stats.snapshots)),
+                            ("moves", Value::from(c.stats.moves)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "links",
+            Value::Array(r.link_stats.iter().map(|(n, s)| link_json(n, s)).collect()),
+        ),
+        (
+            "invariants",
+            Value::Array(
+                r.checks
+                    .iter()
+                    .map(|c| {
+                        Value::object([
+                            ("name", Value::from(c.name)),
+                            ("ok", Value::from(c.ok)),
+                            ("detail", Value::from(c.detail.as_str())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "notes",
+            Value::Array(r.notes.iter().map(|n| Value::from(n.as_str())).collect()),
+        ),
+    ])
+}
+
+fn link_json(name: &str, s: &crate::link::LinkStats) -> Value {
+    let dir = |d: &crate::link::DirectionStats| {
+        let e = &d.engine;
+        Value::object([
+            ("packets", Value::from(e.packets_in)),
+            ("delivered", Value::from(e.delivered)),
+            ("dropped_loss", Value::from(e.dropped_loss)),
+            ("dropped_burst", Value::from(e.dropped_burst)),
+            ("dropped_queue", Value::from(e.dropped_queue)),
+            ("dropped_blackhole", Value::from(e.dropped_blackhole)),
+            ("duplicated", Value::from(e.duplicated)),
+            ("reordered", Value::from(e.reordered)),
+            ("send_errors", Value::from(d.send_errors)),
+        ])
+    };
+    Value::object([
+        ("name", Value::from(name)),
+        ("up", dir(&s.up)),
+        ("down", dir(&s.down)),
+        ("sessions_opened", Value::from(s.sessions.opened)),
+    ])
+}
+
+/// A table of a label column and one column per run, in sections.
+struct Table {
+    heads: Vec<String>,
+    rows: Vec<(String, Vec<String>, bool)>,
+}
+
+impl Table {
+    fn new(heads: Vec<String>) -> Table {
+        Table {
+            heads,
+            rows: Vec::new(),
+        }
+    }
+
+    fn section(&mut self, title: &str, unit: &str) {
+        let cells = if unit.is_empty() {
+            Vec::new()
+        } else {
+            vec![unit.to_owned(); self.heads.len()]
+        };
+        self.rows.push((title.to_owned(), cells, true));
+    }
+
+    fn row(&mut self, label: &str, cells: Vec<String>) {
+        self.rows.push((label.to_owned(), cells, false));
+    }
+
+    fn render(&self) -> String {
+        let width = |s: &str| s.chars().count();
+        let label_w = self
+            .rows
+            .iter()
+            .map(|r| width(&r.0))
+            .max()
+            .unwrap_or(0)
+            .max(10)
+            + 2;
+        let col_w: Vec<usize> = (0..self.heads.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.1.get(i))
+                    .map(|c| width(c))
+                    .chain(std::iter::once(width(&self.heads[i])))
+                    .max()
+                    .unwrap_or(0)
+                    + 3
+            })
+            .collect();
+        let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(width(s))));
+        let mut out = String::new();
+        out.push_str(&pad("", label_w));
+        for (h, w) in self.heads.iter().zip(&col_w) {
+            out.push_str(&pad(h, *w));
+        }
+        let trimmed = out.trim_end_matches(' ').len();
+        out.truncate(trimmed);
+        out.push('\n');
+        for (label, cells, section) in &self.rows {
+            if *section {
+                out.push('\n');
+            }
+            out.push_str(&pad(label, label_w));
+            for (i, w) in col_w.iter().enumerate() {
+                out.push_str(&pad(cells.get(i).map_or("", String::as_str), *w));
+            }
+            let trimmed = out.trim_end_matches(' ').len();
+            out.truncate(trimmed);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_lines_up() {
+        let mut t = Table::new(vec!["a".into(), "bb".into()]);
+        t.section("latency", "p50");
+        t.row("  gift", vec!["1.00".into(), "22.0".into()]);
+        let s = t.render();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], format!("{}a      bb", " ".repeat(12)));
+        let col = lines[3].find("1.00").expect("cell");
+        assert_eq!(lines[2].find("p50"), Some(col));
+    }
+}
