@@ -161,7 +161,7 @@ impl Driver {
             rooms: BTreeMap::new(),
             waiters: BTreeMap::new(),
             retry: Retry::new(copy, rtt),
-            clock: OffsetEstimator::new(16),
+            clock: OffsetEstimator::new(32),
             pings: VecDeque::new(),
             nonce: 0,
             next_ping: 0,
@@ -608,7 +608,7 @@ impl Driver {
                 self.live = Some(live);
                 self.incoming.push(rx);
                 // A new relay means a new path: new clock samples.
-                self.clock = OffsetEstimator::new(16);
+                self.clock = OffsetEstimator::new(32);
                 self.next_ping = 0;
                 let rooms: Vec<(RoomId, Option<Seq>)> = self
                     .rooms
@@ -700,7 +700,7 @@ impl Driver {
             let every = if self.clock.len() < 5 {
                 100_000
             } else {
-                2_000_000
+                1_000_000
             };
             self.next_ping = now + every;
         }

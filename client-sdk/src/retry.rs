@@ -1,14 +1,18 @@
 //! When to send an action again, and how (pure: takes `now`, does no IO).
 //!
-//! An action goes first as a datagram; a critical one (gift, authority) also
-//! as a second datagram a few milliseconds later, so one lost packet costs
-//! nothing. If no ack comes within the retransmission timeout, it goes on the
-//! reliable control stream. After a reconnect, everything unacknowledged goes
-//! again on the new stream. The origin's id memory makes every copy harmless.
+//! An action goes first as a datagram, and again as a second datagram a few
+//! milliseconds later, so one lost packet costs nothing (an action is one
+//! small packet from one user: the copy is cheap). If no ack comes within the
+//! retransmission timeout, it goes on the reliable control stream. After a
+//! reconnect, everything unacknowledged goes again on the new stream. The
+//! origin's id memory makes every copy harmless.
 //!
-//! The timeout adapts to the measured ack round trip (RFC 6298 style: smoothed
-//! RTT plus four deviations), counting only actions acked on their first
-//! datagram so that retransmissions never skew it (Karn's rule).
+//! The timeout adapts to the measured ack round trip (RFC 6298 style:
+//! smoothed RTT plus four deviations, with a floor so that a copy arriving a
+//! few milliseconds late does not trip it), counting only actions acked on
+//! their first datagram (Karn's rule). A timeout doubles the next timeouts
+//! until a valid sample arrives (RFC 6298 §5.5), and a new connection starts
+//! the estimate afresh: a path 10 ms longer must not look lost forever.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +37,8 @@ pub struct Rtt {
     min: Duration,
     max: Duration,
     initial: Duration,
+    /// Doubles on every timeout, back to 1 on a valid sample.
+    backoff: u32,
 }
 
 impl Rtt {
@@ -44,11 +50,13 @@ impl Rtt {
             min,
             max,
             initial,
+            backoff: 1,
         }
     }
 
-    /// Add a sample.
+    /// Add a sample (it also ends any backoff).
     pub fn handle_sample(&mut self, rtt: Duration) {
+        self.backoff = 1;
         let r = rtt.as_secs_f64();
         match self.srtt {
             None => {
@@ -62,18 +70,31 @@ impl Rtt {
         }
     }
 
+    /// A timeout fired: wait twice as long next time, until a sample comes.
+    pub fn handle_timeout(&mut self) {
+        self.backoff = (self.backoff * 2).min(64);
+    }
+
+    /// Start afresh (a new path).
+    pub fn reset(&mut self) {
+        self.srtt = None;
+        self.rttvar = 0.0;
+        self.backoff = 1;
+    }
+
     /// The smoothed round trip, once measured.
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt.map(Duration::from_secs_f64)
     }
 
-    /// The retransmission timeout.
+    /// The retransmission timeout: smoothed RTT plus the larger of four
+    /// deviations, a quarter RTT and 5 ms; times the backoff.
     pub fn rto(&self) -> Duration {
-        match self.srtt {
-            None => self.initial,
-            Some(s) => Duration::from_secs_f64(s + (4.0 * self.rttvar).max(0.001))
-                .clamp(self.min, self.max),
-        }
+        let base = match self.srtt {
+            None => self.initial.as_secs_f64(),
+            Some(s) => s + (4.0 * self.rttvar).max(s / 4.0).max(0.005),
+        };
+        Duration::from_secs_f64(base * f64::from(self.backoff)).clamp(self.min, self.max)
     }
 }
 
@@ -130,7 +151,7 @@ impl Retry {
         let entry = Entry {
             critical,
             first_sent: now,
-            copy_at: self.copy_delay.filter(|_| critical).map(|d| now + d),
+            copy_at: self.copy_delay.map(|d| now + d),
             fallback_at: Some(now + rto),
             retransmitted: false,
             msg: msg.clone(),
@@ -158,8 +179,10 @@ impl Retry {
         Some(e.first_sent)
     }
 
-    /// A new connection: everything unacknowledged goes again, on the stream.
+    /// A new connection: everything unacknowledged goes again, on the stream,
+    /// and the round-trip estimate starts afresh for the new path.
     pub fn handle_reconnect(&mut self) -> Vec<ActionMsg> {
+        self.rtt.reset();
         for e in self.entries.values_mut() {
             e.copy_at = None;
             e.fallback_at = None;
@@ -171,6 +194,7 @@ impl Retry {
     /// What must go out now.
     pub fn poll_transmit(&mut self, now: u64) -> Vec<(ActionMsg, Path)> {
         let mut out = Vec::new();
+        let mut timeouts = 0;
         for e in self.entries.values_mut() {
             if e.copy_at.is_some_and(|t| t <= now) {
                 e.copy_at = None;
@@ -180,8 +204,13 @@ impl Retry {
                 e.fallback_at = None;
                 e.copy_at = None;
                 e.retransmitted = true;
+                timeouts += 1;
                 out.push((e.msg.clone(), Path::Stream));
             }
+        }
+        // One backoff step per round of timeouts, not one per action.
+        if timeouts > 0 {
+            self.rtt.handle_timeout();
         }
         out
     }
@@ -263,10 +292,30 @@ mod tests {
     }
 
     #[test]
-    fn a_chat_goes_once_before_the_fallback() {
+    fn a_chat_goes_twice_too() {
         let mut r = retry();
         r.handle_send(0, msg(1, Action::Chat { text: "hi".into() }));
-        assert_eq!(r.poll_timeout(), Some(100_000));
+        assert_eq!(r.poll_timeout(), Some(4_000));
+    }
+
+    #[test]
+    fn timeouts_back_off_until_a_sample_and_a_new_path_starts_afresh() {
+        let mut r = retry();
+        r.handle_send(0, gift(1));
+        r.handle_ack(10_000, gift(1).id);
+        let base = r.rtt().rto();
+        r.handle_send(20_000, gift(2));
+        r.poll_transmit(20_000 + base.as_micros() as u64);
+        assert_eq!(r.rtt().rto(), base * 2);
+        r.handle_send(200_000, gift(3));
+        r.handle_ack(210_000, gift(3).id);
+        assert!(r.rtt().rto() <= base, "a valid sample ends the backoff");
+        r.handle_reconnect();
+        assert_eq!(
+            r.rtt().rto(),
+            Duration::from_millis(100),
+            "a new path starts from the initial timeout"
+        );
     }
 
     #[test]
@@ -274,11 +323,14 @@ mod tests {
         let mut r = retry();
         r.handle_send(0, gift(1));
         assert_eq!(r.handle_ack(20_000, gift(1).id), Some(0));
-        // srtt 20 ms, rttvar 10 ms: rto 60 ms.
+        // srtt 20 ms, rttvar 10 ms: rto 20 + max(40, 5, 5) = 60 ms.
         assert_eq!(r.rtt().rto(), Duration::from_millis(60));
         r.handle_send(100_000, gift(2));
         r.poll_transmit(1_000_000);
+        // The timeout backs off; the ack of a retransmitted action is no
+        // sample (Karn), so it neither skews the estimate nor ends the backoff.
+        assert_eq!(r.rtt().rto(), Duration::from_millis(120));
         r.handle_ack(2_000_000, gift(2).id);
-        assert_eq!(r.rtt().rto(), Duration::from_millis(60));
+        assert_eq!(r.rtt().rto(), Duration::from_millis(120));
     }
 }

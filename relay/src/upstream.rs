@@ -91,7 +91,11 @@ pub(crate) async fn run(
                     return;
                 }
                 let ended = serve(&link, &conn, send, recv, &mut up, &mut shutdown).await;
-                tracing::warn!(relay = %link.name, reason = %ended, "upstream lost");
+                if *shutdown.borrow() {
+                    tracing::debug!(relay = %link.name, "upstream closed: relay stopping");
+                } else {
+                    tracing::warn!(relay = %link.name, reason = %ended, "upstream lost");
+                }
                 if link.hub.send(HubIn::UpstreamDown).await.is_err() {
                     return;
                 }

@@ -216,7 +216,9 @@ async fn a_drained_relay_moves_its_clients_without_a_gap() {
                     }
                     last = Some(e.seq.0);
                 }
-                Update::Snapshot(s) => panic!("client {i} was rebuilt from a snapshot at {}", s.seq),
+                Update::Snapshot(s) => {
+                    panic!("client {i} was rebuilt from a snapshot at {}", s.seq)
+                }
             }
         }
     }

@@ -220,11 +220,14 @@ impl Publisher {
         let Some(r) = self.relays.get(&relay) else {
             return;
         };
-        if r.out.try_send(bytes).is_err() {
-            // Too slow (or gone): cut it off rather than queue without bound.
-            // It reconnects and resubscribes from its last seq.
-            tracing::warn!(relay, "relay cannot keep up; closing its link");
-            protocol::net::close(&r.conn, ErrorCode::Flood, "relay queue full");
+        if let Err(e) = r.out.try_send(bytes) {
+            // Too slow: cut it off rather than queue without bound; it
+            // reconnects and resubscribes from its last seq. Already gone: the
+            // link's own goodbye is on its way.
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(relay, "relay cannot keep up; closing its link");
+                protocol::net::close(&r.conn, ErrorCode::Flood, "relay queue full");
+            }
             self.drop_relay(relay);
         }
     }
