@@ -458,12 +458,15 @@ async fn watch_updates(
         tokio::select! {
             biased;
             u = rx.recv() => match u {
-                Ok(Update::Event(e)) => {
+                // Only the gift itself: the first gift into an unopened room
+                // also causes its `Opened` event.
+                Ok(Update::Event(e)) if matches!(e.kind, protocol::EventKind::Gift { .. }) => {
                     if let Some(cause) = e.cause.filter(|c| c.session == sender) {
                         s.seen.push((cause.n, Instant::now()));
                         total.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Ok(Update::Event(_)) => {}
                 Ok(Update::Snapshot(_)) => s.snapshots += 1,
                 Err(broadcast::error::RecvError::Lagged(n)) => s.lagged += n,
                 Err(broadcast::error::RecvError::Closed) => break,
