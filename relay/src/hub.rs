@@ -508,10 +508,13 @@ impl Hub {
         } else {
             Vec::new()
         };
-        for c in current {
-            let serve =
-                Serve::Snapshot(Box::new(self.room_state(room).cloned().expect("set above")));
-            self.serve(c, room, serve);
+        if let (false, Some(state)) = (current.is_empty(), self.room_state(room)) {
+            // Encoded once for all of them.
+            let msg = ServerMsg::Snapshot { room, state: Box::new(state.clone()) };
+            let bytes = frame(&msg);
+            for c in current {
+                self.send_to(c, Out::Snapshot(bytes.clone()));
+            }
         }
         self.serve_waiting(room);
     }
