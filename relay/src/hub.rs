@@ -510,7 +510,10 @@ impl Hub {
         };
         if let (false, Some(state)) = (current.is_empty(), self.room_state(room)) {
             // Encoded once for all of them.
-            let msg = ServerMsg::Snapshot { room, state: Box::new(state.clone()) };
+            let msg = ServerMsg::Snapshot {
+                room,
+                state: Box::new(state.clone()),
+            };
             let bytes = frame(&msg);
             for c in current {
                 self.send_to(c, Out::Snapshot(bytes.clone()));
