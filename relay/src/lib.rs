@@ -1,7 +1,7 @@
 //! The relay: a regional edge between clients and the origin.
 //!
 //! It terminates client QUIC connections and checks their tokens
-//! ([`client`]), keeps one upstream connection to the origin for all rooms
+//! (`client`), keeps one upstream connection to the origin for all rooms
 //! ([`upstream`]), and in between runs the [`hub`]: which client follows which
 //! room, a cache per room (latest state plus a ring of recent events,
 //! [`cache`]) that serves joins and gap repairs without a trip to the origin,

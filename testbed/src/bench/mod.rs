@@ -13,7 +13,7 @@
 //!   what `/proc` says about processes, mounts and the disk.
 //!
 //! The orchestration (which process, which phase, what to print) lives in
-//! [`run`]; the command line in `src/cli/bench.rs`.
+//! [`run()`]; the command line in `src/cli/bench.rs`.
 
 pub mod child;
 pub mod echo;
