@@ -31,7 +31,6 @@ pub struct Args {
 
 const A: RoomId = RoomId(1);
 const B: RoomId = RoomId(2);
-const GIFT_NAMES: [&str; 5] = ["rose", "heart", "rocket", "castle", "universe"];
 
 struct Narrator {
     start: Instant,
@@ -51,8 +50,11 @@ fn describe(room: RoomId, e: &EventKind) -> Option<String> {
             i.from, i.duration_secs
         ),
         EventKind::PkStarted(b) if b.rooms[0] == room => format!(
-            "{room}: PK {} started against {}, the bell at origin time {}",
-            b.id, b.rooms[1], b.ends_at
+            "{room}: PK {} started against {}; the bell in {:.1} s (origin time {})",
+            b.id,
+            b.rooms[1],
+            (b.ends_at - b.started_at).as_secs_f64(),
+            b.ends_at
         ),
         EventKind::PkBell { battle } => {
             format!("{room}: BELL for {battle} — settlement grace begins")
@@ -262,11 +264,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         h.max() as f64 / 1000.0
     ));
     n.say(format!(
-        "all {} clients agree with the origin (room {A} at {}, room {B} at {}); gift names: {}",
+        "all {} clients agree with the origin (room {A} at {}, room {B} at {})",
         rooms.len(),
         seqs[&A],
         seqs[&B],
-        GIFT_NAMES[..3].join(", ")
     ));
     drop(h);
     for (_, c, _) in viewers {
