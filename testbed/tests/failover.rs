@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use client_sdk::{Client, ClientEvent, Continuity, Room, Update};
 use common::*;
-use protocol::room::BattlePhase;
 use protocol::{GiftId, Outcome, RoomId, UserId};
 use testbed::impair::{LinkProfile, Profile};
 use testbed::link::{spawn_link, LinkConfig};
@@ -33,30 +32,7 @@ async fn battle_on_relay0(t: &Topology) -> (Room, Room, Vec<(Client, Room)>) {
         ha.join(A).await.expect("join"),
         hb.join(B).await.expect("join"),
     );
-    assert!(ra
-        .pk_invite(B, 60)
-        .await
-        .expect("invite")
-        .outcome
-        .is_applied());
-    let s = rb
-        .wait_for(Duration::from_secs(5), |s| s.pk_invite.is_some())
-        .await
-        .expect("invited");
-    let battle = s.pk_invite.expect("invite").battle;
-    assert!(rb
-        .pk_accept(battle)
-        .await
-        .expect("accept")
-        .outcome
-        .is_applied());
-    ra.wait_for(Duration::from_secs(5), |s| {
-        s.battle
-            .as_ref()
-            .is_some_and(|b| b.phase == BattlePhase::Running)
-    })
-    .await
-    .expect("running");
+    start_battle(&ra, &rb, 60).await;
     let mut viewers = Vec::new();
     for i in 0..CLIENTS {
         let c = t
@@ -295,22 +271,7 @@ async fn an_origin_restart_keeps_timers_scores_and_seats() {
     );
     let guest = t.client(50, &[], &[0]).await.expect("guest");
     let rg = guest.join(A).await.expect("join");
-    assert!(ra
-        .pk_invite(B, 4)
-        .await
-        .expect("invite")
-        .outcome
-        .is_applied());
-    let s = rb
-        .wait_for(Duration::from_secs(5), |s| s.pk_invite.is_some())
-        .await
-        .expect("invited");
-    assert!(rb
-        .pk_accept(s.pk_invite.expect("invite").battle)
-        .await
-        .expect("accept")
-        .outcome
-        .is_applied());
+    start_battle(&ra, &rb, 4).await;
     assert!(ra
         .seat_invite(UserId(50), Some(2))
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use client_sdk::{Room, Update};
 use common::*;
-use protocol::room::{BattlePhase, Mute};
+use protocol::room::Mute;
 use protocol::{EventKind, GiftId, Outcome, RoomId, UserId};
 
 const A: RoomId = RoomId(1);
@@ -48,26 +48,7 @@ async fn a_whole_pk_battle_and_a_co_host_sequence_through_two_relays() {
     let mut witness = rooms[0].1.updates();
 
     // A invites B; B's host sees the invitation arrive and accepts.
-    let invite = ra.pk_invite(B, 3).await.expect("invite acked");
-    assert!(invite.outcome.is_applied(), "{invite:?}");
-    let pending = rb
-        .wait_for(Duration::from_secs(5), |s| s.pk_invite.is_some())
-        .await
-        .expect("B sees the invitation");
-    let battle = pending.pk_invite.expect("invite").battle;
-    assert!(rb
-        .pk_accept(battle)
-        .await
-        .expect("accept acked")
-        .outcome
-        .is_applied());
-    ra.wait_for(Duration::from_secs(5), |s| {
-        s.battle
-            .as_ref()
-            .is_some_and(|b| b.phase == BattlePhase::Running)
-    })
-    .await
-    .expect("A sees the battle running");
+    start_battle(&ra, &rb, 3).await;
 
     // Gifts from both sides, through both relays, all at once.
     let mut sends = Vec::new();

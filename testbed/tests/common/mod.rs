@@ -43,6 +43,27 @@ pub async fn converge(t: &Topology, rooms: &[&Room], within: Duration) {
     }
 }
 
+/// The host of `ra`'s room invites `rb`'s room to a battle of `secs`; `rb`'s
+/// host sees the invitation arrive and accepts; returns once `ra` sees the
+/// battle running.
+pub async fn start_battle(ra: &Room, rb: &Room, secs: u32) -> protocol::BattleId {
+    let invite = ra.pk_invite(rb.id(), secs).await.expect("invite acked");
+    assert!(invite.outcome.is_applied(), "{invite:?}");
+    let pending = rb
+        .wait_for(Duration::from_secs(5), |s| s.pk_invite.is_some())
+        .await
+        .expect("the invited host sees the invitation");
+    let battle = pending.pk_invite.expect("invite").battle;
+    let accept = rb.pk_accept(battle).await.expect("accept acked");
+    assert!(accept.outcome.is_applied(), "{accept:?}");
+    ra.wait_for(Duration::from_secs(5), |s| {
+        (s.battle.as_ref()).is_some_and(|b| b.phase == protocol::room::BattlePhase::Running)
+    })
+    .await
+    .expect("the inviter sees the battle running");
+    battle
+}
+
 /// Run futures concurrently on this task (no extra dependency).
 pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
