@@ -516,7 +516,10 @@ impl Room {
         self.updates.subscribe()
     }
 
-    /// Any action.
+    /// Any action. Resolves with the origin's outcome as soon as the ack
+    /// arrives; the event it made may reach [`Room::state`] a moment later
+    /// (the ack goes first so a sender never waits behind the fan-out of its
+    /// own gift) — [`Room::wait_for`] waits for it.
     pub async fn act(&self, action: Action) -> Result<Acked, Error> {
         self.client.act(self.id, action).await
     }

@@ -176,8 +176,6 @@ async fn bad_peers_are_closed_and_good_ones_are_untouched() {
             .is_applied());
     }
     assert_eq!(origin_state(&t, A).await.gift_value, 11);
-    assert_eq!(
-        room.state().gift_value,
-        origin_state(&t, A).await.gift_value
-    );
+    // The ack can overtake the event it acknowledges; the state follows.
+    converge(&t, &[&room], Duration::from_secs(5)).await;
 }
