@@ -186,6 +186,12 @@ impl ClientBuilder {
         self
     }
 
+    /// How long one connection attempt may take (default 1.5 s).
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.config.connect_timeout = limit;
+        self
+    }
+
     /// Rank relays by measured RTT (default), or keep the given order.
     pub fn probe(mut self, on: bool) -> Self {
         self.config.probe = on;
@@ -382,8 +388,16 @@ impl Client {
         for other in probes {
             other.close(0u32.into(), b"probe");
         }
-        // Otherwise (no probe, or the best one failed): in ranking order.
-        if first.is_none() {
+        // Otherwise (no probe, or the best one failed): in ranking order,
+        // three passes, backing off between them — a handshake over a lossy
+        // path can fail once and succeed the next time.
+        for pass in 0..3u32 {
+            if first.is_some() {
+                break;
+            }
+            if pass > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << pass)).await;
+            }
             for addr in &ranking {
                 match driver::connect(&dial, *addr, 1).await {
                     Ok(c) => {

@@ -36,9 +36,20 @@ async fn a_fifth_of_all_datagrams_lost_and_nothing_is_missing() {
     let mut rooms: Vec<Room> = Vec::new();
     for i in 0..12u64 {
         let link = links[(i % 2) as usize].local_addr();
+        // Half the clients send each action once (no up-front copy), so that
+        // some of their actions certainly need the stream fallback.
+        let redundancy = if i % 4 < 2 {
+            None
+        } else {
+            Some(Duration::from_millis(4))
+        };
+        // A handshake through 20% loss each way may need several
+        // retransmissions: give it time.
         let c = t
             .client_builder(300 + i, &[])
             .relay(link)
+            .redundancy(redundancy)
+            .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
             .expect("connects through loss");
@@ -50,10 +61,16 @@ async fn a_fifth_of_all_datagrams_lost_and_nothing_is_missing() {
         clients.push(c);
     }
 
+    // Each gift 20 ms after the previous one, so that each travels in a
+    // packet of its own (sent at once, quinn would pack them into one or two
+    // packets, and their losses would not be independent).
     let mut sends = Vec::new();
     for r in &rooms {
         for k in 0..10u32 {
-            sends.push(async move { r.gift(GiftId(1 + k % 2), 1).await });
+            sends.push(async move {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(k))).await;
+                r.gift(GiftId(1 + k % 2), 1).await
+            });
         }
     }
     let results = join_all(sends).await;
@@ -84,7 +101,11 @@ async fn a_fifth_of_all_datagrams_lost_and_nothing_is_missing() {
         .iter()
         .map(|c| c.stats())
         .fold((0, 0), |(f, r), s| (f + s.fallbacks, r + s.resyncs));
-    assert!(fallbacks > 0, "no action needed the stream fallback");
+    let all: Vec<_> = clients.iter().map(|c| c.stats()).collect();
+    assert!(
+        fallbacks > 0,
+        "no action needed the stream fallback: {all:?}"
+    );
     assert!(resyncs > 0, "no gap needed repair");
 
     // The links really dropped a fifth.
