@@ -71,13 +71,7 @@ pub async fn round_trips(
         limit,
         ..
     } = how;
-    let tuning = Tuning::default();
-    let (endpoint, _plug) = net::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &tuning)?;
-    let cfg = net::client_config(roots, ALPN_ECHO, &tuning)?;
-    let conn = endpoint
-        .connect_with(cfg, addr, "localhost")?
-        .await
-        .context("connecting to the echo")?;
+    let (endpoint, conn) = super::dial(addr, roots, ALPN_ECHO, &Tuning::default(), "echo").await?;
     let size = size.max(8);
     let mut out = RoundTrips::default();
     let deadline = Instant::now() + limit;

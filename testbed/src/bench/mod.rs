@@ -24,4 +24,29 @@ pub mod run;
 pub mod stats;
 pub mod sys;
 
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use protocol::net::rustls::pki_types::CertificateDer;
+use protocol::net::{self, Tuning};
+
+/// A fresh loopback endpoint and its QUIC connection to `addr`, trusting
+/// `roots`, speaking `alpn` (`what` names the peer in errors). The endpoint
+/// is returned so the caller can wait for it to go idle when done.
+pub(crate) async fn dial(
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    alpn: &[u8],
+    tuning: &Tuning,
+    what: &str,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+    let (endpoint, _plug) = net::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), tuning)?;
+    let cfg = net::client_config(roots, alpn, tuning)?;
+    let conn = endpoint
+        .connect_with(cfg, addr, "localhost")?
+        .await
+        .with_context(|| format!("connecting to the {what}"))?;
+    Ok((endpoint, conn))
+}
+
 pub use run::{run, Plan, Report};

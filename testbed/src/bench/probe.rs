@@ -32,10 +32,6 @@ use protocol::{Action, ActionId, GiftId, Outcome, RoomId, ServerTime, SessionId,
 use super::echo::RoundTrips;
 use super::stats::Sampling;
 
-fn local_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 /// Open a client session on the relay at `addr` with `token`, then time
 /// pings as `how` says, answered by the relay from its own clock.
 pub async fn relay_pings(
@@ -51,13 +47,8 @@ pub async fn relay_pings(
         limit,
         ..
     } = how;
-    let tuning = Tuning::default();
-    let (endpoint, _plug) = net::client_endpoint(local_bind(), &tuning)?;
-    let cfg = net::client_config(roots, ALPN_CLIENT, &tuning)?;
-    let conn = endpoint
-        .connect_with(cfg, addr, "localhost")?
-        .await
-        .context("connecting to the relay")?;
+    let (endpoint, conn) =
+        super::dial(addr, roots, ALPN_CLIENT, &Tuning::default(), "relay").await?;
     let (mut send, mut recv) = conn.open_bi().await.context("opening the control stream")?;
     let hello = ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
@@ -181,13 +172,8 @@ impl OriginProbe {
         roots: &[CertificateDer<'static>],
         cluster_secret: &str,
     ) -> anyhow::Result<OriginProbe> {
-        let tuning = Tuning::backbone();
-        let (endpoint, _plug) = net::client_endpoint(local_bind(), &tuning)?;
-        let cfg = net::client_config(roots, ALPN_RELAY, &tuning)?;
-        let conn = endpoint
-            .connect_with(cfg, addr, "localhost")?
-            .await
-            .context("connecting to the origin")?;
+        let (endpoint, conn) =
+            super::dial(addr, roots, ALPN_RELAY, &Tuning::backbone(), "origin").await?;
         let (mut send, mut recv) = conn.open_bi().await?;
         let proof = TokenKey::new(cluster_secret.as_bytes()).mint(&Claims {
             user: UserId(0),

@@ -17,7 +17,7 @@ use super::net::Net;
 use super::paths::PathChange;
 use super::progress::Progress;
 use super::record::{ClientSummary, Marker, MirrorState, Mode, Recorder, RefClock, RunRecord};
-use super::spec::Scenario;
+use super::spec::{Scenario, Traffic};
 use super::timeline::{Action, Entry, Timeline};
 
 /// How to run.
@@ -220,20 +220,20 @@ impl Player {
             },
         });
         match e.action {
-            Action::Pk {
+            Action::Traffic(Traffic::Pk {
                 rooms,
                 duration_secs,
-            } => {
+            }) => {
                 let task = crowd::pk(self.ctx.clone(), self.members.clone(), rooms, duration_secs);
                 self.background.push(tokio::spawn(task));
             }
-            Action::GiftBurst {
+            Action::Traffic(Traffic::GiftBurst {
                 room,
                 gifts,
                 within,
                 gift,
                 count,
-            } => {
+            }) => {
                 let task = crowd::burst(
                     self.ctx.clone(),
                     self.members.clone(),

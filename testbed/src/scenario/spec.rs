@@ -378,27 +378,8 @@ pub struct Step {
 /// What a step does.
 #[derive(Debug, Clone)]
 pub enum StepAction {
-    /// The host of `rooms[0]` invites `rooms[1]`, whose host accepts.
-    Pk {
-        /// Inviter, invitee.
-        rooms: [RoomId; 2],
-        /// Battle length.
-        duration_secs: u32,
-    },
-    /// `gifts` extra gift actions spread over the room's viewers, evenly
-    /// over `within`.
-    GiftBurst {
-        /// The room.
-        room: RoomId,
-        /// How many gift actions.
-        gifts: u32,
-        /// Over how long.
-        within: Duration,
-        /// Which gift.
-        gift: GiftId,
-        /// Items per action.
-        count: u32,
-    },
+    /// A battle or a gift burst (played as it is by the timeline).
+    Traffic(Traffic),
     /// Replace a path's impairment (the base RTT stays), for a while or
     /// for good.
     Impair {
@@ -444,12 +425,60 @@ pub enum StepAction {
     },
 }
 
+/// Traffic a step starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Traffic {
+    /// The host of `rooms[0]` invites `rooms[1]`, whose host accepts.
+    Pk {
+        /// Inviter, invitee.
+        rooms: [RoomId; 2],
+        /// Battle length in seconds.
+        duration_secs: u32,
+    },
+    /// `gifts` extra gift actions spread over the room's viewers, evenly
+    /// over `within`.
+    GiftBurst {
+        /// The room.
+        room: RoomId,
+        /// How many gift actions.
+        gifts: u32,
+        /// Over how long.
+        within: Duration,
+        /// Which gift.
+        gift: GiftId,
+        /// Items per action.
+        count: u32,
+    },
+}
+
+impl Traffic {
+    /// A short description for reports.
+    pub fn label(&self) -> String {
+        match self {
+            Traffic::Pk {
+                rooms,
+                duration_secs,
+            } => format!("PK {} vs {} ({duration_secs} s)", rooms[0].0, rooms[1].0),
+            Traffic::GiftBurst {
+                room,
+                gifts,
+                within,
+                ..
+            } => format!(
+                "{gifts} gifts to room {} in {:.1} s",
+                room.0,
+                within.as_secs_f64()
+            ),
+        }
+    }
+}
+
 impl StepAction {
     /// The key of the action in the file.
     pub fn key(&self) -> &'static str {
         match self {
-            StepAction::Pk { .. } => "pk",
-            StepAction::GiftBurst { .. } => "gift_burst",
+            StepAction::Traffic(Traffic::Pk { .. }) => "pk",
+            StepAction::Traffic(Traffic::GiftBurst { .. }) => "gift_burst",
             StepAction::Impair { .. } => "impair",
             StepAction::KillRelay { .. } => "kill_relay",
             StepAction::DrainRelay { .. } => "drain_relay",
@@ -728,10 +757,10 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
                 return Err(invalid(format!("{at}: pk needs two different rooms")));
             }
             fits("pk.duration_s", f64::from(p.duration_s))?;
-            actions.push(StepAction::Pk {
+            actions.push(StepAction::Traffic(Traffic::Pk {
                 rooms: [a, b],
                 duration_secs: p.duration_s,
-            });
+            }));
         }
         if let Some(g) = s.gift_burst {
             let room = room_of(&at, g.room)?;
@@ -746,13 +775,13 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
                     "{at}: gift_burst.gifts must be in [1, 100000] and count in [1, {max_count}]"
                 )));
             }
-            actions.push(StepAction::GiftBurst {
+            actions.push(StepAction::Traffic(Traffic::GiftBurst {
                 room,
                 gifts: g.gifts,
                 within: fits("gift_burst.within_s", g.within_s)?,
                 gift: gift_of(&at, g.gift)?,
                 count: g.count,
-            });
+            }));
         }
         if let Some(imp) = s.impair {
             imp.profile

@@ -13,34 +13,14 @@
 
 use std::time::Duration;
 
-use protocol::{GiftId, RoomId};
-
 use super::paths::PathChange;
-use super::spec::{PathKind, Scenario, StepAction};
+use super::spec::{PathKind, Scenario, StepAction, Traffic};
 
 /// What an entry does, as the driver sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Start a PK battle: the host of `rooms[0]` invites, the other accepts.
-    Pk {
-        /// Inviter, invitee.
-        rooms: [RoomId; 2],
-        /// Battle length in seconds.
-        duration_secs: u32,
-    },
-    /// Extra gifts spread over a room's viewers.
-    GiftBurst {
-        /// The room.
-        room: RoomId,
-        /// Gift actions.
-        gifts: u32,
-        /// Spread evenly over this long.
-        within: Duration,
-        /// Which gift.
-        gift: GiftId,
-        /// Items per action.
-        count: u32,
-    },
+    /// Start a battle or a gift burst.
+    Traffic(Traffic),
     /// Change link impairments.
     Path(PathChange),
     /// Crash a relay.
@@ -111,40 +91,9 @@ impl Timeline {
                 })
             };
             match &st.action {
-                StepAction::Pk {
-                    rooms,
-                    duration_secs,
-                } => push(
-                    at,
-                    Kind::Traffic,
-                    Action::Pk {
-                        rooms: *rooms,
-                        duration_secs: *duration_secs,
-                    },
-                    format!("PK {} vs {} ({duration_secs} s)", rooms[0].0, rooms[1].0),
-                ),
-                StepAction::GiftBurst {
-                    room,
-                    gifts,
-                    within,
-                    gift,
-                    count,
-                } => push(
-                    at,
-                    Kind::Traffic,
-                    Action::GiftBurst {
-                        room: *room,
-                        gifts: *gifts,
-                        within: *within,
-                        gift: *gift,
-                        count: *count,
-                    },
-                    format!(
-                        "{gifts} gifts to room {} in {:.1} s",
-                        room.0,
-                        within.as_secs_f64()
-                    ),
-                ),
+                StepAction::Traffic(t) => {
+                    push(at, Kind::Traffic, Action::Traffic(t.clone()), t.label())
+                }
                 StepAction::Impair {
                     region: r,
                     path,
