@@ -430,6 +430,8 @@ impl Driver {
                 }
             }
             ServerMsg::Ack { id, outcome } => self.handle_ack(now, id, outcome),
+            // Not an outcome: the retry timer sends the action again.
+            ServerMsg::Throttled { .. } => {}
             ServerMsg::Pong { nonce, origin_time } => {
                 if let Some(pos) = self.pings.iter().position(|(n, _)| *n == nonce) {
                     let (_, sent) = self.pings[pos];

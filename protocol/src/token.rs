@@ -5,6 +5,11 @@
 //! relay verifies them in constant time and never trusts a claim it has not
 //! verified. Relays prove to the origin that they belong to the deployment
 //! the same way, with a separate cluster secret.
+//!
+//! Every token says what it is for ([`Purpose`]) inside the signed part, and
+//! [`TokenKey::verify`] takes the purpose the verifier expects: a client
+//! token never passes as a relay's cluster proof, nor the other way round,
+//! even where an operator set both secrets alike.
 
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -17,9 +22,20 @@ use crate::room::Grant;
 pub const MAX_TOKEN: usize = 4096;
 const TAG: usize = 32;
 
+/// What a token is for. Signed with the rest of the claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Purpose {
+    /// A user's token, presented by the SDK to a relay.
+    Client,
+    /// A relay's proof of membership, presented to the origin.
+    Cluster,
+}
+
 /// What a token says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// What the token is for; checked by [`TokenKey::verify`].
+    pub purpose: Purpose,
     /// Who.
     pub user: UserId,
     /// Rooms the user may join; `None` means any room.
@@ -33,6 +49,31 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// A user's token: `user` may join any room (or only `rooms`), hosts
+    /// `host_of`, until `expires` (Unix seconds).
+    pub fn client(user: UserId, host_of: Vec<RoomId>, expires: u64) -> Claims {
+        Claims {
+            purpose: Purpose::Client,
+            user,
+            rooms: None,
+            host_of,
+            operator: false,
+            expires,
+        }
+    }
+
+    /// A relay's proof of membership, valid until `expires` (Unix seconds).
+    pub fn cluster(expires: u64) -> Claims {
+        Claims {
+            purpose: Purpose::Cluster,
+            user: UserId(0),
+            rooms: Some(Vec::new()),
+            host_of: Vec::new(),
+            operator: false,
+            expires,
+        }
+    }
+
     /// What the token grants in `room`, if anything.
     pub fn grant(&self, room: RoomId) -> Option<Grant> {
         if self.host_of.contains(&room) {
@@ -63,6 +104,10 @@ pub enum TokenError {
     /// Valid, but past its expiry.
     #[error("token expired")]
     Expired,
+    /// Valid, but minted for another purpose (a client token offered as a
+    /// cluster proof, or the reverse).
+    #[error("token minted for another purpose")]
+    WrongPurpose,
 }
 
 /// A secret that mints and verifies tokens.
@@ -76,7 +121,9 @@ impl std::fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
-    /// A key from a shared secret (any length; 32 random bytes is right).
+    /// A key from a shared secret. Callers enforce a minimum length where
+    /// the secret guards anything reachable from outside (see the relay's
+    /// and the origin's configuration); 32 random bytes is right.
     pub fn new(secret: &[u8]) -> TokenKey {
         TokenKey(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
@@ -90,14 +137,22 @@ impl TokenKey {
         token
     }
 
-    /// Check a token's signature and expiry at `now_unix` (seconds).
-    pub fn verify(&self, token: &[u8], now_unix: u64) -> Result<Claims, TokenError> {
+    /// Check a token's signature, purpose and expiry at `now_unix` (seconds).
+    pub fn verify(
+        &self,
+        token: &[u8],
+        purpose: Purpose,
+        now_unix: u64,
+    ) -> Result<Claims, TokenError> {
         if token.len() <= TAG || token.len() > MAX_TOKEN {
             return Err(TokenError::Malformed);
         }
         let (body, tag) = token.split_at(token.len() - TAG);
         hmac::verify(&self.0, body, tag).map_err(|_| TokenError::BadSignature)?;
         let claims: Claims = crate::codec::decode(body).map_err(|_| TokenError::Malformed)?;
+        if claims.purpose != purpose {
+            return Err(TokenError::WrongPurpose);
+        }
         if claims.expires <= now_unix {
             return Err(TokenError::Expired);
         }
@@ -135,6 +190,7 @@ mod tests {
 
     fn claims() -> Claims {
         Claims {
+            purpose: Purpose::Client,
             user: UserId(7),
             rooms: Some(vec![RoomId(1), RoomId(2)]),
             host_of: vec![RoomId(2)],
@@ -146,7 +202,9 @@ mod tests {
     #[test]
     fn a_minted_token_verifies_and_grants_what_it_says() {
         let key = TokenKey::new(b"secret");
-        let c = key.verify(&key.mint(&claims()), 1_000).expect("valid");
+        let c = key
+            .verify(&key.mint(&claims()), Purpose::Client, 1_000)
+            .expect("valid");
         assert_eq!(c, claims());
         assert_eq!(c.grant(RoomId(1)), Some(Grant::Viewer));
         assert_eq!(c.grant(RoomId(2)), Some(Grant::Host));
@@ -157,18 +215,44 @@ mod tests {
     fn forged_expired_and_garbage_tokens_are_refused() {
         let key = TokenKey::new(b"secret");
         let mut t = key.mint(&claims());
-        assert_eq!(key.verify(&t, 2_000), Err(TokenError::Expired));
         assert_eq!(
-            TokenKey::new(b"other").verify(&t, 1_000),
+            key.verify(&t, Purpose::Client, 2_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            TokenKey::new(b"other").verify(&t, Purpose::Client, 1_000),
             Err(TokenError::BadSignature)
         );
         t[0] ^= 1;
-        assert_eq!(key.verify(&t, 1_000), Err(TokenError::BadSignature));
-        assert_eq!(key.verify(b"short", 1_000), Err(TokenError::Malformed));
         assert_eq!(
-            key.verify(&vec![0; MAX_TOKEN + 1], 1_000),
+            key.verify(&t, Purpose::Client, 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            key.verify(b"short", Purpose::Client, 1_000),
             Err(TokenError::Malformed)
         );
+        assert_eq!(
+            key.verify(&vec![0; MAX_TOKEN + 1], Purpose::Client, 1_000),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_token_passes_only_for_its_own_purpose() {
+        // The same secret on both sides: the purpose alone keeps them apart.
+        let key = TokenKey::new(b"one secret for everything");
+        let client = key.mint(&claims());
+        let relay = key.mint(&Claims::cluster(2_000));
+        assert_eq!(
+            key.verify(&client, Purpose::Cluster, 1_000),
+            Err(TokenError::WrongPurpose)
+        );
+        assert_eq!(
+            key.verify(&relay, Purpose::Client, 1_000),
+            Err(TokenError::WrongPurpose)
+        );
+        assert!(key.verify(&relay, Purpose::Cluster, 1_000).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use protocol::message::Actor;
 use protocol::message::{ClientMsg, ErrorCode, Hello, ServerMsg, Welcome, PROTOCOL_VERSION};
 use protocol::net::{self, NetError};
 use protocol::room::Reason;
-use protocol::token::{unix_now, Claims, TokenError};
+use protocol::token::{unix_now, Claims, Purpose, TokenError};
 use protocol::{ActionId, Class, Outcome, SessionId};
 use tokio::sync::mpsc;
 
@@ -75,7 +75,10 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let Some((hello, send, recv)) = hello(&conn, &shared).await else {
         return;
     };
-    let claims = match shared.tokens.verify(&hello.token, unix_now()) {
+    let claims = match shared
+        .tokens
+        .verify(&hello.token, Purpose::Client, unix_now())
+    {
         Ok(c) => c,
         Err(e) => {
             let code = match e {
@@ -357,6 +360,7 @@ async fn read_loop(
                         via_stream,
                     }
                 }
+                ClientMsg::Renew { .. } => continue,
                 ClientMsg::Bye => return "bye",
                 ClientMsg::Hello(_) => {
                     net::close(conn, ErrorCode::Malformed, "second hello");

@@ -486,6 +486,20 @@ impl Hub {
                     self.send_to(client, Out::Reliable(frame(&ack)));
                 }
             }
+            DownMsg::Throttled {
+                user,
+                id,
+                retry_after_ms,
+            } => {
+                // The origin's per-user backstop: nothing was decided, so the
+                // action stops waiting here and its sender retries later.
+                let Some(p) = self.pending.remove(&(user, id)) else {
+                    return;
+                };
+                let client = (self.sessions.get(&(user, id.session)).copied()).unwrap_or(p.client);
+                let msg = ServerMsg::Throttled { id, retry_after_ms };
+                self.send_to(client, Out::Reliable(frame(&msg)));
+            }
             DownMsg::Welcome { .. } | DownMsg::Pong { .. } => {}
             DownMsg::Error { code, message } => {
                 tracing::warn!(%code, %message, "origin reported an error");

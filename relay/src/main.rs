@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use protocol::token::{to_hex, unix_now, Claims, TokenKey};
+use protocol::token::{to_hex, unix_now, Claims, Purpose, TokenKey};
 use protocol::{RoomId, UserId};
 
 /// The Ringside relay: terminates clients, forwards to the origin, fans out.
@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             ttl_secs,
         } => {
             let claims = Claims {
+                purpose: Purpose::Client,
                 user: UserId(user),
                 rooms: (!room.is_empty()).then(|| room.into_iter().map(RoomId).collect()),
                 host_of: host_of.into_iter().map(RoomId).collect(),

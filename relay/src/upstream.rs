@@ -12,7 +12,6 @@ use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
 use protocol::net::{self, NetError};
 use protocol::time::{ClockSample, OffsetEstimator};
 use protocol::token::{unix_now, Claims, TokenKey};
-use protocol::UserId;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
@@ -123,13 +122,7 @@ async fn connect(
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;
     let (mut send, mut recv) = conn.open_bi().await?;
-    let proof = link.cluster.mint(&Claims {
-        user: UserId(0),
-        rooms: Some(Vec::new()),
-        host_of: Vec::new(),
-        operator: false,
-        expires: unix_now() + 3600,
-    });
+    let proof = link.cluster.mint(&Claims::cluster(unix_now() + 3600));
     let hello = UpMsg::Hello {
         version: PROTOCOL_VERSION,
         relay: link.name.clone(),

@@ -13,7 +13,7 @@ use anyhow::Context;
 use client_sdk::{Client, ClientBuilder, Room};
 use origin::Origin;
 use protocol::net::Identity;
-use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{RoomId, RoomState, UserId};
 use relay::Relay;
 
@@ -178,6 +178,7 @@ impl Topology {
     /// A token for `user`, hosting `host_of`.
     pub fn token(&self, user: u64, host_of: &[RoomId]) -> Vec<u8> {
         TokenKey::new(TOKEN_SECRET.as_bytes()).mint(&Claims {
+            purpose: Purpose::Client,
             user: UserId(user),
             rooms: None,
             host_of: host_of.to_vec(),

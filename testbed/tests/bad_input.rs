@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use protocol::message::{ClientMsg, ErrorCode, Hello, PROTOCOL_VERSION};
 use protocol::net::{self, Tuning};
-use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{GiftId, RoomId, SessionId, UserId};
 
 const A: RoomId = RoomId(3);
@@ -82,6 +82,7 @@ async fn bad_peers_are_closed_and_good_ones_are_untouched() {
 
     // A forged token (signed with another secret) and an expired one.
     let claims = Claims {
+        purpose: Purpose::Client,
         user: UserId(5),
         rooms: None,
         host_of: vec![],

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use protocol::codec;
 use protocol::message::{DownMsg, ErrorCode, UpMsg, PROTOCOL_VERSION};
 use protocol::net;
-use protocol::token::unix_now;
+use protocol::token::{unix_now, Purpose};
 use tokio::sync::{mpsc, watch};
 
 use super::{Input, Shared};
@@ -67,7 +67,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
                 net::close(&conn, ErrorCode::Version, "protocol version");
                 return Ok(());
             }
-            if let Err(e) = shared.cluster.verify(&proof, unix_now()) {
+            if let Err(e) = shared.cluster.verify(&proof, Purpose::Cluster, unix_now()) {
                 tracing::warn!(%remote, relay, error = %e, "relay refused: bad cluster proof");
                 net::close(&conn, ErrorCode::BadToken, "bad cluster proof");
                 return Ok(());

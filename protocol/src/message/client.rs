@@ -69,6 +69,13 @@ pub enum ClientMsg {
         /// Echoed back.
         nonce: u64,
     },
+    /// A fresh token for the same user, sent before the current one expires
+    /// (the relay closes a connection whose token has expired with
+    /// `TokenExpired`). A token for another user closes the connection.
+    Renew {
+        /// The new signed token.
+        token: Vec<u8>,
+    },
     /// The client is leaving this relay on purpose (after a move or at exit).
     Bye,
 }

@@ -42,6 +42,17 @@ pub enum DownMsg {
         /// Its outcome.
         outcome: Outcome,
     },
+    /// The origin's backstop: this user is over its action rate across all
+    /// relays, so the action was not decided. Nothing happened; the relay
+    /// passes it on as [`super::ServerMsg::Throttled`].
+    Throttled {
+        /// Whose action.
+        user: UserId,
+        /// The action.
+        id: ActionId,
+        /// How long to wait before sending it again, milliseconds.
+        retry_after_ms: u32,
+    },
     /// Answer to `Ping`.
     Pong {
         /// From the ping.

@@ -26,9 +26,14 @@ pub enum ErrorCode {
     Shutdown,
     /// An internal error on the server side.
     Internal,
+    /// The peer asked for more than a stated limit allows: streams it may
+    /// not open, too many rooms, sessions or connections.
+    Limit,
+    /// The server is at capacity (connections, rooms); try another or later.
+    Busy,
 }
 
-const TABLE: [(ErrorCode, u32); 10] = [
+const TABLE: [(ErrorCode, u32); 12] = [
     (ErrorCode::Normal, 0),
     (ErrorCode::Malformed, 1),
     (ErrorCode::TooLarge, 2),
@@ -39,6 +44,8 @@ const TABLE: [(ErrorCode, u32); 10] = [
     (ErrorCode::Timeout, 7),
     (ErrorCode::Shutdown, 8),
     (ErrorCode::Internal, 9),
+    (ErrorCode::Limit, 10),
+    (ErrorCode::Busy, 11),
 ];
 
 impl ErrorCode {

@@ -81,6 +81,15 @@ pub enum ServerMsg {
         /// Reachable or not.
         connected: bool,
     },
+    /// The action was not forwarded: its sender (this user, across all of
+    /// its connections) is over its rate. Not an outcome: nothing happened;
+    /// send the same action (same id) again, no sooner than `retry_after_ms`.
+    Throttled {
+        /// The action.
+        id: ActionId,
+        /// How long to wait before sending it again, milliseconds.
+        retry_after_ms: u32,
+    },
     /// A fatal error; the relay closes the connection after it.
     Error {
         /// Machine-readable code (also the QUIC close code).

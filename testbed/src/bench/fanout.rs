@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use client_sdk::{Client, Room, Update};
-use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{GiftId, Outcome, RoomId, SessionId, UserId};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -57,6 +57,7 @@ pub struct FanoutPlan {
 /// Sign a viewer token for `user`.
 pub fn viewer_token(secret: &str, user: u64) -> Vec<u8> {
     TokenKey::new(secret.as_bytes()).mint(&Claims {
+        purpose: Purpose::Client,
         user: UserId(user),
         rooms: None,
         host_of: Vec::new(),

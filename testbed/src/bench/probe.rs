@@ -175,13 +175,8 @@ impl OriginProbe {
         let (endpoint, conn) =
             super::dial(addr, roots, ALPN_RELAY, &Tuning::backbone(), "origin").await?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        let proof = TokenKey::new(cluster_secret.as_bytes()).mint(&Claims {
-            user: UserId(0),
-            rooms: Some(Vec::new()),
-            host_of: Vec::new(),
-            operator: false,
-            expires: unix_now() + 3600,
-        });
+        let proof =
+            TokenKey::new(cluster_secret.as_bytes()).mint(&Claims::cluster(unix_now() + 3600));
         let hello = UpMsg::Hello {
             version: PROTOCOL_VERSION,
             relay: "bench-probe".into(),
