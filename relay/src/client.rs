@@ -48,6 +48,14 @@ impl Bucket {
         }
     }
 
+    /// How long until a token is available, after a refused `take`.
+    pub fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 || self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+    }
+
     /// Take one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
@@ -341,11 +349,24 @@ async fn read_loop(
                         continue;
                     };
                     if !copy && !actions.take(Instant::now()) {
-                        // Over the rate: not forwarded and not answered. The
-                        // SDK sends it again after its timeout, by when the
-                        // bucket has refilled — backpressure, never a false
-                        // final outcome.
-                        tracing::debug!(client, id = %msg.id, "action over the rate; dropped");
+                        // Over the rate: not forwarded, and the sender is told
+                        // so (not an outcome: nothing happened) with when to
+                        // send it again.
+                        let retry_after_ms =
+                            u32::try_from(actions.wait().as_millis().max(1)).unwrap_or(u32::MAX);
+                        tracing::debug!(client, id = %msg.id, retry_after_ms, "action over the rate; throttled");
+                        let msg = ServerMsg::Throttled {
+                            id: msg.id,
+                            retry_after_ms,
+                        };
+                        let _ = out.try_send(Out::Datagram(item(
+                            Class::Session,
+                            &msg,
+                            sched::Copies::Twice,
+                        )));
+                        if via_stream {
+                            let _ = out.try_send(Out::Reliable(frame(&msg)));
+                        }
                         continue;
                     }
                     forwarded.insert(msg.id);
