@@ -203,10 +203,21 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Transport settings. The defaults suit a client↔relay link: fast failure
-/// detection (about a second, not QUIC's 30 s), capped datagram buffers
-/// (quinn's 1 MiB default grew a 1,000-client relay to 574 MB), and 4 MiB
-/// socket buffers (the kernel default dropped handshakes under load).
+/// Transport settings. The defaults suit the SDK's side of a client↔relay
+/// link: fast failure detection (about a second, not QUIC's 30 s), capped
+/// datagram buffers (quinn's 1 MiB default grew a 1,000-client relay to
+/// 574 MB), and 4 MiB socket buffers (the kernel default dropped handshakes
+/// under load).
+///
+/// Streams and windows bound what a peer can make us hold. Each side allows
+/// only the streams it actually reads (quinn closes a peer that opens more
+/// with `STREAM_LIMIT_ERROR`), and the windows cap what the peer may have
+/// in flight to us: at most `conn_window` bytes of stream data over all its
+/// streams, plus `datagram_recv_buffer` bytes of datagrams we have not read
+/// yet. What we send is capped by `send_window` (stream data not yet
+/// acknowledged) plus `datagram_send_buffer`. quinn's defaults (100 streams
+/// each way, 1.25 MB per stream, no connection-wide cap) let one peer with a
+/// valid token make a server hold over a gigabyte.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tuning {
@@ -223,6 +234,17 @@ pub struct Tuning {
     pub socket_buffer: usize,
     /// RTT assumed before the first sample, milliseconds.
     pub initial_rtt_ms: u64,
+    /// Bidirectional streams the peer may open (at once).
+    pub peer_bidi_streams: u32,
+    /// Unidirectional streams the peer may open (at once).
+    pub peer_uni_streams: u32,
+    /// Stream data the peer may send ahead of our reading, per stream, bytes.
+    pub stream_window: u32,
+    /// Stream data the peer may send ahead of our reading, over all its
+    /// streams, bytes.
+    pub conn_window: u32,
+    /// Stream data we send ahead of the peer's acknowledgements, bytes.
+    pub send_window: u64,
 }
 
 impl Default for Tuning {
@@ -234,6 +256,13 @@ impl Default for Tuning {
             datagram_recv_buffer: 256 * 1024,
             socket_buffer: 4 * 1024 * 1024,
             initial_rtt_ms: 50,
+            // The SDK reads snapshots on streams the relay opens, one at a
+            // time, and opens the control stream itself.
+            peer_bidi_streams: 0,
+            peer_uni_streams: 4,
+            stream_window: 1024 * 1024,
+            conn_window: 2 * 1024 * 1024,
+            send_window: 1024 * 1024,
         }
     }
 }
@@ -242,22 +271,36 @@ impl Tuning {
     /// Settings for a server's side of client connections: clients send the
     /// keep-alives (their acks keep both ends' idle timers fresh), so a
     /// thousand idle clients do not cost a thousand timers' worth of pings
-    /// each way.
+    /// each way. A client may open the one control stream and nothing else;
+    /// it may have 64 KiB of stream data and 64 KiB of datagrams in flight
+    /// to us, and we keep at most 256 KiB of stream data unacknowledged.
     pub fn client_facing() -> Tuning {
         Tuning {
             keep_alive_ms: 0,
+            datagram_recv_buffer: 64 * 1024,
+            peer_bidi_streams: 1,
+            peer_uni_streams: 0,
+            stream_window: 64 * 1024,
+            conn_window: 64 * 1024,
+            send_window: 256 * 1024,
             ..Tuning::default()
         }
     }
 
     /// Settings for the relay↔origin link: a busier, longer-lived connection
-    /// with larger buffers and a little more patience.
+    /// with larger buffers and a little more patience. The relay opens one
+    /// control stream; the origin opens none.
     pub fn backbone() -> Tuning {
         Tuning {
             keep_alive_ms: 250,
             idle_timeout_ms: 1_500,
             datagram_send_buffer: 1024 * 1024,
             datagram_recv_buffer: 4 * 1024 * 1024,
+            peer_bidi_streams: 1,
+            peer_uni_streams: 0,
+            stream_window: 4 * 1024 * 1024,
+            conn_window: 8 * 1024 * 1024,
+            send_window: 8 * 1024 * 1024,
             ..Tuning::default()
         }
     }
@@ -274,8 +317,11 @@ impl Tuning {
         t.datagram_send_buffer_size(self.datagram_send_buffer);
         t.datagram_receive_buffer_size(Some(self.datagram_recv_buffer));
         t.initial_rtt(Duration::from_millis(self.initial_rtt_ms));
-        t.max_concurrent_uni_streams(1024u32.into());
-        t.max_concurrent_bidi_streams(16u32.into());
+        t.max_concurrent_uni_streams(self.peer_uni_streams.into());
+        t.max_concurrent_bidi_streams(self.peer_bidi_streams.into());
+        t.stream_receive_window(self.stream_window.into());
+        t.receive_window(self.conn_window.into());
+        t.send_window(self.send_window);
         t
     }
 }

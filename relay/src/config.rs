@@ -45,10 +45,9 @@ pub struct Config {
     pub client_budget: usize,
     /// Send critical messages twice this far apart (microseconds); 0 = once.
     pub redundancy_us: u64,
-    /// Actions a client may send per second (sustained).
-    pub actions_per_sec: u32,
-    /// Messages of any kind a client may send per second before it is cut off.
-    pub messages_per_sec: u32,
+    /// What one client (connection, user, address) may make the relay
+    /// hold or do: see [`crate::admission::Limits`].
+    pub limits: crate::admission::Limits,
     /// How long draining waits for clients to move before exiting, ms.
     pub drain_timeout_ms: u64,
     /// Client-facing transport settings.
@@ -74,8 +73,7 @@ impl Default for Config {
             ring: 2048,
             client_budget: 256 * 1024,
             redundancy_us: 4_000,
-            actions_per_sec: 50,
-            messages_per_sec: 400,
+            limits: crate::admission::Limits::default(),
             drain_timeout_ms: 5_000,
             tuning: Tuning::client_facing(),
             upstream_tuning: Tuning::backbone(),

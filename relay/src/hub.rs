@@ -12,7 +12,19 @@
 //!   when the link returns (the origin's id memory makes that safe), and
 //!   again if an ack is overdue;
 //! - an upstream subscription is held while at least one local client
-//!   follows the room.
+//!   follows the room;
+//! - nothing that changes room membership is ever dropped: the hub keeps
+//!   what the origin *should* know (subscriptions, who is present where) and
+//!   what it has been *told* on the current link, and [`Hub::poll_upstream`]
+//!   yields the difference, one message at a time, as fast as the link
+//!   takes them (backpressure, not a queue that overflows). A new link
+//!   starts from nothing told, so reconnecting reconciles instead of
+//!   replaying stale messages;
+//! - every resource a client can make it hold is bounded: rooms followed per
+//!   client, actions waiting per client and on the whole relay (past either,
+//!   the action is answered `Throttled`); a client's waiting actions are
+//!   dropped when it goes (the SDK sends them again when it resumes);
+//! - a repeated join of a room the client already follows is answered once.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -35,10 +47,27 @@ pub enum Out {
     Datagram(sched::Item),
     /// A frame for the control stream (reliable, ordered).
     Reliable(Bytes),
-    /// A frame for a stream of its own (snapshots).
-    Snapshot(Bytes),
+    /// A frame for a stream of its own (a snapshot of this room; a newer one
+    /// replaces one still waiting to be sent).
+    Snapshot(RoomId, Bytes),
     /// Close the connection.
     Close(ErrorCode, &'static str),
+}
+
+impl Out {
+    /// Bytes this holds, for the per-client queue's byte bound.
+    pub fn len(&self) -> usize {
+        match self {
+            Out::Datagram(item) => item.payload.len(),
+            Out::Reliable(b) | Out::Snapshot(_, b) => b.len(),
+            Out::Close(..) => 0,
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Where an output goes.
@@ -46,8 +75,6 @@ pub enum Out {
 pub enum Output {
     /// To a client connection.
     Client(ClientId, Out),
-    /// To the origin.
-    Upstream(UpMsg),
 }
 
 /// Settings of the hub.
@@ -59,6 +86,12 @@ pub struct Settings {
     pub resend_after_us: u64,
     /// Rooms that changed within this long get periodic heads (µs).
     pub head_window_us: u64,
+    /// Rooms one client may follow at once.
+    pub rooms_per_client: usize,
+    /// Actions of one client waiting for the origin.
+    pub pending_per_client: usize,
+    /// Actions waiting for the origin on the whole relay.
+    pub pending_total: usize,
 }
 
 impl Default for Settings {
@@ -67,6 +100,9 @@ impl Default for Settings {
             ring: 2048,
             resend_after_us: 1_500_000,
             head_window_us: 3_000_000,
+            rooms_per_client: 16,
+            pending_per_client: 256,
+            pending_total: 65_536,
         }
     }
 }
@@ -79,6 +115,27 @@ struct Room {
     /// Local connections per user, for presence.
     users: BTreeMap<UserId, usize>,
     changed_at: u64,
+    /// A `Subscribe { since, history }` is due on the link.
+    subscribe: Option<(Option<Seq>, Option<Seq>)>,
+    /// Whether the origin has been told of the subscription on this link.
+    told_subscribed: bool,
+    /// The users the origin has been told are present, on this link.
+    told_present: BTreeSet<UserId>,
+}
+
+impl Room {
+    fn new(now: u64) -> Room {
+        Room {
+            cache: None,
+            clients: BTreeSet::new(),
+            waiting: Vec::new(),
+            users: BTreeMap::new(),
+            changed_at: now,
+            subscribe: None,
+            told_subscribed: false,
+            told_present: BTreeSet::new(),
+        }
+    }
 }
 
 struct Client {
@@ -87,10 +144,15 @@ struct Client {
     rooms: BTreeSet<RoomId>,
     /// When each room was last repaired for this client.
     resynced: BTreeMap<RoomId, u64>,
+    /// Its actions waiting for the origin.
+    pending: BTreeSet<(UserId, ActionId)>,
 }
 
 /// Least time between two repairs of one room for one client (µs).
 const RESYNC_EVERY_US: u64 = 20_000;
+
+/// Retry hint for an action refused because too many wait already (ms).
+const THROTTLE_FULL_MS: u32 = 200;
 
 struct Pending {
     client: ClientId,
@@ -99,6 +161,8 @@ struct Pending {
     msg: ActionMsg,
     /// When it last went upstream (µs); `None`: not yet.
     sent_at: Option<u64>,
+    /// Waiting in the upstream queue.
+    queued: bool,
 }
 
 /// The relay's state.
@@ -113,6 +177,13 @@ pub struct Hub {
     pending: BTreeMap<(UserId, ActionId), Pending>,
     upstream: bool,
     out: VecDeque<Output>,
+    /// Rooms whose subscription or presence the origin must be told about.
+    dirty: BTreeSet<RoomId>,
+    /// Rooms no client follows any more, with the users the origin still
+    /// thinks present: they go offline, then the room is unsubscribed.
+    gone: BTreeMap<RoomId, BTreeSet<UserId>>,
+    /// Actions to send upstream, in order.
+    actions: VecDeque<(UserId, ActionId)>,
 }
 
 fn payload(msg: &ServerMsg) -> Bytes {
@@ -139,6 +210,99 @@ impl Hub {
             pending: BTreeMap::new(),
             upstream: false,
             out: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            gone: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Whether [`Hub::poll_upstream`] has something to send.
+    pub fn has_upstream(&self) -> bool {
+        self.upstream && (!self.dirty.is_empty() || !self.actions.is_empty())
+    }
+
+    /// The next message for the origin, while the link is up: what the
+    /// origin must be told about membership first, then actions.
+    pub fn poll_upstream(&mut self) -> Option<UpMsg> {
+        if !self.upstream {
+            return None;
+        }
+        while let Some(room) = self.dirty.first().copied() {
+            if let Some(msg) = self.membership_diff(room) {
+                return Some(msg);
+            }
+            self.dirty.remove(&room);
+        }
+        while let Some(key) = self.actions.pop_front() {
+            let Some(p) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            if !p.queued {
+                continue;
+            }
+            p.queued = false;
+            return Some(UpMsg::Action {
+                actor: p.actor,
+                msg: p.msg.clone(),
+            });
+        }
+        None
+    }
+
+    /// One message that brings the origin's view of `room` closer to ours.
+    fn membership_diff(&mut self, room: RoomId) -> Option<UpMsg> {
+        if let Some(users) = self.gone.get_mut(&room) {
+            if let Some(user) = users.pop_first() {
+                return Some(UpMsg::Presence {
+                    room,
+                    user,
+                    online: false,
+                });
+            }
+            self.gone.remove(&room);
+            return Some(UpMsg::Unsubscribe { room });
+        }
+        let r = self.rooms.get_mut(&room)?;
+        if let Some((since, history)) = r.subscribe.take() {
+            r.told_subscribed = true;
+            return Some(UpMsg::Subscribe {
+                room,
+                since,
+                history,
+            });
+        }
+        if let Some(user) = (r.users.keys()).find(|u| !r.told_present.contains(u)).copied() {
+            r.told_present.insert(user);
+            return Some(UpMsg::Presence {
+                room,
+                user,
+                online: true,
+            });
+        }
+        if let Some(user) = (r.told_present.iter())
+            .find(|u| !r.users.contains_key(u))
+            .copied()
+        {
+            r.told_present.remove(&user);
+            return Some(UpMsg::Presence {
+                room,
+                user,
+                online: false,
+            });
+        }
+        None
+    }
+
+    fn queue_action(&mut self, now: u64, key: (UserId, ActionId)) {
+        if !self.upstream {
+            return;
+        }
+        if let Some(p) = self.pending.get_mut(&key) {
+            p.sent_at = Some(now);
+            if !p.queued {
+                p.queued = true;
+                self.actions.push_back(key);
+            }
         }
     }
 
@@ -171,12 +335,6 @@ impl Hub {
         self.out.push_back(Output::Client(client, out));
     }
 
-    fn up(&mut self, msg: UpMsg) {
-        if self.upstream {
-            self.out.push_back(Output::Upstream(msg));
-        }
-    }
-
     /// A client said hello. A previous connection of the same session (a
     /// client that reconnected here) is replaced.
     pub fn handle_client_up(
@@ -196,14 +354,14 @@ impl Hub {
                 self.sessions.insert((user, session), client);
             }
         }
-        let rooms = BTreeSet::new();
         self.clients.insert(
             client,
             Client {
                 session,
                 user,
-                rooms,
+                rooms: BTreeSet::new(),
                 resynced: BTreeMap::new(),
+                pending: BTreeSet::new(),
             },
         );
         let status = ServerMsg::Upstream {
@@ -212,34 +370,26 @@ impl Hub {
         self.send_to(client, Out::Reliable(frame(&status)));
     }
 
-    /// A client follows a room, holding it at `since` (or not at all).
+    /// A client follows a room, holding it at `since` (or not at all). A
+    /// room it already follows is not served again (a client that lost its
+    /// place asks with `Resync`); past `rooms_per_client` the join fails.
     pub fn handle_join(&mut self, now: u64, client: ClientId, room: RoomId, since: Option<Seq>) {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
-        let user = c.user;
-        let fresh = c.rooms.insert(room);
-        let upstream = self.upstream;
-        let r = self.rooms.entry(room).or_insert_with(|| Room {
-            cache: None,
-            clients: BTreeSet::new(),
-            waiting: Vec::new(),
-            users: BTreeMap::new(),
-            changed_at: now,
-        });
-        let first_client = r.clients.is_empty() && r.waiting.is_empty();
-        if fresh {
-            let n = r.users.entry(user).or_insert(0);
-            *n += 1;
-            if *n == 1 && upstream {
-                self.out.push_back(Output::Upstream(UpMsg::Presence {
-                    room,
-                    user,
-                    online: true,
-                }));
-            }
+        if c.rooms.contains(&room) {
+            return;
         }
-        let r = self.rooms.get_mut(&room).expect("inserted above");
+        if c.rooms.len() >= self.settings.rooms_per_client {
+            self.refuse_join(client, room, Reason::TooMany);
+            return;
+        }
+        c.rooms.insert(room);
+        let user = c.user;
+        let r = self.rooms.entry(room).or_insert_with(|| Room::new(now));
+        let first_client = r.clients.is_empty() && r.waiting.is_empty();
+        *r.users.entry(user).or_insert(0) += 1;
+        self.dirty.insert(room);
         match &r.cache {
             Some(cache) => {
                 let serve = cache.serve(since);
@@ -251,11 +401,7 @@ impl Hub {
                 if first_client {
                     // A resuming client's `since` asks the origin for the
                     // events after it too, so the resume can be gap-free.
-                    self.up(UpMsg::Subscribe {
-                        room,
-                        since: None,
-                        history: since,
-                    });
+                    r.subscribe = Some((None, since));
                 }
             }
         }
@@ -272,7 +418,7 @@ impl Hub {
             }
             Serve::Snapshot(state) => {
                 let msg = ServerMsg::Snapshot { room, state };
-                self.send_to(client, Out::Snapshot(frame(&msg)));
+                self.send_to(client, Out::Snapshot(room, frame(&msg)));
             }
         }
     }
@@ -295,29 +441,25 @@ impl Hub {
         };
         r.clients.remove(&client);
         r.waiting.retain(|(c, _)| *c != client);
-        let mut offline = false;
         if let Some(n) = r.users.get_mut(&user) {
             *n -= 1;
             if *n == 0 {
                 r.users.remove(&user);
-                offline = true;
             }
         }
-        let empty = r.clients.is_empty() && r.waiting.is_empty();
-        if offline {
-            self.up(UpMsg::Presence {
-                room,
-                user,
-                online: false,
-            });
-        }
-        if empty {
+        self.dirty.insert(room);
+        if r.clients.is_empty() && r.waiting.is_empty() {
+            let told = r.told_subscribed;
+            let present = std::mem::take(&mut r.told_present);
             self.rooms.remove(&room);
-            self.up(UpMsg::Unsubscribe { room });
+            if told {
+                self.gone.entry(room).or_default().extend(present);
+            }
         }
     }
 
-    /// A client's action, with the actor its token proves.
+    /// A client's action, with the actor its token proves. Past the bounds
+    /// on waiting actions (per client, per relay) it is answered `Throttled`.
     pub fn handle_action(
         &mut self,
         now: u64,
@@ -328,16 +470,45 @@ impl Hub {
     ) {
         let key = (actor.user, msg.id);
         if let Some(p) = self.pending.get_mut(&key) {
-            // A copy (datagram twice, or the stream fallback): already on its way.
+            // A copy (datagram twice, or the stream fallback): already on its
+            // way. It may come from the session's newer connection.
             p.via_stream |= via_stream;
-            p.client = client;
+            let old = std::mem::replace(&mut p.client, client);
+            if old != client {
+                if let Some(c) = self.clients.get_mut(&old) {
+                    c.pending.remove(&key);
+                }
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.pending.insert(key);
+                }
+            }
             return;
         }
-        let sent_at = self.upstream.then_some(now);
-        self.up(UpMsg::Action {
-            actor,
-            msg: msg.clone(),
-        });
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.pending.len() >= self.settings.pending_per_client
+            || self.pending.len() >= self.settings.pending_total
+        {
+            let msg = ServerMsg::Throttled {
+                id: msg.id,
+                retry_after_ms: THROTTLE_FULL_MS,
+            };
+            self.send_to(
+                client,
+                Out::Datagram(sched::Item {
+                    class: Class::Session,
+                    payload: payload(&msg),
+                    coalesce: None,
+                    copies: sched::Copies::Twice,
+                }),
+            );
+            if via_stream {
+                self.send_to(client, Out::Reliable(frame(&msg)));
+            }
+            return;
+        }
+        c.pending.insert(key);
         self.pending.insert(
             key,
             Pending {
@@ -345,9 +516,11 @@ impl Hub {
                 via_stream,
                 actor,
                 msg,
-                sent_at,
+                sent_at: None,
+                queued: false,
             },
         );
+        self.queue_action(now, key);
     }
 
     /// A client asks for the events of a room from `from` on.
@@ -385,43 +558,50 @@ impl Hub {
         if self.sessions.get(&(c.user, c.session)) == Some(&client) {
             self.sessions.remove(&(c.user, c.session));
         }
+        // Its waiting actions go with it: the SDK sends them again when it
+        // resumes, and the origin's id memory makes that safe.
+        for key in &c.pending {
+            self.pending.remove(key);
+        }
         for room in c.rooms {
             self.detach(client, c.user, room);
         }
     }
 
-    /// The link to the origin is up: resubscribe from what we hold, announce
-    /// who is here, and send every waiting action again.
+    /// The link to the origin is up (a new link: the origin knows nothing of
+    /// us): every room is subscribed again from what we hold, every present
+    /// user announced, and every waiting action sent again.
     pub fn handle_upstream_up(&mut self, now: u64) {
         self.upstream = true;
-        let rooms: Vec<(RoomId, Option<Seq>, Vec<UserId>)> = (self.rooms.iter())
-            .map(|(id, r)| {
-                (
-                    *id,
-                    r.cache.as_ref().map(RoomCache::seq),
-                    r.users.keys().copied().collect(),
-                )
-            })
-            .collect();
-        for (room, since, users) in rooms {
-            self.up(UpMsg::Subscribe {
-                room,
-                since,
-                history: None,
+        self.reset_told();
+        for (id, r) in &mut self.rooms {
+            let history = r.waiting.iter().filter_map(|(_, s)| *s).min();
+            r.subscribe = Some(match &r.cache {
+                Some(cache) => (Some(cache.seq()), None),
+                None => (None, history),
             });
-            for user in users {
-                self.up(UpMsg::Presence {
-                    room,
-                    user,
-                    online: true,
-                });
-            }
+            self.dirty.insert(*id);
         }
         let keys: Vec<(UserId, ActionId)> = self.pending.keys().copied().collect();
         for key in keys {
-            self.resend(now, key);
+            self.queue_action(now, key);
         }
         self.broadcast_status();
+    }
+
+    /// Forget what the origin was told: the link that carried it is gone.
+    fn reset_told(&mut self) {
+        for r in self.rooms.values_mut() {
+            r.told_subscribed = false;
+            r.told_present.clear();
+            r.subscribe = None;
+        }
+        self.gone.clear();
+        self.dirty.clear();
+        self.actions.clear();
+        for p in self.pending.values_mut() {
+            p.queued = false;
+        }
     }
 
     /// The link to the origin is down: tell clients; keep everything else.
@@ -430,6 +610,7 @@ impl Hub {
             return;
         }
         self.upstream = false;
+        self.reset_told();
         self.broadcast_status();
     }
 
@@ -443,20 +624,6 @@ impl Hub {
         }
     }
 
-    fn resend(&mut self, now: u64, key: (UserId, ActionId)) {
-        if !self.upstream {
-            return;
-        }
-        if let Some(p) = self.pending.get_mut(&key) {
-            p.sent_at = Some(now);
-            let msg = UpMsg::Action {
-                actor: p.actor,
-                msg: p.msg.clone(),
-            };
-            self.out.push_back(Output::Upstream(msg));
-        }
-    }
-
     /// A message from the origin.
     pub fn handle_down(&mut self, now: u64, msg: DownMsg) {
         match msg {
@@ -467,7 +634,7 @@ impl Hub {
             } => self.handle_snapshot(now, room, *state, recent),
             DownMsg::Events { room, events } => self.handle_events(now, room, events),
             DownMsg::Ack { user, id, outcome } => {
-                let Some(p) = self.pending.remove(&(user, id)) else {
+                let Some(p) = self.take_pending((user, id)) else {
                     return;
                 };
                 // The session may have moved to a newer connection here.
@@ -493,7 +660,7 @@ impl Hub {
             } => {
                 // The origin's per-user backstop: nothing was decided, so the
                 // action stops waiting here and its sender retries later.
-                let Some(p) = self.pending.remove(&(user, id)) else {
+                let Some(p) = self.take_pending((user, id)) else {
                     return;
                 };
                 let client = (self.sessions.get(&(user, id.session)).copied()).unwrap_or(p.client);
@@ -505,6 +672,14 @@ impl Hub {
                 tracing::warn!(%code, %message, "origin reported an error");
             }
         }
+    }
+
+    fn take_pending(&mut self, key: (UserId, ActionId)) -> Option<Pending> {
+        let p = self.pending.remove(&key)?;
+        if let Some(c) = self.clients.get_mut(&p.client) {
+            c.pending.remove(&key);
+        }
+        Some(p)
     }
 
     fn handle_snapshot(&mut self, now: u64, room: RoomId, state: RoomState, recent: Vec<Event>) {
@@ -530,7 +705,7 @@ impl Hub {
             };
             let bytes = frame(&msg);
             for c in current {
-                self.send_to(c, Out::Snapshot(bytes.clone()));
+                self.send_to(c, Out::Snapshot(room, bytes.clone()));
             }
         }
         self.serve_waiting(room);
@@ -565,12 +740,8 @@ impl Hub {
             Ok(new) => new,
             Err(e) => {
                 tracing::warn!(%room, error = %e, "gap in the origin's events; resubscribing");
-                let since = Some(cache.seq());
-                self.up(UpMsg::Subscribe {
-                    room,
-                    since,
-                    history: None,
-                });
+                r.subscribe = Some((Some(cache.seq()), None));
+                self.dirty.insert(room);
                 return;
             }
         };
@@ -630,7 +801,7 @@ impl Hub {
             .map(|(key, _)| *key)
             .collect();
         for key in overdue {
-            self.resend(now, key);
+            self.queue_action(now, key);
         }
     }
 
@@ -725,9 +896,10 @@ mod tests {
         drain(&mut h);
         h.handle_action(0, 2, viewer(666), gift(s, 5, 1), false);
         h.handle_action(1, 1, viewer(7), gift(s, 5, 5), false);
-        let owners: Vec<UserId> = (drain(&mut h).into_iter())
-            .filter_map(|o| match o {
-                Output::Upstream(UpMsg::Action { actor, .. }) => Some(actor.user),
+        drain(&mut h);
+        let owners: Vec<UserId> = std::iter::from_fn(|| h.poll_upstream())
+            .filter_map(|m| match m {
+                UpMsg::Action { actor, .. } => Some(actor.user),
                 _ => None,
             })
             .collect();

@@ -17,15 +17,16 @@
 //! Pure parts (`cache`, `sched`, `hub`) take `now` and do no IO; `server`,
 //! `client` and `upstream` are the thin drivers around them.
 
+pub mod admission;
 pub mod cache;
-pub(crate) mod client;
 pub mod clock;
 pub mod config;
+pub(crate) mod conn;
 pub mod hub;
 pub mod sched;
 pub mod server;
 pub mod upstream;
 
-pub use client::Bucket;
+pub use admission::{Bucket, Limits};
 pub use config::Config;
 pub use server::{Error, Relay};

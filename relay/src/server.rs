@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg, ALPN_CLIENT, ALPN_RELAY};
@@ -17,6 +17,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::admission::{self, Admission};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::{ClientId, Hub, Out, Output, Settings};
@@ -41,7 +42,7 @@ pub(crate) enum HubIn {
         client: ClientId,
         session: SessionId,
         user: UserId,
-        out: mpsc::Sender<Out>,
+        out: OutTx,
         conn: quinn::Connection,
     },
     Join {
@@ -52,6 +53,7 @@ pub(crate) enum HubIn {
     RefuseJoin {
         client: ClientId,
         room: RoomId,
+        reason: Reason,
     },
     Leave {
         client: ClientId,
@@ -89,6 +91,84 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub next_client: AtomicU64,
     pub draining: AtomicBool,
+    /// Connection, session and rate limits across all connections (short
+    /// critical sections only: a decision, never IO, under the lock).
+    pub admission: Mutex<Admission>,
+}
+
+impl Shared {
+    /// Ask the admission state something.
+    pub fn admit<R>(&self, f: impl FnOnce(&mut Admission) -> R) -> R {
+        // A panic while holding the lock would be a bug in `Admission`; its
+        // state is still counts, so carry on with it.
+        let mut a = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut a)
+    }
+}
+
+/// The hub's end of one client's outgoing queue: bounded in bytes, not
+/// messages (one message may be a 64 KiB frame).
+#[derive(Clone)]
+pub(crate) struct OutTx {
+    tx: mpsc::UnboundedSender<Out>,
+    bytes: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+/// The connection's end of its outgoing queue.
+pub(crate) struct OutRx {
+    rx: mpsc::UnboundedReceiver<Out>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A client queue of at most `cap` bytes.
+pub(crate) fn out_queue(cap: usize) -> (OutTx, OutRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        OutTx {
+            tx,
+            bytes: bytes.clone(),
+            cap,
+        },
+        OutRx { rx, bytes },
+    )
+}
+
+impl OutTx {
+    /// Queue `out`; `Err(true)` if the client is too slow (its queue is
+    /// full), `Err(false)` if it is gone.
+    pub fn push(&self, out: Out) -> Result<(), bool> {
+        let len = out.len();
+        if self.bytes.load(Ordering::Relaxed) + len > self.cap && len > 0 {
+            return Err(true);
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.tx.send(out).map_err(|_| false)
+    }
+}
+
+impl OutRx {
+    fn took(&self, out: &Out) {
+        self.bytes.fetch_sub(out.len(), Ordering::Relaxed);
+    }
+
+    /// The next message; `None` when the hub has let go.
+    pub async fn recv(&mut self) -> Option<Out> {
+        let out = self.rx.recv().await?;
+        self.took(&out);
+        Some(out)
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let out = self.rx.try_recv().ok()?;
+        self.took(&out);
+        Some(out)
+    }
 }
 
 /// A running relay.
@@ -131,7 +211,9 @@ impl Relay {
         let client_config = net::client_config(&origin_roots, ALPN_RELAY, &config.upstream_tuning)?;
 
         let (hub_tx, hub_rx) = mpsc::channel(1 << 14);
-        let (up_tx, up_rx) = mpsc::channel(1 << 16);
+        // Small: the hub keeps what must be sent and hands it over as the
+        // link takes it.
+        let (up_tx, up_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let clock = Clock::new();
         let shared = Arc::new(Shared {
@@ -140,6 +222,10 @@ impl Relay {
             clock: clock.clone(),
             next_client: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            admission: Mutex::new(Admission::new(
+                config.limits.clone(),
+                std::time::Instant::now(),
+            )),
             config: config.clone(),
         });
         let link = Arc::new(Link {
@@ -155,6 +241,9 @@ impl Relay {
         let mut tasks = JoinSet::new();
         let settings = Settings {
             ring: config.ring,
+            rooms_per_client: config.limits.rooms_per_connection,
+            pending_per_client: config.limits.pending_per_connection,
+            pending_total: config.limits.pending_total,
             ..Settings::default()
         };
         tasks.spawn(run_hub(Hub::new(settings), hub_rx, up_tx, clock));
@@ -260,12 +349,28 @@ async fn accept(
             },
             _ = shutdown.changed() => return,
         };
-        tokio::spawn(crate::client::serve(incoming, shared.clone()));
+        let addr = incoming.remote_address();
+        let validated = incoming.remote_address_validated();
+        let verdict =
+            shared.admit(|a| a.handle_incoming(std::time::Instant::now(), addr.ip(), validated));
+        match verdict {
+            admission::Incoming::Accept => {
+                tokio::spawn(crate::conn::serve(incoming, shared.clone()));
+            }
+            admission::Incoming::Retry if incoming.may_retry() => {
+                let _ = incoming.retry();
+            }
+            // A validated peer cannot be asked again; it is over the rate.
+            admission::Incoming::Retry | admission::Incoming::Refuse => {
+                tracing::debug!(%addr, "connection refused: at the limit");
+                incoming.refuse();
+            }
+        }
     }
 }
 
 struct ClientLink {
-    out: mpsc::Sender<Out>,
+    out: OutTx,
     conn: quinn::Connection,
 }
 
@@ -281,6 +386,7 @@ async fn run_hub(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain: Option<mpsc::Sender<usize>> = None;
     loop {
+        let wants_up = hub.has_upstream();
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
@@ -291,7 +397,7 @@ async fn run_hub(
                         hub.handle_client_up(now, client, session, user);
                     }
                     HubIn::Join { client, room, since } => hub.handle_join(now, client, room, since),
-                    HubIn::RefuseJoin { client, room } => hub.refuse_join(client, room, Reason::NoGrant),
+                    HubIn::RefuseJoin { client, room, reason } => hub.refuse_join(client, room, reason),
                     HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
                     HubIn::Action { client, actor, msg, via_stream } => hub.handle_action(now, client, actor, msg, via_stream),
                     HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
@@ -308,6 +414,14 @@ async fn run_hub(
                     }
                 }
             }
+            // Membership changes and actions go up as fast as the link takes
+            // them; nothing is dropped when it is slow.
+            permit = up.reserve(), if wants_up => {
+                let Ok(permit) = permit else { return };
+                if let Some(msg) = hub.poll_upstream() {
+                    permit.send(msg);
+                }
+            }
             _ = tick.tick() => hub.handle_tick(clock.local()),
         }
         while let Some(output) = hub.poll_output() {
@@ -316,17 +430,11 @@ async fn run_hub(
                     let Some(link) = clients.get(&id) else {
                         continue;
                     };
-                    if let Err(mpsc::error::TrySendError::Full(_)) = link.out.try_send(out) {
+                    if let Err(true) = link.out.push(out) {
                         tracing::warn!(client = id, "client queue full; cutting it off");
                         net::close(&link.conn, ErrorCode::Flood, "client too slow");
                         clients.remove(&id);
                         hub.handle_client_gone(clock.local(), id);
-                    }
-                }
-                Output::Upstream(msg) => {
-                    if up.try_send(msg).is_err() {
-                        // Actions are resent by the tick; subscriptions on reconnect.
-                        tracing::warn!("upstream queue full; dropping a message");
                     }
                 }
             }

@@ -86,6 +86,10 @@ pub(crate) async fn run(
         match connect(&link).await {
             Ok((conn, send, recv)) => {
                 tracing::info!(relay = %link.name, origin = %link.origin, "upstream connected");
+                // Whatever the old link did not carry is stale: the hub
+                // reconciles the new link from its own state on `UpstreamUp`
+                // (it sends nothing while it believes the link is down).
+                while up.try_recv().is_ok() {}
                 if link.hub.send(HubIn::UpstreamUp).await.is_err() {
                     return;
                 }

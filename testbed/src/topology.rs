@@ -46,9 +46,15 @@ impl Default for Spec {
             regions: vec!["region-a".into(), "region-b".into()],
             rules: origin::rules::Config::default(),
             relay: relay::Config {
-                // Simulated clients act in bursts; real limits are a relay setting.
-                actions_per_sec: 10_000,
-                messages_per_sec: 100_000,
+                // Simulated clients act in bursts, all from one address;
+                // real limits are a relay setting.
+                limits: relay::Limits {
+                    actions_per_sec: 10_000,
+                    action_burst: 20_000,
+                    messages_per_sec: 100_000,
+                    max_per_addr: 100_000,
+                    ..relay::Limits::default()
+                },
                 ..relay::Config::default()
             },
             data_dir: None,

@@ -63,8 +63,9 @@ async fn bad_peers_are_closed_and_good_ones_are_untouched() {
     // Production limits: 400 messages a second per client.
     let t = topology("bad-input", 1, |s| {
         let d = relay::Config::default();
-        s.relay.messages_per_sec = d.messages_per_sec;
-        s.relay.actions_per_sec = d.actions_per_sec;
+        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
+        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
+        s.relay.limits.action_burst = d.limits.action_burst;
     })
     .await;
     // A good client, busy the whole time.

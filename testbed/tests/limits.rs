@@ -17,8 +17,9 @@ async fn the_rate_limit_never_refuses_a_counted_gift() {
     // Production limits: 50 actions a second per client.
     let t = topology("rate-limit", 1, |s| {
         let d = relay::Config::default();
-        s.relay.actions_per_sec = d.actions_per_sec;
-        s.relay.messages_per_sec = d.messages_per_sec;
+        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
+        s.relay.limits.action_burst = d.limits.action_burst;
+        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
     })
     .await;
     let c = t.client(9, &[], &[0]).await.expect("connects");

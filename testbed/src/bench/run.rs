@@ -313,8 +313,13 @@ async fn start_servers(
             ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
             ("RINGSIDE_RELAY_TLS__KEY", path(key)),
             // The bench's clients act far faster than people do.
-            ("RINGSIDE_RELAY_ACTIONS_PER_SEC", "100000".into()),
-            ("RINGSIDE_RELAY_MESSAGES_PER_SEC", "1000000".into()),
+            ("RINGSIDE_RELAY_LIMITS__ACTIONS_PER_SEC", "100000".into()),
+            ("RINGSIDE_RELAY_LIMITS__ACTION_BURST", "200000".into()),
+            ("RINGSIDE_RELAY_LIMITS__MESSAGES_PER_SEC", "1000000".into()),
+            // Thousands of clients, all on loopback.
+            ("RINGSIDE_RELAY_LIMITS__MAX_PER_ADDR", "100000".into()),
+            ("RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED", "100000".into()),
+            ("RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC", "100000".into()),
             ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy.to_string()),
         ]
     };

@@ -1,10 +1,18 @@
 //! One client connection: hello and token check, then messages in (from
 //! datagrams and the control stream, rate limited) and out (through the
-//! datagram scheduler, the control stream, or a stream per snapshot).
+//! datagram scheduler, the control stream, or one stream per snapshot).
 //!
-//! Bad input harms no one else: a malformed or oversized frame, a bad token
-//! or a flood closes this connection with a code and a log line.
+//! Bad input harms no one else: a malformed or oversized frame, a bad token,
+//! a stream it may not open, or a flood closes this connection with a code
+//! and a log line. What it can make the relay hold is bounded (see the
+//! README's "Limits" for the sum per connection): quinn's windows (set in
+//! `Tuning::client_facing`), the hub's byte-bounded queue to it, the
+//! scheduler's budget, and at most one snapshot in flight with at most one
+//! more waiting per room it follows. Decisions about who may do what are
+//! [`crate::admission`]'s; this file only acts on them.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,63 +24,57 @@ use protocol::message::{ClientMsg, ErrorCode, Hello, ServerMsg, Welcome, PROTOCO
 use protocol::net::{self, NetError};
 use protocol::room::Reason;
 use protocol::token::{unix_now, Claims, Purpose, TokenError};
-use protocol::{ActionId, Class, Outcome, SessionId};
+use protocol::{ActionId, Class, Outcome, RoomId, SessionId, UserId};
 use tokio::sync::mpsc;
 
+use crate::admission::{ActionVerdict, Requests};
 use crate::hub::{ClientId, Out};
 use crate::sched::{self, Scheduler};
-use crate::server::{HubIn, Shared};
+use crate::server::{out_queue, HubIn, OutRx, OutTx, Shared};
 
-/// How long a client has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages queued from the hub to one client before it counts as too slow.
-const CLIENT_QUEUE: usize = 8192;
+/// Copies of one action (datagram copy, stream fallbacks) forwarded without
+/// spending the user's rate; further copies count as new actions.
+const FREE_COPIES: u8 = 3;
 
-/// A token bucket: `rate` per second, bursts up to `burst`.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
+/// Gives the connection's place back to admission when the connection ends,
+/// however it ends.
+struct Admitted {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    user: Option<UserId>,
 }
 
-impl Bucket {
-    /// A full bucket.
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        Bucket {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            at: now,
-        }
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let (addr, user) = (self.addr.ip(), self.user);
+        self.shared
+            .admit(|a| a.handle_closed(Instant::now(), addr, user));
     }
+}
 
-    /// How long until a token is available, after a refused `take`.
-    pub fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 || self.rate <= 0.0 {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+fn token_code(e: &TokenError) -> ErrorCode {
+    match e {
+        TokenError::Expired => ErrorCode::TokenExpired,
+        _ => ErrorCode::BadToken,
     }
+}
 
-    /// Take one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// When a token expiring at `expires` (Unix seconds) runs out, as an instant.
+fn expiry(expires: u64) -> tokio::time::Instant {
+    let left = expires.saturating_sub(unix_now());
+    tokio::time::Instant::now() + Duration::from_secs(left)
 }
 
 pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(HELLO_TIMEOUT, incoming).await {
+    let mut admitted = Admitted {
+        shared: shared.clone(),
+        addr: remote,
+        user: None,
+    };
+    let limit = Duration::from_millis(shared.config.limits.hello_timeout_ms);
+    let deadline = tokio::time::Instant::now() + limit;
+    let conn = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "client handshake failed");
@@ -80,7 +82,7 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         }
         Err(_) => return,
     };
-    let Some((hello, send, recv)) = hello(&conn, &shared).await else {
+    let Some((hello, send, recv)) = hello(&conn, &shared, deadline).await else {
         return;
     };
     let claims = match shared
@@ -89,17 +91,19 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     {
         Ok(c) => c,
         Err(e) => {
-            let code = match e {
-                TokenError::Expired => ErrorCode::TokenExpired,
-                _ => ErrorCode::BadToken,
-            };
             tracing::warn!(%remote, error = %e, "client refused: bad token");
-            net::close(&conn, code, &e.to_string());
+            net::close(&conn, token_code(&e), &e.to_string());
             return;
         }
     };
+    if let Err(code) = shared.admit(|a| a.handle_authenticated(Instant::now(), claims.user)) {
+        tracing::warn!(%remote, user = %claims.user, "client refused: too many sessions");
+        net::close(&conn, code, "too many sessions for this user");
+        return;
+    }
+    admitted.user = Some(claims.user);
     let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    let (out, out_rx) = mpsc::channel::<Out>(CLIENT_QUEUE);
+    let (out, out_rx) = out_queue(shared.config.limits.queue_bytes);
     let welcome = ServerMsg::Welcome(Welcome {
         session: hello.session,
         relay: shared.config.name.clone(),
@@ -128,13 +132,13 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         shared.clone(),
         hello.datagrams,
     ));
-    let (stream_tx, stream_rx) = mpsc::channel::<ClientMsg>(256);
+    let (stream_tx, stream_rx) = mpsc::channel::<ClientMsg>(64);
     let reader = tokio::spawn(read_stream(conn.clone(), recv, stream_tx));
     let why = read_loop(
         &conn,
         client,
         hello.session,
-        &claims,
+        claims,
         &shared,
         &out,
         stream_rx,
@@ -146,23 +150,22 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     // The writer ends when the hub drops its sender; give it a moment to flush.
     drop(out);
     let _ = tokio::time::timeout(Duration::from_millis(200), writer).await;
+    drop(admitted);
 }
 
 async fn hello(
     conn: &quinn::Connection,
     shared: &Shared,
+    deadline: tokio::time::Instant,
 ) -> Option<(Hello, quinn::SendStream, quinn::RecvStream)> {
-    let Ok(Ok((send, mut recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+    let Ok(Ok((send, mut recv))) = tokio::time::timeout_at(deadline, conn.accept_bi()).await
     else {
         net::close(conn, ErrorCode::Timeout, "no hello");
         return None;
     };
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(
-        HELLO_TIMEOUT,
-        net::read_frame::<ClientMsg>(&mut recv, &mut buf),
-    )
-    .await;
+    let read =
+        tokio::time::timeout_at(deadline, net::read_frame::<ClientMsg>(&mut recv, &mut buf)).await;
     let remote = conn.remote_address();
     match read {
         Ok(Ok(Some(ClientMsg::Hello(h)))) => {
@@ -227,27 +230,30 @@ async fn read_stream(
     }
 }
 
-/// The ids this connection forwarded lately (bounded), so that copies of an
-/// action are recognised.
+/// The ids this connection forwarded lately (bounded), with the copies of
+/// each seen since, so that copies of an action are recognised.
 #[derive(Debug, Default)]
 struct Recent {
     order: std::collections::VecDeque<ActionId>,
-    set: std::collections::BTreeSet<ActionId>,
+    copies: BTreeMap<ActionId, u8>,
 }
 
 impl Recent {
     const CAP: usize = 1024;
 
-    fn contains(&self, id: ActionId) -> bool {
-        self.set.contains(&id)
+    /// A copy of a forwarded action: `Some(true)` if it is still free.
+    fn copy(&mut self, id: ActionId) -> Option<bool> {
+        let n = self.copies.get_mut(&id)?;
+        *n = n.saturating_add(1);
+        Some(*n <= FREE_COPIES)
     }
 
     fn insert(&mut self, id: ActionId) {
-        if self.set.insert(id) {
+        if self.copies.insert(id, 0).is_none() {
             self.order.push_back(id);
             if self.order.len() > Self::CAP {
                 if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
+                    self.copies.remove(&old);
                 }
             }
         }
@@ -258,23 +264,16 @@ async fn read_loop(
     conn: &quinn::Connection,
     client: ClientId,
     session: SessionId,
-    claims: &Claims,
+    mut claims: Claims,
     shared: &Shared,
-    out: &mpsc::Sender<Out>,
+    out: &OutTx,
     mut stream: mpsc::Receiver<ClientMsg>,
 ) -> &'static str {
     let mut forwarded = Recent::default();
-    let now = Instant::now();
-    let mut messages = Bucket::new(
-        shared.config.messages_per_sec,
-        shared.config.messages_per_sec * 2,
-        now,
-    );
-    let mut actions = Bucket::new(
-        shared.config.actions_per_sec,
-        shared.config.actions_per_sec * 2,
-        now,
-    );
+    let mut requests = Requests::new(&shared.config.limits, Instant::now());
+    let user = claims.user;
+    let expires = tokio::time::sleep_until(expiry(claims.expires));
+    tokio::pin!(expires);
     loop {
         let (msgs, via_stream): (Vec<Result<ClientMsg, CodecError>>, bool) = tokio::select! {
             d = conn.read_datagram() => match d {
@@ -285,6 +284,11 @@ async fn read_loop(
                 Some(m) => (vec![Ok(m)], true),
                 None => return "control stream ended",
             },
+            () = &mut expires => {
+                tracing::debug!(client, %user, "token expired; closing");
+                net::close(conn, ErrorCode::TokenExpired, "token expired");
+                return "token expired";
+            }
         };
         for m in msgs {
             let m = match m {
@@ -295,8 +299,9 @@ async fn read_loop(
                     return "malformed datagram";
                 }
             };
-            if !messages.take(Instant::now()) {
-                tracing::warn!(client, user = %claims.user, "client flooding; closing");
+            let now = Instant::now();
+            if !shared.admit(|a| a.handle_message(now, user)) {
+                tracing::warn!(client, %user, "client flooding; closing");
                 net::close(conn, ErrorCode::Flood, "too many messages");
                 return "flood";
             }
@@ -304,7 +309,7 @@ async fn read_loop(
                 ClientMsg::Ping { nonce } => {
                     if let Some(origin_time) = shared.clock.origin_now() {
                         let pong = ServerMsg::Pong { nonce, origin_time };
-                        let _ = out.try_send(Out::Datagram(item(
+                        let _ = out.push(Out::Datagram(item(
                             Class::Session,
                             &pong,
                             sched::Copies::Once,
@@ -312,25 +317,41 @@ async fn read_loop(
                     }
                     continue;
                 }
-                ClientMsg::Join { room, since } => match claims.grant(room) {
-                    Some(_) => HubIn::Join {
-                        client,
-                        room,
-                        since,
-                    },
-                    None => HubIn::RefuseJoin { client, room },
-                },
+                ClientMsg::Join { room, since } => {
+                    if !requests.take(now) {
+                        HubIn::RefuseJoin {
+                            client,
+                            room,
+                            reason: Reason::TooMany,
+                        }
+                    } else if claims.grant(room).is_some() {
+                        HubIn::Join {
+                            client,
+                            room,
+                            since,
+                        }
+                    } else {
+                        HubIn::RefuseJoin {
+                            client,
+                            room,
+                            reason: Reason::NoGrant,
+                        }
+                    }
+                }
                 ClientMsg::Leave { room } => HubIn::Leave { client, room },
-                ClientMsg::Resync { room, from } => HubIn::Resync { client, room, from },
+                ClientMsg::Resync { room, from } => {
+                    // Over budget: nothing; the client's repair timer asks again.
+                    if !requests.take(now) {
+                        continue;
+                    }
+                    HubIn::Resync { client, room, from }
+                }
                 ClientMsg::Action(msg) => {
                     if msg.id.session != session {
-                        tracing::warn!(client, user = %claims.user, "action of another session; closing");
+                        tracing::warn!(client, %user, "action of another session; closing");
                         net::close(conn, ErrorCode::Malformed, "action of another session");
                         return "action of another session";
                     }
-                    // Copies of an action already forwarded (the datagram
-                    // twice, the stream fallback) cost nothing more.
-                    let copy = forwarded.contains(msg.id);
                     let Some(grant) = claims.grant(msg.room) else {
                         let ack = ServerMsg::Ack {
                             id: msg.id,
@@ -338,42 +359,32 @@ async fn read_loop(
                                 reason: Reason::NoGrant,
                             },
                         };
-                        let _ = out.try_send(Out::Datagram(item(
-                            Class::Session,
-                            &ack,
-                            sched::Copies::Twice,
-                        )));
-                        if via_stream {
-                            let _ = out.try_send(Out::Reliable(frame(&ack)));
-                        }
+                        answer(out, &ack, via_stream);
                         continue;
                     };
-                    if !copy && !actions.take(Instant::now()) {
-                        // Over the rate: not forwarded, and the sender is told
-                        // so (not an outcome: nothing happened) with when to
-                        // send it again.
-                        let retry_after_ms =
-                            u32::try_from(actions.wait().as_millis().max(1)).unwrap_or(u32::MAX);
-                        tracing::debug!(client, id = %msg.id, retry_after_ms, "action over the rate; throttled");
-                        let msg = ServerMsg::Throttled {
-                            id: msg.id,
-                            retry_after_ms,
-                        };
-                        let _ = out.try_send(Out::Datagram(item(
-                            Class::Session,
-                            &msg,
-                            sched::Copies::Twice,
-                        )));
-                        if via_stream {
-                            let _ = out.try_send(Out::Reliable(frame(&msg)));
+                    // Copies of an action already forwarded (the datagram
+                    // twice, the stream fallback) are free up to a point;
+                    // past it they cost what a new action costs.
+                    let free = forwarded.copy(msg.id) == Some(true);
+                    if !free {
+                        if let ActionVerdict::Throttle(wait) =
+                            shared.admit(|a| a.handle_action(now, user))
+                        {
+                            // Not forwarded, and the sender is told so (not an
+                            // outcome: nothing happened) with when to retry.
+                            let retry_after_ms =
+                                u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);
+                            tracing::debug!(client, id = %msg.id, retry_after_ms, "action over the rate; throttled");
+                            let msg = ServerMsg::Throttled {
+                                id: msg.id,
+                                retry_after_ms,
+                            };
+                            answer(out, &msg, via_stream);
+                            continue;
                         }
-                        continue;
                     }
                     forwarded.insert(msg.id);
-                    let actor = Actor {
-                        user: claims.user,
-                        grant,
-                    };
+                    let actor = Actor { user, grant };
                     HubIn::Action {
                         client,
                         actor,
@@ -381,7 +392,25 @@ async fn read_loop(
                         via_stream,
                     }
                 }
-                ClientMsg::Renew { .. } => continue,
+                ClientMsg::Renew { token } => {
+                    match shared.tokens.verify(&token, Purpose::Client, unix_now()) {
+                        Ok(fresh) if fresh.user == user => {
+                            expires.as_mut().reset(expiry(fresh.expires));
+                            claims = fresh;
+                        }
+                        Ok(_) => {
+                            tracing::warn!(client, %user, "renewal with another user's token; closing");
+                            net::close(conn, ErrorCode::BadToken, "token of another user");
+                            return "renewed as another user";
+                        }
+                        Err(e) => {
+                            tracing::warn!(client, %user, error = %e, "bad renewal token; closing");
+                            net::close(conn, token_code(&e), &e.to_string());
+                            return "bad renewal";
+                        }
+                    }
+                    continue;
+                }
                 ClientMsg::Bye => return "bye",
                 ClientMsg::Hello(_) => {
                     net::close(conn, ErrorCode::Malformed, "second hello");
@@ -392,6 +421,19 @@ async fn read_loop(
                 return "relay stopping";
             }
         }
+    }
+}
+
+/// A session-class answer to the client: twice as datagrams, and on the
+/// control stream too when the question came that way.
+fn answer(out: &OutTx, msg: &ServerMsg, via_stream: bool) {
+    let _ = out.push(Out::Datagram(item(
+        Class::Session,
+        msg,
+        sched::Copies::Twice,
+    )));
+    if via_stream {
+        let _ = out.push(Out::Reliable(frame(msg)));
     }
 }
 
@@ -410,10 +452,75 @@ fn frame(msg: &ServerMsg) -> Bytes {
     b.freeze()
 }
 
+/// Snapshots for one client: at most one in flight (on a stream of its
+/// own), at most one waiting per room (a newer one replaces it). A client
+/// that does not take the one in flight within the deadline (it grants no
+/// stream credit, or reads nothing) is cut off.
+struct Snapshots {
+    in_flight: Option<(tokio::task::JoinHandle<bool>, tokio::time::Instant)>,
+    waiting: BTreeMap<RoomId, Bytes>,
+    timeout: Duration,
+}
+
+impl Snapshots {
+    fn push(&mut self, conn: &quinn::Connection, room: RoomId, bytes: Bytes) {
+        self.waiting.insert(room, bytes);
+        self.start_next(conn);
+    }
+
+    fn start_next(&mut self, conn: &quinn::Connection) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some((_, bytes)) = self.waiting.pop_first() else {
+            return;
+        };
+        let conn = conn.clone();
+        let task = tokio::spawn(async move {
+            let Ok(mut s) = conn.open_uni().await else {
+                return false;
+            };
+            s.write_all(&bytes).await.is_ok() && s.finish().is_ok()
+        });
+        self.in_flight = Some((task, tokio::time::Instant::now() + self.timeout));
+    }
+
+    /// Wait for the snapshot in flight: `Ok` when it is sent, `Err` when the
+    /// client did not take it in time. Pending for ever when none is.
+    async fn poll(&mut self) -> Result<(), ()> {
+        let Some((task, deadline)) = &mut self.in_flight else {
+            return std::future::pending().await;
+        };
+        let deadline = *deadline;
+        let done = tokio::select! {
+            r = &mut *task => r.unwrap_or(false),
+            () = tokio::time::sleep_until(deadline) => {
+                task.abort();
+                self.in_flight = None;
+                return Err(());
+            }
+        };
+        self.in_flight = None;
+        if done {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        if let Some((task, _)) = &self.in_flight {
+            task.abort();
+        }
+    }
+}
+
 async fn write_loop(
     conn: quinn::Connection,
     mut ctrl: quinn::SendStream,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: OutRx,
     shared: Arc<Shared>,
     datagrams: bool,
 ) {
@@ -421,6 +528,11 @@ async fn write_loop(
     let mut sched = Scheduler::new(shared.config.client_budget, redundancy);
     let clock = shared.clock.clone();
     let mut loss = LossWatch::default();
+    let mut snapshots = Snapshots {
+        in_flight: None,
+        waiting: BTreeMap::new(),
+        timeout: Duration::from_millis(shared.config.limits.snapshot_timeout_ms),
+    };
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
             // Queued but no room in quinn's buffer last time: look again soon.
@@ -430,6 +542,15 @@ async fn write_loop(
         let woke = tokio::select! {
             o = rx.recv() => Some(o),
             () = sleep_until_local(&clock, wake) => None,
+            sent = snapshots.poll() => {
+                if sent.is_err() {
+                    tracing::warn!(remote = %conn.remote_address(), "client did not take a snapshot in time; closing");
+                    net::close(&conn, ErrorCode::Flood, "snapshot not taken");
+                    return;
+                }
+                snapshots.start_next(&conn);
+                None
+            }
         };
         let mut batch = Vec::new();
         match woke {
@@ -439,8 +560,8 @@ async fn write_loop(
                 batch.push(out);
                 while batch.len() < 1024 {
                     match rx.try_recv() {
-                        Ok(o) => batch.push(o),
-                        Err(_) => break,
+                        Some(o) => batch.push(o),
+                        None => break,
                     }
                 }
             }
@@ -470,15 +591,7 @@ async fn write_loop(
                         return;
                     }
                 }
-                Out::Snapshot(b) => {
-                    let conn = conn.clone();
-                    tokio::spawn(async move {
-                        if let Ok(mut s) = conn.open_uni().await {
-                            let _ = s.write_all(&b).await;
-                            let _ = s.finish();
-                        }
-                    });
-                }
+                Out::Snapshot(room, b) => snapshots.push(&conn, room, b),
                 Out::Close(code, reason) => {
                     net::close(&conn, code, reason);
                     return;

@@ -1,0 +1,491 @@
+//! Admission: who may connect, how often a user may act, how much a
+//! connection may ask for. Pure: every input takes `now`, nothing here does
+//! IO; the connection tasks ask and act on the verdict.
+//!
+//! What it bounds, and why each bound exists (every client holds a valid
+//! token for all we know):
+//! - **connections**: in total, per source address, and still unauthenticated
+//!   (handshaking or not yet past hello); past a handshake rate, new peers
+//!   must prove their address first (QUIC Retry), so a spoofed flood costs
+//!   one stateless packet each;
+//! - **per user, across all of its connections on this relay**: live
+//!   connections (sessions), actions per second and messages per second (a
+//!   user cannot multiply its rate by opening connections). An action over
+//!   the rate is answered `Throttled` with when to retry; a flood of
+//!   messages closes the connection;
+//! - **per connection**: joins, resyncs and snapshot requests share one
+//!   request budget, so a tiny message cannot make the relay encode and send
+//!   large ones at will.
+//!
+//! A user's record outlives its last connection by the time its buckets take
+//! to refill, so reconnecting does not reset a rate; records are then
+//! collected, so memory follows live users (about 150 bytes each).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use protocol::message::ErrorCode;
+use protocol::UserId;
+use serde::{Deserialize, Serialize};
+
+/// The limits, as configured (the relay's `[limits]` table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Client connections a relay holds at once.
+    pub max_connections: usize,
+    /// Connections from one source address (NAT gateways share one; the
+    /// testbed's thousands of clients on loopback raise it).
+    pub max_per_addr: usize,
+    /// Connections still handshaking or not yet past hello.
+    pub max_unauthenticated: usize,
+    /// New connections per second past which a peer must validate its
+    /// address first (QUIC Retry: one extra round trip, no state kept).
+    pub retry_above_per_sec: u32,
+    /// How long a connection has to finish its handshake and say hello, ms.
+    pub hello_timeout_ms: u64,
+    /// Live connections (sessions) of one user on this relay.
+    pub sessions_per_user: usize,
+    /// Actions a user may send per second, over all its connections.
+    pub actions_per_sec: u32,
+    /// Actions a user may send in a burst.
+    pub action_burst: u32,
+    /// Messages of any kind a user may send per second before its
+    /// connection is closed (`Flood`).
+    pub messages_per_sec: u32,
+    /// Joins, resyncs and snapshot requests one connection may make per
+    /// second (shared budget).
+    pub requests_per_sec: u32,
+    /// ... and in a burst.
+    pub request_burst: u32,
+    /// Rooms one connection may follow at once.
+    pub rooms_per_connection: usize,
+    /// Actions of one connection waiting for the origin.
+    pub pending_per_connection: usize,
+    /// Actions waiting for the origin on the whole relay.
+    pub pending_total: usize,
+    /// Bytes queued for one client between the hub and its connection
+    /// (beyond the scheduler's own budget) before it is cut off as too slow.
+    pub queue_bytes: usize,
+    /// How long a client has to take a snapshot before it is cut off, ms.
+    pub snapshot_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 20_000,
+            max_per_addr: 512,
+            max_unauthenticated: 1_024,
+            retry_above_per_sec: 500,
+            hello_timeout_ms: 2_000,
+            sessions_per_user: 4,
+            actions_per_sec: 50,
+            action_burst: 100,
+            messages_per_sec: 400,
+            requests_per_sec: 20,
+            request_burst: 40,
+            rooms_per_connection: 16,
+            pending_per_connection: 256,
+            pending_total: 65_536,
+            queue_bytes: 512 * 1024,
+            snapshot_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A token bucket: `rate` per second, bursts up to `burst`.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        Bucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+    }
+
+    /// Take one token if there is one; otherwise how long until there is.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        if self.rate <= 0.0 {
+            return Err(Duration::from_secs(3600));
+        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    /// Whether the bucket is full at `now` (nothing to remember).
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// What to do with a new connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// Go ahead with the handshake.
+    Accept,
+    /// Ask the peer to prove its address first (QUIC Retry).
+    Retry,
+    /// Refuse: the relay (or this address) is at its limit.
+    Refuse,
+}
+
+/// What to do with an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionVerdict {
+    /// Forward it to the origin.
+    Forward,
+    /// Over the user's rate: answer `Throttled`, retry after this long.
+    Throttle(Duration),
+}
+
+struct User {
+    connections: usize,
+    actions: Bucket,
+    messages: Bucket,
+}
+
+/// The relay's admission state.
+pub struct Admission {
+    limits: Limits,
+    /// Connections accepted and not yet closed, by address.
+    per_addr: BTreeMap<IpAddr, usize>,
+    total: usize,
+    unauthenticated: usize,
+    /// New connections in the current second, for the Retry threshold.
+    window: (Instant, u32),
+    users: BTreeMap<UserId, User>,
+    /// When users were last swept for full buckets.
+    swept: Instant,
+}
+
+impl Admission {
+    /// Empty, with `limits`.
+    pub fn new(limits: Limits, now: Instant) -> Admission {
+        Admission {
+            limits,
+            per_addr: BTreeMap::new(),
+            total: 0,
+            unauthenticated: 0,
+            window: (now, 0),
+            users: BTreeMap::new(),
+            swept: now,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Connections held (authenticated or not).
+    pub fn connections(&self) -> usize {
+        self.total
+    }
+
+    /// Users with a record.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// A peer at `addr` starts a handshake; `validated` when it has already
+    /// proven its address (it answered a Retry). On `Accept`, the caller
+    /// must later call [`Admission::handle_closed`] (and
+    /// [`Admission::handle_authenticated`] once it is past hello).
+    pub fn handle_incoming(&mut self, now: Instant, addr: IpAddr, validated: bool) -> Incoming {
+        if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 = self.window.1.saturating_add(1);
+        if self.total >= self.limits.max_connections
+            || self.unauthenticated >= self.limits.max_unauthenticated
+            || self.per_addr.get(&addr).copied().unwrap_or(0) >= self.limits.max_per_addr
+        {
+            return Incoming::Refuse;
+        }
+        if !validated && self.window.1 > self.limits.retry_above_per_sec {
+            return Incoming::Retry;
+        }
+        self.total += 1;
+        self.unauthenticated += 1;
+        *self.per_addr.entry(addr).or_insert(0) += 1;
+        Incoming::Accept
+    }
+
+    /// A connection accepted by `handle_incoming` said hello as `user`.
+    /// Refused (with the close code) past the user's session cap; the
+    /// connection then still counts until [`Admission::handle_closed`].
+    pub fn handle_authenticated(&mut self, now: Instant, user: UserId) -> Result<(), ErrorCode> {
+        self.sweep(now);
+        let limits = &self.limits;
+        let u = self.users.entry(user).or_insert_with(|| User {
+            connections: 0,
+            actions: Bucket::new(limits.actions_per_sec, limits.action_burst, now),
+            messages: Bucket::new(limits.messages_per_sec, limits.messages_per_sec * 2, now),
+        });
+        if u.connections >= self.limits.sessions_per_user {
+            return Err(ErrorCode::Limit);
+        }
+        u.connections += 1;
+        self.unauthenticated = self.unauthenticated.saturating_sub(1);
+        Ok(())
+    }
+
+    /// A connection accepted by `handle_incoming` ended; `user` if it had
+    /// been authenticated.
+    pub fn handle_closed(&mut self, now: Instant, addr: IpAddr, user: Option<UserId>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_addr.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_addr.remove(&addr);
+            }
+        }
+        match user.and_then(|u| self.users.get_mut(&u)) {
+            Some(u) => u.connections = u.connections.saturating_sub(1),
+            None => self.unauthenticated = self.unauthenticated.saturating_sub(1),
+        }
+        self.sweep(now);
+    }
+
+    /// An action (not a copy of one already forwarded) from `user`.
+    pub fn handle_action(&mut self, now: Instant, user: UserId) -> ActionVerdict {
+        let Some(u) = self.users.get_mut(&user) else {
+            return ActionVerdict::Throttle(Duration::from_secs(1));
+        };
+        match u.actions.take(now) {
+            Ok(()) => ActionVerdict::Forward,
+            Err(wait) => ActionVerdict::Throttle(wait.max(Duration::from_millis(1))),
+        }
+    }
+
+    /// Any message from `user`; `false` means a flood: close the connection.
+    pub fn handle_message(&mut self, now: Instant, user: UserId) -> bool {
+        self.users
+            .get_mut(&user)
+            .is_some_and(|u| u.messages.take(now).is_ok())
+    }
+
+    /// Forget users with no connection whose buckets have refilled, at most
+    /// once a second.
+    fn sweep(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.swept) < Duration::from_secs(1) {
+            return;
+        }
+        self.swept = now;
+        self.users.retain(|_, u| {
+            u.connections > 0 || !(u.actions.is_full(now) && u.messages.is_full(now))
+        });
+    }
+}
+
+/// One connection's request budget (joins, resyncs, snapshot requests).
+#[derive(Debug, Clone)]
+pub struct Requests(Bucket);
+
+impl Requests {
+    /// A full budget, as configured.
+    pub fn new(limits: &Limits, now: Instant) -> Requests {
+        Requests(Bucket::new(
+            limits.requests_per_sec,
+            limits.request_burst,
+            now,
+        ))
+    }
+
+    /// Spend one request; `false` when over budget.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.0.take(now).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections: 4,
+            max_per_addr: 2,
+            max_unauthenticated: 3,
+            retry_above_per_sec: 3,
+            sessions_per_user: 2,
+            actions_per_sec: 10,
+            action_burst: 5,
+            messages_per_sec: 10,
+            ..Limits::default()
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn an_address_gets_its_share_and_no_more() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        assert_eq!(a.handle_incoming(t, ip(1), false), Incoming::Accept);
+        assert_eq!(a.handle_incoming(t, ip(1), false), Incoming::Accept);
+        assert_eq!(a.handle_incoming(t, ip(1), true), Incoming::Refuse);
+        a.handle_closed(t, ip(1), None);
+        assert_eq!(a.handle_incoming(t, ip(1), true), Incoming::Accept);
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped_until_they_say_hello() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        for n in 1..=3 {
+            assert_eq!(a.handle_incoming(t, ip(n), true), Incoming::Accept);
+        }
+        assert_eq!(a.handle_incoming(t, ip(4), true), Incoming::Refuse);
+        a.handle_authenticated(t, UserId(1)).expect("first session");
+        assert_eq!(a.handle_incoming(t, ip(4), true), Incoming::Accept);
+        assert_eq!(a.connections(), 4);
+        assert_eq!(
+            a.handle_incoming(t, ip(5), true),
+            Incoming::Refuse,
+            "the relay's total is a limit too"
+        );
+    }
+
+    #[test]
+    fn past_the_handshake_rate_peers_must_prove_their_address() {
+        let t = Instant::now();
+        let mut a = Admission::new(
+            Limits {
+                max_per_addr: 100,
+                ..limits()
+            },
+            t,
+        );
+        for _ in 0..3 {
+            assert_eq!(a.handle_incoming(t, ip(1), false), Incoming::Accept);
+            a.handle_closed(t, ip(1), None);
+        }
+        assert_eq!(a.handle_incoming(t, ip(1), false), Incoming::Retry);
+        assert_eq!(a.handle_incoming(t, ip(1), true), Incoming::Accept);
+        let later = t + Duration::from_secs(1);
+        assert_eq!(a.handle_incoming(later, ip(2), false), Incoming::Accept);
+    }
+
+    #[test]
+    fn a_user_has_a_limited_number_of_sessions() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        for n in 1..=3 {
+            a.handle_incoming(t, ip(n), true);
+        }
+        assert!(a.handle_authenticated(t, UserId(7)).is_ok());
+        assert!(a.handle_authenticated(t, UserId(7)).is_ok());
+        assert_eq!(a.handle_authenticated(t, UserId(7)), Err(ErrorCode::Limit));
+        a.handle_closed(t, ip(1), Some(UserId(7)));
+        a.handle_incoming(t, ip(1), true);
+        assert!(a.handle_authenticated(t, UserId(7)).is_ok());
+    }
+
+    #[test]
+    fn the_action_rate_is_per_user_across_connections() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        a.handle_incoming(t, ip(1), true);
+        a.handle_incoming(t, ip(2), true);
+        a.handle_authenticated(t, UserId(7)).expect("one");
+        a.handle_authenticated(t, UserId(7)).expect("two");
+        // Burst of 5 shared by both connections.
+        for _ in 0..5 {
+            assert_eq!(a.handle_action(t, UserId(7)), ActionVerdict::Forward);
+        }
+        let ActionVerdict::Throttle(wait) = a.handle_action(t, UserId(7)) else {
+            panic!("the sixth action is over the burst");
+        };
+        assert_eq!(wait, Duration::from_millis(100), "one token at 10/s");
+        assert_eq!(
+            a.handle_action(t + wait, UserId(7)),
+            ActionVerdict::Forward,
+            "and it may come back when told"
+        );
+    }
+
+    #[test]
+    fn reconnecting_does_not_reset_a_users_rate() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        a.handle_incoming(t, ip(1), true);
+        a.handle_authenticated(t, UserId(7)).expect("session");
+        for _ in 0..5 {
+            a.handle_action(t, UserId(7));
+        }
+        a.handle_closed(t, ip(1), Some(UserId(7)));
+        let soon = t + Duration::from_millis(1_100);
+        a.handle_incoming(soon, ip(1), true);
+        a.handle_authenticated(soon, UserId(7)).expect("again");
+        let forwarded = (0..5)
+            .filter(|_| a.handle_action(soon, UserId(7)) == ActionVerdict::Forward)
+            .count();
+        assert!(forwarded < 5, "the bucket had not refilled: {forwarded}");
+    }
+
+    #[test]
+    fn users_without_connections_are_forgotten_once_their_buckets_refill() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        for n in 0..50u8 {
+            a.handle_incoming(t, ip(n), true);
+            a.handle_authenticated(t, UserId(u64::from(n))).expect("session");
+            a.handle_action(t, UserId(u64::from(n)));
+            a.handle_closed(t, ip(n), Some(UserId(u64::from(n))));
+        }
+        a.handle_incoming(t + Duration::from_secs(5), ip(1), true);
+        a.handle_closed(t + Duration::from_secs(5), ip(1), None);
+        assert_eq!(a.users(), 0);
+        assert_eq!(a.connections(), 0);
+    }
+
+    #[test]
+    fn a_message_flood_is_detected_per_user() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        a.handle_incoming(t, ip(1), true);
+        a.handle_authenticated(t, UserId(7)).expect("session");
+        let allowed = (0..100).filter(|_| a.handle_message(t, UserId(7))).count();
+        assert_eq!(allowed, 20, "twice the rate as a burst");
+        assert!(!a.handle_message(t, UserId(8)), "unknown users get nothing");
+    }
+
+    #[test]
+    fn the_request_budget_is_shared_by_joins_and_repairs() {
+        let t = Instant::now();
+        let l = Limits {
+            requests_per_sec: 2,
+            request_burst: 3,
+            ..Limits::default()
+        };
+        let mut r = Requests::new(&l, t);
+        assert_eq!((0..10).filter(|_| r.take(t)).count(), 3);
+        assert!(r.take(t + Duration::from_millis(500)));
+    }
+}
