@@ -8,55 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use protocol::message::{ClientMsg, ErrorCode, Hello, PROTOCOL_VERSION};
-use protocol::net::{self, Tuning};
+use protocol::message::{ClientMsg, ErrorCode};
+use protocol::net;
 use protocol::token::{unix_now, Claims, Purpose, TokenKey};
-use protocol::{GiftId, RoomId, SessionId, UserId};
+use protocol::{GiftId, RoomId, UserId};
 
 const A: RoomId = RoomId(3);
-
-/// A raw connection to relay 0 with a given ALPN.
-async fn raw(t: &testbed::topology::Topology, alpn: &[u8]) -> Result<quinn::Connection, String> {
-    let (ep, _plug) =
-        net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &Tuning::default())
-            .map_err(|e| e.to_string())?;
-    let cfg = net::client_config(&t.identity.certs, alpn, &Tuning::default())
-        .map_err(|e| e.to_string())?;
-    let conn = ep
-        .connect_with(cfg, t.relay_addr(0), "localhost")
-        .map_err(|e| e.to_string())?;
-    conn.await.map_err(|e| e.to_string())
-}
-
-/// Send hello with `token`: the session's control stream if the relay
-/// welcomed us (keep it: dropping it ends the session), else the close code.
-async fn hello_with(
-    conn: &quinn::Connection,
-    token: Vec<u8>,
-) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
-    let hello = ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        token,
-        session: SessionId(99),
-        datagrams: true,
-    });
-    net::write_frame(&mut send, &hello)
-        .await
-        .map_err(|_| None)?;
-    let mut buf = Vec::new();
-    match net::read_frame::<protocol::message::ServerMsg>(&mut recv, &mut buf).await {
-        Ok(Some(_)) => Ok((send, recv)),
-        _ => Err(closed_code(conn).await),
-    }
-}
-
-async fn closed_code(conn: &quinn::Connection) -> Option<ErrorCode> {
-    let e = tokio::time::timeout(Duration::from_secs(5), conn.closed())
-        .await
-        .ok()?;
-    net::close_code(&e)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_peers_are_closed_and_good_ones_are_untouched() {

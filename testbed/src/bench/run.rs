@@ -318,8 +318,14 @@ async fn start_servers(
             ("RINGSIDE_RELAY_LIMITS__MESSAGES_PER_SEC", "1000000".into()),
             // Thousands of clients, all on loopback.
             ("RINGSIDE_RELAY_LIMITS__MAX_PER_ADDR", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC", "100000".into()),
+            (
+                "RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED",
+                "100000".into(),
+            ),
+            (
+                "RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC",
+                "100000".into(),
+            ),
             ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy.to_string()),
         ]
     };

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use client_sdk::Room;
+use protocol::message::{ClientMsg, ErrorCode, Hello, PROTOCOL_VERSION};
+use protocol::net::{self, Tuning};
 use protocol::RoomState;
+use protocol::SessionId;
 use testbed::topology::{fast_rules, Spec, Topology};
 
 #[allow(unused_imports)]
@@ -86,4 +89,57 @@ pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+/// A raw connection to relay 0 with a given ALPN.
+pub async fn raw(
+    t: &testbed::topology::Topology,
+    alpn: &[u8],
+) -> Result<quinn::Connection, String> {
+    raw_with(t, alpn, &Tuning::default()).await
+}
+
+/// A raw connection to relay 0 with a given ALPN and transport settings.
+pub async fn raw_with(
+    t: &testbed::topology::Topology,
+    alpn: &[u8],
+    tuning: &Tuning,
+) -> Result<quinn::Connection, String> {
+    let (ep, _plug) = net::client_endpoint("127.0.0.1:0".parse().expect("addr"), tuning)
+        .map_err(|e| e.to_string())?;
+    let cfg = net::client_config(&t.identity.certs, alpn, tuning).map_err(|e| e.to_string())?;
+    let conn = ep
+        .connect_with(cfg, t.relay_addr(0), "localhost")
+        .map_err(|e| e.to_string())?;
+    conn.await.map_err(|e| e.to_string())
+}
+
+/// Send hello with `token`: the session's control stream if the relay
+/// welcomed us (keep it: dropping it ends the session), else the close code.
+pub async fn hello_with(
+    conn: &quinn::Connection,
+    token: Vec<u8>,
+) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        token,
+        session: SessionId(99),
+        datagrams: true,
+    });
+    net::write_frame(&mut send, &hello)
+        .await
+        .map_err(|_| None)?;
+    let mut buf = Vec::new();
+    match net::read_frame::<protocol::message::ServerMsg>(&mut recv, &mut buf).await {
+        Ok(Some(_)) => Ok((send, recv)),
+        _ => Err(closed_code(conn).await),
+    }
+}
+
+pub async fn closed_code(conn: &quinn::Connection) -> Option<ErrorCode> {
+    let e = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .ok()?;
+    net::close_code(&e)
 }
