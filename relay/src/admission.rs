@@ -89,7 +89,7 @@ impl Default for Limits {
             rooms_per_connection: 16,
             pending_per_connection: 256,
             pending_total: 65_536,
-            queue_bytes: 512 * 1024,
+            queue_bytes: 256 * 1024,
             snapshot_timeout_ms: 5_000,
         }
     }
