@@ -305,6 +305,13 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, clock: &Clock, input: Input) -> V
             let _ = ensure_loaded(auth, &ctx.store, now, room, &mut out);
             out.push(Item::Query { room, reply });
         }
+        Input::Open { room, reply } => {
+            let loaded = ensure_loaded(auth, &ctx.store, now, room, &mut out).is_ok();
+            if loaded {
+                record(&mut out, auth.handle_open(now, room), None);
+            }
+            let _ = reply.send(loaded && auth.room(room).is_some());
+        }
         Input::RelayUp {
             relay,
             out: tx,

@@ -10,6 +10,17 @@
 //! what the commit thread has synced, and it is the only sender of events
 //! and acks. Items keep their order end to end, so an answer to a repeated
 //! action never overtakes the commit of the original.
+//!
+//! Idle rooms: the authority task sweeps for them (a quarter of
+//! `rules.room_idle`, within 10 ms and 30 s) and sends each unloaded room's
+//! state down the same pipe. The commit thread syncs every record before it,
+//! then writes the room's archive (`data_dir/rooms/`, see
+//! [`crate::wal::Archives`]), then lets the publisher forget the room; until
+//! the archive is written the state waits in an in-flight map, so a reload
+//! that comes first finds it there. Every later checkpoint comes after it in
+//! the pipe, so a checkpoint that leaves the room out never exists without
+//! its archive. A subscription, an action or a query for an unloaded room
+//! loads it back first (rules and publisher), in order.
 
 mod authority;
 mod commit;
@@ -98,6 +109,11 @@ pub(crate) enum Input {
     Query {
         room: RoomId,
         reply: oneshot::Sender<Option<RoomState>>,
+    },
+    /// An operator opens a room (in process: tools, topologies, tests).
+    Open {
+        room: RoomId,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -297,6 +313,18 @@ impl Origin {
         let (reply, rx) = oneshot::channel();
         self.inputs.send(Input::Query { room, reply }).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Open `room` as an operator would (rooms are otherwise opened only by
+    /// their host's first action): for tools, topologies and tests. Returns
+    /// whether the room is live afterwards (`false` at the live-room cap).
+    /// Its `Opened` event is published once durable, like any other.
+    pub async fn open_room(&self, room: RoomId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.inputs.send(Input::Open { room, reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// The certificate relays must trust, as PEM.
