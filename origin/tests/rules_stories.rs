@@ -1172,7 +1172,12 @@ mod rooms {
         assert_eq!(w.auth.rooms().count(), 0);
         assert!(w.log.iter().all(|r| r.events.is_empty()), "no event at all");
         // Its host opens it by acting in it; then viewers can.
-        applied(w.host(A, Action::Chat { text: "live".into() }));
+        applied(w.host(
+            A,
+            Action::Chat {
+                text: "live".into(),
+            },
+        ));
         assert!(matches!(w.events(A)[0].kind, EventKind::Opened { .. }));
         applied(w.viewer(11, A, gift(1)));
     }
@@ -1212,7 +1217,12 @@ mod rooms {
             room_idle: secs(60),
             ..test_config()
         });
-        applied(w.host(A, Action::Chat { text: "live".into() }));
+        applied(w.host(
+            A,
+            Action::Chat {
+                text: "live".into(),
+            },
+        ));
         applied(w.viewer(11, A, gift(2)));
         w.follow(A, true);
         w.advance(secs(600));

@@ -199,7 +199,9 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
             reason: protocol::Reason::NoRoom
         }
     );
-    let id = link.act(7000, Grant::Host, Action::Chat { text: "hi".into() }).await;
+    let id = link
+        .act(7000, Grant::Host, Action::Chat { text: "hi".into() })
+        .await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(2) });
     let id = link.act(11, Grant::Viewer, gift()).await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(3) });
@@ -217,7 +219,9 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
     // before the second is acknowledged, leaves the unloaded room out.
     for text in ["a", "b"] {
         let other = RoomId(8);
-        let id = link.act_in(other, 8000, Grant::Host, Action::Chat { text: text.into() }).await;
+        let id = link
+            .act_in(other, 8000, Grant::Host, Action::Chat { text: text.into() })
+            .await;
         assert!(link.outcome(id).await.is_applied());
     }
     drop(link);
@@ -229,7 +233,10 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
         let snap: origin::rules::Snapshot = protocol::codec::decode(&blob).expect("decodes");
         let at_checkpoint = origin::rules::Authority::restore(rules.clone(), snap);
         assert!(at_checkpoint.room(RoomId(8)).is_some());
-        assert!(at_checkpoint.room(ROOM).is_none(), "left out of the checkpoint");
+        assert!(
+            at_checkpoint.room(ROOM).is_none(),
+            "left out of the checkpoint"
+        );
     }
 
     // After a restart (checkpoints leave the room out): still there.
@@ -279,6 +286,10 @@ async fn a_user_over_the_origin_rate_hears_throttled() {
     assert!(wait > 0 && wait <= 1000, "retry after {wait} ms");
     let state = origin.room_state(ROOM).await.expect("room");
     assert!(state.gift_value <= 300, "at most burst + refill counted");
-    assert_eq!(state.seq.0, 1 + state.gift_value / 100, "Opened, then the gifts");
+    assert_eq!(
+        state.seq.0,
+        1 + state.gift_value / 100,
+        "Opened, then the gifts"
+    );
     origin.shutdown().await.expect("shutdown");
 }

@@ -73,7 +73,10 @@ impl Rates {
                 self.by_use.remove(&(b.at, user));
                 let elapsed = now.saturating_since(b.at).as_micros();
                 let refill = u64::try_from(elapsed).unwrap_or(u64::MAX);
-                b.level = b.level.saturating_add(refill.saturating_mul(rate)).min(capacity);
+                b.level = b
+                    .level
+                    .saturating_add(refill.saturating_mul(rate))
+                    .min(capacity);
                 b.at = b.at.max(now);
                 b
             }

@@ -160,7 +160,11 @@ impl Sessions {
         let u = self.users.get(&user);
         let Some(w) = u.and_then(|u| u.sessions.get(&id.session)) else {
             let floor = u.map_or(self.floor, |u| u.floor.max(self.floor));
-            return if sent_at < floor { Seen::Stale } else { Seen::New };
+            return if sent_at < floor {
+                Seen::Stale
+            } else {
+                Seen::New
+            };
         };
         if let Ok(i) = w.outcomes.binary_search_by_key(&id.n, |(n, _)| *n) {
             return Seen::Again(w.outcomes[i].1);

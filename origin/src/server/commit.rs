@@ -74,7 +74,10 @@ fn commit(
                         Ok(m) => m,
                         Err(poisoned) => poisoned.into_inner(),
                     };
-                    if inflight.get(&state.room).is_some_and(|s| s.seq == state.seq) {
+                    if inflight
+                        .get(&state.room)
+                        .is_some_and(|s| s.seq == state.seq)
+                    {
                         inflight.remove(&state.room);
                     }
                     drop(inflight);

@@ -127,7 +127,11 @@ impl Publisher {
             } => self.subscribe(relay, room, since, history),
             // The rules unload only rooms no relay follows.
             Item::Unloaded(room) => {
-                if self.rooms.get(&room).is_some_and(|r| r.subscribers.is_empty()) {
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.subscribers.is_empty())
+                {
                     self.rooms.remove(&room);
                 }
             }

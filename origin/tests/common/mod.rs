@@ -234,7 +234,6 @@ impl World {
         self.auth.room(room).expect("room exists")
     }
 
-
     /// Every event of a room, in order.
     pub fn events(&self, room: RoomId) -> Vec<Event> {
         (self.log.iter().flat_map(|r| r.events.iter()))
