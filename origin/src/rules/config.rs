@@ -59,7 +59,7 @@ pub struct Config {
     pub session_window: usize,
     /// Live sessions remembered at once (the least recently active is
     /// forgotten; its ids then answer `Stale`, never `New`). Each takes at
-    /// most `120 + 24 × session_window` bytes and its user about 100 more:
+    /// most `200 + 24 × session_window` bytes and its user about 100 more:
     /// with the defaults the id memory stays under about 0.8 GiB even when
     /// every session is full (see `rules/sessions.rs`).
     pub max_sessions: usize,

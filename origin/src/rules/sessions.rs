@@ -16,13 +16,15 @@
 //!   session, so there are never more users than live sessions.
 //!
 //! In bytes (64-bit): a remembered id costs 24 (`u64` key + 16-byte
-//! [`Outcome`], in a `VecDeque` that never grows past the window); a session
-//! costs about 120 more (its window header, its map entry, its entry in the
-//! eviction order); a user about 100 (its floor and map entry). So a session
-//! takes at most `120 + 24 × session_window` bytes and the whole memory at
-//! most `max_sessions × (220 + 24 × session_window)`: with the defaults
-//! (512, 65,536) about 0.8 GiB in the worst case, when every session has
-//! 512 ids in flight; a session with a handful of ids costs a few hundred
+//! [`Outcome`], in a `VecDeque` whose capacity never exceeds the window
+//! rounded up to a power of two); a session costs about 200 more (its
+//! 64-byte window header, its map entry, its entry in the eviction order,
+//! B-tree overhead included); a user about 100 (its floor and map entry).
+//! So a session takes at most `200 + 24 × session_window` bytes and the
+//! whole memory at most `max_sessions × (300 + 24 × session_window)` (there
+//! are never more users than sessions): with the defaults (512 ids, 65,536
+//! sessions, a power of two) about 0.8 GiB in the worst case, every session
+//! holding 512 outcomes; a session with a handful of ids costs a few hundred
 //! bytes.
 //!
 //! # Why a forgotten session never comes back as `New`
@@ -57,8 +59,11 @@
 //! What it costs: a brand-new session of a user whose first action was
 //! stamped before that user's floor (the user ran more than
 //! `max_user_sessions` sessions within a few seconds, or sent an action
-//! queued long ago while the memory-wide floor moved past it) hears `Stale`
-//! for it: "unknown, do not resend", never a double count. A client that
+//! queued long ago while the memory-wide floor moved past it, or stamped it
+//! before its first clock sample: the SDK stamps `ServerTime::ZERO` then,
+//! which is below every floor once one session was forgotten) hears `Stale`
+//! for it: "unknown, do not resend", never a double count. A client should
+//! therefore stamp actions only once it has a clock estimate. A client that
 //! rewrites the stamp of an old id sends a new action, which it could do with
 //! a fresh id anyway: it only ever charges itself.
 
@@ -392,6 +397,20 @@ mod tests {
         assert_eq!(s.check(id(5, 1), UserId(7), t(5)), Seen::Again(OK));
         // Another user's sessions are untouched by user 7's churn.
         assert_eq!(s.check(id(1, 1), UserId(8), t(1)), Seen::New);
+    }
+
+    #[test]
+    fn the_sizes_the_docs_state() {
+        assert_eq!(std::mem::size_of::<(u64, Outcome)>(), 24);
+        assert!(std::mem::size_of::<Window>() <= 64);
+        // A full window never holds more than its capacity allows.
+        let mut s = Sessions::new(limits(512, 10, 4));
+        for n in 1..=5000 {
+            s.record(id(1, n), UserId(7), OK, T0);
+        }
+        let w = &s.users[&UserId(7)].sessions[&SessionId(1)];
+        assert_eq!(w.outcomes.len(), 512);
+        assert!(w.outcomes.capacity() <= 512);
     }
 
     #[test]
