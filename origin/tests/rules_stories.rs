@@ -208,6 +208,7 @@ mod pk {
         );
         // A pending invitation also makes a room busy for everyone else.
         let d = protocol::RoomId(4);
+        w.open(d);
         applied(w.host(
             C,
             Action::PkInvite {
@@ -1194,7 +1195,7 @@ mod rooms {
             rejected(w.host(C, Action::Chat { text: "c".into() })),
             Reason::Capacity
         );
-        // Nor does a PK invitation open one past the cap.
+        // A PK invitation opens no room: the invited one must exist.
         let before = w.state(A).clone();
         assert_eq!(
             rejected(w.host(
@@ -1204,7 +1205,7 @@ mod rooms {
                     duration_secs: 60
                 }
             )),
-            Reason::Capacity
+            Reason::NoRoom
         );
         assert_eq!(w.state(A), &before);
         assert!(w.auth.room(C).is_none());

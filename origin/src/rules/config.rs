@@ -78,7 +78,10 @@ pub struct Config {
     pub rate_users: usize,
     /// Live rooms at most. An action that would open one more is refused
     /// with `Capacity`; rooms reloaded for their followers are never
-    /// refused, but count.
+    /// refused, but count. A live room costs its state (under a KiB without
+    /// seats queues; a few KiB with full ones) plus, in the server, its ring
+    /// of recent events (up to the origin's `ring`, about 100 bytes each,
+    /// filled only by rooms with traffic); idle rooms leave both.
     pub max_rooms: usize,
     /// A room with no follower, no timer and no one seated is unloaded from
     /// memory (and from checkpoints) after this long without activity; it

@@ -22,13 +22,14 @@
 //!
 //! # Who opens a room
 //!
-//! A room exists from its `Opened` event on, and only an applied action of a
-//! host or operator grant writes one: the room's host acting in it, or a host
-//! inviting it to a PK battle (its host then finds the invitation there). An
-//! action on a room that does not exist from anyone else is refused with
-//! `NoRoom`, and a refused action leaves nothing behind: no room, no event,
-//! only its ack (an ack creates nothing). At most [`Config::max_rooms`] rooms
-//! are live; opening one more is refused with `Capacity`.
+//! A room exists from its `Opened` event on, and only an applied action of
+//! the room's own host (or an operator) in it writes one. An action on a
+//! room that does not exist from anyone else, and a PK invitation to a room
+//! that does not exist, are refused with `NoRoom`; a refused action leaves
+//! nothing behind: no room, no event, only its ack (an ack creates nothing).
+//! At most [`Config::max_rooms`] rooms are live; opening one more is refused
+//! with `Capacity`. (An operator can also open a room out of band:
+//! [`Authority::handle_open`].)
 //!
 //! # Unloading idle rooms
 //!
