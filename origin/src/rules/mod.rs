@@ -261,7 +261,9 @@ impl Authority {
 
     /// An operator opens `room` (tools and tests; relays never do). Returns
     /// the `Opened` event to store when the room is new, nothing when it is
-    /// live already or the origin is at [`Config::max_rooms`].
+    /// live already or the origin is at [`Config::max_rooms`]. An unloaded
+    /// room must be loaded first ([`Authority::handle_load`]), as for an
+    /// action: the rules cannot tell it from a room that never existed.
     pub fn handle_open(&mut self, now: ServerTime, room: RoomId) -> Record {
         let mut rec = self.handle_timeout(now);
         let mut t = Txn::new(self, now, None);
