@@ -9,11 +9,20 @@ use protocol::room::Grant;
 use protocol::{Action, ActionId, GiftId, RoomId, ServerTime, SessionId, UserId};
 
 fn main() {
-    let mut auth = Authority::new(Config::default());
+    // Users here act far faster than the origin's per-user backstop allows
+    // (it would throttle, not decide): measure the rules, not the backstop.
+    let mut auth = Authority::new(Config {
+        user_rate: 0,
+        ..Config::default()
+    });
     let rooms = 1_000u64;
     let users = 10_000u64;
     let n = 2_000_000u64;
     let mut now = ServerTime(1_000_000_000_000);
+    // Every room is open (an operator opens them: viewers cannot).
+    for r in 0..rooms {
+        let _ = auth.handle_open(now, RoomId(r));
+    }
     // A battle in every other room pair, so half the gifts also move scores.
     for r in (0..rooms).step_by(4) {
         let host = Actor {

@@ -36,6 +36,8 @@ fn gift_records(n: usize) -> Vec<Record> {
     let room = RoomId(1);
     let mut now = ServerTime(1_000_000_000);
     let mut out = Vec::with_capacity(n);
+    // Viewers cannot open a room: an operator does.
+    out.push(auth.handle_open(now, room));
     for i in 0..n as u64 {
         now = now + Duration::from_millis(10);
         let user = UserId(100 + i % 997);

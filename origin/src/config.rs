@@ -20,7 +20,8 @@ pub struct Config {
     pub name: String,
     /// Where relays connect (UDP).
     pub listen: SocketAddr,
-    /// Where the write-ahead log lives.
+    /// Where the write-ahead log lives, with its checkpoint and, under
+    /// `rooms/`, the archives of unloaded rooms (a few hundred bytes each).
     pub data_dir: PathBuf,
     /// The secret relays prove membership with.
     pub cluster_secret: String,

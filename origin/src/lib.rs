@@ -10,6 +10,13 @@
 //!   commit thread makes their records durable, a publisher fans committed
 //!   events out and routes acks.
 //!
+//! Limits it holds on its own, whatever relays let through: only a host (or
+//! operator) opens a room, and at most `rules.max_rooms` are live; idle rooms
+//! leave memory for a per-room archive and come back on demand; the id
+//! memory is bounded in bytes, per user and in all, and a forgotten session
+//! answers `Stale`, never `New`; a per-user action rate backstop answers
+//! `Throttled` without deciding. See [`rules`] for each argument.
+//!
 //! What it deliberately does not do: talk to clients (relays do, and check
 //! their tokens; the origin trusts the actor a relay verified), or keep a
 //! second way to compute state (every change is an event applied with

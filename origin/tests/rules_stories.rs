@@ -208,6 +208,7 @@ mod pk {
         );
         // A pending invitation also makes a room busy for everyone else.
         let d = protocol::RoomId(4);
+        w.open(d);
         applied(w.host(
             C,
             Action::PkInvite {
@@ -1151,5 +1152,320 @@ mod determinism {
         w.advance(secs(20));
         let second = start_battle(&mut w, 10);
         assert_ne!(first, second);
+    }
+}
+
+mod rooms {
+    use super::*;
+    use protocol::{Outcome, Seq};
+
+    #[test]
+    fn a_viewer_cannot_open_a_room_and_a_refused_action_leaves_nothing() {
+        let mut w = World::bare(test_config());
+        assert_eq!(rejected(w.viewer(11, A, gift(1))), Reason::NoRoom);
+        assert_eq!(
+            rejected(w.viewer(12, A, Action::Chat { text: "hi".into() })),
+            Reason::NoRoom
+        );
+        // A host's refused action does not open its room either.
+        assert_eq!(rejected(w.host(A, gift(1))), Reason::NotAllowed);
+        assert!(w.auth.room(A).is_none());
+        assert_eq!(w.auth.rooms().count(), 0);
+        assert!(w.log.iter().all(|r| r.events.is_empty()), "no event at all");
+        // Its host opens it by acting in it; then viewers can.
+        applied(w.host(
+            A,
+            Action::Chat {
+                text: "live".into(),
+            },
+        ));
+        assert!(matches!(w.events(A)[0].kind, EventKind::Opened { .. }));
+        applied(w.viewer(11, A, gift(1)));
+    }
+
+    #[test]
+    fn live_rooms_are_capped_with_a_clear_reason() {
+        let mut w = World::bare(origin::rules::Config {
+            max_rooms: 2,
+            ..test_config()
+        });
+        applied(w.host(A, Action::Chat { text: "a".into() }));
+        applied(w.host(B, Action::Chat { text: "b".into() }));
+        assert_eq!(
+            rejected(w.host(C, Action::Chat { text: "c".into() })),
+            Reason::Capacity
+        );
+        // A PK invitation opens no room: the invited one must exist.
+        let before = w.state(A).clone();
+        assert_eq!(
+            rejected(w.host(
+                A,
+                Action::PkInvite {
+                    to: C,
+                    duration_secs: 60
+                }
+            )),
+            Reason::NoRoom
+        );
+        assert_eq!(w.state(A), &before);
+        assert!(w.auth.room(C).is_none());
+        assert_eq!(w.auth.rooms().count(), 2);
+    }
+
+    #[test]
+    fn an_idle_room_unloads_and_comes_back_with_its_exact_state() {
+        let mut w = World::bare(origin::rules::Config {
+            room_idle: secs(60),
+            ..test_config()
+        });
+        applied(w.host(
+            A,
+            Action::Chat {
+                text: "live".into(),
+            },
+        ));
+        applied(w.viewer(11, A, gift(2)));
+        w.follow(A, true);
+        w.advance(secs(600));
+        assert!(w.sweep().is_empty(), "a followed room stays");
+        w.follow(A, false);
+        w.advance(secs(59));
+        assert!(w.sweep().is_empty(), "not idle long enough");
+        w.advance(secs(1));
+        assert_eq!(w.sweep(), vec![A]);
+        assert!(w.auth.room(A).is_none());
+        assert_eq!(w.auth.rooms().count(), 0, "nothing left in checkpoints");
+        let archived = w.archives[&A].clone();
+        assert_eq!(archived.seq, Seq(3));
+        assert_eq!(archived.gift_value, 200);
+        // Acted on again: back exactly as it was, and it carries on.
+        assert_eq!(applied(w.viewer(12, A, gift(1))), Seq(4));
+        assert_eq!(w.state(A).gift_value, 300);
+        // A relay following it brings it back too.
+        w.advance(secs(61));
+        assert_eq!(w.sweep(), vec![A]);
+        w.follow(A, true);
+        assert_eq!(w.state(A).seq, Seq(4));
+        // The whole log still replays to the same room.
+        assert_eq!(w.replayed().room(A), w.auth.room(A));
+    }
+
+    #[test]
+    fn battling_rooms_and_seated_guests_stay_loaded() {
+        let mut w = World::with(origin::rules::Config {
+            room_idle: secs(1),
+            ..test_config()
+        });
+        start_battle(&mut w, 30);
+        w.advance(secs(20));
+        let gone = w.sweep();
+        assert_eq!(gone, vec![C], "mid-battle rooms stay; idle C goes");
+        applied(w.host(
+            C,
+            Action::SeatInvite {
+                user: UserId(5),
+                seat: None,
+            },
+        ));
+        applied(w.viewer(5, C, Action::SeatAccept));
+        // The battle ends (bell, grace, punishment, close); C keeps its guest.
+        w.advance(secs(60));
+        assert!(w.state(A).battle.is_none());
+        let mut gone = w.sweep();
+        gone.sort();
+        assert_eq!(gone, vec![A, B]);
+        assert!(w.auth.room(C).is_some(), "a seated guest keeps its room");
+        // The guest leaves: C goes too.
+        applied(w.viewer(5, C, Action::SeatLeave));
+        w.advance(secs(2));
+        assert_eq!(w.sweep(), vec![C]);
+    }
+
+    #[test]
+    fn a_checkpoint_leaves_unloaded_rooms_out_and_replay_restores_them() {
+        let mut w = World::with(origin::rules::Config {
+            room_idle: secs(60),
+            ..test_config()
+        });
+        applied(w.viewer(11, A, gift(1)));
+        applied(w.viewer(11, B, gift(1)));
+        w.advance(secs(61));
+        let mut gone = w.sweep();
+        gone.sort();
+        assert_eq!(gone, vec![A, B, C]);
+        // Only B comes back before the checkpoint.
+        applied(w.viewer(12, B, gift(1)));
+        let cut = w.log.len();
+        let snap = w.auth.snapshot();
+        let only_b = w.auth.rooms().map(|s| s.room).collect::<Vec<_>>();
+        assert_eq!(only_b, vec![B], "the checkpoint holds live rooms only");
+        // After it: A comes back, moves on, and is unloaded again (its
+        // archive is now ahead of some of the log's events for it).
+        applied(w.viewer(13, A, gift(2)));
+        applied(w.viewer(14, A, gift(3)));
+        w.advance(secs(61));
+        let mut gone = w.sweep();
+        gone.sort();
+        assert_eq!(gone, vec![A, B]);
+        applied(w.viewer(15, A, gift(1)));
+        let restored = w.restored(snap, cut);
+        assert_eq!(restored.room(A), w.auth.room(A));
+        assert_eq!(restored.room(A).map(|s| s.gift_value), Some(700));
+        assert_eq!(restored.room(B), w.archives.get(&B));
+        // The repeat of an action decided before the checkpoint is known.
+        let msg = ActionMsg {
+            id: ActionId {
+                session: SessionId(12),
+                n: 1,
+            },
+            room: B,
+            sent_at: w.now,
+            action: gift(1),
+        };
+        let actor = Actor {
+            user: UserId(12),
+            grant: Grant::Viewer,
+        };
+        let mut restored = restored;
+        restored.handle_load(w.now, w.archives[&B].clone());
+        match restored.handle_action(w.now, actor, &msg) {
+            origin::rules::Decision::Answered { outcome, .. } => {
+                assert!(matches!(outcome, Outcome::Applied { .. }))
+            }
+            other => panic!("expected the original outcome, got {other:?}"),
+        }
+    }
+}
+
+mod evicted_sessions {
+    use super::*;
+
+    fn gift_from(user: u64, session: u64, n: u64, w: &World) -> (Actor, ActionMsg) {
+        let actor = Actor {
+            user: UserId(user),
+            grant: Grant::Viewer,
+        };
+        let msg = ActionMsg {
+            id: ActionId {
+                session: SessionId(session),
+                n,
+            },
+            room: A,
+            sent_at: w.now,
+            action: gift(1),
+        };
+        (actor, msg)
+    }
+
+    fn copies(w: &World, msg: &ActionMsg) -> usize {
+        (w.events(A).iter())
+            .filter(|e| e.cause == Some(msg.id) && matches!(e.kind, EventKind::Gift { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_session_evicted_from_a_full_memory_never_counts_a_gift_twice() {
+        let mut w = World::with(origin::rules::Config {
+            max_sessions: 2,
+            ..test_config()
+        });
+        let (actor, msg) = gift_from(12, 1, 1, &w);
+        applied(w.send(actor, &msg));
+        w.advance(secs(10));
+        // Two other users' sessions push user 12's out of the memory.
+        for user in [13, 14] {
+            let (a, m) = gift_from(user, user, 1, &w);
+            applied(w.send(a, &m));
+        }
+        assert_eq!(w.state(A).gift_value, 300);
+        // The late copy of the first gift: not decided again.
+        w.advance(secs(10));
+        assert_eq!(rejected(w.send(actor, &msg)), Reason::Stale);
+        assert_eq!(copies(&w, &msg), 1);
+        assert_eq!(w.state(A).gift_value, 300);
+        // The same after a restart from the log.
+        let mut rebuilt = w.replayed();
+        match rebuilt.handle_action(w.now, actor, &msg) {
+            origin::rules::Decision::Answered { outcome, .. } => assert_eq!(
+                outcome,
+                protocol::Outcome::Rejected {
+                    reason: Reason::Stale
+                }
+            ),
+            other => panic!("expected Stale, got {other:?}"),
+        }
+        // The session's next action, sent now, counts.
+        let (actor, next) = gift_from(12, 1, 2, &w);
+        applied(w.send(actor, &next));
+        assert_eq!(w.state(A).gift_value, 400);
+    }
+
+    #[test]
+    fn a_user_has_a_capped_number_of_sessions_and_old_ones_answer_stale() {
+        let mut w = World::with(origin::rules::Config {
+            max_user_sessions: 3,
+            ..test_config()
+        });
+        let mut first = Vec::new();
+        for session in 1..=6 {
+            let (actor, msg) = gift_from(12, session, 1, &w);
+            applied(w.send(actor, &msg));
+            first.push((actor, msg));
+            w.advance(secs(5));
+        }
+        assert_eq!(w.auth.sessions().len(), 3);
+        for (actor, msg) in &first[..3] {
+            assert_eq!(rejected(w.send(*actor, msg)), Reason::Stale);
+            assert_eq!(copies(&w, msg), 1);
+        }
+        for (actor, msg) in &first[3..] {
+            applied(w.send(*actor, msg));
+        }
+        assert_eq!(w.state(A).gift_value, 600);
+    }
+}
+
+mod backstop {
+    use super::*;
+
+    #[test]
+    fn a_user_over_the_origin_rate_is_throttled_and_nothing_is_recorded() {
+        let mut w = World::with(origin::rules::Config {
+            user_rate: 10,
+            user_burst: 20,
+            ..test_config()
+        });
+        let actor = Actor {
+            user: UserId(11),
+            grant: Grant::Viewer,
+        };
+        let msg = |n: u64, w: &World| ActionMsg {
+            id: ActionId {
+                session: SessionId(11),
+                n,
+            },
+            room: A,
+            sent_at: w.now,
+            action: gift(1),
+        };
+        for n in 1..=20 {
+            applied(w.send(actor, &msg(n, &w)));
+        }
+        let log = w.log.len();
+        let over = msg(21, &w);
+        assert_eq!(
+            w.try_send(actor, &over),
+            Err(std::time::Duration::from_millis(100))
+        );
+        assert_eq!(w.log.len(), log, "a throttled action records nothing");
+        assert_eq!(w.state(A).gift_value, 2000);
+        // Someone else is not held up.
+        applied(w.viewer(12, A, gift(1)));
+        // Resent after the wait, it is decided as if it were new.
+        w.advance(std::time::Duration::from_millis(100));
+        applied(w.send(actor, &over));
+        assert_eq!(w.state(A).gift_value, 2200);
+        // Its repeat is answered from memory, without spending a token.
+        assert!(w.try_send(actor, &over).is_ok());
     }
 }

@@ -124,7 +124,9 @@ fn rules_records(n: usize) -> (Vec<Record>, Authority) {
         };
         match auth.handle_action(now, Actor { user, grant }, &msg) {
             Decision::Decided(rec) => push(&mut out, rec),
-            Decision::Answered { timers, .. } => push(&mut out, timers),
+            Decision::Answered { timers, .. } | Decision::Throttled { timers, .. } => {
+                push(&mut out, timers)
+            }
         }
     }
     out.truncate(n);

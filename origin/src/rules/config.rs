@@ -54,10 +54,40 @@ pub struct Config {
     /// Longest challenge window.
     #[serde(rename = "challenge_max_window_ms", with = "ms")]
     pub challenge_max_window: Duration,
-    /// Action ids remembered per session (older ones answer `Stale`).
+    /// Action ids remembered per session (older ones answer `Stale`); 24
+    /// bytes each.
     pub session_window: usize,
-    /// Sessions remembered at once (the least recently active is forgotten).
+    /// Live sessions remembered at once (the least recently active is
+    /// forgotten; its ids then answer `Stale`, never `New`). Each takes at
+    /// most `200 + 24 × session_window` bytes and its user about 100 more:
+    /// with the defaults the id memory stays under about 0.8 GiB even when
+    /// every session is full (see `rules/sessions.rs`).
     pub max_sessions: usize,
+    /// Live sessions per user (a user's least recently active one is
+    /// forgotten first), so one user cannot crowd out everyone else's.
+    pub max_user_sessions: usize,
+    /// The origin's backstop on one user's actions across all relays,
+    /// sustained per second (0: off). Relays hold users to a tighter limit;
+    /// over this one an action is not decided and the relay hears
+    /// `Throttled` with when to retry.
+    pub user_rate: u32,
+    /// The backstop's burst: actions one user may send at once.
+    pub user_burst: u32,
+    /// Users the backstop tracks at once (about 100 bytes each; the least
+    /// recently active is dropped first).
+    pub rate_users: usize,
+    /// Live rooms at most. An action that would open one more is refused
+    /// with `Capacity`; rooms reloaded for their followers are never
+    /// refused, but count. A live room costs its state (under a KiB without
+    /// seats queues; a few KiB with full ones) plus, in the server, its ring
+    /// of recent events (up to the origin's `ring`, about 100 bytes each,
+    /// filled only by rooms with traffic); idle rooms leave both.
+    pub max_rooms: usize,
+    /// A room with no follower, no timer and no one seated is unloaded from
+    /// memory (and from checkpoints) after this long without activity; it
+    /// comes back, exactly as it was, when it is next followed or acted on.
+    #[serde(rename = "room_idle_ms", with = "ms")]
+    pub room_idle: Duration,
     /// Closed PK invitations remembered, so a late accept hears `Expired`.
     pub closed_invite_memory: usize,
 }
@@ -80,8 +110,14 @@ impl Default for Config {
             max_seat_queue: 64,
             challenge_min_window: Duration::from_secs(5),
             challenge_max_window: Duration::from_secs(60 * 60),
-            session_window: 1024,
-            max_sessions: 1_000_000,
+            session_window: 512,
+            max_sessions: 65_536,
+            max_user_sessions: 8,
+            user_rate: 200,
+            user_burst: 400,
+            rate_users: 100_000,
+            max_rooms: 100_000,
+            room_idle: Duration::from_secs(10 * 60),
             closed_invite_memory: 4096,
         }
     }

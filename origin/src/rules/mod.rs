@@ -19,16 +19,61 @@
 //!
 //! Determinism: the same inputs at the same times give the same records, byte
 //! for byte. Every map is ordered; ids come from counters derived from the log.
+//!
+//! # Who opens a room
+//!
+//! A room exists from its `Opened` event on, and only an applied action of
+//! the room's own host (or an operator) in it writes one. An action on a
+//! room that does not exist from anyone else, and a PK invitation to a room
+//! that does not exist, are refused with `NoRoom`; a refused action leaves
+//! nothing behind: no room, no event, only its ack (an ack creates nothing).
+//! At most [`Config::max_rooms`] rooms are live; opening one more is refused
+//! with `Capacity`. (An operator can also open a room out of band:
+//! [`Authority::handle_open`].)
+//!
+//! # Unloading idle rooms
+//!
+//! A room with no follower (no relay subscribed, see
+//! [`Authority::handle_follow`]), no timer (so no battle, no pending
+//! invitation, no challenge, no held seat), no one seated and no activity
+//! for [`Config::room_idle`] is unloaded by [`Authority::handle_idle`]: it
+//! leaves memory and every later checkpoint, and its state goes to the
+//! driver, which writes it to a per-room **archive** (its `RoomState`, a few
+//! hundred bytes) once every record before it is durable. Its log records
+//! stay in the log. When the room is next followed or acted on, the driver
+//! reads the archive back and hands it to [`Authority::handle_load`]
+//! ([`Authority::missing`] names the rooms an action needs): the room is
+//! back with its exact state and `seq`, and carries on from there. Nothing
+//! else is per room: timers are derived from state, and the id memory and
+//! PK bookkeeping are global.
+//!
+//! Replay after a restart stays exact: a room in the checkpoint replays its
+//! events from there. A room that was unloaded when the checkpoint was
+//! taken is not in it; [`Authority::replay_needs`] names it at its first
+//! event after the checkpoint, the driver restores its archive with
+//! [`Authority::restore_room`], and events the archive already holds (seq at
+//! or below its own: it may have been written after them) are skipped. An
+//! archive is written after the records before it are synced and before any
+//! checkpoint that leaves the room out, so it is never ahead of the log's
+//! durable part and never missing when needed.
+//!
+//! # Rates
+//!
+//! Before deciding a new action, the user's token bucket is consulted (see
+//! `rate.rs`); over the rate, the action is not decided at all
+//! ([`Decision::Throttled`]) and nothing is recorded.
 
 mod config;
 mod deadline;
 mod engage;
 mod pk;
+mod rate;
 mod seats;
 mod sessions;
 
 pub use config::{default_catalogue, ms, Config};
-pub use sessions::{Seen, Sessions, SessionsSnapshot};
+pub use rate::Rates;
+pub use sessions::{Limits, Seen, Sessions, SessionsSnapshot};
 
 use protocol::message::{ActionMsg, Actor};
 use protocol::room::{ApplyError, Grant};
@@ -38,6 +83,7 @@ use protocol::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 /// The durable result of one input: what the write-ahead log stores, and
 /// what replaying it rebuilds.
@@ -65,11 +111,15 @@ pub struct Ack {
     pub user: UserId,
     /// What happened.
     pub outcome: Outcome,
+    /// When it was decided (origin time): the id memory's floors are made of
+    /// these, so replay rebuilds them exactly (see `sessions.rs`).
+    pub at: ServerTime,
 }
 
 /// Everything the rules hold, as a checkpoint stores it: restoring it and
 /// replaying the records written after it gives the same authority as
-/// replaying the whole log.
+/// replaying the whole log. Unloaded rooms are not in it (their archives
+/// are).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     rooms: Vec<RoomState>,
@@ -92,14 +142,32 @@ pub enum Decision {
         /// Events of timers that fired on the way.
         timers: Record,
     },
+    /// The user is over its action rate: not decided, nothing recorded.
+    /// Answer `Throttled`; a resend after `retry_after` is decided normally.
+    Throttled {
+        /// How long until the user may act again.
+        retry_after: Duration,
+        /// Events of timers that fired on the way.
+        timers: Record,
+    },
 }
 
 /// The single writer for every room.
 #[derive(Debug, Clone)]
 pub struct Authority {
     config: Config,
+    /// Live (loaded) rooms.
     rooms: BTreeMap<RoomId, RoomState>,
     sessions: Sessions,
+    rates: Rates,
+    /// Rooms some relay follows (loaded or not): never unloaded.
+    followed: BTreeSet<RoomId>,
+    /// When each live room was last loaded or followed or unfollowed (its
+    /// last event's time is in its state).
+    touched: BTreeMap<RoomId, ServerTime>,
+    /// Rooms restored from an archive during replay that may be ahead of the
+    /// log's events: those at or below their seq are skipped.
+    ahead: BTreeSet<RoomId>,
     /// `(next deadline, room)` for every room that has one.
     deadlines: BTreeSet<(ServerTime, RoomId)>,
     /// Each room's entry in `deadlines`.
@@ -110,14 +178,28 @@ pub struct Authority {
     next_challenge: u64,
 }
 
+fn session_limits(config: &Config) -> Limits {
+    Limits {
+        window: config.session_window,
+        max_sessions: config.max_sessions,
+        max_user_sessions: config.max_user_sessions,
+        margin: config.max_stamp_age,
+    }
+}
+
 impl Authority {
     /// An authority with no rooms.
     pub fn new(config: Config) -> Self {
-        let sessions = Sessions::new(config.session_window, config.max_sessions);
+        let sessions = Sessions::new(session_limits(&config));
+        let rates = Rates::new(config.user_rate, config.user_burst, config.rate_users);
         Authority {
             config,
             rooms: BTreeMap::new(),
             sessions,
+            rates,
+            followed: BTreeSet::new(),
+            touched: BTreeMap::new(),
+            ahead: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             room_deadline: BTreeMap::new(),
             closed_invites: VecDeque::new(),
@@ -140,11 +222,7 @@ impl Authority {
     /// An authority as it was at a checkpoint (timers are derived again).
     pub fn restore(config: Config, snap: Snapshot) -> Authority {
         let mut a = Authority::new(config);
-        a.sessions = Sessions::import(
-            a.config.session_window,
-            a.config.max_sessions,
-            snap.sessions,
-        );
+        a.sessions = Sessions::import(session_limits(&a.config), snap.sessions);
         a.closed_invites = snap.closed_invites.into_iter().collect();
         a.next_battle = snap.next_battle;
         a.next_challenge = snap.next_challenge;
@@ -161,12 +239,12 @@ impl Authority {
         &self.config
     }
 
-    /// A room's current state.
+    /// A live room's current state (`None` for an unloaded or unknown room).
     pub fn room(&self, room: RoomId) -> Option<&RoomState> {
         self.rooms.get(&room)
     }
 
-    /// Every room, in id order.
+    /// Every live room, in id order.
     pub fn rooms(&self) -> impl Iterator<Item = &RoomState> {
         self.rooms.values()
     }
@@ -181,17 +259,127 @@ impl Authority {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
-    /// Make sure `room` exists (a relay subscribes to it, say). Returns the
-    /// `Opened` event to store when the room is new.
+    /// An operator opens `room` (tools and tests; relays never do). Returns
+    /// the `Opened` event to store when the room is new, nothing when it is
+    /// live already or the origin is at [`Config::max_rooms`]. An unloaded
+    /// room must be loaded first ([`Authority::handle_load`]), as for an
+    /// action: the rules cannot tell it from a room that never existed.
     pub fn handle_open(&mut self, now: ServerTime, room: RoomId) -> Record {
         let mut rec = self.handle_timeout(now);
         let mut t = Txn::new(self, now, None);
-        let opened = t.open(room);
-        match opened {
+        match t.open(room) {
             Ok(()) => rec.events.extend(t.commit()),
             Err(_) => t.rollback(),
         }
+        if self.rooms.contains_key(&room) {
+            self.touched.insert(room, now);
+        } else {
+            self.touched.remove(&room);
+        }
         rec
+    }
+
+    /// A relay started (`true`) or stopped (`false`, its last one) following
+    /// `room`. A followed room is never unloaded; the driver loads an
+    /// unloaded room before its first follower is served.
+    pub fn handle_follow(&mut self, now: ServerTime, room: RoomId, followed: bool) {
+        if followed {
+            self.followed.insert(room);
+        } else {
+            self.followed.remove(&room);
+        }
+        if self.rooms.contains_key(&room) {
+            self.touched.insert(room, now);
+        }
+    }
+
+    /// Bring back an unloaded room from its archive (its state when it was
+    /// unloaded). A room that is live already is left as it is.
+    pub fn handle_load(&mut self, now: ServerTime, state: RoomState) {
+        let room = state.room;
+        if self.rooms.contains_key(&room) || !state.is_open() {
+            return;
+        }
+        self.rooms.insert(room, state);
+        self.touched.insert(room, now);
+        self.refresh_deadline(room);
+    }
+
+    /// The rooms `msg` needs that are not live: the driver loads those it
+    /// has archives of before calling [`Authority::handle_action`] (the
+    /// others are unknown, and the rules decide what that means).
+    pub fn missing(&self, msg: &ActionMsg) -> Vec<RoomId> {
+        let mut needed = vec![msg.room];
+        if let Action::PkInvite { to, .. } = msg.action {
+            needed.push(to);
+        }
+        needed.retain(|r| !self.rooms.contains_key(r));
+        needed.dedup();
+        needed
+    }
+
+    /// Unload every room idle at `now` (see the module docs); returns their
+    /// states, for the driver to archive.
+    pub fn handle_idle(&mut self, now: ServerTime) -> Vec<RoomState> {
+        let idle: Vec<RoomId> = (self.rooms.values())
+            .filter(|s| self.unloadable(s, now))
+            .map(|s| s.room)
+            .collect();
+        let mut out = Vec::with_capacity(idle.len());
+        for room in idle {
+            self.touched.remove(&room);
+            self.set_deadline(room, None);
+            if let Some(state) = self.rooms.remove(&room) {
+                out.push(state);
+            }
+        }
+        out
+    }
+
+    fn unloadable(&self, s: &RoomState, now: ServerTime) -> bool {
+        let last = (self.touched.get(&s.room).copied()).map_or(s.at, |t| t.max(s.at));
+        !self.followed.contains(&s.room)
+            && !self.room_deadline.contains_key(&s.room)
+            && s.battle.is_none()
+            && s.pk_invite.is_none()
+            && s.challenge.is_none()
+            && s.seats.seats.iter().all(|seat| seat.user.is_none())
+            && last + self.config.room_idle <= now
+    }
+
+    /// After a restart: count every live room's idleness from `now`.
+    pub fn handle_started(&mut self, now: ServerTime) {
+        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            self.touched.insert(room, now);
+        }
+        self.ahead.clear();
+    }
+
+    /// Rooms `record`'s events need restored from their archives before
+    /// [`Authority::replay`]: not live, and their first event here is not
+    /// their `Opened`.
+    pub fn replay_needs(&self, record: &Record) -> Vec<RoomId> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (room, event) in &record.events {
+            if seen.insert(*room) && !self.rooms.contains_key(room) && event.seq > Seq(1) {
+                out.push(*room);
+            }
+        }
+        out
+    }
+
+    /// Replay only: put back a room from its archive, which may be ahead of
+    /// the log's next events for it (those are then skipped).
+    pub fn restore_room(&mut self, state: RoomState) {
+        let room = state.room;
+        if self.rooms.contains_key(&room) {
+            return;
+        }
+        self.rooms.insert(room, state);
+        self.ahead.insert(room);
+        self.refresh_deadline(room);
     }
 
     /// Fire every timer due at or before `now`.
@@ -237,28 +425,23 @@ impl Authority {
     }
 
     /// Decide one action. `actor` is who the relay verified the sender to be.
+    /// Rooms it needs that were unloaded must be loaded first (see
+    /// [`Authority::missing`]).
     pub fn handle_action(&mut self, now: ServerTime, actor: Actor, msg: &ActionMsg) -> Decision {
         let timers = self.handle_timeout(now);
-        match self.sessions.check(msg.id, actor.user) {
+        match self.sessions.check(msg.id, actor.user, msg.sent_at) {
             Seen::New => {}
             Seen::Again(outcome) => return Decision::Answered { outcome, timers },
             Seen::Stale => return answer(Reason::Stale, timers),
         }
+        if let Err(retry_after) = self.rates.check(now, actor.user) {
+            return Decision::Throttled {
+                retry_after,
+                timers,
+            };
+        }
         let mut t = Txn::new(self, now, Some(msg.id));
-        let decided = t
-            .open(msg.room)
-            .map_err(|_| Reason::Internal)
-            .and_then(|()| {
-                let before = t.seq(msg.room);
-                decide(&mut t, actor, msg)?;
-                let after = t.seq(msg.room);
-                // Every applied action leaves an event in its own room.
-                if after == before {
-                    return Err(Reason::Internal);
-                }
-                Ok(after)
-            });
-        let outcome = match decided {
+        let outcome = match decide_in(&mut t, actor, msg) {
             Ok(seq) => Outcome::Applied { seq },
             Err(reason) => Outcome::Rejected { reason },
         };
@@ -266,38 +449,39 @@ impl Authority {
         if outcome.is_applied() {
             events.extend(t.commit());
         } else {
-            // The room may have been opened by this action; keep that.
-            let opened = t.take_opened();
+            // Nothing stays: not even a room this action would have opened.
             t.rollback();
-            if let Some(room) = opened {
-                let mut t = Txn::new(self, now, None);
-                if t.open(room).is_ok() {
-                    events.extend(t.commit());
-                }
-            }
         }
         let ack = Ack {
             id: msg.id,
             user: actor.user,
             outcome,
+            at: now,
         };
-        self.sessions.record(ack.id, ack.user, ack.outcome);
+        self.sessions.record(ack.id, ack.user, ack.outcome, ack.at);
         Decision::Decided(Record {
             ack: Some(ack),
             events,
         })
     }
 
-    /// Rebuild from the log: feed every stored record, oldest first.
+    /// Rebuild from the log: feed every stored record, oldest first (rooms
+    /// named by [`Authority::replay_needs`] restored first).
     pub fn replay(&mut self, record: &Record) -> Result<(), ApplyError> {
         for (room, event) in &record.events {
             let state = (self.rooms.entry(*room)).or_insert_with(|| RoomState::new(*room));
+            if self.ahead.contains(room) && event.seq <= state.seq {
+                // The room's archive was written after this event.
+                self.observe(event);
+                continue;
+            }
             state.apply(event)?;
+            self.ahead.remove(room);
             self.observe(event);
             self.refresh_deadline(*room);
         }
         if let Some(a) = record.ack {
-            self.sessions.record(a.id, a.user, a.outcome);
+            self.sessions.record(a.id, a.user, a.outcome, a.at);
         }
         Ok(())
     }
@@ -343,6 +527,25 @@ impl Authority {
             self.deadlines.insert((t, room));
         }
     }
+}
+
+/// Decide `msg` inside `t`: open its room if the actor may, route it, and
+/// check that an applied action left an event in its own room.
+fn decide_in(t: &mut Txn<'_>, actor: Actor, msg: &ActionMsg) -> Result<Seq, Reason> {
+    if t.state(msg.room).is_err() {
+        if !matches!(actor.grant, Grant::Host | Grant::Operator) {
+            return Err(Reason::NoRoom);
+        }
+        t.open(msg.room)?;
+    }
+    let before = t.seq(msg.room);
+    decide(t, actor, msg)?;
+    let after = t.seq(msg.room);
+    // Every applied action leaves an event in its own room.
+    if after == before {
+        return Err(Reason::Internal);
+    }
+    Ok(after)
 }
 
 fn answer(reason: Reason, timers: Record) -> Decision {
@@ -453,7 +656,6 @@ pub(crate) struct Txn<'a> {
     /// Rooms as they were before this input touched them.
     saved: BTreeMap<RoomId, Option<RoomState>>,
     events: Vec<(RoomId, Event)>,
-    opened: Option<RoomId>,
 }
 
 impl<'a> Txn<'a> {
@@ -464,7 +666,6 @@ impl<'a> Txn<'a> {
             cause,
             saved: BTreeMap::new(),
             events: Vec::new(),
-            opened: None,
         }
     }
 
@@ -485,16 +686,19 @@ impl<'a> Txn<'a> {
         self.auth.rooms.get(&room).map_or(Seq(0), |s| s.seq)
     }
 
-    /// Create `room` with its `Opened` event if it does not exist yet.
+    /// Create `room` with its `Opened` event if it is not live yet (an
+    /// unloaded room must have been loaded first: see
+    /// [`Authority::missing`]). Refused with `Capacity` at
+    /// [`Config::max_rooms`] live rooms.
     pub fn open(&mut self, room: RoomId) -> Result<(), Reason> {
         if self.auth.rooms.get(&room).is_some_and(RoomState::is_open) {
             return Ok(());
         }
+        if self.auth.rooms.len() >= self.auth.config.max_rooms {
+            return Err(Reason::Capacity);
+        }
         let seats = self.auth.config.seats.min(protocol::room::MAX_SEATS as u8);
         self.emit(room, EventKind::Opened { seats })?;
-        if self.opened.is_none() {
-            self.opened = Some(room);
-        }
         Ok(())
     }
 
@@ -534,10 +738,6 @@ impl<'a> Txn<'a> {
         (self.auth.closed_invites.iter())
             .find(|(b, _)| *b == battle)
             .map(|(_, r)| *r)
-    }
-
-    fn take_opened(&mut self) -> Option<RoomId> {
-        self.opened.take()
     }
 
     /// Keep every change; returns the events made.

@@ -48,8 +48,8 @@ pub(super) fn invite(
         }
         return Err(Reason::Busy);
     }
-    t.open(to)?;
-    let there = t.state(to)?;
+    // The invited room must exist: only its own host opens it.
+    let there = t.state(to).map_err(|_| Reason::NoRoom)?;
     if there.battle.is_some() || there.pk_invite.is_some() {
         return Err(Reason::Busy);
     }

@@ -1,15 +1,115 @@
 //! The authority task: owns the rules (the single writer), turns inputs into
-//! ordered items for the commit thread, and fires timers on time.
+//! ordered items for the commit thread, and fires timers on time. It also
+//! tracks which relays follow which rooms, unloads idle rooms on a periodic
+//! sweep (their archives go through the commit thread, in order) and loads
+//! them back before a follower or an action needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use protocol::message::UpMsg;
-use protocol::{RoomId, UserId};
+use protocol::message::{ActionMsg, UpMsg};
+use protocol::{Outcome, Reason, RoomId, ServerTime, UserId};
 use tokio::sync::mpsc;
 
-use super::{Input, Item, RelayId};
+use super::{Input, Item, RelayId, Store};
 use crate::clock::Clock;
 use crate::rules::{Authority, Decision, Record};
+
+/// Which relays follow which rooms (not durable: relays resubscribe).
+#[derive(Default)]
+struct Followers {
+    by_room: BTreeMap<RoomId, BTreeSet<RelayId>>,
+    by_relay: BTreeMap<RelayId, BTreeSet<RoomId>>,
+}
+
+impl Followers {
+    /// Returns whether the room just gained its first follower.
+    fn add(&mut self, relay: RelayId, room: RoomId) -> bool {
+        self.by_relay.entry(relay).or_default().insert(room);
+        let relays = self.by_room.entry(room).or_default();
+        let first = relays.is_empty();
+        relays.insert(relay);
+        first
+    }
+
+    /// Returns whether the room just lost its last follower.
+    fn remove(&mut self, relay: RelayId, room: RoomId) -> bool {
+        if let Some(rooms) = self.by_relay.get_mut(&relay) {
+            rooms.remove(&room);
+            if rooms.is_empty() {
+                self.by_relay.remove(&relay);
+            }
+        }
+        let Some(relays) = self.by_room.get_mut(&room) else {
+            return false;
+        };
+        if !relays.remove(&relay) {
+            return false;
+        }
+        if relays.is_empty() {
+            self.by_room.remove(&room);
+            return true;
+        }
+        false
+    }
+
+    /// A relay left: the rooms that lost their last follower.
+    fn relay_gone(&mut self, relay: RelayId) -> Vec<RoomId> {
+        let rooms = self.by_relay.remove(&relay).unwrap_or_default();
+        let mut unfollowed = Vec::new();
+        for room in rooms {
+            if let Some(relays) = self.by_room.get_mut(&room) {
+                relays.remove(&relay);
+                if relays.is_empty() {
+                    self.by_room.remove(&room);
+                    unfollowed.push(room);
+                }
+            }
+        }
+        unfollowed
+    }
+}
+
+/// What the task keeps besides the rules.
+struct Ctx {
+    store: Store,
+    presence: Presence,
+    followers: Followers,
+}
+
+/// Make sure `room` is live if it was unloaded: load its archive into the
+/// rules and tell the publisher. `Err` when the archive cannot be read (the
+/// room must then not be decided on: it would look unknown).
+fn ensure_loaded(
+    auth: &mut Authority,
+    store: &Store,
+    now: ServerTime,
+    room: RoomId,
+    out: &mut Vec<Item>,
+) -> Result<(), ()> {
+    if auth.room(room).is_some() {
+        return Ok(());
+    }
+    match store.load(room) {
+        Ok(Some(state)) => {
+            tracing::debug!(%room, seq = %state.seq, "room reloaded from its archive");
+            auth.handle_load(now, state.clone());
+            out.push(Item::Load(state));
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::error!(%room, error = %e, "cannot read a room's archive");
+            Err(())
+        }
+    }
+}
+
+/// How often idle rooms are looked for: a quarter of the idle time, within
+/// 10 ms and 30 s.
+fn sweep_every(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30))
+}
 
 /// Presence, aggregated across relays: a user is online in a room while at
 /// least one relay says so. Relays report independently, so a client that
@@ -53,12 +153,19 @@ impl Presence {
 
 pub(super) async fn run(
     mut auth: Authority,
+    store: Store,
     clock: Clock,
     mut inputs: mpsc::Receiver<Input>,
     items: mpsc::Sender<Item>,
     checkpoint_every: u64,
 ) {
-    let mut presence = Presence::default();
+    let mut ctx = Ctx {
+        store,
+        presence: Presence::default(),
+        followers: Followers::default(),
+    };
+    let sweep = sweep_every(auth.config().room_idle);
+    let mut next_sweep = std::time::Instant::now() + sweep;
     let mut since_checkpoint = 0u64;
     // After a restart nobody is known to be online: relays re-announce their
     // users as they reconnect. A guest seated before the restart whom no
@@ -72,7 +179,7 @@ pub(super) async fn run(
     loop {
         if settle_at.is_some_and(|t| t <= std::time::Instant::now()) {
             settle_at = None;
-            for rec in absent_guests(&mut auth, &presence, clock.now()) {
+            for rec in absent_guests(&mut auth, &ctx.presence, clock.now()) {
                 since_checkpoint += 1;
                 if send_record(&items, rec, None).await.is_err() {
                     return;
@@ -90,17 +197,35 @@ pub(super) async fn run(
                 Err(e) => tracing::error!(error = %e, "cannot encode a checkpoint"),
             }
         }
-        let deadline = [auth.poll_timeout().map(|t| clock.instant(t)), settle_at]
-            .into_iter()
-            .flatten()
-            .min();
+        if next_sweep <= std::time::Instant::now() {
+            next_sweep = std::time::Instant::now() + sweep;
+            for state in auth.handle_idle(clock.now()) {
+                tracing::debug!(room = %state.room, seq = %state.seq, "idle room unloaded");
+                match ctx.store.inflight.lock() {
+                    Ok(mut m) => m.insert(state.room, state.clone()),
+                    Err(poisoned) => poisoned.into_inner().insert(state.room, state.clone()),
+                };
+                if items.send(Item::Unload(state)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let deadline = [
+            auth.poll_timeout().map(|t| clock.instant(t)),
+            settle_at,
+            Some(next_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let input = tokio::select! {
             input = inputs.recv() => match input {
                 Some(i) => i,
                 None => break,
             },
             () = sleep_until(deadline) => {
-                if settle_at.is_some_and(|t| t <= std::time::Instant::now()) {
+                let now = std::time::Instant::now();
+                if settle_at.is_some_and(|t| t <= now) || next_sweep <= now {
                     continue;
                 }
                 let rec = auth.handle_timeout(clock.now());
@@ -111,7 +236,7 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let out = handle(&mut auth, &mut presence, &clock, input);
+        let out = handle(&mut auth, &mut ctx, &clock, input);
         since_checkpoint += out
             .iter()
             .filter(|i| matches!(i, Item::Record { .. }))
@@ -171,11 +296,22 @@ fn record(out: &mut Vec<Item>, record: Record, reply: Option<RelayId>) {
     }
 }
 
-fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: Input) -> Vec<Item> {
+fn handle(auth: &mut Authority, ctx: &mut Ctx, clock: &Clock, input: Input) -> Vec<Item> {
     let mut out = Vec::new();
     let now = clock.now();
     match input {
-        Input::Query { room, reply } => out.push(Item::Query { room, reply }),
+        Input::Query { room, reply } => {
+            // Best effort: an unreadable archive answers as unknown.
+            let _ = ensure_loaded(auth, &ctx.store, now, room, &mut out);
+            out.push(Item::Query { room, reply });
+        }
+        Input::Open { room, reply } => {
+            let loaded = ensure_loaded(auth, &ctx.store, now, room, &mut out).is_ok();
+            if loaded {
+                record(&mut out, auth.handle_open(now, room), None);
+            }
+            let _ = reply.send(loaded && auth.room(room).is_some());
+        }
         Input::RelayUp {
             relay,
             out: tx,
@@ -186,20 +322,28 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
             conn,
         }),
         Input::RelayGone { relay } => {
-            for (room, user) in presence.relay_gone(relay) {
+            for (room, user) in ctx.presence.relay_gone(relay) {
                 record(&mut out, auth.handle_presence(now, room, user, false), None);
+            }
+            for room in ctx.followers.relay_gone(relay) {
+                auth.handle_follow(now, room, false);
             }
             out.push(Item::RelayGone { relay });
         }
         Input::Up { relay, msg } => match msg {
             // Following a room does not create it (that would let anyone with
             // a token fill the log with empty rooms): a room exists from its
-            // first action on; until then subscribers see it unopened.
+            // host's first action on; until then subscribers see it
+            // unopened. An unloaded room is loaded back first.
             UpMsg::Subscribe {
                 room,
                 since,
                 history,
             } => {
+                if ctx.followers.add(relay, room) {
+                    auth.handle_follow(now, room, true);
+                }
+                let _ = ensure_loaded(auth, &ctx.store, now, room, &mut out);
                 out.push(Item::Subscribe {
                     relay,
                     room,
@@ -207,21 +351,15 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
                     history,
                 });
             }
-            UpMsg::Unsubscribe { room } => out.push(Item::Unsubscribe { relay, room }),
-            UpMsg::Action { actor, msg } => match auth.handle_action(now, actor, &msg) {
-                Decision::Decided(rec) => record(&mut out, rec, Some(relay)),
-                Decision::Answered { outcome, timers } => {
-                    record(&mut out, timers, None);
-                    out.push(Item::Answer {
-                        relay,
-                        user: actor.user,
-                        id: msg.id,
-                        outcome,
-                    });
+            UpMsg::Unsubscribe { room } => {
+                if ctx.followers.remove(relay, room) {
+                    auth.handle_follow(now, room, false);
                 }
-            },
+                out.push(Item::Unsubscribe { relay, room });
+            }
+            UpMsg::Action { actor, msg } => action(auth, ctx, now, relay, actor, &msg, &mut out),
             UpMsg::Presence { room, user, online } => {
-                if let Some(now_online) = presence.report(relay, room, user, online) {
+                if let Some(now_online) = ctx.presence.report(relay, room, user, online) {
                     record(
                         &mut out,
                         auth.handle_presence(now, room, user, now_online),
@@ -234,6 +372,56 @@ fn handle(auth: &mut Authority, presence: &mut Presence, clock: &Clock, input: I
         },
     }
     out
+}
+
+/// Load what the action needs, decide it, and queue what it gives.
+fn action(
+    auth: &mut Authority,
+    ctx: &mut Ctx,
+    now: ServerTime,
+    relay: RelayId,
+    actor: protocol::message::Actor,
+    msg: &ActionMsg,
+    out: &mut Vec<Item>,
+) {
+    for room in auth.missing(msg) {
+        if ensure_loaded(auth, &ctx.store, now, room, out).is_err() {
+            out.push(Item::Answer {
+                relay,
+                user: actor.user,
+                id: msg.id,
+                outcome: Outcome::Rejected {
+                    reason: Reason::Internal,
+                },
+            });
+            return;
+        }
+    }
+    match auth.handle_action(now, actor, msg) {
+        Decision::Decided(rec) => record(out, rec, Some(relay)),
+        Decision::Answered { outcome, timers } => {
+            record(out, timers, None);
+            out.push(Item::Answer {
+                relay,
+                user: actor.user,
+                id: msg.id,
+                outcome,
+            });
+        }
+        Decision::Throttled {
+            retry_after,
+            timers,
+        } => {
+            record(out, timers, None);
+            let ms = retry_after.as_millis().max(1);
+            out.push(Item::Throttled {
+                relay,
+                user: actor.user,
+                id: msg.id,
+                retry_after_ms: u32::try_from(ms).unwrap_or(u32::MAX),
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +438,19 @@ mod tests {
         assert_eq!(p.report(1, room, user, false), None);
         assert_eq!(p.relay_gone(2), vec![(room, user)]);
         assert!(p.by_user.is_empty());
+    }
+
+    #[test]
+    fn a_room_is_followed_while_any_relay_follows_it() {
+        let mut f = Followers::default();
+        let (a, b) = (RoomId(1), RoomId(2));
+        assert!(f.add(1, a));
+        assert!(!f.add(2, a));
+        assert!(f.add(1, b));
+        assert!(!f.remove(1, a));
+        assert!(!f.remove(1, a), "a second unsubscribe changes nothing");
+        assert_eq!(f.relay_gone(1), vec![b]);
+        assert_eq!(f.relay_gone(2), vec![a]);
+        assert!(f.by_room.is_empty() && f.by_relay.is_empty());
     }
 }

@@ -5,7 +5,7 @@
 use protocol::message::ErrorCode;
 use tokio::sync::{mpsc, watch};
 
-use super::Item;
+use super::{Item, Store};
 use crate::wal::{Wal, WalError};
 
 /// Most items taken into one commit.
@@ -17,12 +17,13 @@ const MAX_BATCH: usize = 8192;
 /// lingering as a zombie that accepts and never answers.
 pub(super) fn run(
     wal: Wal,
+    store: Store,
     items: mpsc::Receiver<Item>,
     batches: mpsc::Sender<Vec<Item>>,
     endpoint: quinn::Endpoint,
     failed: watch::Sender<Option<String>>,
 ) -> Result<(), WalError> {
-    let result = commit(wal, items, batches);
+    let result = commit(wal, &store, items, batches);
     if let Err(e) = &result {
         tracing::error!(error = %e, "write-ahead log failed; the origin stops");
         let _ = failed.send(Some(e.to_string()));
@@ -33,6 +34,7 @@ pub(super) fn run(
 
 fn commit(
     mut wal: Wal,
+    store: &Store,
     mut items: mpsc::Receiver<Item>,
     batches: mpsc::Sender<Vec<Item>>,
 ) -> Result<(), WalError> {
@@ -58,6 +60,28 @@ fn commit(
                     let lsn = wal.checkpoint(&snapshot)?;
                     tracing::info!(%lsn, bytes = snapshot.len(), "checkpoint written");
                     wrote = false;
+                }
+                // Never ahead of the durable log: sync what came before it.
+                // Written before any later checkpoint (which leaves the room
+                // out) is taken, by the order of the items.
+                Item::Unload(state) => {
+                    if wrote {
+                        wal.sync()?;
+                        wrote = false;
+                    }
+                    store.archives.write(&state)?;
+                    let mut inflight = match store.inflight.lock() {
+                        Ok(m) => m,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    if inflight
+                        .get(&state.room)
+                        .is_some_and(|s| s.seq == state.seq)
+                    {
+                        inflight.remove(&state.room);
+                    }
+                    drop(inflight);
+                    kept.push(Item::Unloaded(state.room));
                 }
                 other => kept.push(other),
             }

@@ -10,6 +10,17 @@
 //! what the commit thread has synced, and it is the only sender of events
 //! and acks. Items keep their order end to end, so an answer to a repeated
 //! action never overtakes the commit of the original.
+//!
+//! Idle rooms: the authority task sweeps for them (a quarter of
+//! `rules.room_idle`, within 10 ms and 30 s) and sends each unloaded room's
+//! state down the same pipe. The commit thread syncs every record before it,
+//! then writes the room's archive (`data_dir/rooms/`, see
+//! [`crate::wal::Archives`]), then lets the publisher forget the room; until
+//! the archive is written the state waits in an in-flight map, so a reload
+//! that comes first finds it there. Every later checkpoint comes after it in
+//! the pipe, so a checkpoint that leaves the room out never exists without
+//! its archive. A subscription, an action or a query for an unloaded room
+//! loads it back first (rules and publisher), in order.
 
 mod authority;
 mod commit;
@@ -33,7 +44,34 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::rules::{Authority, Record};
-use crate::wal::{Wal, WalError};
+use crate::wal::{Archives, Wal, WalError};
+
+/// Rooms unloaded whose archive the commit thread has not written yet: a
+/// reload finds them here first, then in the archive directory.
+pub(crate) type InFlight = Arc<std::sync::Mutex<std::collections::BTreeMap<RoomId, RoomState>>>;
+
+/// Where unloaded rooms are found again.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pub archives: Archives,
+    pub inflight: InFlight,
+}
+
+impl Store {
+    /// An unloaded room's state, if it has one.
+    pub(crate) fn load(&self, room: RoomId) -> Result<Option<RoomState>, WalError> {
+        let pending = match self.inflight.lock() {
+            Ok(map) => map.get(&room).cloned(),
+            // A panic elsewhere while holding the lock: the map itself is
+            // still a valid map (every change is one insert or remove).
+            Err(poisoned) => poisoned.into_inner().get(&room).cloned(),
+        };
+        match pending {
+            Some(state) => Ok(Some(state)),
+            None => self.archives.read(room),
+        }
+    }
+}
 
 /// Why the origin could not start or had to stop.
 #[derive(Debug, Error)]
@@ -72,6 +110,11 @@ pub(crate) enum Input {
         room: RoomId,
         reply: oneshot::Sender<Option<RoomState>>,
     },
+    /// An operator opens a room (in process: tools, topologies, tests).
+    Open {
+        room: RoomId,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// From the authority task, through the commit thread, to the publisher.
@@ -88,6 +131,20 @@ pub(crate) enum Item {
         id: ActionId,
         outcome: Outcome,
     },
+    /// The user is over the origin's rate: the action was not decided.
+    Throttled {
+        relay: RelayId,
+        user: UserId,
+        id: ActionId,
+        retry_after_ms: u32,
+    },
+    /// A room left the rules' memory: archive it (after syncing every
+    /// record before it), then let the publisher forget it.
+    Unload(RoomState),
+    /// After its archive is written: the publisher forgets the room.
+    Unloaded(RoomId),
+    /// A room came back from its archive: the publisher serves it again.
+    Load(RoomState),
     /// Start sending a room to a relay.
     Subscribe {
         relay: RelayId,
@@ -152,6 +209,7 @@ impl Origin {
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
+        let archives = Archives::open(&config.data_dir)?;
         let mut auth = match &recovered.checkpoint {
             Some(blob) => {
                 let snap =
@@ -162,6 +220,16 @@ impl Origin {
         };
         let replayed = recovered.records.len();
         for record in &recovered.records {
+            for room in auth.replay_needs(record) {
+                match archives.read(room)? {
+                    Some(state) => auth.restore_room(state),
+                    None => {
+                        return Err(Error::Replay(format!(
+                            "{room} is neither in the checkpoint nor archived"
+                        )))
+                    }
+                }
+            }
             auth.replay(record)
                 .map_err(|e| Error::Replay(e.to_string()))?;
         }
@@ -173,6 +241,11 @@ impl Origin {
             "replayed the write-ahead log"
         );
         let clock = Clock::new();
+        auth.handle_started(clock.now());
+        let store = Store {
+            archives,
+            inflight: Default::default(),
+        };
         let (endpoint, plug) =
             net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
         let addr = endpoint.local_addr()?;
@@ -188,11 +261,13 @@ impl Origin {
             .name("origin-wal".into())
             .spawn({
                 let endpoint = endpoint.clone();
-                move || commit::run(wal, item_rx, batch_tx, endpoint, failed_tx)
+                let store = store.clone();
+                move || commit::run(wal, store, item_rx, batch_tx, endpoint, failed_tx)
             })?;
         let mut tasks = JoinSet::new();
         tasks.spawn(authority::run(
             auth,
+            store,
             clock,
             input_rx,
             item_tx,
@@ -238,6 +313,18 @@ impl Origin {
         let (reply, rx) = oneshot::channel();
         self.inputs.send(Input::Query { room, reply }).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Open `room` as an operator would (rooms are otherwise opened only by
+    /// their host's first action): for tools, topologies and tests. Returns
+    /// whether the room is live afterwards (`false` at the live-room cap).
+    /// Its `Opened` event is published once durable, like any other.
+    pub async fn open_room(&self, room: RoomId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.inputs.send(Input::Open { room, reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// The certificate relays must trust, as PEM.

@@ -106,12 +106,45 @@ impl Publisher {
             } => {
                 self.send(relay, frame(&DownMsg::Ack { user, id, outcome }));
             }
+            Item::Throttled {
+                relay,
+                user,
+                id,
+                retry_after_ms,
+            } => {
+                let msg = DownMsg::Throttled {
+                    user,
+                    id,
+                    retry_after_ms,
+                };
+                self.send(relay, frame(&msg));
+            }
             Item::Subscribe {
                 relay,
                 room,
                 since,
                 history,
             } => self.subscribe(relay, room, since, history),
+            // The rules unload only rooms no relay follows.
+            Item::Unloaded(room) => {
+                if self
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|r| r.subscribers.is_empty())
+                {
+                    self.rooms.remove(&room);
+                }
+            }
+            Item::Load(state) => {
+                let room = state.room;
+                self.rooms.entry(room).or_insert_with(|| Room {
+                    state,
+                    ring: VecDeque::new(),
+                    subscribers: BTreeSet::new(),
+                });
+            }
+            // The commit thread turns these into `Unloaded`.
+            Item::Unload(_) => {}
             Item::Unsubscribe { relay, room } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.subscribers.remove(&relay);

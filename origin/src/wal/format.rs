@@ -285,6 +285,7 @@ mod tests {
                 },
                 user: UserId(7),
                 outcome: Outcome::Applied { seq: Seq(n) },
+                at: protocol::ServerTime(n),
             }),
             events: Vec::new(),
         }

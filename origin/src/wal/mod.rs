@@ -79,10 +79,13 @@
 //!   [`Wal::open`] finishes an interrupted deletion.
 //! - No lock guards the directory: one process per data directory.
 
+mod archive;
 mod crc;
 mod format;
 #[cfg(test)]
 mod tests;
+
+pub use archive::Archives;
 
 use crate::rules::Record;
 use format::{Batch, End};

@@ -35,6 +35,7 @@ fn record(n: u64) -> Record {
             },
             user: UserId(n % 5),
             outcome: Outcome::Applied { seq: Seq(n) },
+            at: protocol::ServerTime(n),
         }),
         events: Vec::new(),
     }

@@ -1,7 +1,9 @@
 //! A harness for the room rules: a virtual clock that jumps to the next
 //! timer, a log of every record, and a mirror per room that follows the log
 //! with `RoomState::apply`, the way relays and clients do. After every input
-//! the harness checks that each mirror equals the authority's state.
+//! the harness checks that each mirror equals the authority's state (or, for
+//! an unloaded room, its archive). Archives of unloaded rooms are kept in
+//! memory and loaded back before an action needs them, as the server does.
 
 #![allow(dead_code)]
 
@@ -29,6 +31,8 @@ pub struct World {
     pub now: ServerTime,
     pub log: Vec<Record>,
     pub mirrors: BTreeMap<RoomId, RoomState>,
+    /// Archives of unloaded rooms (the server keeps them in files).
+    pub archives: BTreeMap<RoomId, RoomState>,
     counters: BTreeMap<UserId, u64>,
 }
 
@@ -53,12 +57,24 @@ impl World {
         World::with(test_config())
     }
 
+    /// A world whose rooms A, B and C are open (by an operator), so viewers
+    /// can act in them from the start.
     pub fn with(config: Config) -> World {
+        let mut w = World::bare(config);
+        for room in [A, B, C] {
+            w.open(room);
+        }
+        w
+    }
+
+    /// A world with no room at all.
+    pub fn bare(config: Config) -> World {
         World {
             auth: Authority::new(config),
             now: ServerTime(1_000_000_000),
             log: Vec::new(),
             mirrors: BTreeMap::new(),
+            archives: BTreeMap::new(),
             counters: BTreeMap::new(),
         }
     }
@@ -116,9 +132,22 @@ impl World {
         self.send(Actor { user, grant }, &msg)
     }
 
-    /// Deliver one message (a first send or a repeat).
+    /// Deliver one message (a first send or a repeat), loading what it
+    /// needs from the archives first. Panics if it is throttled (see
+    /// [`World::try_send`]).
     pub fn send(&mut self, actor: Actor, msg: &ActionMsg) -> Outcome {
-        match self.auth.handle_action(self.now, actor, msg) {
+        match self.try_send(actor, msg) {
+            Ok(o) => o,
+            Err(wait) => panic!("throttled for {wait:?}"),
+        }
+    }
+
+    /// Deliver one message; `Err(retry_after)` when it was throttled.
+    pub fn try_send(&mut self, actor: Actor, msg: &ActionMsg) -> Result<Outcome, Duration> {
+        for room in self.auth.missing(msg) {
+            self.load(room);
+        }
+        Ok(match self.auth.handle_action(self.now, actor, msg) {
             Decision::Decided(rec) => {
                 let outcome = rec.ack.expect("a decided action has an ack").outcome;
                 self.store(rec);
@@ -128,7 +157,39 @@ impl World {
                 self.store(timers);
                 outcome
             }
+            Decision::Throttled {
+                retry_after,
+                timers,
+            } => {
+                self.store(timers);
+                return Err(retry_after);
+            }
+        })
+    }
+
+    /// Bring an unloaded room back from its archive, as the server does.
+    pub fn load(&mut self, room: RoomId) {
+        if let Some(state) = self.archives.get(&room) {
+            self.auth.handle_load(self.now, state.clone());
         }
+    }
+
+    /// A relay follows (or stops following) `room`.
+    pub fn follow(&mut self, room: RoomId, followed: bool) {
+        if followed {
+            self.load(room);
+        }
+        self.auth.handle_follow(self.now, room, followed);
+    }
+
+    /// Unload whatever is idle now, archiving it; returns the rooms unloaded.
+    pub fn sweep(&mut self) -> Vec<RoomId> {
+        let mut out = Vec::new();
+        for state in self.auth.handle_idle(self.now) {
+            out.push(state.room);
+            self.archives.insert(state.room, state);
+        }
+        out
     }
 
     /// The room's host acts.
@@ -163,7 +224,8 @@ impl World {
                 .expect("the mirror applies every event in order");
         }
         for (room, m) in &self.mirrors {
-            assert_eq!(Some(m), self.auth.room(*room), "mirror of {room} diverged");
+            let state = self.auth.room(*room).or(self.archives.get(room));
+            assert_eq!(Some(m), state, "mirror of {room} diverged");
         }
         self.log.push(rec);
     }
@@ -198,6 +260,20 @@ impl World {
         let mut a = Authority::new(self.auth.config().clone());
         for rec in &self.log {
             a.replay(rec).expect("the log replays");
+        }
+        a
+    }
+
+    /// An authority restored from `snap` (taken after `self.log[..cut]`),
+    /// then fed the rest of the log, restoring archives as the server does.
+    pub fn restored(&self, snap: origin::rules::Snapshot, cut: usize) -> Authority {
+        let mut a = Authority::restore(self.auth.config().clone(), snap);
+        for rec in &self.log[cut..] {
+            for room in a.replay_needs(rec) {
+                let state = self.archives.get(&room).expect("an archive").clone();
+                a.restore_room(state);
+            }
+            a.replay(rec).expect("the rest replays");
         }
         a
     }

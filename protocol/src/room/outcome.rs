@@ -78,6 +78,12 @@ pub enum Reason {
     NoGrant,
     /// The origin's rules hit an inconsistency (a bug); nothing changed.
     Internal,
+    /// The room does not exist, and only its host (or an operator) may open
+    /// it: nothing was created.
+    NoRoom,
+    /// The origin holds as many live rooms as it is configured for: a new
+    /// room cannot be opened now. Nothing was created; try again later.
+    Capacity,
 }
 
 impl fmt::Display for Reason {

@@ -1,0 +1,297 @@
+//! The real origin on loopback, driven by a minimal relay: the backstop's
+//! `Throttled` answer, and idle rooms that leave memory and come back
+//! exactly (on subscribe, on action and after a restart).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use origin::{Config, Origin};
+use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY, PROTOCOL_VERSION};
+use protocol::net::{self, Identity, Tuning};
+use protocol::room::Grant;
+use protocol::token::{unix_now, Claims, TokenKey};
+use protocol::{Action, ActionId, GiftId, Outcome, RoomId, Seq, SessionId, UserId};
+
+const SECRET: &str = "a test cluster secret of at least 32 bytes";
+const ROOM: RoomId = RoomId(7);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("ringside-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Path, rules: origin::rules::Config) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        cluster_secret: SECRET.into(),
+        // Every record is followed by a checkpoint: unloaded rooms must be
+        // found again without them.
+        checkpoint_every: 1,
+        rules,
+        ..Config::default()
+    }
+}
+
+/// Just enough of a relay: one link, frames in and out.
+struct Link {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+    counter: u64,
+}
+
+impl Link {
+    async fn connect(origin: &Origin) -> Link {
+        let roots = net::parse_certs(&origin.cert_pem()).expect("cert");
+        let tuning = Tuning::backbone();
+        let client = net::client_config(&roots, ALPN_RELAY, &tuning).expect("client config");
+        let (mut endpoint, _plug) =
+            net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(origin.addr(), "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (send, recv) = conn.open_bi().await.expect("stream");
+        let mut link = Link {
+            _endpoint: endpoint,
+            send,
+            recv,
+            buf: Vec::new(),
+            counter: 0,
+        };
+        let proof = TokenKey::new(SECRET.as_bytes()).mint(&Claims::cluster(unix_now() + 600));
+        link.up(UpMsg::Hello {
+            version: PROTOCOL_VERSION,
+            relay: "test".into(),
+            proof,
+        })
+        .await;
+        assert!(matches!(link.down().await, DownMsg::Welcome { .. }));
+        link
+    }
+
+    async fn up(&mut self, msg: UpMsg) {
+        net::write_frame(&mut self.send, &msg).await.expect("write");
+    }
+
+    async fn down(&mut self) -> DownMsg {
+        let next = net::read_frame::<DownMsg>(&mut self.recv, &mut self.buf);
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the origin answers")
+            .expect("read")
+            .expect("a frame")
+    }
+
+    /// Skip messages until `f` picks one (bounded).
+    async fn until<T>(&mut self, mut f: impl FnMut(&DownMsg) -> Option<T>) -> T {
+        for _ in 0..1000 {
+            let m = self.down().await;
+            if let Some(t) = f(&m) {
+                return t;
+            }
+        }
+        panic!("no such message in 1000");
+    }
+
+    /// `user` acts in `ROOM`; returns the action's id.
+    async fn act(&mut self, user: u64, grant: Grant, action: Action) -> ActionId {
+        self.act_in(ROOM, user, grant, action).await
+    }
+
+    async fn act_in(&mut self, room: RoomId, user: u64, grant: Grant, action: Action) -> ActionId {
+        self.counter += 1;
+        let id = ActionId {
+            session: SessionId(user),
+            n: self.counter,
+        };
+        let msg = ActionMsg {
+            id,
+            room,
+            sent_at: protocol::ServerTime(0),
+            action,
+        };
+        let actor = Actor {
+            user: UserId(user),
+            grant,
+        };
+        self.up(UpMsg::Action { actor, msg }).await;
+        id
+    }
+
+    async fn outcome(&mut self, id: ActionId) -> Outcome {
+        self.until(|m| match m {
+            DownMsg::Ack { id: i, outcome, .. } if *i == id => Some(*outcome),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn snapshot(&mut self) -> protocol::RoomState {
+        self.up(UpMsg::Subscribe {
+            room: ROOM,
+            since: None,
+            history: None,
+        })
+        .await;
+        self.until(|m| match m {
+            DownMsg::Snapshot { room, state, .. } if *room == ROOM => Some((**state).clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn gift() -> Action {
+    Action::Gift {
+        gift: GiftId(3),
+        count: 1,
+    }
+}
+
+/// Wait (bounded) for the room's archive to reach `seq`: the idle timer is
+/// real time here.
+async fn archived(dir: &Path, seq: Seq) -> protocol::RoomState {
+    let archives = origin::wal::Archives::open(dir).expect("archives");
+    for _ in 0..1000 {
+        if let Some(s) = archives.read(ROOM).expect("readable") {
+            if s.seq == seq {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{ROOM} never archived at {seq}");
+}
+
+#[tokio::test]
+async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart() {
+    let dir = TempDir::new("origin-unload");
+    let rules = origin::rules::Config {
+        room_idle: Duration::from_millis(100),
+        ..origin::rules::Config::default()
+    };
+    let identity = Identity::self_signed(&["localhost"]).expect("identity");
+    let origin = Origin::start_with(config(&dir.0, rules.clone()), identity.clone())
+        .await
+        .expect("origin");
+    let mut link = Link::connect(&origin).await;
+    // A viewer cannot open the room; its host can.
+    let id = link.act(11, Grant::Viewer, gift()).await;
+    assert_eq!(
+        link.outcome(id).await,
+        Outcome::Rejected {
+            reason: protocol::Reason::NoRoom
+        }
+    );
+    let id = link
+        .act(7000, Grant::Host, Action::Chat { text: "hi".into() })
+        .await;
+    assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(2) });
+    let id = link.act(11, Grant::Viewer, gift()).await;
+    assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(3) });
+
+    // Nobody follows it: it is archived and leaves memory.
+    let state = archived(&dir.0, Seq(3)).await;
+    assert_eq!(state.gift_value, 100);
+    // A relay subscribing brings it back, exactly.
+    assert_eq!(link.snapshot().await, state);
+    let id = link.act(12, Grant::Viewer, gift()).await;
+    assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(4) });
+    link.up(UpMsg::Unsubscribe { room: ROOM }).await;
+    let state = archived(&dir.0, Seq(4)).await;
+    // Two records elsewhere: the checkpoint after the first one, written
+    // before the second is acknowledged, leaves the unloaded room out.
+    for text in ["a", "b"] {
+        let other = RoomId(8);
+        let id = link
+            .act_in(other, 8000, Grant::Host, Action::Chat { text: text.into() })
+            .await;
+        assert!(link.outcome(id).await.is_applied());
+    }
+    drop(link);
+    origin.shutdown().await.expect("shutdown");
+    {
+        let (_wal, recovered) =
+            origin::wal::Wal::open(&dir.0, Default::default()).expect("the log opens");
+        let blob = recovered.checkpoint.expect("a checkpoint");
+        let snap: origin::rules::Snapshot = protocol::codec::decode(&blob).expect("decodes");
+        let at_checkpoint = origin::rules::Authority::restore(rules.clone(), snap);
+        assert!(at_checkpoint.room(RoomId(8)).is_some());
+        assert!(
+            at_checkpoint.room(ROOM).is_none(),
+            "left out of the checkpoint"
+        );
+    }
+
+    // After a restart (checkpoints leave the room out): still there.
+    let origin = Origin::start_with(config(&dir.0, rules), identity)
+        .await
+        .expect("restart");
+    let mut link = Link::connect(&origin).await;
+    let id = link.act(13, Grant::Viewer, gift()).await;
+    assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(5) });
+    let now = link.snapshot().await;
+    assert_eq!(now.gift_value, state.gift_value + 100);
+    assert_eq!(now.seq, Seq(5));
+    origin.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_user_over_the_origin_rate_hears_throttled() {
+    let dir = TempDir::new("origin-throttle");
+    let rules = origin::rules::Config {
+        user_rate: 1,
+        user_burst: 2,
+        ..origin::rules::Config::default()
+    };
+    let identity = Identity::self_signed(&["localhost"]).expect("identity");
+    let origin = Origin::start_with(config(&dir.0, rules), identity)
+        .await
+        .expect("origin");
+    let mut link = Link::connect(&origin).await;
+    // An operator opens the room (in process), so viewers can act in it.
+    assert!(origin.open_room(ROOM).await);
+    let mut ids = Vec::new();
+    // Ten at once: past a burst of two even if this machine stalls for
+    // seconds between them (one token a second).
+    for _ in 0..10 {
+        ids.push(link.act(11, Grant::Viewer, gift()).await);
+    }
+    let (user, id, wait) = link
+        .until(|m| match m {
+            DownMsg::Throttled {
+                user,
+                id,
+                retry_after_ms,
+            } => Some((*user, *id, *retry_after_ms)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(user, UserId(11));
+    assert!(ids[2..].contains(&id), "the burst of two went through");
+    assert!(wait > 0 && wait <= 1000, "retry after {wait} ms");
+    let state = origin.room_state(ROOM).await.expect("room");
+    assert!(state.gift_value < 1000, "not all of them counted");
+    assert_eq!(
+        state.seq.0,
+        1 + state.gift_value / 100,
+        "Opened, then the gifts"
+    );
+    origin.shutdown().await.expect("shutdown");
+}
