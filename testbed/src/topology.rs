@@ -148,8 +148,10 @@ impl Topology {
     /// Start one more relay. Secrets it does not set inline are this
     /// topology's.
     pub async fn add_relay(&mut self, mut cfg: relay::Config) -> anyhow::Result<usize> {
-        cfg.token_secret.get_or_insert_with(|| self.token_secret.clone());
-        cfg.cluster_secret.get_or_insert_with(|| self.cluster_secret.clone());
+        cfg.token_secret
+            .get_or_insert_with(|| self.token_secret.clone());
+        cfg.cluster_secret
+            .get_or_insert_with(|| self.cluster_secret.clone());
         let r = Relay::start_with(
             cfg.clone(),
             self.identity.clone(),

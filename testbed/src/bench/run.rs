@@ -345,7 +345,10 @@ async fn start_servers(
                 "RINGSIDE_RELAY_CLUSTER_SECRET_FILE",
                 path(&secrets.cluster_file),
             ),
-            ("RINGSIDE_RELAY_TOKEN_SECRET_FILE", path(&secrets.token_file)),
+            (
+                "RINGSIDE_RELAY_TOKEN_SECRET_FILE",
+                path(&secrets.token_file),
+            ),
             ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
             ("RINGSIDE_RELAY_TLS__KEY", path(key)),
             // The bench's clients act far faster than people do.
