@@ -120,7 +120,7 @@ impl SecretSource<'_> {
     }
 }
 
-/// A fresh random secret: [`GENERATED_BYTES`] bytes from the system's
+/// A fresh random secret: 32 bytes from the system's
 /// secure random source, as lower-case hex.
 pub fn generate_hex() -> Result<String, SecretError> {
     let mut bytes = [0u8; GENERATED_BYTES];
