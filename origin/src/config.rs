@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::rules;
 
 pub use protocol::net::TlsFiles;
+use protocol::secret::{SecretError, SecretSource};
 
 /// Everything the origin needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,10 +24,17 @@ pub struct Config {
     /// Where the write-ahead log lives, with its checkpoint and, under
     /// `rooms/`, the archives of unloaded rooms (a few hundred bytes each).
     pub data_dir: PathBuf,
-    /// The secret relays prove membership with.
-    pub cluster_secret: String,
-    /// Certificate files; without them a self-signed certificate is
-    /// generated and written to `data_dir/origin-cert.pem` for relays to trust.
+    /// The secret relays prove membership with, inline (wins over
+    /// `cluster_secret_file`); at least 32 bytes.
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret; default `data_dir/cluster-secret`,
+    /// generated there (32 random bytes, hex, mode 0600) if missing when the
+    /// origin listens on loopback. Outside loopback a missing secret refuses
+    /// to start.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Certificate files; without them a self-signed identity is kept in
+    /// `data_dir/origin-identity.pem` (reused at every start) and its
+    /// certificate written to `data_dir/origin-cert.pem` for relays to trust.
     pub tls: Option<TlsFiles>,
     /// Events kept per room to serve a resubscribing relay without a snapshot.
     pub ring: usize,
@@ -47,7 +55,8 @@ impl Default for Config {
             name: "origin".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 4600)),
             data_dir: PathBuf::from("ringside-data/origin"),
-            cluster_secret: "ringside-local-cluster-secret".into(),
+            cluster_secret: None,
+            cluster_secret_file: None,
             tls: None,
             ring: 4096,
             relay_queue: 1 << 17,
@@ -69,6 +78,23 @@ impl Config {
         fig.merge(Env::prefixed("RINGSIDE_ORIGIN_").split("__"))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The cluster secret's bytes (generated into its file if missing and
+    /// the origin listens on loopback).
+    pub fn cluster_secret(&self) -> Result<Vec<u8>, SecretError> {
+        let file = (self.cluster_secret_file.clone())
+            .unwrap_or_else(|| self.data_dir.join("cluster-secret"));
+        SecretSource {
+            what: "cluster secret",
+            setting: "cluster_secret",
+            env_prefix: "RINGSIDE_ORIGIN_",
+            inline: self.cluster_secret.as_deref(),
+            file: Some(&file),
+            generate: self.listen.ip().is_loopback(),
+            why_not_generated: format!("the origin listens on {}, outside loopback", self.listen),
+        }
+        .resolve()
     }
 }
 
@@ -111,6 +137,37 @@ gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
             Config::load(Some(&file)).is_err(),
             "unknown keys are refused"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_cluster_secret_is_generated_locally_and_required_in_public() {
+        let dir =
+            std::env::temp_dir().join(format!("ringside-origin-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        assert_eq!(local.cluster_secret, None, "no secret in the source");
+        let s = local.cluster_secret().expect("generated");
+        assert_eq!(local.cluster_secret().expect("reused"), s);
+        assert!(dir.join("cluster-secret").exists());
+        let public = Config {
+            listen: "0.0.0.0:0".parse().expect("address"),
+            data_dir: dir.join("elsewhere"),
+            ..Config::default()
+        };
+        let msg = public.cluster_secret().expect_err("refused").to_string();
+        assert!(
+            msg.contains("RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE="),
+            "{msg}"
+        );
+        let short = Config {
+            cluster_secret: Some("s".repeat(31)),
+            ..public
+        };
+        assert!(short.cluster_secret().is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,7 +35,7 @@ fn config(dir: &Path, rules: origin::rules::Config) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
-        cluster_secret: SECRET.into(),
+        cluster_secret: Some(SECRET.into()),
         // Every record is followed by a checkpoint: unloaded rooms must be
         // found again without them.
         checkpoint_every: 1,

@@ -13,7 +13,8 @@
 //!
 //! - with the `net` feature, **the QUIC plumbing** every process shares
 //!   ([`net`]: TLS, endpoints, tuned transport, framed stream IO) and
-//!   **signed tokens** ([`token`]).
+//!   **signed tokens** ([`token`]) and the **secrets** they are signed with
+//!   ([`secret`]: inline, from files, or generated for local runs).
 //!
 //! What it deliberately does not do: decide anything (the origin's rules
 //! decide which events an action makes), keep state between calls. Apart from
@@ -26,6 +27,8 @@ pub mod message;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod room;
+#[cfg(feature = "net")]
+pub mod secret;
 pub mod time;
 #[cfg(feature = "net")]
 pub mod token;

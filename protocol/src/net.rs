@@ -91,21 +91,36 @@ impl Identity {
     }
 
     /// The identity a server presents: from its certificate files when it has
-    /// them (a deployment), otherwise a fresh self-signed certificate for
-    /// local runs, written as PEM to `cert_out` (if given) for peers to trust.
+    /// them (a deployment); otherwise, for local runs, the self-signed one
+    /// kept in `keep` (private key and certificate, PEM, mode 0600), generated
+    /// there on first use and reused at every later start, so that peers
+    /// trusting its certificate keep trusting it across restarts (without
+    /// `keep`, a fresh one every time). The certificate is also written as
+    /// PEM to `cert_out` (if given) for peers to trust.
     pub fn from_files_or_generate(
         tls: Option<&TlsFiles>,
+        keep: Option<&Path>,
         cert_out: Option<&Path>,
     ) -> Result<Identity, NetError> {
         if let Some(files) = tls {
             return Identity::from_pem_files(&files.cert, &files.key);
         }
-        let id = Identity::self_signed(&["localhost", "127.0.0.1"])?;
-        if let Some(path) = cert_out {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+        let id = match keep {
+            Some(path) if path.exists() => Identity::from_pem_files(path, path)?,
+            Some(path) => {
+                let fresh = Identity::self_signed(&["localhost", "127.0.0.1"])?;
+                let pem = format!("{}{}", fresh.key_pem(), fresh.cert_pem());
+                // Another process may have created it first: use the file's.
+                crate::secret::create_private(path, pem.as_bytes())?;
+                Identity::from_pem_files(path, path)?
             }
-            std::fs::write(path, id.cert_pem())?;
+            None => Identity::self_signed(&["localhost", "127.0.0.1"])?,
+        };
+        if let Some(path) = cert_out {
+            let pem = id.cert_pem();
+            if std::fs::read(path).ok().as_deref() != Some(pem.as_bytes()) {
+                crate::secret::replace_file(path, pem.as_bytes())?;
+            }
         }
         Ok(id)
     }
@@ -152,6 +167,36 @@ mod tests {
         assert_eq!(back.certs, id.certs);
         assert_eq!(back.key.secret_der(), id.key.secret_der());
         assert_eq!(parse_certs(&id.cert_pem()).expect("parse"), id.certs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_kept_identity_is_reused_at_the_next_start() {
+        let dir = std::env::temp_dir().join(format!("ringside-keep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (keep, cert) = (dir.join("id.pem"), dir.join("out").join("cert.pem"));
+        let first = Identity::from_files_or_generate(None, Some(&keep), Some(&cert)).expect("gen");
+        let again = Identity::from_files_or_generate(None, Some(&keep), Some(&cert)).expect("load");
+        assert_eq!(again.certs, first.certs, "the same certificate");
+        assert_eq!(
+            again.key.secret_der(),
+            first.key.secret_der(),
+            "the same key"
+        );
+        assert_eq!(load_certs(&cert).expect("written"), first.certs);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&keep).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the key is private");
+        }
+        // A lost certificate file is written again from the kept identity.
+        std::fs::remove_file(&cert).expect("rm");
+        Identity::from_files_or_generate(None, Some(&keep), Some(&cert)).expect("load");
+        assert_eq!(load_certs(&cert).expect("rewritten"), first.certs);
+        // Without a place to keep it, every start is a new identity.
+        let fresh = Identity::from_files_or_generate(None, None, None).expect("gen");
+        assert_ne!(fresh.certs, first.certs);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

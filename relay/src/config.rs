@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use protocol::net::TlsFiles;
+use protocol::secret::{SecretError, SecretSource};
 
 /// Everything a relay needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,15 +28,31 @@ pub struct Config {
     /// PEM file with the certificate to trust for the origin (local runs:
     /// the origin's `data_dir/origin-cert.pem`).
     pub origin_cert: Option<PathBuf>,
-    /// The secret relays prove membership to the origin with.
-    pub cluster_secret: String,
-    /// The secret client tokens are signed with.
-    pub token_secret: String,
+    /// The secret relays prove membership to the origin with, inline (wins
+    /// over `cluster_secret_file`); at least 32 bytes.
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (surrounding whitespace ignored). By
+    /// default the local origin's, which generates it on loopback
+    /// (`ringside-data/origin/cluster-secret`); a relay never generates it.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The secret client tokens are signed with, inline (wins over
+    /// `token_secret_file`); at least 32 bytes.
+    pub token_secret: Option<String>,
+    /// File holding the token secret (surrounding whitespace ignored). A
+    /// relay listening on loopback generates it if missing (32 random bytes,
+    /// hex, mode 0600); the default is shared by every local relay and by
+    /// `relay mint-token`. A relay listening elsewhere refuses to start
+    /// without a configured secret.
+    pub token_secret_file: Option<PathBuf>,
     /// Client-facing certificate files; without them a self-signed
-    /// certificate is generated and written to `cert_out`.
+    /// certificate is used (kept in `identity_file`) and written to `cert_out`.
     pub tls: Option<TlsFiles>,
     /// Where a generated certificate is written for clients to trust.
     pub cert_out: Option<PathBuf>,
+    /// Where a generated identity (private key and certificate, PEM, mode
+    /// 0600) is kept and reused across restarts; `None`: a new one at every
+    /// start.
+    pub identity_file: Option<PathBuf>,
     /// Other relays (`host:port`) named in goaway messages when draining.
     pub peers: Vec<String>,
     /// Events kept per room to serve joins and gap repairs.
@@ -65,10 +82,13 @@ impl Default for Config {
             origin: SocketAddr::from(([127, 0, 0, 1], 4600)),
             origin_server_name: "localhost".into(),
             origin_cert: Some(PathBuf::from("ringside-data/origin/origin-cert.pem")),
-            cluster_secret: "ringside-local-cluster-secret".into(),
-            token_secret: "ringside-local-token-secret".into(),
+            cluster_secret: None,
+            cluster_secret_file: Some(PathBuf::from("ringside-data/origin/cluster-secret")),
+            token_secret: None,
+            token_secret_file: Some(PathBuf::from("ringside-data/token-secret")),
             tls: None,
             cert_out: Some(PathBuf::from("ringside-data/relay-cert.pem")),
+            identity_file: Some(PathBuf::from("ringside-data/relay-identity.pem")),
             peers: Vec::new(),
             ring: 2048,
             client_budget: 256 * 1024,
@@ -92,5 +112,165 @@ impl Config {
         fig.merge(Env::prefixed("RINGSIDE_RELAY_").split("__"))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The token secret's bytes (generated into `token_secret_file` if it is
+    /// missing and the relay listens on loopback).
+    pub fn token_secret(&self) -> Result<Vec<u8>, SecretError> {
+        self.secret_source(
+            "token secret",
+            "token_secret",
+            self.token_secret.as_deref(),
+            self.token_secret_file.as_deref(),
+            self.listen.ip().is_loopback(),
+        )
+        .resolve()
+    }
+
+    /// The cluster secret's bytes (never generated here: the origin does).
+    pub fn cluster_secret(&self) -> Result<Vec<u8>, SecretError> {
+        self.secret_source(
+            "cluster secret",
+            "cluster_secret",
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+            false,
+        )
+        .resolve()
+    }
+
+    /// Both secrets, or one message naming every setting that is missing.
+    pub fn secrets(&self) -> Result<Secrets, SecretError> {
+        match (self.token_secret(), self.cluster_secret()) {
+            (Ok(token), Ok(cluster)) => Ok(Secrets { token, cluster }),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(a), Err(b)) => Err(SecretError::Missing(format!("{a}\n{b}"))),
+        }
+    }
+
+    fn secret_source<'a>(
+        &self,
+        what: &'a str,
+        setting: &'a str,
+        inline: Option<&'a str>,
+        file: Option<&'a Path>,
+        generate: bool,
+    ) -> SecretSource<'a> {
+        let why_not_generated = if setting == "cluster_secret" {
+            "a relay never generates it (the local origin does, on loopback: start it first)".into()
+        } else {
+            format!("the relay listens on {}, outside loopback", self.listen)
+        };
+        SecretSource {
+            what,
+            setting,
+            env_prefix: "RINGSIDE_RELAY_",
+            inline,
+            file,
+            generate,
+            why_not_generated,
+        }
+    }
+}
+
+/// A relay's resolved secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// What client tokens are signed with.
+    pub token: Vec<u8>,
+    /// What the relay proves membership to the origin with.
+    pub cluster: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ringside-relay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A relay configuration whose secret files live in `dir`.
+    fn in_dir(dir: &Path, listen: &str) -> Config {
+        Config {
+            listen: listen.parse().expect("address"),
+            cluster_secret_file: Some(dir.join("origin").join("cluster-secret")),
+            token_secret_file: Some(dir.join("token-secret")),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn no_default_secret_is_printed_in_the_source() {
+        let c = Config::default();
+        assert_eq!(c.token_secret, None);
+        assert_eq!(c.cluster_secret, None);
+    }
+
+    #[test]
+    fn a_public_relay_without_secrets_refuses_naming_what_to_set() {
+        let dir = temp("public");
+        let msg = in_dir(&dir, "0.0.0.0:0")
+            .secrets()
+            .expect_err("refused")
+            .to_string();
+        assert!(msg.contains("RINGSIDE_RELAY_TOKEN_SECRET_FILE="), "{msg}");
+        assert!(msg.contains("RINGSIDE_RELAY_CLUSTER_SECRET_FILE="), "{msg}");
+        assert!(msg.contains("outside loopback"), "{msg}");
+        assert!(!dir.join("token-secret").exists(), "nothing generated");
+        // Not even with no file setting at all.
+        let bare = Config {
+            listen: "0.0.0.0:0".parse().expect("address"),
+            token_secret_file: None,
+            ..Config::default()
+        };
+        assert!(bare.token_secret().is_err());
+        // Inline secrets of 32 bytes are enough; 31 are not.
+        let ok = Config {
+            token_secret: Some("t".repeat(32)),
+            cluster_secret: Some("c".repeat(32)),
+            ..in_dir(&dir, "0.0.0.0:0")
+        };
+        assert!(ok.secrets().is_ok());
+        let short = Config {
+            token_secret: Some("t".repeat(31)),
+            ..ok.clone()
+        };
+        let msg = short.secrets().expect_err("31 bytes").to_string();
+        assert!(
+            msg.contains("31 bytes") && msg.contains("RINGSIDE_RELAY_TOKEN_SECRET"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn local_relays_share_one_generated_token_secret() {
+        let dir = temp("local");
+        let a = in_dir(&dir, "127.0.0.1:0");
+        let b = Config {
+            name: "another".into(),
+            ..in_dir(&dir, "127.0.0.1:0")
+        };
+        let ta = a.token_secret().expect("generated");
+        assert!(ta.len() >= 64);
+        assert_eq!(b.token_secret().expect("reused"), ta);
+        // The cluster secret is the origin's: missing until it generates it.
+        assert!(a.cluster_secret().is_err());
+        std::fs::create_dir_all(dir.join("origin")).expect("dir");
+        std::fs::write(dir.join("origin").join("cluster-secret"), "x".repeat(64)).expect("write");
+        assert_eq!(
+            a.cluster_secret().expect("read"),
+            "x".repeat(64).into_bytes()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,7 +22,9 @@ struct Args {
 enum Command {
     /// Run the relay (the default).
     Run,
-    /// Print a client token (hex) signed with this relay's `token_secret`.
+    /// Print a client token (hex) signed with this relay's token secret (the
+    /// one every local relay shares, generated on first use; see
+    /// `token_secret_file`).
     MintToken {
         /// The user.
         #[arg(long)]
@@ -68,10 +70,8 @@ async fn main() -> anyhow::Result<()> {
                 operator,
                 expires: unix_now() + ttl_secs,
             };
-            println!(
-                "{}",
-                to_hex(&TokenKey::new(config.token_secret.as_bytes()).mint(&claims))
-            );
+            let secret = config.token_secret().context("the token secret")?;
+            println!("{}", to_hex(&TokenKey::new(&secret).mint(&claims)));
             Ok(())
         }
     }

@@ -34,6 +34,9 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A secret is missing or too short (the message says what to set).
+    #[error("{0}")]
+    Secret(#[from] protocol::secret::SecretError),
 }
 
 /// Inputs of the hub's driver.
@@ -184,12 +187,18 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Start a relay from its configuration: certificates from files, or a
-    /// generated one written to `cert_out`; the origin's certificate from
-    /// `origin_cert`.
+    /// Start a relay from its configuration: its secrets first (a relay
+    /// outside loopback without them refuses to start), then certificates
+    /// from files, or a generated identity kept in `identity_file` and
+    /// written to `cert_out`; the origin's certificate from `origin_cert`
+    /// (read again whenever the link reconnects and it has changed).
     pub async fn start(config: Config) -> Result<Relay, Error> {
-        let identity =
-            Identity::from_files_or_generate(config.tls.as_ref(), config.cert_out.as_deref())?;
+        config.secrets()?;
+        let identity = Identity::from_files_or_generate(
+            config.tls.as_ref(),
+            config.identity_file.as_deref(),
+            config.cert_out.as_deref(),
+        )?;
         let roots = match &config.origin_cert {
             Some(p) => net::load_certs(p)?,
             None => Vec::new(),
@@ -198,17 +207,21 @@ impl Relay {
     }
 
     /// Start with a given identity and origin trust roots (in-process use).
+    /// The secrets come from the configuration as in [`Relay::start`].
     pub async fn start_with(
         config: Config,
         identity: Identity,
         origin_roots: Vec<CertificateDer<'static>>,
     ) -> Result<Relay, Error> {
+        let secrets = config.secrets()?;
         let (endpoint, plug) =
             net::server_endpoint(config.listen, &identity, &[ALPN_CLIENT], &config.tuning)?;
         let addr = endpoint.local_addr()?;
         let bind = SocketAddr::new(config.listen.ip(), 0);
         let (up_endpoint, upstream_plug) = net::client_endpoint(bind, &config.upstream_tuning)?;
         let client_config = net::client_config(&origin_roots, ALPN_RELAY, &config.upstream_tuning)?;
+        // What the trust file held when `origin_roots` were read from it.
+        let trusted = (config.origin_cert.as_ref()).and_then(|p| std::fs::read(p).ok());
 
         let (hub_tx, hub_rx) = mpsc::channel(1 << 14);
         // Small: the hub keeps what must be sent and hands it over as the
@@ -217,7 +230,7 @@ impl Relay {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let clock = Clock::new();
         let shared = Arc::new(Shared {
-            tokens: TokenKey::new(config.token_secret.as_bytes()),
+            tokens: TokenKey::new(&secrets.token),
             hub: hub_tx.clone(),
             clock: clock.clone(),
             next_client: AtomicU64::new(1),
@@ -231,10 +244,15 @@ impl Relay {
         let link = Arc::new(Link {
             name: config.name.clone(),
             endpoint: up_endpoint,
-            client_config,
+            trust: std::sync::Mutex::new(upstream::Trust {
+                file: config.origin_cert.clone(),
+                pem: trusted,
+                client_config,
+            }),
+            tuning: config.upstream_tuning.clone(),
             origin: config.origin,
             server_name: config.origin_server_name.clone(),
-            cluster: TokenKey::new(config.cluster_secret.as_bytes()),
+            cluster: TokenKey::new(&secrets.cluster),
             clock: clock.clone(),
             hub: hub_tx,
         });

@@ -21,12 +21,62 @@ use crate::server::HubIn;
 pub(crate) struct Link {
     pub name: String,
     pub endpoint: quinn::Endpoint,
-    pub client_config: quinn::ClientConfig,
+    /// Whom to trust as the origin, refreshed from its file at each connect.
+    pub trust: std::sync::Mutex<Trust>,
+    /// Origin-facing transport settings (to rebuild the client config).
+    pub tuning: net::Tuning,
     pub origin: std::net::SocketAddr,
     pub server_name: String,
     pub cluster: TokenKey,
     pub clock: Clock,
     pub hub: mpsc::Sender<HubIn>,
+}
+
+/// The origin's trust roots and the file they came from: a restarted origin
+/// may present a new certificate (a regenerated local one), and the link
+/// picks it up at its next connection attempt.
+pub(crate) struct Trust {
+    /// The origin's certificate file (`origin_cert`), if any.
+    pub file: Option<std::path::PathBuf>,
+    /// The file's content when `client_config` was built from it.
+    pub pem: Option<Vec<u8>>,
+    /// The client configuration trusting it.
+    pub client_config: quinn::ClientConfig,
+}
+
+impl Trust {
+    /// The client configuration to connect with: rebuilt first if the trust
+    /// file's content changed since it was last read. A file that cannot be
+    /// read or parsed leaves the current configuration in place.
+    fn refresh(&mut self, tuning: &net::Tuning, relay: &str) -> quinn::ClientConfig {
+        if let Some(path) = &self.file {
+            match std::fs::read(path) {
+                Ok(pem) if self.pem.as_ref() != Some(&pem) => {
+                    let rebuilt = std::str::from_utf8(&pem)
+                        .map_err(|e| NetError::Tls(e.to_string()))
+                        .and_then(net::parse_certs)
+                        .and_then(|roots| {
+                            net::client_config(&roots, protocol::message::ALPN_RELAY, tuning)
+                        });
+                    match rebuilt {
+                        Ok(config) => {
+                            tracing::info!(relay, file = %path.display(), "origin certificate changed; trusting the new one");
+                            self.client_config = config;
+                            self.pem = Some(pem);
+                        }
+                        Err(e) => {
+                            tracing::warn!(relay, file = %path.display(), error = %e, "unusable origin certificate file; keeping the old one");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(relay, file = %path.display(), error = %e, "origin certificate file unreadable; keeping the old one");
+                }
+            }
+        }
+        self.client_config.clone()
+    }
 }
 
 /// Backoff between reconnection attempts: doubles from `min` to `max`, each
@@ -119,9 +169,14 @@ pub(crate) async fn run(
 async fn connect(
     link: &Link,
 ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), NetError> {
-    let connecting =
-        link.endpoint
-            .connect_with(link.client_config.clone(), link.origin, &link.server_name)?;
+    let client_config = match link.trust.lock() {
+        Ok(mut trust) => trust.refresh(&link.tuning, &link.name),
+        // A panic while refreshing left the last good configuration.
+        Err(poisoned) => poisoned.into_inner().client_config.clone(),
+    };
+    let connecting = link
+        .endpoint
+        .connect_with(client_config, link.origin, &link.server_name)?;
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;

@@ -1,6 +1,8 @@
 //! A whole Ringside topology in one process, on loopback: an origin with its
 //! own data directory, relays, and clients with signed tokens. Every port is
-//! chosen by the kernel (port 0), so topologies never collide.
+//! chosen by the kernel (port 0), so topologies never collide, and every
+//! topology generates its own random secrets: nothing signs with a secret
+//! printed in the source.
 //!
 //! Used by `testbed demo`, `testbed bench`, `testbed run` and the
 //! integration tests.
@@ -13,14 +15,10 @@ use anyhow::Context;
 use client_sdk::{Client, ClientBuilder, Room};
 use origin::Origin;
 use protocol::net::Identity;
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
+use protocol::secret::generate_hex;
+use protocol::token::{unix_now, Claims, TokenKey};
 use protocol::{RoomId, RoomState, UserId};
 use relay::Relay;
-
-/// The secret client tokens are signed with in local topologies.
-pub const TOKEN_SECRET: &str = "ringside-local-token-secret";
-/// The secret relays prove membership with in local topologies.
-pub const CLUSTER_SECRET: &str = "ringside-local-cluster-secret";
 
 /// How to build a topology.
 #[derive(Debug, Clone)]
@@ -75,6 +73,10 @@ pub struct Topology {
     pub origin_config: origin::Config,
     /// Each relay's configuration.
     pub relay_configs: Vec<relay::Config>,
+    /// This topology's token secret (random, hex).
+    token_secret: String,
+    /// This topology's cluster secret (random, hex).
+    cluster_secret: String,
     data_dir: PathBuf,
     owns_data_dir: bool,
 }
@@ -98,9 +100,11 @@ pub fn fast_rules() -> origin::rules::Config {
 }
 
 impl Topology {
-    /// Start the origin and one relay per region.
+    /// Start the origin and one relay per region, with fresh random secrets.
     pub async fn start(spec: Spec) -> anyhow::Result<Topology> {
         let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
+        let token_secret = generate_hex().context("generating the token secret")?;
+        let cluster_secret = generate_hex().context("generating the cluster secret")?;
         let (data_dir, owns_data_dir) = match &spec.data_dir {
             Some(d) => (d.clone(), false),
             None => (temp_dir(&spec.name), true),
@@ -109,7 +113,7 @@ impl Topology {
             name: format!("{}-origin", spec.name),
             listen: "127.0.0.1:0".parse().context("address")?,
             data_dir: data_dir.clone(),
-            cluster_secret: CLUSTER_SECRET.into(),
+            cluster_secret: Some(cluster_secret.clone()),
             rules: spec.rules.clone(),
             checkpoint_every: spec.checkpoint_every,
             ..origin::Config::default()
@@ -128,6 +132,8 @@ impl Topology {
             identity,
             origin_config,
             relay_configs: Vec::new(),
+            token_secret,
+            cluster_secret,
             data_dir,
             owns_data_dir,
         };
@@ -138,8 +144,6 @@ impl Topology {
                 listen: "127.0.0.1:0".parse().context("address")?,
                 origin: t.origin_config.listen,
                 origin_cert: None,
-                cluster_secret: CLUSTER_SECRET.into(),
-                token_secret: TOKEN_SECRET.into(),
                 ..spec.relay.clone()
             };
             t.add_relay(cfg).await?;
@@ -147,8 +151,13 @@ impl Topology {
         Ok(t)
     }
 
-    /// Start one more relay.
-    pub async fn add_relay(&mut self, cfg: relay::Config) -> anyhow::Result<usize> {
+    /// Start one more relay. Secrets it does not set inline are this
+    /// topology's.
+    pub async fn add_relay(&mut self, mut cfg: relay::Config) -> anyhow::Result<usize> {
+        cfg.token_secret
+            .get_or_insert_with(|| self.token_secret.clone());
+        cfg.cluster_secret
+            .get_or_insert_with(|| self.cluster_secret.clone());
         let r = Relay::start_with(
             cfg.clone(),
             self.identity.clone(),
@@ -183,20 +192,29 @@ impl Topology {
 
     /// A token for `user`, hosting `host_of`.
     pub fn token(&self, user: u64, host_of: &[RoomId]) -> Vec<u8> {
-        self.mint(&Claims {
-            purpose: Purpose::Client,
-            user: UserId(user),
-            rooms: None,
-            host_of: host_of.to_vec(),
-            operator: false,
-            expires: unix_now() + 24 * 3600,
-        })
+        self.mint(&Claims::client(
+            UserId(user),
+            host_of.to_vec(),
+            unix_now() + 24 * 3600,
+        ))
     }
 
-    /// A token saying `claims`, signed with the relays' token secret.
+    /// Sign any claims with this topology's token secret (tests that need
+    /// an unusual token: expired, operator, limited rooms).
     pub fn mint(&self, claims: &Claims) -> Vec<u8> {
-        TokenKey::new(TOKEN_SECRET.as_bytes()).mint(claims)
+        TokenKey::new(self.token_secret.as_bytes()).mint(claims)
     }
+
+    /// This topology's token secret (random, hex), for processes of its own.
+    pub fn token_secret(&self) -> &str {
+        &self.token_secret
+    }
+
+    /// This topology's cluster secret (random, hex).
+    pub fn cluster_secret(&self) -> &str {
+        &self.cluster_secret
+    }
+
 
     /// A client builder for `user` that trusts this topology.
     pub fn client_builder(&self, user: u64, host_of: &[RoomId]) -> ClientBuilder {

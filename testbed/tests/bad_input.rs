@@ -55,7 +55,7 @@ async fn bad_peers_are_closed_and_good_ones_are_untouched() {
         hello_with(&conn, forged).await.err(),
         Some(Some(ErrorCode::BadToken))
     );
-    let expired = TokenKey::new(TOKEN_SECRET.as_bytes()).mint(&Claims {
+    let expired = t.mint(&Claims {
         expires: unix_now() - 1,
         ..claims.clone()
     });

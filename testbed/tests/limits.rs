@@ -9,7 +9,7 @@ use std::time::Duration;
 use client_sdk::{ClientEvent, Error};
 use common::*;
 use protocol::message::ErrorCode;
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
+use protocol::token::{unix_now, Claims, Purpose};
 use protocol::{GiftId, Outcome, RoomId, UserId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +59,7 @@ async fn the_rate_limit_never_refuses_a_counted_gift() {
 async fn a_refused_token_fails_the_session_instead_of_hanging() {
     let mut t = topology("expired", 2, |_| {}).await;
     // A token that expires in two seconds.
-    let token = TokenKey::new(TOKEN_SECRET.as_bytes()).mint(&Claims {
+    let token = t.mint(&Claims {
         purpose: Purpose::Client,
         user: UserId(9),
         rooms: None,

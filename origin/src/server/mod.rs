@@ -88,6 +88,9 @@ pub enum Error {
     /// A file could not be written.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster secret is missing or too short (the message says what to set).
+    #[error("{0}")]
+    Secret(#[from] protocol::secret::SecretError),
 }
 
 /// A relay connection's number, for routing within the origin.
@@ -198,16 +201,22 @@ pub struct Origin {
 
 impl Origin {
     /// Start an origin: replay the log, then serve relays. Without TLS files
-    /// in the config, a self-signed certificate is generated and written to
+    /// in the config, a self-signed identity is kept in
+    /// `data_dir/origin-identity.pem` (generated once, reused at every start,
+    /// so relays keep trusting it) and its certificate written to
     /// `data_dir/origin-cert.pem`.
     pub async fn start(config: Config) -> Result<Origin, Error> {
+        config.cluster_secret()?;
+        let keep = config.data_dir.join("origin-identity.pem");
         let cert_out = config.data_dir.join("origin-cert.pem");
-        let identity = Identity::from_files_or_generate(config.tls.as_ref(), Some(&cert_out))?;
+        let identity =
+            Identity::from_files_or_generate(config.tls.as_ref(), Some(&keep), Some(&cert_out))?;
         Origin::start_with(config, identity).await
     }
 
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
+        let cluster_secret = config.cluster_secret()?;
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let archives = Archives::open(&config.data_dir)?;
         let mut auth = match &recovered.checkpoint {
@@ -277,7 +286,7 @@ impl Origin {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             clock,
-            cluster: TokenKey::new(config.cluster_secret.as_bytes()),
+            cluster: TokenKey::new(&cluster_secret),
             inputs: input_tx.clone(),
             relay_queue: config.relay_queue,
             next_relay: AtomicU64::new(1),

@@ -17,7 +17,6 @@ use super::json::Value;
 use super::probe::{self, OriginProbe};
 use super::stats::{Latencies, Sampling, Summary};
 use super::sys::{self, MachineCpu, TempDir, UdpCounters};
-use crate::topology::{CLUSTER_SECRET, TOKEN_SECRET};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -248,6 +247,36 @@ fn first_line_with(path: &str, prefix: &str) -> Option<String> {
     Some(line.split(':').nth(1)?.trim().to_string())
 }
 
+/// This run's secrets: fresh random ones, written to files in the run's
+/// directory (mode 0600) that the server processes are pointed at.
+struct Secrets {
+    token: String,
+    cluster: String,
+    token_file: PathBuf,
+    cluster_file: PathBuf,
+}
+
+impl Secrets {
+    fn generate(dir: &std::path::Path) -> anyhow::Result<Secrets> {
+        let token = protocol::secret::generate_hex().context("generating the token secret")?;
+        let cluster = protocol::secret::generate_hex().context("generating the cluster secret")?;
+        let (token_file, cluster_file) = (dir.join("token-secret"), dir.join("cluster-secret"));
+        for (file, secret) in [(&token_file, &token), (&cluster_file, &cluster)] {
+            if !protocol::secret::create_private(file, secret.as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?
+            {
+                bail!("{} exists already", file.display());
+            }
+        }
+        Ok(Secrets {
+            token,
+            cluster,
+            token_file,
+            cluster_file,
+        })
+    }
+}
+
 struct Servers {
     // Field order is drop order: relays go before the origin.
     relay: Server,
@@ -261,6 +290,7 @@ async fn start_servers(
     dir: &std::path::Path,
     cert: &std::path::Path,
     key: &std::path::Path,
+    secrets: &Secrets,
 ) -> anyhow::Result<Servers> {
     let path = |p: &std::path::Path| p.display().to_string();
     let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| Spawn {
@@ -290,7 +320,10 @@ async fn start_servers(
             ("RINGSIDE_ORIGIN_NAME", "bench-origin".into()),
             ("RINGSIDE_ORIGIN_LISTEN", "127.0.0.1:0".into()),
             ("RINGSIDE_ORIGIN_DATA_DIR", path(&dir.join("origin"))),
-            ("RINGSIDE_ORIGIN_CLUSTER_SECRET", CLUSTER_SECRET.into()),
+            (
+                "RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE",
+                path(&secrets.cluster_file),
+            ),
             ("RINGSIDE_ORIGIN_TLS__CERT", path(cert)),
             ("RINGSIDE_ORIGIN_TLS__KEY", path(key)),
         ],
@@ -308,8 +341,14 @@ async fn start_servers(
             ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
             ("RINGSIDE_RELAY_ORIGIN", origin.addr().to_string()),
             ("RINGSIDE_RELAY_ORIGIN_CERT", path(cert)),
-            ("RINGSIDE_RELAY_CLUSTER_SECRET", CLUSTER_SECRET.into()),
-            ("RINGSIDE_RELAY_TOKEN_SECRET", TOKEN_SECRET.into()),
+            (
+                "RINGSIDE_RELAY_CLUSTER_SECRET_FILE",
+                path(&secrets.cluster_file),
+            ),
+            (
+                "RINGSIDE_RELAY_TOKEN_SECRET_FILE",
+                path(&secrets.token_file),
+            ),
             ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
             ("RINGSIDE_RELAY_TLS__KEY", path(key)),
             // The bench's clients act far faster than people do.
@@ -361,13 +400,14 @@ async fn sdk_acks(
     how: Sampling,
     relay: std::net::SocketAddr,
     cert_pem: &str,
+    token_secret: &str,
 ) -> anyhow::Result<(Latencies, Latencies, u64)> {
     let redundancy = plan
         .redundancy
         .then_some(Duration::from_micros(plan.redundancy_us));
     let client = Client::builder()
         .relay(relay)
-        .token(fanout::viewer_token(TOKEN_SECRET, 10))
+        .token(fanout::viewer_token(token_secret, 10))
         .trust_pem(cert_pem)?
         .redundancy(redundancy)
         .connect()
@@ -435,7 +475,8 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let roots = identity.certs.clone();
 
     progress("starting the echo, origin and relay processes");
-    let servers = start_servers(plan, &dir, &cert, &key).await?;
+    let secrets = Secrets::generate(&dir)?;
+    let servers = start_servers(plan, &dir, &cert, &key, &secrets).await?;
     let me = std::process::id();
     let mut procs = vec![
         proc_report("origin", servers.origin.pid()),
@@ -476,7 +517,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let pings = probe::relay_pings(
         servers.relay.addr(),
         &roots,
-        fanout::viewer_token(TOKEN_SECRET, 5),
+        fanout::viewer_token(&secrets.token, 5),
         SessionId(0xbe9c_0005),
         how,
     )
@@ -489,7 +530,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     ));
 
     progress("origin ping and gifts (origin hop alone)");
-    let mut o = OriginProbe::connect(servers.origin.addr(), &roots, CLUSTER_SECRET)
+    let mut o = OriginProbe::connect(servers.origin.addr(), &roots, &secrets.cluster)
         .await
         .context("connecting to the origin as a relay")?;
     let oping = o.pings(how).await?;
@@ -528,6 +569,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         how.with_samples(plan.ack_samples),
         servers.relay.addr(),
         &cert_pem,
+        &secrets.token,
     )
     .await?;
     report.rows.push(Row::new(
@@ -558,7 +600,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             relay: servers.relay.addr(),
             sender_relay,
             cert_pem: cert_pem.clone(),
-            token_secret: TOKEN_SECRET.into(),
+            token_secret: secrets.token.clone(),
             room: RoomId(2),
             clients: plan.clients,
             batch: plan.batch,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 
 use crate::link::{spawn_link, LinkConfig, LinkHandle, LinkStats};
-use crate::topology::{Spec, Topology, CLUSTER_SECRET, TOKEN_SECRET};
+use crate::topology::{Spec, Topology};
 
 use super::paths::{LinkId, PathChange, Paths};
 use super::spec::Scenario;
@@ -48,8 +48,6 @@ impl Net {
                 origin: link.local_addr(),
                 origin_cert: None,
                 cert_out: None,
-                cluster_secret: CLUSTER_SECRET.into(),
-                token_secret: TOKEN_SECRET.into(),
                 ..relay_defaults.clone()
             };
             let index = topology.add_relay(cfg).await?;

@@ -11,9 +11,6 @@ use protocol::RoomState;
 use protocol::SessionId;
 use testbed::topology::{fast_rules, Spec, Topology};
 
-#[allow(unused_imports)]
-pub use testbed::topology::TOKEN_SECRET;
-
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
