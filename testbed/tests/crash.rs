@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use protocol::{GiftId, Outcome, RoomId};
+use client_sdk::Outcome;
+use protocol::{GiftId, RoomId};
 
 const A: RoomId = RoomId(7);
 
