@@ -379,16 +379,10 @@ impl Driver {
             None => self.retry.poll_deadline(),
         };
         let renew = self.renew_at.filter(|_| self.fetching.is_none());
-        [
-            actions,
-            mirrors,
-            Some(self.next_ping),
-            self.retry_at,
-            renew,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [actions, mirrors, Some(self.next_ping), self.retry_at, renew]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// How long a gap may last before it is repaired: a little reordering is

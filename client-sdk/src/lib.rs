@@ -50,5 +50,5 @@ pub use client::{
 pub use error::Error;
 pub use mirror::Update;
 pub use outcome::Outcome;
-pub use token::TokenProvider;
 pub use protocol;
+pub use token::TokenProvider;

@@ -858,8 +858,7 @@ mod tests {
                 self.answers.insert((now + ACK_US, self.seq), (id, None));
                 return;
             }
-            self.tokens =
-                (self.tokens + (now - self.at) as f64 / 1e6 * self.rate).min(self.burst);
+            self.tokens = (self.tokens + (now - self.at) as f64 / 1e6 * self.rate).min(self.burst);
             self.at = now;
             if self.tokens >= 1.0 {
                 self.tokens -= 1.0;
@@ -868,8 +867,10 @@ mod tests {
             } else {
                 self.throttles += 1;
                 let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
-                self.answers
-                    .insert((now + ACK_US / 2, self.seq), (id, Some(wait.max(Duration::from_millis(1)))));
+                self.answers.insert(
+                    (now + ACK_US / 2, self.seq),
+                    (id, Some(wait.max(Duration::from_millis(1)))),
+                );
             }
         }
     }

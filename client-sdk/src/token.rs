@@ -92,7 +92,10 @@ mod tests {
             Duration::from_secs(2880)
         );
         // Two minutes: 30 s before (90 s comes before 96 s).
-        assert_eq!(renew_after(Duration::from_secs(120)), Duration::from_secs(90));
+        assert_eq!(
+            renew_after(Duration::from_secs(120)),
+            Duration::from_secs(90)
+        );
         // Short-lived: half-way, never at once.
         assert_eq!(renew_after(Duration::from_secs(10)), Duration::from_secs(5));
         assert_eq!(renew_after(Duration::ZERO), RENEW_MIN);

@@ -87,7 +87,10 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
         last = last.max(at);
         let id: ActionId = match r {
             Ok(acked) => {
-                assert!(matches!(acked.outcome, Outcome::Applied { .. }), "{acked:?}");
+                assert!(
+                    matches!(acked.outcome, Outcome::Applied { .. }),
+                    "{acked:?}"
+                );
                 applied += 1;
                 acked.id
             }

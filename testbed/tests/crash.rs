@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
 use client_sdk::Outcome;
+use common::*;
 use protocol::{GiftId, RoomId};
 
 const A: RoomId = RoomId(7);

@@ -66,7 +66,12 @@ async fn the_sdk_renews_ahead_and_moves_with_the_newest_token() {
     let session = c.session();
     let mut events = c.events();
     let room = c.join(RoomId(1)).await.expect("joins");
-    assert!(room.gift(GiftId(1), 1).await.expect("outcome").outcome.is_applied());
+    assert!(room
+        .gift(GiftId(1), 1)
+        .await
+        .expect("outcome")
+        .outcome
+        .is_applied());
     expire_and_fail_over(&mut t).await;
     // Renewed about a second in (half of a two-second life), on the relay.
     assert!(c.stats().renewals >= 1, "{:?}", c.stats());
@@ -104,7 +109,12 @@ async fn an_expired_token_is_replaced_and_the_session_resumes() {
     let session = c.session();
     let mut events = c.events();
     let room = c.join(RoomId(1)).await.expect("joins");
-    assert!(room.gift(GiftId(1), 1).await.expect("outcome").outcome.is_applied());
+    assert!(room
+        .gift(GiftId(1), 1)
+        .await
+        .expect("outcome")
+        .outcome
+        .is_applied());
     expire_and_fail_over(&mut t).await;
     assert_eq!(c.stats().renewals, 0, "no renewal could happen");
     // Relay 1 refuses the expired token; the backend is back: the SDK fetches

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use client_sdk::{Acked, ClientEvent, Continuity};
 use protocol::{
-    ActionId, BattleId, Class, Event, EventKind, GiftId, Reason, RoomId, RoomState, Seq,
-    ServerTime,
+    ActionId, BattleId, Class, Event, EventKind, GiftId, Reason, RoomId, RoomState, Seq, ServerTime,
 };
 
 use crate::link::LinkStats;
