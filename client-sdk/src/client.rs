@@ -270,7 +270,8 @@ pub struct Stats {
     pub snapshots: u64,
     /// Moves to another relay.
     pub moves: u64,
-    /// `Throttled` answers: actions the relay held back (over the rate).
+    /// Sends the relay held back (`Throttled`: over the user's rate); the
+    /// relay's duplicate answers count once.
     pub throttled: u64,
     /// Fresh tokens handed to the relay (`Renew`).
     pub renewals: u64,

@@ -34,7 +34,10 @@
 //! - **Deadline**: every action has one. When it passes with no outcome the
 //!   action leaves ([`Retry::poll_expired`]) saying whether the rate limit
 //!   was what held it ([`Expiry::Throttled`]) or no answer came
-//!   ([`Expiry::NoAnswer`]); nothing is sent for it again.
+//!   ([`Expiry::NoAnswer`]); nothing is sent for it again. While pacing,
+//!   an action held by the rate with less than a retransmission timeout
+//!   left is not started at all: it waits for its deadline and leaves as
+//!   `Throttled` (not applied) rather than as `NoAnswer` (unknown).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -206,6 +209,9 @@ struct Entry {
     retransmitted: bool,
     /// Its next send goes on the stream (it was on the wire at a reconnect).
     stream_next: bool,
+    /// Held by the rate too close to its deadline to be answered in time:
+    /// never sent again, it waits for its deadline.
+    parked: bool,
 }
 
 /// The client pacing itself after a Throttled.
@@ -312,6 +318,7 @@ impl Retry {
             stage: Stage::Queued { not_before: 0 },
             retransmitted: false,
             stream_next: false,
+            parked: false,
             msg,
         };
         self.entries.insert(entry.msg.id, entry);
@@ -332,7 +339,9 @@ impl Retry {
 
     /// The relay did not forward `id` (its user is over the rate): hold it,
     /// and every other action, for `retry_after` plus jitter, then pace.
-    /// Returns whether the action was waiting.
+    /// Returns whether this was news: the action was on the wire (a second
+    /// answer to the same send, or one for an action already resolved,
+    /// returns `false`).
     pub fn handle_throttled(&mut self, now: u64, id: ActionId, retry_after: Duration) -> bool {
         let Some(e) = self.entries.get_mut(&id) else {
             return false;
@@ -350,7 +359,7 @@ impl Retry {
                 e.stage = Stage::Queued {
                     not_before: not_before.max(until),
                 };
-                return true;
+                return false;
             }
             Stage::Wire { .. } => e.stage = Stage::Queued { not_before: until },
         }
@@ -448,7 +457,14 @@ impl Retry {
             let Stage::Queued { not_before } = e.stage else {
                 continue;
             };
-            if not_before > now {
+            if not_before > now || e.parked {
+                continue;
+            }
+            // Paced, one that could not be answered before its deadline is
+            // not started: it is parked until then, and leaves as
+            // `Throttled` (not applied) rather than `NoAnswer` (unknown).
+            if p.interval.is_some() && e.deadline < now.saturating_add(rto) {
+                e.parked = true;
                 continue;
             }
             if let Some(interval) = p.interval {
@@ -536,6 +552,8 @@ impl Retry {
                     let t = copy_at.map_or(resend_at, |c| c.min(resend_at));
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
+                // A parked one only waits for its deadline.
+                Stage::Queued { .. } if e.parked => {}
                 Stage::Queued { not_before } => {
                     queued = Some(queued.map_or(not_before, |q| q.min(not_before)));
                 }
@@ -792,6 +810,32 @@ mod tests {
         );
         assert!(r.is_empty());
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn paced_an_action_too_close_to_its_deadline_is_not_started() {
+        let mut r = retry();
+        r.handle_send(0, gift(1), NEVER);
+        r.handle_send(0, gift(2), 100_000);
+        r.poll_transmit(0);
+        r.handle_throttled(1_000, id(1), Duration::from_millis(20));
+        r.handle_throttled(1_000, id(2), Duration::from_millis(20));
+        // Gift 1 goes again; gift 2's turn comes with less than the 100 ms
+        // timeout left before its deadline: it is not sent again.
+        let mut sent = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let Some(t) = r.poll_timeout() else { break };
+            assert!(t <= 100_000, "no wake-up after the last deadline: {t}");
+            sent.extend(r.poll_transmit(t).into_iter().map(|x| x.msg.id));
+            seen.extend(r.poll_expired(t));
+            if !seen.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(sent.first(), Some(&id(1)));
+        assert!(!sent.contains(&id(2)), "{sent:?}");
+        assert_eq!(seen, vec![(id(2), Expiry::Throttled)]);
     }
 
     #[test]

@@ -76,6 +76,7 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
 
     let mut applied = 0u64;
     let mut throttled = 0u64;
+    let mut unknown = 0u64;
     let mut ids = BTreeSet::new();
     let mut last = Duration::ZERO;
     for h in combo {
@@ -98,6 +99,12 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
                 throttled += 1;
                 id
             }
+            // On the wire at its deadline with no answer yet (an ack slower
+            // than the retransmission timeout on a loaded machine): unknown.
+            Err(Error::TimedOut { id }) => {
+                unknown += 1;
+                id
+            }
             Err(e) => panic!("a gift of the combo resolved as {e}"),
         };
         assert_eq!(id.session, gifter.session(), "it names the gifter's action");
@@ -112,6 +119,7 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
     // are held back past their deadline.
     assert!(applied >= 100, "{applied} applied, {throttled} throttled");
     assert!(throttled > 0, "{applied} applied, {throttled} throttled");
+    assert!(unknown <= 32, "{unknown} unknown: more than a window");
     let stats = gifter.stats();
     assert!(stats.throttled > 0, "{stats:?}");
     assert_eq!(stats.moves, 0, "the gifter was cut off: {stats:?}");
@@ -128,9 +136,74 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
     // Each applied gift counts exactly once; none held back counts at all.
     converge(&t, &[&gr, &or, &hr], Duration::from_secs(10)).await;
     let state = origin_state(&t, ROOM).await;
-    assert_eq!(state.gift_count, applied + 5 + OTHER_GIFTS as u64);
+    let known = applied + 5 + OTHER_GIFTS as u64;
+    assert!(
+        (known..=known + unknown).contains(&state.gift_count),
+        "{} gifts counted; {known} applied, {unknown} unknown",
+        state.gift_count
+    );
     eprintln!(
-        "combo: {applied} applied, {throttled} throttled past {DEADLINE:?}, last at {last:?}; \
+        "combo: {applied} applied, {throttled} throttled past {DEADLINE:?}, {unknown} unknown, \
+         last at {last:?}; \
          other user's worst ack {worst:?} (before {before:?}); gifter {stats:?}"
     );
+}
+
+/// The same when the relay fails under a client holding many unacknowledged
+/// gifts: they go again on the next relay — within the window, paced to the
+/// rate — and every one resolves, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_unacknowledged_gifts_resolve_on_the_next_relay() {
+    const HELD: u64 = 200;
+    let mut t = topology("combo-failover", 2, |s| {
+        let d = relay::Config::default();
+        s.relay.actions_per_sec = d.actions_per_sec;
+        s.relay.messages_per_sec = d.messages_per_sec;
+    })
+    .await;
+    let host = t.client(100, &[ROOM], &[0]).await.expect("host connects");
+    let hr = host.join(ROOM).await.expect("host joins");
+    assert!(hr.like(1).await.expect("opens").outcome.is_applied());
+    let gifter = (t.client_builder(1, &[]).relay(t.relay_addr(0)))
+        .relay(t.relay_addr(1))
+        .probe(false)
+        .action_deadline(Duration::from_secs(20))
+        .connect()
+        .await
+        .expect("gifter connects");
+    let gr = gifter.join(ROOM).await.expect("gifter joins");
+    // Relay 0 cannot reach the origin: nothing is acked; gifts pile up.
+    t.relays[0]
+        .as_ref()
+        .expect("relay 0")
+        .partition_upstream(true);
+    let gifts: Vec<_> = (0..HELD)
+        .map(|_| {
+            let gr = gr.clone();
+            tokio::spawn(async move { gr.gift(GiftId(1), 1).await })
+        })
+        .collect();
+    // Once the gifter has sent its window and fallen back to the stream for
+    // want of acks (polled: there is no event for it), kill its relay.
+    for _ in 0..500 {
+        if gifter.stats().fallbacks > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gifter.stats().fallbacks > 0, "the gifts went out");
+    t.relays[0].take().expect("relay 0").abort().await;
+    let mut ids = BTreeSet::new();
+    for g in gifts {
+        let acked = tokio::time::timeout(Duration::from_secs(30), g)
+            .await
+            .expect("a held gift hung")
+            .expect("task")
+            .expect("every held gift resolves with its outcome");
+        assert!(acked.outcome.is_applied(), "{acked:?}");
+        assert!(ids.insert(acked.id.n), "{} twice", acked.id);
+    }
+    assert_eq!(ids.len() as u64, HELD);
+    converge(&t, &[&gr], Duration::from_secs(10)).await;
+    assert_eq!(origin_state(&t, ROOM).await.gift_count, HELD);
 }
