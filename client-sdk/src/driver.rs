@@ -27,14 +27,13 @@ use protocol::message::{ActionMsg, ClientMsg, ErrorCode, Hello, ServerMsg, PROTO
 use protocol::net::{self, NetError};
 use protocol::time::{ClockSample, OffsetEstimator};
 use protocol::{Action, ActionId, Outcome, RoomId, RoomState, Seq, SessionId};
-
-use crate::token::{self as tokens, TokenFuture, TokenProvider};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::client::{Acked, ClientEvent, Config, Continuity, RelayInfo, Shared};
 use crate::error::Error;
 use crate::mirror::{Mirror, Update};
 use crate::retry::{Expiry, Path, Policy, Retry, Rtt};
+use crate::token::{self as tokens, TokenFuture, TokenProvider};
 
 /// Most actions waiting for an outcome at once (well inside the origin's
 /// per-session id window).
