@@ -1,7 +1,7 @@
 //! The app-facing API: build a client, join rooms, act, read the clock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use protocol::message::ALPN_CLIENT;
 use protocol::net::{self, Tuning};
 use protocol::room::{Goal, SeatMode};
 use protocol::{
-    Action, ActionId, BattleId, GiftId, Outcome, RoomId, RoomState, ServerTime, SessionId, UserId,
+    Action, ActionId, BattleId, GiftId, RoomId, RoomState, ServerTime, SessionId, UserId,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -18,6 +18,8 @@ use protocol::net::rustls::pki_types::CertificateDer;
 use crate::driver::{self, Command, Driver};
 use crate::error::Error;
 use crate::mirror::Update;
+use crate::outcome::Outcome;
+use crate::token::{TokenProvider, TokenResult};
 
 /// Which relay the client is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +70,10 @@ pub enum ClientEvent {
         /// Reachable or not.
         connected: bool,
     },
-    /// The session was refused for good (an expired or bad token): every
-    /// waiting action failed with this error and nothing reconnects. The app
-    /// gets a fresh token and builds a new client.
+    /// The session was refused for good (a bad token, or an expired one and
+    /// no token provider to renew it): every waiting action failed
+    /// ([`Error::Unresolved`] with this error as its cause) and nothing
+    /// reconnects. The app gets a fresh token and builds a new client.
     Failed {
         /// Why.
         error: Error,
@@ -82,7 +85,8 @@ pub enum ClientEvent {
 pub struct Acked {
     /// The action's id.
     pub id: ActionId,
-    /// Applied (with its seq) or rejected (with a reason).
+    /// Applied (with its seq), rejected (with a reason), or unknown (the
+    /// origin no longer remembers it: do not resend).
     pub outcome: Outcome,
     /// From the call to the ack.
     pub latency: Duration,
@@ -95,8 +99,13 @@ pub struct Config {
     pub relays: Vec<SocketAddr>,
     /// The relays' TLS name.
     pub server_name: String,
-    /// The signed token.
+    /// The signed token (see `protocol::token`); with a `token_provider`,
+    /// the first one (empty: the provider is asked before connecting).
     pub token: Vec<u8>,
+    /// Called for a fresh token before the current one expires (and after a
+    /// relay closed the connection for expiry); `None`: the token is fixed,
+    /// and its expiry ends the session.
+    pub token_provider: Option<TokenProvider>,
     /// Certificates to trust for relays.
     pub roots: Vec<CertificateDer<'static>>,
     /// Transport settings (keep-alive and idle timeout decide how fast a dead
@@ -112,6 +121,14 @@ pub struct Config {
     /// Rank relays by measured RTT (the default); off, they are tried in the
     /// order given (an app pinning users to a region).
     pub probe: bool,
+    /// How long an action may wait for its outcome (default 30 s): past it,
+    /// the SDK stops trying and the action's future resolves with
+    /// [`Error::Throttled`] or [`Error::TimedOut`]. [`Room::act_within`] sets
+    /// it per call.
+    pub action_deadline: Duration,
+    /// Most actions sent and not yet answered at once (default 32); more
+    /// wait in the SDK, oldest first, so a burst never floods the relay.
+    pub action_window: usize,
 }
 
 impl Default for Config {
@@ -120,12 +137,15 @@ impl Default for Config {
             relays: Vec::new(),
             server_name: "localhost".into(),
             token: Vec::new(),
+            token_provider: None,
             roots: Vec::new(),
             tuning: Tuning::default(),
             redundancy: Some(Duration::from_millis(4)),
             connect_timeout: Duration::from_millis(1500),
             datagrams: true,
             probe: true,
+            action_deadline: Duration::from_secs(30),
+            action_window: 32,
         }
     }
 }
@@ -149,9 +169,36 @@ impl ClientBuilder {
         self
     }
 
-    /// The signed token (see `protocol::token`).
+    /// A fixed signed token (see `protocol::token`): the session ends when
+    /// it expires. See [`ClientBuilder::token_provider`] for sessions that
+    /// outlive their tokens.
     pub fn token(mut self, token: Vec<u8>) -> Self {
         self.config.token = token;
+        self
+    }
+
+    /// Where fresh tokens come from: an async callback (typically a call to
+    /// the app's backend) the SDK calls before the current token expires,
+    /// and to connect if no [`ClientBuilder::token`] was given. The session
+    /// then outlives any one token.
+    pub fn token_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = TokenResult> + Send + 'static,
+    {
+        self.config.token_provider = Some(TokenProvider::new(f));
+        self
+    }
+
+    /// How long an action may wait for its outcome (default 30 s).
+    pub fn action_deadline(mut self, limit: Duration) -> Self {
+        self.config.action_deadline = limit;
+        self
+    }
+
+    /// Most actions sent and not yet answered at once (default 32).
+    pub fn action_window(mut self, n: usize) -> Self {
+        self.config.action_window = n;
         self
     }
 
@@ -223,6 +270,11 @@ pub struct Stats {
     pub snapshots: u64,
     /// Moves to another relay.
     pub moves: u64,
+    /// Sends the relay held back (`Throttled`: over the user's rate); the
+    /// relay's duplicate answers count once.
+    pub throttled: u64,
+    /// Fresh tokens handed to the relay (`Renew`).
+    pub renewals: u64,
 }
 
 #[derive(Debug, Default)]
@@ -231,6 +283,8 @@ pub(crate) struct Counters {
     pub resyncs: std::sync::atomic::AtomicU64,
     pub snapshots: std::sync::atomic::AtomicU64,
     pub moves: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+    pub renewals: std::sync::atomic::AtomicU64,
 }
 
 /// What the driver and the handles share.
@@ -239,6 +293,9 @@ pub(crate) struct Shared {
     pub stats: Counters,
     pub events: broadcast::Sender<ClientEvent>,
     pub relay: watch::Sender<Option<RelayInfo>>,
+    /// The last action counter handed out (ids are chosen by the handles, so
+    /// that every error names one).
+    next_n: AtomicU64,
     offset: AtomicI64,
     known: AtomicBool,
     anchor: std::sync::OnceLock<Instant>,
@@ -333,6 +390,34 @@ async fn probe(
     measured
 }
 
+/// A first connection refused: with a provider and an expired token, fetch
+/// a fresh one (once) and go on; otherwise the refusal is the answer.
+async fn renew_or_fail(
+    dial: &mut driver::Dial,
+    config: &Config,
+    renewed: &mut bool,
+    e: Error,
+) -> Result<(), Error> {
+    let expired = matches!(
+        e,
+        Error::Refused {
+            code: protocol::message::ErrorCode::TokenExpired,
+            ..
+        }
+    );
+    match (&config.token_provider, expired && !*renewed) {
+        (Some(p), true) => {
+            *renewed = true;
+            dial.token = p
+                .fetch()
+                .await
+                .map_err(|e| Error::Setup(format!("token provider: {e}")))?;
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
 impl Client {
     /// Start building a client.
     pub fn builder() -> ClientBuilder {
@@ -365,23 +450,36 @@ impl Client {
                 ranking.push(*a);
             }
         }
-        let dial = driver::Dial {
+        // A fixed token, or the provider's first one.
+        let mut token = config.token.clone();
+        if let (true, Some(p)) = (token.is_empty(), &config.token_provider) {
+            token = p
+                .fetch()
+                .await
+                .map_err(|e| Error::Setup(format!("token provider: {e}")))?;
+        }
+        let mut dial = driver::Dial {
             endpoint,
             cfg: client_config,
             server_name: config.server_name.clone(),
-            token: config.token.clone(),
+            token,
             session,
             timeout: config.connect_timeout,
             datagrams: config.datagrams,
         };
         let mut last = Error::Unreachable("no relay answered".into());
         let mut first = None;
+        // A token that expired before its first use is renewed once (with a
+        // provider); any other refusal ends here.
+        let mut renewed = false;
         // The fastest probe's connection carries the session; the rest close.
         let mut probes = measured.into_iter().map(|(_, _, c)| c);
         if let Some(best) = probes.next() {
             match driver::open_session(&dial, best, 1).await {
                 Ok(c) => first = Some(c),
-                Err(e @ Error::Refused { .. }) => return Err(e),
+                Err(e @ Error::Refused { .. }) => {
+                    renew_or_fail(&mut dial, &config, &mut renewed, e).await?;
+                }
                 Err(e) => last = e,
             }
         }
@@ -404,7 +502,10 @@ impl Client {
                         first = Some(c);
                         break;
                     }
-                    Err(e @ Error::Refused { .. }) => return Err(e),
+                    Err(e @ Error::Refused { .. }) => {
+                        renew_or_fail(&mut dial, &config, &mut renewed, e.clone()).await?;
+                        last = e;
+                    }
                     Err(e) => last = e,
                 }
             }
@@ -417,6 +518,7 @@ impl Client {
             stats: Counters::default(),
             events,
             relay,
+            next_n: AtomicU64::new(0),
             offset: AtomicI64::new(0),
             known: AtomicBool::new(false),
             anchor: std::sync::OnceLock::new(),
@@ -471,6 +573,8 @@ impl Client {
             resyncs: c.resyncs.load(Ordering::Relaxed),
             snapshots: c.snapshots.load(Ordering::Relaxed),
             moves: c.moves.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            renewals: c.renewals.load(Ordering::Relaxed),
         }
     }
 
@@ -479,17 +583,33 @@ impl Client {
         self.shared.session
     }
 
-    async fn act(&self, room: RoomId, action: Action) -> Result<Acked, Error> {
+    async fn act(
+        &self,
+        room: RoomId,
+        action: Action,
+        deadline: Option<Duration>,
+    ) -> Result<Acked, Error> {
+        // Chosen here, before anything can fail, so every error names it.
+        let id = ActionId {
+            session: self.shared.session,
+            n: self.shared.next_n.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        let closed = || Error::Unresolved {
+            id,
+            cause: Box::new(Error::Closed),
+        };
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Act {
+                id,
                 room,
                 action,
+                deadline,
                 reply,
             })
             .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Say goodbye to the relay and stop.
@@ -534,8 +654,21 @@ impl Room {
     /// arrives; the event it made may reach [`Room::state`] a moment later
     /// (the ack goes first so a sender never waits behind the fan-out of its
     /// own gift) — [`Room::wait_for`] waits for it.
+    ///
+    /// Always resolves: with its outcome ([`Outcome::Applied`],
+    /// [`Outcome::Rejected`], or [`Outcome::Unknown`]: do not resend), or by
+    /// the client's action deadline with an error naming the action
+    /// ([`Error::Throttled`]: held back by the user's rate limit;
+    /// [`Error::TimedOut`]: no answer), or [`Error::Busy`] /
+    /// [`Error::Unresolved`] (client closed or refused). Over the rate, the
+    /// SDK waits as the relay says and sends it again (same id) until then.
     pub async fn act(&self, action: Action) -> Result<Acked, Error> {
-        self.client.act(self.id, action).await
+        self.client.act(self.id, action, None).await
+    }
+
+    /// [`Room::act`] with its own deadline instead of the client's.
+    pub async fn act_within(&self, action: Action, deadline: Duration) -> Result<Acked, Error> {
+        self.client.act(self.id, action, Some(deadline)).await
     }
 
     /// Send `count` of a catalogue gift.

@@ -8,6 +8,11 @@
 //! before leaving the old one — and resumes: the same session, each room's
 //! last seq, and every unacknowledged action again. The app sees one
 //! `Reconnected` event saying whether continuity was gap-free or rebuilt.
+//!
+//! Tokens: with a provider, the driver fetches a fresh token when
+//! [`crate::token::renew_after`] says, sends it to the relay (`Renew`) and
+//! dials with it from then on; a connection closed for `TokenExpired` fetches
+//! one and resumes the session, like any other move.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -27,7 +32,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::client::{Acked, ClientEvent, Config, Continuity, RelayInfo, Shared};
 use crate::error::Error;
 use crate::mirror::{Mirror, Update};
-use crate::retry::{Path, Retry, Rtt};
+use crate::retry::{Expiry, Path, Policy, Retry, Rtt};
+use crate::token::{self as tokens, TokenFuture, TokenProvider};
 
 /// Most actions waiting for an outcome at once (well inside the origin's
 /// per-session id window).
@@ -43,8 +49,11 @@ pub(crate) enum Command {
         room: RoomId,
     },
     Act {
+        id: ActionId,
         room: RoomId,
         action: Action,
+        /// The client's deadline if `None`.
+        deadline: Option<Duration>,
         reply: oneshot::Sender<Result<Acked, Error>>,
     },
     Close,
@@ -109,7 +118,6 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     dial: Dial,
     session: SessionId,
-    next_n: u64,
     rooms: BTreeMap<RoomId, Slot>,
     waiters: BTreeMap<ActionId, (oneshot::Sender<Result<Acked, Error>>, Instant)>,
     retry: Retry,
@@ -134,8 +142,25 @@ pub(crate) struct Driver {
     failed: Option<Error>,
     /// When a broken room may be rejoined again (µs).
     rejoin_at: BTreeMap<RoomId, u64>,
+    /// Where fresh tokens come from, if anywhere.
+    provider: Option<TokenProvider>,
+    /// A fetch of a fresh token in progress.
+    fetching: Option<TokenFuture>,
+    /// When to fetch the next token (µs).
+    renew_at: Option<u64>,
+    /// Failed fetches in a row.
+    fetch_failures: u32,
+    /// The connection was closed (or refused) for expiry: connect again once
+    /// a fresh token has come.
+    reconnect_after_fetch: bool,
+    /// Expiry refusals in a row (a provider handing out spent tokens ends
+    /// the session after a few).
+    expired_refusals: u32,
     start: Instant,
 }
+
+/// Expiry refusals in a row, each after a fresh token, before giving up.
+const MAX_EXPIRED_REFUSALS: u32 = 3;
 
 impl Driver {
     pub(crate) fn new(
@@ -152,15 +177,20 @@ impl Driver {
         );
         // Copies are datagrams: none when the client takes no datagrams.
         let copy = (config.redundancy.filter(|_| config.datagrams)).map(|d| d.as_micros() as u64);
+        let policy = Policy {
+            copy_delay_us: copy,
+            datagrams: config.datagrams,
+            window: config.action_window,
+            seed: shared.session.0,
+        };
         let (live, rx) = first;
-        Driver {
+        let mut d = Driver {
             session: shared.session,
             shared,
             dial,
-            next_n: 0,
             rooms: BTreeMap::new(),
             waiters: BTreeMap::new(),
-            retry: Retry::new(copy, rtt),
+            retry: Retry::new(policy, rtt),
             clock: OffsetEstimator::new(32),
             pings: VecDeque::new(),
             nonce: 0,
@@ -177,9 +207,87 @@ impl Driver {
             retry_at: None,
             failed: None,
             rejoin_at: BTreeMap::new(),
+            provider: config.token_provider.clone(),
+            fetching: None,
+            renew_at: None,
+            fetch_failures: 0,
+            reconnect_after_fetch: false,
+            expired_refusals: 0,
             start: Instant::now(),
             config,
+        };
+        d.schedule_renewal();
+        d
+    }
+
+    /// Plan the next token fetch from the current token's expiry (read
+    /// without the secret: only to schedule).
+    fn schedule_renewal(&mut self) {
+        if self.provider.is_none() {
+            return;
         }
+        let Ok(claims) = protocol::token::unverified_claims(&self.dial.token) else {
+            tracing::warn!("the token's expiry cannot be read; it will not be renewed ahead");
+            self.renew_at = None;
+            return;
+        };
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let remaining = Duration::from_secs(claims.expires).saturating_sub(now_unix);
+        let wait = tokens::renew_after(remaining);
+        self.renew_at = Some(self.now() + wait.as_micros() as u64);
+    }
+
+    /// Ask the provider for a fresh token (unless a fetch is under way).
+    fn start_fetch(&mut self) {
+        if self.fetching.is_some() {
+            return;
+        }
+        if let Some(p) = &self.provider {
+            self.renew_at = None;
+            self.fetching = Some(p.fetch());
+        }
+    }
+
+    async fn handle_token(&mut self, r: tokens::TokenResult) {
+        self.fetching = None;
+        match r {
+            Ok(token) => {
+                self.fetch_failures = 0;
+                self.dial.token = token.clone();
+                self.schedule_renewal();
+                if self.reconnect_after_fetch {
+                    self.reconnect_after_fetch = false;
+                    if self.live.is_none() && self.connecting.is_none() {
+                        self.begin_move(None);
+                    }
+                } else if self.live.is_some() {
+                    self.shared.stats.renewals.fetch_add(1, Ordering::Relaxed);
+                    self.send_reliable(&ClientMsg::Renew { token }).await;
+                }
+            }
+            Err(e) => {
+                self.fetch_failures += 1;
+                let wait = tokens::fetch_retry(self.fetch_failures);
+                tracing::warn!(error = %e, failures = self.fetch_failures, "token provider failed; retrying");
+                self.renew_at = Some(self.now() + wait.as_micros() as u64);
+            }
+        }
+    }
+
+    /// The relay said the token expired (at connect, or by closing the
+    /// connection): with a provider, fetch a fresh one and connect again
+    /// (the same session); without one, or too often in a row, give up.
+    fn handle_expired(&mut self, e: Error) {
+        self.expired_refusals += 1;
+        if self.provider.is_none() || self.expired_refusals > MAX_EXPIRED_REFUSALS {
+            self.fail(e);
+            return;
+        }
+        tracing::info!("token expired; fetching a fresh one to resume");
+        self.reconnect_after_fetch = true;
+        self.start_fetch();
     }
 
     fn now(&self) -> u64 {
@@ -199,6 +307,7 @@ impl Driver {
                 Command(Option<Command>),
                 Incoming(u64, Incoming),
                 Connected(Result<(Live, mpsc::Receiver<(u64, Incoming)>), Error>),
+                Token(tokens::TokenResult),
                 Timer,
             }
             let woke = {
@@ -209,9 +318,16 @@ impl Driver {
                         None => std::future::pending().await,
                     }
                 };
+                let fetching = async {
+                    match &mut self.fetching {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let start = self.start;
                 tokio::select! {
                     c = commands.recv() => Wake::Command(c),
+                    t = fetching => Wake::Token(t),
                     i = incoming => match i {
                         Some((gen, inc)) => Wake::Incoming(gen, inc),
                         None => Wake::Timer,
@@ -228,6 +344,7 @@ impl Driver {
                     self.connecting = None;
                     self.handle_connected(r).await;
                 }
+                Wake::Token(r) => self.handle_token(r).await,
                 Wake::Timer => {}
             }
             self.handle_timers().await;
@@ -239,8 +356,11 @@ impl Driver {
         if let Some(old) = self.leaving.take() {
             old.close(ErrorCode::Normal, "bye");
         }
-        for (_, (reply, _)) in std::mem::take(&mut self.waiters) {
-            let _ = reply.send(Err(Error::Closed));
+        for (id, (reply, _)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(Error::Unresolved {
+                id,
+                cause: Box::new(Error::Closed),
+            }));
         }
     }
 
@@ -252,15 +372,16 @@ impl Driver {
             .values()
             .filter_map(|s| s.mirror.poll_timeout(tol, retry))
             .min();
-        [
-            self.retry.poll_timeout(),
-            mirrors,
-            Some(self.next_ping),
-            self.retry_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Without a connection nothing is sent: only deadlines matter.
+        let actions = match self.live {
+            Some(_) => self.retry.poll_timeout(),
+            None => self.retry.poll_deadline(),
+        };
+        let renew = self.renew_at.filter(|_| self.fetching.is_none());
+        [actions, mirrors, Some(self.next_ping), self.retry_at, renew]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// How long a gap may last before it is repaired: a little reordering is
@@ -278,7 +399,10 @@ impl Driver {
         if let Some(e) = &self.failed {
             match c {
                 Command::Join { reply, .. } => drop(reply.send(Err(e.clone()))),
-                Command::Act { reply, .. } => drop(reply.send(Err(e.clone()))),
+                Command::Act { id, reply, .. } => drop(reply.send(Err(Error::Unresolved {
+                    id,
+                    cause: Box::new(e.clone()),
+                }))),
                 Command::Leave { .. } | Command::Close => {}
             }
             return;
@@ -319,19 +443,16 @@ impl Driver {
                 }
             }
             Command::Act {
+                id,
                 room,
                 action,
+                deadline,
                 reply,
             } => {
                 if self.retry.len() >= MAX_IN_FLIGHT {
-                    let _ = reply.send(Err(Error::Busy));
+                    let _ = reply.send(Err(Error::Busy { id }));
                     return;
                 }
-                self.next_n += 1;
-                let id = ActionId {
-                    session: self.session,
-                    n: self.next_n,
-                };
                 let sent_at = self
                     .shared
                     .server_time()
@@ -343,14 +464,11 @@ impl Driver {
                     action,
                 };
                 self.waiters.insert(id, (reply, Instant::now()));
-                let now = self.now();
-                let (msg, _) = self.retry.handle_send(now, msg);
-                if self.config.datagrams {
-                    self.send_datagrams(&[ClientMsg::Action(msg)]).await;
-                } else {
-                    self.retry.mark_reliable(msg.id);
-                    self.send_reliable(&ClientMsg::Action(msg)).await;
-                }
+                let limit = deadline.unwrap_or(self.config.action_deadline);
+                let deadline = self.now().saturating_add(limit.as_micros() as u64);
+                // It goes out from `handle_timers`, right after this command,
+                // as the window and the pacing allow.
+                self.retry.handle_send(self.now(), msg, deadline);
             }
             Command::Close => {}
         }
@@ -389,11 +507,23 @@ impl Driver {
                     });
                     let failed = live.relay.addr;
                     live.close(ErrorCode::Normal, "lost");
-                    if let Some(code @ (ErrorCode::BadToken | ErrorCode::TokenExpired)) = code {
-                        self.fail(Error::Refused { code, reason: why });
-                        return;
+                    match code {
+                        Some(code @ ErrorCode::BadToken) => {
+                            self.fail(Error::Refused { code, reason: why });
+                        }
+                        Some(code @ ErrorCode::TokenExpired) => {
+                            // Resume like any move, once a fresh token came.
+                            if self.resume.is_none() {
+                                self.resume = Some(Resume {
+                                    started: Instant::now(),
+                                    waiting: BTreeSet::new(),
+                                    rebuilt: false,
+                                });
+                            }
+                            self.handle_expired(Error::Refused { code, reason: why });
+                        }
+                        _ => self.begin_move(Some(failed)),
                     }
-                    self.begin_move(Some(failed));
                 }
             }
         }
@@ -430,8 +560,13 @@ impl Driver {
                 }
             }
             ServerMsg::Ack { id, outcome } => self.handle_ack(now, id, outcome),
-            // Not an outcome: the retry timer sends the action again.
-            ServerMsg::Throttled { .. } => {}
+            // Not an outcome: the action waits as told, then goes again.
+            ServerMsg::Throttled { id, retry_after_ms } => {
+                let wait = Duration::from_millis(retry_after_ms.into());
+                if self.retry.handle_throttled(now, id, wait) {
+                    self.shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             ServerMsg::Pong { nonce, origin_time } => {
                 if let Some(pos) = self.pings.iter().position(|(n, _)| *n == nonce) {
                     let (_, sent) = self.pings[pos];
@@ -480,9 +615,16 @@ impl Driver {
     /// reconnects. New calls fail at once.
     fn fail(&mut self, e: Error) {
         tracing::warn!(error = %e, "the session was refused; giving up");
-        for (_, (reply, _)) in std::mem::take(&mut self.waiters) {
-            let _ = reply.send(Err(e.clone()));
+        for (id, (reply, _)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(Error::Unresolved {
+                id,
+                cause: Box::new(e.clone()),
+            }));
         }
+        self.retry.clear();
+        self.fetching = None;
+        self.renew_at = None;
+        self.reconnect_after_fetch = false;
         for slot in self.rooms.values_mut() {
             for j in slot.joiners.drain(..) {
                 let _ = j.send(Err(e.clone()));
@@ -500,7 +642,7 @@ impl Driver {
         if let Some((reply, started)) = self.waiters.remove(&id) {
             let _ = reply.send(Ok(Acked {
                 id,
-                outcome,
+                outcome: outcome.into(),
                 latency: started.elapsed(),
             }));
         }
@@ -623,9 +765,11 @@ impl Driver {
                 for (room, since) in rooms {
                     self.send_reliable(&ClientMsg::Join { room, since }).await;
                 }
-                for msg in self.retry.handle_reconnect() {
-                    self.send_reliable(&ClientMsg::Action(msg)).await;
-                }
+                // What was on the wire goes again (on the stream) from
+                // `handle_timers`, within the window.
+                let now = self.now();
+                self.retry.handle_reconnect(now);
+                self.expired_refusals = 0;
                 if let Some(mut old) = self.leaving.take() {
                     let _ = send_frame(&mut old.ctrl, &ClientMsg::Bye).await;
                     // Let the bye reach the relay before closing.
@@ -636,6 +780,12 @@ impl Driver {
                     self.resume_answered(RoomId(u64::MAX), false);
                 }
             }
+            Err(
+                e @ Error::Refused {
+                    code: ErrorCode::TokenExpired,
+                    ..
+                },
+            ) => self.handle_expired(e),
             Err(e) if is_fatal(&e) => self.fail(e),
             Err(e) => {
                 self.attempts += 1;
@@ -658,13 +808,32 @@ impl Driver {
             self.retry_at = None;
             self.try_next(None);
         }
+        if self.renew_at.is_some_and(|t| t <= now) {
+            self.start_fetch();
+        }
+        for (id, why) in self.retry.poll_expired(now) {
+            if let Some((reply, _)) = self.waiters.remove(&id) {
+                tracing::debug!(%id, ?why, "action past its deadline");
+                let _ = reply.send(Err(match why {
+                    Expiry::Throttled => Error::Throttled { id },
+                    Expiry::NoAnswer => Error::TimedOut { id },
+                }));
+            }
+        }
         let mut datagrams = Vec::new();
-        for (msg, path) in self.retry.poll_transmit(now) {
-            match path {
-                Path::Datagram => datagrams.push(ClientMsg::Action(msg)),
+        // Nothing is sent without a connection (a reconnect resends).
+        let sends = match self.live {
+            Some(_) => self.retry.poll_transmit(now),
+            None => Vec::new(),
+        };
+        for t in sends {
+            match t.path {
+                Path::Datagram => datagrams.push(ClientMsg::Action(t.msg)),
                 Path::Stream => {
-                    self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    self.send_reliable(&ClientMsg::Action(msg)).await
+                    if t.fallback {
+                        self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.send_reliable(&ClientMsg::Action(t.msg)).await
                 }
             }
         }

@@ -25,20 +25,30 @@
 //! without losing or repeating anything.
 //!
 //! What it deliberately does not do: decide anything (the origin does), or
-//! hide an outcome: a rejected action resolves with its reason.
+//! hide an outcome: a rejected action resolves with its reason, one the
+//! origin can no longer tell about resolves as [`Outcome::Unknown`] (never
+//! as a failure), and every action resolves — by its deadline at the
+//! latest, with an error naming its id ([`Error::action`]). Over the user's
+//! rate, it waits as the relay says and tries again; with a
+//! [`TokenProvider`] the session outlives its tokens.
 //!
-//! The decisions are pure code — [`mirror`] (state, gaps, resyncs) and
-//! [`retry`] (when and how to resend) — driven by one task per client.
+//! The decisions are pure code — [`mirror`] (state, gaps, resyncs),
+//! [`retry`] (when and how to send again, pacing, deadlines) and [`token`]
+//! (when to renew) — driven by one task per client.
 
 mod client;
 mod driver;
 mod error;
 pub mod mirror;
+mod outcome;
 pub mod retry;
+pub mod token;
 
 pub use client::{
     Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room, Stats,
 };
 pub use error::Error;
 pub use mirror::Update;
+pub use outcome::Outcome;
 pub use protocol;
+pub use token::TokenProvider;

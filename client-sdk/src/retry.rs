@@ -2,10 +2,14 @@
 //!
 //! An action goes first as a datagram, and again as a second datagram a few
 //! milliseconds later, so one lost packet costs nothing (an action is one
-//! small packet from one user: the copy is cheap). If no ack comes within the
-//! retransmission timeout, it goes on the reliable control stream. After a
-//! reconnect, everything unacknowledged goes again on the new stream. The
-//! origin's id memory makes every copy harmless.
+//! small packet from one user: the copy is cheap). If no answer comes within
+//! the retransmission timeout, it goes on the reliable control stream, and
+//! again on the stream at a backed-off interval (at least
+//! [`STREAM_RESEND_MIN`], doubling up to [`STREAM_RESEND_MAX`]) for as long as
+//! no answer comes: a relay may have dropped it (its pending queue is
+//! bounded, its link to the origin may have restarted). After a reconnect,
+//! everything unanswered goes again on the new stream. The origin's id memory
+//! makes every copy harmless.
 //!
 //! The timeout adapts to the measured ack round trip (RFC 6298 style:
 //! smoothed RTT plus four deviations, with a floor so that a copy arriving a
@@ -13,6 +17,27 @@
 //! their first datagram (Karn's rule). A timeout doubles the next timeouts
 //! until a valid sample arrives (RFC 6298 §5.5), and a new connection starts
 //! the estimate afresh: a path 10 ms longer must not look lost forever.
+//!
+//! Three bounds keep a burst (a "combo" of hundreds of gifts) from turning
+//! into a flood, and every action from waiting for ever:
+//! - **Window**: at most [`Policy::window`] actions are on the wire (sent,
+//!   with no answer yet) at once; the rest wait here, oldest first.
+//! - **Throttled**: the relay did not forward an action because its user is
+//!   over the rate. Not an outcome: the action waits here and goes again,
+//!   same id, no sooner than the `retry_after` the relay gave (plus jitter).
+//!   The whole client then paces itself: nothing new goes out before that
+//!   hold ends, then one action per interval — the relay's token interval,
+//!   learnt AIMD-style: it starts at the `retry_after` given, grows by a
+//!   quarter (at most once per interval) on each further Throttled and
+//!   shrinks by 1/128 on each outcome — until nothing waits and
+//!   [`PACE_QUIET`] has passed without a Throttled.
+//! - **Deadline**: every action has one. When it passes with no outcome the
+//!   action leaves ([`Retry::poll_expired`]) saying whether the rate limit
+//!   was what held it ([`Expiry::Throttled`]) or no answer came
+//!   ([`Expiry::NoAnswer`]); nothing is sent for it again. While pacing,
+//!   an action held by the rate with less than a retransmission timeout
+//!   left is not started at all: it waits for its deadline and leaves as
+//!   `Throttled` (not applied) rather than as `NoAnswer` (unknown).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -98,34 +123,154 @@ impl Rtt {
     }
 }
 
+/// The first stream resend of an unanswered action waits at least this long
+/// (µs), or twice the retransmission timeout if that is longer.
+pub const STREAM_RESEND_MIN: u64 = 500_000;
+/// Stream resends back off (doubling) up to this interval (µs).
+pub const STREAM_RESEND_MAX: u64 = 4_000_000;
+/// Pacing ends once nothing waits and no Throttled came for this long (µs).
+pub const PACE_QUIET: u64 = 1_000_000;
+
+/// The retry policy's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Send a copy datagram this long after the first (µs); `None`: once.
+    pub copy_delay_us: Option<u64>,
+    /// Whether to use datagrams at all; off, every send goes on the stream.
+    pub datagrams: bool,
+    /// Most actions on the wire (sent, no answer yet) at once; at least 1.
+    pub window: usize,
+    /// Seeds the jitter (the session id: clients differ, runs repeat).
+    pub seed: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            copy_delay_us: Some(4_000),
+            datagrams: true,
+            window: 32,
+            seed: 1,
+        }
+    }
+}
+
+/// One send of an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The action (same id every time).
+    pub msg: ActionMsg,
+    /// How it goes.
+    pub path: Path,
+    /// Its datagrams went unanswered: this is the first stream fallback.
+    pub fallback: bool,
+}
+
+/// Why an action left without an outcome at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The rate limit held it back when the deadline passed: the relay's
+    /// last word on it was Throttled (it was not forwarded on that try), or
+    /// it was waiting its turn while the client paced itself to the rate.
+    Throttled,
+    /// It was on the wire with no answer, or waiting behind earlier
+    /// unanswered actions (the window): whether it was applied is unknown.
+    NoAnswer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting here: not before `not_before` (a Throttled's hold), and only
+    /// when the window and the pacing allow.
+    Queued { not_before: u64 },
+    /// Sent, no answer yet.
+    Wire {
+        /// When the copy datagram is due, if one is still owed.
+        copy_at: Option<u64>,
+        /// When it goes (again) on the stream.
+        resend_at: u64,
+        /// Stream resends so far.
+        resends: u32,
+        /// Whether it is on the stream already (the next resend is no fallback).
+        on_stream: bool,
+    },
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     msg: ActionMsg,
     critical: bool,
-    first_sent: u64,
-    /// When the copy datagram is due (µs), if one is still owed.
-    copy_at: Option<u64>,
-    /// When it falls back to the stream (µs), unless already there.
-    fallback_at: Option<u64>,
+    /// First actual send (µs).
+    first_sent: Option<u64>,
+    /// When it leaves with no outcome (µs).
+    deadline: u64,
+    stage: Stage,
     /// Sent more than once (no RTT sample from its ack).
     retransmitted: bool,
+    /// Its next send goes on the stream (it was on the wire at a reconnect).
+    stream_next: bool,
+    /// Held by the rate too close to its deadline to be answered in time:
+    /// never sent again, it waits for its deadline.
+    parked: bool,
 }
 
-/// Actions sent and not yet acknowledged.
+/// The client pacing itself after a Throttled.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    /// Nothing is released before this (µs).
+    hold_until: u64,
+    /// While pacing: one release per this (µs), the longest retry-after seen.
+    interval: Option<u64>,
+    /// The next release while pacing (µs).
+    next_at: u64,
+    /// The last Throttled (µs).
+    last_throttle: u64,
+    /// The last time the interval grew (µs): at most once per interval.
+    last_increase: u64,
+}
+
+/// Actions waiting for their outcome: when and how each goes (again).
 #[derive(Debug, Clone)]
 pub struct Retry {
     entries: BTreeMap<ActionId, Entry>,
-    copy_delay: Option<u64>,
+    policy: Policy,
     rtt: Rtt,
+    pace: Pace,
+    rng: u64,
+}
+
+/// A xorshift step: jitter in `0..=max` without a dependency.
+fn jitter(rng: &mut u64, max: u64) -> u64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    if max == 0 {
+        0
+    } else {
+        *rng % (max + 1)
+    }
+}
+
+/// The gap before stream resend number `k` (from 1): at least twice the
+/// timeout and [`STREAM_RESEND_MIN`], doubling, at most [`STREAM_RESEND_MAX`].
+fn stream_gap(rto: u64, k: u32) -> u64 {
+    let base = (2 * rto).max(STREAM_RESEND_MIN);
+    base.saturating_mul(1 << k.saturating_sub(1).min(16))
+        .min(STREAM_RESEND_MAX)
 }
 
 impl Retry {
-    /// A retry policy; critical actions get a copy after `copy_delay_us`.
-    pub fn new(copy_delay_us: Option<u64>, rtt: Rtt) -> Self {
+    /// A retry policy.
+    pub fn new(policy: Policy, rtt: Rtt) -> Self {
         Retry {
             entries: BTreeMap::new(),
-            copy_delay: copy_delay_us,
+            policy: Policy {
+                window: policy.window.max(1),
+                ..policy
+            },
             rtt,
+            pace: Pace::default(),
+            rng: policy.seed | 1,
         }
     }
 
@@ -134,7 +279,7 @@ impl Retry {
         &self.rtt
     }
 
-    /// Actions waiting for an ack.
+    /// Actions waiting for an outcome (on the wire or here).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -144,83 +289,289 @@ impl Retry {
         self.entries.is_empty()
     }
 
-    /// A new action: send it now as a datagram.
-    pub fn handle_send(&mut self, now: u64, msg: ActionMsg) -> (ActionMsg, Path) {
-        let critical = msg.action.class().is_critical();
-        let rto = self.rtt.rto().as_micros() as u64;
+    /// Actions sent with no answer yet.
+    pub fn on_wire(&self) -> usize {
+        (self.entries.values())
+            .filter(|e| matches!(e.stage, Stage::Wire { .. }))
+            .count()
+    }
+
+    /// Forget every action (the session ended; their futures were answered).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Whether the client is pacing itself after a Throttled.
+    pub fn is_pacing(&self) -> bool {
+        self.pace.interval.is_some()
+    }
+
+    /// A new action, to leave with no outcome at `deadline` (µs). It goes
+    /// out from [`Retry::poll_transmit`] as soon as the window and the
+    /// pacing allow (at once, usually).
+    pub fn handle_send(&mut self, now: u64, msg: ActionMsg, deadline: u64) {
+        self.end_pacing(now);
         let entry = Entry {
-            critical,
-            first_sent: now,
-            copy_at: self.copy_delay.map(|d| now + d),
-            fallback_at: Some(now + rto),
+            critical: msg.action.class().is_critical(),
+            first_sent: None,
+            deadline,
+            stage: Stage::Queued { not_before: 0 },
             retransmitted: false,
-            msg: msg.clone(),
+            stream_next: false,
+            parked: false,
+            msg,
         };
-        self.entries.insert(msg.id, entry);
-        (msg, Path::Datagram)
+        self.entries.insert(entry.msg.id, entry);
     }
 
-    /// The action went on the reliable stream straight away (no datagrams on
-    /// this path): nothing more to send until a reconnect.
-    pub fn mark_reliable(&mut self, id: ActionId) {
-        if let Some(e) = self.entries.get_mut(&id) {
-            e.copy_at = None;
-            e.fallback_at = None;
-        }
-    }
-
-    /// An ack came: forget the action. Returns its first send time.
+    /// An outcome came: forget the action. Returns its first send time.
     pub fn handle_ack(&mut self, now: u64, id: ActionId) -> Option<u64> {
         let e = self.entries.remove(&id)?;
-        if !e.retransmitted {
-            self.rtt
-                .handle_sample(Duration::from_micros(now.saturating_sub(e.first_sent)));
+        if let Some(i) = &mut self.pace.interval {
+            *i = (*i - *i / 128).max(1_000);
         }
-        Some(e.first_sent)
+        if let (false, Some(first)) = (e.retransmitted, e.first_sent) {
+            self.rtt
+                .handle_sample(Duration::from_micros(now.saturating_sub(first)));
+        }
+        e.first_sent
     }
 
-    /// A new connection: everything unacknowledged goes again, on the stream,
-    /// and the round-trip estimate starts afresh for the new path.
-    pub fn handle_reconnect(&mut self) -> Vec<ActionMsg> {
+    /// The relay did not forward `id` (its user is over the rate): hold it,
+    /// and every other action, for `retry_after` plus jitter, then pace.
+    /// Returns whether this was news: the action was on the wire (a second
+    /// answer to the same send, or one for an action already resolved,
+    /// returns `false`).
+    pub fn handle_throttled(&mut self, now: u64, id: ActionId, retry_after: Duration) -> bool {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        let r = (retry_after.as_micros() as u64).max(1_000);
+        let until = now + r + jitter(&mut self.rng, r / 4);
+        let p = &mut self.pace;
+        p.hold_until = p.hold_until.max(until);
+        p.next_at = p.next_at.max(p.hold_until);
+        p.last_throttle = now;
+        match e.stage {
+            // A second answer to a send already held (the relay answers
+            // twice): it says nothing new about the rate.
+            Stage::Queued { not_before } => {
+                e.stage = Stage::Queued {
+                    not_before: not_before.max(until),
+                };
+                return false;
+            }
+            Stage::Wire { .. } => e.stage = Stage::Queued { not_before: until },
+        }
+        e.retransmitted = true;
+        p.interval = Some(match p.interval {
+            None => {
+                p.last_increase = now;
+                r
+            }
+            Some(i) if now >= p.last_increase + i => {
+                p.last_increase = now;
+                (i + i / 4).max(r)
+            }
+            Some(i) => i.max(r),
+        });
+        true
+    }
+
+    /// A new connection: everything on the wire goes again, on the stream
+    /// (within the window), and the round-trip estimate starts afresh for
+    /// the new path. Actions held by a Throttled keep their hold.
+    pub fn handle_reconnect(&mut self, now: u64) {
         self.rtt.reset();
         for e in self.entries.values_mut() {
-            e.copy_at = None;
-            e.fallback_at = None;
-            e.retransmitted = true;
+            if matches!(e.stage, Stage::Wire { .. }) {
+                e.stage = Stage::Queued { not_before: now };
+                e.stream_next = true;
+                e.retransmitted = true;
+            }
         }
-        self.entries.values().map(|e| e.msg.clone()).collect()
     }
 
-    /// What must go out now.
-    pub fn poll_transmit(&mut self, now: u64) -> Vec<(ActionMsg, Path)> {
+    /// What must go out now: copies, fallbacks and resends of what is on the
+    /// wire, then waiting actions as the window and the pacing allow.
+    pub fn poll_transmit(&mut self, now: u64) -> Vec<Transmit> {
         let mut out = Vec::new();
+        let rto = self.rtt.rto().as_micros() as u64;
         let mut timeouts = 0;
         for e in self.entries.values_mut() {
-            if e.copy_at.is_some_and(|t| t <= now) {
-                e.copy_at = None;
-                out.push((e.msg.clone(), Path::Datagram));
+            let Stage::Wire {
+                copy_at,
+                resend_at,
+                resends,
+                on_stream,
+            } = &mut e.stage
+            else {
+                continue;
+            };
+            if copy_at.is_some_and(|t| t <= now) {
+                *copy_at = None;
+                out.push(Transmit {
+                    msg: e.msg.clone(),
+                    path: Path::Datagram,
+                    fallback: false,
+                });
             }
-            if e.fallback_at.is_some_and(|t| t <= now) {
-                e.fallback_at = None;
-                e.copy_at = None;
+            if *resend_at <= now {
+                let fallback = !*on_stream;
+                timeouts += usize::from(fallback);
+                *copy_at = None;
+                *on_stream = true;
+                *resends += 1;
+                *resend_at = now + stream_gap(rto, *resends);
                 e.retransmitted = true;
-                timeouts += 1;
-                out.push((e.msg.clone(), Path::Stream));
+                out.push(Transmit {
+                    msg: e.msg.clone(),
+                    path: Path::Stream,
+                    fallback,
+                });
             }
         }
         // One backoff step per round of timeouts, not one per action.
         if timeouts > 0 {
             self.rtt.handle_timeout();
         }
+        self.release(now, &mut out);
         out
     }
 
-    /// When [`Retry::poll_transmit`] next has something.
+    /// Send waiting actions, oldest first, as the hold, the window and the
+    /// pacing allow.
+    fn release(&mut self, now: u64, out: &mut Vec<Transmit>) {
+        self.end_pacing(now);
+        let queued = self.entries.len() - self.on_wire();
+        let p = &mut self.pace;
+        if queued == 0 || now < p.hold_until {
+            return;
+        }
+        let rto = self.rtt.rto().as_micros() as u64;
+        let mut wire = self.entries.len() - queued;
+        for e in self.entries.values_mut() {
+            if wire >= self.policy.window {
+                break;
+            }
+            let Stage::Queued { not_before } = e.stage else {
+                continue;
+            };
+            if not_before > now || e.parked {
+                continue;
+            }
+            // Paced, one that could not be answered before its deadline is
+            // not started: it is parked until then, and leaves as
+            // `Throttled` (not applied) rather than `NoAnswer` (unknown).
+            if p.interval.is_some() && e.deadline < now.saturating_add(rto) {
+                e.parked = true;
+                continue;
+            }
+            if let Some(interval) = p.interval {
+                if now < p.next_at {
+                    break;
+                }
+                p.next_at = now + interval + jitter(&mut self.rng, interval / 10);
+            }
+            let path = if self.policy.datagrams && !e.stream_next {
+                Path::Datagram
+            } else {
+                Path::Stream
+            };
+            e.stream_next = false;
+            match e.first_sent {
+                None => e.first_sent = Some(now),
+                Some(_) => e.retransmitted = true,
+            }
+            e.stage = match path {
+                Path::Datagram => Stage::Wire {
+                    copy_at: self.policy.copy_delay_us.map(|d| now + d),
+                    resend_at: now + rto,
+                    resends: 0,
+                    on_stream: false,
+                },
+                Path::Stream => Stage::Wire {
+                    copy_at: None,
+                    resend_at: now + stream_gap(rto, 1),
+                    resends: 0,
+                    on_stream: true,
+                },
+            };
+            wire += 1;
+            out.push(Transmit {
+                msg: e.msg.clone(),
+                path,
+                fallback: false,
+            });
+        }
+    }
+
+    /// Pacing ends once nothing waits here and the relay has been quiet for
+    /// [`PACE_QUIET`] (while actions wait, a pace that works hears nothing).
+    fn end_pacing(&mut self, now: u64) {
+        let waiting = (self.entries.values()).any(|e| matches!(e.stage, Stage::Queued { .. }));
+        if !waiting && now >= self.pace.last_throttle + PACE_QUIET {
+            self.pace.interval = None;
+        }
+    }
+
+    /// Actions whose deadline has passed, and why: they are forgotten and
+    /// nothing is sent for them again.
+    pub fn poll_expired(&mut self, now: u64) -> Vec<(ActionId, Expiry)> {
+        let due: Vec<ActionId> = (self.entries.iter())
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let pacing = self.is_pacing();
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(e) = self.entries.remove(&id) else {
+                continue;
+            };
+            let why = match e.stage {
+                Stage::Queued { .. } if pacing => Expiry::Throttled,
+                _ => Expiry::NoAnswer,
+            };
+            out.push((id, why));
+        }
+        out
+    }
+
+    /// When [`Retry::poll_transmit`] or [`Retry::poll_expired`] next has
+    /// something.
     pub fn poll_timeout(&self) -> Option<u64> {
-        (self.entries.values())
-            .flat_map(|e| [e.copy_at, e.fallback_at])
-            .flatten()
-            .min()
+        let mut next = self.poll_deadline();
+        let mut wire = 0;
+        let mut queued: Option<u64> = None;
+        for e in self.entries.values() {
+            match e.stage {
+                Stage::Wire {
+                    copy_at, resend_at, ..
+                } => {
+                    wire += 1;
+                    let t = copy_at.map_or(resend_at, |c| c.min(resend_at));
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+                // A parked one only waits for its deadline.
+                Stage::Queued { .. } if e.parked => {}
+                Stage::Queued { not_before } => {
+                    queued = Some(queued.map_or(not_before, |q| q.min(not_before)));
+                }
+            }
+        }
+        if let Some(q) = queued.filter(|_| wire < self.policy.window) {
+            let mut t = q.max(self.pace.hold_until);
+            if self.pace.interval.is_some() {
+                t = t.max(self.pace.next_at);
+            }
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next
+    }
+
+    /// The next deadline only (what matters while there is no connection).
+    pub fn poll_deadline(&self) -> Option<u64> {
+        self.entries.values().map(|e| e.deadline).min()
     }
 
     /// Whether an action is critical (for callers that report).
@@ -233,6 +584,8 @@ impl Retry {
 mod tests {
     use super::*;
     use protocol::{Action, GiftId, RoomId, ServerTime, SessionId};
+
+    const NEVER: u64 = u64::MAX;
 
     fn msg(n: u64, action: Action) -> ActionMsg {
         ActionMsg {
@@ -256,61 +609,92 @@ mod tests {
         )
     }
 
-    fn retry() -> Retry {
-        let rtt = Rtt::new(
+    fn id(n: u64) -> ActionId {
+        gift(n).id
+    }
+
+    fn rtt() -> Rtt {
+        Rtt::new(
             Duration::from_millis(10),
             Duration::from_secs(1),
             Duration::from_millis(100),
-        );
-        Retry::new(Some(4_000), rtt)
+        )
+    }
+
+    fn retry() -> Retry {
+        Retry::new(
+            Policy {
+                copy_delay_us: Some(4_000),
+                datagrams: true,
+                window: 32,
+                seed: 7,
+            },
+            rtt(),
+        )
+    }
+
+    fn paths(t: &[Transmit]) -> Vec<Path> {
+        t.iter().map(|t| t.path).collect()
     }
 
     #[test]
-    fn a_gift_goes_twice_then_falls_back_to_the_stream() {
+    fn a_gift_goes_twice_then_falls_back_and_keeps_resending_on_the_stream() {
         let mut r = retry();
-        assert_eq!(r.handle_send(0, gift(1)).1, Path::Datagram);
+        r.handle_send(0, gift(1), NEVER);
+        assert_eq!(paths(&r.poll_transmit(0)), vec![Path::Datagram]);
         assert_eq!(r.poll_timeout(), Some(4_000));
         assert!(r.poll_transmit(3_999).is_empty());
-        assert_eq!(
-            r.poll_transmit(4_000)
-                .iter()
-                .map(|(_, p)| *p)
-                .collect::<Vec<_>>(),
-            vec![Path::Datagram]
-        );
+        assert_eq!(paths(&r.poll_transmit(4_000)), vec![Path::Datagram]);
         assert_eq!(r.poll_timeout(), Some(100_000));
+        let fb = r.poll_transmit(100_000);
+        assert_eq!(paths(&fb), vec![Path::Stream]);
+        assert!(fb[0].fallback);
+        // No answer on the stream either (a relay may have dropped it): it
+        // goes again, at a backed-off interval, for as long as nothing comes.
+        let mut at = 100_000;
+        let mut gaps = Vec::new();
+        for _ in 0..5 {
+            let next = r.poll_timeout().expect("a resend is due");
+            let sent = r.poll_transmit(next);
+            assert_eq!(paths(&sent), vec![Path::Stream]);
+            assert!(!sent[0].fallback, "only the first is a fallback");
+            assert_eq!(sent[0].msg.id, id(1), "same id every time");
+            gaps.push(next - at);
+            at = next;
+        }
         assert_eq!(
-            r.poll_transmit(100_000)
-                .iter()
-                .map(|(_, p)| *p)
-                .collect::<Vec<_>>(),
-            vec![Path::Stream]
+            gaps,
+            vec![500_000, 1_000_000, 2_000_000, 4_000_000, 4_000_000]
         );
-        // On the stream it is reliable: nothing more until a reconnect.
+        // An answer ends it.
+        r.handle_ack(at, id(1));
         assert_eq!(r.poll_timeout(), None);
-        assert_eq!(r.handle_reconnect().len(), 1);
     }
 
     #[test]
     fn a_chat_goes_twice_too() {
         let mut r = retry();
-        r.handle_send(0, msg(1, Action::Chat { text: "hi".into() }));
+        r.handle_send(0, msg(1, Action::Chat { text: "hi".into() }), NEVER);
+        r.poll_transmit(0);
         assert_eq!(r.poll_timeout(), Some(4_000));
     }
 
     #[test]
     fn timeouts_back_off_until_a_sample_and_a_new_path_starts_afresh() {
         let mut r = retry();
-        r.handle_send(0, gift(1));
-        r.handle_ack(10_000, gift(1).id);
+        r.handle_send(0, gift(1), NEVER);
+        r.poll_transmit(0);
+        r.handle_ack(10_000, id(1));
         let base = r.rtt().rto();
-        r.handle_send(20_000, gift(2));
+        r.handle_send(0, gift(2), NEVER);
+        r.poll_transmit(20_000);
         r.poll_transmit(20_000 + base.as_micros() as u64);
         assert_eq!(r.rtt().rto(), base * 2);
-        r.handle_send(200_000, gift(3));
-        r.handle_ack(210_000, gift(3).id);
+        r.handle_send(0, gift(3), NEVER);
+        r.poll_transmit(200_000);
+        r.handle_ack(210_000, id(3));
         assert!(r.rtt().rto() <= base, "a valid sample ends the backoff");
-        r.handle_reconnect();
+        r.handle_reconnect(300_000);
         assert_eq!(
             r.rtt().rto(),
             Duration::from_millis(100),
@@ -321,16 +705,261 @@ mod tests {
     #[test]
     fn the_timeout_follows_measured_round_trips_but_not_retransmissions() {
         let mut r = retry();
-        r.handle_send(0, gift(1));
-        assert_eq!(r.handle_ack(20_000, gift(1).id), Some(0));
+        r.handle_send(0, gift(1), NEVER);
+        r.poll_transmit(0);
+        assert_eq!(r.handle_ack(20_000, id(1)), Some(0));
         // srtt 20 ms, rttvar 10 ms: rto 20 + max(40, 5, 5) = 60 ms.
         assert_eq!(r.rtt().rto(), Duration::from_millis(60));
-        r.handle_send(100_000, gift(2));
+        r.handle_send(0, gift(2), NEVER);
+        r.poll_transmit(100_000);
         r.poll_transmit(1_000_000);
         // The timeout backs off; the ack of a retransmitted action is no
         // sample (Karn), so it neither skews the estimate nor ends the backoff.
         assert_eq!(r.rtt().rto(), Duration::from_millis(120));
-        r.handle_ack(2_000_000, gift(2).id);
+        r.handle_ack(2_000_000, id(2));
         assert_eq!(r.rtt().rto(), Duration::from_millis(120));
+    }
+
+    #[test]
+    fn a_throttled_action_waits_its_turn_then_goes_again_with_the_same_id() {
+        let mut r = Retry::new(
+            Policy {
+                copy_delay_us: None,
+                ..Policy::default()
+            },
+            rtt(),
+        );
+        r.handle_send(0, gift(1), NEVER);
+        r.poll_transmit(0);
+        assert!(r.handle_throttled(1_000, id(1), Duration::from_millis(20)));
+        // No fallback: it waits, and so does everything else.
+        r.handle_send(0, gift(2), NEVER);
+        assert!(r.poll_transmit(4_000).is_empty());
+        let due = r.poll_timeout().expect("it goes again");
+        assert!(
+            (21_000..=26_000).contains(&due),
+            "retry-after plus at most a quarter of jitter, got {due}"
+        );
+        assert!(r.poll_transmit(due - 1).is_empty());
+        let sent = r.poll_transmit(due);
+        assert_eq!(sent.len(), 1, "paced: one at a time");
+        assert_eq!(sent[0].msg.id, id(1), "the oldest first, same id");
+        // The next one a token interval later, give or take a tenth.
+        let next = r.poll_timeout().expect("the next one");
+        assert!((due + 20_000..=due + 22_000).contains(&next), "{next}");
+        assert_eq!(r.poll_transmit(next)[0].msg.id, id(2));
+        // Once nothing waits and the relay stays quiet, bursts are free again.
+        r.handle_ack(next + 1_000, id(1));
+        r.handle_ack(next + 1_000, id(2));
+        let later = next + PACE_QUIET;
+        r.handle_send(later, gift(3), NEVER);
+        r.handle_send(later, gift(4), NEVER);
+        assert_eq!(r.poll_transmit(later).len(), 2);
+        assert!(!r.is_pacing());
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_on_the_wire() {
+        let mut r = Retry::new(
+            Policy {
+                window: 4,
+                ..Policy::default()
+            },
+            rtt(),
+        );
+        for n in 1..=10 {
+            r.handle_send(0, gift(n), NEVER);
+        }
+        let first = r.poll_transmit(0);
+        assert_eq!(first.len(), 4);
+        assert_eq!(r.on_wire(), 4);
+        // Copies are not new actions: they do not take room in the window.
+        assert_eq!(r.poll_transmit(4_000).len(), 4);
+        r.handle_ack(5_000, id(2));
+        let next = r.poll_transmit(5_000);
+        assert_eq!(next.iter().map(|t| t.msg.id).collect::<Vec<_>>(), [id(5)]);
+        // A Throttled answer frees its place too.
+        r.handle_throttled(6_000, id(1), Duration::from_millis(5));
+        assert!(r.poll_transmit(6_000).is_empty(), "held");
+    }
+
+    #[test]
+    fn every_action_leaves_at_its_deadline_saying_why() {
+        let mut r = retry();
+        r.handle_send(0, gift(1), 1_000_000);
+        r.handle_send(0, gift(2), 1_000_000);
+        r.handle_send(0, gift(3), 2_000_000);
+        r.poll_transmit(0);
+        r.handle_throttled(1_000, id(2), Duration::from_secs(5));
+        assert_eq!(r.poll_timeout(), Some(4_000), "the copies are first");
+        r.poll_transmit(4_000);
+        // Nothing answers gift 1; gift 2 is held past its deadline.
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let Some(t) = r.poll_timeout() else { break };
+            r.poll_transmit(t);
+            seen.extend(r.poll_expired(t).into_iter().map(|(i, w)| (t, i, w)));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (1_000_000, id(1), Expiry::NoAnswer),
+                (1_000_000, id(2), Expiry::Throttled),
+                (2_000_000, id(3), Expiry::NoAnswer),
+            ]
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn paced_an_action_too_close_to_its_deadline_is_not_started() {
+        let mut r = retry();
+        r.handle_send(0, gift(1), NEVER);
+        r.handle_send(0, gift(2), 100_000);
+        r.poll_transmit(0);
+        r.handle_throttled(1_000, id(1), Duration::from_millis(20));
+        r.handle_throttled(1_000, id(2), Duration::from_millis(20));
+        // Gift 1 goes again; gift 2's turn comes with less than the 100 ms
+        // timeout left before its deadline: it is not sent again.
+        let mut sent = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let Some(t) = r.poll_timeout() else { break };
+            assert!(t <= 100_000, "no wake-up after the last deadline: {t}");
+            sent.extend(r.poll_transmit(t).into_iter().map(|x| x.msg.id));
+            seen.extend(r.poll_expired(t));
+            if !seen.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(sent.first(), Some(&id(1)));
+        assert!(!sent.contains(&id(2)), "{sent:?}");
+        assert_eq!(seen, vec![(id(2), Expiry::Throttled)]);
+    }
+
+    #[test]
+    fn a_reconnect_sends_what_was_on_the_wire_again_on_the_stream() {
+        let mut r = Retry::new(
+            Policy {
+                window: 2,
+                ..Policy::default()
+            },
+            rtt(),
+        );
+        for n in 1..=3 {
+            r.handle_send(0, gift(n), NEVER);
+        }
+        r.poll_transmit(0);
+        r.handle_reconnect(50_000);
+        let again = r.poll_transmit(50_000);
+        assert_eq!(
+            again.iter().map(|t| (t.msg.id, t.path)).collect::<Vec<_>>(),
+            vec![(id(1), Path::Stream), (id(2), Path::Stream)],
+            "once each, oldest first, within the window"
+        );
+        r.handle_ack(51_000, id(1));
+        // One that never went out goes as a datagram, as usual.
+        assert_eq!(paths(&r.poll_transmit(51_000)), vec![Path::Datagram]);
+    }
+
+    /// A relay's rate limit in miniature: a token bucket per client, copies
+    /// of a forwarded action are free, an ack `ack_us` after forwarding, a
+    /// Throttled (with the bucket's wait) `ack_us / 2` after a refusal.
+    struct Relay {
+        rate: f64,
+        tokens: f64,
+        burst: f64,
+        at: u64,
+        forwarded: std::collections::BTreeSet<ActionId>,
+        answers: BTreeMap<(u64, u64), (ActionId, Option<Duration>)>,
+        seq: u64,
+        messages: u64,
+        throttles: u64,
+    }
+
+    impl Relay {
+        fn new(rate: f64, burst: f64) -> Relay {
+            Relay {
+                rate,
+                tokens: burst,
+                burst,
+                at: 0,
+                forwarded: Default::default(),
+                answers: BTreeMap::new(),
+                seq: 0,
+                messages: 0,
+                throttles: 0,
+            }
+        }
+
+        fn handle(&mut self, now: u64, t: &Transmit) {
+            const ACK_US: u64 = 2_000;
+            self.messages += 1;
+            self.seq += 1;
+            let id = t.msg.id;
+            if self.forwarded.contains(&id) {
+                self.answers.insert((now + ACK_US, self.seq), (id, None));
+                return;
+            }
+            self.tokens = (self.tokens + (now - self.at) as f64 / 1e6 * self.rate).min(self.burst);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                self.forwarded.insert(id);
+                self.answers.insert((now + ACK_US, self.seq), (id, None));
+            } else {
+                self.throttles += 1;
+                let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+                self.answers.insert(
+                    (now + ACK_US / 2, self.seq),
+                    (id, Some(wait.max(Duration::from_millis(1)))),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_combo_over_the_rate_is_paced_to_it_and_every_action_resolves() {
+        // 500 gifts at once against 50 a second with bursts of 100.
+        let mut r = Retry::new(Policy::default(), rtt());
+        let mut relay = Relay::new(50.0, 100.0);
+        let deadline = 30_000_000;
+        for n in 1..=500 {
+            r.handle_send(0, gift(n), deadline);
+        }
+        let (mut now, mut acked, mut expired) = (0u64, 0u64, 0u64);
+        let mut steps = 0;
+        while !r.is_empty() {
+            steps += 1;
+            assert!(steps < 100_000, "bounded");
+            for t in r.poll_transmit(now) {
+                relay.handle(now, &t);
+            }
+            expired += r.poll_expired(now).len() as u64;
+            let answer = relay.answers.keys().next().map(|k| k.0);
+            let next = [r.poll_timeout(), answer].into_iter().flatten().min();
+            let Some(next) = next else { break };
+            now = now.max(next);
+            while let Some(e) = relay.answers.first_entry() {
+                if e.key().0 > now {
+                    break;
+                }
+                match e.remove() {
+                    (id, None) => acked += u64::from(r.handle_ack(now, id).is_some()),
+                    (id, Some(wait)) => {
+                        r.handle_throttled(now, id, wait);
+                    }
+                }
+            }
+        }
+        assert_eq!((acked, expired), (500, 0), "every gift applied, once");
+        // 400 beyond the burst at 50 a second: 8 s, and not much more.
+        assert!(now < 9_000_000, "finished at {now} µs");
+        // Paced, not hammering: a window's worth of refusals when the burst
+        // runs out, a few more while the pace is learnt; far below the
+        // relay's message limit (400 a second, bursts of 800).
+        assert!(relay.throttles < 64, "{} throttled", relay.throttles);
+        assert!(relay.messages < 600, "{} messages", relay.messages);
     }
 }

@@ -160,6 +160,19 @@ impl TokenKey {
     }
 }
 
+/// The claims of `token` WITHOUT checking its signature, purpose or expiry.
+///
+/// Unverified: anyone can forge these bytes. Only for the token's own holder
+/// to schedule things (the SDK reads `expires` to renew in time); never to
+/// decide what someone may do — that is [`TokenKey::verify`]'s job.
+pub fn unverified_claims(token: &[u8]) -> Result<Claims, TokenError> {
+    if token.len() <= TAG || token.len() > MAX_TOKEN {
+        return Err(TokenError::Malformed);
+    }
+    let body = &token[..token.len() - TAG];
+    crate::codec::decode(body).map_err(|_| TokenError::Malformed)
+}
+
 /// Seconds since the Unix epoch, from the system clock (for expiry checks).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -253,6 +266,23 @@ mod tests {
             Err(TokenError::WrongPurpose)
         );
         assert!(key.verify(&relay, Purpose::Cluster, 1_000).is_ok());
+    }
+
+    #[test]
+    fn the_holder_reads_its_claims_without_the_secret() {
+        let key = TokenKey::new(b"secret");
+        let t = key.mint(&claims());
+        assert_eq!(unverified_claims(&t), Ok(claims()));
+        // Unverified: a forged tag reads the same (hence "only to schedule").
+        let mut forged = t.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(unverified_claims(&forged).map(|c| c.expires), Ok(2_000));
+        assert_eq!(unverified_claims(b"short"), Err(TokenError::Malformed));
+        assert_eq!(
+            unverified_claims(&[0xff; TAG + 3]),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use client_sdk::Outcome;
 use common::*;
-use protocol::{GiftId, Outcome, RoomId};
+use protocol::{GiftId, RoomId};
 
 const A: RoomId = RoomId(7);
 

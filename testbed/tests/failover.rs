@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client_sdk::{Client, ClientEvent, Continuity, Room, Update};
+use client_sdk::{Client, ClientEvent, Continuity, Outcome, Room, Update};
 use common::*;
-use protocol::{GiftId, Outcome, RoomId, UserId};
+use protocol::{GiftId, RoomId, UserId};
 use testbed::impair::{LinkProfile, Profile};
 use testbed::link::{spawn_link, LinkConfig};
 use testbed::topology::Topology;

@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use client_sdk::{ClientEvent, Error};
+use client_sdk::{ClientEvent, Error, Outcome};
 use common::*;
 use protocol::message::ErrorCode;
 use protocol::token::{unix_now, Claims, Purpose};
-use protocol::{GiftId, Outcome, RoomId, UserId};
+use protocol::{GiftId, RoomId, UserId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_never_refuses_a_counted_gift() {
@@ -93,8 +93,8 @@ async fn a_refused_token_fails_the_session_instead_of_hanging() {
         .expect("the action resolves instead of hanging");
     assert!(
         matches!(
-            result,
-            Err(Error::Refused {
+            &result,
+            Err(Error::Unresolved { cause, .. }) if matches!(**cause, Error::Refused {
                 code: ErrorCode::TokenExpired,
                 ..
             })

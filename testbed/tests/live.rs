@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use client_sdk::{Room, Update};
+use client_sdk::{Outcome, Room, Update};
 use common::*;
 use protocol::room::Mute;
-use protocol::{EventKind, GiftId, Outcome, RoomId, UserId};
+use protocol::{EventKind, GiftId, RoomId, UserId};
 
 const A: RoomId = RoomId(1);
 const B: RoomId = RoomId(2);

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use client_sdk::Room;
+use client_sdk::{Outcome, Room};
 use common::*;
-use protocol::{GiftId, Outcome, RoomId};
+use protocol::{GiftId, RoomId};
 use testbed::impair::{LinkProfile, Profile};
 use testbed::link::{spawn_link, LinkConfig};
 

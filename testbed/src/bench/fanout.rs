@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use client_sdk::{Client, Room, Update};
+use client_sdk::{Client, Outcome, Room, Update};
 use protocol::token::{unix_now, Claims, Purpose, TokenKey};
-use protocol::{GiftId, Outcome, RoomId, SessionId, UserId};
+use protocol::{GiftId, RoomId, SessionId, UserId};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 
@@ -298,6 +298,12 @@ impl Audience {
                         rejected += 1;
                         if error_text.len() < 3 {
                             error_text.push(format!("rejected: {reason:?}"));
+                        }
+                    }
+                    Outcome::Unknown => {
+                        rejected += 1;
+                        if error_text.len() < 3 {
+                            error_text.push("unknown (stale)".into());
                         }
                     }
                 },

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use client_sdk::Client;
+use client_sdk::{Client, Outcome};
 use protocol::net::Identity;
-use protocol::{GiftId, Outcome, RoomId, SessionId};
+use protocol::{GiftId, RoomId, SessionId};
 
 use super::child::{Server, Spawn};
 use super::echo::{self, RoundTrips};

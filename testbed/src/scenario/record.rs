@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use client_sdk::{Acked, ClientEvent, Continuity};
 use protocol::{
-    ActionId, BattleId, Class, Event, EventKind, GiftId, Outcome, Reason, RoomId, RoomState, Seq,
-    ServerTime,
+    ActionId, BattleId, Class, Event, EventKind, GiftId, Reason, RoomId, RoomState, Seq, ServerTime,
 };
 
 use crate::link::LinkStats;
@@ -416,12 +415,18 @@ impl Tracker {
         let (result, latency_us) = match r {
             Ok(a) => (
                 match a.outcome {
-                    Outcome::Applied { seq } => ActionResult::Applied { id: a.id, seq },
-                    Outcome::Rejected { reason } => ActionResult::Rejected { id: a.id, reason },
+                    client_sdk::Outcome::Applied { seq } => ActionResult::Applied { id: a.id, seq },
+                    client_sdk::Outcome::Rejected { reason } => {
+                        ActionResult::Rejected { id: a.id, reason }
+                    }
+                    client_sdk::Outcome::Unknown => ActionResult::Rejected {
+                        id: a.id,
+                        reason: Reason::Stale,
+                    },
                 },
                 micros(a.latency),
             ),
-            Err(client_sdk::Error::Busy) => (ActionResult::Busy, 0),
+            Err(client_sdk::Error::Busy { .. }) => (ActionResult::Busy, 0),
             Err(e) => (ActionResult::Failed(e.to_string()), 0),
         };
         if latency_us > 0 {
@@ -758,11 +763,11 @@ mod tests {
             a,
             &Ok(Acked {
                 id,
-                outcome: Outcome::Applied { seq: Seq(4) },
+                outcome: client_sdk::Outcome::Applied { seq: Seq(4) },
                 latency: Duration::from_millis(3),
             }),
         );
-        t.end(c, &Err(client_sdk::Error::Busy));
+        t.end(c, &Err(client_sdk::Error::Busy { id }));
         assert_eq!((t.in_flight(), t.acked()), (1, 1));
         assert_eq!(t.recent_p99(), Some(3_000));
         let all = t.finish();
