@@ -287,6 +287,9 @@ pub(crate) struct Counters {
     pub renewals: std::sync::atomic::AtomicU64,
 }
 
+/// Longest `connect` waits for the first clock sample.
+const CLOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// What the driver and the handles share.
 pub(crate) struct Shared {
     pub session: SessionId,
@@ -299,6 +302,8 @@ pub(crate) struct Shared {
     offset: AtomicI64,
     known: AtomicBool,
     anchor: std::sync::OnceLock<Instant>,
+    /// Whether the clock has had its first sample (`connect` waits for it).
+    synced: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -306,6 +311,8 @@ impl Shared {
         let _ = self.anchor.set(anchor);
         self.offset.store(offset, Ordering::Relaxed);
         self.known.store(true, Ordering::Release);
+        self.synced
+            .send_if_modified(|s| !std::mem::replace(s, true));
     }
 
     pub(crate) fn server_time(&self) -> Option<ServerTime> {
@@ -522,10 +529,18 @@ impl Client {
             offset: AtomicI64::new(0),
             known: AtomicBool::new(false),
             anchor: std::sync::OnceLock::new(),
+            synced: watch::channel(false).0,
         });
         let (commands, rx) = mpsc::channel(1024);
         let driver = Driver::new(config, shared.clone(), dial, ranking, first);
+        let mut synced = shared.synced.subscribe();
         tokio::spawn(driver.run(rx));
+        // The first clock exchange goes out at once and takes one round
+        // trip. Waiting for it means every action carries a real origin-time
+        // stamp: the origin answers an unstamped action of a session it does
+        // not remember `Stale` once it has forgotten one of the user's
+        // sessions, because it cannot tell it from an old one.
+        let _ = tokio::time::timeout(CLOCK_WAIT, synced.wait_for(|s| *s)).await;
         Ok(Client { commands, shared })
     }
 

@@ -35,6 +35,10 @@ pub struct Spec {
     pub data_dir: Option<PathBuf>,
     /// The origin writes a checkpoint after this many records.
     pub checkpoint_every: u64,
+    /// Rooms opened by the operator at start, as a platform's backend opens
+    /// a scheduled show (only a host or an operator opens a room; tests and
+    /// scenarios have viewers act in rooms whose host may come later).
+    pub open_rooms: Vec<RoomId>,
 }
 
 impl Default for Spec {
@@ -57,6 +61,7 @@ impl Default for Spec {
             },
             data_dir: None,
             checkpoint_every: origin::Config::default().checkpoint_every,
+            open_rooms: (1..=32).map(RoomId).collect(),
         }
     }
 }
@@ -121,6 +126,9 @@ impl Topology {
         let origin = Origin::start_with(origin_config.clone(), identity.clone())
             .await
             .context("starting the origin")?;
+        for room in &spec.open_rooms {
+            anyhow::ensure!(origin.open_room(*room).await, "opening {room}");
+        }
         // Keep the port: a restarted origin comes back on it.
         let origin_config = origin::Config {
             listen: origin.addr(),
@@ -214,7 +222,6 @@ impl Topology {
     pub fn cluster_secret(&self) -> &str {
         &self.cluster_secret
     }
-
 
     /// A client builder for `user` that trusts this topology.
     pub fn client_builder(&self, user: u64, host_of: &[RoomId]) -> ClientBuilder {

@@ -284,6 +284,30 @@ impl OriginProbe {
         })
         .await
         .context("no snapshot from the origin within 5 s")??;
+        // Only a host opens a room: its host sets the seat mode first.
+        let host = Actor {
+            user: UserId(session.0 ^ 1),
+            grant: Grant::Host,
+        };
+        let open = ActionMsg {
+            id: ActionId {
+                session: SessionId(session.0 ^ 1),
+                n: 1,
+            },
+            room,
+            sent_at: ServerTime::ZERO,
+            action: Action::SeatMode {
+                mode: protocol::room::SeatMode::ApplyToTake,
+            },
+        };
+        net::write_frame(
+            &mut self.send,
+            &UpMsg::Action {
+                actor: host,
+                msg: open,
+            },
+        )
+        .await?;
         let actor = Actor {
             user: UserId(session.0),
             grant: Grant::Viewer,

@@ -477,6 +477,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     progress("starting the echo, origin and relay processes");
     let secrets = Secrets::generate(&dir)?;
     let servers = start_servers(plan, &dir, &cert, &key, &secrets).await?;
+    open_rooms(servers.relay.addr(), &cert_pem_of(&cert)?, &secrets.token).await?;
     let me = std::process::id();
     let mut procs = vec![
         proc_report("origin", servers.origin.pid()),
@@ -871,4 +872,46 @@ impl Report {
             ("gap_us", Value::from(u64::try_from(self.gap.as_micros()).unwrap_or(u64::MAX))),
         ])
     }
+}
+
+fn cert_pem_of(cert: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))
+}
+
+/// Only a host (or an operator) opens a room: the bench's rooms are opened
+/// by their host's first action, as a show starts.
+async fn open_rooms(
+    relay: std::net::SocketAddr,
+    cert_pem: &str,
+    token_secret: &str,
+) -> anyhow::Result<()> {
+    let rooms = [RoomId(1), RoomId(2)];
+    let token = protocol::token::TokenKey::new(token_secret.as_bytes()).mint(
+        &protocol::token::Claims::client(
+            protocol::UserId(1),
+            rooms.to_vec(),
+            protocol::token::unix_now() + 3600,
+        ),
+    );
+    let host = Client::builder()
+        .relay(relay)
+        .token(token)
+        .trust_pem(cert_pem)?
+        .connect()
+        .await
+        .context("connecting the host")?;
+    for id in rooms {
+        let room = host.join(id).await.context("the host joins")?;
+        let acked = room
+            .seat_mode(protocol::room::SeatMode::ApplyToTake)
+            .await
+            .context("the host opens the room")?;
+        anyhow::ensure!(
+            acked.outcome.is_applied(),
+            "opening {id}: {:?}",
+            acked.outcome
+        );
+    }
+    host.close().await;
+    Ok(())
 }
