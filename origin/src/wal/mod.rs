@@ -81,6 +81,7 @@
 
 mod crc;
 mod format;
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 
