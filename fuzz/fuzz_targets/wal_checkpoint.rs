@@ -9,10 +9,8 @@ use std::sync::OnceLock;
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "ringside-fuzz-checkpoint-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("ringside-fuzz-checkpoint-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
         dir
     })

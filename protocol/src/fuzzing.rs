@@ -49,8 +49,10 @@ enum StreamEnd {
 fn decode_stream<M: DeserializeOwned>(data: &[u8], piece: usize) -> (Vec<M>, StreamEnd) {
     let mut dec = FrameDecoder::new();
     let mut out = Vec::new();
+    let mut fed = 0;
     for chunk in data.chunks(piece.max(1)) {
         dec.extend(chunk);
+        fed += chunk.len();
         loop {
             match dec.decode::<M>() {
                 Ok(Some(m)) => out.push(m),
@@ -58,12 +60,21 @@ fn decode_stream<M: DeserializeOwned>(data: &[u8], piece: usize) -> (Vec<M>, Str
                 Err(e) => return (out, StreamEnd::Failed(e)),
             }
         }
-        // Waiting for more: what is held is less than one whole frame.
+        // Waiting for more: what is held is less than one whole frame, and
+        // a header over the limit was refused at once, never waited on.
+        let held = dec.buffered();
         assert!(
-            dec.buffered() < FRAME_HEADER + MAX_FRAME,
-            "{} bytes buffered while waiting for a frame",
-            dec.buffered()
+            held < FRAME_HEADER + MAX_FRAME,
+            "{held} bytes buffered while waiting for a frame"
         );
+        if held >= FRAME_HEADER {
+            let h = &data[fed - held..];
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            assert!(
+                len as usize <= MAX_FRAME,
+                "waiting for the rest of a frame of {len} bytes"
+            );
+        }
     }
     let end = match dec.buffered() {
         0 => StreamEnd::Clean,

@@ -50,7 +50,11 @@ fn scan_checked(data: &[u8], max: usize) -> usize {
     let scanned = match scan(data, max) {
         Ok(s) => s,
         Err((at, _)) => {
+            // An intact entry of undecodable records: the entries before it
+            // are fine.
             assert!(at < data.len(), "undecodable entry at {at} past the end");
+            let before = scan(&data[..at], max).expect("the entries before decode");
+            assert_eq!(before.end, End::Clean);
             return 0;
         }
     };
