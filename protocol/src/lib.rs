@@ -22,6 +22,7 @@
 
 pub mod class;
 pub mod codec;
+pub mod fuzzing;
 pub mod id;
 pub mod message;
 #[cfg(feature = "net")]

@@ -82,6 +82,7 @@
 mod archive;
 mod crc;
 mod format;
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,228 @@
+//! Fuzz target bodies for every decoder of this crate, shared by the
+//! cargo-fuzz targets in `fuzz/` and the corpus replay in
+//! `protocol/tests/fuzz_corpus.rs`, so a crashing input added to the corpus
+//! fails `cargo test` the same way it failed the fuzzer.
+//!
+//! Each body takes arbitrary bytes, must never panic, and checks what the
+//! decoder promises (see [`crate::codec`]): decoding is independent of how the
+//! bytes arrive, whatever decodes encodes again and decodes to the same
+//! value, and nothing is buffered past the frame limit. A body returns how
+//! many messages (or tokens) it accepted, so the replay can tell that the
+//! corpus still holds valid encodings.
+//!
+//! Not for production use: an invariant that does not hold panics.
+
+use crate::codec::{unpack, write_frame, CodecError, FrameDecoder, Packer};
+use crate::codec::{DEFAULT_DATAGRAM, FRAME_HEADER, MAX_FRAME};
+use crate::message::{ClientMsg, DownMsg, ServerMsg, UpMsg};
+use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+
+/// Piece sizes the stream body feeds a [`FrameDecoder`] with, besides the
+/// whole input at once: every one must decode the same messages.
+pub const FRAME_PIECES: [usize; 3] = [1, 7, 1024];
+
+/// Stream frames: the input as a byte stream from a peer, decoded as each of
+/// the four message enums ([`ClientMsg`], [`ServerMsg`], [`UpMsg`],
+/// [`DownMsg`]). Returns the messages decoded, over all four.
+pub fn frames(data: &[u8]) -> usize {
+    frames_as::<ClientMsg>(data)
+        + frames_as::<ServerMsg>(data)
+        + frames_as::<UpMsg>(data)
+        + frames_as::<DownMsg>(data)
+}
+
+/// How a stream of frames ended.
+#[derive(Debug, PartialEq)]
+enum StreamEnd {
+    /// Every byte was decoded.
+    Clean,
+    /// Bytes of an unfinished frame are held.
+    Pending(usize),
+    /// A frame was refused (the peer would be closed).
+    Failed(CodecError),
+}
+
+/// Decode `data` fed in pieces of `piece` bytes, up to the first error.
+fn decode_stream<M: DeserializeOwned>(data: &[u8], piece: usize) -> (Vec<M>, StreamEnd) {
+    let mut dec = FrameDecoder::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    for chunk in data.chunks(piece.max(1)) {
+        dec.extend(chunk);
+        fed += chunk.len();
+        loop {
+            match dec.decode::<M>() {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => break,
+                Err(e) => return (out, StreamEnd::Failed(e)),
+            }
+        }
+        // Waiting for more: what is held is less than one whole frame, and
+        // a header over the limit was refused at once, never waited on.
+        let held = dec.buffered();
+        assert!(
+            held < FRAME_HEADER + MAX_FRAME,
+            "{held} bytes buffered while waiting for a frame"
+        );
+        if held >= FRAME_HEADER {
+            let h = &data[fed - held..];
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            assert!(
+                len as usize <= MAX_FRAME,
+                "waiting for the rest of a frame of {len} bytes"
+            );
+        }
+    }
+    let end = match dec.buffered() {
+        0 => StreamEnd::Clean,
+        n => StreamEnd::Pending(n),
+    };
+    (out, end)
+}
+
+fn frames_as<M>(data: &[u8]) -> usize
+where
+    M: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let (msgs, end) = decode_stream::<M>(data, data.len());
+    for piece in FRAME_PIECES {
+        let (again, again_end) = decode_stream::<M>(data, piece);
+        assert_eq!(again, msgs, "pieces of {piece} decode other messages");
+        assert_eq!(again_end, end, "pieces of {piece} end otherwise");
+    }
+    // Whatever decoded encodes again, within the frame limit (never longer
+    // than the bytes it came from), and decodes to the same messages.
+    let mut wire = BytesMut::new();
+    for m in &msgs {
+        let before = wire.len();
+        if let Err(e) = write_frame(m, &mut wire) {
+            panic!("a decoded message does not encode again: {e}: {m:?}");
+        }
+        assert!(wire.len() - before <= FRAME_HEADER + MAX_FRAME);
+    }
+    assert!(wire.len() <= data.len(), "re-encoding grew the stream");
+    let (again, again_end) = decode_stream::<M>(&wire, wire.len());
+    assert_eq!(again, msgs);
+    assert_eq!(again_end, StreamEnd::Clean);
+    msgs.len()
+}
+
+/// Packed datagrams: the input as one datagram from a peer, unpacked as each
+/// of the four message enums. Returns the messages unpacked, over all four.
+pub fn datagrams(data: &[u8]) -> usize {
+    datagrams_as::<ClientMsg>(data)
+        + datagrams_as::<ServerMsg>(data)
+        + datagrams_as::<UpMsg>(data)
+        + datagrams_as::<DownMsg>(data)
+}
+
+fn datagrams_as<M>(data: &[u8]) -> usize
+where
+    M: Serialize + DeserializeOwned + PartialEq + Debug + Clone,
+{
+    let mut msgs = Vec::new();
+    let mut it = unpack::<M>(data);
+    // Each entry takes at least one byte, so the iteration is bounded.
+    for _ in 0..=data.len() {
+        match it.next() {
+            Some(Ok(m)) => msgs.push(m),
+            Some(Err(_)) => {
+                assert!(it.next().is_none(), "unpacking went on after an error");
+                break;
+            }
+            None => break,
+        }
+    }
+    assert!(it.next().is_none(), "more entries than bytes");
+    // Packed again into one datagram as large as the input (an entry never
+    // grows when encoded again), they unpack to the same messages.
+    let mut packer = Packer::new(data.len().max(DEFAULT_DATAGRAM));
+    for m in &msgs {
+        if let Err(e) = packer.push(m) {
+            panic!("a decoded message does not pack again: {e}: {m:?}");
+        }
+    }
+    let packed = packer.finish();
+    assert!(packed.len() <= 1, "{} datagrams", packed.len());
+    let again: Result<Vec<M>, _> = packed.iter().flat_map(|d| unpack::<M>(d)).collect();
+    assert_eq!(again.as_ref(), Ok(&msgs));
+    msgs.len()
+}
+
+/// Token verification, with the `net` feature.
+#[cfg(feature = "net")]
+pub use tokens_body::{tokens, FUZZ_NOW, FUZZ_SECRET};
+
+#[cfg(feature = "net")]
+mod tokens_body {
+    use crate::codec::decode;
+    use crate::token::{Claims, Purpose, TokenError, TokenKey, MAX_TOKEN};
+    use crate::RoomId;
+    use ring::hmac;
+
+    /// The secret the tokens body verifies with (the seed corpus's valid
+    /// tokens are minted with it).
+    pub const FUZZ_SECRET: &[u8] = b"ringside fuzzing secret, 32 bytes+";
+
+    /// The time (Unix seconds) the tokens body verifies at.
+    pub const FUZZ_NOW: u64 = 1_800_000_000;
+
+    const TAG: usize = 32;
+
+    /// Tokens: the input as a token offered to [`TokenKey::verify`] for
+    /// each [`Purpose`]; then, since a fuzzer cannot forge a signature, the
+    /// input (and the input less its last 32 bytes) signed with
+    /// [`FUZZ_SECRET`], so the claims decoder behind the signature check is
+    /// reached too. Returns the verifications that passed.
+    pub fn tokens(data: &[u8]) -> usize {
+        let key = TokenKey::new(FUZZ_SECRET);
+        let mut passed = 0;
+        for purpose in [Purpose::Client, Purpose::Cluster] {
+            let result = key.verify(data, purpose, FUZZ_NOW);
+            if data.len() <= TAG || data.len() > MAX_TOKEN {
+                assert_eq!(result, Err(TokenError::Malformed));
+            }
+            passed += usize::from(check(&key, purpose, result));
+        }
+        let raw = hmac::Key::new(hmac::HMAC_SHA256, FUZZ_SECRET);
+        let bodies = [Some(data), data.len().checked_sub(TAG).map(|n| &data[..n])];
+        for body in bodies.into_iter().flatten() {
+            if body.is_empty() || body.len() + TAG > MAX_TOKEN {
+                continue;
+            }
+            let mut token = body.to_vec();
+            token.extend_from_slice(hmac::sign(&raw, body).as_ref());
+            let claims = decode::<Claims>(body).ok();
+            for purpose in [Purpose::Client, Purpose::Cluster] {
+                let result = key.verify(&token, purpose, FUZZ_NOW);
+                // A signed token is judged on its claims alone.
+                let expected = match &claims {
+                    None => Err(TokenError::Malformed),
+                    Some(c) if c.purpose != purpose => Err(TokenError::WrongPurpose),
+                    Some(c) if c.expires <= FUZZ_NOW => Err(TokenError::Expired),
+                    Some(c) => Ok(c.clone()),
+                };
+                assert_eq!(result, expected);
+                passed += usize::from(check(&key, purpose, result));
+            }
+        }
+        passed
+    }
+
+    /// Claims that passed say what was asked and mint again into a token
+    /// that passes with the same claims. Returns whether `result` passed.
+    fn check(key: &TokenKey, purpose: Purpose, result: Result<Claims, TokenError>) -> bool {
+        let Ok(claims) = result else {
+            return false;
+        };
+        assert_eq!(claims.purpose, purpose);
+        assert!(claims.expires > FUZZ_NOW);
+        let _ = claims.grant(RoomId(1));
+        let again = key.verify(&key.mint(&claims), purpose, FUZZ_NOW);
+        assert_eq!(again.as_ref(), Ok(&claims));
+        true
+    }
+}
