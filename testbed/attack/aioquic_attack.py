@@ -126,7 +126,7 @@ async def one(index, args, hellos):
         ) as proto:
             record["handshake"] = True
             quic = proto._quic
-            if hello is not None:
+            if hello is not None and mode != "idle":
                 send(proto, 0, hello)
                 record["sent"] += len(hello)
                 # A moment for the welcome.
@@ -157,11 +157,13 @@ async def one(index, args, hellos):
                     except Exception as e:  # stream limit reached, connection closed
                         record["stream_error"] = type(e).__name__
                         break
+            pinger = asyncio.ensure_future(keep_pinging(proto, until))
             await asyncio.wait(
-                [asyncio.ensure_future(keep_pinging(proto, until)), proto.ended],
+                [pinger, proto.ended],
                 timeout=max(0.0, until - time.monotonic()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            pinger.cancel()
             record["welcome"] = proto.welcome
             record["received"] = proto.received
             record["datagrams_received"] = proto.datagrams

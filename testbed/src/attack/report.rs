@@ -32,6 +32,11 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// How much the relay grew in the window (peak over before), KiB.
+    pub fn growth_kb(&self) -> u64 {
+        self.relay_peak_kb.saturating_sub(self.relay_before_kb)
+    }
+
     /// Relay CPU as cores on average.
     pub fn relay_cores(&self) -> f64 {
         self.relay_cpu.as_secs_f64() / self.wall.as_secs_f64().max(0.001)
@@ -112,6 +117,11 @@ pub struct Report {
     /// Targets missed that do not fail the run (ack p99 beyond the factor,
     /// unless `strict_p99`).
     pub warnings: Vec<String>,
+    /// Load averages at the start and at the end.
+    pub loadavg: (String, String),
+    /// CPU time other processes on the machine used during the run (a busy
+    /// machine inflates every latency here).
+    pub others_cpu: Duration,
     /// The whole run.
     pub took: Duration,
 }
@@ -208,8 +218,9 @@ impl Report {
             }
             if a.figures.relay_peak_kb > bound_kb {
                 v.push(format!(
-                    "{name}: relay RSS peaked at {} MiB, past the {} MiB bound{}",
+                    "{name}: relay RSS peaked at {} MiB (+{} MiB in this attack), past the {} MiB bound{}",
                     mib(a.figures.relay_peak_kb),
+                    mib(a.figures.growth_kb()),
                     mib(bound_kb),
                     if a.aborted {
                         " (the attack was stopped early at the abort level)"
@@ -458,25 +469,27 @@ impl Report {
         }
 
         o.push_str(&format!(
-            "\nsummary{:>13} {:>24} {:>10} {:>14}  {}\n",
-            "", "relay RSS peak (MiB)", "relay CPU", "honest p99", "stopped"
+            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>14}  {}\n",
+            "", "relay RSS peak (MiB)", "growth", "relay CPU", "honest p99", "stopped"
         ));
         o.push_str(&format!(
-            "  {:<18} {:>24} {:>10} {:>14}  -\n",
+            "  {:<18} {:>24} {:>10} {:>10} {:>14}  -\n",
             "baseline",
             mib(self.baseline.relay_peak_kb),
+            mib(self.baseline.growth_kb()),
             format!("{:.2}", self.baseline.relay_cores()),
             base.map_or("-".into(), fmt_us)
         ));
         for a in &self.attacks {
             o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>14}  {}\n",
+                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
                 a.attack.name(),
                 format!(
                     "{}{}",
                     mib(a.figures.relay_peak_kb),
                     if a.aborted { " (aborted)" } else { "" }
                 ),
+                mib(a.figures.growth_kb()),
                 format!("{:.2}", a.figures.relay_cores()),
                 p99(&a.gifts).map_or("-".into(), fmt_us),
                 stopped(&a.tally)
@@ -487,6 +500,14 @@ impl Report {
                 "\nbetween phases: {}\n",
                 gifts_line(&self.between)
             ));
+        }
+        let others = self.others_cpu.as_secs_f64() / self.took.as_secs_f64().max(0.001);
+        o.push_str(&format!(
+            "\nmachine: load average {} at the start, {} at the end; other processes used {:.2} cores on average\n",
+            self.loadavg.0, self.loadavg.1, others
+        ));
+        if others > 0.2 {
+            o.push_str("  !! the machine was busy with other work: latencies and CPU shares are inflated\n");
         }
         for n in &self.notes {
             o.push_str(&format!("note: {n}\n"));

@@ -1,8 +1,8 @@
 //! The run, phase by phase: start the processes and the honest crowd,
-//! measure a baseline, then each attack in turn (prepare outside the
-//! window, attack for the duration or until the relay passes the abort
-//! level, wind down, settle, check the relay still serves), then the
-//! aioquic client if asked, and finally every honest gift's outcome.
+//! measure a baseline, then the aioquic client if asked, then each attack
+//! in turn (prepare outside the window, attack for the duration or until
+//! the relay passes the abort level, wind down, settle, check the relay
+//! still serves), and finally every honest gift's outcome.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,8 @@ use super::secrets::Secrets;
 use super::servers::{Servers, TlsPaths};
 
 /// Honest gift phases: 0 is "between phases" (losses count, latencies do
-/// not), 1 the baseline, 2 + k attack k, and the aioquic phase last.
+/// not), 1 the baseline, 2 the aioquic client (first, while the relay's
+/// memory is as the baseline left it), 3 + k attack k.
 const BETWEEN: usize = 0;
 const BASELINE: usize = 1;
 /// How long attackers get to wind down after the stop signal.
@@ -124,6 +125,15 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     };
     let mut servers = Servers::start(&plan.exe, &dir, &tls, &secrets).await?;
     report.pids = (servers.relay.pid(), servers.origin.pid());
+    report.loadavg.0 = sys::loadavg().unwrap_or_default();
+    let machine_start = sys::MachineCpu::now().unwrap_or_default();
+    let ours = |servers: &Servers| -> Duration {
+        [servers.relay.pid(), servers.origin.pid(), std::process::id()]
+            .iter()
+            .map(|p| sys::cpu_time(*p).unwrap_or_default())
+            .sum()
+    };
+    let ours_start = ours(&servers);
     let mut meter = Meter::start(servers.relay.pid(), servers.origin.pid(), plan.rss_abort);
     report.relay_idle_kb = rss(servers.relay.pid());
 
@@ -182,6 +192,45 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     tokio::time::sleep(plan.settle).await;
     report.baseline = w.close(&servers, &meter, busy);
 
+    if plan.aioquic && servers.relay.is_running() {
+        progress(&format!(
+            "aioquic client: {} connections for {:.1} s",
+            plan.aioquic_connections,
+            plan.duration.as_secs_f64()
+        ));
+        let phase = 2;
+        let w = Window::open(&servers, &mut meter);
+        crowd.set_phase(phase);
+        let script = aioquic::Script {
+            python: plan.python.clone(),
+            path: plan.aioquic_script.clone(),
+            port: servers.relay.addr().port(),
+            cafile: cert.clone(),
+            connections: plan.aioquic_connections,
+            duration: plan.duration,
+            seed: plan.seed,
+        };
+        let outcome = aioquic::run(&script, &secrets, &dir).await;
+        let busy = w.cpu(&servers);
+        crowd.set_phase(BETWEEN);
+        tokio::time::sleep(plan.settle).await;
+        let figures = w.close(&servers, &meter, busy);
+        let alive = servers.relay.is_running();
+        let not_serving = if alive {
+            serving(&target, 800_999).await.err()
+        } else {
+            Some("the relay process is gone".into())
+        };
+        report.aioquic = Some(AioquicReport {
+            phase,
+            figures,
+            outcome: outcome.map_err(|e| format!("{e:#}")),
+            gifts: Gifts::default(),
+            alive,
+            not_serving,
+        });
+    }
+
     for (k, attack) in plan.attacks.iter().copied().enumerate() {
         progress(&format!(
             "attack {}/{}: {} ({} attackers, {:.1} s): {}",
@@ -194,7 +243,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         ));
         let mut a = super::report::AttackReport {
             attack,
-            phase: 2 + k,
+            phase: 3 + k,
             ..Default::default()
         };
         let prepared = match attacks::prepare(attack, &target, plan.attackers).await {
@@ -274,45 +323,6 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         }
     }
 
-    if plan.aioquic && servers.relay.is_running() {
-        progress(&format!(
-            "aioquic client: {} connections for {:.1} s",
-            plan.aioquic_connections,
-            plan.duration.as_secs_f64()
-        ));
-        let phase = 2 + plan.attacks.len();
-        let w = Window::open(&servers, &mut meter);
-        crowd.set_phase(phase);
-        let script = aioquic::Script {
-            python: plan.python.clone(),
-            path: plan.aioquic_script.clone(),
-            port: servers.relay.addr().port(),
-            cafile: cert.clone(),
-            connections: plan.aioquic_connections,
-            duration: plan.duration,
-            seed: plan.seed,
-        };
-        let outcome = aioquic::run(&script, &secrets, &dir).await;
-        let busy = w.cpu(&servers);
-        crowd.set_phase(BETWEEN);
-        tokio::time::sleep(plan.settle).await;
-        let figures = w.close(&servers, &meter, busy);
-        let alive = servers.relay.is_running();
-        let not_serving = if alive {
-            serving(&target, 800_999).await.err()
-        } else {
-            Some("the relay process is gone".into())
-        };
-        report.aioquic = Some(AioquicReport {
-            phase,
-            figures,
-            outcome: outcome.map_err(|e| format!("{e:#}")),
-            gifts: Gifts::default(),
-            alive,
-            not_serving,
-        });
-    }
-
     progress("waiting for every honest gift's outcome");
     let gifts: Vec<Gifts> = crowd.finish().await;
     report.between = gifts.get(BETWEEN).cloned().unwrap_or_default();
@@ -323,6 +333,13 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     if let Some(q) = report.aioquic.as_mut() {
         q.gifts = gifts.get(q.phase).cloned().unwrap_or_default();
     }
+    let machine = sys::MachineCpu::now()
+        .unwrap_or_default()
+        .since(&machine_start);
+    report.others_cpu = machine
+        .tasks
+        .saturating_sub(ours(&servers).saturating_sub(ours_start));
+    report.loadavg.1 = sys::loadavg().unwrap_or_default();
     if !servers.relay.is_running() {
         report.notes.push(format!(
             "the relay exited during the run; its log:\n{}",
