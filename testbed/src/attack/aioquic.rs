@@ -109,8 +109,18 @@ pub async fn run(script: &Script, secrets: &Secrets, dir: &Path) -> anyhow::Resu
             text
         })
     };
-    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = tokio::time::Instant::now() + script.duration + Duration::from_secs(30);
     let status = loop {
         match child.try_wait() {

@@ -18,8 +18,8 @@ use protocol::{Action, ActionId, GiftId, RoomId, Seq, ServerTime};
 use tokio::task::JoinSet;
 
 use super::hostile::{
-    client_config, count_answers, dial, end_of, hello, persistent, Attacker, Dialing, End, Next,
-    until, Pace, Session, Target,
+    client_config, count_answers, dial, end_of, hello, persistent, until, Attacker, Dialing, End,
+    Next, Pace, Session, Target,
 };
 use super::plan::Attack;
 
@@ -54,13 +54,20 @@ pub struct Prepared {
 }
 
 /// Prepare what `attack` needs for `attackers` attackers.
-pub async fn prepare(attack: Attack, target: &Target, attackers: usize) -> anyhow::Result<Prepared> {
+pub async fn prepare(
+    attack: Attack,
+    target: &Target,
+    attackers: usize,
+) -> anyhow::Result<Prepared> {
     let mut p = Prepared::default();
     match attack {
-        Attack::HalfOpen => p.initials = capture_initials(target, attackers * INITIALS_EACH).await?,
+        Attack::HalfOpen => {
+            p.initials = capture_initials(target, attackers * INITIALS_EACH).await?
+        }
         Attack::ConnFlood => {
             let bind = SocketAddr::from(([127, 0, 0, 2], 0));
-            let (ep, _plug) = protocol::net::client_endpoint(bind, &protocol::net::Tuning::default())?;
+            let (ep, _plug) =
+                protocol::net::client_endpoint(bind, &protocol::net::Tuning::default())?;
             p.shared = Some(ep);
         }
         _ => {}
@@ -174,7 +181,9 @@ async fn frames(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
                 let _ = send.write_all(&max).await;
                 let _ = send.write_all(&ZEROS[..MAX_FRAME - 1]).await;
                 for _ in 0..16 {
-                    let Ok(mut u) = s.conn.open_uni().await else { break };
+                    let Ok(mut u) = s.conn.open_uni().await else {
+                        break;
+                    };
                     let _ = u.write_all(&huge).await;
                     let _ = u.write_all(&ZEROS[..60 * 1024]).await;
                     held.push(u);
@@ -306,37 +315,43 @@ async fn rooms(att: &mut Attacker, target: Arc<Target>) -> anyhow::Result<()> {
         target.paced_actions
     };
     let cfg = client_config(&target, |_| {})?;
-    persistent(att, &target, cfg, hello_dialing(), move |mut s| async move {
-        let mut tasks = JoinSet::new();
-        let Some((_send, recv)) = s.control.take() else {
-            return Next::Hold;
-        };
-        tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
-        let max = s.conn.max_datagram_size().unwrap_or(1200);
-        let mut pace = Pace::new(rate);
-        let mut n = 0u64;
-        for _ in 0..MAX_TICKS {
-            let due = pace.tick().await;
-            let mut p = Packer::new(max);
-            for _ in 0..due {
-                n += 1;
-                let room = unknown_room(&mut s);
-                let m = if n.is_multiple_of(4) {
-                    join(room)
-                } else {
-                    gift(&s, n, room)
-                };
-                let _ = p.push(&m);
-            }
-            for d in p.finish() {
-                if s.conn.send_datagram(d).is_err() {
-                    return Next::Hold;
+    persistent(
+        att,
+        &target,
+        cfg,
+        hello_dialing(),
+        move |mut s| async move {
+            let mut tasks = JoinSet::new();
+            let Some((_send, recv)) = s.control.take() else {
+                return Next::Hold;
+            };
+            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
+            let max = s.conn.max_datagram_size().unwrap_or(1200);
+            let mut pace = Pace::new(rate);
+            let mut n = 0u64;
+            for _ in 0..MAX_TICKS {
+                let due = pace.tick().await;
+                let mut p = Packer::new(max);
+                for _ in 0..due {
+                    n += 1;
+                    let room = unknown_room(&mut s);
+                    let m = if n.is_multiple_of(4) {
+                        join(room)
+                    } else {
+                        gift(&s, n, room)
+                    };
+                    let _ = p.push(&m);
                 }
+                for d in p.finish() {
+                    if s.conn.send_datagram(d).is_err() {
+                        return Next::Hold;
+                    }
+                }
+                s.answers.sent.fetch_add(due as u64, Ordering::Relaxed);
             }
-            s.answers.sent.fetch_add(due as u64, Ordering::Relaxed);
-        }
-        Next::Hold
-    })
+            Next::Hold
+        },
+    )
     .await
 }
 
@@ -347,28 +362,34 @@ async fn rooms(att: &mut Attacker, target: Arc<Target>) -> anyhow::Result<()> {
 async fn sessions(att: &mut Attacker, target: Arc<Target>) -> anyhow::Result<()> {
     let cfg = client_config(&target, |_| {})?;
     let room = target.busy[att.index % 2];
-    persistent(att, &target, cfg, hello_dialing(), move |mut s| async move {
-        let mut tasks = JoinSet::new();
-        let Some((mut send, recv)) = s.control.take() else {
-            return Next::Hold;
-        };
-        tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
-        let mut frame = bytes::BytesMut::new();
-        let _ = codec::write_frame(&gift(&s, 1, room), &mut frame);
-        if send.write_all(&frame).await.is_err() {
-            return Next::Hold;
-        }
-        s.answers.sent.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            let a = &s.answers;
-            if a.applied.load(Ordering::Relaxed) + a.rejected.load(Ordering::Relaxed) > 0 {
-                break;
+    persistent(
+        att,
+        &target,
+        cfg,
+        hello_dialing(),
+        move |mut s| async move {
+            let mut tasks = JoinSet::new();
+            let Some((mut send, recv)) = s.control.take() else {
+                return Next::Hold;
+            };
+            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
+            let mut frame = bytes::BytesMut::new();
+            let _ = codec::write_frame(&gift(&s, 1, room), &mut frame);
+            if send.write_all(&frame).await.is_err() {
+                return Next::Hold;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Next::Reconnect
-    })
+            s.answers.sent.fetch_add(1, Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let a = &s.answers;
+                if a.applied.load(Ordering::Relaxed) + a.rejected.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Next::Reconnect
+        },
+    )
     .await
 }
 
@@ -379,43 +400,49 @@ async fn actions(att: &mut Attacker, target: Arc<Target>) -> anyhow::Result<()> 
     let cfg = client_config(&target, |_| {})?;
     let room = target.busy[att.index % 2];
     let flood = target.flood;
-    persistent(att, &target, cfg, hello_dialing(), move |mut s| async move {
-        let mut tasks = JoinSet::new();
-        let Some((mut send, recv)) = s.control.take() else {
-            return Next::Hold;
-        };
-        tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
-        let max = s.conn.max_datagram_size().unwrap_or(1200);
-        let mut n = 0u64;
-        let burst = |s: &mut Session, count: usize, n: &mut u64| {
-            let mut p = Packer::new(max);
-            let mut frames = bytes::BytesMut::new();
-            for _ in 0..count {
-                *n += 1;
-                let m = gift(s, *n, room);
-                let _ = p.push(&m);
-                if (*n).is_multiple_of(10) {
-                    let _ = codec::write_frame(&m, &mut frames);
+    persistent(
+        att,
+        &target,
+        cfg,
+        hello_dialing(),
+        move |mut s| async move {
+            let mut tasks = JoinSet::new();
+            let Some((mut send, recv)) = s.control.take() else {
+                return Next::Hold;
+            };
+            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
+            let max = s.conn.max_datagram_size().unwrap_or(1200);
+            let mut n = 0u64;
+            let burst = |s: &mut Session, count: usize, n: &mut u64| {
+                let mut p = Packer::new(max);
+                let mut frames = bytes::BytesMut::new();
+                for _ in 0..count {
+                    *n += 1;
+                    let m = gift(s, *n, room);
+                    let _ = p.push(&m);
+                    if (*n).is_multiple_of(10) {
+                        let _ = codec::write_frame(&m, &mut frames);
+                    }
                 }
-            }
-            (p.finish(), frames)
-        };
-        let mut pace = Pace::new(flood);
-        for tick in 0..MAX_TICKS {
-            let due = if tick == 0 { 500 } else { pace.tick().await };
-            let (datagrams, frames) = burst(&mut s, due, &mut n);
-            for d in datagrams {
-                if s.conn.send_datagram(d).is_err() {
+                (p.finish(), frames)
+            };
+            let mut pace = Pace::new(flood);
+            for tick in 0..MAX_TICKS {
+                let due = if tick == 0 { 500 } else { pace.tick().await };
+                let (datagrams, frames) = burst(&mut s, due, &mut n);
+                for d in datagrams {
+                    if s.conn.send_datagram(d).is_err() {
+                        return Next::Hold;
+                    }
+                }
+                if send.write_all(&frames).await.is_err() {
                     return Next::Hold;
                 }
+                s.answers.sent.fetch_add(due as u64, Ordering::Relaxed);
             }
-            if send.write_all(&frames).await.is_err() {
-                return Next::Hold;
-            }
-            s.answers.sent.fetch_add(due as u64, Ordering::Relaxed);
-        }
-        Next::Hold
-    })
+            Next::Hold
+        },
+    )
     .await
 }
 
@@ -647,7 +674,7 @@ async fn half_open(att: &mut Attacker, target: &Target, prepared: &Prepared) -> 
         .cloned()
         .collect();
     if share.is_empty() {
-        att.tally.notes.push("no Initials captured".into());
+        // Fewer Initials were captured than attackers wanted: this one idles.
         return Ok(());
     }
     let sock = tokio::net::UdpSocket::bind(att.bind).await?;
@@ -674,7 +701,11 @@ async fn half_open(att: &mut Attacker, target: &Target, prepared: &Prepared) -> 
 /// A connection flood from one source address: every attacker dials
 /// through the same endpoint, says hello with a valid token and holds the
 /// connection, then dials again, without pause.
-async fn conn_flood(att: &mut Attacker, target: &Target, prepared: &Prepared) -> anyhow::Result<()> {
+async fn conn_flood(
+    att: &mut Attacker,
+    target: &Target,
+    prepared: &Prepared,
+) -> anyhow::Result<()> {
     let Some(ep) = prepared.shared.clone() else {
         anyhow::bail!("no shared endpoint prepared");
     };
@@ -743,6 +774,115 @@ async fn conn_flood(att: &mut Attacker, target: &Target, prepared: &Prepared) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attack::honest::ROOMS;
+    use crate::attack::hostile::Tally;
+    use crate::attack::secrets::Secrets;
+    use crate::bench::sys::TempDir;
+    use protocol::message::ErrorCode;
+    use protocol::net::Identity;
+    use tokio::sync::watch;
+
+    /// Run `attack` with attackers `indices` against a real in-process
+    /// relay for `secs`, and return each attacker's tally.
+    async fn against_a_relay(attack: Attack, indices: &[usize], secs: f64) -> Vec<Tally> {
+        let secrets = Secrets::generate().expect("secrets");
+        let identity = Identity::self_signed(&["localhost"]).expect("certificate");
+        let dir = TempDir::new(None).expect("temp dir");
+        let origin = origin::Origin::start_with(
+            origin::Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                data_dir: dir.path().join("origin"),
+                cluster_secret: secrets.cluster.clone(),
+                ..origin::Config::default()
+            },
+            identity.clone(),
+        )
+        .await
+        .expect("origin");
+        let relay = relay::Relay::start_with(
+            relay::Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                origin: origin.addr(),
+                origin_cert: None,
+                cert_out: None,
+                cluster_secret: secrets.cluster.clone(),
+                token_secret: secrets.token.clone(),
+                ..relay::Config::default()
+            },
+            identity.clone(),
+            identity.certs.clone(),
+        )
+        .await
+        .expect("relay");
+        let target = Arc::new(Target {
+            relay: relay.addr(),
+            roots: identity.certs.clone(),
+            secrets,
+            busy: ROOMS,
+            users: 2,
+            paced_messages: 10.0,
+            paced_actions: 5.0,
+            flood: 1000.0,
+        });
+        let prepared = Arc::new(
+            prepare(attack, &target, indices.len())
+                .await
+                .expect("prepared"),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let started = Instant::now();
+        let mut set = JoinSet::new();
+        for &i in indices {
+            let mut att = Attacker::new(i, &target, 7, started, stop_rx.clone());
+            let (target, prepared) = (target.clone(), prepared.clone());
+            set.spawn(async move {
+                run(attack, &mut att, target, prepared)
+                    .await
+                    .expect("attack runs");
+                (i, att.tally)
+            });
+        }
+        // The attack's duration: attackers go on until told to stop.
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let _ = stop.send(true);
+        let mut out: Vec<(usize, Tally)> = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.expect("attacker task"));
+        }
+        relay.shutdown().await;
+        let _ = origin.shutdown().await;
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
+    fn first_stop(t: &Tally) -> Option<End> {
+        t.first_stops.first().map(|(e, _)| e.clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn malformed_input_is_cut_off_with_its_code_and_the_attacker_comes_back() {
+        let tallies = against_a_relay(Attack::Malformed, &[0, 1, 2], 1.5).await;
+        for (form, t) in tallies.iter().enumerate() {
+            assert_eq!(
+                first_stop(t),
+                Some(End::code(ErrorCode::Malformed)),
+                "form {form}: {t:?}"
+            );
+            assert!(t.connections >= 2, "form {form} dialed again: {t:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_four_gib_frame_header_is_cut_off_as_too_large() {
+        // Attacker 0 plays the frames attack's first form.
+        let tallies = against_a_relay(Attack::Frames, &[0], 1.0).await;
+        assert_eq!(
+            first_stop(&tallies[0]),
+            Some(End::code(ErrorCode::TooLarge)),
+            "{:?}",
+            tallies[0]
+        );
+    }
 
     #[test]
     fn junk_initials_look_like_quic_long_headers() {

@@ -83,19 +83,33 @@ impl Attack {
     /// One line on what it does.
     pub fn what(self) -> &'static str {
         match self {
-            Attack::Streams => "every allowed uni+bidi stream opened, written until blocked, never finished",
-            Attack::Frames => "frame headers of 4 GiB / 64 KiB, then a trickle or nothing (some before hello)",
-            Attack::Joins => "joins of the busy rooms, again and again, of unknown rooms, and resyncs",
-            Attack::SnapshotStall => "no stream credit granted (max uni streams 0), joins that want snapshots",
+            Attack::Streams => {
+                "every allowed uni+bidi stream opened, written until blocked, never finished"
+            }
+            Attack::Frames => {
+                "frame headers of 4 GiB / 64 KiB, then a trickle or nothing (some before hello)"
+            }
+            Attack::Joins => {
+                "joins of the busy rooms, again and again, of unknown rooms, and resyncs"
+            }
+            Attack::SnapshotStall => {
+                "no stream credit granted (max uni streams 0), joins that want snapshots"
+            }
             Attack::Rooms => "gifts and joins on unknown room ids",
-            Attack::Sessions => "a new session id on every new connection (one gift each), few users",
+            Attack::Sessions => {
+                "a new session id on every new connection (one gift each), few users"
+            }
             Attack::Actions => "gift combos of 500 at once, then a flood, into a busy room",
             Attack::SlowReader => "joins the busy rooms, never reads (1 KiB stream windows)",
             Attack::Malformed => "undecodable datagrams and frames after a valid hello",
             Attack::JunkUdp => "random UDP packets (some shaped like QUIC Initials) at the port",
-            Attack::Handshakes => "complete QUIC handshakes that never say hello, 10 at a time each",
+            Attack::Handshakes => {
+                "complete QUIC handshakes that never say hello, 10 at a time each"
+            }
             Attack::HalfOpen => "real QUIC Initials replayed from raw sockets, never answered",
-            Attack::ConnFlood => "connections with valid hellos, as many as possible, one source address",
+            Attack::ConnFlood => {
+                "connections with valid hellos, as many as possible, one source address"
+            }
         }
     }
 

@@ -264,7 +264,8 @@ impl Report {
                 .figures
                 .relay_peak_kb
                 .saturating_sub(q.figures.relay_before_kb);
-            let allowed = self.plan.per_connection_bound / 1024 * self.plan.aioquic_connections as u64;
+            let allowed =
+                self.plan.per_connection_bound / 1024 * self.plan.aioquic_connections as u64;
             if grew > allowed {
                 v.push(format!(
                     "aioquic: relay RSS grew {} MiB over its baseline with {} connections, past {} MiB ({} per connection)",
@@ -364,7 +365,10 @@ impl Report {
 
         o.push_str("\nbaseline (no attackers)\n");
         o.push_str(&format!("  {}\n", figures(&self.baseline)));
-        o.push_str(&format!("  honest gifts: {}\n", gifts_line(&self.baseline_gifts)));
+        o.push_str(&format!(
+            "  honest gifts: {}\n",
+            gifts_line(&self.baseline_gifts)
+        ));
 
         for a in &self.attacks {
             o.push_str(&format!("\n{} — {}\n", a.attack.name(), a.attack.what()));

@@ -22,7 +22,7 @@ use super::attacks;
 use super::honest::{Crowd, CrowdPlan, Gifts, ROOMS};
 use super::hostile::{Attacker, Tally, Target};
 use super::meter::Meter;
-use super::plan::Plan;
+use super::plan::{Attack, Plan};
 use super::report::{AioquicReport, Figures, Report};
 use super::secrets::Secrets;
 use super::servers::{Servers, TlsPaths};
@@ -128,10 +128,14 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     report.loadavg.0 = sys::loadavg().unwrap_or_default();
     let machine_start = sys::MachineCpu::now().unwrap_or_default();
     let ours = |servers: &Servers| -> Duration {
-        [servers.relay.pid(), servers.origin.pid(), std::process::id()]
-            .iter()
-            .map(|p| sys::cpu_time(*p).unwrap_or_default())
-            .sum()
+        [
+            servers.relay.pid(),
+            servers.origin.pid(),
+            std::process::id(),
+        ]
+        .iter()
+        .map(|p| sys::cpu_time(*p).unwrap_or_default())
+        .sum()
     };
     let ours_start = ours(&servers);
     let mut meter = Meter::start(servers.relay.pid(), servers.origin.pid(), plan.rss_abort);
@@ -247,7 +251,16 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             ..Default::default()
         };
         let prepared = match attacks::prepare(attack, &target, plan.attackers).await {
-            Ok(p) => Arc::new(p),
+            Ok(p) => {
+                if attack == Attack::HalfOpen {
+                    a.tally.notes.push(format!(
+                        "{} distinct Initials captured beforehand, {} per attacker at most",
+                        p.initials.len(),
+                        attacks::INITIALS_EACH
+                    ));
+                }
+                Arc::new(p)
+            }
             Err(e) => {
                 a.error = Some(format!("preparing: {e:#}"));
                 report.attacks.push(a);
@@ -300,7 +313,9 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             set.abort_all();
         }
         drop(prepared);
+        let notes = std::mem::take(&mut a.tally.notes);
         a.tally = tally;
+        a.tally.notes.splice(0..0, notes);
         tokio::time::sleep(plan.settle).await;
         a.figures = w.close(&servers, &meter, busy);
         a.alive = servers.relay.is_running();

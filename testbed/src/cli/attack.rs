@@ -64,7 +64,11 @@ pub struct Args {
     #[arg(long, default_value = "python3")]
     python: String,
     /// The aioquic script.
-    #[arg(long, value_name = "PATH", default_value = "testbed/attack/aioquic_attack.py")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "testbed/attack/aioquic_attack.py"
+    )]
     aioquic_script: PathBuf,
     /// Connections the aioquic client opens.
     #[arg(long, default_value_t = 20)]
