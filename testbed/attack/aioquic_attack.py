@@ -22,7 +22,7 @@ one, the connections that need a hello fall back to "idle".
 Standalone:
   pip install aioquic
   python3 testbed/attack/aioquic_attack.py --port 4700 --cafile ringside-data/relay-cert.pem \
-      --hello-file hellos.txt --connections 20 --duration 5
+      --hello-file hellos.txt --connections 20 --duration 7
 """
 
 import argparse
@@ -164,6 +164,10 @@ async def one(index, args, hellos):
                 return_when=asyncio.FIRST_COMPLETED,
             )
             pinger.cancel()
+            # Stream bytes the relay acknowledged (it holds them, or read them).
+            record["acked_stream_bytes"] = sum(
+                getattr(stream.sender, "_buffer_start", 0) for stream in quic._streams.values()
+            )
             record["welcome"] = proto.welcome
             record["received"] = proto.received
             record["datagrams_received"] = proto.datagrams

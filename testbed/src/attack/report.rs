@@ -370,6 +370,42 @@ impl Report {
             gifts_line(&self.baseline_gifts)
         ));
 
+        if let Some(q) = &self.aioquic {
+            o.push_str(&format!(
+                "\naioquic — a non-quinn client (Python aioquic, {} connections): junk datagrams, \
+                 bogus length prefixes, unfinished streams, idle connections\n",
+                p.aioquic_connections
+            ));
+            o.push_str(&format!("  {}\n", figures(&q.figures)));
+            o.push_str(&format!(
+                "  relay growth over its baseline: {} MiB ({} per connection; bound {} per connection)\n",
+                mib(q.figures.relay_peak_kb.saturating_sub(q.figures.relay_before_kb)),
+                bytes(
+                    q.figures
+                        .relay_peak_kb
+                        .saturating_sub(q.figures.relay_before_kb)
+                        * 1024
+                        / p.aioquic_connections.max(1) as u64
+                ),
+                bytes(p.per_connection_bound)
+            ));
+            match &q.outcome {
+                Ok(out) => {
+                    for l in &out.lines {
+                        o.push_str(&format!("  | {l}\n"));
+                    }
+                    if out.status != Some(0) {
+                        o.push_str(&format!(
+                            "  script status {:?}; stderr:\n{}\n",
+                            out.status, out.stderr
+                        ));
+                    }
+                }
+                Err(e) => o.push_str(&format!("  could not run: {e}\n")),
+            }
+            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&q.gifts)));
+        }
+
         for a in &self.attacks {
             o.push_str(&format!("\n{} — {}\n", a.attack.name(), a.attack.what()));
             if let Some(e) = &a.error {
@@ -436,42 +472,6 @@ impl Report {
             ));
         }
 
-        if let Some(q) = &self.aioquic {
-            o.push_str(&format!(
-                "\naioquic — a non-quinn client (Python aioquic, {} connections): junk datagrams, \
-                 bogus length prefixes, unfinished streams, idle connections\n",
-                p.aioquic_connections
-            ));
-            o.push_str(&format!("  {}\n", figures(&q.figures)));
-            o.push_str(&format!(
-                "  relay growth over its baseline: {} MiB ({} per connection; bound {} per connection)\n",
-                mib(q.figures.relay_peak_kb.saturating_sub(q.figures.relay_before_kb)),
-                bytes(
-                    q.figures
-                        .relay_peak_kb
-                        .saturating_sub(q.figures.relay_before_kb)
-                        * 1024
-                        / p.aioquic_connections.max(1) as u64
-                ),
-                bytes(p.per_connection_bound)
-            ));
-            match &q.outcome {
-                Ok(out) => {
-                    for l in &out.lines {
-                        o.push_str(&format!("  | {l}\n"));
-                    }
-                    if out.status != Some(0) {
-                        o.push_str(&format!(
-                            "  script status {:?}; stderr:\n{}\n",
-                            out.status, out.stderr
-                        ));
-                    }
-                }
-                Err(e) => o.push_str(&format!("  could not run: {e}\n")),
-            }
-            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&q.gifts)));
-        }
-
         o.push_str(&format!(
             "\nsummary{:>13} {:>24} {:>10} {:>10} {:>14}  {}\n",
             "", "relay RSS peak (MiB)", "growth", "relay CPU", "honest p99", "stopped"
@@ -484,6 +484,25 @@ impl Report {
             format!("{:.2}", self.baseline.relay_cores()),
             base.map_or("-".into(), fmt_us)
         ));
+        if let Some(q) = &self.aioquic {
+            let closed = q.outcome.as_ref().ok().map(|out| {
+                let count = |needle: &str| out.lines.iter().filter(|l| l.contains(needle)).count();
+                format!(
+                    "{} of {} closed by the relay (codes in its lines above)",
+                    count("\"closed_by_relay\": true"),
+                    count("\"conn\"")
+                )
+            });
+            o.push_str(&format!(
+                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
+                "aioquic",
+                mib(q.figures.relay_peak_kb),
+                mib(q.figures.growth_kb()),
+                format!("{:.2}", q.figures.relay_cores()),
+                p99(&q.gifts).map_or("-".into(), fmt_us),
+                closed.unwrap_or_else(|| "-".into())
+            ));
+        }
         for a in &self.attacks {
             o.push_str(&format!(
                 "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",

@@ -200,7 +200,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         progress(&format!(
             "aioquic client: {} connections for {:.1} s",
             plan.aioquic_connections,
-            plan.duration.as_secs_f64()
+            plan.duration.max(Duration::from_secs(7)).as_secs_f64()
         ));
         let phase = 2;
         let w = Window::open(&servers, &mut meter);
@@ -211,7 +211,8 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             port: servers.relay.addr().port(),
             cafile: cert.clone(),
             connections: plan.aioquic_connections,
-            duration: plan.duration,
+            // Long enough to see a 5 s hello deadline close the idle ones.
+            duration: plan.duration.max(Duration::from_secs(7)),
             seed: plan.seed,
         };
         let outcome = aioquic::run(&script, &secrets, &dir).await;
