@@ -92,6 +92,7 @@ pub async fn run(
         Attack::Actions => actions(att, target).await,
         Attack::SlowReader => slow_reader(att, target).await,
         Attack::Malformed => malformed(att, &target).await,
+        Attack::Tokens => tokens(att, &target).await,
         Attack::JunkUdp => junk_udp(att, &target).await,
         Attack::Handshakes => handshakes(att, &target).await,
         Attack::HalfOpen => half_open(att, &target, &prepared).await,
@@ -517,6 +518,51 @@ async fn malformed(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
     .await
 }
 
+/// Hellos with tokens the relay must refuse, five forms by attacker: random
+/// bytes, a token signed with another secret, an expired one, a cluster
+/// proof signed with the client secret, and 60 KiB of token. The attacker
+/// comes back after each refusal.
+async fn tokens(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
+    use protocol::token::{unix_now, Claims, TokenKey};
+    let form = att.index % 5;
+    let user = att.user;
+    let key = TokenKey::new(target.secrets.token.as_bytes());
+    let cfg = client_config(target, |_| {})?;
+    let dialing = Dialing {
+        hello: false,
+        datagrams: true,
+    };
+    persistent(att, target, cfg, dialing, move |mut s| {
+        let token = match form {
+            0 => (0..200).map(|_| s.rng.next_u64() as u8).collect(),
+            1 => TokenKey::new(b"not the relay's secret, not at all").mint(&Claims::client(
+                protocol::UserId(user),
+                Vec::new(),
+                unix_now() + 3600,
+            )),
+            2 => key.mint(&Claims::client(
+                protocol::UserId(user),
+                Vec::new(),
+                unix_now() - 10,
+            )),
+            3 => key.mint(&Claims::cluster(unix_now() + 3600)),
+            _ => vec![0x42; 60 * 1024],
+        };
+        let conn = s.conn.clone();
+        let session = s.session;
+        async move {
+            s.answers.sent.fetch_add(1, Ordering::Relaxed);
+            // Refused (as it should be) or welcomed: either way, wait for
+            // the relay to close the connection.
+            let held = hello(&conn, token, session, true).await;
+            std::future::pending::<()>().await;
+            drop((held, s));
+            Next::Hold
+        }
+    })
+    .await
+}
+
 /// Junk UDP: random packets at the relay's port from a plain socket, a
 /// quarter of them 1,200 bytes shaped like a QUIC Initial (long header,
 /// version 1, random connection ids and payload) so the relay must try to
@@ -870,6 +916,33 @@ mod tests {
             );
             assert!(t.connections >= 2, "form {form} dialed again: {t:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_bad_token_is_refused_with_a_code() {
+        let tallies = against_a_relay(Attack::Tokens, &[0, 1, 2, 3, 4], 1.5).await;
+        let refusals = [
+            ErrorCode::BadToken,
+            ErrorCode::TokenExpired,
+            ErrorCode::TooLarge,
+        ]
+        .map(End::code);
+        for (form, t) in tallies.iter().enumerate() {
+            let end = first_stop(t);
+            assert!(
+                end.as_ref().is_some_and(|e| refusals.contains(e)),
+                "form {form}: {t:?}"
+            );
+            assert_eq!(
+                t.ends.get(&End::Open),
+                None,
+                "form {form} was let in: {t:?}"
+            );
+        }
+        assert_eq!(
+            first_stop(&tallies[2]),
+            Some(End::code(ErrorCode::TokenExpired))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

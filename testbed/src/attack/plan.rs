@@ -29,6 +29,9 @@ pub enum Attack {
     SlowReader,
     /// Undecodable datagrams and frames after a valid hello.
     Malformed,
+    /// Hellos with bad tokens: junk, another secret, expired, a cluster
+    /// proof, oversized.
+    Tokens,
     /// UDP packets that are not QUIC at the relay's port.
     JunkUdp,
     /// Complete QUIC handshakes that never say hello.
@@ -45,7 +48,7 @@ impl Attack {
     /// on an unhardened relay it leaves hundreds of MiB resident (the
     /// allocator keeps what quinn freed) and would mask every later
     /// attack's own growth.
-    pub const ALL: [Attack; 13] = [
+    pub const ALL: [Attack; 14] = [
         Attack::Frames,
         Attack::Joins,
         Attack::SnapshotStall,
@@ -54,6 +57,7 @@ impl Attack {
         Attack::Actions,
         Attack::SlowReader,
         Attack::Malformed,
+        Attack::Tokens,
         Attack::JunkUdp,
         Attack::Handshakes,
         Attack::HalfOpen,
@@ -73,6 +77,7 @@ impl Attack {
             Attack::Actions => "actions",
             Attack::SlowReader => "slow-reader",
             Attack::Malformed => "malformed",
+            Attack::Tokens => "tokens",
             Attack::JunkUdp => "junk-udp",
             Attack::Handshakes => "handshakes",
             Attack::HalfOpen => "half-open",
@@ -102,6 +107,9 @@ impl Attack {
             Attack::Actions => "gift combos of 500 at once, then a flood, into a busy room",
             Attack::SlowReader => "joins the busy rooms, never reads (1 KiB stream windows)",
             Attack::Malformed => "undecodable datagrams and frames after a valid hello",
+            Attack::Tokens => {
+                "hellos with junk, foreign, expired, cluster-purpose or 60 KiB tokens"
+            }
             Attack::JunkUdp => "random UDP packets (some shaped like QUIC Initials) at the port",
             Attack::Handshakes => {
                 "complete QUIC handshakes that never say hello, 10 at a time each"

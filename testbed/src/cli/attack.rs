@@ -24,9 +24,10 @@ pub struct Args {
     /// Seconds after each attack before the "after" figures are read.
     #[arg(long, value_name = "SECS", default_value_t = 1.5)]
     settle: f64,
-    /// Which attacks, comma-separated (default: all): streams, frames,
+    /// Which attacks, comma-separated (default: all, in this order): frames,
     /// joins, snapshot-stall, rooms, sessions, actions, slow-reader,
-    /// malformed, junk-udp, handshakes, half-open, conn-flood.
+    /// malformed, tokens, junk-udp, handshakes, half-open, conn-flood,
+    /// streams.
     #[arg(long, value_delimiter = ',')]
     attacks: Vec<String>,
     /// Honest SDK clients (two are the battle's hosts).
