@@ -90,6 +90,20 @@ fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s).with_context(|| format!("--{flag} {s}: not a duration"))
 }
 
+/// The aioquic script: as given if it exists (the default is relative to
+/// the repository's root), else the one in this crate's source tree.
+fn script_path(given: &std::path::Path) -> PathBuf {
+    if given.exists() {
+        return given.to_path_buf();
+    }
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("attack/aioquic_attack.py");
+    if ours.exists() {
+        ours
+    } else {
+        given.to_path_buf()
+    }
+}
+
 impl Args {
     fn plan(&self) -> anyhow::Result<Plan> {
         let attacks = if self.aioquic_only {
@@ -132,7 +146,7 @@ impl Args {
             seed: self.seed,
             aioquic: self.aioquic || self.aioquic_only,
             python: self.python.clone(),
-            aioquic_script: self.aioquic_script.clone(),
+            aioquic_script: script_path(&self.aioquic_script),
             aioquic_connections: self.aioquic_connections,
             per_connection_bound: self.per_connection_kib << 10,
         })
