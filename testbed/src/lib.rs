@@ -10,6 +10,8 @@
 //! - [`link`] — a UDP proxy that puts the engine in front of any UDP service
 //!   (QUIC included), in process ([`link::spawn_link`]) or as
 //!   `testbed link` on the command line.
+//! - [`attack`] — `testbed attack`: one relay under each abuse while
+//!   honest clients play, its memory and CPU, how attackers were stopped.
 //! - [`topology`] — a whole Ringside deployment in one process (origin,
 //!   relays, clients with tokens), for the demo, the benchmark, scenarios and
 //!   the integration tests.
@@ -21,6 +23,7 @@
 //! The command-line front end lives in `src/main.rs` and `src/cli/`, outside
 //! this library.
 
+pub mod attack;
 pub mod bench;
 pub mod impair;
 pub mod link;

@@ -1,6 +1,7 @@
 //! The subcommands. Add one by adding a variant to [`Command`] and a file
 //! next to `link.rs`.
 
+mod attack;
 mod bench;
 mod demo;
 mod failover;
@@ -36,6 +37,11 @@ pub enum Command {
     /// Run a scenario: a topology behind impaired links, a timeline of
     /// battles, gifts and failures, invariants checked, a report written.
     Run(run::Args),
+    /// Attack one relay with each abuse (stream exhaustion, floods, slow
+    /// readers, junk, handshake floods, ...) while honest clients play a
+    /// battle; print its memory, CPU and how each attacker was stopped;
+    /// fail if an honest gift is lost, the relay dies or passes its bound.
+    Attack(attack::Args),
     /// Run an origin for `bench` (configured by RINGSIDE_ORIGIN_*; prints
     /// `listening ADDR`; stops when stdin closes).
     #[command(hide = true)]
@@ -81,5 +87,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServeEcho(args) => serve::echo(args).await,
         Command::Failover(args) => failover::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Attack(args) => attack::run(args).await,
     }
 }

@@ -1,0 +1,278 @@
+//! The honest crowd: two hosts in a PK battle and viewers gifting at a
+//! steady rate, all real SDK clients on the relay under attack. Every gift
+//! is timed (`Acked.latency`) and filed under the phase it was sent in; a
+//! gift that is not applied within the deadline — refused, failed or still
+//! waiting — is an honest action lost.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use client_sdk::{Client, Room};
+use protocol::room::BattlePhase;
+use protocol::{GiftId, RoomId};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::bench::stats::Latencies;
+use crate::impair::rng::Rng;
+
+use super::hostile::until;
+
+use super::secrets::Secrets;
+
+/// The battle's two rooms (hosts are users 1 and 2).
+pub const ROOMS: [RoomId; 2] = [RoomId(1), RoomId(2)];
+/// The first honest viewer's user id.
+const FIRST_VIEWER: u64 = 100;
+/// Error texts kept per phase.
+const EXAMPLES: usize = 3;
+
+/// The honest gifts of one phase.
+#[derive(Debug, Clone, Default)]
+pub struct Gifts {
+    /// Sent.
+    pub sent: u64,
+    /// Applied within the deadline.
+    pub applied: u64,
+    /// Refused by the origin (an honest gift never should be).
+    pub rejected: u64,
+    /// Failed with an SDK error.
+    pub failed: u64,
+    /// No outcome within the deadline.
+    pub unresolved: u64,
+    /// Ack latencies of the applied ones.
+    pub latencies: Latencies,
+    /// A few of the errors, for the report.
+    pub examples: Vec<String>,
+}
+
+impl Gifts {
+    /// Gifts that did not resolve applied.
+    pub fn lost(&self) -> u64 {
+        self.rejected + self.failed + self.unresolved
+    }
+
+    fn note(&mut self, e: String) {
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(e);
+        }
+    }
+}
+
+/// How the crowd is made.
+#[derive(Debug, Clone)]
+pub struct CrowdPlan {
+    /// The relay.
+    pub relay: SocketAddr,
+    /// Its certificate, PEM.
+    pub cert_pem: String,
+    /// Clients, hosts included (at least 3).
+    pub clients: usize,
+    /// Gifts per viewer per second.
+    pub gift_rate: f64,
+    /// A gift without an applied outcome by then is lost.
+    pub deadline: Duration,
+    /// The battle's length, seconds.
+    pub battle_secs: u32,
+    /// Seed (start offsets of the gifting loops).
+    pub seed: u64,
+}
+
+/// The crowd, playing.
+pub struct Crowd {
+    clients: Vec<Client>,
+    phase: Arc<AtomicUsize>,
+    stats: Arc<Mutex<Vec<Gifts>>>,
+    stop: watch::Sender<bool>,
+    loops: JoinSet<()>,
+}
+
+async fn connect(
+    plan: &CrowdPlan,
+    secrets: &Secrets,
+    user: u64,
+    host_of: &[RoomId],
+) -> anyhow::Result<Client> {
+    Client::builder()
+        .relay(plan.relay)
+        .token(secrets.token(user, host_of))
+        .trust_pem(&plan.cert_pem)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting honest user {user}"))
+}
+
+async fn join(client: &Client, room: RoomId) -> anyhow::Result<Room> {
+    tokio::time::timeout(Duration::from_secs(10), client.join(room))
+        .await
+        .with_context(|| format!("joining {room} timed out"))?
+        .with_context(|| format!("joining {room}"))
+}
+
+impl Crowd {
+    /// Connect the hosts, start their battle, connect and seat the viewers
+    /// (alternating rooms), and start gifting. Gifts are filed under phase
+    /// 0 until [`Crowd::set_phase`] says otherwise.
+    pub async fn start(plan: &CrowdPlan, secrets: &Secrets) -> anyhow::Result<Crowd> {
+        if plan.clients < 3 {
+            bail!("the honest crowd needs two hosts and a viewer");
+        }
+        let ha = connect(plan, secrets, 1, &ROOMS[..1]).await?;
+        let hb = connect(plan, secrets, 2, &ROOMS[1..]).await?;
+        let ra = join(&ha, ROOMS[0]).await?;
+        let rb = join(&hb, ROOMS[1]).await?;
+        let invite = ra
+            .pk_invite(ROOMS[1], plan.battle_secs)
+            .await
+            .context("PK invite")?;
+        if !invite.outcome.is_applied() {
+            bail!("the PK invitation was not applied: {:?}", invite.outcome);
+        }
+        let pending = rb
+            .wait_for(Duration::from_secs(10), |s| s.pk_invite.is_some())
+            .await
+            .context("the invited host never saw the invitation")?;
+        let battle = pending.pk_invite.context("invitation")?.battle;
+        let accept = rb.pk_accept(battle).await.context("PK accept")?;
+        if !accept.outcome.is_applied() {
+            bail!("the PK acceptance was not applied: {:?}", accept.outcome);
+        }
+        ra.wait_for(Duration::from_secs(10), |s| {
+            s.battle
+                .as_ref()
+                .is_some_and(|b| b.phase == BattlePhase::Running)
+        })
+        .await
+        .context("the battle never started")?;
+
+        let mut clients = vec![ha, hb];
+        let mut rooms = Vec::new();
+        let viewers = plan.clients - 2;
+        // Ten at a time: a burst of handshakes is not what is measured here.
+        for chunk in (0..viewers as u64).collect::<Vec<_>>().chunks(10) {
+            let mut set = JoinSet::new();
+            for &i in chunk {
+                let (plan, secrets) = (plan.clone(), secrets.clone());
+                set.spawn(async move {
+                    let c = connect(&plan, &secrets, FIRST_VIEWER + i, &[]).await?;
+                    let r = join(&c, ROOMS[(i % 2) as usize]).await?;
+                    Ok::<_, anyhow::Error>((c, r))
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                let (c, r) = r.context("a viewer's task")??;
+                clients.push(c);
+                rooms.push(r);
+            }
+        }
+
+        let phase = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(Mutex::new(vec![Gifts::default()]));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        let mut rng = Rng::new(plan.seed);
+        let period = Duration::from_secs_f64(1.0 / plan.gift_rate.max(0.01));
+        for room in rooms {
+            let offset = period.mul_f64(rng.uniform());
+            loops.spawn(gift_loop(
+                room,
+                period,
+                offset,
+                plan.deadline,
+                phase.clone(),
+                stats.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        Ok(Crowd {
+            clients,
+            phase,
+            stats,
+            stop,
+            loops,
+        })
+    }
+
+    /// File gifts sent from now on under phase `i`.
+    pub fn set_phase(&self, i: usize) {
+        if let Ok(mut s) = self.stats.lock() {
+            if s.len() <= i {
+                s.resize(i + 1, Gifts::default());
+            }
+        }
+        self.phase.store(i, Ordering::SeqCst);
+    }
+
+    /// What the phases saw so far (gifts still in flight are not counted
+    /// yet).
+    pub fn snapshot(&self) -> Vec<Gifts> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Clients whose SDK says they are on a relay right now.
+    pub fn connected(&self) -> usize {
+        self.clients.iter().filter(|c| c.relay().is_some()).count()
+    }
+
+    /// Stop gifting, wait for every gift in flight to resolve (each is
+    /// bounded by the deadline), close the clients; returns every phase.
+    pub async fn finish(mut self) -> Vec<Gifts> {
+        let _ = self.stop.send(true);
+        while self.loops.join_next().await.is_some() {}
+        for c in self.clients.drain(..) {
+            c.close().await;
+        }
+        self.snapshot()
+    }
+}
+
+async fn gift_loop(
+    room: Room,
+    period: Duration,
+    offset: Duration,
+    deadline: Duration,
+    phase: Arc<AtomicUsize>,
+    stats: Arc<Mutex<Vec<Gifts>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut inflight = JoinSet::new();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = until(&mut stop) => break,
+        }
+        while inflight.try_join_next().is_some() {}
+        let at = phase.load(Ordering::SeqCst);
+        let (room, stats) = (room.clone(), stats.clone());
+        inflight.spawn(async move {
+            let r = tokio::time::timeout(deadline, room.gift(GiftId(1), 1)).await;
+            let Ok(mut s) = stats.lock() else { return };
+            let Some(g) = s.get_mut(at) else { return };
+            g.sent += 1;
+            match r {
+                Ok(Ok(a)) if a.outcome.is_applied() => {
+                    g.applied += 1;
+                    g.latencies.record(a.latency);
+                }
+                Ok(Ok(a)) => {
+                    g.rejected += 1;
+                    g.note(format!("{:?}: {:?}", a.id, a.outcome));
+                }
+                Ok(Err(e)) => {
+                    g.failed += 1;
+                    g.note(e.to_string());
+                }
+                Err(_) => {
+                    g.unresolved += 1;
+                    g.note(format!("no outcome within {deadline:?}"));
+                }
+            }
+        });
+    }
+    while inflight.join_next().await.is_some() {}
+}

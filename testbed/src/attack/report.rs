@@ -1,0 +1,637 @@
+//! What `testbed attack` measured, the invariants it judged, and the text it
+//! prints.
+
+use std::time::Duration;
+
+use crate::bench::stats::fmt_us;
+
+use super::aioquic;
+use super::honest::Gifts;
+use super::hostile::{End, Tally};
+use super::plan::{Attack, Plan};
+
+/// The relay's and origin's figures over one window.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Relay RSS when the window opened, KiB.
+    pub relay_before_kb: u64,
+    /// Relay peak RSS in the window (attack and wind-down), KiB.
+    pub relay_peak_kb: u64,
+    /// Relay RSS after the settle pause, KiB.
+    pub relay_after_kb: u64,
+    /// Origin RSS when the window opened, KiB.
+    pub origin_before_kb: u64,
+    /// Origin peak RSS, KiB.
+    pub origin_peak_kb: u64,
+    /// Origin RSS after the settle pause, KiB.
+    pub origin_after_kb: u64,
+    /// Relay CPU time during the attack itself.
+    pub relay_cpu: Duration,
+    /// How long the attack itself lasted.
+    pub wall: Duration,
+}
+
+impl Figures {
+    /// How much the relay grew in the window (peak over before), KiB.
+    pub fn growth_kb(&self) -> u64 {
+        self.relay_peak_kb.saturating_sub(self.relay_before_kb)
+    }
+
+    /// Relay CPU as cores on average.
+    pub fn relay_cores(&self) -> f64 {
+        self.relay_cpu.as_secs_f64() / self.wall.as_secs_f64().max(0.001)
+    }
+}
+
+/// One attack's results.
+#[derive(Debug, Clone, Default)]
+pub struct AttackReport {
+    /// Which.
+    pub attack: Attack,
+    /// Its honest gift phase.
+    pub phase: usize,
+    /// Memory and CPU.
+    pub figures: Figures,
+    /// What the attackers did and met.
+    pub tally: Tally,
+    /// The honest gifts sent during it.
+    pub gifts: Gifts,
+    /// Stopped early: the relay passed the abort level.
+    pub aborted: bool,
+    /// The relay process was running afterwards.
+    pub alive: bool,
+    /// Why the relay did not serve a fresh client afterwards (`None`: it did).
+    pub not_serving: Option<String>,
+    /// Honest clients on a relay afterwards.
+    pub honest_connected: usize,
+    /// The attack could not run.
+    pub error: Option<String>,
+}
+
+/// The aioquic client's results.
+#[derive(Debug, Clone)]
+pub struct AioquicReport {
+    /// Its honest gift phase.
+    pub phase: usize,
+    /// Memory and CPU.
+    pub figures: Figures,
+    /// What the script printed, or why it could not run.
+    pub outcome: Result<aioquic::Outcome, String>,
+    /// The honest gifts sent meanwhile.
+    pub gifts: Gifts,
+    /// The relay process was running afterwards.
+    pub alive: bool,
+    /// Why the relay did not serve a fresh client afterwards.
+    pub not_serving: Option<String>,
+}
+
+/// Everything measured and judged.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// What was run.
+    pub plan: Plan,
+    /// An optimised build.
+    pub release: bool,
+    /// Cores.
+    pub cores: usize,
+    /// Relay and origin process ids.
+    pub pids: (u32, u32),
+    /// Relay RSS before any client, KiB.
+    pub relay_idle_kb: u64,
+    /// Relay RSS with the honest crowd connected, KiB.
+    pub relay_connected_kb: u64,
+    /// The baseline window.
+    pub baseline: Figures,
+    /// The baseline's honest gifts.
+    pub baseline_gifts: Gifts,
+    /// Honest gifts sent between phases.
+    pub between: Gifts,
+    /// Each attack.
+    pub attacks: Vec<AttackReport>,
+    /// The aioquic client, if run.
+    pub aioquic: Option<AioquicReport>,
+    /// Anything worth saying.
+    pub notes: Vec<String>,
+    /// Invariants broken: the run fails if any.
+    pub violations: Vec<String>,
+    /// Targets missed that do not fail the run (ack p99 beyond the factor,
+    /// unless `strict_p99`).
+    pub warnings: Vec<String>,
+    /// Load averages at the start and at the end.
+    pub loadavg: (String, String),
+    /// CPU time other processes on the machine used during the run (a busy
+    /// machine inflates every latency here).
+    pub others_cpu: Duration,
+    /// The whole run.
+    pub took: Duration,
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
+}
+
+fn p99(g: &Gifts) -> Option<f64> {
+    (!g.latencies.is_empty()).then(|| g.latencies.summary().p99_us)
+}
+
+fn lost_line(what: &str, g: &Gifts) -> Option<String> {
+    (g.lost() > 0).then(|| {
+        format!(
+            "{what}: {} of {} honest gifts lost ({} refused, {} failed, {} unresolved){}",
+            g.lost(),
+            g.sent,
+            g.rejected,
+            g.failed,
+            g.unresolved,
+            if g.examples.is_empty() {
+                String::new()
+            } else {
+                format!(", e.g. {}", g.examples.join("; "))
+            }
+        )
+    })
+}
+
+/// How the attackers were stopped, in a few words: each attacker's first
+/// cut-off by code, with when (from the attack's start).
+pub fn stopped(t: &Tally) -> String {
+    if t.first_stops.is_empty() {
+        return if t.connections == 0 {
+            "no connections (raw packets)".into()
+        } else {
+            "never".into()
+        };
+    }
+    let mut by: std::collections::BTreeMap<&End, Vec<Duration>> = Default::default();
+    for (end, at) in &t.first_stops {
+        by.entry(end).or_default().push(*at);
+    }
+    let mut parts = Vec::new();
+    for (end, mut at) in by {
+        at.sort();
+        let med = at[at.len() / 2];
+        let max = at[at.len() - 1];
+        parts.push(format!(
+            "{end} ×{} (p50 {:.2} s, max {:.2} s)",
+            at.len(),
+            med.as_secs_f64(),
+            max.as_secs_f64()
+        ));
+    }
+    let never = t.attackers.saturating_sub(t.first_stops.len() as u64);
+    if never > 0 && t.connections > 0 {
+        parts.push(format!("never ×{never}"));
+    }
+    parts.join(", ")
+}
+
+fn bytes(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+impl Report {
+    /// Judge the invariants (fills `violations` and `warnings`).
+    pub fn judge(&mut self) {
+        let mut v = Vec::new();
+        let mut w = Vec::new();
+        let bound_kb = self.plan.rss_bound / 1024;
+        v.extend(lost_line("between phases", &self.between));
+        v.extend(lost_line("baseline", &self.baseline_gifts));
+        let base = p99(&self.baseline_gifts);
+        for a in &self.attacks {
+            let name = a.attack.name();
+            if let Some(e) = &a.error {
+                v.push(format!("{name}: could not run: {e}"));
+                continue;
+            }
+            v.extend(lost_line(name, &a.gifts));
+            if !a.alive {
+                v.push(format!("{name}: the relay died"));
+            } else if let Some(e) = &a.not_serving {
+                v.push(format!("{name}: the relay stopped serving: {e}"));
+            }
+            if a.figures.relay_peak_kb > bound_kb {
+                v.push(format!(
+                    "{name}: relay RSS peaked at {} MiB (+{} MiB in this attack), past the {} MiB bound{}",
+                    mib(a.figures.relay_peak_kb),
+                    mib(a.figures.growth_kb()),
+                    mib(bound_kb),
+                    if a.aborted {
+                        " (the attack was stopped early at the abort level)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            if let (Some(base), Some(p)) = (base, p99(&a.gifts)) {
+                if p > base * self.plan.p99_factor {
+                    let line = format!(
+                        "{name}: honest ack p99 {} is {:.1}× the baseline's {}",
+                        fmt_us(p),
+                        p / base,
+                        fmt_us(base)
+                    );
+                    if self.plan.strict_p99 {
+                        v.push(line);
+                    } else {
+                        w.push(line);
+                    }
+                }
+            }
+        }
+        if let Some(q) = &self.aioquic {
+            v.extend(lost_line("aioquic", &q.gifts));
+            match &q.outcome {
+                Err(e) => v.push(format!("aioquic: could not run: {e}")),
+                Ok(o) if o.status != Some(0) => v.push(format!(
+                    "aioquic: the script failed (status {:?}): {}",
+                    o.status, o.stderr
+                )),
+                Ok(_) => {}
+            }
+            if !q.alive {
+                v.push("aioquic: the relay died".into());
+            } else if let Some(e) = &q.not_serving {
+                v.push(format!("aioquic: the relay stopped serving: {e}"));
+            }
+            let grew = q
+                .figures
+                .relay_peak_kb
+                .saturating_sub(q.figures.relay_before_kb);
+            let allowed =
+                self.plan.per_connection_bound / 1024 * self.plan.aioquic_connections as u64;
+            if grew > allowed {
+                v.push(format!(
+                    "aioquic: relay RSS grew {} MiB over its baseline with {} connections, past {} MiB ({} per connection)",
+                    mib(grew),
+                    self.plan.aioquic_connections,
+                    mib(allowed),
+                    bytes(self.plan.per_connection_bound)
+                ));
+            }
+        }
+        self.violations = v;
+        self.warnings = w;
+    }
+
+    /// The report as text.
+    pub fn render(&self, command: &str) -> String {
+        let p = &self.plan;
+        let mut o = String::new();
+        o.push_str(&format!(
+            "\nRingside attack: {} cores, {}\ncommand: {command}\n",
+            self.cores,
+            if self.release {
+                "release build"
+            } else {
+                "DEBUG build: CPU and latency figures are not meaningful, use --release"
+            }
+        ));
+        o.push_str(&format!(
+            "layout: origin (pid {}) and relay (pid {}) are child processes with their default limits; \
+             honest clients and attackers share this process\n",
+            self.pids.1, self.pids.0
+        ));
+        o.push_str(&format!(
+            "honest: {} SDK clients on the relay: 2 hosts in a PK battle, {} viewers gifting {}/s each; \
+             a gift not applied within {:.0} s is lost\n",
+            p.honest,
+            p.honest.saturating_sub(2),
+            p.gift_rate,
+            p.action_deadline.as_secs_f64()
+        ));
+        o.push_str(&format!(
+            "attackers: {} connections per attack ({} users among them, one loopback address each), \
+             {:.1} s per attack, seed {}\n",
+            p.attackers,
+            p.attacker_users,
+            p.duration.as_secs_f64(),
+            p.seed
+        ));
+        o.push_str(&format!(
+            "bounds: relay RSS {} MiB (abort at {} MiB); honest ack p99 within {}× the baseline{}\n",
+            mib(p.rss_bound / 1024),
+            mib(p.rss_abort / 1024),
+            p.p99_factor,
+            if p.strict_p99 { " (strict)" } else { " (reported)" }
+        ));
+        o.push_str(&format!(
+            "relay RSS: {} MiB idle, {} MiB with the honest crowd\n",
+            mib(self.relay_idle_kb),
+            mib(self.relay_connected_kb)
+        ));
+
+        let base = p99(&self.baseline_gifts);
+        let gifts_line = |g: &Gifts| {
+            if g.latencies.is_empty() {
+                return format!("{} sent, none applied", g.sent);
+            }
+            let s = g.latencies.summary();
+            let ratio = match base {
+                Some(b) if b > 0.0 => format!(" ({:.1}× baseline)", s.p99_us / b),
+                _ => String::new(),
+            };
+            format!(
+                "{} of {} applied; ack p50 {} p99 {}{ratio}{}",
+                g.applied,
+                g.sent,
+                fmt_us(s.p50_us),
+                fmt_us(s.p99_us),
+                if g.lost() > 0 {
+                    format!("  !! {} LOST", g.lost())
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let figures = |f: &Figures| {
+            format!(
+                "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB",
+                mib(f.relay_before_kb),
+                mib(f.relay_peak_kb),
+                mib(f.relay_after_kb),
+                f.relay_cores(),
+                mib(f.origin_before_kb),
+                mib(f.origin_peak_kb),
+                mib(f.origin_after_kb)
+            )
+        };
+
+        o.push_str("\nbaseline (no attackers)\n");
+        o.push_str(&format!("  {}\n", figures(&self.baseline)));
+        o.push_str(&format!(
+            "  honest gifts: {}\n",
+            gifts_line(&self.baseline_gifts)
+        ));
+
+        if let Some(q) = &self.aioquic {
+            o.push_str(&format!(
+                "\naioquic — a non-quinn client (Python aioquic, {} connections): junk datagrams, \
+                 bogus length prefixes, unfinished streams, idle connections\n",
+                p.aioquic_connections
+            ));
+            o.push_str(&format!("  {}\n", figures(&q.figures)));
+            o.push_str(&format!(
+                "  relay growth over its baseline: {} MiB ({} per connection; bound {} per connection)\n",
+                mib(q.figures.relay_peak_kb.saturating_sub(q.figures.relay_before_kb)),
+                bytes(
+                    q.figures
+                        .relay_peak_kb
+                        .saturating_sub(q.figures.relay_before_kb)
+                        * 1024
+                        / p.aioquic_connections.max(1) as u64
+                ),
+                bytes(p.per_connection_bound)
+            ));
+            match &q.outcome {
+                Ok(out) => {
+                    for l in &out.lines {
+                        o.push_str(&format!("  | {l}\n"));
+                    }
+                    if out.status != Some(0) {
+                        o.push_str(&format!(
+                            "  script status {:?}; stderr:\n{}\n",
+                            out.status, out.stderr
+                        ));
+                    }
+                }
+                Err(e) => o.push_str(&format!("  could not run: {e}\n")),
+            }
+            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&q.gifts)));
+        }
+
+        for a in &self.attacks {
+            o.push_str(&format!("\n{} — {}\n", a.attack.name(), a.attack.what()));
+            if let Some(e) = &a.error {
+                o.push_str(&format!("  could not run: {e}\n"));
+                continue;
+            }
+            o.push_str(&format!(
+                "  {}{}\n",
+                figures(&a.figures),
+                if a.aborted {
+                    "  [stopped early: relay RSS passed the abort level]"
+                } else {
+                    ""
+                }
+            ));
+            let t = &a.tally;
+            let mut did = format!(
+                "{} attackers, {} connections, sent {}",
+                t.attackers,
+                t.connections,
+                bytes(t.bytes_sent)
+            );
+            if t.raw_packets > 0 {
+                did.push_str(&format!(" in {} raw packets", t.raw_packets));
+            }
+            if t.messages > 0 {
+                did.push_str(&format!(", {} messages/streams", t.messages));
+            }
+            if t.applied + t.rejected + t.throttled > 0 {
+                did.push_str(&format!(
+                    "; answers seen: {} applied, {} refused, {} throttled",
+                    t.applied, t.rejected, t.throttled
+                ));
+            }
+            o.push_str(&format!("  attack: {did}\n"));
+            o.push_str(&format!("  stopped: {}\n", stopped(t)));
+            let ends: Vec<String> = t.ends.iter().map(|(e, n)| format!("{e} ×{n}")).collect();
+            if !ends.is_empty() {
+                let life = if t.lifetimes.is_empty() {
+                    String::new()
+                } else {
+                    let s = t.lifetimes.summary();
+                    format!(
+                        "; lifetime of those the relay ended p50 {} max {}",
+                        fmt_us(s.p50_us),
+                        fmt_us(s.max_us)
+                    )
+                };
+                o.push_str(&format!("  connections ended: {}{life}\n", ends.join(", ")));
+            }
+            for n in &t.notes {
+                o.push_str(&format!("  note: {n}\n"));
+            }
+            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&a.gifts)));
+            o.push_str(&format!(
+                "  relay afterwards: {}, {}; {} of {} honest clients connected\n",
+                if a.alive { "alive" } else { "DEAD" },
+                match &a.not_serving {
+                    None => "serving".to_string(),
+                    Some(e) => format!("NOT SERVING ({e})"),
+                },
+                a.honest_connected,
+                p.honest
+            ));
+        }
+
+        o.push_str(&format!(
+            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>14}  {}\n",
+            "", "relay RSS peak (MiB)", "growth", "relay CPU", "honest p99", "stopped"
+        ));
+        o.push_str(&format!(
+            "  {:<18} {:>24} {:>10} {:>10} {:>14}  -\n",
+            "baseline",
+            mib(self.baseline.relay_peak_kb),
+            mib(self.baseline.growth_kb()),
+            format!("{:.2}", self.baseline.relay_cores()),
+            base.map_or("-".into(), fmt_us)
+        ));
+        if let Some(q) = &self.aioquic {
+            let closed = q.outcome.as_ref().ok().map(|out| {
+                let count = |needle: &str| out.lines.iter().filter(|l| l.contains(needle)).count();
+                format!(
+                    "{} of {} closed by the relay (codes in its lines above)",
+                    count("\"closed_by_relay\": true"),
+                    count("\"conn\"")
+                )
+            });
+            o.push_str(&format!(
+                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
+                "aioquic",
+                mib(q.figures.relay_peak_kb),
+                mib(q.figures.growth_kb()),
+                format!("{:.2}", q.figures.relay_cores()),
+                p99(&q.gifts).map_or("-".into(), fmt_us),
+                closed.unwrap_or_else(|| "-".into())
+            ));
+        }
+        for a in &self.attacks {
+            o.push_str(&format!(
+                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
+                a.attack.name(),
+                format!(
+                    "{}{}",
+                    mib(a.figures.relay_peak_kb),
+                    if a.aborted { " (aborted)" } else { "" }
+                ),
+                mib(a.figures.growth_kb()),
+                format!("{:.2}", a.figures.relay_cores()),
+                p99(&a.gifts).map_or("-".into(), fmt_us),
+                stopped(&a.tally)
+            ));
+        }
+        if self.between.lost() > 0 {
+            o.push_str(&format!(
+                "\nbetween phases: {}\n",
+                gifts_line(&self.between)
+            ));
+        }
+        let others = self.others_cpu.as_secs_f64() / self.took.as_secs_f64().max(0.001);
+        o.push_str(&format!(
+            "\nmachine: load average {} at the start, {} at the end; other processes used {:.2} cores on average\n",
+            self.loadavg.0, self.loadavg.1, others
+        ));
+        if others > 0.2 {
+            o.push_str("  !! the machine was busy with other work: latencies and CPU shares are inflated\n");
+        }
+        for n in &self.notes {
+            o.push_str(&format!("note: {n}\n"));
+        }
+        for w in &self.warnings {
+            o.push_str(&format!("target missed: {w}\n"));
+        }
+        if self.violations.is_empty() {
+            o.push_str("\nverdict: every invariant held\n");
+        } else {
+            o.push_str("\nverdict: INVARIANTS BROKEN\n");
+            for v in &self.violations {
+                o.push_str(&format!("  - {v}\n"));
+            }
+        }
+        o.push_str(&format!(
+            "the whole run took {:.1} s\n",
+            self.took.as_secs_f64()
+        ));
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gifts(applied: u64, lost: u64, p99_ms: u64) -> Gifts {
+        let mut g = Gifts {
+            sent: applied + lost,
+            applied,
+            unresolved: lost,
+            ..Gifts::default()
+        };
+        for _ in 0..applied {
+            g.latencies.record(Duration::from_millis(p99_ms));
+        }
+        g
+    }
+
+    #[test]
+    fn a_lost_gift_a_dead_relay_and_a_fat_relay_each_break_the_run() {
+        let mut r = Report {
+            baseline_gifts: gifts(100, 0, 5),
+            ..Report::default()
+        };
+        r.attacks.push(AttackReport {
+            attack: Attack::Joins,
+            gifts: gifts(10, 0, 5),
+            alive: true,
+            ..AttackReport::default()
+        });
+        r.judge();
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        r.attacks[0].gifts = gifts(10, 1, 5);
+        r.judge();
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        r.attacks[0].gifts = gifts(10, 0, 5);
+        r.attacks[0].alive = false;
+        r.judge();
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        r.attacks[0].alive = true;
+        r.attacks[0].figures.relay_peak_kb = r.plan.rss_bound / 1024 + 1;
+        r.judge();
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+    }
+
+    #[test]
+    fn a_slow_p99_is_a_warning_unless_strict() {
+        let mut r = Report {
+            baseline_gifts: gifts(100, 0, 5),
+            ..Report::default()
+        };
+        r.attacks.push(AttackReport {
+            attack: Attack::Actions,
+            gifts: gifts(10, 0, 50),
+            alive: true,
+            ..AttackReport::default()
+        });
+        r.judge();
+        assert!(r.violations.is_empty());
+        assert_eq!(r.warnings.len(), 1);
+        r.plan.strict_p99 = true;
+        r.judge();
+        assert_eq!(r.violations.len(), 1);
+    }
+
+    #[test]
+    fn stops_are_summarised_by_code() {
+        let mut t = Tally {
+            attackers: 3,
+            connections: 3,
+            ..Tally::default()
+        };
+        assert_eq!(stopped(&t), "never");
+        t.first_stops.push((
+            End::code(protocol::message::ErrorCode::Flood),
+            Duration::from_millis(400),
+        ));
+        let s = stopped(&t);
+        assert!(s.contains("Flood (6) ×1"), "{s}");
+        assert!(s.contains("never ×2"), "{s}");
+    }
+}

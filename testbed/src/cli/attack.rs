@@ -1,0 +1,173 @@
+//! `testbed attack`: run an origin and a relay, attack the relay with each
+//! abuse while honest clients play a PK battle with gifts, print what the
+//! relay went through, and fail if an invariant broke (an honest gift lost,
+//! the relay dead or not serving, its memory past the bound).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use testbed::attack::{Attack, Plan};
+
+/// Options of `testbed attack`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Hostile connections per attack.
+    #[arg(long, default_value_t = 100)]
+    attackers: usize,
+    /// Distinct users among the attackers (attacker i is user i mod N).
+    #[arg(long, default_value_t = 10)]
+    attacker_users: usize,
+    /// Seconds each attack (and the baseline) runs.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds after each attack before the "after" figures are read.
+    #[arg(long, value_name = "SECS", default_value_t = 1.5)]
+    settle: f64,
+    /// Which attacks, comma-separated (default: all, in this order): frames,
+    /// joins, snapshot-stall, rooms, sessions, actions, slow-reader,
+    /// malformed, tokens, junk-udp, handshakes, half-open, conn-flood,
+    /// streams.
+    #[arg(long, value_delimiter = ',')]
+    attacks: Vec<String>,
+    /// Honest SDK clients (two are the battle's hosts).
+    #[arg(long, default_value_t = 50)]
+    honest: usize,
+    /// Gifts each honest viewer sends per second.
+    #[arg(long, default_value_t = 1.0)]
+    gift_rate: f64,
+    /// Seconds an honest gift may take to be applied before it counts as lost.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    action_deadline: f64,
+    /// Relay RSS bound, MiB: past it the run fails.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    rss_bound_mib: u64,
+    /// Relay RSS at which an attack is stopped early to protect the machine, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    rss_abort_mib: u64,
+    /// Honest ack p99 under attack may be this many times the baseline's.
+    #[arg(long, default_value_t = 2.0)]
+    p99_factor: f64,
+    /// Fail the run (not only report it) when an ack p99 passes the factor.
+    #[arg(long)]
+    strict_p99: bool,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run the non-quinn client too (testbed/attack/aioquic_attack.py;
+    /// needs Python with `pip install aioquic`).
+    #[arg(long)]
+    aioquic: bool,
+    /// Run only the aioquic client (no quinn attacks).
+    #[arg(long)]
+    aioquic_only: bool,
+    /// The Python interpreter for the aioquic client.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// The aioquic script.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "testbed/attack/aioquic_attack.py"
+    )]
+    aioquic_script: PathBuf,
+    /// Connections the aioquic client opens.
+    #[arg(long, default_value_t = 20)]
+    aioquic_connections: usize,
+    /// The relay's documented memory per connection, KiB: the aioquic run
+    /// fails if the relay grows more than this per connection.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    per_connection_kib: u64,
+    /// Parent of the temporary directory (origin log, certificate, child logs).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the temporary directory (with the child processes' logs).
+    #[arg(long)]
+    keep_dir: bool,
+}
+
+fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("--{flag} {s}: not a duration"))
+}
+
+/// The aioquic script: as given if it exists (the default is relative to
+/// the repository's root), else the one in this crate's source tree.
+fn script_path(given: &std::path::Path) -> PathBuf {
+    if given.exists() {
+        return given.to_path_buf();
+    }
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("attack/aioquic_attack.py");
+    if ours.exists() {
+        ours
+    } else {
+        given.to_path_buf()
+    }
+}
+
+impl Args {
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let attacks = if self.aioquic_only {
+            Vec::new()
+        } else if self.attacks.is_empty() {
+            Attack::ALL.to_vec()
+        } else {
+            self.attacks
+                .iter()
+                .map(|n| {
+                    Attack::from_name(n.trim()).with_context(|| {
+                        let all: Vec<&str> = Attack::ALL.iter().map(|a| a.name()).collect();
+                        format!("unknown attack {n:?}; the attacks: {}", all.join(", "))
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        anyhow::ensure!(self.attackers > 0, "--attackers must be positive");
+        anyhow::ensure!(self.honest >= 3, "--honest must be at least 3");
+        anyhow::ensure!(
+            self.gift_rate > 0.0 && self.gift_rate.is_finite(),
+            "--gift-rate must be positive"
+        );
+        Ok(Plan {
+            exe: std::env::current_exe().context("finding the testbed binary")?,
+            dir: self.dir.clone(),
+            keep_dir: self.keep_dir,
+            attacks,
+            attackers: self.attackers,
+            attacker_users: self.attacker_users.max(1),
+            duration: seconds("duration", self.duration)?,
+            settle: seconds("settle", self.settle)?,
+            honest: self.honest,
+            gift_rate: self.gift_rate,
+            action_deadline: seconds("action-deadline", self.action_deadline)?,
+            rss_bound: self.rss_bound_mib << 20,
+            rss_abort: self.rss_abort_mib << 20,
+            p99_factor: self.p99_factor,
+            strict_p99: self.strict_p99,
+            seed: self.seed,
+            aioquic: self.aioquic || self.aioquic_only,
+            python: self.python.clone(),
+            aioquic_script: script_path(&self.aioquic_script),
+            aioquic_connections: self.aioquic_connections,
+            per_connection_bound: self.per_connection_kib << 10,
+        })
+    }
+}
+
+/// Run the attacks, print the report, and fail if an invariant broke.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let plan = args.plan()?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let progress = |s: &str| eprintln!("[attack] {s}");
+    let report = tokio::select! {
+        r = testbed::attack::run(&plan, &progress) => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    };
+    print!("{}", report.render(&command));
+    if !report.violations.is_empty() {
+        anyhow::bail!(
+            "{} invariant(s) broken (see the verdict above)",
+            report.violations.len()
+        );
+    }
+    Ok(())
+}
