@@ -838,7 +838,7 @@ mod tests {
             origin::Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 data_dir: dir.path().join("origin"),
-                cluster_secret: secrets.cluster.clone(),
+                cluster_secret: Some(secrets.cluster.clone()),
                 ..origin::Config::default()
             },
             identity.clone(),
@@ -851,8 +851,8 @@ mod tests {
                 origin: origin.addr(),
                 origin_cert: None,
                 cert_out: None,
-                cluster_secret: secrets.cluster.clone(),
-                token_secret: secrets.token.clone(),
+                cluster_secret: Some(secrets.cluster.clone()),
+                token_secret: Some(secrets.token.clone()),
                 ..relay::Config::default()
             },
             identity.clone(),

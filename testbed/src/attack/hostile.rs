@@ -58,8 +58,8 @@ impl Target {
     pub fn paced_defaults() -> (f64, f64) {
         let d = relay::Config::default();
         (
-            f64::from(d.messages_per_sec) * 0.9,
-            f64::from(d.actions_per_sec) * 0.9,
+            f64::from(d.limits.messages_per_sec) * 0.9,
+            f64::from(d.limits.actions_per_sec) * 0.9,
         )
     }
 }
