@@ -124,6 +124,14 @@ impl Crowd {
         let hb = connect(plan, secrets, 2, &ROOMS[1..]).await?;
         let ra = join(&ha, ROOMS[0]).await?;
         let rb = join(&hb, ROOMS[1]).await?;
+        // Only a host opens its room: each goes live before the battle.
+        for room in [&ra, &rb] {
+            let opened = (room.seat_mode(protocol::room::SeatMode::ApplyToTake).await)
+                .context("opening a room")?;
+            if !opened.outcome.is_applied() {
+                bail!("{} did not open: {:?}", room.id(), opened.outcome);
+            }
+        }
         let invite = ra
             .pk_invite(ROOMS[1], plan.battle_secs)
             .await
