@@ -17,6 +17,13 @@
 //!   request budget, so a tiny message cannot make the relay encode and send
 //!   large ones at will.
 //!
+//! - **per address, after abuse**: a peer closed for abuse (malformed or
+//!   oversized input, a flood, a bad token, no hello, over a limit)
+//!   `strikes` times within `penalty_ms` is refused before its handshake
+//!   for `penalty_ms`, so an attacker that reconnects at once costs one
+//!   stateless packet per attempt instead of a handshake. One honest
+//!   mistake (a hello lost on a bad path) is not enough.
+//!
 //! A user's record outlives its last connection by the time its buckets take
 //! to refill, so reconnecting does not reset a rate; records are then
 //! collected, so memory follows live users (about 150 bytes each).
@@ -70,6 +77,14 @@ pub struct Limits {
     pub queue_bytes: usize,
     /// How long a client has to take a snapshot before it is cut off, ms.
     pub snapshot_timeout_ms: u64,
+    /// Abusive closes of one address within `penalty_ms` that put it in the
+    /// penalty box (0: never).
+    pub strikes: u32,
+    /// How long an address stays in the penalty box, and the window its
+    /// strikes are counted in, ms.
+    pub penalty_ms: u64,
+    /// Addresses tracked for strikes at once (about 40 bytes each).
+    pub penalty_addrs: usize,
 }
 
 impl Default for Limits {
@@ -91,6 +106,9 @@ impl Default for Limits {
             pending_total: 65_536,
             queue_bytes: 256 * 1024,
             snapshot_timeout_ms: 5_000,
+            strikes: 3,
+            penalty_ms: 10_000,
+            penalty_addrs: 65_536,
         }
     }
 }
@@ -179,6 +197,8 @@ pub struct Admission {
     users: BTreeMap<UserId, User>,
     /// When users were last swept for full buckets.
     swept: Instant,
+    /// Strikes per address: (first strike of the window, count, banned until).
+    strikes: BTreeMap<IpAddr, (Instant, u32, Option<Instant>)>,
 }
 
 impl Admission {
@@ -192,7 +212,42 @@ impl Admission {
             window: (now, 0),
             users: BTreeMap::new(),
             swept: now,
+            strikes: BTreeMap::new(),
         }
+    }
+
+    /// A connection from `addr` was closed for abuse.
+    pub fn handle_abuse(&mut self, now: Instant, addr: IpAddr) {
+        if self.limits.strikes == 0 {
+            return;
+        }
+        let window = Duration::from_millis(self.limits.penalty_ms);
+        if !self.strikes.contains_key(&addr) && self.strikes.len() >= self.limits.penalty_addrs {
+            self.strikes
+                .retain(|_, (since, _, until)| until.map_or(now < *since + window, |u| now < u));
+            if self.strikes.len() >= self.limits.penalty_addrs {
+                return;
+            }
+        }
+        let e = self.strikes.entry(addr).or_insert((now, 0, None));
+        if now.saturating_duration_since(e.0) >= window {
+            *e = (now, 0, None);
+        }
+        e.1 += 1;
+        if e.1 >= self.limits.strikes {
+            e.2 = Some(now + window);
+        }
+    }
+
+    fn banned(&mut self, now: Instant, addr: IpAddr) -> bool {
+        let Some((_, _, Some(until))) = self.strikes.get(&addr) else {
+            return false;
+        };
+        if now < *until {
+            return true;
+        }
+        self.strikes.remove(&addr);
+        false
     }
 
     /// The limits in force.
@@ -219,6 +274,9 @@ impl Admission {
             self.window = (now, 0);
         }
         self.window.1 = self.window.1.saturating_add(1);
+        if self.banned(now, addr) {
+            return Incoming::Refuse;
+        }
         if self.total >= self.limits.max_connections
             || self.unauthenticated >= self.limits.max_unauthenticated
             || self.per_addr.get(&addr).copied().unwrap_or(0) >= self.limits.max_per_addr
@@ -479,6 +537,35 @@ mod tests {
         let allowed = (0..100).filter(|_| a.handle_message(t, UserId(7))).count();
         assert_eq!(allowed, 20, "twice the rate as a burst");
         assert!(!a.handle_message(t, UserId(8)), "unknown users get nothing");
+    }
+
+    #[test]
+    fn an_address_that_keeps_abusing_is_refused_for_a_while() {
+        let t = Instant::now();
+        let mut a = Admission::new(limits(), t);
+        a.handle_abuse(t, ip(9));
+        a.handle_abuse(t, ip(9));
+        assert_eq!(
+            a.handle_incoming(t, ip(9), true),
+            Incoming::Accept,
+            "two strikes"
+        );
+        a.handle_closed(t, ip(9), None);
+        a.handle_abuse(t, ip(9));
+        assert_eq!(a.handle_incoming(t, ip(9), true), Incoming::Refuse);
+        assert_eq!(
+            a.handle_incoming(t, ip(8), true),
+            Incoming::Accept,
+            "others are not"
+        );
+        let later = t + Duration::from_millis(Limits::default().penalty_ms);
+        assert_eq!(a.handle_incoming(later, ip(9), true), Incoming::Accept);
+        // Strikes far apart never add up.
+        for k in 0..5u64 {
+            a.handle_abuse(later + Duration::from_secs(11 * (k + 1)), ip(7));
+        }
+        let end = later + Duration::from_secs(56);
+        assert_eq!(a.handle_incoming(end, ip(7), true), Incoming::Accept);
     }
 
     #[test]

@@ -52,6 +52,14 @@ impl Drop for Admitted {
     }
 }
 
+/// Close a connection for abuse: the close code, a strike against its
+/// address (see [`crate::admission`]'s penalty box).
+fn refuse(shared: &Shared, conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    net::close(conn, code, reason);
+    let addr = conn.remote_address().ip();
+    shared.admit(|a| a.handle_abuse(Instant::now(), addr));
+}
+
 fn token_code(e: &TokenError) -> ErrorCode {
     match e {
         TokenError::Expired => ErrorCode::TokenExpired,
@@ -92,13 +100,13 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%remote, error = %e, "client refused: bad token");
-            net::close(&conn, token_code(&e), &e.to_string());
+            refuse(&shared, &conn, token_code(&e), &e.to_string());
             return;
         }
     };
     if let Err(code) = shared.admit(|a| a.handle_authenticated(Instant::now(), claims.user)) {
         tracing::warn!(%remote, user = %claims.user, "client refused: too many sessions");
-        net::close(&conn, code, "too many sessions for this user");
+        refuse(&shared, &conn, code, "too many sessions for this user");
         return;
     }
     admitted.user = Some(claims.user);
@@ -133,7 +141,7 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         hello.datagrams,
     ));
     let (stream_tx, stream_rx) = mpsc::channel::<ClientMsg>(64);
-    let reader = tokio::spawn(read_stream(conn.clone(), recv, stream_tx));
+    let reader = tokio::spawn(read_stream(conn.clone(), recv, stream_tx, shared.clone()));
     let why = read_loop(
         &conn,
         client,
@@ -159,7 +167,7 @@ async fn hello(
     deadline: tokio::time::Instant,
 ) -> Option<(Hello, quinn::SendStream, quinn::RecvStream)> {
     let Ok(Ok((send, mut recv))) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
-        net::close(conn, ErrorCode::Timeout, "no hello");
+        refuse(shared, conn, ErrorCode::Timeout, "no hello");
         return None;
     };
     let mut buf = Vec::new();
@@ -182,16 +190,16 @@ async fn hello(
         Ok(Err(NetError::Codec(e))) => {
             let code = codec_code(&e);
             tracing::warn!(%remote, error = %e, "client refused: bad hello frame");
-            net::close(conn, code, &e.to_string());
+            refuse(shared, conn, code, &e.to_string());
             None
         }
         Ok(Ok(Some(_))) => {
             tracing::warn!(%remote, "client refused: first message was not hello");
-            net::close(conn, ErrorCode::Malformed, "expected hello");
+            refuse(shared, conn, ErrorCode::Malformed, "expected hello");
             None
         }
         _ => {
-            net::close(conn, ErrorCode::Timeout, "no hello");
+            refuse(shared, conn, ErrorCode::Timeout, "no hello");
             None
         }
     }
@@ -209,6 +217,7 @@ async fn read_stream(
     conn: quinn::Connection,
     mut recv: quinn::RecvStream,
     tx: mpsc::Sender<ClientMsg>,
+    shared: Arc<Shared>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -221,7 +230,7 @@ async fn read_stream(
             Ok(None) => return,
             Err(NetError::Codec(e)) => {
                 tracing::warn!(remote = %conn.remote_address(), error = %e, "bad frame from client; closing");
-                net::close(&conn, codec_code(&e), &e.to_string());
+                refuse(&shared, &conn, codec_code(&e), &e.to_string());
                 return;
             }
             Err(_) => return,
@@ -294,14 +303,14 @@ async fn read_loop(
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(client, error = %e, "malformed datagram from client; closing");
-                    net::close(conn, codec_code(&e), &e.to_string());
+                    refuse(shared, conn, codec_code(&e), &e.to_string());
                     return "malformed datagram";
                 }
             };
             let now = Instant::now();
             if !shared.admit(|a| a.handle_message(now, user)) {
                 tracing::warn!(client, %user, "client flooding; closing");
-                net::close(conn, ErrorCode::Flood, "too many messages");
+                refuse(shared, conn, ErrorCode::Flood, "too many messages");
                 return "flood";
             }
             let cmd = match m {
@@ -348,7 +357,12 @@ async fn read_loop(
                 ClientMsg::Action(msg) => {
                     if msg.id.session != session {
                         tracing::warn!(client, %user, "action of another session; closing");
-                        net::close(conn, ErrorCode::Malformed, "action of another session");
+                        refuse(
+                            shared,
+                            conn,
+                            ErrorCode::Malformed,
+                            "action of another session",
+                        );
                         return "action of another session";
                     }
                     let Some(grant) = claims.grant(msg.room) else {
@@ -399,7 +413,7 @@ async fn read_loop(
                         }
                         Ok(_) => {
                             tracing::warn!(client, %user, "renewal with another user's token; closing");
-                            net::close(conn, ErrorCode::BadToken, "token of another user");
+                            refuse(shared, conn, ErrorCode::BadToken, "token of another user");
                             return "renewed as another user";
                         }
                         Err(e) => {
@@ -412,7 +426,7 @@ async fn read_loop(
                 }
                 ClientMsg::Bye => return "bye",
                 ClientMsg::Hello(_) => {
-                    net::close(conn, ErrorCode::Malformed, "second hello");
+                    refuse(shared, conn, ErrorCode::Malformed, "second hello");
                     return "second hello";
                 }
             };

@@ -310,3 +310,25 @@ async fn a_connection_is_closed_when_its_token_expires_unless_renewed() {
     assert_eq!(net::close_code(&why), Some(ErrorCode::BadToken));
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_abusing_is_refused_before_its_handshake() {
+    let t = topology("edge-penalty", 1, |s| {
+        s.relay.limits.strikes = 3;
+        s.relay.limits.hello_timeout_ms = 300;
+    })
+    .await;
+    // Three connections that never say hello: three strikes.
+    for _ in 0..3 {
+        let conn = raw(&t, protocol::message::ALPN_CLIENT)
+            .await
+            .expect("handshake");
+        let why = ended(&conn, Duration::from_secs(3)).await.expect("closed");
+        assert_eq!(net::close_code(&why), Some(ErrorCode::Timeout));
+    }
+    assert!(
+        raw(&t, protocol::message::ALPN_CLIENT).await.is_err(),
+        "the fourth handshake was accepted"
+    );
+    t.shutdown().await;
+}
