@@ -6,6 +6,9 @@
 //!     --relay 127.0.0.1:4700 --cert ringside-data/relay-cert.pem \
 //!     --token $(cargo run -q -p ringside-relay -- mint-token --user 8) --room 1
 //! ```
+//!
+//! With `--open 1` and a host's token it opens the room first (goes live):
+//! only a host or an operator opens a room.
 
 mod common;
 
@@ -17,6 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = common::Args::parse();
     let client = args.connect().await?;
     let room = client.join(RoomId(args.num("room", 1))).await?;
+    if args.num("open", 0) == 1 {
+        let acked = room.open().await?;
+        println!("opened {}: {:?}", room.id(), acked.outcome);
+    }
     println!("following {} from {}", room.id(), room.state().seq);
     let mut updates = room.updates();
     let mut events = client.events();

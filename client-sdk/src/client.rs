@@ -731,6 +731,15 @@ impl Room {
         self.act(Action::SeatMode { mode }).await
     }
 
+    /// Host: go live. Only a host's (or an operator's) applied action opens
+    /// a room; a viewer's action in a room that is not open is rejected
+    /// (`NoRoom`). This one changes nothing else: it restates the room's
+    /// seat mode. An open room answers it applied as well.
+    pub async fn open(&self) -> Result<Acked, Error> {
+        let mode = self.state().seats.mode;
+        self.seat_mode(mode).await
+    }
+
     /// Host: invite a user to a seat.
     pub async fn seat_invite(&self, user: UserId, seat: Option<u8>) -> Result<Acked, Error> {
         self.act(Action::SeatInvite { user, seat }).await
