@@ -7,35 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use protocol::message::{ActionMsg, ClientMsg, ErrorCode, Hello, ServerMsg, PROTOCOL_VERSION};
+use protocol::message::{ActionMsg, ClientMsg, ErrorCode, ServerMsg};
 use protocol::net::{self, Tuning};
 use protocol::token::{unix_now, Claims, Purpose};
 use protocol::{Action, ActionId, GiftId, RoomId, ServerTime, SessionId, UserId};
 
 const A: RoomId = RoomId(5);
-
-/// Hello as `user` with a session of our choice, keeping the control stream.
-async fn hello_as(
-    conn: &quinn::Connection,
-    token: Vec<u8>,
-    session: u64,
-) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
-    let hello = ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        token,
-        session: SessionId(session),
-        datagrams: true,
-    });
-    net::write_frame(&mut send, &hello)
-        .await
-        .map_err(|_| None)?;
-    let mut buf = Vec::new();
-    match net::read_frame::<ServerMsg>(&mut recv, &mut buf).await {
-        Ok(Some(_)) => Ok((send, recv)),
-        _ => Err(closed_code(conn).await),
-    }
-}
 
 fn gift(session: u64, n: u64, room: RoomId) -> ClientMsg {
     ClientMsg::Action(ActionMsg {

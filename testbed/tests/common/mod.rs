@@ -117,11 +117,21 @@ pub async fn hello_with(
     conn: &quinn::Connection,
     token: Vec<u8>,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
+    hello_as(conn, token, 99).await
+}
+
+/// Hello with `token` and a session of our choice, keeping the control
+/// stream if welcomed; else the close code.
+pub async fn hello_as(
+    conn: &quinn::Connection,
+    token: Vec<u8>,
+    session: u64,
+) -> Result<(quinn::SendStream, quinn::RecvStream), Option<ErrorCode>> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|_| None)?;
     let hello = ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
         token,
-        session: SessionId(99),
+        session: SessionId(session),
         datagrams: true,
     });
     net::write_frame(&mut send, &hello)
