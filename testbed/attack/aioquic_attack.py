@@ -35,8 +35,11 @@ import struct
 import sys
 import time
 
-from aioquic.asyncio import connect
+import contextlib
+import socket
+
 from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     ConnectionTerminated,
@@ -97,6 +100,28 @@ async def keep_pinging(proto, until):
         await asyncio.sleep(0.3)
 
 
+@contextlib.asynccontextmanager
+async def connect(source, host, port, configuration, create_protocol):
+    """aioquic's `connect`, from a source address of our choice (its own
+    binds "::"): the attacker must not share the honest clients' address, or
+    the relay's penalty box for abusive addresses would refuse them too."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    connection = QuicConnection(configuration=configuration)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: create_protocol(connection), sock=sock
+    )
+    try:
+        protocol.connect((host, port), transmit=True)
+        await protocol.wait_connected()
+        yield protocol
+    finally:
+        protocol.close()
+        await protocol.wait_closed()
+        transport.close()
+
+
 async def one(index, args, hellos):
     mode = MODES[index % len(MODES)]
     hello = hellos[index] if index < len(hellos) else None
@@ -117,13 +142,7 @@ async def one(index, args, hellos):
     until = START + args.duration
     rng = random.Random(args.seed * 1000 + index)
     try:
-        async with connect(
-            args.host,
-            args.port,
-            configuration=config,
-            create_protocol=Watcher,
-            wait_connected=True,
-        ) as proto:
+        async with connect(args.source, args.host, args.port, config, Watcher) as proto:
             record["handshake"] = True
             quic = proto._quic
             if hello is not None and mode != "idle":
@@ -185,6 +204,7 @@ async def one(index, args, hellos):
 async def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--source", default="127.0.1.250", help="local address to send from")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cafile", help="the relay's certificate (PEM); without it, not verified")
     p.add_argument("--hello-file", help="hello frames, one hex line per connection")
