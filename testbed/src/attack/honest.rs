@@ -81,13 +81,39 @@ pub struct CrowdPlan {
     pub seed: u64,
 }
 
-/// The crowd, playing.
+/// The crowd, playing on a runtime of its own: one worker thread that
+/// runs nothing but the honest clients (their SDK tasks, endpoints and
+/// gifting loops), so the run's orchestration never delays an honest ack
+/// it then times.
 pub struct Crowd {
-    clients: Vec<Client>,
     phase: Arc<AtomicUsize>,
     stats: Arc<Mutex<Vec<Gifts>>>,
+    playing: Option<Playing>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The crowd's phase and per-phase gifts, shared with its gifting loops.
+type Shared = (Arc<AtomicUsize>, Arc<Mutex<Vec<Gifts>>>);
+
+/// What lives on the crowd's runtime.
+struct Playing {
+    clients: Vec<Client>,
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            {
+                // The clients may spawn as they go: let them, on their runtime.
+                let _inside = rt.enter();
+                self.playing.take();
+            }
+            // Not `drop(rt)`: that blocks, and this may run on a runtime.
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn connect(
@@ -113,10 +139,65 @@ async fn join(client: &Client, room: RoomId) -> anyhow::Result<Room> {
 }
 
 impl Crowd {
-    /// Connect the hosts, start their battle, connect and seat the viewers
-    /// (alternating rooms), and start gifting. Gifts are filed under phase
-    /// 0 until [`Crowd::set_phase`] says otherwise.
+    /// Start the crowd's runtime; on it connect the hosts, start their
+    /// battle, connect and seat the viewers (alternating rooms), and start
+    /// gifting. Gifts are filed under phase 0 until [`Crowd::set_phase`]
+    /// says otherwise.
     pub async fn start(plan: &CrowdPlan, secrets: &Secrets) -> anyhow::Result<Crowd> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("honest-crowd")
+            .enable_all()
+            .build()
+            .context("starting the honest crowd's runtime")?;
+        let (plan, secrets) = (plan.clone(), secrets.clone());
+        let started = runtime.spawn(async move { Playing::start(&plan, &secrets).await });
+        let mut crowd = Crowd {
+            phase: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(Mutex::new(vec![Gifts::default()])),
+            playing: None,
+            runtime: Some(runtime),
+        };
+        let (playing, (phase, stats)) = started.await.context("the honest crowd's start")??;
+        (crowd.playing, crowd.phase, crowd.stats) = (Some(playing), phase, stats);
+        Ok(crowd)
+    }
+
+    /// File gifts sent from now on under phase `i`.
+    pub fn set_phase(&self, i: usize) {
+        if let Ok(mut s) = self.stats.lock() {
+            if s.len() <= i {
+                s.resize(i + 1, Gifts::default());
+            }
+        }
+        self.phase.store(i, Ordering::SeqCst);
+    }
+
+    /// What the phases saw so far (gifts still in flight are not counted
+    /// yet).
+    pub fn snapshot(&self) -> Vec<Gifts> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Clients whose SDK says they are on a relay right now.
+    pub fn connected(&self) -> usize {
+        self.playing.as_ref().map_or(0, |p| {
+            p.clients.iter().filter(|c| c.relay().is_some()).count()
+        })
+    }
+
+    /// Stop gifting, wait for every gift in flight to resolve (each is
+    /// bounded by the deadline), close the clients; returns every phase.
+    pub async fn finish(mut self) -> Vec<Gifts> {
+        if let (Some(playing), Some(rt)) = (self.playing.take(), self.runtime.as_ref()) {
+            let _ = rt.spawn(playing.finish()).await;
+        }
+        self.snapshot()
+    }
+}
+
+impl Playing {
+    async fn start(plan: &CrowdPlan, secrets: &Secrets) -> anyhow::Result<(Playing, Shared)> {
         if plan.clients < 3 {
             bail!("the honest crowd needs two hosts and a viewer");
         }
@@ -195,45 +276,20 @@ impl Crowd {
                 stop_rx.clone(),
             ));
         }
-        Ok(Crowd {
+        let playing = Playing {
             clients,
-            phase,
-            stats,
             stop,
             loops,
-        })
+        };
+        Ok((playing, (phase, stats)))
     }
 
-    /// File gifts sent from now on under phase `i`.
-    pub fn set_phase(&self, i: usize) {
-        if let Ok(mut s) = self.stats.lock() {
-            if s.len() <= i {
-                s.resize(i + 1, Gifts::default());
-            }
-        }
-        self.phase.store(i, Ordering::SeqCst);
-    }
-
-    /// What the phases saw so far (gifts still in flight are not counted
-    /// yet).
-    pub fn snapshot(&self) -> Vec<Gifts> {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Clients whose SDK says they are on a relay right now.
-    pub fn connected(&self) -> usize {
-        self.clients.iter().filter(|c| c.relay().is_some()).count()
-    }
-
-    /// Stop gifting, wait for every gift in flight to resolve (each is
-    /// bounded by the deadline), close the clients; returns every phase.
-    pub async fn finish(mut self) -> Vec<Gifts> {
+    async fn finish(mut self) {
         let _ = self.stop.send(true);
         while self.loops.join_next().await.is_some() {}
         for c in self.clients.drain(..) {
             c.close().await;
         }
-        self.snapshot()
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`hostile`] — what every attacker shares: dialing, hello, how a
 //!   connection ended, the tally.
 //! - [`attacks`] — the abuses themselves, one function each.
+//! - [`remote`] — the attackers' own process (`serve-attack`) and how the
+//!   run talks to it.
 //! - [`meter`] — a sampler thread for the relay's and origin's RSS.
 //! - [`aioquic`] — the non-quinn client (a Python script using aioquic).
 //! - [`run()`] and [`report`] — the orchestration and what it prints.
@@ -32,6 +34,7 @@ pub mod honest;
 pub mod hostile;
 pub mod meter;
 pub mod plan;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod secrets;
