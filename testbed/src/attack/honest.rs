@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use client_sdk::{Client, Room};
@@ -29,6 +29,8 @@ pub const ROOMS: [RoomId; 2] = [RoomId(1), RoomId(2)];
 const FIRST_VIEWER: u64 = 100;
 /// Error texts kept per phase.
 const EXAMPLES: usize = 3;
+/// Slowest acks kept per phase, with when they were sent.
+const SLOWEST: usize = 5;
 
 /// The honest gifts of one phase.
 #[derive(Debug, Clone, Default)]
@@ -47,12 +49,28 @@ pub struct Gifts {
     pub latencies: Latencies,
     /// A few of the errors, for the report.
     pub examples: Vec<String>,
+    /// The slowest applied acks (at most five), slowest first: how long
+    /// after the phase began the gift was sent, and its ack latency. Slow
+    /// acks bunched at an attack's start point at a burst; spread out, at
+    /// steady contention.
+    pub slowest: Vec<(Duration, Duration)>,
+    /// When the phase began (its first [`Crowd::set_phase`]).
+    pub started: Option<Instant>,
 }
 
 impl Gifts {
     /// Gifts that did not resolve applied.
     pub fn lost(&self) -> u64 {
         self.rejected + self.failed + self.unresolved
+    }
+
+    fn keep_slow(&mut self, sent: Instant, latency: Duration) {
+        let since = self
+            .started
+            .map_or(Duration::ZERO, |s| sent.saturating_duration_since(s));
+        self.slowest.push((since, latency));
+        self.slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
+        self.slowest.truncate(SLOWEST);
     }
 
     fn note(&mut self, e: String) {
@@ -169,6 +187,7 @@ impl Crowd {
             if s.len() <= i {
                 s.resize(i + 1, Gifts::default());
             }
+            s[i].started.get_or_insert_with(Instant::now);
         }
         self.phase.store(i, Ordering::SeqCst);
     }
@@ -313,6 +332,7 @@ async fn gift_loop(
         while inflight.try_join_next().is_some() {}
         let at = phase.load(Ordering::SeqCst);
         let (room, stats) = (room.clone(), stats.clone());
+        let sent = Instant::now();
         inflight.spawn(async move {
             let r = tokio::time::timeout(deadline, room.gift(GiftId(1), 1)).await;
             let Ok(mut s) = stats.lock() else { return };
@@ -322,6 +342,7 @@ async fn gift_loop(
                 Ok(Ok(a)) if a.outcome.is_applied() => {
                     g.applied += 1;
                     g.latencies.record(a.latency);
+                    g.keep_slow(sent, a.latency);
                 }
                 Ok(Ok(a)) => {
                     g.rejected += 1;
@@ -339,4 +360,29 @@ async fn gift_loop(
         });
     }
     while inflight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_keeps_its_five_slowest_acks_with_when_they_were_sent() {
+        let start = Instant::now();
+        let mut g = Gifts {
+            started: Some(start),
+            ..Gifts::default()
+        };
+        for ms in [3u64, 90, 1, 40, 7, 120, 2, 60] {
+            // Sent `ms` ms into the phase, acked in `ms` ms.
+            g.keep_slow(start + Duration::from_millis(ms), Duration::from_millis(ms));
+        }
+        let kept: Vec<u64> = g
+            .slowest
+            .iter()
+            .map(|(_, l)| l.as_millis() as u64)
+            .collect();
+        assert_eq!(kept, [120, 90, 60, 40, 7]);
+        assert_eq!(g.slowest[0].0, Duration::from_millis(120));
+    }
 }

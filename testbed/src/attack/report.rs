@@ -144,6 +144,24 @@ fn p99(g: &Gifts) -> Option<f64> {
     (!g.latencies.is_empty()).then(|| g.latencies.summary().p99_us)
 }
 
+/// The slowest acks of a phase and when in it their gifts were sent.
+fn slowest_line(g: &Gifts) -> Option<String> {
+    (!g.slowest.is_empty()).then(|| {
+        let each: Vec<String> = g
+            .slowest
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{} (sent at +{:.2} s)",
+                    fmt_us(l.as_secs_f64() * 1e6),
+                    at.as_secs_f64()
+                )
+            })
+            .collect();
+        format!("slowest acks: {}", each.join(", "))
+    })
+}
+
 fn lost_line(what: &str, g: &Gifts) -> Option<String> {
     (g.lost() > 0).then(|| {
         format!(
@@ -380,6 +398,9 @@ impl Report {
             "  honest gifts: {}\n",
             gifts_line(&self.baseline_gifts)
         ));
+        if let Some(line) = slowest_line(&self.baseline_gifts) {
+            o.push_str(&format!("  {line}\n"));
+        }
 
         if let Some(q) = &self.aioquic {
             o.push_str(&format!(
@@ -471,6 +492,9 @@ impl Report {
                 o.push_str(&format!("  note: {n}\n"));
             }
             o.push_str(&format!("  honest gifts: {}\n", gifts_line(&a.gifts)));
+            if let Some(line) = slowest_line(&a.gifts) {
+                o.push_str(&format!("  {line}\n"));
+            }
             o.push_str(&format!(
                 "  relay afterwards: {}, {}; {} of {} honest clients connected\n",
                 if a.alive { "alive" } else { "DEAD" },
