@@ -506,6 +506,15 @@ impl AttackProcess {
         .await;
         // A zombie keeps its CPU figures until it is reaped.
         let cpu = crate::bench::sys::cpu_time(self.pid()).unwrap_or_default();
+        // It exits right after its tally: reap it here rather than block
+        // in `Drop`.
+        self.stdin.take();
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         match read {
             Ok(Ok(true)) => Ok((decoder.finish(), cpu)),
             Ok(Ok(false)) => bail!(
@@ -521,15 +530,10 @@ impl AttackProcess {
 impl Drop for AttackProcess {
     fn drop(&mut self) {
         self.stdin.take();
-        // It exits right after its tally; kill it if it has not.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // [`AttackProcess::finish`] reaped it; on any other path it dies here.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
         }
-        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -594,6 +598,66 @@ mod tests {
         assert_eq!(back.lifetimes.len(), 3);
         let s = back.lifetimes.summary();
         assert!((s.max_us - 90_000.0).abs() < 100.0, "{s:?}");
+    }
+
+    /// A stand-in for `testbed serve-attack`: a shell script that ignores
+    /// its arguments and plays `body`.
+    fn fake_child(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let exe = dir.join("fake-serve-attack");
+        std::fs::write(&exe, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        exe
+    }
+
+    fn order(dir: &Path) -> Order {
+        Order {
+            relay: SocketAddr::from(([127, 0, 0, 1], 9)),
+            cert: dir.join("cert.pem"),
+            attack: Attack::Joins,
+            attackers: 2,
+            users: 1,
+            duration: Duration::from_secs(1),
+            seed: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_parent_reads_ready_then_the_tally_after_go_and_stop() {
+        let tmp = crate::bench::sys::TempDir::new(None).expect("dir");
+        let secrets = Secrets::generate().expect("secrets");
+        // Answers only in order: ready, then (after go and stop) the tally.
+        let exe = fake_child(
+            tmp.path(),
+            "echo ready\nread go; [ \"$go\" = go ] || exit 3\nread stop; [ \"$stop\" = stop ] || exit 4\n\
+             [ -n \"$RINGSIDE_ATTACK_TOKEN_SECRET\" ] || exit 5\n\
+             printf 'count\\t2\\t9\\t0\\t0\\t0\\t0\\t0\\t0\\nends\\tcode\\t6\\t9\\nend\\n'",
+        );
+        let mut p = AttackProcess::spawn(&exe, tmp.path(), &order(tmp.path()), &secrets)
+            .await
+            .expect("ready");
+        p.go().expect("go");
+        let (t, _cpu) = p.finish().await.expect("tally");
+        assert_eq!((t.attackers, t.connections), (2, 9));
+        assert_eq!(t.ends.get(&End::Code(6)), Some(&9));
+    }
+
+    #[tokio::test]
+    async fn a_child_that_cannot_prepare_or_dies_is_an_error() {
+        let tmp = crate::bench::sys::TempDir::new(None).expect("dir");
+        let secrets = Secrets::generate().expect("secrets");
+        let exe = fake_child(tmp.path(), "printf 'error\\tno initials\\n'");
+        let e = AttackProcess::spawn(&exe, tmp.path(), &order(tmp.path()), &secrets)
+            .await
+            .expect_err("not ready");
+        assert!(e.to_string().contains("no initials"), "{e:#}");
+        let exe = fake_child(tmp.path(), "echo ready\nread go\nexit 0");
+        let mut p = AttackProcess::spawn(&exe, tmp.path(), &order(tmp.path()), &secrets)
+            .await
+            .expect("ready");
+        p.go().expect("go");
+        let e = p.finish().await.expect_err("no tally");
+        assert!(e.to_string().contains("without its tally"), "{e:#}");
     }
 
     #[test]
