@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use client_sdk::{Client, Room};
@@ -29,6 +29,8 @@ pub const ROOMS: [RoomId; 2] = [RoomId(1), RoomId(2)];
 const FIRST_VIEWER: u64 = 100;
 /// Error texts kept per phase.
 const EXAMPLES: usize = 3;
+/// Slowest acks kept per phase, with when they were sent.
+const SLOWEST: usize = 5;
 
 /// The honest gifts of one phase.
 #[derive(Debug, Clone, Default)]
@@ -47,12 +49,28 @@ pub struct Gifts {
     pub latencies: Latencies,
     /// A few of the errors, for the report.
     pub examples: Vec<String>,
+    /// The slowest applied acks (at most five), slowest first: how long
+    /// after the phase began the gift was sent, and its ack latency. Slow
+    /// acks bunched at an attack's start point at a burst; spread out, at
+    /// steady contention.
+    pub slowest: Vec<(Duration, Duration)>,
+    /// When the phase began (its first [`Crowd::set_phase`]).
+    pub started: Option<Instant>,
 }
 
 impl Gifts {
     /// Gifts that did not resolve applied.
     pub fn lost(&self) -> u64 {
         self.rejected + self.failed + self.unresolved
+    }
+
+    fn keep_slow(&mut self, sent: Instant, latency: Duration) {
+        let since = self
+            .started
+            .map_or(Duration::ZERO, |s| sent.saturating_duration_since(s));
+        self.slowest.push((since, latency));
+        self.slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
+        self.slowest.truncate(SLOWEST);
     }
 
     fn note(&mut self, e: String) {
@@ -81,13 +99,39 @@ pub struct CrowdPlan {
     pub seed: u64,
 }
 
-/// The crowd, playing.
+/// The crowd, playing on a runtime of its own: one worker thread that
+/// runs nothing but the honest clients (their SDK tasks, endpoints and
+/// gifting loops), so the run's orchestration never delays an honest ack
+/// it then times.
 pub struct Crowd {
-    clients: Vec<Client>,
     phase: Arc<AtomicUsize>,
     stats: Arc<Mutex<Vec<Gifts>>>,
+    playing: Option<Playing>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The crowd's phase and per-phase gifts, shared with its gifting loops.
+type Shared = (Arc<AtomicUsize>, Arc<Mutex<Vec<Gifts>>>);
+
+/// What lives on the crowd's runtime.
+struct Playing {
+    clients: Vec<Client>,
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            {
+                // The clients may spawn as they go: let them, on their runtime.
+                let _inside = rt.enter();
+                self.playing.take();
+            }
+            // Not `drop(rt)`: that blocks, and this may run on a runtime.
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn connect(
@@ -113,10 +157,66 @@ async fn join(client: &Client, room: RoomId) -> anyhow::Result<Room> {
 }
 
 impl Crowd {
-    /// Connect the hosts, start their battle, connect and seat the viewers
-    /// (alternating rooms), and start gifting. Gifts are filed under phase
-    /// 0 until [`Crowd::set_phase`] says otherwise.
+    /// Start the crowd's runtime; on it connect the hosts, start their
+    /// battle, connect and seat the viewers (alternating rooms), and start
+    /// gifting. Gifts are filed under phase 0 until [`Crowd::set_phase`]
+    /// says otherwise.
     pub async fn start(plan: &CrowdPlan, secrets: &Secrets) -> anyhow::Result<Crowd> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("honest-crowd")
+            .enable_all()
+            .build()
+            .context("starting the honest crowd's runtime")?;
+        let (plan, secrets) = (plan.clone(), secrets.clone());
+        let started = runtime.spawn(async move { Playing::start(&plan, &secrets).await });
+        let mut crowd = Crowd {
+            phase: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(Mutex::new(vec![Gifts::default()])),
+            playing: None,
+            runtime: Some(runtime),
+        };
+        let (playing, (phase, stats)) = started.await.context("the honest crowd's start")??;
+        (crowd.playing, crowd.phase, crowd.stats) = (Some(playing), phase, stats);
+        Ok(crowd)
+    }
+
+    /// File gifts sent from now on under phase `i`.
+    pub fn set_phase(&self, i: usize) {
+        if let Ok(mut s) = self.stats.lock() {
+            if s.len() <= i {
+                s.resize(i + 1, Gifts::default());
+            }
+            s[i].started.get_or_insert_with(Instant::now);
+        }
+        self.phase.store(i, Ordering::SeqCst);
+    }
+
+    /// What the phases saw so far (gifts still in flight are not counted
+    /// yet).
+    pub fn snapshot(&self) -> Vec<Gifts> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Clients whose SDK says they are on a relay right now.
+    pub fn connected(&self) -> usize {
+        self.playing.as_ref().map_or(0, |p| {
+            p.clients.iter().filter(|c| c.relay().is_some()).count()
+        })
+    }
+
+    /// Stop gifting, wait for every gift in flight to resolve (each is
+    /// bounded by the deadline), close the clients; returns every phase.
+    pub async fn finish(mut self) -> Vec<Gifts> {
+        if let (Some(playing), Some(rt)) = (self.playing.take(), self.runtime.as_ref()) {
+            let _ = rt.spawn(playing.finish()).await;
+        }
+        self.snapshot()
+    }
+}
+
+impl Playing {
+    async fn start(plan: &CrowdPlan, secrets: &Secrets) -> anyhow::Result<(Playing, Shared)> {
         if plan.clients < 3 {
             bail!("the honest crowd needs two hosts and a viewer");
         }
@@ -195,45 +295,20 @@ impl Crowd {
                 stop_rx.clone(),
             ));
         }
-        Ok(Crowd {
+        let playing = Playing {
             clients,
-            phase,
-            stats,
             stop,
             loops,
-        })
+        };
+        Ok((playing, (phase, stats)))
     }
 
-    /// File gifts sent from now on under phase `i`.
-    pub fn set_phase(&self, i: usize) {
-        if let Ok(mut s) = self.stats.lock() {
-            if s.len() <= i {
-                s.resize(i + 1, Gifts::default());
-            }
-        }
-        self.phase.store(i, Ordering::SeqCst);
-    }
-
-    /// What the phases saw so far (gifts still in flight are not counted
-    /// yet).
-    pub fn snapshot(&self) -> Vec<Gifts> {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Clients whose SDK says they are on a relay right now.
-    pub fn connected(&self) -> usize {
-        self.clients.iter().filter(|c| c.relay().is_some()).count()
-    }
-
-    /// Stop gifting, wait for every gift in flight to resolve (each is
-    /// bounded by the deadline), close the clients; returns every phase.
-    pub async fn finish(mut self) -> Vec<Gifts> {
+    async fn finish(mut self) {
         let _ = self.stop.send(true);
         while self.loops.join_next().await.is_some() {}
         for c in self.clients.drain(..) {
             c.close().await;
         }
-        self.snapshot()
     }
 }
 
@@ -257,6 +332,7 @@ async fn gift_loop(
         while inflight.try_join_next().is_some() {}
         let at = phase.load(Ordering::SeqCst);
         let (room, stats) = (room.clone(), stats.clone());
+        let sent = Instant::now();
         inflight.spawn(async move {
             let r = tokio::time::timeout(deadline, room.gift(GiftId(1), 1)).await;
             let Ok(mut s) = stats.lock() else { return };
@@ -266,6 +342,7 @@ async fn gift_loop(
                 Ok(Ok(a)) if a.outcome.is_applied() => {
                     g.applied += 1;
                     g.latencies.record(a.latency);
+                    g.keep_slow(sent, a.latency);
                 }
                 Ok(Ok(a)) => {
                     g.rejected += 1;
@@ -283,4 +360,29 @@ async fn gift_loop(
         });
     }
     while inflight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_keeps_its_five_slowest_acks_with_when_they_were_sent() {
+        let start = Instant::now();
+        let mut g = Gifts {
+            started: Some(start),
+            ..Gifts::default()
+        };
+        for ms in [3u64, 90, 1, 40, 7, 120, 2, 60] {
+            // Sent `ms` ms into the phase, acked in `ms` ms.
+            g.keep_slow(start + Duration::from_millis(ms), Duration::from_millis(ms));
+        }
+        let kept: Vec<u64> = g
+            .slowest
+            .iter()
+            .map(|(_, l)| l.as_millis() as u64)
+            .collect();
+        assert_eq!(kept, [120, 90, 60, 40, 7]);
+        assert_eq!(g.slowest[0].0, Duration::from_millis(120));
+    }
 }

@@ -141,6 +141,9 @@ pub struct Tally {
     pub ends: BTreeMap<End, u64>,
     /// Lifetimes of the connections the relay ended (dial to end).
     pub lifetimes: Latencies,
+    /// The same lifetimes counted by whole microsecond: what the attackers'
+    /// process reports to the run ([`super::remote`]).
+    pub lifetimes_us: BTreeMap<u64, u64>,
     /// Bytes the attackers sent (UDP payloads).
     pub bytes_sent: u64,
     /// Packets sent outside QUIC (junk, replayed Initials).
@@ -167,6 +170,9 @@ impl Tally {
             *self.ends.entry(k).or_default() += v;
         }
         self.lifetimes.merge(&o.lifetimes);
+        for (k, v) in o.lifetimes_us {
+            *self.lifetimes_us.entry(k).or_default() += v;
+        }
         self.bytes_sent += o.bytes_sent;
         self.raw_packets += o.raw_packets;
         self.messages += o.messages;
@@ -254,7 +260,10 @@ impl Attacker {
     /// Record how a connection dialed at `opened` ended.
     pub fn record(&mut self, end: End, opened: Instant) {
         if end.by_relay() {
-            self.tally.lifetimes.record(opened.elapsed());
+            let life = opened.elapsed();
+            self.tally.lifetimes.record(life);
+            let us = u64::try_from(life.as_micros()).unwrap_or(u64::MAX);
+            *self.tally.lifetimes_us.entry(us).or_default() += 1;
             if !self.stopped_once {
                 self.stopped_once = true;
                 self.tally

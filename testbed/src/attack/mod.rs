@@ -3,12 +3,14 @@
 //!
 //! The topology is the benchmark's: an origin and one relay, each a child
 //! process spawned from the testbed binary ([`crate::bench::child`]), so the
-//! relay's RSS and CPU are its own. In this process, 50 honest SDK clients
-//! (two hosts in a PK battle, viewers gifting at a steady rate) play on the
-//! relay throughout; a baseline phase measures their gift acks without
-//! attackers, then each attack runs for a few seconds beside them with its
-//! own hostile connections (raw quinn, the project's ALPN and codec, valid
-//! viewer tokens unless the attack is about tokens).
+//! relay's RSS and CPU are its own. In this process, on a runtime of their
+//! own, 50 honest SDK clients (two hosts in a PK battle, viewers gifting at
+//! a steady rate) play on the relay throughout; a baseline phase measures
+//! their gift acks without attackers, then each attack runs for a few
+//! seconds beside them with its own hostile connections (raw quinn, the
+//! project's ALPN and codec, valid viewer tokens unless the attack is about
+//! tokens), in a child process of their own ([`remote`]), so no attacker
+//! task ever queues in front of an honest client's.
 //!
 //! - [`plan`] — what to run: the attacks by name, counts, bounds, seed.
 //! - [`secrets`] — per-run random secrets and the tokens signed with them.
@@ -17,6 +19,8 @@
 //! - [`hostile`] — what every attacker shares: dialing, hello, how a
 //!   connection ended, the tally.
 //! - [`attacks`] — the abuses themselves, one function each.
+//! - [`remote`] — the attackers' own process (`serve-attack`) and how the
+//!   run talks to it.
 //! - [`meter`] — a sampler thread for the relay's and origin's RSS.
 //! - [`aioquic`] — the non-quinn client (a Python script using aioquic).
 //! - [`run()`] and [`report`] — the orchestration and what it prints.
@@ -32,6 +36,7 @@ pub mod honest;
 pub mod hostile;
 pub mod meter;
 pub mod plan;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod secrets;

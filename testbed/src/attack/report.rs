@@ -27,6 +27,11 @@ pub struct Figures {
     pub origin_after_kb: u64,
     /// Relay CPU time during the attack itself.
     pub relay_cpu: Duration,
+    /// CPU time of the whole machine during the attack itself (every
+    /// process, plus interrupt work such as loopback packet delivery).
+    pub machine_cpu: Duration,
+    /// CPU time of the attackers' own process during the attack itself.
+    pub attackers_cpu: Duration,
     /// How long the attack itself lasted.
     pub wall: Duration,
 }
@@ -39,7 +44,12 @@ impl Figures {
 
     /// Relay CPU as cores on average.
     pub fn relay_cores(&self) -> f64 {
-        self.relay_cpu.as_secs_f64() / self.wall.as_secs_f64().max(0.001)
+        self.cores(self.relay_cpu)
+    }
+
+    /// `cpu` over the window's wall time, as cores.
+    pub fn cores(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() / self.wall.as_secs_f64().max(0.001)
     }
 }
 
@@ -132,6 +142,24 @@ fn mib(kb: u64) -> String {
 
 fn p99(g: &Gifts) -> Option<f64> {
     (!g.latencies.is_empty()).then(|| g.latencies.summary().p99_us)
+}
+
+/// The slowest acks of a phase and when in it their gifts were sent.
+fn slowest_line(g: &Gifts) -> Option<String> {
+    (!g.slowest.is_empty()).then(|| {
+        let each: Vec<String> = g
+            .slowest
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{} (sent at +{:.2} s)",
+                    fmt_us(l.as_secs_f64() * 1e6),
+                    at.as_secs_f64()
+                )
+            })
+            .collect();
+        format!("slowest acks: {}", each.join(", "))
+    })
 }
 
 fn lost_line(what: &str, g: &Gifts) -> Option<String> {
@@ -295,7 +323,8 @@ impl Report {
         ));
         o.push_str(&format!(
             "layout: origin (pid {}) and relay (pid {}) are child processes with their default limits; \
-             honest clients and attackers share this process\n",
+             the honest clients run on a one-thread runtime of their own in this process; \
+             each attack's attackers are a child process of their own (`serve-attack`)\n",
             self.pids.1, self.pids.0
         ));
         o.push_str(&format!(
@@ -369,6 +398,9 @@ impl Report {
             "  honest gifts: {}\n",
             gifts_line(&self.baseline_gifts)
         ));
+        if let Some(line) = slowest_line(&self.baseline_gifts) {
+            o.push_str(&format!("  {line}\n"));
+        }
 
         if let Some(q) = &self.aioquic {
             o.push_str(&format!(
@@ -460,6 +492,9 @@ impl Report {
                 o.push_str(&format!("  note: {n}\n"));
             }
             o.push_str(&format!("  honest gifts: {}\n", gifts_line(&a.gifts)));
+            if let Some(line) = slowest_line(&a.gifts) {
+                o.push_str(&format!("  {line}\n"));
+            }
             o.push_str(&format!(
                 "  relay afterwards: {}, {}; {} of {} honest clients connected\n",
                 if a.alive { "alive" } else { "DEAD" },
@@ -473,15 +508,36 @@ impl Report {
         }
 
         o.push_str(&format!(
-            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>14}  {}\n",
-            "", "relay RSS peak (MiB)", "growth", "relay CPU", "honest p99", "stopped"
+            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+            "",
+            "relay RSS peak (MiB)",
+            "growth",
+            "relay CPU",
+            "attackers",
+            "machine",
+            "honest p99",
+            "stopped"
         ));
+        let cpus = |f: &Figures, attackers: bool| {
+            (
+                format!("{:.2}", f.relay_cores()),
+                if attackers {
+                    format!("{:.2}", f.cores(f.attackers_cpu))
+                } else {
+                    "-".into()
+                },
+                format!("{:.2}", f.cores(f.machine_cpu)),
+            )
+        };
+        let (r, at, m) = cpus(&self.baseline, false);
         o.push_str(&format!(
-            "  {:<18} {:>24} {:>10} {:>10} {:>14}  -\n",
+            "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  -\n",
             "baseline",
             mib(self.baseline.relay_peak_kb),
             mib(self.baseline.growth_kb()),
-            format!("{:.2}", self.baseline.relay_cores()),
+            r,
+            at,
+            m,
             base.map_or("-".into(), fmt_us)
         ));
         if let Some(q) = &self.aioquic {
@@ -493,19 +549,23 @@ impl Report {
                     count("\"conn\"")
                 )
             });
+            let (r, at, m) = cpus(&q.figures, false);
             o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
+                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
                 "aioquic",
                 mib(q.figures.relay_peak_kb),
                 mib(q.figures.growth_kb()),
-                format!("{:.2}", q.figures.relay_cores()),
+                r,
+                at,
+                m,
                 p99(&q.gifts).map_or("-".into(), fmt_us),
                 closed.unwrap_or_else(|| "-".into())
             ));
         }
         for a in &self.attacks {
+            let (r, at, m) = cpus(&a.figures, true);
             o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>14}  {}\n",
+                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
                 a.attack.name(),
                 format!(
                     "{}{}",
@@ -513,7 +573,9 @@ impl Report {
                     if a.aborted { " (aborted)" } else { "" }
                 ),
                 mib(a.figures.growth_kb()),
-                format!("{:.2}", a.figures.relay_cores()),
+                r,
+                at,
+                m,
                 p99(&a.gifts).map_or("-".into(), fmt_us),
                 stopped(&a.tally)
             ));

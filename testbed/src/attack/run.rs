@@ -4,25 +4,22 @@
 //! the relay passes the abort level, wind down, settle, check the relay
 //! still serves), and finally every honest gift's outcome.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use protocol::net::Identity;
 use protocol::SessionId;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::bench::probe;
 use crate::bench::stats::Sampling;
 use crate::bench::sys::{self, TempDir};
 
 use super::aioquic;
-use super::attacks;
-use super::honest::{Crowd, CrowdPlan, Gifts, ROOMS};
-use super::hostile::{Attacker, Tally, Target};
+use super::honest::{Crowd, CrowdPlan, Gifts};
+use super::hostile::Target;
 use super::meter::Meter;
-use super::plan::{Attack, Plan};
+use super::plan::Plan;
+use super::remote::{self, AttackProcess, Order};
 use super::report::{AioquicReport, Figures, Report};
 use super::secrets::Secrets;
 use super::servers::{Servers, TlsPaths};
@@ -32,8 +29,6 @@ use super::servers::{Servers, TlsPaths};
 /// memory is as the baseline left it), 3 + k attack k.
 const BETWEEN: usize = 0;
 const BASELINE: usize = 1;
-/// How long attackers get to wind down after the stop signal.
-const WIND_DOWN: Duration = Duration::from_secs(5);
 
 /// Resident memory now, KiB (0 if `/proc` cannot say).
 fn rss(pid: u32) -> u64 {
@@ -69,7 +64,17 @@ async fn serving(target: &Target, user: u64) -> Result<(), String> {
 struct Window {
     before: (u64, u64),
     cpu: Duration,
+    machine: sys::MachineCpu,
     at: Instant,
+}
+
+/// CPU in a window: the relay's, the whole machine's (processes and
+/// interrupts), and the wall time.
+#[derive(Debug, Clone, Copy)]
+struct Busy {
+    relay: Duration,
+    machine: Duration,
+    wall: Duration,
 }
 
 impl Window {
@@ -78,17 +83,25 @@ impl Window {
         Window {
             before: (rss(servers.relay.pid()), rss(servers.origin.pid())),
             cpu: sys::cpu_time(servers.relay.pid()).unwrap_or_default(),
+            machine: sys::MachineCpu::now().unwrap_or_default(),
             at: Instant::now(),
         }
     }
 
     /// CPU and wall time so far.
-    fn cpu(&self, servers: &Servers) -> (Duration, Duration) {
+    fn cpu(&self, servers: &Servers) -> Busy {
         let now = sys::cpu_time(servers.relay.pid()).unwrap_or_default();
-        (now.saturating_sub(self.cpu), self.at.elapsed())
+        let m = sys::MachineCpu::now()
+            .unwrap_or_default()
+            .since(&self.machine);
+        Busy {
+            relay: now.saturating_sub(self.cpu),
+            machine: m.tasks + m.softirq,
+            wall: self.at.elapsed(),
+        }
     }
 
-    fn close(self, servers: &Servers, meter: &Meter, busy: (Duration, Duration)) -> Figures {
+    fn close(self, servers: &Servers, meter: &Meter, busy: Busy) -> Figures {
         let peaks = meter.peaks();
         Figures {
             relay_before_kb: self.before.0,
@@ -97,8 +110,10 @@ impl Window {
             origin_before_kb: self.before.1,
             origin_peak_kb: peaks.origin_kb,
             origin_after_kb: rss(servers.origin.pid()),
-            relay_cpu: busy.0,
-            wall: busy.1,
+            relay_cpu: busy.relay,
+            machine_cpu: busy.machine,
+            attackers_cpu: Duration::ZERO,
+            wall: busy.wall,
         }
     }
 }
@@ -141,17 +156,14 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let mut meter = Meter::start(servers.relay.pid(), servers.origin.pid(), plan.rss_abort);
     report.relay_idle_kb = rss(servers.relay.pid());
 
-    let (paced_messages, paced_actions) = Target::paced_defaults();
-    let target = Arc::new(Target {
-        relay: servers.relay.addr(),
-        roots: identity.certs.clone(),
-        secrets: secrets.clone(),
-        busy: ROOMS,
-        users: plan.attacker_users,
-        paced_messages,
-        paced_actions,
-        flood: 20_000.0,
-    });
+    // For the "still serving" probes; the attackers build theirs alike.
+    let target = remote::target(
+        servers.relay.addr(),
+        identity.certs.clone(),
+        secrets.clone(),
+        plan.attacker_users,
+    );
+    let mut attackers_total = Duration::ZERO;
 
     // The battle lasts the whole run (within the rules' bounds).
     let per_phase = plan.duration + plan.settle + Duration::from_secs(4);
@@ -251,17 +263,17 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             phase: 3 + k,
             ..Default::default()
         };
-        let prepared = match attacks::prepare(attack, &target, plan.attackers).await {
-            Ok(p) => {
-                if attack == Attack::HalfOpen {
-                    a.tally.notes.push(format!(
-                        "{} distinct Initials captured beforehand, {} per attacker at most",
-                        p.initials.len(),
-                        attacks::INITIALS_EACH
-                    ));
-                }
-                Arc::new(p)
-            }
+        let order = Order {
+            relay: servers.relay.addr(),
+            cert: cert.clone(),
+            attack,
+            attackers: plan.attackers,
+            users: plan.attacker_users,
+            duration: plan.duration,
+            seed: plan.seed ^ ((k as u64) << 32),
+        };
+        let mut attackers = match AttackProcess::spawn(&plan.exe, &dir, &order, &secrets).await {
+            Ok(p) => p,
             Err(e) => {
                 a.error = Some(format!("preparing: {e:#}"));
                 report.attacks.push(a);
@@ -269,56 +281,35 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             }
         };
         let w = Window::open(&servers, &mut meter);
+        let attackers_cpu = sys::cpu_time(attackers.pid()).unwrap_or_default();
         crowd.set_phase(a.phase);
-        let (stop, stop_rx) = watch::channel(false);
-        let at = Instant::now();
-        let mut set = JoinSet::new();
-        for i in 0..plan.attackers {
-            let (target, prepared) = (target.clone(), prepared.clone());
-            let mut att = Attacker::new(
-                i,
-                &target,
-                plan.seed ^ (k as u64) << 32,
-                at,
-                stop_rx.clone(),
-            );
-            set.spawn(async move {
-                if let Err(e) = attacks::run(attack, &mut att, target, prepared).await {
-                    att.tally.notes.push(format!("{e:#}"));
-                }
-                att.tally
-            });
+        if let Err(e) = attackers.go() {
+            crowd.set_phase(BETWEEN);
+            a.error = Some(format!("starting: {e:#}"));
+            report.attacks.push(a);
+            continue;
         }
-        let end = at + plan.duration;
+        let end = Instant::now() + plan.duration;
         while Instant::now() < end && !meter.aborted() {
             // The meter is a thread: look at its flag every 20 ms.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         a.aborted = meter.aborted();
         let busy = w.cpu(&servers);
-        let _ = stop.send(true);
+        let attackers_busy = sys::cpu_time(attackers.pid())
+            .unwrap_or_default()
+            .saturating_sub(attackers_cpu);
         crowd.set_phase(BETWEEN);
-        let mut tally = Tally::default();
-        let wound = tokio::time::timeout(WIND_DOWN, async {
-            while let Some(r) = set.join_next().await {
-                if let Ok(t) = r {
-                    tally.merge(t);
-                }
+        match attackers.finish().await {
+            Ok((tally, cpu)) => {
+                a.tally = tally;
+                attackers_total += cpu;
             }
-        })
-        .await;
-        if wound.is_err() {
-            tally
-                .notes
-                .push(format!("{} attackers did not wind down in time", set.len()));
-            set.abort_all();
+            Err(e) => a.error = Some(format!("the attackers' process: {e:#}")),
         }
-        drop(prepared);
-        let notes = std::mem::take(&mut a.tally.notes);
-        a.tally = tally;
-        a.tally.notes.splice(0..0, notes);
         tokio::time::sleep(plan.settle).await;
         a.figures = w.close(&servers, &meter, busy);
+        a.figures.attackers_cpu = attackers_busy;
         a.alive = servers.relay.is_running();
         a.not_serving = if a.alive {
             serving(&target, 800_000 + k as u64).await.err()
@@ -354,7 +345,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         .since(&machine_start);
     report.others_cpu = machine
         .tasks
-        .saturating_sub(ours(&servers).saturating_sub(ours_start));
+        .saturating_sub(ours(&servers).saturating_sub(ours_start) + attackers_total);
     report.loadavg.1 = sys::loadavg().unwrap_or_default();
     if !servers.relay.is_running() {
         report.notes.push(format!(

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use testbed::attack::remote::{self, Order};
+use testbed::attack::secrets::Secrets;
 use testbed::attack::{Attack, Plan};
 
 /// Options of `testbed attack`.
@@ -170,4 +172,56 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Options of the hidden `serve-attack`: the attackers' own process, spawned
+/// by `testbed attack` for each attack (the token secret comes in
+/// `RINGSIDE_ATTACK_TOKEN_SECRET`).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The relay under attack.
+    #[arg(long)]
+    relay: std::net::SocketAddr,
+    /// Its certificate, PEM.
+    #[arg(long, value_name = "PATH")]
+    cert: PathBuf,
+    /// The attack, by name.
+    #[arg(long)]
+    attack: String,
+    /// Hostile connections.
+    #[arg(long)]
+    attackers: usize,
+    /// Distinct users among the attackers.
+    #[arg(long, default_value_t = 10)]
+    users: usize,
+    /// Seconds the attack lasts at most once started.
+    #[arg(long, value_name = "SECS")]
+    duration: f64,
+    /// Seed for the attackers' random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Run one attack as the parent orders it over stdin (see
+/// `testbed::attack::remote`).
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let attack = Attack::from_name(&args.attack)
+        .with_context(|| format!("unknown attack {:?}", args.attack))?;
+    let token = std::env::var(remote::TOKEN_SECRET_ENV)
+        .with_context(|| format!("{} is not set", remote::TOKEN_SECRET_ENV))?;
+    let order = Order {
+        relay: args.relay,
+        cert: args.cert,
+        attack,
+        attackers: args.attackers,
+        users: args.users,
+        duration: seconds("duration", args.duration)?,
+        seed: args.seed,
+    };
+    // The attackers only mint viewer tokens: no cluster secret here.
+    let secrets = Secrets {
+        token,
+        cluster: String::new(),
+    };
+    remote::serve(&order, secrets).await
 }

@@ -54,6 +54,10 @@ pub enum Command {
     /// when stdin closes).
     #[command(hide = true)]
     ServeEcho(serve::EchoArgs),
+    /// Run the attackers of one attack for `attack` (prints `ready`, starts
+    /// at `go` on stdin, prints its tally at the end).
+    #[command(hide = true)]
+    ServeAttack(attack::ServeArgs),
 }
 
 impl Cli {
@@ -88,5 +92,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Failover(args) => failover::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Attack(args) => attack::run(args).await,
+        Command::ServeAttack(args) => attack::serve(args).await,
     }
 }
