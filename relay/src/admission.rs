@@ -92,7 +92,7 @@ impl Default for Limits {
         Limits {
             max_connections: 20_000,
             max_per_addr: 512,
-            max_unauthenticated: 1_024,
+            max_unauthenticated: 256,
             retry_above_per_sec: 500,
             hello_timeout_ms: 2_000,
             sessions_per_user: 4,
