@@ -54,6 +54,10 @@ pub struct Limits {
     pub hello_timeout_ms: u64,
     /// Live connections (sessions) of one user on this relay.
     pub sessions_per_user: usize,
+    /// New sessions one user may open per second (a burst of twice
+    /// `sessions_per_user`): reconnecting at once is fine, a churn of fresh
+    /// sessions (each a full handshake) is not.
+    pub sessions_per_sec: u32,
     /// Actions a user may send per second, over all its connections.
     pub actions_per_sec: u32,
     /// Actions a user may send in a burst.
@@ -96,6 +100,7 @@ impl Default for Limits {
             retry_above_per_sec: 500,
             hello_timeout_ms: 2_000,
             sessions_per_user: 4,
+            sessions_per_sec: 1,
             actions_per_sec: 50,
             action_burst: 100,
             messages_per_sec: 400,
@@ -183,6 +188,7 @@ struct User {
     connections: usize,
     actions: Bucket,
     messages: Bucket,
+    sessions: Bucket,
 }
 
 /// The relay's admission state.
@@ -298,12 +304,14 @@ impl Admission {
     pub fn handle_authenticated(&mut self, now: Instant, user: UserId) -> Result<(), ErrorCode> {
         self.sweep(now);
         let limits = &self.limits;
+        let session_burst = u32::try_from(limits.sessions_per_user * 2).unwrap_or(u32::MAX);
         let u = self.users.entry(user).or_insert_with(|| User {
             connections: 0,
             actions: Bucket::new(limits.actions_per_sec, limits.action_burst, now),
             messages: Bucket::new(limits.messages_per_sec, limits.messages_per_sec * 2, now),
+            sessions: Bucket::new(limits.sessions_per_sec, session_burst, now),
         });
-        if u.connections >= self.limits.sessions_per_user {
+        if u.connections >= self.limits.sessions_per_user || u.sessions.take(now).is_err() {
             return Err(ErrorCode::Limit);
         }
         u.connections += 1;
@@ -354,7 +362,8 @@ impl Admission {
         }
         self.swept = now;
         self.users.retain(|_, u| {
-            u.connections > 0 || !(u.actions.is_full(now) && u.messages.is_full(now))
+            u.connections > 0
+                || !(u.actions.is_full(now) && u.messages.is_full(now) && u.sessions.is_full(now))
         });
     }
 }
@@ -463,6 +472,42 @@ mod tests {
         a.handle_closed(t, ip(1), Some(UserId(7)));
         a.handle_incoming(t, ip(1), true);
         assert!(a.handle_authenticated(t, UserId(7)).is_ok());
+    }
+
+    #[test]
+    fn a_churn_of_fresh_sessions_is_refused() {
+        let t = Instant::now();
+        let mut a = Admission::new(
+            Limits {
+                max_per_addr: 100,
+                max_unauthenticated: 100,
+                max_connections: 100,
+                ..limits()
+            },
+            t,
+        );
+        // Connect, say hello, leave, again: twice the session cap in a burst.
+        let mut admitted = 0;
+        for _ in 0..10 {
+            a.handle_incoming(t, ip(1), true);
+            match a.handle_authenticated(t, UserId(7)) {
+                Ok(()) => {
+                    admitted += 1;
+                    a.handle_closed(t, ip(1), Some(UserId(7)));
+                }
+                Err(code) => {
+                    assert_eq!(code, ErrorCode::Limit);
+                    a.handle_closed(t, ip(1), None);
+                }
+            }
+        }
+        assert_eq!(admitted, 4, "a burst of twice sessions_per_user (2)");
+        let later = t + Duration::from_secs(1);
+        a.handle_incoming(later, ip(1), true);
+        assert!(
+            a.handle_authenticated(later, UserId(7)).is_ok(),
+            "one a second"
+        );
     }
 
     #[test]
