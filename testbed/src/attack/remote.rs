@@ -344,6 +344,14 @@ async fn attack(
     for i in 0..order.attackers {
         let (target, prepared) = (target.clone(), prepared.clone());
         let mut att = Attacker::new(i, &target, order.seed, at, stop_rx.clone());
+        // Addresses of its own for each attack: the relay's penalty box
+        // still refuses the previous attack's addresses for a while, and
+        // each attack must meet the relay's answer to itself.
+        let phase = (super::plan::Attack::ALL.iter())
+            .position(|a| *a == order.attack)
+            .unwrap_or(0);
+        att.bind =
+            std::net::SocketAddr::from((super::hostile::attacker_ip(i + 1000 * (phase + 1)), 0));
         let attack = order.attack;
         set.spawn(async move {
             if let Err(e) = attacks::run(attack, &mut att, target, prepared).await {
