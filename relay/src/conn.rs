@@ -28,7 +28,7 @@ use protocol::{ActionId, Class, Outcome, RoomId, SessionId, UserId};
 use tokio::sync::mpsc;
 
 use crate::admission::{ActionVerdict, Requests};
-use crate::hub::{ClientId, Out};
+use crate::hub::{self, ClientId, Out};
 use crate::sched::{self, Scheduler};
 use crate::server::{out_queue, HubIn, OutRx, OutTx, Shared};
 
@@ -317,11 +317,12 @@ async fn read_loop(
                 ClientMsg::Ping { nonce } => {
                     if let Some(origin_time) = shared.clock.origin_now() {
                         let pong = ServerMsg::Pong { nonce, origin_time };
-                        let _ = out.push(Out::Datagram(item(
-                            Class::Session,
-                            &pong,
-                            sched::Copies::Once,
-                        )));
+                        let _ = out.push(Out::Datagram(sched::Item {
+                            class: Class::Session,
+                            payload: hub::payload(&pong),
+                            coalesce: None,
+                            copies: sched::Copies::Once,
+                        }));
                     }
                     continue;
                 }
@@ -437,32 +438,11 @@ async fn read_loop(
     }
 }
 
-/// A session-class answer to the client: twice as datagrams, and on the
-/// control stream too when the question came that way.
+/// A session-class answer to the client (see [`hub::answer`]).
 fn answer(out: &OutTx, msg: &ServerMsg, via_stream: bool) {
-    let _ = out.push(Out::Datagram(item(
-        Class::Session,
-        msg,
-        sched::Copies::Twice,
-    )));
-    if via_stream {
-        let _ = out.push(Out::Reliable(frame(msg)));
+    for o in hub::answer(msg, via_stream) {
+        let _ = out.push(o);
     }
-}
-
-fn item(class: Class, msg: &ServerMsg, copies: sched::Copies) -> sched::Item {
-    sched::Item {
-        class,
-        payload: Bytes::from(codec::encode(msg).unwrap_or_default()),
-        coalesce: None,
-        copies,
-    }
-}
-
-fn frame(msg: &ServerMsg) -> Bytes {
-    let mut b = bytes::BytesMut::new();
-    let _ = codec::write_frame(msg, &mut b);
-    b.freeze()
 }
 
 /// Snapshots for one client: at most one in flight (on a stream of its

@@ -18,13 +18,7 @@ const A: RoomId = RoomId(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_peers_are_closed_and_good_ones_are_untouched() {
     // Production limits: 400 messages a second per client.
-    let t = topology("bad-input", 1, |s| {
-        let d = relay::Config::default();
-        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
-        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
-        s.relay.limits.action_burst = d.limits.action_burst;
-    })
-    .await;
+    let t = topology("bad-input", 1, production_rates).await;
     // A good client, busy the whole time.
     let good = t.client(1, &[], &[0]).await.expect("client connects");
     let room = good.join(A).await.expect("join");

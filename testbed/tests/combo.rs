@@ -25,13 +25,7 @@ const OTHER_GIFTS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
-    let t = topology("combo", 1, |s| {
-        let d = relay::Config::default();
-        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
-        s.relay.limits.action_burst = d.limits.action_burst;
-        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
-    })
-    .await;
+    let t = topology("combo", 1, production_rates).await;
     let host = t.client(100, &[ROOM], &[0]).await.expect("host connects");
     let hr = host.join(ROOM).await.expect("host joins");
     assert!(hr.like(1).await.expect("opens").outcome.is_applied());
@@ -156,13 +150,7 @@ async fn a_combo_of_500_gifts_resolves_every_gift_and_leaves_the_room_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_unacknowledged_gifts_resolve_on_the_next_relay() {
     const HELD: u64 = 200;
-    let mut t = topology("combo-failover", 2, |s| {
-        let d = relay::Config::default();
-        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
-        s.relay.limits.action_burst = d.limits.action_burst;
-        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
-    })
-    .await;
+    let mut t = topology("combo-failover", 2, production_rates).await;
     let host = t.client(100, &[ROOM], &[0]).await.expect("host connects");
     let hr = host.join(ROOM).await.expect("host joins");
     assert!(hr.like(1).await.expect("opens").outcome.is_applied());

@@ -15,13 +15,7 @@ use protocol::{GiftId, RoomId, UserId};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_never_refuses_a_counted_gift() {
     // Production limits: 50 actions a second per client.
-    let t = topology("rate-limit", 1, |s| {
-        let d = relay::Config::default();
-        s.relay.limits.actions_per_sec = d.limits.actions_per_sec;
-        s.relay.limits.action_burst = d.limits.action_burst;
-        s.relay.limits.messages_per_sec = d.limits.messages_per_sec;
-    })
-    .await;
+    let t = topology("rate-limit", 1, production_rates).await;
     let c = t.client(9, &[], &[0]).await.expect("connects");
     let room = c.join(RoomId(1)).await.expect("joins");
     for _ in 0..5 {

@@ -31,6 +31,15 @@ pub async fn topology(name: &str, relays: usize, f: impl FnOnce(&mut Spec)) -> T
     Topology::start(spec).await.expect("topology starts")
 }
 
+/// A topology tweak: the relay's production rate limits (the test topology
+/// raises them, since simulated clients act in bursts).
+pub fn production_rates(s: &mut Spec) {
+    let d = relay::Limits::default();
+    s.relay.limits.actions_per_sec = d.actions_per_sec;
+    s.relay.limits.action_burst = d.action_burst;
+    s.relay.limits.messages_per_sec = d.messages_per_sec;
+}
+
 /// The origin's state of a room: a room it does not know is an unopened one.
 pub async fn origin_state(t: &Topology, room: protocol::RoomId) -> RoomState {
     (t.origin_state(room).await).unwrap_or_else(|| RoomState::new(room))
