@@ -448,17 +448,22 @@ fn answer(out: &OutTx, msg: &ServerMsg, via_stream: bool) {
 /// Snapshots for one client: at most one in flight (on a stream of its
 /// own), at most one waiting per room (a newer one replaces it). A client
 /// that does not take the one in flight within the deadline (it grants no
-/// stream credit, or reads nothing) is cut off.
+/// stream credit, or reads nothing) is cut off, and so is one with more
+/// rooms waiting than it may follow (it left and joined rooms while one was
+/// stuck): waiting snapshots stay within `rooms_per_connection` frames.
 struct Snapshots {
     in_flight: Option<(tokio::task::JoinHandle<bool>, tokio::time::Instant)>,
     waiting: BTreeMap<RoomId, Bytes>,
     timeout: Duration,
+    max_waiting: usize,
 }
 
 impl Snapshots {
-    fn push(&mut self, conn: &quinn::Connection, room: RoomId, bytes: Bytes) {
+    /// Queue a room's snapshot; `false` when too many are waiting.
+    fn push(&mut self, conn: &quinn::Connection, room: RoomId, bytes: Bytes) -> bool {
         self.waiting.insert(room, bytes);
         self.start_next(conn);
+        self.waiting.len() <= self.max_waiting
     }
 
     fn start_next(&mut self, conn: &quinn::Connection) {
@@ -525,6 +530,7 @@ async fn write_loop(
         in_flight: None,
         waiting: BTreeMap::new(),
         timeout: Duration::from_millis(shared.config.limits.snapshot_timeout_ms),
+        max_waiting: shared.config.limits.rooms_per_connection,
     };
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
@@ -584,7 +590,13 @@ async fn write_loop(
                         return;
                     }
                 }
-                Out::Snapshot(room, b) => snapshots.push(&conn, room, b),
+                Out::Snapshot(room, b) => {
+                    if !snapshots.push(&conn, room, b) {
+                        tracing::warn!(remote = %conn.remote_address(), "snapshots pile up for a client; closing");
+                        net::close(&conn, ErrorCode::Flood, "snapshots not taken");
+                        return;
+                    }
+                }
                 Out::Close(code, reason) => {
                     net::close(&conn, code, reason);
                     return;
