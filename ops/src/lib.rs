@@ -1,0 +1,18 @@
+//! What an operator needs from every Ringside binary, in one place.
+//!
+//! - [`http`]: the `metrics_listen` listener: `/metrics` (OpenMetrics text
+//!   from a [`prometheus_client`] registry), `/healthz` and `/readyz`.
+//! - [`log`]: `--log-format text|json` for every binary.
+//! - [`buckets`]: the histogram buckets every latency metric shares, so a
+//!   dashboard can compare them.
+//!
+//! The metrics themselves live beside what they measure (`origin::metrics`,
+//! `relay::metrics`); this crate only carries them out.
+
+pub mod buckets;
+pub mod http;
+pub mod log;
+
+pub use http::{Endpoint, Listener};
+pub use log::LogFormat;
+pub use prometheus_client;
