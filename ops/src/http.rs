@@ -104,7 +104,10 @@ impl Endpoint {
             "/healthz" => plain(StatusCode::OK, "ok\n".into()),
             "/readyz" => match self.ready() {
                 Ok(()) => plain(StatusCode::OK, "ready\n".into()),
-                Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                Err(why) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
             },
             _ => plain(
                 StatusCode::NOT_FOUND,
@@ -226,11 +229,20 @@ mod tests {
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("application/openmetrics-text"), "{m}");
         assert!(m.contains("ringside_test_things_total 3"), "{m}");
-        assert!(get(l.local_addr(), "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(l.local_addr(), "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200"));
         let not = get(l.local_addr(), "/readyz").await;
-        assert!(not.starts_with("HTTP/1.1 503") && not.contains("log not replayed"), "{not}");
+        assert!(
+            not.starts_with("HTTP/1.1 503") && not.contains("log not replayed"),
+            "{not}"
+        );
         ready.store(true, Ordering::Relaxed);
-        assert!(get(l.local_addr(), "/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(l.local_addr(), "/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(get(l.local_addr(), "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        assert!(get(l.local_addr(), "/nope")
+            .await
+            .starts_with("HTTP/1.1 404"));
     }
 }

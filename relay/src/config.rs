@@ -71,6 +71,11 @@ pub struct Config {
     pub tuning: Tuning,
     /// Origin-facing transport settings.
     pub upstream_tuning: Tuning,
+    /// Where to serve `/metrics` (Prometheus/OpenMetrics text), `/healthz`
+    /// and `/readyz` over HTTP (for example `127.0.0.1:9464`); `None` (the
+    /// default): not at all. Put it on a private address: it carries no
+    /// secret, but it is for operators.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -97,6 +102,7 @@ impl Default for Config {
             drain_timeout_ms: 5_000,
             tuning: Tuning::client_facing(),
             upstream_tuning: Tuning::backbone(),
+            metrics_listen: None,
         }
     }
 }

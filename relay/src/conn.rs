@@ -26,9 +26,11 @@ use protocol::room::Reason;
 use protocol::token::{unix_now, Claims, Purpose, TokenError};
 use protocol::{ActionId, Class, Outcome, RoomId, SessionId, UserId};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::admission::{ActionVerdict, Requests};
 use crate::hub::{self, ClientId, Out};
+use crate::metrics::{self, PathStats};
 use crate::sched::{self, Scheduler};
 use crate::server::{out_queue, HubIn, OutRx, OutTx, Shared};
 
@@ -46,6 +48,7 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.shared.metrics.connections.dec();
         let (addr, user) = (self.addr.ip(), self.user);
         self.shared
             .admit(|a| a.handle_closed(Instant::now(), addr, user));
@@ -55,9 +58,15 @@ impl Drop for Admitted {
 /// Close a connection for abuse: the close code, a strike against its
 /// address (see [`crate::admission`]'s penalty box).
 fn refuse(shared: &Shared, conn: &quinn::Connection, code: ErrorCode, reason: &str) {
-    net::close(conn, code, reason);
+    close(shared, conn, code, reason);
     let addr = conn.remote_address().ip();
     shared.admit(|a| a.handle_abuse(Instant::now(), addr));
+}
+
+/// Close a connection with `code`, counted in `ringside_relay_clients_closed_total`.
+fn close(shared: &Shared, conn: &quinn::Connection, code: ErrorCode, reason: &str) {
+    shared.metrics.closed_with(code);
+    net::close(conn, code, reason);
 }
 
 fn token_code(e: &TokenError) -> ErrorCode {
@@ -73,8 +82,21 @@ fn expiry(expires: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(left)
 }
 
+/// Serve one incoming connection, in a span naming the relay, the peer and
+/// (once known) the user, so that every log line of it says whose it is.
 pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let span = tracing::info_span!(
+        "conn",
+        relay = %shared.config.name,
+        remote = %incoming.remote_address(),
+        user = tracing::field::Empty,
+    );
+    serve_in_span(incoming, shared).instrument(span).await;
+}
+
+async fn serve_in_span(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
+    shared.metrics.connections.inc();
     let mut admitted = Admitted {
         shared: shared.clone(),
         addr: remote,
@@ -110,8 +132,12 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     }
     admitted.user = Some(claims.user);
+    tracing::Span::current().record("user", tracing::field::display(claims.user));
     let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    let (out, out_rx) = out_queue(shared.config.limits.queue_bytes);
+    let (out, out_rx) = out_queue(
+        shared.config.limits.queue_bytes,
+        shared.metrics.queued_bytes.clone(),
+    );
     let welcome = ServerMsg::Welcome(Welcome {
         session: hello.session,
         relay: shared.config.name.clone(),
@@ -153,7 +179,8 @@ pub(crate) async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
     )
     .await;
     tracing::debug!(client, %remote, reason = why, "client gone");
-    let _ = shared.hub.send(HubIn::ClientGone { client }).await;
+    let clean = why == "bye";
+    let _ = shared.hub.send(HubIn::ClientGone { client, clean }).await;
     reader.abort();
     // The writer ends when the hub drops its sender; give it a moment to flush.
     drop(out);
@@ -178,11 +205,11 @@ async fn hello(
         Ok(Ok(Some(ClientMsg::Hello(h)))) => {
             if h.version != PROTOCOL_VERSION {
                 tracing::warn!(%remote, version = h.version, "client speaks another protocol version");
-                net::close(conn, ErrorCode::Version, "protocol version");
+                close(shared, conn, ErrorCode::Version, "protocol version");
                 return None;
             }
             if shared.draining.load(Ordering::Relaxed) {
-                net::close(conn, ErrorCode::Shutdown, "relay draining");
+                close(shared, conn, ErrorCode::Shutdown, "relay draining");
                 return None;
             }
             Some((h, send, recv))
@@ -279,6 +306,7 @@ async fn read_loop(
 ) -> &'static str {
     let mut forwarded = Recent::default();
     let mut requests = Requests::new(&shared.config.limits, Instant::now());
+    let mut last_report: Option<Instant> = None;
     let user = claims.user;
     let expires = tokio::time::sleep_until(expiry(claims.expires));
     tokio::pin!(expires);
@@ -294,7 +322,7 @@ async fn read_loop(
             },
             () = &mut expires => {
                 tracing::debug!(client, %user, "token expired; closing");
-                net::close(conn, ErrorCode::TokenExpired, "token expired");
+                close(shared, conn, ErrorCode::TokenExpired, "token expired");
                 return "token expired";
             }
         };
@@ -419,13 +447,26 @@ async fn read_loop(
                         }
                         Err(e) => {
                             tracing::warn!(client, %user, error = %e, "bad renewal token; closing");
-                            net::close(conn, token_code(&e), &e.to_string());
+                            close(shared, conn, token_code(&e), &e.to_string());
                             return "bad renewal";
                         }
                     }
                     continue;
                 }
                 ClientMsg::Bye => return "bye",
+                ClientMsg::Report(report) => {
+                    // At most one report per interval counts; it is the
+                    // client's word about itself, bounded in what it moves.
+                    let due = last_report
+                        .is_none_or(|t| now.duration_since(t) >= metrics::REPORT_EVERY_MIN);
+                    if due {
+                        last_report = Some(now);
+                        shared.metrics.observe_report(&report);
+                    } else {
+                        shared.metrics.reports_ignored.inc();
+                    }
+                    continue;
+                }
                 ClientMsg::Hello(_) => {
                     refuse(shared, conn, ErrorCode::Malformed, "second hello");
                     return "second hello";
@@ -526,6 +567,8 @@ async fn write_loop(
     let mut sched = Scheduler::new(shared.config.client_budget, redundancy);
     let clock = shared.clock.clone();
     let mut loss = LossWatch::default();
+    let m = &shared.metrics;
+    let mut shed_seen = 0u64;
     let mut snapshots = Snapshots {
         in_flight: None,
         waiting: BTreeMap::new(),
@@ -544,7 +587,7 @@ async fn write_loop(
             sent = snapshots.poll() => {
                 if sent.is_err() {
                     tracing::warn!(remote = %conn.remote_address(), "client did not take a snapshot in time; closing");
-                    net::close(&conn, ErrorCode::Flood, "snapshot not taken");
+                    close(&shared, &conn, ErrorCode::Flood, "snapshot not taken");
                     return;
                 }
                 snapshots.start_next(&conn);
@@ -570,6 +613,7 @@ async fn write_loop(
         for out in batch {
             match out {
                 Out::Datagram(item) if !datagrams => {
+                    m.sent_on(item.class, false);
                     // A client without datagrams gets everything on the stream.
                     let mut b = bytes::BytesMut::with_capacity(item.payload.len() + 4);
                     b.extend_from_slice(&(item.payload.len() as u32).to_be_bytes());
@@ -579,13 +623,16 @@ async fn write_loop(
                     }
                 }
                 Out::Datagram(item) => {
+                    m.sent_on(item.class, true);
                     if sched.push(item).is_err() {
                         tracing::warn!(remote = %conn.remote_address(), "client cannot keep up; closing");
-                        net::close(&conn, ErrorCode::Flood, "client too slow");
+                        close(&shared, &conn, ErrorCode::Flood, "client too slow");
                         return;
                     }
                 }
+                // Reliable frames are all session-class answers and notices.
                 Out::Reliable(b) => {
+                    m.sent_on(Class::Session, false);
                     if ctrl.write_all(&b).await.is_err() {
                         return;
                     }
@@ -593,12 +640,12 @@ async fn write_loop(
                 Out::Snapshot(room, b) => {
                     if !snapshots.push(&conn, room, b) {
                         tracing::warn!(remote = %conn.remote_address(), "snapshots pile up for a client; closing");
-                        net::close(&conn, ErrorCode::Flood, "snapshots not taken");
+                        close(&shared, &conn, ErrorCode::Flood, "snapshots not taken");
                         return;
                     }
                 }
                 Out::Close(code, reason) => {
-                    net::close(&conn, code, reason);
+                    close(&shared, &conn, code, reason);
                     return;
                 }
             }
@@ -607,7 +654,14 @@ async fn write_loop(
             continue;
         };
         let now = clock.local();
-        sched.set_lossy(loss.lossy(now, &conn));
+        sched.set_lossy(loss.lossy(now, &conn, m));
+        if sched.dropped() > shed_seen {
+            let class = metrics::ClassLabel { class: "ambient" };
+            m.shed
+                .get_or_create(&class)
+                .inc_by(sched.dropped() - shed_seen);
+            shed_seen = sched.dropped();
+        }
         let space = conn.datagram_send_buffer_space();
         for d in sched.poll_datagrams(now, max, space) {
             if conn.send_datagram(d).is_err() {
@@ -624,13 +678,16 @@ struct LossWatch {
     checked_at: u64,
     lost: u64,
     lossy_until: u64,
+    path: PathStats,
 }
 
 impl LossWatch {
-    fn lossy(&mut self, now: u64, conn: &quinn::Connection) -> bool {
+    fn lossy(&mut self, now: u64, conn: &quinn::Connection, m: &metrics::Metrics) -> bool {
         if now.saturating_sub(self.checked_at) >= 50_000 {
             self.checked_at = now;
-            let lost = conn.stats().path.lost_packets;
+            let stats = conn.stats();
+            self.path.update(m, "client", &stats);
+            let lost = stats.path.lost_packets;
             if lost > self.lost {
                 self.lossy_until = now + 5_000_000;
             }

@@ -35,6 +35,7 @@ use protocol::room::Reason;
 use protocol::{ActionId, Class, Event, RoomId, RoomState, Seq, SessionId, UserId};
 
 use crate::cache::{RoomCache, Serve};
+use crate::metrics::{class_name, ClassLabel, KindLabel, Metrics};
 use crate::sched;
 
 /// A client connection's number on this relay.
@@ -159,6 +160,8 @@ struct Pending {
     via_stream: bool,
     actor: Actor,
     msg: ActionMsg,
+    /// When it reached the relay (µs), for `ringside_action_ack_seconds`.
+    arrived: u64,
     /// When it last went upstream (µs); `None`: not yet.
     sent_at: Option<u64>,
     /// Waiting in the upstream queue.
@@ -187,6 +190,8 @@ pub struct Hub {
     /// Membership messages staged for the link (counted as told already),
     /// sent before anything else; at most one room's worth at a time.
     staged: VecDeque<UpMsg>,
+    /// What the operator sees (atomic counters; they decide nothing).
+    metrics: Metrics,
 }
 
 /// A session-class answer to a client (an ack, a throttle): twice as
@@ -220,7 +225,13 @@ pub(crate) fn frame(msg: &ServerMsg) -> Bytes {
 impl Hub {
     /// An empty hub, upstream down.
     pub fn new(settings: Settings) -> Hub {
+        Hub::with_metrics(settings, Metrics::default())
+    }
+
+    /// An empty hub that counts into `metrics`.
+    pub fn with_metrics(settings: Settings, metrics: Metrics) -> Hub {
         Hub {
+            metrics,
             settings,
             rooms: BTreeMap::new(),
             clients: BTreeMap::new(),
@@ -233,6 +244,11 @@ impl Hub {
             actions: VecDeque::new(),
             staged: VecDeque::new(),
         }
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Whether [`Hub::poll_upstream`] has something to send.
@@ -372,7 +388,8 @@ impl Hub {
                     old,
                     Out::Close(ErrorCode::Normal, "session resumed elsewhere"),
                 );
-                self.handle_client_gone(now, old);
+                // The session goes on here: not an ending.
+                self.remove_client(now, old);
                 self.sessions.insert((user, session), client);
             }
         }
@@ -439,6 +456,7 @@ impl Hub {
                 }
             }
             Serve::Snapshot(state) => {
+                self.metrics.snapshots.inc();
                 let msg = ServerMsg::Snapshot { room, state };
                 self.send_to(client, Out::Snapshot(room, frame(&msg)));
             }
@@ -529,6 +547,7 @@ impl Hub {
                 via_stream,
                 actor,
                 msg,
+                arrived: now,
                 sent_at: None,
                 queued: false,
             },
@@ -560,11 +579,45 @@ impl Hub {
         let Some(cache) = &r.cache else { return };
         let since = Seq(from.0.saturating_sub(1));
         let serve = cache.serve(Some(since));
+        self.metrics.resyncs.inc();
         self.serve(client, room, serve);
     }
 
-    /// A client connection ended (or was cut off).
-    pub fn handle_client_gone(&mut self, _now: u64, client: ClientId) {
+    /// A client connection ended (or was cut off); `clean` when it said
+    /// goodbye. A session that ends while a room it follows has a live
+    /// interaction counts in `ringside_interaction_sessions_total`, and in
+    /// `..._session_losses_total` too when it vanished (it may resume on
+    /// another relay: from here that cannot be told from a crash, so the
+    /// loss rate is an upper bound of the crash rate).
+    pub fn handle_client_gone(&mut self, now: u64, client: ClientId, clean: bool) {
+        if let Some(c) = self.clients.get(&client) {
+            let (mut pk, mut challenge) = (false, false);
+            for room in &c.rooms {
+                let state = (self.rooms.get(room))
+                    .and_then(|r| r.cache.as_ref())
+                    .map(RoomCache::state);
+                if let Some(state) = state {
+                    pk |= state.battle.as_ref().is_some_and(|b| b.result.is_none());
+                    challenge |= state.challenge.is_some();
+                }
+            }
+            for (kind, live) in [("pk", pk), ("challenge", challenge)] {
+                if live {
+                    let label = KindLabel { kind };
+                    self.metrics
+                        .interaction_sessions
+                        .get_or_create(&label)
+                        .inc();
+                    if !clean {
+                        self.metrics.interaction_losses.get_or_create(&label).inc();
+                    }
+                }
+            }
+        }
+        self.remove_client(now, client);
+    }
+
+    fn remove_client(&mut self, _now: u64, client: ClientId) {
         let Some(c) = self.clients.remove(&client) else {
             return;
         };
@@ -651,6 +704,9 @@ impl Hub {
                 let Some(p) = self.take_pending((user, id)) else {
                     return;
                 };
+                let class = class_name(p.msg.action.class());
+                let waited = now.saturating_sub(p.arrived) as f64 / 1e6;
+                (self.metrics.action_ack.get_or_create(&ClassLabel { class })).observe(waited);
                 // The session may have moved to a newer connection here.
                 let client = (self.sessions.get(&(user, id.session)).copied()).unwrap_or(p.client);
                 let ack = ServerMsg::Ack { id, outcome };
@@ -1044,7 +1100,7 @@ mod tests {
             .filter(|m| matches!(m, UpMsg::Subscribe { .. }))
             .count();
         assert_eq!(subs, 16, "only the rooms the client may follow");
-        h.handle_client_gone(1, 1);
+        h.handle_client_gone(1, 1, true);
         let gone = upstream(&mut h);
         let unsubs = gone
             .iter()
@@ -1074,7 +1130,7 @@ mod tests {
             .filter(|o| matches!(o, Output::Client(1, Out::Datagram(_))))
             .count();
         assert_eq!(throttled, 2, "the two past the bound are answered");
-        h.handle_client_gone(1, 1);
+        h.handle_client_gone(1, 1, true);
         assert_eq!(
             h.pending(),
             0,

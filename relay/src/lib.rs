@@ -1,7 +1,7 @@
 //! The relay: a regional edge between clients and the origin.
 //!
 //! It terminates client QUIC connections and checks their tokens
-//! (`client`), keeps one upstream connection to the origin for all rooms
+//! (`conn`), keeps one upstream connection to the origin for all rooms
 //! ([`upstream`]), and in between runs the [`hub`]: which client follows which
 //! room, a cache per room (latest state plus a ring of recent events,
 //! [`cache`]) that serves joins and gap repairs without a trip to the origin,
@@ -14,8 +14,11 @@
 //! action itself. Outcomes come from the origin; while the origin is out of
 //! reach, actions wait and clients are told the room is degraded.
 //!
-//! Pure parts (`cache`, `sched`, `hub`) take `now` and do no IO; `server`,
-//! `client` and `upstream` are the thin drivers around them.
+//! What the operator sees is in [`metrics`] (Prometheus, served on
+//! `metrics_listen` with `/healthz` and `/readyz`).
+//!
+//! Pure parts (`admission`, `cache`, `sched`, `hub`) take `now` and do no
+//! IO; `server`, `conn` and `upstream` are the thin drivers around them.
 
 pub mod admission;
 pub mod cache;
@@ -23,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub(crate) mod conn;
 pub mod hub;
+pub mod metrics;
 pub mod sched;
 pub mod server;
 pub mod upstream;

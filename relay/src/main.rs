@@ -14,6 +14,9 @@ struct Args {
     /// TOML configuration file (RINGSIDE_RELAY_* variables override it).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// How log lines are written to stderr (`RUST_LOG` filters them).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: ops::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,12 +49,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    ops::log::init(args.log_format, "info");
     let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
     match args.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,

@@ -21,7 +21,9 @@ use crate::admission::{self, Admission};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::{ClientId, Hub, Out, Output, Settings};
+use crate::metrics::{Metrics, OutcomeLabel};
 use crate::upstream::{self, Link};
+use prometheus_client::metrics::gauge::Gauge;
 
 use protocol::net::rustls;
 
@@ -73,12 +75,14 @@ pub(crate) enum HubIn {
         room: RoomId,
         from: Seq,
     },
-    ClientGone {
-        client: ClientId,
-    },
     UpstreamUp,
     UpstreamDown,
     Down(DownMsg),
+    ClientGone {
+        client: ClientId,
+        /// It said goodbye (a move, an exit) rather than vanishing.
+        clean: bool,
+    },
     /// Tell every client to move (goaway), then report when all have gone.
     Drain {
         alternatives: Vec<String>,
@@ -97,6 +101,8 @@ pub(crate) struct Shared {
     /// Connection, session and rate limits across all connections (short
     /// critical sections only: a decision, never IO, under the lock).
     pub admission: Mutex<Admission>,
+    /// What the operator sees.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -119,16 +125,19 @@ pub(crate) struct OutTx {
     tx: mpsc::UnboundedSender<Out>,
     bytes: Arc<AtomicUsize>,
     cap: usize,
+    total: Gauge,
 }
 
 /// The connection's end of its outgoing queue.
 pub(crate) struct OutRx {
     rx: mpsc::UnboundedReceiver<Out>,
     bytes: Arc<AtomicUsize>,
+    total: Gauge,
 }
 
-/// A client queue of at most `cap` bytes.
-pub(crate) fn out_queue(cap: usize) -> (OutTx, OutRx) {
+/// A client queue of at most `cap` bytes; `total` counts the bytes of every
+/// client queue together (the operator's gauge).
+pub(crate) fn out_queue(cap: usize, total: Gauge) -> (OutTx, OutRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     let bytes = Arc::new(AtomicUsize::new(0));
     (
@@ -136,8 +145,9 @@ pub(crate) fn out_queue(cap: usize) -> (OutTx, OutRx) {
             tx,
             bytes: bytes.clone(),
             cap,
+            total: total.clone(),
         },
-        OutRx { rx, bytes },
+        OutRx { rx, bytes, total },
     )
 }
 
@@ -149,14 +159,22 @@ impl OutTx {
         if self.bytes.load(Ordering::Relaxed) + len > self.cap && len > 0 {
             return Err(true);
         }
+        // Counted before it is sent: the receiver may take it at once.
         self.bytes.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(out).map_err(|_| false)
+        self.total.inc_by(len as i64);
+        self.tx.send(out).map_err(|e| {
+            // Gone: nothing will take it out again.
+            self.bytes.fetch_sub(e.0.len(), Ordering::Relaxed);
+            self.total.dec_by(e.0.len() as i64);
+            false
+        })
     }
 }
 
 impl OutRx {
     fn took(&self, out: &Out) {
         self.bytes.fetch_sub(out.len(), Ordering::Relaxed);
+        self.total.dec_by(out.len() as i64);
     }
 
     /// The next message; `None` when the hub has let go.
@@ -174,6 +192,17 @@ impl OutRx {
     }
 }
 
+impl Drop for OutRx {
+    fn drop(&mut self) {
+        // What is still queued leaves the total; pushes from now on fail
+        // and take their own bytes back.
+        self.rx.close();
+        while let Ok(out) = self.rx.try_recv() {
+            self.total.dec_by(out.len() as i64);
+        }
+    }
+}
+
 /// A running relay.
 pub struct Relay {
     addr: SocketAddr,
@@ -184,6 +213,7 @@ pub struct Relay {
     tasks: JoinSet<()>,
     shutdown: watch::Sender<bool>,
     shared: Arc<Shared>,
+    metrics_listener: Option<ops::Listener>,
 }
 
 impl Relay {
@@ -229,7 +259,9 @@ impl Relay {
         let (up_tx, up_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let clock = Clock::new();
+        let metrics = Metrics::default();
         let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
             tokens: TokenKey::new(&secrets.token),
             hub: hub_tx.clone(),
             clock: clock.clone(),
@@ -255,6 +287,7 @@ impl Relay {
             cluster: TokenKey::new(&secrets.cluster),
             clock: clock.clone(),
             hub: hub_tx,
+            metrics: metrics.clone(),
         });
         let mut tasks = JoinSet::new();
         let settings = Settings {
@@ -264,7 +297,16 @@ impl Relay {
             pending_total: config.limits.pending_total,
             ..Settings::default()
         };
-        tasks.spawn(run_hub(Hub::new(settings), hub_rx, up_tx, clock));
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => Some(serve_metrics(at, &shared).await?),
+            None => None,
+        };
+        tasks.spawn(run_hub(
+            Hub::with_metrics(settings, metrics),
+            hub_rx,
+            up_tx,
+            clock,
+        ));
         tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
         tasks.spawn(accept(endpoint.clone(), shared.clone(), shutdown_rx));
         tracing::info!(relay = %config.name, region = %config.region, %addr, "relay listening");
@@ -277,7 +319,16 @@ impl Relay {
             tasks,
             shutdown,
             shared,
+            metrics_listener,
         })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, when
+    /// `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(ops::Listener::local_addr)
     }
 
     /// Where clients connect.
@@ -313,6 +364,7 @@ impl Relay {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.metrics.draining.set(1);
         let alternatives = if alternatives.is_empty() {
             self.shared.config.peers.clone()
         } else {
@@ -354,6 +406,32 @@ impl Relay {
     }
 }
 
+/// The operator's listener: the relay's metrics under its `region` and
+/// `relay` labels; ready while the link to the origin is up and the relay
+/// is not draining.
+async fn serve_metrics(at: SocketAddr, shared: &Arc<Shared>) -> Result<ops::Listener, Error> {
+    let labels = [
+        ("region".into(), shared.config.region.clone().into()),
+        ("relay".into(), shared.config.name.clone().into()),
+    ];
+    let mut registry = prometheus_client::registry::Registry::with_labels(labels.into_iter());
+    shared.metrics.register(&mut registry);
+    let ready = {
+        let shared = shared.clone();
+        move || {
+            if shared.draining.load(Ordering::Relaxed) {
+                Err("draining".to_string())
+            } else if shared.metrics.upstream_connected.get() == 0 {
+                Err("no link to the origin".to_string())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let endpoint = ops::Endpoint::new(registry, ready);
+    Ok(ops::Listener::bind(at, Arc::new(endpoint)).await?)
+}
+
 async fn accept(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
@@ -371,15 +449,20 @@ async fn accept(
         let validated = incoming.remote_address_validated();
         let verdict =
             shared.admit(|a| a.handle_incoming(std::time::Instant::now(), addr.ip(), validated));
+        let handshakes = &shared.metrics.handshakes;
+        let outcome = |outcome| handshakes.get_or_create(&OutcomeLabel { outcome }).inc();
         match verdict {
             admission::Incoming::Accept => {
+                outcome("accepted");
                 tokio::spawn(crate::conn::serve(incoming, shared.clone()));
             }
             admission::Incoming::Retry if incoming.may_retry() => {
+                outcome("retry");
                 let _ = incoming.retry();
             }
             // A validated peer cannot be asked again; it is over the rate.
             admission::Incoming::Retry | admission::Incoming::Refuse => {
+                outcome("refused");
                 tracing::debug!(%addr, "connection refused: at the limit");
                 incoming.refuse();
             }
@@ -419,9 +502,9 @@ async fn run_hub(
                     HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
                     HubIn::Action { client, actor, msg, via_stream } => hub.handle_action(now, client, actor, msg, via_stream),
                     HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
-                    HubIn::ClientGone { client } => {
+                    HubIn::ClientGone { client, clean } => {
                         clients.remove(&client);
-                        hub.handle_client_gone(now, client);
+                        hub.handle_client_gone(now, client, clean);
                     }
                     HubIn::UpstreamUp => hub.handle_upstream_up(now),
                     HubIn::UpstreamDown => hub.handle_upstream_down(now),
@@ -451,8 +534,9 @@ async fn run_hub(
                     if let Err(true) = link.out.push(out) {
                         tracing::warn!(client = id, "client queue full; cutting it off");
                         net::close(&link.conn, ErrorCode::Flood, "client too slow");
+                        hub.metrics().closed_with(ErrorCode::Flood);
                         clients.remove(&id);
-                        hub.handle_client_gone(clock.local(), id);
+                        hub.handle_client_gone(clock.local(), id, false);
                     }
                 }
             }

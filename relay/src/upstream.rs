@@ -30,6 +30,7 @@ pub(crate) struct Link {
     pub cluster: TokenKey,
     pub clock: Clock,
     pub hub: mpsc::Sender<HubIn>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The origin's trust roots and the file they came from: a restarted origin
@@ -128,6 +129,7 @@ pub(crate) async fn run(
         Duration::from_secs(3),
         link.clock.local() ^ link.name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15,
     );
+    let mut links = 0u64;
     loop {
         if *shutdown.borrow() {
             return;
@@ -143,7 +145,13 @@ pub(crate) async fn run(
                 if link.hub.send(HubIn::UpstreamUp).await.is_err() {
                     return;
                 }
+                link.metrics.upstream_connected.set(1);
+                if links > 0 {
+                    link.metrics.upstream_reconnects.inc();
+                }
+                links += 1;
                 let ended = serve(&link, &conn, send, recv, &mut up, &mut shutdown).await;
+                link.metrics.upstream_connected.set(0);
                 if *shutdown.borrow() {
                     tracing::debug!(relay = %link.name, "upstream closed: relay stopping");
                 } else {
@@ -239,6 +247,7 @@ async fn serve(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reader = reader;
     let mut buf = BytesMut::new();
+    let mut path = crate::metrics::PathStats::default();
     let why = loop {
         tokio::select! {
             r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
@@ -260,6 +269,7 @@ async fn serve(
                 }
             }
             _ = ping.tick() => {
+                path.update(&link.metrics, "upstream", &conn.stats());
                 nonce += 1;
                 pings.push_back((nonce, link.clock.local()));
                 if pings.len() > 32 { pings.pop_front(); }
@@ -281,6 +291,7 @@ async fn serve(
         }
     };
     reader.abort();
+    path.update(&link.metrics, "upstream", &conn.stats());
     conn.close(0u32.into(), b"relay link closed");
     why
 }

@@ -78,6 +78,50 @@ pub enum ClientMsg {
     },
     /// The client is leaving this relay on purpose (after a move or at exit).
     Bye,
+    /// What the client felt since its last report (every few seconds, never
+    /// per action): the relay turns it into its operators' metrics.
+    Report(Report),
+}
+
+/// Upper bounds (µs) of the buckets a client counts its ack times in: the
+/// relay's `ringside_client_ack_seconds` buckets, then one for anything
+/// slower (its bound stands for "over 10 s").
+pub const ACK_BUCKETS_US: [u64; 19] = [
+    500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 25_000, 50_000, 75_000, 100_000,
+    150_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000, 60_000_000,
+];
+
+/// The bucket of [`ACK_BUCKETS_US`] an ack time falls in.
+pub fn ack_bucket(us: u64) -> u8 {
+    let i = ACK_BUCKETS_US
+        .iter()
+        .position(|b| us <= *b)
+        .unwrap_or(ACK_BUCKETS_US.len() - 1);
+    // At most 18: fits.
+    i as u8
+}
+
+/// A client's periodic report of its own experience.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
+pub struct Report {
+    /// Its bound on its clock's error against origin time (µs): half its
+    /// best clock-exchange round trip plus how far its offset moved since
+    /// the last report. `None` before the first exchange.
+    pub clock_error_us: Option<u32>,
+    /// Its acks since the last report, counted per class in the buckets of
+    /// [`ACK_BUCKETS_US`] (only classes and buckets with acks).
+    pub acks: Vec<AckCounts>,
+}
+
+/// Acks of one class, as `(bucket, count)` pairs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(proptest_derive::Arbitrary))]
+pub struct AckCounts {
+    /// The class of the actions.
+    pub class: Class,
+    /// `(index into ACK_BUCKETS_US, acks in it)`.
+    pub counts: Vec<(u8, u32)>,
 }
 
 impl ClientMsg {

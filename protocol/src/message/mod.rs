@@ -14,7 +14,7 @@ mod error;
 mod server;
 mod upstream;
 
-pub use client::{ActionMsg, ClientMsg, Hello};
+pub use client::{ack_bucket, AckCounts, ActionMsg, ClientMsg, Hello, Report, ACK_BUCKETS_US};
 pub use downstream::DownMsg;
 pub use error::ErrorCode;
 pub use server::{ServerMsg, Welcome};
