@@ -129,6 +129,10 @@ pub struct Config {
     /// Most actions sent and not yet answered at once (default 32); more
     /// wait in the SDK, oldest first, so a burst never floods the relay.
     pub action_window: usize,
+    /// How often the client reports its ack times (bucketed per class) and
+    /// its clock error bound to its relay, for the operators' metrics
+    /// (default 10 s); `None`: never.
+    pub report_every: Option<Duration>,
 }
 
 impl Default for Config {
@@ -146,6 +150,7 @@ impl Default for Config {
             probe: true,
             action_deadline: Duration::from_secs(30),
             action_window: 32,
+            report_every: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -193,6 +198,13 @@ impl ClientBuilder {
     /// How long an action may wait for its outcome (default 30 s).
     pub fn action_deadline(mut self, limit: Duration) -> Self {
         self.config.action_deadline = limit;
+        self
+    }
+
+    /// How often to report ack times and clock error to the relay (default
+    /// 10 s; `None`: never).
+    pub fn report_every(mut self, every: Option<Duration>) -> Self {
+        self.config.report_every = every;
         self
     }
 

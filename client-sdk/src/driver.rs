@@ -26,12 +26,13 @@ use protocol::codec::{self, Packer};
 use protocol::message::{ActionMsg, ClientMsg, ErrorCode, Hello, ServerMsg, PROTOCOL_VERSION};
 use protocol::net::{self, NetError};
 use protocol::time::{ClockSample, OffsetEstimator};
-use protocol::{Action, ActionId, Outcome, RoomId, RoomState, Seq, SessionId};
+use protocol::{Action, ActionId, Class, Outcome, RoomId, RoomState, Seq, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::client::{Acked, ClientEvent, Config, Continuity, RelayInfo, Shared};
 use crate::error::Error;
 use crate::mirror::{Mirror, Update};
+use crate::report::Reporter;
 use crate::retry::{Expiry, Path, Policy, Retry, Rtt};
 use crate::token::{self as tokens, TokenFuture, TokenProvider};
 
@@ -113,13 +114,18 @@ type Connecting = Pin<
     >,
 >;
 
+/// Who waits for an action's outcome, since when, and the action's class.
+type Waiter = (oneshot::Sender<Result<Acked, Error>>, Instant, Class);
+
 pub(crate) struct Driver {
     config: Config,
     shared: Arc<Shared>,
     dial: Dial,
     session: SessionId,
     rooms: BTreeMap<RoomId, Slot>,
-    waiters: BTreeMap<ActionId, (oneshot::Sender<Result<Acked, Error>>, Instant)>,
+    waiters: BTreeMap<ActionId, Waiter>,
+    /// The periodic report of what this client felt (`None`: not reporting).
+    reporter: Option<Reporter>,
     retry: Retry,
     clock: OffsetEstimator,
     pings: VecDeque<(u64, u64)>,
@@ -190,6 +196,8 @@ impl Driver {
             dial,
             rooms: BTreeMap::new(),
             waiters: BTreeMap::new(),
+            // `now` is 0 at `start`, just below.
+            reporter: config.report_every.map(|every| Reporter::new(0, every)),
             retry: Retry::new(policy, rtt),
             clock: OffsetEstimator::new(32),
             pings: VecDeque::new(),
@@ -356,7 +364,7 @@ impl Driver {
         if let Some(old) = self.leaving.take() {
             old.close(ErrorCode::Normal, "bye");
         }
-        for (id, (reply, _)) in std::mem::take(&mut self.waiters) {
+        for (id, (reply, ..)) in std::mem::take(&mut self.waiters) {
             let _ = reply.send(Err(Error::Unresolved {
                 id,
                 cause: Box::new(Error::Closed),
@@ -378,10 +386,20 @@ impl Driver {
             None => self.retry.poll_deadline(),
         };
         let renew = self.renew_at.filter(|_| self.fetching.is_none());
-        [actions, mirrors, Some(self.next_ping), self.retry_at, renew]
-            .into_iter()
-            .flatten()
-            .min()
+        let report = (self.reporter.as_ref())
+            .filter(|_| self.live.is_some())
+            .map(Reporter::poll_timeout);
+        [
+            actions,
+            mirrors,
+            Some(self.next_ping),
+            self.retry_at,
+            renew,
+            report,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// How long a gap may last before it is repaired: a little reordering is
@@ -457,13 +475,14 @@ impl Driver {
                     .shared
                     .server_time()
                     .unwrap_or(protocol::ServerTime::ZERO);
+                let class = action.class();
                 let msg = ActionMsg {
                     id,
                     room,
                     sent_at,
                     action,
                 };
-                self.waiters.insert(id, (reply, Instant::now()));
+                self.waiters.insert(id, (reply, Instant::now(), class));
                 let limit = deadline.unwrap_or(self.config.action_deadline);
                 let deadline = self.now().saturating_add(limit.as_micros() as u64);
                 // It goes out from `handle_timers`, right after this command,
@@ -615,7 +634,7 @@ impl Driver {
     /// reconnects. New calls fail at once.
     fn fail(&mut self, e: Error) {
         tracing::warn!(error = %e, "the session was refused; giving up");
-        for (id, (reply, _)) in std::mem::take(&mut self.waiters) {
+        for (id, (reply, ..)) in std::mem::take(&mut self.waiters) {
             let _ = reply.send(Err(Error::Unresolved {
                 id,
                 cause: Box::new(e.clone()),
@@ -639,11 +658,15 @@ impl Driver {
 
     fn handle_ack(&mut self, now: u64, id: ActionId, outcome: Outcome) {
         self.retry.handle_ack(now, id);
-        if let Some((reply, started)) = self.waiters.remove(&id) {
+        if let Some((reply, started, class)) = self.waiters.remove(&id) {
+            let latency = started.elapsed();
+            if let Some(r) = &mut self.reporter {
+                r.handle_ack(class, latency);
+            }
             let _ = reply.send(Ok(Acked {
                 id,
                 outcome: outcome.into(),
-                latency: started.elapsed(),
+                latency,
             }));
         }
     }
@@ -812,7 +835,7 @@ impl Driver {
             self.start_fetch();
         }
         for (id, why) in self.retry.poll_expired(now) {
-            if let Some((reply, _)) = self.waiters.remove(&id) {
+            if let Some((reply, ..)) = self.waiters.remove(&id) {
                 tracing::debug!(%id, ?why, "action past its deadline");
                 let _ = reply.send(Err(match why {
                     Expiry::Throttled => Error::Throttled { id },
@@ -874,6 +897,13 @@ impl Driver {
                 1_000_000
             };
             self.next_ping = now + every;
+        }
+        if self.live.is_some() {
+            let report = (self.reporter.as_mut())
+                .and_then(|r| r.poll_report(now, self.clock.offset(), self.clock.rtt()));
+            if let Some(report) = report {
+                datagrams.push(ClientMsg::Report(report));
+            }
         }
         self.send_datagrams(&datagrams).await;
     }

@@ -33,14 +33,17 @@
 //! [`TokenProvider`] the session outlives its tokens.
 //!
 //! The decisions are pure code — [`mirror`] (state, gaps, resyncs),
-//! [`retry`] (when and how to send again, pacing, deadlines) and [`token`]
-//! (when to renew) — driven by one task per client.
+//! [`retry`] (when and how to send again, pacing, deadlines), [`token`]
+//! (when to renew) and [`report`] (what the client tells its relay about its
+//! own experience, for the operators' metrics) — driven by one task per
+//! client.
 
 mod client;
 mod driver;
 mod error;
 pub mod mirror;
 mod outcome;
+pub mod report;
 pub mod retry;
 pub mod token;
 
