@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -33,6 +33,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The OpenMetrics text content type (what `prometheus-client` writes).
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text content type.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type ReadyFn = dyn Fn() -> Result<(), String> + Send + Sync;
 type RefreshFn = dyn Fn() + Send + Sync;
@@ -94,11 +96,22 @@ impl Endpoint {
         }
         match req.uri().path() {
             "/metrics" => {
-                let mut resp = Response::new(Full::new(Bytes::from(self.scrape())));
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
-                );
+                // Prometheus asks for OpenMetrics; anyone else gets the
+                // classic text format.
+                let openmetrics = (req.headers().get_all(ACCEPT).iter())
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
+                let (body, kind) = if openmetrics {
+                    (self.scrape(), CONTENT_TYPE_OPENMETRICS)
+                } else {
+                    (
+                        crate::text::from_openmetrics(&self.scrape()),
+                        CONTENT_TYPE_TEXT,
+                    )
+                };
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
                 resp
             }
             "/healthz" => plain(StatusCode::OK, "ok\n".into()),
@@ -199,8 +212,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> String {
+        get_accepting(addr, path, "*/*").await
+    }
+
+    async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\naccept: {accept}\r\nconnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
@@ -225,10 +244,19 @@ mod tests {
         let l = Listener::bind("127.0.0.1:0".parse().expect("addr"), Arc::new(endpoint))
             .await
             .expect("bind");
-        let m = get(l.local_addr(), "/metrics").await;
+        let prom = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let m = get_accepting(l.local_addr(), "/metrics", prom).await;
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("application/openmetrics-text"), "{m}");
         assert!(m.contains("ringside_test_things_total 3"), "{m}");
+        assert!(m.contains("# EOF"), "{m}");
+        let plain = get(l.local_addr(), "/metrics").await;
+        assert!(plain.contains("text/plain; version=0.0.4"), "{plain}");
+        assert!(
+            plain.contains("# TYPE ringside_test_things_total counter"),
+            "{plain}"
+        );
+        assert!(!plain.contains("# EOF"), "{plain}");
         assert!(get(l.local_addr(), "/healthz")
             .await
             .starts_with("HTTP/1.1 200"));

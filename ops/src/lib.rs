@@ -3,6 +3,8 @@
 //! - [`http`]: the `metrics_listen` listener: `/metrics` (OpenMetrics text
 //!   from a [`prometheus_client`] registry), `/healthz` and `/readyz`.
 //! - [`log`]: `--log-format text|json` for every binary.
+//! - [`text`]: the classic Prometheus text format for readers that do not
+//!   ask for OpenMetrics (`curl`, `promtool check metrics`).
 //! - [`buckets`]: the histogram buckets every latency metric shares, so a
 //!   dashboard can compare them.
 //!
@@ -12,6 +14,7 @@
 pub mod buckets;
 pub mod http;
 pub mod log;
+pub mod text;
 
 pub use http::{Endpoint, Listener};
 pub use log::LogFormat;
