@@ -43,6 +43,7 @@ type RefreshFn = dyn Fn() + Send + Sync;
 /// refresh sampled gauges just before a scrape.
 pub struct Endpoint {
     registry: Registry,
+    ready_gauge: prometheus_client::metrics::gauge::Gauge,
     ready: Box<ReadyFn>,
     refresh: Vec<Box<RefreshFn>>,
 }
@@ -55,13 +56,21 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// Serves `registry`; `/readyz` answers 200 when `ready` is `Ok`, else
-    /// 503 with its reason.
+    /// 503 with its reason. The same verdict is the gauge `ringside_ready`
+    /// (1 or 0) in every scrape, so alerts need no prober.
     pub fn new(
-        registry: Registry,
+        mut registry: Registry,
         ready: impl Fn() -> Result<(), String> + Send + Sync + 'static,
     ) -> Self {
+        let ready_gauge = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "ringside_ready",
+            "1 while /readyz answers 200 (relay: linked to the origin, not draining; origin: log replayed, listening)",
+            ready_gauge.clone(),
+        );
         Endpoint {
             registry,
+            ready_gauge,
             ready: Box::new(ready),
             refresh: Vec::new(),
         }
@@ -79,6 +88,7 @@ impl Endpoint {
         for f in &self.refresh {
             f();
         }
+        self.ready_gauge.set(i64::from(self.ready().is_ok()));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -257,6 +267,7 @@ mod tests {
             "{plain}"
         );
         assert!(!plain.contains("# EOF"), "{plain}");
+        assert!(plain.contains("ringside_ready 0"), "{plain}");
         assert!(get(l.local_addr(), "/healthz")
             .await
             .starts_with("HTTP/1.1 200"));
