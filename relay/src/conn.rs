@@ -314,6 +314,9 @@ async fn read_loop(
         let (msgs, via_stream): (Vec<Result<ClientMsg, CodecError>>, bool) = tokio::select! {
             d = conn.read_datagram() => match d {
                 Ok(d) => (codec::unpack::<ClientMsg>(&d).collect(), false),
+                // Its `Bye` may still be on its way through the stream
+                // reader: a client closing with `Normal` said goodbye.
+                Err(e) if net::close_code(&e) == Some(ErrorCode::Normal) => return "bye",
                 Err(_) => return "connection closed",
             },
             m = stream.recv() => match m {
