@@ -459,3 +459,21 @@ fn readiness(ready: &AtomicBool, failed: &watch::Receiver<Option<String>>) -> Re
 pub(crate) fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_once_replayed_and_not_after_the_log_fails() {
+        let ready = AtomicBool::new(false);
+        let (failed, rx) = watch::channel(None);
+        let not = readiness(&ready, &rx).expect_err("replaying");
+        assert!(not.contains("replaying"), "{not}");
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(readiness(&ready, &rx), Ok(()));
+        failed.send_replace(Some("disk full".into()));
+        let not = readiness(&ready, &rx).expect_err("failed");
+        assert!(not.contains("disk full"), "{not}");
+    }
+}
