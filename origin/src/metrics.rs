@@ -316,7 +316,9 @@ impl Metrics {
             for reason in expected_failures(kind) {
                 touch(&m.starts, &start_labels(kind, Some(*reason)));
             }
-            for outcome in Completion::ALL {
+            // A challenge has nobody to forfeit it.
+            let outcomes = Completion::ALL.into_iter();
+            for outcome in outcomes.filter(|o| kind == Kind::Pk || *o != Completion::Forfeited) {
                 touch(&m.completions, &CompletionLabels { kind, outcome });
             }
             touch(&m.viewers, &KindLabels { kind });
