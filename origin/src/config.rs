@@ -7,6 +7,7 @@ use protocol::net::Tuning;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::rules;
 
@@ -47,6 +48,20 @@ pub struct Config {
     pub tuning: Tuning,
     /// The room rules.
     pub rules: rules::Config,
+    /// Where to serve `/metrics` (Prometheus / OpenMetrics text), `/healthz`
+    /// and `/readyz` over plain HTTP, for example `127.0.0.1:9465`
+    /// (`RINGSIDE_ORIGIN_METRICS_LISTEN`). Off when unset (the default).
+    /// Meant for a private network: it has no authentication. `/readyz`
+    /// answers 200 once the log is replayed and relays can connect, 503
+    /// before and after the log fails.
+    pub metrics_listen: Option<SocketAddr>,
+    /// This origin's name on every metric series (the constant label
+    /// `node`).
+    pub node_name: String,
+    /// How long after a battle settles its viewers are checked again for
+    /// `ringside_post_event_retained_total`; whole seconds in files.
+    #[serde(rename = "retention_window_s", with = "secs")]
+    pub retention_window: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +78,9 @@ impl Default for Config {
             checkpoint_every: 100_000,
             tuning: Tuning::backbone(),
             rules: rules::Config::default(),
+            metrics_listen: None,
+            node_name: "origin".into(),
+            retention_window: Duration::from_secs(300),
         }
     }
 }
@@ -98,11 +116,25 @@ impl Config {
     }
 }
 
+/// `Duration` as whole seconds, for config files (sub-second parts are
+/// dropped when written).
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use protocol::GiftId;
-    use std::time::Duration;
 
     #[test]
     fn a_file_and_the_environment_override_the_defaults() {
@@ -114,6 +146,7 @@ mod tests {
             r#"
 name = "origin-eu"
 listen = "127.0.0.1:5600"
+retention_window_s = 60
 [rules]
 seats = 6
 pk_grace_ms = 1500
@@ -123,8 +156,17 @@ gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
         .expect("write");
         // Only this test sets RINGSIDE_ORIGIN_* variables.
         std::env::set_var("RINGSIDE_ORIGIN_RULES__MAX_LIKES", "77");
+        std::env::set_var("RINGSIDE_ORIGIN_METRICS_LISTEN", "127.0.0.1:9465");
         let c = Config::load(Some(&file)).expect("loads");
         std::env::remove_var("RINGSIDE_ORIGIN_RULES__MAX_LIKES");
+        std::env::remove_var("RINGSIDE_ORIGIN_METRICS_LISTEN");
+        assert_eq!(
+            c.metrics_listen,
+            Some("127.0.0.1:9465".parse().expect("addr"))
+        );
+        assert_eq!(c.retention_window, Duration::from_secs(60));
+        assert_eq!(c.node_name, "origin");
+        assert_eq!(Config::default().metrics_listen, None, "off by default");
         assert_eq!(c.name, "origin-eu");
         assert_eq!(c.listen.port(), 5600);
         assert_eq!(c.rules.seats, 6);

@@ -9,6 +9,10 @@
 //! - [`server`]: the QUIC server for relays: one task runs the rules, a
 //!   commit thread makes their records durable, a publisher fans committed
 //!   events out and routes acks.
+//! - [`metrics`] and [`kpi`]: what operators scrape (`metrics_listen`):
+//!   the interaction KPIs only the authority sees (starts, completions,
+//!   gifts by window, conversion, retention) and the log's and rooms'
+//!   operations figures.
 //!
 //! Limits it holds on its own, whatever relays let through: only a host (or
 //! operator) opens a room, and at most `rules.max_rooms` are live; idle rooms
@@ -24,6 +28,8 @@
 
 pub mod clock;
 pub mod config;
+pub mod kpi;
+pub mod metrics;
 pub mod rules;
 pub mod server;
 pub mod wal;

@@ -12,16 +12,17 @@ struct Args {
     /// TOML configuration file (RINGSIDE_ORIGIN_* variables override it).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the fields of every enclosing span) for a log
+    /// pipeline. `RUST_LOG` filters them (default `info`).
+    #[arg(long, value_enum, default_value_t = ops::LogFormat::Text)]
+    log_format: ops::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    ops::log::init(args.log_format, "info");
     let config = origin::Config::load(args.config.as_deref()).context("loading configuration")?;
     let origin = origin::Origin::start(config)
         .await

@@ -249,6 +249,11 @@ impl Authority {
         self.rooms.values()
     }
 
+    /// How many rooms are live.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// The id memory.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions

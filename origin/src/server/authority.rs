@@ -2,7 +2,9 @@
 //! ordered items for the commit thread, and fires timers on time. It also
 //! tracks which relays follow which rooms, unloads idle rooms on a periodic
 //! sweep (their archives go through the commit thread, in order) and loads
-//! them back before a follower or an action needs them.
+//! them back before a follower or an action needs them. It drives the KPI
+//! tracker ([`crate::kpi`]) with everything the rules decide and every
+//! presence change, and wakes for its timers too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,8 +13,10 @@ use protocol::message::{ActionMsg, UpMsg};
 use protocol::{Outcome, Reason, RoomId, ServerTime, UserId};
 use tokio::sync::mpsc;
 
-use super::{Input, Item, RelayId, Store};
+use super::{gauge, Input, Item, RelayId, Store};
 use crate::clock::Clock;
+use crate::kpi::{Kpi, Present};
+use crate::metrics::Metrics;
 use crate::rules::{Authority, Decision, Record};
 
 /// Which relays follow which rooms (not durable: relays resubscribe).
@@ -75,6 +79,29 @@ struct Ctx {
     store: Store,
     presence: Presence,
     followers: Followers,
+    kpi: Kpi,
+    metrics: Metrics,
+}
+
+impl Ctx {
+    /// Show the KPI tracker what the rules stored.
+    fn observe(&mut self, now: ServerTime, items: &[Item]) {
+        for item in items {
+            if let Item::Record { record, .. } = item {
+                self.kpi.handle_record(now, record, &self.presence);
+            }
+        }
+    }
+}
+
+/// The task's knobs.
+pub(super) struct Settings {
+    /// Checkpoint after this many records (0: never).
+    pub checkpoint_every: u64,
+    /// Retention is checked this long after a battle settles.
+    pub retention_window: Duration,
+    /// Where the KPIs and the rooms gauge count.
+    pub metrics: Metrics,
 }
 
 /// Make sure `room` is live if it was unloaded: load its archive into the
@@ -137,6 +164,12 @@ impl Presence {
         (was != now).then_some(now)
     }
 
+    /// The users present in `room`.
+    fn users_in(&self, room: RoomId) -> impl Iterator<Item = UserId> + '_ {
+        let range = (room, UserId(u64::MIN))..=(room, UserId(u64::MAX));
+        self.by_user.range(range).map(|((_, user), _)| *user)
+    }
+
     /// A relay is gone: every user it reported goes offline there.
     fn relay_gone(&mut self, relay: RelayId) -> Vec<(RoomId, UserId)> {
         let mut offline = Vec::new();
@@ -151,18 +184,37 @@ impl Presence {
     }
 }
 
+impl Present for Presence {
+    fn for_each_in(&self, room: RoomId, f: &mut dyn FnMut(UserId)) {
+        self.users_in(room).for_each(f);
+    }
+
+    fn is_present(&self, room: RoomId, user: UserId) -> bool {
+        self.by_user.contains_key(&(room, user))
+    }
+}
+
 pub(super) async fn run(
     mut auth: Authority,
     store: Store,
     clock: Clock,
     mut inputs: mpsc::Receiver<Input>,
     items: mpsc::Sender<Item>,
-    checkpoint_every: u64,
+    settings: Settings,
 ) {
+    let Settings {
+        checkpoint_every,
+        retention_window,
+        metrics,
+    } = settings;
+    let mut kpi = Kpi::new(metrics.clone(), retention_window);
+    kpi.seed(clock.now(), auth.rooms());
     let mut ctx = Ctx {
         store,
         presence: Presence::default(),
         followers: Followers::default(),
+        kpi,
+        metrics,
     };
     let sweep = sweep_every(auth.config().room_idle);
     let mut next_sweep = std::time::Instant::now() + sweep;
@@ -177,9 +229,12 @@ pub(super) async fn run(
         .min(std::time::Duration::from_secs(10));
     let mut settle_at = Some(std::time::Instant::now() + settle);
     loop {
+        ctx.kpi.handle_timeout(clock.now(), &ctx.presence);
         if settle_at.is_some_and(|t| t <= std::time::Instant::now()) {
             settle_at = None;
-            for rec in absent_guests(&mut auth, &ctx.presence, clock.now()) {
+            let now = clock.now();
+            for rec in absent_guests(&mut auth, &ctx.presence, now) {
+                ctx.kpi.handle_record(now, &rec, &ctx.presence);
                 since_checkpoint += 1;
                 if send_record(&items, rec, None).await.is_err() {
                     return;
@@ -199,8 +254,10 @@ pub(super) async fn run(
         }
         if next_sweep <= std::time::Instant::now() {
             next_sweep = std::time::Instant::now() + sweep;
-            for state in auth.handle_idle(clock.now()) {
+            let now = clock.now();
+            for state in auth.handle_idle(now) {
                 tracing::debug!(room = %state.room, seq = %state.seq, "idle room unloaded");
+                ctx.kpi.handle_unloaded(now, state.room);
                 match ctx.store.inflight.lock() {
                     Ok(mut m) => m.insert(state.room, state.clone()),
                     Err(poisoned) => poisoned.into_inner().insert(state.room, state.clone()),
@@ -209,9 +266,11 @@ pub(super) async fn run(
                     return;
                 }
             }
+            ctx.metrics.rooms_live.set(gauge(auth.room_count()));
         }
         let deadline = [
             auth.poll_timeout().map(|t| clock.instant(t)),
+            ctx.kpi.poll_timeout().map(|t| clock.instant(t)),
             settle_at,
             Some(next_sweep),
         ]
@@ -228,7 +287,9 @@ pub(super) async fn run(
                 if settle_at.is_some_and(|t| t <= now) || next_sweep <= now {
                     continue;
                 }
-                let rec = auth.handle_timeout(clock.now());
+                let now = clock.now();
+                let rec = auth.handle_timeout(now);
+                ctx.kpi.handle_record(now, &rec, &ctx.presence);
                 since_checkpoint += u64::from(!rec.is_empty());
                 if send_record(&items, rec, None).await.is_err() {
                     break;
@@ -236,7 +297,10 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let out = handle(&mut auth, &mut ctx, &clock, input);
+        let now = clock.now();
+        let out = handle(&mut auth, &mut ctx, now, input);
+        ctx.observe(now, &out);
+        ctx.metrics.rooms_live.set(gauge(auth.room_count()));
         since_checkpoint += out
             .iter()
             .filter(|i| matches!(i, Item::Record { .. }))
@@ -296,9 +360,8 @@ fn record(out: &mut Vec<Item>, record: Record, reply: Option<RelayId>) {
     }
 }
 
-fn handle(auth: &mut Authority, ctx: &mut Ctx, clock: &Clock, input: Input) -> Vec<Item> {
+fn handle(auth: &mut Authority, ctx: &mut Ctx, now: ServerTime, input: Input) -> Vec<Item> {
     let mut out = Vec::new();
-    let now = clock.now();
     match input {
         Input::Query { room, reply } => {
             // Best effort: an unreadable archive answers as unknown.
@@ -323,6 +386,7 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, clock: &Clock, input: Input) -> V
         }),
         Input::RelayGone { relay } => {
             for (room, user) in ctx.presence.relay_gone(relay) {
+                ctx.kpi.handle_presence(now, room, user, false);
                 record(&mut out, auth.handle_presence(now, room, user, false), None);
             }
             for room in ctx.followers.relay_gone(relay) {
@@ -360,6 +424,7 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, clock: &Clock, input: Input) -> V
             UpMsg::Action { actor, msg } => action(auth, ctx, now, relay, actor, &msg, &mut out),
             UpMsg::Presence { room, user, online } => {
                 if let Some(now_online) = ctx.presence.report(relay, room, user, online) {
+                    ctx.kpi.handle_presence(now, room, user, now_online);
                     record(
                         &mut out,
                         auth.handle_presence(now, room, user, now_online),
@@ -398,7 +463,16 @@ fn action(
         }
     }
     match auth.handle_action(now, actor, msg) {
-        Decision::Decided(rec) => record(out, rec, Some(relay)),
+        Decision::Decided(rec) => {
+            match rec.ack.map(|a| a.outcome) {
+                Some(Outcome::Applied { .. }) => {
+                    ctx.metrics.applied.inc();
+                }
+                Some(Outcome::Rejected { reason }) => ctx.kpi.handle_refused(&msg.action, reason),
+                None => {}
+            }
+            record(out, rec, Some(relay))
+        }
         Decision::Answered { outcome, timers } => {
             record(out, timers, None);
             out.push(Item::Answer {

@@ -1,11 +1,18 @@
 //! The commit thread: group commit on a thread of its own, so an fsync never
 //! blocks the async runtime. It takes every item waiting, appends their
 //! records, syncs once, and only then passes the batch on, in order.
+//!
+//! It measures each group commit (records, first append to durable, and
+//! every `fdatasync` in it) and each checkpoint, into [`Metrics`]: a few
+//! histogram observations per commit, off the authority task.
+
+use std::time::Instant;
 
 use protocol::message::ErrorCode;
 use tokio::sync::{mpsc, watch};
 
 use super::{Item, Store};
+use crate::metrics::Metrics;
 use crate::wal::{Wal, WalError};
 
 /// Most items taken into one commit.
@@ -22,8 +29,15 @@ pub(super) fn run(
     batches: mpsc::Sender<Vec<Item>>,
     endpoint: quinn::Endpoint,
     failed: watch::Sender<Option<String>>,
+    metrics: Metrics,
 ) -> Result<(), WalError> {
-    let result = commit(wal, &store, items, batches);
+    let log = Log {
+        wal,
+        metrics,
+        group: 0,
+        started: None,
+    };
+    let result = commit(log, &store, items, batches);
     if let Err(e) = &result {
         tracing::error!(error = %e, "write-ahead log failed; the origin stops");
         let _ = failed.send(Some(e.to_string()));
@@ -32,8 +46,59 @@ pub(super) fn run(
     result
 }
 
+/// The log and the group commit being gathered.
+struct Log {
+    wal: Wal,
+    metrics: Metrics,
+    /// Records appended since the last sync.
+    group: u64,
+    /// When the first of them was appended.
+    started: Option<Instant>,
+}
+
+impl Log {
+    fn append(&mut self, record: &crate::rules::Record) -> Result<(), WalError> {
+        self.started.get_or_insert_with(Instant::now);
+        self.wal.append(record)?;
+        self.group += 1;
+        Ok(())
+    }
+
+    /// Make the group durable (if there is one) and measure it.
+    fn sync(&mut self) -> Result<(), WalError> {
+        if self.group == 0 {
+            return Ok(());
+        }
+        self.wal.sync()?;
+        let m = &self.metrics;
+        m.wal_group_size.observe(self.group as f64);
+        if let Some(t) = self.started.take() {
+            m.wal_commit_seconds.observe(t.elapsed().as_secs_f64());
+        }
+        for d in self.wal.take_sync_times() {
+            m.wal_sync_seconds.observe(d.as_secs_f64());
+        }
+        self.group = 0;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, snapshot: &[u8]) -> Result<(), WalError> {
+        // The checkpoint would sync the group itself; syncing it here first
+        // measures it like any other.
+        self.sync()?;
+        let start = Instant::now();
+        let lsn = self.wal.checkpoint(snapshot)?;
+        let took = start.elapsed();
+        self.metrics.checkpoint_seconds.observe(took.as_secs_f64());
+        // Nothing was waiting: any sync time recorded is the checkpoint's.
+        self.wal.take_sync_times();
+        tracing::info!(%lsn, bytes = snapshot.len(), ms = took.as_millis() as u64, "checkpoint written");
+        Ok(())
+    }
+}
+
 fn commit(
-    mut wal: Wal,
+    mut log: Log,
     store: &Store,
     mut items: mpsc::Receiver<Item>,
     batches: mpsc::Sender<Vec<Item>>,
@@ -46,29 +111,20 @@ fn commit(
                 Err(_) => break,
             }
         }
-        let mut wrote = false;
         let mut kept = Vec::with_capacity(batch.len());
         for item in batch {
             match item {
                 Item::Record { ref record, .. } => {
-                    wal.append(record)?;
-                    wrote = true;
+                    log.append(record)?;
                     kept.push(item);
                 }
                 // Covers exactly the records before it (it syncs them first).
-                Item::Checkpoint(snapshot) => {
-                    let lsn = wal.checkpoint(&snapshot)?;
-                    tracing::info!(%lsn, bytes = snapshot.len(), "checkpoint written");
-                    wrote = false;
-                }
+                Item::Checkpoint(snapshot) => log.checkpoint(&snapshot)?,
                 // Never ahead of the durable log: sync what came before it.
                 // Written before any later checkpoint (which leaves the room
                 // out) is taken, by the order of the items.
                 Item::Unload(state) => {
-                    if wrote {
-                        wal.sync()?;
-                        wrote = false;
-                    }
+                    log.sync()?;
                     store.archives.write(&state)?;
                     let mut inflight = match store.inflight.lock() {
                         Ok(m) => m,
@@ -87,9 +143,7 @@ fn commit(
             }
         }
         let batch = kept;
-        if wrote {
-            wal.sync()?;
-        }
+        log.sync()?;
         if batches.blocking_send(batch).is_err() {
             break;
         }

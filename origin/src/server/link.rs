@@ -4,6 +4,11 @@
 //! Only relays get in: the TLS endpoint speaks only the relay ALPN, and the
 //! first message must carry a proof signed with the cluster secret. Anything
 //! else closes that one connection with a code and a log line.
+//!
+//! Each link runs in a `relay_link` span (the relay's address, then its
+//! number and name once it said hello), so every line about it, JSON or
+//! text, says which relay it was; `ringside_origin_relays` counts the
+//! links past hello.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use protocol::message::{DownMsg, ErrorCode, UpMsg, PROTOCOL_VERSION};
 use protocol::net;
 use protocol::token::{unix_now, Purpose};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::{Input, Shared};
 
@@ -35,11 +41,20 @@ pub(super) async fn accept(
             _ = shutdown.changed() => break,
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve(incoming, shared).await {
-                tracing::debug!(error = %e, "relay link ended");
+        let span = tracing::info_span!(
+            "relay_link",
+            remote = %incoming.remote_address(),
+            relay = tracing::field::Empty,
+            name = tracing::field::Empty,
+        );
+        tokio::spawn(
+            async move {
+                if let Err(e) = serve(incoming, shared).await {
+                    tracing::debug!(error = %e, "relay link ended");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
@@ -93,7 +108,11 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
     )
     .await?;
     let relay = shared.next_relay.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::Span::current();
+    span.record("relay", relay);
+    span.record("name", relay_name.as_str());
     tracing::info!(relay, name = %relay_name, %remote, "relay connected");
+    let _connected = Connected::new(&shared.metrics.relays);
     let (out, out_rx) = mpsc::channel::<Bytes>(shared.relay_queue);
     let up = Input::RelayUp {
         relay,
@@ -169,5 +188,22 @@ async fn write_loop(mut send: quinn::SendStream, mut frames: mpsc::Receiver<Byte
         if send.write_all(&buf).await.is_err() {
             break;
         }
+    }
+}
+
+/// Counts a relay link in `ringside_origin_relays` while it lives (also
+/// when its task is aborted at shutdown).
+struct Connected(prometheus_client::metrics::gauge::Gauge);
+
+impl Connected {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Connected {
+        gauge.inc();
+        Connected(gauge.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

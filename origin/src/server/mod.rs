@@ -21,6 +21,12 @@
 //! the pipe, so a checkpoint that leaves the room out never exists without
 //! its archive. A subscription, an action or a query for an unloaded room
 //! loads it back first (rules and publisher), in order.
+//!
+//! Operators: with `metrics_listen` set, an HTTP listener serves
+//! `/metrics` ([`crate::metrics`]), `/healthz` and `/readyz`. It is bound
+//! before the log is replayed, so `/healthz` answers during a long replay
+//! while `/readyz` says 503 until relays can connect (and again once the
+//! log has failed).
 
 mod authority;
 mod commit;
@@ -28,7 +34,7 @@ mod link;
 mod publish;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -43,6 +49,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::rules::{Authority, Record};
 use crate::wal::{Archives, Wal, WalError};
 
@@ -182,6 +189,7 @@ pub(crate) struct Shared {
     pub inputs: mpsc::Sender<Input>,
     pub relay_queue: usize,
     pub next_relay: AtomicU64,
+    pub metrics: Metrics,
 }
 
 /// A running origin.
@@ -197,6 +205,9 @@ pub struct Origin {
     tasks: JoinSet<()>,
     commit: Option<JoinHandle<Result<(), WalError>>>,
     shutdown: watch::Sender<bool>,
+    metrics: Metrics,
+    /// The operators' listener, when `metrics_listen` is set.
+    metrics_listener: Option<ops::Listener>,
 }
 
 impl Origin {
@@ -217,6 +228,22 @@ impl Origin {
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
         let cluster_secret = config.cluster_secret()?;
+        let metrics = Metrics::new();
+        let (failed_tx, failed_rx) = watch::channel(None);
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut registry = Metrics::registry(&config.node_name);
+                metrics.register(&mut registry);
+                let endpoint = ops::Endpoint::new(registry, {
+                    let ready = ready.clone();
+                    let failed = failed_rx.clone();
+                    move || readiness(&ready, &failed)
+                });
+                Some(ops::Listener::bind(addr, Arc::new(endpoint)).await?)
+            }
+            None => None,
+        };
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let archives = Archives::open(&config.data_dir)?;
         let mut auth = match &recovered.checkpoint {
@@ -251,6 +278,7 @@ impl Origin {
         );
         let clock = Clock::new();
         auth.handle_started(clock.now());
+        metrics.rooms_live.set(gauge(auth.room_count()));
         let store = Store {
             archives,
             inflight: Default::default(),
@@ -263,7 +291,6 @@ impl Origin {
         let (item_tx, item_rx) = mpsc::channel(1 << 14);
         let (batch_tx, batch_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (failed_tx, failed_rx) = watch::channel(None);
 
         let publisher = publish::Publisher::new(auth.rooms().cloned(), config.ring);
         let commit = std::thread::Builder::new()
@@ -271,7 +298,8 @@ impl Origin {
             .spawn({
                 let endpoint = endpoint.clone();
                 let store = store.clone();
-                move || commit::run(wal, store, item_rx, batch_tx, endpoint, failed_tx)
+                let metrics = metrics.clone();
+                move || commit::run(wal, store, item_rx, batch_tx, endpoint, failed_tx, metrics)
             })?;
         let mut tasks = JoinSet::new();
         tasks.spawn(authority::run(
@@ -280,7 +308,11 @@ impl Origin {
             clock,
             input_rx,
             item_tx,
-            config.checkpoint_every,
+            authority::Settings {
+                checkpoint_every: config.checkpoint_every,
+                retention_window: config.retention_window,
+                metrics: metrics.clone(),
+            },
         ));
         tasks.spawn(publisher.run(batch_rx));
         let shared = Arc::new(Shared {
@@ -290,8 +322,10 @@ impl Origin {
             inputs: input_tx.clone(),
             relay_queue: config.relay_queue,
             next_relay: AtomicU64::new(1),
+            metrics: metrics.clone(),
         });
         tasks.spawn(link::accept(endpoint.clone(), shared, shutdown_rx));
+        ready.store(true, Ordering::Relaxed);
         tracing::info!(origin = %config.name, %addr, "origin listening");
         Ok(Origin {
             addr,
@@ -304,7 +338,23 @@ impl Origin {
             tasks,
             commit: Some(commit),
             shutdown,
+            metrics,
+            metrics_listener,
         })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, when
+    /// `metrics_listen` is set (the bound port, if it was 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(ops::Listener::local_addr)
+    }
+
+    /// The origin's metric handles, to read in process (tests, topologies);
+    /// they count whether or not `metrics_listen` is set.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The address relays connect to.
@@ -384,10 +434,46 @@ impl Origin {
     }
 
     fn join_commit(&mut self) -> Result<(), Error> {
+        self.metrics_listener = None;
         match self.commit.take().map(|h| h.join()) {
             Some(Ok(Err(e))) => Err(e.into()),
             Some(Err(_)) => Err(Error::Replay("the commit thread panicked".into())),
             _ => Ok(()),
         }
+    }
+}
+
+/// `/readyz`: the log is replayed and relays can connect, and the log has
+/// not failed since.
+fn readiness(ready: &AtomicBool, failed: &watch::Receiver<Option<String>>) -> Result<(), String> {
+    if let Some(why) = failed.borrow().as_ref() {
+        return Err(format!("the write-ahead log failed: {why}"));
+    }
+    if !ready.load(Ordering::Relaxed) {
+        return Err("replaying the write-ahead log".into());
+    }
+    Ok(())
+}
+
+/// A count as a gauge value.
+pub(crate) fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_once_replayed_and_not_after_the_log_fails() {
+        let ready = AtomicBool::new(false);
+        let (failed, rx) = watch::channel(None);
+        let not = readiness(&ready, &rx).expect_err("replaying");
+        assert!(not.contains("replaying"), "{not}");
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(readiness(&ready, &rx), Ok(()));
+        failed.send_replace(Some("disk full".into()));
+        let not = readiness(&ready, &rx).expect_err("failed");
+        assert!(not.contains("disk full"), "{not}");
     }
 }

@@ -95,6 +95,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The largest record the log takes, encoded, in bytes (16 MiB less a few
 /// bytes of framing).
@@ -102,6 +103,9 @@ pub const MAX_RECORD: usize = format::MAX_ENTRY - 4;
 
 /// The default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+
+/// Most `fdatasync` durations kept for [`Wal::take_sync_times`].
+pub const MAX_SYNC_TIMES: usize = 4096;
 
 const CHECKPOINT: &str = "checkpoint";
 const CHECKPOINT_TMP: &str = "checkpoint.tmp";
@@ -235,6 +239,9 @@ pub struct Wal {
     /// The last LSN on disk.
     durable: Lsn,
     poisoned: bool,
+    /// How long each `fdatasync` of a segment took since the last
+    /// [`Wal::take_sync_times`] (one per entry written).
+    sync_times: Vec<Duration>,
 }
 
 #[derive(Debug)]
@@ -389,6 +396,7 @@ impl Wal {
             next_lsn,
             durable: Lsn(next_lsn.0 - 1),
             poisoned: false,
+            sync_times: Vec::new(),
         };
         let recovered = Recovered {
             checkpoint,
@@ -471,6 +479,13 @@ impl Wal {
         self.batch.records()
     }
 
+    /// How long each `fdatasync` of a segment took since the last call, for
+    /// metrics: one entry per entry written (the first [`MAX_SYNC_TIMES`]
+    /// only, if nobody drains them).
+    pub fn take_sync_times(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.sync_times)
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -493,7 +508,10 @@ impl Wal {
             if self.active.len > 0 && self.active.len + entry.len() as u64 > size {
                 self.rotate(self.durable.next())?;
             }
-            self.active.write_durably(entry)?;
+            let synced = self.active.write_durably(entry)?;
+            if self.sync_times.len() < MAX_SYNC_TIMES {
+                self.sync_times.push(synced);
+            }
             self.durable = Lsn(self.durable.0 + records);
         }
         Ok(self.durable)
@@ -530,13 +548,16 @@ impl Segment {
         Ok(Segment { path, file, len })
     }
 
-    fn write_durably(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+    /// Write and `fdatasync`; returns how long the `fdatasync` took.
+    fn write_durably(&mut self, bytes: &[u8]) -> Result<Duration, WalError> {
         self.file
             .write_all(bytes)
             .map_err(io_err("write", &self.path))?;
+        let start = Instant::now();
         self.file.sync_data().map_err(io_err("sync", &self.path))?;
+        let took = start.elapsed();
         self.len += bytes.len() as u64;
-        Ok(())
+        Ok(took)
     }
 }
 
