@@ -31,6 +31,9 @@ pub struct Spec {
     pub rules: origin::rules::Config,
     /// Applied to every relay's configuration.
     pub relay: relay::Config,
+    /// The origin's configuration, under what the topology sets itself
+    /// (name, address, data directory, secrets, `rules`, `checkpoint_every`).
+    pub origin: origin::Config,
     /// Where the origin keeps its log; a fresh temporary directory if `None`.
     pub data_dir: Option<PathBuf>,
     /// The origin writes a checkpoint after this many records.
@@ -61,6 +64,7 @@ impl Default for Spec {
                 },
                 ..relay::Config::default()
             },
+            origin: origin::Config::default(),
             data_dir: None,
             checkpoint_every: origin::Config::default().checkpoint_every,
             open_rooms: (1..=32).map(RoomId).collect(),
@@ -123,7 +127,7 @@ impl Topology {
             cluster_secret: Some(cluster_secret.clone()),
             rules: spec.rules.clone(),
             checkpoint_every: spec.checkpoint_every,
-            ..origin::Config::default()
+            ..spec.origin.clone()
         };
         let origin = Origin::start_with(origin_config.clone(), identity.clone())
             .await

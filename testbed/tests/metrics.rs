@@ -28,10 +28,17 @@ async fn scrape_until(addr: SocketAddr, within: Duration, done: impl Fn(&str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_battle_moves_every_kpi_and_the_scrapes_pass_promtool() {
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let t = topology("metrics", 1, |s| {
-        s.relay.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        s.relay.metrics_listen = Some(any_port);
+        s.origin.metrics_listen = Some(any_port);
+        s.origin.retention_window = Duration::from_secs(1);
     })
     .await;
+    let origin_metrics = t
+        .origin()
+        .metrics_addr()
+        .expect("the origin serves metrics");
     let relay_metrics = t.relays[0]
         .as_ref()
         .and_then(|r| r.metrics_addr())
@@ -141,6 +148,59 @@ async fn a_battle_moves_every_kpi_and_the_scrapes_pass_promtool() {
     );
     // Constant labels on every series: the region and the relay's name.
     assert!(text.contains("region=\"r0\""), "{text}");
+    promtool_check_metrics(&text);
+
+    // The origin: the battle settles, and a retention window later the
+    // viewers still there are counted.
+    ra.wait_for(Duration::from_secs(15), |s| {
+        (s.last_result.as_ref()).is_some()
+    })
+    .await
+    .expect("the battle settles");
+    let text = scrape_until(origin_metrics, Duration::from_secs(10), |m| {
+        sample(m, "ringside_post_event_retained_total", &[]) > 0.0
+    })
+    .await;
+    let started = [("kind", "pk"), ("outcome", "started")];
+    assert_eq!(
+        sample(&text, "ringside_interaction_starts_total", &started),
+        1.0
+    );
+    let failed = [("kind", "pk"), ("outcome", "failed")];
+    assert_eq!(
+        sample(&text, "ringside_interaction_starts_total", &failed),
+        0.0
+    );
+    let settled = [("kind", "pk"), ("outcome", "settled")];
+    assert_eq!(
+        sample(&text, "ringside_interaction_completions_total", &settled),
+        1.0
+    );
+    let in_pk = [("window", "pk")];
+    assert_eq!(sample(&text, "ringside_gifts_total", &in_pk), 5.0);
+    assert!(sample(&text, "ringside_gift_value_total", &in_pk) >= 5.0);
+    assert_eq!(
+        sample(&text, "ringside_gifts_total", &[("window", "none")]),
+        0.0
+    );
+    // Conversion: one gifter among the viewers present during the battle
+    // (presence does not know roles: the hosts count as present too).
+    let pk = [("kind", "pk")];
+    assert_eq!(
+        sample(&text, "ringside_interaction_gifters_total", &pk),
+        1.0
+    );
+    assert!(sample(&text, "ringside_interaction_viewers_total", &pk) >= 3.0);
+    // Retention: everyone present at the bell stayed.
+    let present = sample(&text, "ringside_post_event_viewers_total", &[]);
+    assert!(present >= 3.0, "{present}");
+    assert_eq!(
+        sample(&text, "ringside_post_event_retained_total", &[]),
+        present
+    );
+    assert!(sample(&text, "ringside_wal_sync_seconds_count", &[]) > 0.0);
+    assert_eq!(sample(&text, "ringside_origin_relays", &[]), 1.0);
+    assert_eq!(sample(&text, "ringside_ready", &[]), 1.0);
     promtool_check_metrics(&text);
 
     t.shutdown().await;
