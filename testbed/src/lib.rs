@@ -12,6 +12,7 @@
 //!   `testbed link` on the command line.
 //! - [`attack`] — `testbed attack`: one relay under each abuse while
 //!   honest clients play, its memory and CPU, how attackers were stopped.
+//! - [`scrape`] — reading a part's `/metrics` as an operator's tools do.
 //! - [`topology`] — a whole Ringside deployment in one process (origin,
 //!   relays, clients with tokens), for the demo, the benchmark, scenarios and
 //!   the integration tests.
@@ -28,4 +29,5 @@ pub mod bench;
 pub mod impair;
 pub mod link;
 pub mod scenario;
+pub mod scrape;
 pub mod topology;

@@ -160,52 +160,19 @@ pub async fn closed_code(conn: &quinn::Connection) -> Option<ErrorCode> {
     net::close_code(&e)
 }
 
-/// `GET path` over plain HTTP/1.1 (no `Accept`: the classic text format for
-/// `/metrics`): the status code and the body.
+/// `GET path` (no `Accept`: the classic text format for `/metrics`): the
+/// status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
+    testbed::scrape::http_get(addr, path)
         .await
-        .expect("connect to the metrics listener");
-    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send the request");
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
-        .await
-        .expect("the answer within 10 s")
-        .expect("read the answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = (head.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
+        .expect("an HTTP answer")
 }
 
-/// The value of the sample `name` whose labels include every `labels` pair
-/// (the sum when several match: other labels, such as `region`, vary).
+/// The value of a series (see [`testbed::scrape::sample`]); panics, with the
+/// scrape, when there is none.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (n, set) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if n != name {
-            continue;
-        }
-        let pairs: Vec<(&str, &str)> = (set.split(','))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|l| pairs.contains(l)) {
-            let v: f64 = value.parse().expect("a sample value");
-            total = Some(total.unwrap_or(0.0) + v);
-        }
-    }
-    total.unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
+    testbed::scrape::sample(text, name, labels)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
 }
 
 /// `promtool check metrics` on a scrape. Without promtool on PATH the check
