@@ -14,7 +14,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nhost: ringside\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.context("sending the request")?;
+    s.write_all(req.as_bytes())
+        .await
+        .context("sending the request")?;
     let mut raw = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
         .await
@@ -64,11 +66,7 @@ pub fn quantile(text: &str, name: &str, labels: &[(&str, &str)], q: f64) -> Opti
     let bucket = format!("{name}_bucket");
     let mut bounds: Vec<(f64, f64)> = Vec::new();
     for line in text.lines().filter(|l| l.starts_with(&bucket)) {
-        let Some(le) = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
+        let Some(le) = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
             continue;
         };
         let le = if le == "+Inf" {
@@ -124,7 +122,10 @@ gifts_total{window=\"pk\"} 5
         assert_eq!(sample(TEXT, "gifts_total", &[("window", "pk")]), Some(5.0));
         assert_eq!(sample(TEXT, "gifts_total", &[("window", "none")]), None);
         let gift = [("class", "gift")];
-        assert_eq!(sample(TEXT, "ack_seconds_bucket", &[("le", "+Inf")]), Some(6.0));
+        assert_eq!(
+            sample(TEXT, "ack_seconds_bucket", &[("le", "+Inf")]),
+            Some(6.0)
+        );
         // 6 observations: 2 ≤ 1 ms, 4 ≤ 2 ms, 6 in all. The median (rank 3)
         // is halfway through the 1–2 ms bucket.
         let p50 = quantile(TEXT, "ack_seconds", &gift, 0.5).expect("p50");

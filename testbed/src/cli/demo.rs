@@ -102,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let n = Narrator {
         start: Instant::now(),
     };
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
     let spec = Spec {
         name: "demo".into(),
         regions: vec!["eu-west".into(), "ap-south".into()],
@@ -109,6 +110,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             pk_grace: Duration::from_secs(1),
             pk_punishment: Duration::from_secs(2),
             ..fast_rules()
+        },
+        // Every part serves /metrics, as an operator would run it; the
+        // retention window is short so the demo sees it close.
+        origin: origin::Config {
+            metrics_listen: Some(any_port),
+            retention_window: Duration::from_secs(3),
+            ..origin::Config::default()
+        },
+        relay: relay::Config {
+            metrics_listen: Some(any_port),
+            ..Spec::default().relay
         },
         ..Spec::default()
     };
@@ -124,6 +136,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             c.region,
             t.relay_addr(i)
         ));
+    }
+    let mut endpoints = vec![("origin".to_string(), t.origin().metrics_addr())];
+    for (i, c) in t.relay_configs.iter().enumerate() {
+        let addr = t.relays[i].as_ref().and_then(|r| r.metrics_addr());
+        endpoints.push((c.name.clone(), addr));
+    }
+    for (name, addr) in &endpoints {
+        if let Some(addr) = addr {
+            n.say(format!("{name} metrics: curl http://{addr}/metrics"));
+        }
     }
 
     // Hosts, each on the relay of its region; viewers alternate relays.
@@ -270,11 +292,66 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seqs[&B],
     ));
     drop(h);
+    operator_view(&n, &t).await?;
     for (_, c, _) in viewers {
         c.close().await;
     }
     host_a.close().await;
     host_b.close().await;
     t.shutdown().await;
+    Ok(())
+}
+
+/// What an operator's Prometheus would show after the battle: the KPIs read
+/// from the parts' own `/metrics` (the same figures the alert rules use).
+async fn operator_view(n: &Narrator, t: &Topology) -> anyhow::Result<()> {
+    use testbed::scrape::{http_get, quantile, sample};
+    let Some(origin) = t.origin().metrics_addr() else {
+        return Ok(());
+    };
+    // The retention check closes a few seconds after the settlement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, text) = http_get(origin, "/metrics").await?;
+        let viewers = sample(&text, "ringside_post_event_viewers_total", &[]).unwrap_or(0.0);
+        if viewers > 0.0 || Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let v = |name: &str, labels: &[(&str, &str)]| sample(&text, name, labels).unwrap_or(0.0);
+    let pk = [("kind", "pk")];
+    let started = v(
+        "ringside_interaction_starts_total",
+        &[("kind", "pk"), ("outcome", "started")],
+    );
+    let all = v("ringside_interaction_starts_total", &pk);
+    n.say(format!(
+        "operator view (origin /metrics): PK starts {started}/{all}, settled {}, gifts in the PK window {} (value {}), \
+         gifters {} of {} viewers, still there {} of {} after the retention window",
+        v("ringside_interaction_completions_total", &[("kind", "pk"), ("outcome", "settled")]),
+        v("ringside_gifts_total", &[("window", "pk")]),
+        v("ringside_gift_value_total", &[("window", "pk")]),
+        v("ringside_interaction_gifters_total", &pk),
+        v("ringside_interaction_viewers_total", &pk),
+        v("ringside_post_event_retained_total", &[]),
+        v("ringside_post_event_viewers_total", &[]),
+    ));
+    let ms = |q: Option<f64>| q.map_or("n/a".to_string(), |s| format!("{:.1} ms", s * 1e3));
+    for (i, c) in t.relay_configs.iter().enumerate() {
+        let Some(addr) = t.relays[i].as_ref().and_then(|r| r.metrics_addr()) else {
+            continue;
+        };
+        let (_, text) = http_get(addr, "/metrics").await?;
+        let gift = [("class", "gift")];
+        n.say(format!(
+            "operator view ({} /metrics): gift ack at the relay p50 {} p99 {}, {} sessions ended during the battle ({} abnormally)",
+            c.region,
+            ms(quantile(&text, "ringside_action_ack_seconds", &gift, 0.5)),
+            ms(quantile(&text, "ringside_action_ack_seconds", &gift, 0.99)),
+            sample(&text, "ringside_interaction_sessions_total", &pk).unwrap_or(0.0),
+            sample(&text, "ringside_interaction_session_losses_total", &pk).unwrap_or(0.0),
+        ));
+    }
     Ok(())
 }
