@@ -15,7 +15,7 @@
 #      region taken from its last series.
 #
 #   nice cargo build --release -p ringside-origin -p ringside-relay
-#   deploy/live-check.sh            # about 1 to 1.5 min
+#   deploy/live-check.sh            # about 65 s
 #
 # Environment: BIN_DIR (default: $CARGO_TARGET_DIR/release or
 # target/release), PROMETHEUS (default: prometheus on PATH). The metrics
@@ -47,13 +47,23 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringside-live-check.XXXXXX")
 pids=()
 cleanup() {
   local rc=$?
+  # SIGTERM (a relay drains, up to its 5 s drain timeout), then SIGKILL
+  # whatever is still there after 10 s.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local i left
+  for (( i = 0; i < 100; i++ )); do
+    left=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    (( left )) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ $rc -ne 0 && -d $tmp ]]; then
     for log in "$tmp"/*.log; do
       [[ -f $log ]] || continue
       printf -- '--- last lines of %s\n' "$(basename "$log")" >&2
-      tail -n 15 "$log" >&2
+      tail -n 15 "$log" | sed 's/\x1b\[[0-9;]*m//g' >&2
     done
   fi
   rm -rf "$tmp"
@@ -77,10 +87,14 @@ for _ in range(n):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
+# tcp_free PORT: 0 when nothing listens on it (bound as the binaries and
+# Prometheus bind, with SO_REUSEADDR: a connection in TIME_WAIT from an
+# earlier run does not count).
 tcp_free() {
   python3 - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
@@ -371,8 +385,7 @@ check rules_ok 40 "$scraped"
 check quiet 0
 
 say "killing relay us-1 (pid $us_pid)"
-kill -KILL "$us_pid"
-wait "$us_pid" 2>/dev/null || true
+{ kill -KILL "$us_pid" && wait "$us_pid"; } 2>/dev/null || true
 # A failed scrape (up to 15 s), then an evaluation (up to 15 s).
 check relay_down_pending 60 "127.0.0.1:${metrics[2]}"
 say "all checks passed"
