@@ -183,6 +183,14 @@ impl Kpi {
 
     /// An action was refused with `reason` (only starts count).
     pub fn handle_refused(&mut self, action: &Action, reason: Reason) {
+        // Not an attempt that failed: someone without the right to start
+        // it (a viewer's accept), or an action that could never start one.
+        if matches!(
+            reason,
+            Reason::NotAllowed | Reason::BadArgument | Reason::NoGrant | Reason::Stale
+        ) {
+            return;
+        }
         match action {
             Action::PkAccept { .. } => self.metrics.failed(Kind::Pk, reason),
             Action::ChallengeStart { .. } => self.metrics.failed(Kind::Challenge, reason),
@@ -679,10 +687,11 @@ mod tests {
         let late = s.host_acts(B, Action::PkAccept { battle });
         assert!(!late.is_applied());
         assert_eq!(s.starts(Kind::Pk, Some("expired")), 1);
-        // A viewer may not accept.
+        // A viewer may not accept: not a start that failed (an operator
+        // would be paged for viewers pressing buttons they do not have).
         let viewer = s.act(UserId(5), Grant::Viewer, B, Action::PkAccept { battle });
         assert!(!viewer.is_applied());
-        assert_eq!(s.starts(Kind::Pk, Some("not_allowed")), 1);
+        assert_eq!(s.starts(Kind::Pk, Some("not_allowed")), 0);
         assert_eq!(s.starts(Kind::Pk, None), 0);
         // Other refusals are not starts.
         assert!(!s.gift(5, A, 0).is_applied());

@@ -181,12 +181,12 @@ pub fn reason_label(reason: Reason) -> &'static str {
     }
 }
 
-/// The refusals the rules give a `PkAccept` or a `ChallengeStart`: their
-/// series exist from the start.
+/// The refusals of a `PkAccept` or a `ChallengeStart` that count as a
+/// failed start (not `NotAllowed`, `BadArgument`, `NoGrant` or `Stale`:
+/// those were never attempts): their series exist from the start.
 pub fn expected_failures(kind: Kind) -> &'static [Reason] {
     match kind {
         Kind::Pk => &[
-            Reason::NotAllowed,
             Reason::NoInvite,
             Reason::Expired,
             Reason::NoRoom,
@@ -194,8 +194,6 @@ pub fn expected_failures(kind: Kind) -> &'static [Reason] {
             Reason::Internal,
         ],
         Kind::Challenge => &[
-            Reason::NotAllowed,
-            Reason::BadArgument,
             Reason::ChallengeRunning,
             Reason::NoRoom,
             Reason::Capacity,

@@ -193,6 +193,28 @@ impl Default for Metrics {
             let _ = m.path_lost.get_or_create(&LinkLabel { link });
         }
         let _ = m.shed.get_or_create(&ClassLabel { class: "ambient" });
+        for class in Class::ALL.map(class_name) {
+            for path in ["datagram", "stream"] {
+                let _ = m.sent.get_or_create(&SentLabel { class, path });
+            }
+        }
+        for code in [
+            ErrorCode::Normal,
+            ErrorCode::Malformed,
+            ErrorCode::TooLarge,
+            ErrorCode::BadToken,
+            ErrorCode::TokenExpired,
+            ErrorCode::Version,
+            ErrorCode::Flood,
+            ErrorCode::Timeout,
+            ErrorCode::Shutdown,
+            ErrorCode::Limit,
+            ErrorCode::Busy,
+        ] {
+            let _ = m.closed.get_or_create(&CodeLabel {
+                code: code_name(code),
+            });
+        }
         m
     }
 }
