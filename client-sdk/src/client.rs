@@ -5,15 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use net::{self, Tuning};
 use protocol::message::ALPN_CLIENT;
-use protocol::net::{self, Tuning};
 use protocol::room::{Goal, SeatMode};
 use protocol::{
     Action, ActionId, BattleId, GiftId, RoomId, RoomState, ServerTime, SessionId, UserId,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use protocol::net::rustls::pki_types::CertificateDer;
+use net::rustls::pki_types::CertificateDer;
 
 use crate::driver::{self, Command, Driver};
 use crate::error::Error;
@@ -99,7 +99,7 @@ pub struct Config {
     pub relays: Vec<SocketAddr>,
     /// The relays' TLS name.
     pub server_name: String,
-    /// The signed token (see `protocol::token`); with a `token_provider`,
+    /// The signed token (see `net::token`); with a `token_provider`,
     /// the first one (empty: the provider is asked before connecting).
     pub token: Vec<u8>,
     /// Called for a fresh token before the current one expires (and after a
@@ -174,7 +174,7 @@ impl ClientBuilder {
         self
     }
 
-    /// A fixed signed token (see `protocol::token`): the session ends when
+    /// A fixed signed token (see `net::token`): the session ends when
     /// it expires. See [`ClientBuilder::token_provider`] for sessions that
     /// outlive their tokens.
     pub fn token(mut self, token: Vec<u8>) -> Self {

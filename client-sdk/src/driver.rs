@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use net::{self, NetError};
 use protocol::codec::{self, Packer};
 use protocol::message::{ActionMsg, ClientMsg, ErrorCode, Hello, ServerMsg, PROTOCOL_VERSION};
-use protocol::net::{self, NetError};
 use protocol::time::{ClockSample, OffsetEstimator};
 use protocol::{Action, ActionId, Class, Outcome, RoomId, RoomState, Seq, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -234,7 +234,7 @@ impl Driver {
         if self.provider.is_none() {
             return;
         }
-        let Ok(claims) = protocol::token::unverified_claims(&self.dial.token) else {
+        let Ok(claims) = net::token::unverified_claims(&self.dial.token) else {
             tracing::warn!("the token's expiry cannot be read; it will not be renewed ahead");
             self.renew_at = None;
             return;

@@ -11,7 +11,7 @@
 //! fatal.
 //!
 //! The expiry is read from the token without its secret
-//! ([`protocol::token::unverified_claims`]): only to schedule the renewal.
+//! ([`net::token::unverified_claims`]): only to schedule the renewal.
 
 use std::future::Future;
 use std::pin::Pin;

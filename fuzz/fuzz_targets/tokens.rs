@@ -1,6 +1,6 @@
-//! Fuzz target: `protocol::fuzzing::tokens` (see fuzz/README.md).
+//! Fuzz target: `net::fuzzing::tokens` (see fuzz/README.md).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    protocol::fuzzing::tokens(data);
+    net::fuzzing::tokens(data);
 });

@@ -3,7 +3,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use protocol::net::Tuning;
+use net::Tuning;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::rules;
 
-pub use protocol::net::TlsFiles;
-use protocol::secret::{SecretError, SecretSource};
+use net::secret::{SecretError, SecretSource};
+pub use net::TlsFiles;
 
 /// Everything the origin needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,17 +13,17 @@
 mod common;
 
 use common::*;
+use net::fuzzing::{FUZZ_NOW, FUZZ_SECRET};
+use net::token::{Claims, TokenKey};
 use origin::rules::Record;
 use origin::wal::fuzzing;
 use origin::wal::{Wal, WalOptions};
 use protocol::codec::{encode, write_frame, Packer, DEFAULT_DATAGRAM, MAX_FRAME};
-use protocol::fuzzing::{FUZZ_NOW, FUZZ_SECRET};
 use protocol::message::{
     ActionMsg, Actor, ClientMsg, DownMsg, ErrorCode, Hello, ServerMsg, UpMsg, Welcome,
     PROTOCOL_VERSION,
 };
 use protocol::room::{Goal, Grant, SeatMode};
-use protocol::token::{Claims, TokenKey};
 use protocol::{Action, ActionId, Outcome, RoomId, Seq, ServerTime, SessionId, UserId};
 use std::fs;
 use std::path::{Path, PathBuf};

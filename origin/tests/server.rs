@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use net::token::{unix_now, Claims, TokenKey};
+use net::{self, Identity, Tuning};
 use origin::{Config, Origin};
 use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY, PROTOCOL_VERSION};
-use protocol::net::{self, Identity, Tuning};
 use protocol::room::Grant;
-use protocol::token::{unix_now, Claims, TokenKey};
 use protocol::{Action, ActionId, GiftId, Outcome, RoomId, Seq, SessionId, UserId};
 
 const SECRET: &str = "a test cluster secret of at least 32 bytes";

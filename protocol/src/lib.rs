@@ -10,29 +10,21 @@
 //! - **the codec** ([`codec`]): postcard payloads as length-prefixed stream
 //!   frames or packed datagrams, with hard size limits checked before any
 //!   allocation.
+//! - **fuzz target bodies** ([`fuzzing`]) for every decoder here.
 //!
-//! - with the `net` feature, **the QUIC plumbing** every process shares
-//!   ([`net`]: TLS, endpoints, tuned transport, framed stream IO) and
-//!   **signed tokens** ([`token`]) and the **secrets** they are signed with
-//!   ([`secret`]: inline, from files, or generated for local runs).
+//! The QUIC plumbing, tokens and secrets are the `net` crate's.
 //!
 //! What it deliberately does not do: decide anything (the origin's rules
-//! decide which events an action makes), keep state between calls. Apart from
-//! [`net`], everything here is plain data and pure functions.
+//! decide which events an action makes), keep state between calls, or do IO:
+//! everything here is plain data and pure functions.
 
 pub mod class;
 pub mod codec;
 pub mod fuzzing;
 pub mod id;
 pub mod message;
-#[cfg(feature = "net")]
-pub mod net;
 pub mod room;
-#[cfg(feature = "net")]
-pub mod secret;
 pub mod time;
-#[cfg(feature = "net")]
-pub mod token;
 
 pub use class::Class;
 pub use id::{ActionId, BattleId, ChallengeId, GiftId, RoomId, Seq, SessionId, UserId};

@@ -61,11 +61,3 @@ fn frames_corpus_replays() {
 fn datagrams_corpus_replays() {
     replay("datagrams", fuzzing::datagrams);
 }
-
-/// Tokens need the `net` feature (on in `cargo test --workspace`; alone:
-/// `cargo test -p ringside-protocol --features net --test fuzz_corpus`).
-#[cfg(feature = "net")]
-#[test]
-fn tokens_corpus_replays() {
-    replay("tokens", fuzzing::tokens);
-}

@@ -3,13 +3,13 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use protocol::net::Tuning;
+use net::Tuning;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use protocol::net::TlsFiles;
-use protocol::secret::{SecretError, SecretSource};
+use net::secret::{SecretError, SecretSource};
+pub use net::TlsFiles;
 
 /// Everything a relay needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use net::token::{unix_now, Claims, Purpose, TokenError};
+use net::{self, NetError};
 use protocol::codec::{self, CodecError};
 use protocol::message::Actor;
 use protocol::message::{ClientMsg, ErrorCode, Hello, ServerMsg, Welcome, PROTOCOL_VERSION};
-use protocol::net::{self, NetError};
 use protocol::room::Reason;
-use protocol::token::{unix_now, Claims, Purpose, TokenError};
 use protocol::{ActionId, Class, Outcome, RoomId, SessionId, UserId};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use protocol::token::{to_hex, unix_now, Claims, Purpose, TokenKey};
+use net::token::{to_hex, unix_now, Claims, Purpose, TokenKey};
 use protocol::{RoomId, UserId};
 
 /// The Ringside relay: terminates clients, forwards to the origin, fans out.

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use net::token::TokenKey;
+use net::{self, Identity, NetError, Plug};
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg, ALPN_CLIENT, ALPN_RELAY};
-use protocol::net::{self, Identity, NetError, Plug};
 use protocol::room::Reason;
-use protocol::token::TokenKey;
 use protocol::{RoomId, Seq, SessionId, UserId};
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, OutcomeLabel};
 use crate::upstream::{self, Link};
 use prometheus_client::metrics::gauge::Gauge;
 
-use protocol::net::rustls;
+use net::rustls;
 
 /// Why a relay could not start.
 #[derive(Debug, Error)]
@@ -38,7 +38,7 @@ pub enum Error {
     Io(#[from] std::io::Error),
     /// A secret is missing or too short (the message says what to set).
     #[error("{0}")]
-    Secret(#[from] protocol::secret::SecretError),
+    Secret(#[from] net::secret::SecretError),
 }
 
 /// Inputs of the hub's driver.

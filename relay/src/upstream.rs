@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use net::token::{unix_now, Claims, TokenKey};
+use net::{self, NetError};
 use protocol::codec;
 use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
-use protocol::net::{self, NetError};
 use protocol::time::{ClockSample, OffsetEstimator};
-use protocol::token::{unix_now, Claims, TokenKey};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use client_sdk::{Client, ClientBuilder, Room};
+use net::secret::generate_hex;
+use net::token::{unix_now, Claims, TokenKey};
+use net::Identity;
 use origin::Origin;
-use protocol::net::Identity;
-use protocol::secret::generate_hex;
-use protocol::token::{unix_now, Claims, TokenKey};
 use protocol::{RoomId, RoomState, UserId};
 use relay::Relay;
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use net::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::message::{ClientMsg, ErrorCode};
-use protocol::net;
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{GiftId, RoomId, UserId};
 
 const A: RoomId = RoomId(3);

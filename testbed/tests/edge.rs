@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use net::token::{unix_now, Claims, Purpose};
+use net::{self, Tuning};
 use protocol::message::{ActionMsg, ClientMsg, ErrorCode, ServerMsg};
-use protocol::net::{self, Tuning};
-use protocol::token::{unix_now, Claims, Purpose};
 use protocol::{Action, ActionId, GiftId, RoomId, ServerTime, SessionId, UserId};
 
 const A: RoomId = RoomId(5);

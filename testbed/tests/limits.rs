@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use client_sdk::{ClientEvent, Error, Outcome};
 use common::*;
+use net::token::{unix_now, Claims, Purpose};
 use protocol::message::ErrorCode;
-use protocol::token::{unix_now, Claims, Purpose};
 use protocol::{GiftId, RoomId, UserId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,8 +25,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use client_sdk::{Client, Room};
-use protocol::net::Identity;
-use protocol::token::from_hex;
+use net::token::from_hex;
+use net::Identity;
 use protocol::{GiftId, RoomId};
 
 /// The directory holding the `origin` and `relay` binaries, built once per
@@ -378,7 +378,7 @@ async fn the_relay_reconnects_to_a_sigkilled_and_restarted_origin_by_itself() {
 async fn an_origin_back_with_a_new_certificate_is_trusted_from_the_file() {
     common::init_tracing();
     let dir = WorkDir::new("newcert");
-    let secret = protocol::secret::generate_hex().expect("random");
+    let secret = net::secret::generate_hex().expect("random");
     let trust = dir.0.join("origin-cert.pem");
     let origin_config = origin::Config {
         listen: "127.0.0.1:0".parse().expect("address"),
@@ -407,12 +407,12 @@ async fn an_origin_back_with_a_new_certificate_is_trusted_from_the_file() {
     })
     .await
     .expect("relay starts");
-    let key = protocol::token::TokenKey::new(secret.as_bytes());
+    let key = net::token::TokenKey::new(secret.as_bytes());
     let token = |user: u64, host_of: Vec<RoomId>| {
-        key.mint(&protocol::token::Claims::client(
+        key.mint(&net::token::Claims::client(
             protocol::UserId(user),
             host_of,
-            protocol::token::unix_now() + 600,
+            net::token::unix_now() + 600,
         ))
     };
     let pem = relay.cert_pem();

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{http_get, promtool_check_metrics, sample, start_battle, topology};
 use protocol::message::{ClientMsg, ErrorCode, ALPN_CLIENT};
-use protocol::net;
 use protocol::{GiftId, RoomId};
 
 /// Scrape `addr` until `done` holds for the text (at most `within`).

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use client_sdk::{Client, ClientEvent};
 use common::*;
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
+use net::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{GiftId, RoomId, UserId};
 use testbed::topology::Topology;
 

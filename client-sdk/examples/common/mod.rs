@@ -41,7 +41,7 @@ impl Args {
     pub async fn connect(&self) -> Result<Client, Box<dyn std::error::Error>> {
         let relay = self.get("relay", "127.0.0.1:4700").parse()?;
         let pem = std::fs::read_to_string(self.get("cert", "ringside-data/relay-cert.pem"))?;
-        let token = protocol::token::from_hex(&self.get("token", ""))
+        let token = net::token::from_hex(&self.get("token", ""))
             .ok_or("--token must be the hex printed by `relay mint-token`")?;
         let client = Client::builder()
             .relay(relay)

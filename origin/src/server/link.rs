@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use net::token::{unix_now, Purpose};
 use protocol::codec;
 use protocol::message::{DownMsg, ErrorCode, UpMsg, PROTOCOL_VERSION};
-use protocol::net;
-use protocol::token::{unix_now, Purpose};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 

@@ -39,9 +39,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use net::token::TokenKey;
+use net::{self, Identity};
 use protocol::message::{UpMsg, ALPN_RELAY};
-use protocol::net::{self, Identity};
-use protocol::token::TokenKey;
 use protocol::{ActionId, Outcome, RoomId, RoomState, Seq, UserId};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -97,7 +97,7 @@ pub enum Error {
     Io(#[from] std::io::Error),
     /// The cluster secret is missing or too short (the message says what to set).
     #[error("{0}")]
-    Secret(#[from] protocol::secret::SecretError),
+    Secret(#[from] net::secret::SecretError),
 }
 
 /// A relay connection's number, for routing within the origin.

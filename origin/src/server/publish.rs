@@ -259,7 +259,7 @@ impl Publisher {
             // link's own goodbye is on its way.
             if matches!(e, mpsc::error::TrySendError::Full(_)) {
                 tracing::warn!(relay, "relay cannot keep up; closing its link");
-                protocol::net::close(&r.conn, ErrorCode::Flood, "relay queue full");
+                net::close(&r.conn, ErrorCode::Flood, "relay queue full");
             }
             self.drop_relay(relay);
         }

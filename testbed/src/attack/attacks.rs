@@ -66,8 +66,7 @@ pub async fn prepare(
         }
         Attack::ConnFlood => {
             let bind = SocketAddr::from(([127, 0, 0, 2], 0));
-            let (ep, _plug) =
-                protocol::net::client_endpoint(bind, &protocol::net::Tuning::default())?;
+            let (ep, _plug) = net::client_endpoint(bind, &net::Tuning::default())?;
             p.shared = Some(ep);
         }
         _ => {}
@@ -523,7 +522,7 @@ async fn malformed(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
 /// proof signed with the client secret, and 60 KiB of token. The attacker
 /// comes back after each refusal.
 async fn tokens(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
-    use protocol::token::{unix_now, Claims, TokenKey};
+    use net::token::{unix_now, Claims, TokenKey};
     let form = att.index % 5;
     let user = att.user;
     let key = TokenKey::new(target.secrets.token.as_bytes());
@@ -673,9 +672,9 @@ async fn handshakes(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
 pub async fn capture_initials(target: &Target, n: usize) -> anyhow::Result<Vec<Bytes>> {
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let to = sink.local_addr()?;
-    let (ep, _plug) = protocol::net::client_endpoint(
+    let (ep, _plug) = net::client_endpoint(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        &protocol::net::Tuning::default(),
+        &net::Tuning::default(),
     )?;
     let cfg = client_config(target, |_| {})?;
     let mut got: HashMap<Vec<u8>, Bytes> = HashMap::new();
@@ -824,8 +823,8 @@ mod tests {
     use crate::attack::hostile::Tally;
     use crate::attack::secrets::Secrets;
     use crate::bench::sys::TempDir;
+    use net::Identity;
     use protocol::message::ErrorCode;
-    use protocol::net::Identity;
     use tokio::sync::watch;
 
     /// Run `attack` with attackers `indices` against a real in-process

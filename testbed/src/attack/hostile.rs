@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use net::rustls::pki_types::CertificateDer;
+use net::{self, Tuning};
 use protocol::codec;
 use protocol::message::{ClientMsg, ErrorCode, Hello, ServerMsg, ALPN_CLIENT, PROTOCOL_VERSION};
-use protocol::net::rustls::pki_types::CertificateDer;
-use protocol::net::{self, Tuning};
 use protocol::{Outcome, RoomId, SessionId};
 use tokio::sync::watch;
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use protocol::net::rustls::pki_types::CertificateDer;
+use net::rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -297,7 +297,7 @@ fn say(line: &str) {
 /// wind down, print the tally.
 pub async fn serve(order: &Order, secrets: Secrets) -> anyhow::Result<()> {
     let mut said = listen_stdin();
-    let roots = protocol::net::load_certs(&order.cert)
+    let roots = net::load_certs(&order.cert)
         .with_context(|| format!("reading {}", order.cert.display()))?;
     let target = Arc::new(target(order.relay, roots, secrets, order.users.max(1)));
     let mut notes = Vec::new();

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use protocol::net::Identity;
+use net::Identity;
 use protocol::SessionId;
 
 use crate::bench::probe;

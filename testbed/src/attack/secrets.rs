@@ -8,7 +8,7 @@
 use std::io::Read as _;
 
 use anyhow::Context as _;
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
+use net::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{RoomId, UserId};
 
 /// The run's secrets, as the processes' configuration takes them.

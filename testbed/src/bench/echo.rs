@@ -1,5 +1,5 @@
 //! A plain quinn datagram echo, with the same transport settings and socket
-//! buffers as Ringside's links ([`protocol::net`]): the floor every
+//! buffers as Ringside's links ([`net`]): the floor every
 //! Ringside round trip is compared against.
 
 use std::net::SocketAddr;
@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use protocol::net::rustls::pki_types::CertificateDer;
-use protocol::net::{self, Identity, Tuning};
+use net::rustls::pki_types::CertificateDer;
+use net::{self, Identity, Tuning};
 
 use super::stats::{Latencies, Sampling};
 

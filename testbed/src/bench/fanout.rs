@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use client_sdk::{Client, Outcome, Room, Update};
-use protocol::token::{unix_now, Claims, Purpose, TokenKey};
+use net::token::{unix_now, Claims, Purpose, TokenKey};
 use protocol::{GiftId, RoomId, SessionId, UserId};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;

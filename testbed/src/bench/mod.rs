@@ -27,8 +27,8 @@ pub mod sys;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use protocol::net::rustls::pki_types::CertificateDer;
-use protocol::net::{self, Tuning};
+use net::rustls::pki_types::CertificateDer;
+use net::{self, Tuning};
 
 /// A fresh loopback endpoint and its QUIC connection to `addr`, trusting
 /// `roots`, speaking `alpn` (`what` names the peer in errors). The endpoint

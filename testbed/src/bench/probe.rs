@@ -18,15 +18,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use net::rustls::pki_types::CertificateDer;
+use net::token::TokenKey;
+use net::{self, Tuning};
 use protocol::codec::{self, Packer};
 use protocol::message::{
     ActionMsg, Actor, ClientMsg, DownMsg, Hello, ServerMsg, UpMsg, ALPN_CLIENT, ALPN_RELAY,
     PROTOCOL_VERSION,
 };
-use protocol::net::rustls::pki_types::CertificateDer;
-use protocol::net::{self, Tuning};
 use protocol::room::Grant;
-use protocol::token::{unix_now, Claims, TokenKey};
 use protocol::{Action, ActionId, GiftId, Outcome, RoomId, ServerTime, SessionId, UserId};
 
 use super::echo::RoundTrips;
@@ -174,26 +174,16 @@ impl OriginProbe {
     ) -> anyhow::Result<OriginProbe> {
         let (endpoint, conn) =
             super::dial(addr, roots, ALPN_RELAY, &Tuning::backbone(), "origin").await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        let proof =
-            TokenKey::new(cluster_secret.as_bytes()).mint(&Claims::cluster(unix_now() + 3600));
-        let hello = UpMsg::Hello {
-            version: PROTOCOL_VERSION,
-            relay: "bench-probe".into(),
-            proof,
-        };
-        net::write_frame(&mut send, &hello).await?;
-        let mut buf = Vec::new();
-        match net::read_frame::<DownMsg>(&mut recv, &mut buf).await? {
-            Some(DownMsg::Welcome { .. }) => {}
-            other => bail!("the origin answered hello with {other:?}"),
-        }
+        let cluster = TokenKey::new(cluster_secret.as_bytes());
+        let (send, recv) =
+            net::handshake::relay_hello(&conn, "bench-probe", &cluster, Duration::from_secs(3))
+                .await?;
         Ok(OriginProbe {
             endpoint,
             conn,
             send,
             recv,
-            buf,
+            buf: Vec::new(),
             nonce: 0,
         })
     }

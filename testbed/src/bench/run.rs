@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use client_sdk::{Client, Outcome};
-use protocol::net::Identity;
+use net::Identity;
 use protocol::{GiftId, RoomId, SessionId};
 
 use super::child::{Server, Spawn};
@@ -258,11 +258,11 @@ struct Secrets {
 
 impl Secrets {
     fn generate(dir: &std::path::Path) -> anyhow::Result<Secrets> {
-        let token = protocol::secret::generate_hex().context("generating the token secret")?;
-        let cluster = protocol::secret::generate_hex().context("generating the cluster secret")?;
+        let token = net::secret::generate_hex().context("generating the token secret")?;
+        let cluster = net::secret::generate_hex().context("generating the cluster secret")?;
         let (token_file, cluster_file) = (dir.join("token-secret"), dir.join("cluster-secret"));
         for (file, secret) in [(&token_file, &token), (&cluster_file, &cluster)] {
-            if !protocol::secret::create_private(file, secret.as_bytes())
+            if !net::secret::create_private(file, secret.as_bytes())
                 .with_context(|| format!("writing {}", file.display()))?
             {
                 bail!("{} exists already", file.display());
@@ -886,13 +886,12 @@ async fn open_rooms(
     token_secret: &str,
 ) -> anyhow::Result<()> {
     let rooms = [RoomId(1), RoomId(2)];
-    let token = protocol::token::TokenKey::new(token_secret.as_bytes()).mint(
-        &protocol::token::Claims::client(
+    let token =
+        net::token::TokenKey::new(token_secret.as_bytes()).mint(&net::token::Claims::client(
             protocol::UserId(1),
             rooms.to_vec(),
-            protocol::token::unix_now() + 3600,
-        ),
-    );
+            net::token::unix_now() + 3600,
+        ));
     let host = Client::builder()
         .relay(relay)
         .token(token)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use protocol::net::Identity;
+use net::Identity;
 
 use super::stats::Latencies;
 
@@ -284,7 +284,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Write `identity` as `cert.pem` and `key.pem` in `dir`; returns both paths.
-/// (`protocol::net::Identity` can print its certificate but not its key.)
+/// (`net::Identity` can print its certificate but not its key.)
 pub fn write_identity(identity: &Identity, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -298,7 +298,7 @@ pub fn write_identity(identity: &Identity, dir: &Path) -> anyhow::Result<(PathBu
     Ok((cert, key))
 }
 
-use protocol::net::rustls::pki_types as rustls_key;
+use net::rustls::pki_types as rustls_key;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     runs: u32,
     /// Idle timeout of client connections, ms (what detection waits for).
-    #[arg(long, default_value_t = protocol::net::Tuning::default().idle_timeout_ms)]
+    #[arg(long, default_value_t = net::Tuning::default().idle_timeout_ms)]
     idle_timeout_ms: u64,
 }
 
@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..Spec::default()
         };
         let mut t = Topology::start(spec).await?;
-        let tuning = protocol::net::Tuning {
+        let tuning = net::Tuning {
             idle_timeout_ms: args.idle_timeout_ms,
             ..Default::default()
         };

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use protocol::net::Identity;
+use net::Identity;
 use testbed::bench::child::{announce, stop_signal};
 
 /// Options of `testbed serve-origin`.

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use client_sdk::Room;
+use net::{self, Tuning};
 use protocol::message::{ClientMsg, ErrorCode, Hello, PROTOCOL_VERSION};
-use protocol::net::{self, Tuning};
 use protocol::RoomState;
 use protocol::SessionId;
 use testbed::topology::{fast_rules, Spec, Topology};

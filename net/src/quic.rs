@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::codec::{self, CodecError, FRAME_HEADER};
-use crate::message::ErrorCode;
+use protocol::codec::{self, CodecError, FRAME_HEADER};
+use protocol::message::ErrorCode;
 
 pub use quinn;
 pub use rustls;

@@ -15,8 +15,8 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::id::{RoomId, UserId};
-use crate::room::Grant;
+use protocol::id::{RoomId, UserId};
+use protocol::room::Grant;
 
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN: usize = 4096;
@@ -149,7 +149,7 @@ impl TokenKey {
         }
         let (body, tag) = token.split_at(token.len() - TAG);
         hmac::verify(&self.0, body, tag).map_err(|_| TokenError::BadSignature)?;
-        let claims: Claims = crate::codec::decode(body).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = protocol::codec::decode(body).map_err(|_| TokenError::Malformed)?;
         if claims.purpose != purpose {
             return Err(TokenError::WrongPurpose);
         }
@@ -170,7 +170,7 @@ pub fn unverified_claims(token: &[u8]) -> Result<Claims, TokenError> {
         return Err(TokenError::Malformed);
     }
     let body = &token[..token.len() - TAG];
-    crate::codec::decode(body).map_err(|_| TokenError::Malformed)
+    protocol::codec::decode(body).map_err(|_| TokenError::Malformed)
 }
 
 /// Seconds since the Unix epoch, from the system clock (for expiry checks).

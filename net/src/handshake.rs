@@ -1,0 +1,44 @@
+//! The relay-to-origin handshake, written once: on a fresh connection to
+//! the origin, open the control stream, say `Hello` with a cluster proof
+//! (a token of purpose `Cluster` signed with the cluster secret), and wait
+//! for `Welcome`. Used by the relay's upstream link and by the bench's
+//! origin probe.
+
+use std::time::Duration;
+
+use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
+
+use crate::token::{unix_now, Claims, TokenKey};
+use crate::{read_frame, write_frame, NetError};
+
+/// How long a cluster proof is valid (the origin checks it at hello only).
+pub const PROOF_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Say hello to the origin on `conn` as relay `name`, proving membership
+/// with `cluster`; the control stream once the origin welcomed us. `Err`
+/// when it answers anything else or nothing within `timeout`.
+pub async fn relay_hello(
+    conn: &quinn::Connection,
+    name: &str,
+    cluster: &TokenKey,
+    timeout: Duration,
+) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let proof = cluster.mint(&Claims::cluster(unix_now() + PROOF_LIFETIME.as_secs()));
+    let hello = UpMsg::Hello {
+        version: PROTOCOL_VERSION,
+        relay: name.to_string(),
+        proof,
+    };
+    write_frame(&mut send, &hello).await?;
+    let mut buf = Vec::new();
+    let welcome = tokio::time::timeout(timeout, read_frame::<DownMsg>(&mut recv, &mut buf))
+        .await
+        .map_err(|_| NetError::Io(std::io::Error::other("no welcome from the origin")))??;
+    match welcome {
+        Some(DownMsg::Welcome { .. }) => Ok((send, recv)),
+        other => Err(NetError::Io(std::io::Error::other(format!(
+            "the origin answered hello with {other:?}"
+        )))),
+    }
+}
