@@ -2,6 +2,8 @@
 //!
 //! - [`http`]: the `metrics_listen` listener: `/metrics` (OpenMetrics text
 //!   from a [`prometheus_client`] registry), `/healthz` and `/readyz`.
+//! - [`config`]: defaults, a TOML file, then environment overrides: how
+//!   every binary loads its configuration.
 //! - [`log`]: `--log-format text|json` for every binary.
 //! - [`text`]: the classic Prometheus text format for readers that do not
 //!   ask for OpenMetrics (`curl`, `promtool check metrics`).
@@ -12,6 +14,7 @@
 //! `relay::metrics`); this crate only carries them out.
 
 pub mod buckets;
+pub mod config;
 pub mod http;
 pub mod log;
 pub mod text;

@@ -1,8 +1,6 @@
 //! The origin's configuration: a TOML file plus `RINGSIDE_ORIGIN_*`
 //! environment overrides, with defaults that run on one machine.
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use net::Tuning;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -89,13 +87,7 @@ impl Config {
     /// Defaults, then the TOML file (if given), then `RINGSIDE_ORIGIN_*`
     /// variables (`__` separates levels: `RINGSIDE_ORIGIN_RULES__SEATS=6`).
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(f) = file {
-            fig = fig.merge(Toml::file_exact(f));
-        }
-        fig.merge(Env::prefixed("RINGSIDE_ORIGIN_").split("__"))
-            .extract()
-            .map_err(Box::new)
+        ops::config::load(file, "RINGSIDE_ORIGIN_")
     }
 
     /// The cluster secret's bytes (generated into its file if missing and

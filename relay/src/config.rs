@@ -1,8 +1,6 @@
 //! The relay's configuration: a TOML file plus `RINGSIDE_RELAY_*`
 //! environment overrides, with defaults that run on one machine.
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use net::Tuning;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -111,13 +109,7 @@ impl Config {
     /// Defaults, then the TOML file (if given), then `RINGSIDE_RELAY_*`
     /// variables (`__` separates levels).
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(f) = file {
-            fig = fig.merge(Toml::file_exact(f));
-        }
-        fig.merge(Env::prefixed("RINGSIDE_RELAY_").split("__"))
-            .extract()
-            .map_err(Box::new)
+        ops::config::load(file, "RINGSIDE_RELAY_")
     }
 
     /// The token secret's bytes (generated into `token_secret_file` if it is
