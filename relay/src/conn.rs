@@ -30,9 +30,11 @@ use tracing::Instrument as _;
 
 use crate::admission::{ActionVerdict, Requests};
 use crate::hub::{self, ClientId, Out};
+use crate::hub_driver::HubIn;
 use crate::metrics::{self, PathStats};
+use crate::queue::{out_queue, OutRx, OutTx};
 use crate::sched::{self, Scheduler};
-use crate::server::{out_queue, HubIn, OutRx, OutTx, Shared};
+use crate::shared::Shared;
 
 /// Copies of one action (datagram copy, stream fallbacks) forwarded without
 /// spending the user's rate; further copies count as new actions.

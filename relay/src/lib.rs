@@ -26,9 +26,12 @@ pub mod clock;
 pub mod config;
 pub(crate) mod conn;
 pub mod hub;
+pub(crate) mod hub_driver;
 pub mod metrics;
+pub(crate) mod queue;
 pub mod sched;
 pub mod server;
+pub(crate) mod shared;
 pub mod upstream;
 
 pub use admission::{Bucket, Limits};

@@ -15,7 +15,7 @@ use protocol::token::{unix_now, Claims, TokenKey};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
-use crate::server::HubIn;
+use crate::hub_driver::HubIn;
 
 /// What the link needs.
 pub(crate) struct Link {
