@@ -1,0 +1,258 @@
+//! The hub's stories: network-free, driven by hand-fed inputs and time.
+
+use super::state::RESYNC_EVERY_US;
+use super::*;
+use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg};
+use protocol::room::Grant;
+use protocol::{Action, GiftId, Outcome, ServerTime};
+use protocol::{ActionId, RoomId, RoomState, Seq, SessionId, UserId};
+
+fn drain(h: &mut Hub) -> Vec<Output> {
+    std::iter::from_fn(|| h.poll_output()).collect()
+}
+
+fn gift(session: SessionId, n: u64, gift: u32) -> ActionMsg {
+    ActionMsg {
+        id: ActionId { session, n },
+        room: RoomId(1),
+        sent_at: ServerTime(0),
+        action: Action::Gift {
+            gift: GiftId(gift),
+            count: 1,
+        },
+    }
+}
+
+fn viewer(user: u64) -> Actor {
+    Actor {
+        user: UserId(user),
+        grant: Grant::Viewer,
+    }
+}
+
+#[test]
+fn another_user_cannot_take_a_session_over() {
+    let mut h = Hub::new(Settings::default());
+    h.handle_upstream_up(0);
+    let s = SessionId(0xfeed);
+    h.handle_client_up(0, 1, s, UserId(7));
+    h.handle_action(0, 1, viewer(7), gift(s, 1, 1), false);
+    drain(&mut h);
+    // Another user says hello with the victim's session id (ids are
+    // public: every event's cause carries one).
+    h.handle_client_up(1, 2, s, UserId(666));
+    let out = drain(&mut h);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Client(1, Out::Close(..)))),
+        "the victim was closed"
+    );
+    let ack = DownMsg::Ack {
+        user: UserId(7),
+        id: ActionId { session: s, n: 1 },
+        outcome: Outcome::Applied { seq: Seq(2) },
+    };
+    h.handle_down(2, ack);
+    let out = drain(&mut h);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Client(1, _))),
+        "the victim gets its ack"
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Client(2, _))),
+        "the other user gets nothing"
+    );
+}
+
+#[test]
+fn a_forged_id_does_not_preempt_the_owners_action() {
+    let mut h = Hub::new(Settings::default());
+    h.handle_upstream_up(0);
+    let s = SessionId(0xfeed);
+    h.handle_client_up(0, 1, s, UserId(7));
+    h.handle_client_up(0, 2, SessionId(1), UserId(666));
+    drain(&mut h);
+    h.handle_action(0, 2, viewer(666), gift(s, 5, 1), false);
+    h.handle_action(1, 1, viewer(7), gift(s, 5, 5), false);
+    drain(&mut h);
+    let owners: Vec<UserId> = std::iter::from_fn(|| h.poll_upstream())
+        .filter_map(|m| match m {
+            UpMsg::Action { actor, .. } => Some(actor.user),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        vec![UserId(666), UserId(7)],
+        "both go upstream, each as its own"
+    );
+}
+
+#[test]
+fn repairs_are_rate_limited_per_client_and_room() {
+    let mut h = Hub::new(Settings::default());
+    h.handle_upstream_up(0);
+    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    h.handle_join(0, 1, RoomId(1), None);
+    h.handle_down(
+        0,
+        DownMsg::Snapshot {
+            room: RoomId(1),
+            state: Box::new(RoomState::new(RoomId(1))),
+            recent: vec![],
+        },
+    );
+    drain(&mut h);
+    h.handle_resync(1_000, 1, RoomId(1), Seq(1));
+    assert_eq!(drain(&mut h).len(), 1);
+    h.handle_resync(2_000, 1, RoomId(1), Seq(1));
+    assert!(
+        drain(&mut h).is_empty(),
+        "a second repair within the limit is ignored"
+    );
+    h.handle_resync(1_000 + RESYNC_EVERY_US, 1, RoomId(1), Seq(1));
+    assert_eq!(drain(&mut h).len(), 1);
+}
+
+fn snapshot(h: &mut Hub, room: RoomId) {
+    h.handle_down(
+        0,
+        DownMsg::Snapshot {
+            room,
+            state: Box::new(RoomState::new(room)),
+            recent: vec![],
+        },
+    );
+}
+
+fn upstream(h: &mut Hub) -> Vec<UpMsg> {
+    std::iter::from_fn(|| h.poll_upstream()).collect()
+}
+
+#[test]
+fn a_repeated_join_is_answered_once_and_rooms_per_client_are_capped() {
+    let mut h = Hub::new(Settings {
+        rooms_per_client: 2,
+        ..Settings::default()
+    });
+    h.handle_upstream_up(0);
+    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    snapshot(&mut h, RoomId(1));
+    h.handle_join(0, 1, RoomId(1), None);
+    snapshot(&mut h, RoomId(1));
+    drain(&mut h);
+    for _ in 0..100 {
+        h.handle_join(1, 1, RoomId(1), None);
+    }
+    assert!(
+        drain(&mut h).is_empty(),
+        "a room already followed is not served again"
+    );
+    h.handle_join(1, 1, RoomId(2), None);
+    h.handle_join(1, 1, RoomId(3), None);
+    let refused = drain(&mut h)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Client(1, Out::Reliable(_))))
+        .count();
+    assert_eq!(refused, 1, "the third room is refused");
+    assert_eq!(h.rooms.len(), 2);
+}
+
+#[test]
+fn membership_is_reconciled_on_a_new_link_not_replayed() {
+    let mut h = Hub::new(Settings::default());
+    h.handle_upstream_up(0);
+    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    h.handle_client_up(0, 2, SessionId(2), UserId(8));
+    h.handle_join(0, 1, RoomId(1), None);
+    h.handle_join(0, 2, RoomId(1), None);
+    let first = upstream(&mut h);
+    assert_eq!(first.len(), 3, "subscribe and two presences: {first:?}");
+    // The link drops; meanwhile user 8 leaves and user 7 joins room 2.
+    h.handle_upstream_down(1);
+    h.handle_leave(2, 2, RoomId(1));
+    h.handle_join(2, 1, RoomId(2), None);
+    assert!(
+        upstream(&mut h).is_empty(),
+        "nothing goes up while the link is down"
+    );
+    h.handle_upstream_up(3);
+    let again = upstream(&mut h);
+    let online: Vec<(RoomId, UserId)> = (again.iter())
+        .filter_map(|m| match m {
+            UpMsg::Presence {
+                room,
+                user,
+                online: true,
+            } => Some((*room, *user)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(online, vec![(RoomId(1), UserId(7)), (RoomId(2), UserId(7))]);
+    assert!(
+        !again
+            .iter()
+            .any(|m| matches!(m, UpMsg::Presence { online: false, .. })),
+        "no stale offline from the old link: {again:?}"
+    );
+    let subs = again
+        .iter()
+        .filter(|m| matches!(m, UpMsg::Subscribe { .. }))
+        .count();
+    assert_eq!(subs, 2);
+}
+
+#[test]
+fn membership_changes_wait_for_the_link_and_are_never_dropped() {
+    let mut h = Hub::new(Settings::default());
+    h.handle_upstream_up(0);
+    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    for r in 0..10_000 {
+        h.handle_join(0, 1, RoomId(r), None);
+    }
+    // Nothing is taken for a while (a slow link): it all waits here.
+    assert!(h.has_upstream());
+    let subs = upstream(&mut h)
+        .into_iter()
+        .filter(|m| matches!(m, UpMsg::Subscribe { .. }))
+        .count();
+    assert_eq!(subs, 16, "only the rooms the client may follow");
+    h.handle_client_gone(1, 1, true);
+    let gone = upstream(&mut h);
+    let unsubs = gone
+        .iter()
+        .filter(|m| matches!(m, UpMsg::Unsubscribe { .. }))
+        .count();
+    let offline = (gone.iter())
+        .filter(|m| matches!(m, UpMsg::Presence { online: false, .. }))
+        .count();
+    assert_eq!((unsubs, offline), (16, 16));
+}
+
+#[test]
+fn waiting_actions_are_bounded_and_leave_with_their_client() {
+    let mut h = Hub::new(Settings {
+        pending_per_client: 3,
+        ..Settings::default()
+    });
+    let s = SessionId(1);
+    h.handle_client_up(0, 1, s, UserId(7));
+    // The origin is out of reach: actions wait.
+    for n in 1..=5 {
+        h.handle_action(0, 1, viewer(7), gift(s, n, 1), false);
+    }
+    assert_eq!(h.pending(), 3);
+    let throttled = drain(&mut h)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Client(1, Out::Datagram(_))))
+        .count();
+    assert_eq!(throttled, 2, "the two past the bound are answered");
+    h.handle_client_gone(1, 1, true);
+    assert_eq!(
+        h.pending(),
+        0,
+        "dropped with the client; the SDK resends on resume"
+    );
+    h.handle_upstream_up(2);
+    assert!(upstream(&mut h).is_empty());
+}
