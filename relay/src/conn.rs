@@ -348,7 +348,7 @@ async fn read_loop(
             }
             let cmd = match m {
                 ClientMsg::Ping { nonce } => {
-                    if let Some(origin_time) = shared.clock.origin_now() {
+                    if let Some(origin_time) = shared.origin_clock.origin_at(Instant::now()) {
                         let pong = ServerMsg::Pong { nonce, origin_time };
                         let _ = out.push(Out::Datagram(sched::Item {
                             class: Class::Session,
@@ -568,9 +568,9 @@ async fn write_loop(
     shared: Arc<Shared>,
     datagrams: bool,
 ) {
-    let redundancy = (shared.config.redundancy_us > 0).then_some(shared.config.redundancy_us);
+    let redundancy = (shared.config.redundancy_us > 0)
+        .then(|| Duration::from_micros(shared.config.redundancy_us));
     let mut sched = Scheduler::new(shared.config.client_budget, redundancy);
-    let clock = shared.clock.clone();
     let mut loss = LossWatch::default();
     let m = &shared.metrics;
     let mut shed_seen = 0u64;
@@ -583,12 +583,12 @@ async fn write_loop(
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
             // Queued but no room in quinn's buffer last time: look again soon.
-            (true, _) => Some(clock.local() + 1_000),
+            (true, _) => Some(Instant::now() + Duration::from_millis(1)),
             (false, t) => t,
         };
         let woke = tokio::select! {
             o = rx.recv() => Some(o),
-            () = sleep_until_local(&clock, wake) => None,
+            () = sleep_until(wake) => None,
             sent = snapshots.poll() => {
                 if sent.is_err() {
                     tracing::warn!(remote = %conn.remote_address(), "client did not take a snapshot in time; closing");
@@ -658,7 +658,7 @@ async fn write_loop(
         let Some(max) = conn.max_datagram_size() else {
             continue;
         };
-        let now = clock.local();
+        let now = Instant::now();
         sched.set_lossy(loss.lossy(now, &conn, m));
         if sched.dropped() > shed_seen {
             let class = metrics::ClassLabel { class: "ambient" };
@@ -680,34 +680,39 @@ async fn write_loop(
 /// looked at no more than every 50 ms; a loss keeps the path "lossy" for 5 s.
 #[derive(Debug, Default)]
 struct LossWatch {
-    checked_at: u64,
+    /// When quinn's counter was last looked at.
+    checked_at: Option<Instant>,
+    /// Packets lost by then.
     lost: u64,
-    lossy_until: u64,
+    /// The path counts as lossy until then.
+    lossy_until: Option<Instant>,
+    /// The path figures last reported to the metrics.
     path: PathStats,
 }
 
 impl LossWatch {
-    fn lossy(&mut self, now: u64, conn: &quinn::Connection, m: &metrics::Metrics) -> bool {
-        if now.saturating_sub(self.checked_at) >= 50_000 {
-            self.checked_at = now;
+    const EVERY: Duration = Duration::from_millis(50);
+    const LOSSY_FOR: Duration = Duration::from_secs(5);
+
+    fn lossy(&mut self, now: Instant, conn: &quinn::Connection, m: &metrics::Metrics) -> bool {
+        if (self.checked_at).is_none_or(|t| now.saturating_duration_since(t) >= Self::EVERY) {
+            self.checked_at = Some(now);
             let stats = conn.stats();
             self.path.update(m, "client", &stats);
             let lost = stats.path.lost_packets;
             if lost > self.lost {
-                self.lossy_until = now + 5_000_000;
+                self.lossy_until = Some(now + Self::LOSSY_FOR);
             }
             self.lost = lost;
         }
-        now < self.lossy_until
+        self.lossy_until.is_some_and(|until| now < until)
     }
 }
 
-async fn sleep_until_local(clock: &crate::clock::Clock, wake: Option<u64>) {
+/// Sleep until `wake`, or for ever when there is nothing to wake for.
+async fn sleep_until(wake: Option<Instant>) {
     match wake {
-        Some(t) => {
-            let now = clock.local();
-            tokio::time::sleep(Duration::from_micros(t.saturating_sub(now))).await;
-        }
+        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -4,7 +4,7 @@
 //! the upstream link.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg};
 use protocol::net;
@@ -12,7 +12,6 @@ use protocol::room::Reason;
 use protocol::{RoomId, Seq, SessionId, UserId};
 use tokio::sync::mpsc;
 
-use crate::clock::Clock;
 use crate::hub::{ClientId, Hub, Output};
 use crate::queue::OutTx;
 
@@ -72,12 +71,7 @@ struct ClientLink {
 }
 
 /// Drive the hub: feed it inputs and a tick, deliver its outputs.
-pub(crate) async fn run_hub(
-    mut hub: Hub,
-    mut rx: mpsc::Receiver<HubIn>,
-    up: mpsc::Sender<UpMsg>,
-    clock: Clock,
-) {
+pub(crate) async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::Sender<UpMsg>) {
     let mut clients: BTreeMap<ClientId, ClientLink> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,7 +81,7 @@ pub(crate) async fn run_hub(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                let now = clock.local();
+                let now = Instant::now();
                 match input {
                     HubIn::ClientUp { client, session, user, out, conn } => {
                         clients.insert(client, ClientLink { out, conn });
@@ -119,7 +113,7 @@ pub(crate) async fn run_hub(
                     permit.send(msg);
                 }
             }
-            _ = tick.tick() => hub.handle_tick(clock.local()),
+            _ = tick.tick() => hub.handle_tick(Instant::now()),
         }
         while let Some(output) = hub.poll_output() {
             match output {
@@ -132,7 +126,7 @@ pub(crate) async fn run_hub(
                         net::close(&link.conn, ErrorCode::Flood, "client too slow");
                         hub.metrics().closed_with(ErrorCode::Flood);
                         clients.remove(&id);
-                        hub.handle_client_gone(clock.local(), id, false);
+                        hub.handle_client_gone(Instant::now(), id, false);
                     }
                 }
             }

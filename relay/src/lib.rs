@@ -22,12 +22,12 @@
 
 pub mod admission;
 pub mod cache;
-pub mod clock;
 pub mod config;
 pub(crate) mod conn;
 pub mod hub;
 pub(crate) mod hub_driver;
 pub mod metrics;
+pub mod origin_clock;
 pub(crate) mod queue;
 pub mod sched;
 pub mod server;

@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admission::{self, Admission};
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::{Hub, Settings};
 use crate::hub_driver::{run_hub, HubIn};
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::origin_clock::OriginClock;
 use crate::shared::Shared;
 use crate::upstream::{self, Link};
 
@@ -92,13 +92,13 @@ impl Relay {
         // link takes it.
         let (up_tx, up_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let clock = Clock::new();
+        let origin_clock = OriginClock::new();
         let metrics = Metrics::default();
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             tokens: TokenKey::new(&secrets.token),
             hub: hub_tx.clone(),
-            clock: clock.clone(),
+            origin_clock: origin_clock.clone(),
             next_client: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             admission: Mutex::new(Admission::new(
@@ -119,7 +119,7 @@ impl Relay {
             origin: config.origin,
             server_name: config.origin_server_name.clone(),
             cluster: TokenKey::new(&secrets.cluster),
-            clock: clock.clone(),
+            origin_clock,
             hub: hub_tx,
             metrics: metrics.clone(),
         });
@@ -135,12 +135,7 @@ impl Relay {
             Some(at) => Some(serve_metrics(at, &shared).await?),
             None => None,
         };
-        tasks.spawn(run_hub(
-            Hub::with_metrics(settings, metrics),
-            hub_rx,
-            up_tx,
-            clock,
-        ));
+        tasks.spawn(run_hub(Hub::with_metrics(settings, metrics), hub_rx, up_tx));
         tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
         tasks.spawn(accept(endpoint.clone(), shared.clone(), shutdown_rx));
         tracing::info!(relay = %config.name, region = %config.region, %addr, "relay listening");

@@ -2,6 +2,8 @@
 //! up as the link takes them, sent again when their ack is overdue, and
 //! answered with the origin's outcome on the session's current connection.
 
+use std::time::Instant;
+
 use protocol::message::{ActionMsg, Actor, ServerMsg};
 use protocol::{ActionId, Outcome, UserId};
 
@@ -11,7 +13,7 @@ use super::out::{answer, frame, ClientId, Out};
 use super::state::{Hub, Pending, THROTTLE_FULL_MS};
 
 impl Hub {
-    pub(super) fn queue_action(&mut self, now: u64, key: (UserId, ActionId)) {
+    pub(super) fn queue_action(&mut self, now: Instant, key: (UserId, ActionId)) {
         if !self.upstream {
             return;
         }
@@ -28,7 +30,7 @@ impl Hub {
     /// on waiting actions (per client, per relay) it is answered `Throttled`.
     pub fn handle_action(
         &mut self,
-        now: u64,
+        now: Instant,
         client: ClientId,
         actor: Actor,
         msg: ActionMsg,
@@ -91,12 +93,18 @@ impl Hub {
 
     /// The origin's outcome of an action: to the session's current
     /// connection here, the way the action came.
-    pub(super) fn handle_ack(&mut self, now: u64, user: UserId, id: ActionId, outcome: Outcome) {
+    pub(super) fn handle_ack(
+        &mut self,
+        now: Instant,
+        user: UserId,
+        id: ActionId,
+        outcome: Outcome,
+    ) {
         let Some(p) = self.take_pending((user, id)) else {
             return;
         };
         let class = class_name(p.msg.action.class());
-        let waited = now.saturating_sub(p.arrived) as f64 / 1e6;
+        let waited = now.saturating_duration_since(p.arrived).as_secs_f64();
         (self.metrics.action_ack.get_or_create(&ClassLabel { class })).observe(waited);
         // The session may have moved to a newer connection here.
         let client = (self.sessions.get(&(user, id.session)).copied()).unwrap_or(p.client);
@@ -118,11 +126,11 @@ impl Hub {
     }
 
     /// Send again every action whose ack is overdue.
-    pub(super) fn resend_overdue(&mut self, now: u64) {
+    pub(super) fn resend_overdue(&mut self, now: Instant) {
         let overdue: Vec<(UserId, ActionId)> = (self.pending.iter())
             .filter(|(_, p)| {
                 p.sent_at
-                    .is_none_or(|t| now.saturating_sub(t) >= self.settings.resend_after_us)
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.settings.resend_after)
             })
             .map(|(key, _)| *key)
             .collect();

@@ -3,6 +3,7 @@
 //! to move when the relay drains.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use protocol::message::{ErrorCode, ServerMsg};
 use protocol::room::Reason;
@@ -19,7 +20,7 @@ impl Hub {
     /// client that reconnected here) is replaced.
     pub fn handle_client_up(
         &mut self,
-        now: u64,
+        now: Instant,
         client: ClientId,
         session: SessionId,
         user: UserId,
@@ -54,7 +55,13 @@ impl Hub {
     /// A client follows a room, holding it at `since` (or not at all). A
     /// room it already follows is not served again (a client that lost its
     /// place asks with `Resync`); past `rooms_per_client` the join fails.
-    pub fn handle_join(&mut self, now: u64, client: ClientId, room: RoomId, since: Option<Seq>) {
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        room: RoomId,
+        since: Option<Seq>,
+    ) {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
@@ -89,7 +96,7 @@ impl Hub {
     }
 
     /// A client stops following a room.
-    pub fn handle_leave(&mut self, _now: u64, client: ClientId, room: RoomId) {
+    pub fn handle_leave(&mut self, _now: Instant, client: ClientId, room: RoomId) {
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
@@ -129,7 +136,7 @@ impl Hub {
     /// `..._session_losses_total` too when it vanished (it may resume on
     /// another relay: from here that cannot be told from a crash, so the
     /// loss rate is an upper bound of the crash rate).
-    pub fn handle_client_gone(&mut self, now: u64, client: ClientId, clean: bool) {
+    pub fn handle_client_gone(&mut self, now: Instant, client: ClientId, clean: bool) {
         if let Some(c) = self.clients.get(&client) {
             let (mut pk, mut challenge) = (false, false);
             for room in &c.rooms {
@@ -157,7 +164,7 @@ impl Hub {
         self.remove_client(now, client);
     }
 
-    fn remove_client(&mut self, _now: u64, client: ClientId) {
+    fn remove_client(&mut self, _now: Instant, client: ClientId) {
         let Some(c) = self.clients.remove(&client) else {
             return;
         };

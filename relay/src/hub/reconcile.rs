@@ -3,6 +3,8 @@
 //! yielded one message at a time as the link takes them; the link going
 //! down and coming back.
 
+use std::time::Instant;
+
 use protocol::message::{ServerMsg, UpMsg};
 use protocol::{ActionId, RoomId, UserId};
 
@@ -93,7 +95,7 @@ impl Hub {
     /// The link to the origin is up (a new link: the origin knows nothing of
     /// us): every room is subscribed again from what we hold, every present
     /// user announced, and every waiting action sent again.
-    pub fn handle_upstream_up(&mut self, now: u64) {
+    pub fn handle_upstream_up(&mut self, now: Instant) {
         self.upstream = true;
         self.reset_told();
         for (id, r) in &mut self.rooms {
@@ -128,7 +130,7 @@ impl Hub {
     }
 
     /// The link to the origin is down: tell clients; keep everything else.
-    pub fn handle_upstream_down(&mut self, _now: u64) {
+    pub fn handle_upstream_down(&mut self, _now: Instant) {
         if !self.upstream {
             return;
         }

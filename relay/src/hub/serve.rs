@@ -2,6 +2,8 @@
 //! limited), the origin's snapshots and events fanned out to followers,
 //! and periodic heads.
 
+use std::time::Instant;
+
 use protocol::codec;
 use protocol::message::{DownMsg, ServerMsg};
 use protocol::{Class, Event, RoomId, RoomState, Seq};
@@ -10,7 +12,7 @@ use crate::cache::{RoomCache, Serve};
 use crate::sched;
 
 use super::out::{frame, payload, ClientId, Out};
-use super::state::{Hub, RESYNC_EVERY_US};
+use super::state::{Hub, RESYNC_EVERY};
 
 impl Hub {
     pub(super) fn serve(&mut self, client: ClientId, room: RoomId, serve: Serve) {
@@ -31,10 +33,10 @@ impl Hub {
     }
 
     /// A client asks for the events of a room from `from` on.
-    /// At most one repair per client and room every `RESYNC_EVERY_US`: a
+    /// At most one repair per client and room every `RESYNC_EVERY`: a
     /// client asking again sooner gets nothing (its own timer asks later),
     /// so a tiny request cannot make the relay encode its whole ring at will.
-    pub fn handle_resync(&mut self, now: u64, client: ClientId, room: RoomId, from: Seq) {
+    pub fn handle_resync(&mut self, now: Instant, client: ClientId, room: RoomId, from: Seq) {
         let Some(r) = self.rooms.get(&room) else {
             return;
         };
@@ -46,7 +48,7 @@ impl Hub {
         };
         if c.resynced
             .get(&room)
-            .is_some_and(|t| now.saturating_sub(*t) < RESYNC_EVERY_US)
+            .is_some_and(|t| now.saturating_duration_since(*t) < RESYNC_EVERY)
         {
             return;
         }
@@ -59,7 +61,7 @@ impl Hub {
     }
 
     /// A message from the origin.
-    pub fn handle_down(&mut self, now: u64, msg: DownMsg) {
+    pub fn handle_down(&mut self, now: Instant, msg: DownMsg) {
         match msg {
             DownMsg::Snapshot {
                 room,
@@ -80,7 +82,13 @@ impl Hub {
         }
     }
 
-    fn handle_snapshot(&mut self, now: u64, room: RoomId, state: RoomState, recent: Vec<Event>) {
+    fn handle_snapshot(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        state: RoomState,
+        recent: Vec<Event>,
+    ) {
         let ring = self.settings.ring;
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
@@ -127,7 +135,7 @@ impl Hub {
         }
     }
 
-    fn handle_events(&mut self, now: u64, room: RoomId, events: Vec<Event>) {
+    fn handle_events(&mut self, now: Instant, room: RoomId, events: Vec<Event>) {
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -166,12 +174,12 @@ impl Hub {
 
     /// Heads for rooms that changed lately, so that a client notices a lost
     /// last event.
-    pub(super) fn send_heads(&mut self, now: u64) {
-        let window = self.settings.head_window_us;
+    pub(super) fn send_heads(&mut self, now: Instant) {
+        let window = self.settings.head_window;
         let mut heads = Vec::new();
         for (id, r) in &self.rooms {
             if let Some(cache) = &r.cache {
-                if now.saturating_sub(r.changed_at) <= window {
+                if now.saturating_duration_since(r.changed_at) <= window {
                     heads.push((
                         *id,
                         cache.seq(),

@@ -2,6 +2,7 @@
 //! per waiting action, and the accessors the driver and tests read.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use protocol::message::{ActionMsg, Actor, UpMsg};
 use protocol::{ActionId, RoomId, RoomState, Seq, SessionId, UserId};
@@ -16,10 +17,10 @@ use super::out::{ClientId, Out, Output};
 pub struct Settings {
     /// Events kept per room.
     pub ring: usize,
-    /// Resend an action to the origin when its ack is this late (µs).
-    pub resend_after_us: u64,
-    /// Rooms that changed within this long get periodic heads (µs).
-    pub head_window_us: u64,
+    /// Resend an action to the origin when its ack is this late.
+    pub resend_after: Duration,
+    /// Rooms that changed within this long get periodic heads.
+    pub head_window: Duration,
     /// Rooms one client may follow at once.
     pub rooms_per_client: usize,
     /// Actions of one client waiting for the origin.
@@ -32,8 +33,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             ring: 2048,
-            resend_after_us: 1_500_000,
-            head_window_us: 3_000_000,
+            resend_after: Duration::from_millis(1_500),
+            head_window: Duration::from_secs(3),
             rooms_per_client: 16,
             pending_per_client: 256,
             pending_total: 65_536,
@@ -48,7 +49,7 @@ pub(super) struct Room {
     pub(super) waiting: Vec<(ClientId, Option<Seq>)>,
     /// Local connections per user, for presence.
     pub(super) users: BTreeMap<UserId, usize>,
-    pub(super) changed_at: u64,
+    pub(super) changed_at: Instant,
     /// A `Subscribe { since, history }` is due on the link.
     pub(super) subscribe: Option<(Option<Seq>, Option<Seq>)>,
     /// Whether the origin has been told of the subscription on this link.
@@ -58,7 +59,7 @@ pub(super) struct Room {
 }
 
 impl Room {
-    pub(super) fn new(now: u64) -> Room {
+    pub(super) fn new(now: Instant) -> Room {
         Room {
             cache: None,
             clients: BTreeSet::new(),
@@ -77,13 +78,13 @@ pub(super) struct Client {
     pub(super) user: UserId,
     pub(super) rooms: BTreeSet<RoomId>,
     /// When each room was last repaired for this client.
-    pub(super) resynced: BTreeMap<RoomId, u64>,
+    pub(super) resynced: BTreeMap<RoomId, Instant>,
     /// Its actions waiting for the origin.
     pub(super) pending: BTreeSet<(UserId, ActionId)>,
 }
 
-/// Least time between two repairs of one room for one client (µs).
-pub(super) const RESYNC_EVERY_US: u64 = 20_000;
+/// Least time between two repairs of one room for one client.
+pub(super) const RESYNC_EVERY: Duration = Duration::from_millis(20);
 
 /// Retry hint for an action refused because too many wait already (ms).
 pub(super) const THROTTLE_FULL_MS: u32 = 200;
@@ -93,10 +94,10 @@ pub(super) struct Pending {
     pub(super) via_stream: bool,
     pub(super) actor: Actor,
     pub(super) msg: ActionMsg,
-    /// When it reached the relay (µs), for `ringside_action_ack_seconds`.
-    pub(super) arrived: u64,
-    /// When it last went upstream (µs); `None`: not yet.
-    pub(super) sent_at: Option<u64>,
+    /// When it reached the relay, for `ringside_action_ack_seconds`.
+    pub(super) arrived: Instant,
+    /// When it last went upstream; `None`: not yet.
+    pub(super) sent_at: Option<Instant>,
     /// Waiting in the upstream queue.
     pub(super) queued: bool,
 }

@@ -1,11 +1,20 @@
 //! The hub's stories: network-free, driven by hand-fed inputs and time.
 
-use super::state::RESYNC_EVERY_US;
+use super::state::RESYNC_EVERY;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use super::*;
 use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg};
 use protocol::room::Grant;
 use protocol::{Action, GiftId, Outcome, ServerTime};
 use protocol::{ActionId, RoomId, RoomState, Seq, SessionId, UserId};
+
+/// Virtual time: `us` microseconds after the tests' origin.
+fn at(us: u64) -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now) + Duration::from_micros(us)
+}
 
 fn drain(h: &mut Hub) -> Vec<Output> {
     std::iter::from_fn(|| h.poll_output()).collect()
@@ -33,14 +42,14 @@ fn viewer(user: u64) -> Actor {
 #[test]
 fn another_user_cannot_take_a_session_over() {
     let mut h = Hub::new(Settings::default());
-    h.handle_upstream_up(0);
+    h.handle_upstream_up(at(0));
     let s = SessionId(0xfeed);
-    h.handle_client_up(0, 1, s, UserId(7));
-    h.handle_action(0, 1, viewer(7), gift(s, 1, 1), false);
+    h.handle_client_up(at(0), 1, s, UserId(7));
+    h.handle_action(at(0), 1, viewer(7), gift(s, 1, 1), false);
     drain(&mut h);
     // Another user says hello with the victim's session id (ids are
     // public: every event's cause carries one).
-    h.handle_client_up(1, 2, s, UserId(666));
+    h.handle_client_up(at(1), 2, s, UserId(666));
     let out = drain(&mut h);
     assert!(
         !out.iter()
@@ -52,7 +61,7 @@ fn another_user_cannot_take_a_session_over() {
         id: ActionId { session: s, n: 1 },
         outcome: Outcome::Applied { seq: Seq(2) },
     };
-    h.handle_down(2, ack);
+    h.handle_down(at(2), ack);
     let out = drain(&mut h);
     assert!(
         out.iter().any(|o| matches!(o, Output::Client(1, _))),
@@ -67,13 +76,13 @@ fn another_user_cannot_take_a_session_over() {
 #[test]
 fn a_forged_id_does_not_preempt_the_owners_action() {
     let mut h = Hub::new(Settings::default());
-    h.handle_upstream_up(0);
+    h.handle_upstream_up(at(0));
     let s = SessionId(0xfeed);
-    h.handle_client_up(0, 1, s, UserId(7));
-    h.handle_client_up(0, 2, SessionId(1), UserId(666));
+    h.handle_client_up(at(0), 1, s, UserId(7));
+    h.handle_client_up(at(0), 2, SessionId(1), UserId(666));
     drain(&mut h);
-    h.handle_action(0, 2, viewer(666), gift(s, 5, 1), false);
-    h.handle_action(1, 1, viewer(7), gift(s, 5, 5), false);
+    h.handle_action(at(0), 2, viewer(666), gift(s, 5, 1), false);
+    h.handle_action(at(1), 1, viewer(7), gift(s, 5, 5), false);
     drain(&mut h);
     let owners: Vec<UserId> = std::iter::from_fn(|| h.poll_upstream())
         .filter_map(|m| match m {
@@ -91,11 +100,11 @@ fn a_forged_id_does_not_preempt_the_owners_action() {
 #[test]
 fn repairs_are_rate_limited_per_client_and_room() {
     let mut h = Hub::new(Settings::default());
-    h.handle_upstream_up(0);
-    h.handle_client_up(0, 1, SessionId(1), UserId(7));
-    h.handle_join(0, 1, RoomId(1), None);
+    h.handle_upstream_up(at(0));
+    h.handle_client_up(at(0), 1, SessionId(1), UserId(7));
+    h.handle_join(at(0), 1, RoomId(1), None);
     h.handle_down(
-        0,
+        at(0),
         DownMsg::Snapshot {
             room: RoomId(1),
             state: Box::new(RoomState::new(RoomId(1))),
@@ -103,20 +112,20 @@ fn repairs_are_rate_limited_per_client_and_room() {
         },
     );
     drain(&mut h);
-    h.handle_resync(1_000, 1, RoomId(1), Seq(1));
+    h.handle_resync(at(1_000), 1, RoomId(1), Seq(1));
     assert_eq!(drain(&mut h).len(), 1);
-    h.handle_resync(2_000, 1, RoomId(1), Seq(1));
+    h.handle_resync(at(2_000), 1, RoomId(1), Seq(1));
     assert!(
         drain(&mut h).is_empty(),
         "a second repair within the limit is ignored"
     );
-    h.handle_resync(1_000 + RESYNC_EVERY_US, 1, RoomId(1), Seq(1));
+    h.handle_resync(at(1_000) + RESYNC_EVERY, 1, RoomId(1), Seq(1));
     assert_eq!(drain(&mut h).len(), 1);
 }
 
 fn snapshot(h: &mut Hub, room: RoomId) {
     h.handle_down(
-        0,
+        at(0),
         DownMsg::Snapshot {
             room,
             state: Box::new(RoomState::new(room)),
@@ -135,21 +144,21 @@ fn a_repeated_join_is_answered_once_and_rooms_per_client_are_capped() {
         rooms_per_client: 2,
         ..Settings::default()
     });
-    h.handle_upstream_up(0);
-    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    h.handle_upstream_up(at(0));
+    h.handle_client_up(at(0), 1, SessionId(1), UserId(7));
     snapshot(&mut h, RoomId(1));
-    h.handle_join(0, 1, RoomId(1), None);
+    h.handle_join(at(0), 1, RoomId(1), None);
     snapshot(&mut h, RoomId(1));
     drain(&mut h);
     for _ in 0..100 {
-        h.handle_join(1, 1, RoomId(1), None);
+        h.handle_join(at(1), 1, RoomId(1), None);
     }
     assert!(
         drain(&mut h).is_empty(),
         "a room already followed is not served again"
     );
-    h.handle_join(1, 1, RoomId(2), None);
-    h.handle_join(1, 1, RoomId(3), None);
+    h.handle_join(at(1), 1, RoomId(2), None);
+    h.handle_join(at(1), 1, RoomId(3), None);
     let refused = drain(&mut h)
         .into_iter()
         .filter(|o| matches!(o, Output::Client(1, Out::Reliable(_))))
@@ -161,22 +170,22 @@ fn a_repeated_join_is_answered_once_and_rooms_per_client_are_capped() {
 #[test]
 fn membership_is_reconciled_on_a_new_link_not_replayed() {
     let mut h = Hub::new(Settings::default());
-    h.handle_upstream_up(0);
-    h.handle_client_up(0, 1, SessionId(1), UserId(7));
-    h.handle_client_up(0, 2, SessionId(2), UserId(8));
-    h.handle_join(0, 1, RoomId(1), None);
-    h.handle_join(0, 2, RoomId(1), None);
+    h.handle_upstream_up(at(0));
+    h.handle_client_up(at(0), 1, SessionId(1), UserId(7));
+    h.handle_client_up(at(0), 2, SessionId(2), UserId(8));
+    h.handle_join(at(0), 1, RoomId(1), None);
+    h.handle_join(at(0), 2, RoomId(1), None);
     let first = upstream(&mut h);
     assert_eq!(first.len(), 3, "subscribe and two presences: {first:?}");
     // The link drops; meanwhile user 8 leaves and user 7 joins room 2.
-    h.handle_upstream_down(1);
-    h.handle_leave(2, 2, RoomId(1));
-    h.handle_join(2, 1, RoomId(2), None);
+    h.handle_upstream_down(at(1));
+    h.handle_leave(at(2), 2, RoomId(1));
+    h.handle_join(at(2), 1, RoomId(2), None);
     assert!(
         upstream(&mut h).is_empty(),
         "nothing goes up while the link is down"
     );
-    h.handle_upstream_up(3);
+    h.handle_upstream_up(at(3));
     let again = upstream(&mut h);
     let online: Vec<(RoomId, UserId)> = (again.iter())
         .filter_map(|m| match m {
@@ -205,10 +214,10 @@ fn membership_is_reconciled_on_a_new_link_not_replayed() {
 #[test]
 fn membership_changes_wait_for_the_link_and_are_never_dropped() {
     let mut h = Hub::new(Settings::default());
-    h.handle_upstream_up(0);
-    h.handle_client_up(0, 1, SessionId(1), UserId(7));
+    h.handle_upstream_up(at(0));
+    h.handle_client_up(at(0), 1, SessionId(1), UserId(7));
     for r in 0..10_000 {
-        h.handle_join(0, 1, RoomId(r), None);
+        h.handle_join(at(0), 1, RoomId(r), None);
     }
     // Nothing is taken for a while (a slow link): it all waits here.
     assert!(h.has_upstream());
@@ -217,7 +226,7 @@ fn membership_changes_wait_for_the_link_and_are_never_dropped() {
         .filter(|m| matches!(m, UpMsg::Subscribe { .. }))
         .count();
     assert_eq!(subs, 16, "only the rooms the client may follow");
-    h.handle_client_gone(1, 1, true);
+    h.handle_client_gone(at(1), 1, true);
     let gone = upstream(&mut h);
     let unsubs = gone
         .iter()
@@ -236,10 +245,10 @@ fn waiting_actions_are_bounded_and_leave_with_their_client() {
         ..Settings::default()
     });
     let s = SessionId(1);
-    h.handle_client_up(0, 1, s, UserId(7));
+    h.handle_client_up(at(0), 1, s, UserId(7));
     // The origin is out of reach: actions wait.
     for n in 1..=5 {
-        h.handle_action(0, 1, viewer(7), gift(s, n, 1), false);
+        h.handle_action(at(0), 1, viewer(7), gift(s, n, 1), false);
     }
     assert_eq!(h.pending(), 3);
     let throttled = drain(&mut h)
@@ -247,12 +256,12 @@ fn waiting_actions_are_bounded_and_leave_with_their_client() {
         .filter(|o| matches!(o, Output::Client(1, Out::Datagram(_))))
         .count();
     assert_eq!(throttled, 2, "the two past the bound are answered");
-    h.handle_client_gone(1, 1, true);
+    h.handle_client_gone(at(1), 1, true);
     assert_eq!(
         h.pending(),
         0,
         "dropped with the client; the SDK resends on resume"
     );
-    h.handle_upstream_up(2);
+    h.handle_upstream_up(at(2));
     assert!(upstream(&mut h).is_empty());
 }
