@@ -4,7 +4,7 @@
 //! the upstream link.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg};
 use protocol::net;
@@ -70,71 +70,123 @@ struct ClientLink {
     conn: quinn::Connection,
 }
 
-/// Drive the hub: feed it inputs and a tick, deliver its outputs.
-pub(crate) async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::Sender<UpMsg>) {
-    let mut clients: BTreeMap<ClientId, ClientLink> = BTreeMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain: Option<mpsc::Sender<usize>> = None;
+/// The driver's state around the hub: the connections its outputs go to,
+/// and a drain waiting for them all to go.
+struct Driver {
+    hub: Hub,
+    clients: BTreeMap<ClientId, ClientLink>,
+    drain: Option<mpsc::Sender<usize>>,
+}
+
+/// Drive the hub: feed it inputs, wake it when it has something due
+/// ([`Hub::poll_timeout`]), hand what it has for the origin to the link as
+/// fast as the link takes it, and deliver its outputs.
+pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::Sender<UpMsg>) {
+    let mut d = Driver {
+        hub,
+        clients: BTreeMap::new(),
+        drain: None,
+    };
     loop {
-        let wants_up = hub.has_upstream();
+        let wants_up = d.hub.has_upstream();
+        let wake = d.hub.poll_timeout();
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                let now = Instant::now();
-                match input {
-                    HubIn::ClientUp { client, session, user, out, conn } => {
-                        clients.insert(client, ClientLink { out, conn });
-                        hub.handle_client_up(now, client, session, user);
-                    }
-                    HubIn::Join { client, room, since } => hub.handle_join(now, client, room, since),
-                    HubIn::RefuseJoin { client, room, reason } => hub.refuse_join(client, room, reason),
-                    HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
-                    HubIn::Action { client, actor, msg, via_stream } => hub.handle_action(now, client, actor, msg, via_stream),
-                    HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
-                    HubIn::ClientGone { client, clean } => {
-                        clients.remove(&client);
-                        hub.handle_client_gone(now, client, clean);
-                    }
-                    HubIn::UpstreamUp => hub.handle_upstream_up(now),
-                    HubIn::UpstreamDown => hub.handle_upstream_down(now),
-                    HubIn::Down(msg) => hub.handle_down(now, msg),
-                    HubIn::Drain { alternatives, done } => {
-                        hub.handle_drain(&alternatives);
-                        drain = Some(done);
-                    }
-                }
+                d.handle(Instant::now(), input);
             }
             // Membership changes and actions go up as fast as the link takes
             // them; nothing is dropped when it is slow.
             permit = up.reserve(), if wants_up => {
                 let Ok(permit) = permit else { return };
-                if let Some(msg) = hub.poll_upstream() {
+                if let Some(msg) = d.hub.poll_upstream() {
                     permit.send(msg);
                 }
             }
-            _ = tick.tick() => hub.handle_tick(Instant::now()),
+            () = sleep_until(wake) => d.hub.handle_timeout(Instant::now()),
         }
-        while let Some(output) = hub.poll_output() {
+        d.deliver();
+    }
+}
+
+/// Sleep until `wake`, or for ever when nothing is due.
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    /// One input, into the hub.
+    fn handle(&mut self, now: Instant, input: HubIn) {
+        let hub = &mut self.hub;
+        match input {
+            HubIn::ClientUp {
+                client,
+                session,
+                user,
+                out,
+                conn,
+            } => {
+                self.clients.insert(client, ClientLink { out, conn });
+                hub.handle_client_up(now, client, session, user);
+            }
+            HubIn::Join {
+                client,
+                room,
+                since,
+            } => hub.handle_join(now, client, room, since),
+            HubIn::RefuseJoin {
+                client,
+                room,
+                reason,
+            } => hub.refuse_join(client, room, reason),
+            HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
+            HubIn::Action {
+                client,
+                actor,
+                msg,
+                via_stream,
+            } => hub.handle_action(now, client, actor, msg, via_stream),
+            HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
+            HubIn::ClientGone { client, clean } => {
+                self.clients.remove(&client);
+                hub.handle_client_gone(now, client, clean);
+            }
+            HubIn::UpstreamUp => hub.handle_upstream_up(now),
+            HubIn::UpstreamDown => hub.handle_upstream_down(now),
+            HubIn::Down(msg) => hub.handle_down(now, msg),
+            HubIn::Drain { alternatives, done } => {
+                hub.handle_drain(&alternatives);
+                self.drain = Some(done);
+            }
+        }
+    }
+
+    /// The hub's outputs, to each client's queue: a client whose queue is
+    /// full is cut off. A drain is told when the last client has gone.
+    fn deliver(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Client(id, out) => {
-                    let Some(link) = clients.get(&id) else {
+                    let Some(link) = self.clients.get(&id) else {
                         continue;
                     };
                     if let Err(true) = link.out.push(out) {
                         tracing::warn!(client = id, "client queue full; cutting it off");
                         net::close(&link.conn, ErrorCode::Flood, "client too slow");
-                        hub.metrics().closed_with(ErrorCode::Flood);
-                        clients.remove(&id);
-                        hub.handle_client_gone(Instant::now(), id, false);
+                        self.hub.metrics().closed_with(ErrorCode::Flood);
+                        self.clients.remove(&id);
+                        self.hub.handle_client_gone(Instant::now(), id, false);
                     }
                 }
             }
         }
-        if let Some(done) = &drain {
-            if clients.is_empty() {
+        if let Some(done) = &self.drain {
+            if self.clients.is_empty() {
                 let _ = done.try_send(0);
-                drain = None;
+                self.drain = None;
             }
         }
     }

@@ -19,6 +19,8 @@ impl Hub {
         }
         if let Some(p) = self.pending.get_mut(&key) {
             p.sent_at = Some(now);
+            let due = now + self.settings.resend_after;
+            self.resend_at = Some(self.resend_at.map_or(due, |at| at.min(due)));
             if !p.queued {
                 p.queued = true;
                 self.actions.push_back(key);
@@ -134,8 +136,18 @@ impl Hub {
             })
             .map(|(key, _)| *key)
             .collect();
+        self.resend_at = None;
         for key in overdue {
             self.queue_action(now, key);
         }
+        // Those not overdue yet: the earliest of them.
+        let after = self.settings.resend_after;
+        let next = (self.pending.values())
+            .map(|p| p.sent_at.map_or(now, |t| t + after))
+            .min();
+        self.resend_at = match (self.resend_at, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }

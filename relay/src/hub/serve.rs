@@ -103,6 +103,7 @@ impl Hub {
         } else {
             Vec::new()
         };
+        self.room_changed(now);
         if let (false, Some(state)) = (current.is_empty(), self.room_state(room)) {
             // Encoded once for all of them.
             let msg = ServerMsg::Snapshot {
@@ -151,10 +152,11 @@ impl Hub {
                 return;
             }
         };
+        let clients: Vec<ClientId> = r.clients.iter().copied().collect();
         if !new.is_empty() {
             r.changed_at = now;
+            self.room_changed(now);
         }
-        let clients: Vec<ClientId> = r.clients.iter().copied().collect();
         for e in new {
             let item = sched::Item {
                 class: e.class(),

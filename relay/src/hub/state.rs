@@ -21,6 +21,8 @@ pub struct Settings {
     pub resend_after: Duration,
     /// Rooms that changed within this long get periodic heads.
     pub head_window: Duration,
+    /// How often those heads go.
+    pub head_every: Duration,
     /// Rooms one client may follow at once.
     pub rooms_per_client: usize,
     /// Actions of one client waiting for the origin.
@@ -35,6 +37,7 @@ impl Default for Settings {
             ring: 2048,
             resend_after: Duration::from_millis(1_500),
             head_window: Duration::from_secs(3),
+            head_every: Duration::from_millis(200),
             rooms_per_client: 16,
             pending_per_client: 256,
             pending_total: 65_536,
@@ -124,6 +127,13 @@ pub struct Hub {
     /// Membership messages staged for the link (counted as told already),
     /// sent before anything else; at most one room's worth at a time.
     pub(super) staged: VecDeque<UpMsg>,
+    /// When the next round of heads is due (see `timers.rs`).
+    pub(super) heads_at: Option<Instant>,
+    /// When a room's cache last changed (any room's).
+    pub(super) last_change: Option<Instant>,
+    /// No action's ack is overdue before this (a lower bound: it may be
+    /// earlier than the first real resend, never later).
+    pub(super) resend_at: Option<Instant>,
     /// What the operator sees (atomic counters; they decide nothing).
     pub(super) metrics: Metrics,
 }
@@ -149,6 +159,9 @@ impl Hub {
             gone: BTreeMap::new(),
             actions: VecDeque::new(),
             staged: VecDeque::new(),
+            heads_at: None,
+            last_change: None,
+            resend_at: None,
         }
     }
 

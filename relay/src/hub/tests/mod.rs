@@ -1,14 +1,24 @@
-//! The hub's stories: network-free, driven by hand-fed inputs and time.
+//! The hub's stories: network-free, driven by hand-fed inputs and a
+//! virtual clock ([`Sim`]). Here: security properties and bounds;
+//! `timers.rs`: heads and resends as time passes; `stories.rs`: resume, gap
+//! repair, goaway and the link to the origin coming back.
+
+mod stories;
+mod timers;
 
 use super::state::RESYNC_EVERY;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::*;
+use protocol::codec;
+use protocol::message::ServerMsg;
 use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg};
 use protocol::room::Grant;
 use protocol::{Action, GiftId, Outcome, ServerTime};
 use protocol::{ActionId, RoomId, RoomState, Seq, SessionId, UserId};
+use protocol::{Event, EventKind};
 
 /// Virtual time: `us` microseconds after the tests' origin.
 fn at(us: u64) -> Instant {
@@ -37,6 +47,107 @@ fn viewer(user: u64) -> Actor {
         user: UserId(user),
         grant: Grant::Viewer,
     }
+}
+
+/// A hub on a virtual clock: time moves only when a test says so, jumping
+/// from one due timer of the hub's to the next.
+struct Sim {
+    hub: Hub,
+    /// The tests' origin of time.
+    t0: Instant,
+    now: Instant,
+}
+
+impl Sim {
+    fn new(settings: Settings) -> Sim {
+        let t0 = at(0);
+        Sim {
+            hub: Hub::new(settings),
+            t0,
+            now: t0,
+        }
+    }
+
+    /// Time since the start, for assertions.
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    /// Let `d` pass, running every timer that falls due on the way; the
+    /// outputs with when they came.
+    fn advance(&mut self, d: Duration) -> Vec<(Duration, Output)> {
+        let end = self.now + d;
+        let mut got = Vec::new();
+        for _ in 0..100_000 {
+            match self.hub.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.hub.handle_timeout(self.now);
+                    let when = self.elapsed();
+                    got.extend(drain(&mut self.hub).into_iter().map(|o| (when, o)));
+                }
+                _ => {
+                    self.now = end;
+                    return got;
+                }
+            }
+        }
+        panic!("the hub's timers never settle");
+    }
+
+    /// The hub's outputs now.
+    fn drain(&mut self) -> Vec<Output> {
+        drain(&mut self.hub)
+    }
+
+    /// What the hub has for the origin now.
+    fn upstream(&mut self) -> Vec<UpMsg> {
+        upstream(&mut self.hub)
+    }
+}
+
+/// A server message as the client would read it.
+fn decoded(out: &Out) -> Option<ServerMsg> {
+    match out {
+        Out::Datagram(item) => codec::decode(&item.payload).ok(),
+        Out::Reliable(b) | Out::Snapshot(_, b) => codec::decode(b.get(4..)?).ok(),
+        Out::Close(..) => None,
+    }
+}
+
+/// The messages for `client`, decoded.
+fn to_client(outputs: &[Output], client: ClientId) -> Vec<ServerMsg> {
+    (outputs.iter())
+        .filter_map(|Output::Client(c, o)| (*c == client).then(|| decoded(o)).flatten())
+        .collect()
+}
+
+/// Event `seq` of room 1 (the first opens it, the others are chat).
+fn event(seq: u64) -> Event {
+    let kind = if seq == 1 {
+        EventKind::Opened { seats: 2 }
+    } else {
+        EventKind::Chat {
+            from: UserId(1),
+            text: format!("m{seq}"),
+        }
+    };
+    Event {
+        seq: Seq(seq),
+        at: ServerTime(seq),
+        cause: None,
+        kind,
+    }
+}
+
+/// The seqs of the events in `msgs`.
+fn seqs(msgs: &[ServerMsg]) -> Vec<u64> {
+    (msgs.iter())
+        .flat_map(|m| match m {
+            ServerMsg::Events { events, .. } => events.iter().map(|e| e.seq.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 #[test]
