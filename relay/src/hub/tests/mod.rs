@@ -12,13 +12,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::cache::tests::event;
 use protocol::codec;
 use protocol::message::ServerMsg;
 use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg};
 use protocol::room::Grant;
+use protocol::Event;
 use protocol::{Action, GiftId, Outcome, ServerTime};
 use protocol::{ActionId, RoomId, RoomState, Seq, SessionId, UserId};
-use protocol::{Event, EventKind};
 
 /// Virtual time: `us` microseconds after the tests' origin.
 fn at(us: u64) -> Instant {
@@ -100,6 +101,15 @@ impl Sim {
         drain(&mut self.hub)
     }
 
+    /// The origin's events `seqs` of room 1 arrive now; the outputs.
+    fn events(&mut self, seqs: impl IntoIterator<Item = u64>) -> Vec<Output> {
+        let events = seqs.into_iter().map(event).collect();
+        let room = RoomId(1);
+        self.hub
+            .handle_down(self.now, DownMsg::Events { room, events });
+        self.drain()
+    }
+
     /// What the hub has for the origin now.
     fn upstream(&mut self) -> Vec<UpMsg> {
         upstream(&mut self.hub)
@@ -122,21 +132,26 @@ fn to_client(outputs: &[Output], client: ClientId) -> Vec<ServerMsg> {
         .collect()
 }
 
-/// Event `seq` of room 1 (the first opens it, the others are chat).
-fn event(seq: u64) -> Event {
-    let kind = if seq == 1 {
-        EventKind::Opened { seats: 2 }
-    } else {
-        EventKind::Chat {
-            from: UserId(1),
-            text: format!("m{seq}"),
-        }
-    };
-    Event {
-        seq: Seq(seq),
-        at: ServerTime(seq),
-        cause: None,
-        kind,
+/// The origin's ack of action `n` of `session` (user `user`), applied at `seq`.
+fn ack(user: u64, session: SessionId, n: u64, seq: u64) -> DownMsg {
+    DownMsg::Ack {
+        user: UserId(user),
+        id: ActionId { session, n },
+        outcome: Outcome::Applied { seq: Seq(seq) },
+    }
+}
+
+/// The origin's snapshot of room 1 at `head`, with events 1..=head.
+fn snapshot_at_head(head: u64) -> DownMsg {
+    let mut state = RoomState::new(RoomId(1));
+    let recent: Vec<Event> = (1..=head).map(event).collect();
+    for e in &recent {
+        state.apply(e).expect("in order");
+    }
+    DownMsg::Snapshot {
+        room: RoomId(1),
+        state: Box::new(state),
+        recent,
     }
 }
 

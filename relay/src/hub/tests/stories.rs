@@ -14,17 +14,7 @@ fn room_at(head: u64) -> Sim {
             .handle_client_up(s.now, client, SessionId(client), UserId(user));
         s.hub.handle_join(s.now, client, RoomId(1), None);
     }
-    let mut state = RoomState::new(RoomId(1));
-    let recent: Vec<Event> = (1..=head).map(event).collect();
-    for e in &recent {
-        state.apply(e).expect("in order");
-    }
-    let snapshot = DownMsg::Snapshot {
-        room: RoomId(1),
-        state: Box::new(state),
-        recent,
-    };
-    s.hub.handle_down(s.now, snapshot);
+    s.hub.handle_down(s.now, snapshot_at_head(head));
     s.drain();
     s.upstream();
     s
@@ -57,15 +47,7 @@ fn a_session_resuming_here_replaces_its_old_connection_and_is_served_from_since(
     // Its waiting action, sent again on the new connection, is acked there.
     s.hub
         .handle_action(s.now, 2, viewer(7), gift(sess, 1, 1), false);
-    let ack = DownMsg::Ack {
-        user: UserId(7),
-        id: ActionId {
-            session: sess,
-            n: 1,
-        },
-        outcome: Outcome::Applied { seq: Seq(11) },
-    };
-    s.hub.handle_down(s.now, ack);
+    s.hub.handle_down(s.now, ack(7, sess, 1, 11));
     let out = s.drain();
     assert!(to_client(&out, 2)
         .iter()
@@ -94,20 +76,7 @@ fn a_gap_is_repaired_from_the_ring_at_most_once_per_interval() {
         .hub
         .handle_client_up(small.now, 1, SessionId(1), UserId(7));
     small.hub.handle_join(small.now, 1, RoomId(1), None);
-    let mut state = RoomState::new(RoomId(1));
-    let recent: Vec<Event> = (1..=10).map(event).collect();
-    for e in &recent {
-        state.apply(e).expect("in order");
-    }
-    let state = Box::new(state);
-    small.hub.handle_down(
-        small.now,
-        DownMsg::Snapshot {
-            room: RoomId(1),
-            state,
-            recent,
-        },
-    );
+    small.hub.handle_down(small.now, snapshot_at_head(10));
     small.drain();
     small.hub.handle_resync(small.now, 1, RoomId(1), Seq(2));
     let served = to_client(&small.drain(), 1);
@@ -182,13 +151,5 @@ fn when_the_link_returns_rooms_are_resubscribed_from_what_is_held_and_actions_re
         "the action goes after the membership: {back:?}"
     );
     // Events after the head reach the client as datagrams.
-    let events = vec![event(6)];
-    s.hub.handle_down(
-        s.now,
-        DownMsg::Events {
-            room: RoomId(1),
-            events,
-        },
-    );
-    assert_eq!(seqs(&to_client(&s.drain(), 1)), vec![6]);
+    assert_eq!(seqs(&to_client(&s.events([6]), 1)), vec![6]);
 }

@@ -64,15 +64,7 @@ fn heads_go_every_200ms_while_a_room_changed_within_the_window_then_stop() {
     assert_eq!(heads(&got, 1), expected, "to the end of the 3 s window");
     assert_eq!(s.hub.poll_timeout(), None, "quiet room: nothing due");
     // A new event starts them again, 200 ms after it.
-    let events = vec![event(1)];
-    s.hub.handle_down(
-        s.now,
-        DownMsg::Events {
-            room: RoomId(1),
-            events,
-        },
-    );
-    s.drain();
+    s.events([1]);
     let restart = s.elapsed();
     let got = s.advance(Duration::from_millis(450));
     assert_eq!(heads(&got, 1), vec![restart + 200 * MS, restart + 400 * MS]);
@@ -85,15 +77,7 @@ fn events_keep_the_cadence_rather_than_pushing_heads_away() {
     // An event every 50 ms for a second: heads still every 200 ms.
     for k in 1..=20 {
         got.extend(s.advance(50 * MS));
-        let events = vec![event(k)];
-        s.hub.handle_down(
-            s.now,
-            DownMsg::Events {
-                room: RoomId(1),
-                events,
-            },
-        );
-        s.drain();
+        s.events([k]);
     }
     let expected: Vec<Duration> = (1..=5).map(|k| k * 200 * MS).collect();
     assert_eq!(heads(&got, 1), expected);
@@ -119,15 +103,7 @@ fn an_action_without_an_ack_is_sent_again_when_resend_after_passes() {
     assert!(s.upstream().is_empty());
     s.advance(MS);
     assert_eq!(s.upstream().len(), 1, "and again 1.5 s later");
-    let ack = DownMsg::Ack {
-        user: UserId(7),
-        id: ActionId {
-            session: sess,
-            n: 1,
-        },
-        outcome: Outcome::Applied { seq: Seq(2) },
-    };
-    s.hub.handle_down(s.now, ack);
+    s.hub.handle_down(s.now, ack(7, sess, 1, 2));
     s.advance(Duration::from_secs(10));
     assert!(s.upstream().is_empty(), "acked: never again");
     assert_eq!(s.hub.poll_timeout(), None);
