@@ -1,7 +1,7 @@
 //! The relay's core (pure: takes `now`, does no IO): which clients follow
 //! which rooms, each room's cache, the actions waiting for the origin, and
-//! what to send where. The driver in `hub_driver.rs` feeds it inputs and carries
-//! its outputs to client connections and the upstream link.
+//! what to send where. The driver in `hub_driver.rs` feeds it inputs and
+//! carries its outputs to client connections and the upstream link.
 //!
 //! Rules it keeps:
 //! - it never invents an ack: an action's outcome comes from the origin (the
@@ -26,10 +26,18 @@
 //!   dropped when it goes (the SDK sends them again when it resumes);
 //! - a repeated join of a room the client already follows is answered once.
 //!
+//! How to drive it (quinn-proto's shape): inputs are `handle_*` methods,
+//! each taking `now`; after each, take [`Hub::poll_output`] until `None`
+//! (for client connections) and, while [`Hub::has_upstream`] and the link
+//! has room, [`Hub::poll_upstream`] (for the origin); sleep until
+//! [`Hub::poll_timeout`] and then call [`Hub::handle_timeout`]. Time is
+//! [`std::time::Instant`]; the tests drive it on a virtual clock.
+//!
 //! Files: [`out`] what it hands the driver; `state` what it keeps;
 //! `members` clients and the rooms they follow; `serve` joins, resyncs and
 //! fan-out from the cache; `actions` actions waiting for the origin;
-//! `reconcile` what the origin must be told, link down and up.
+//! `reconcile` what the origin must be told, link down and up; `timers`
+//! heads and resends as they fall due.
 
 mod actions;
 mod members;
