@@ -106,11 +106,12 @@ impl RoomCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use protocol::{EventKind, RoomId, ServerTime, UserId};
 
-    fn event(seq: u64) -> Event {
+    /// Event `seq` of a room (the first opens it, the others are chat).
+    pub(crate) fn event(seq: u64) -> Event {
         let kind = if seq == 1 {
             EventKind::Opened { seats: 2 }
         } else {

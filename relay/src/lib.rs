@@ -17,18 +17,53 @@
 //! What the operator sees is in [`metrics`] (Prometheus, served on
 //! `metrics_listen` with `/healthz` and `/readyz`).
 //!
-//! Pure parts (`admission`, `cache`, `sched`, `hub`) take `now` and do no
-//! IO; `server`, `conn` and `upstream` are the thin drivers around them.
+//! Local time is [`std::time::Instant`] throughout (the hub, the scheduler,
+//! admission); the relay's estimate of the origin's time is
+//! [`origin_clock::OriginClock`].
+//!
+//! # Module map
+//! Pure (take `now`, do no IO):
+//! - `admission.rs`: who may connect, act and ask, and how often.
+//! - `cache.rs`: one room's latest state and ring of recent events.
+//! - `sched.rs`: one client's datagram scheduler (classes, shedding, copies).
+//! - `hub/mod.rs`: the hub's contract and invariants; the files below.
+//! - `hub/out.rs`: what the hub hands its driver, and message encodings.
+//! - `hub/state.rs`: the hub's settings and state per room, client, action.
+//! - `hub/members.rs`: clients saying hello (and resuming), joining, leaving.
+//! - `hub/serve.rs`: joins, resyncs and fan-out served from the cache; heads.
+//! - `hub/actions.rs`: actions waiting for the origin, acks, resends.
+//! - `hub/reconcile.rs`: what the origin must be told; the link down and up.
+//! - `hub/timers.rs`: `poll_timeout` / `handle_timeout` (heads, resends).
+//! - `hub/tests/`: the hub on a virtual clock (`mod.rs` harness and bounds,
+//!   `timers.rs`, `stories.rs`: resume, gap repair, goaway, link back).
+//!
+//! Drivers and glue (IO):
+//! - `server.rs`: starts the relay's endpoints and tasks; drain, stop, kill.
+//! - `hub_driver.rs`: the one task owning the hub: inputs, timers, outputs.
+//! - `shared.rs`: what every connection task shares.
+//! - `queue.rs`: one client's byte-bounded queue from the hub to its writer.
+//! - `conn/mod.rs`: one client connection: handshake, hello, token, welcome.
+//! - `conn/read.rs`: what the client sends, checked and handed to the hub.
+//! - `conn/write.rs`: the hub's outputs to the client (datagrams, streams).
+//! - `conn/close.rs`: close codes for errors, strikes for abuse.
+//! - `upstream.rs`: the link to the origin (reconnects, pings).
+//! - `origin_clock.rs`: the relay's estimate of origin time.
+//! - `config.rs`: configuration (TOML and environment).
+//! - `metrics.rs`: what the operator sees.
+//! - `main.rs`: the `relay` binary: loads config and runs, or mints a token.
 
 pub mod admission;
 pub mod cache;
-pub mod clock;
 pub mod config;
 pub(crate) mod conn;
 pub mod hub;
+pub(crate) mod hub_driver;
 pub mod metrics;
+pub mod origin_clock;
+pub(crate) mod queue;
 pub mod sched;
 pub mod server;
+pub(crate) mod shared;
 pub mod upstream;
 
 pub use admission::{Bucket, Limits};

@@ -14,6 +14,7 @@
 //! client would double the relay's fan-out cost for nothing on a clean path).
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::codec::Packer;
@@ -51,25 +52,25 @@ pub struct Overflow;
 #[derive(Debug)]
 pub struct Scheduler {
     queues: [VecDeque<Item>; 5],
-    /// Copies of critical messages and when they are due (µs).
-    copies: VecDeque<(u64, Bytes)>,
+    /// Copies of critical messages and when they are due.
+    copies: VecDeque<(Instant, Bytes)>,
     bytes: usize,
     budget: usize,
-    redundancy: Option<u64>,
+    redundancy: Option<Duration>,
     lossy: bool,
     dropped: u64,
 }
 
 impl Scheduler {
     /// A scheduler holding at most `budget` bytes, sending critical messages
-    /// twice `redundancy_us` apart when set.
-    pub fn new(budget: usize, redundancy_us: Option<u64>) -> Self {
+    /// twice `redundancy` apart when set.
+    pub fn new(budget: usize, redundancy: Option<Duration>) -> Self {
         Scheduler {
             queues: Default::default(),
             copies: VecDeque::new(),
             bytes: 0,
             budget,
-            redundancy: redundancy_us,
+            redundancy,
             lossy: false,
             dropped: 0,
         }
@@ -127,13 +128,13 @@ impl Scheduler {
     }
 
     /// When the next copy falls due, if any.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.copies.front().map(|(t, _)| *t)
     }
 
     /// Datagrams to send now, at most `budget` bytes of them, each at most
     /// `max` bytes: due copies first, then queued messages in class order.
-    pub fn poll_datagrams(&mut self, now: u64, max: usize, budget: usize) -> Vec<Bytes> {
+    pub fn poll_datagrams(&mut self, now: Instant, max: usize, budget: usize) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut spent = 0usize;
         // Copies travel in their own datagrams, apart from the originals.
@@ -188,6 +189,13 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::OnceLock;
+
+    /// Virtual time: `us` microseconds after the tests' origin.
+    fn at(us: u64) -> Instant {
+        static T0: OnceLock<Instant> = OnceLock::new();
+        *T0.get_or_init(Instant::now) + Duration::from_micros(us)
+    }
 
     fn item(class: Class, tag: u8, len: usize, coalesce: Option<u64>) -> Item {
         let mut v = vec![tag; len];
@@ -227,7 +235,7 @@ mod tests {
         s.push(item(Class::Chat, 4, 10, None)).expect("fits");
         s.push(item(Class::Authority, 2, 10, None)).expect("fits");
         s.push(item(Class::Gift, 3, 10, None)).expect("fits");
-        let ds = s.poll_datagrams(0, 1200, 100_000);
+        let ds = s.poll_datagrams(at(0), 1200, 100_000);
         assert_eq!(ds.len(), 1);
         assert_eq!(tags(&ds), vec![2, 3, 4, 5]);
         assert!(s.is_idle());
@@ -244,7 +252,7 @@ mod tests {
         s.push(item(Class::Gift, 4, 60, None))
             .expect("sheds ambient");
         assert_eq!(s.dropped(), 1);
-        assert_eq!(tags(&s.poll_datagrams(0, 1200, 10_000)), vec![4, 3]);
+        assert_eq!(tags(&s.poll_datagrams(at(0), 1200, 10_000)), vec![4, 3]);
     }
 
     #[test]
@@ -268,9 +276,9 @@ mod tests {
         for tag in 0..10 {
             s.push(item(Class::Chat, tag, 50, None)).expect("fits");
         }
-        let first = s.poll_datagrams(0, 1200, 200);
+        let first = s.poll_datagrams(at(0), 1200, 200);
         assert!(first.iter().map(|d| d.len()).sum::<usize>() <= 200);
-        let rest = s.poll_datagrams(0, 1200, 10_000);
+        let rest = s.poll_datagrams(at(0), 1200, 10_000);
         assert_eq!(
             [tags(&first), tags(&rest)].concat(),
             (0..10).collect::<Vec<u8>>()
@@ -279,15 +287,15 @@ mod tests {
 
     #[test]
     fn events_go_once_on_a_clean_path() {
-        let mut s = Scheduler::new(10_000, Some(5_000));
+        let mut s = Scheduler::new(10_000, Some(Duration::from_micros(5_000)));
         s.push(item(Class::Gift, 1, 10, None)).expect("fits");
-        assert_eq!(tags(&s.poll_datagrams(0, 1200, 10_000)), vec![1]);
+        assert_eq!(tags(&s.poll_datagrams(at(0), 1200, 10_000)), vec![1]);
         assert!(s.is_idle());
         let mut ack = item(Class::Session, 2, 10, None);
         ack.copies = Copies::Twice;
         s.push(ack).expect("fits");
-        s.poll_datagrams(0, 1200, 10_000);
-        assert_eq!(tags(&s.poll_datagrams(5_000, 1200, 10_000)), vec![2]);
+        s.poll_datagrams(at(0), 1200, 10_000);
+        assert_eq!(tags(&s.poll_datagrams(at(5_000), 1200, 10_000)), vec![2]);
     }
 
     #[test]
@@ -296,22 +304,22 @@ mod tests {
         for tag in 0..40 {
             s.push(item(Class::Chat, tag, 100, None)).expect("fits");
         }
-        let sent = s.poll_datagrams(0, 1200, 2000);
+        let sent = s.poll_datagrams(at(0), 1200, 2000);
         assert!(sent.iter().map(|d| d.len()).sum::<usize>() <= 2000);
         assert!(s.queued_bytes() >= 2000, "the rest waits for room");
     }
 
     #[test]
     fn critical_messages_go_twice_in_separate_datagrams() {
-        let mut s = Scheduler::new(10_000, Some(5_000));
+        let mut s = Scheduler::new(10_000, Some(Duration::from_micros(5_000)));
         s.set_lossy(true);
         s.push(item(Class::Gift, 1, 10, None)).expect("fits");
         s.push(item(Class::Chat, 2, 10, None)).expect("fits");
-        let first = s.poll_datagrams(1_000, 1200, 10_000);
+        let first = s.poll_datagrams(at(1_000), 1200, 10_000);
         assert_eq!(tags(&first), vec![1, 2]);
-        assert_eq!(s.poll_timeout(), Some(6_000));
-        assert!(s.poll_datagrams(5_999, 1200, 10_000).is_empty());
-        let copy = s.poll_datagrams(6_000, 1200, 10_000);
+        assert_eq!(s.poll_timeout(), Some(at(6_000)));
+        assert!(s.poll_datagrams(at(5_999), 1200, 10_000).is_empty());
+        let copy = s.poll_datagrams(at(6_000), 1200, 10_000);
         assert_eq!(tags(&copy), vec![1]);
         assert!(s.is_idle());
     }

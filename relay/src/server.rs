@@ -1,31 +1,27 @@
-//! The relay process: endpoints, the hub's driver, and the handle to run,
+//! The relay process: its endpoints and tasks, and the handle to run,
 //! drain, stop or kill it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use net::token::TokenKey;
-use net::{self, Identity, NetError, Plug};
-use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg, ALPN_CLIENT, ALPN_RELAY};
-use protocol::room::Reason;
-use protocol::{RoomId, Seq, SessionId, UserId};
+use net::{self, rustls, Identity, NetError, Plug};
+use protocol::message::{ErrorCode, ALPN_CLIENT, ALPN_RELAY};
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admission::{self, Admission};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::hub::{ClientId, Hub, Out, Output, Settings};
+use crate::hub::{Hub, Settings};
+use crate::hub_driver::{run_hub, HubIn};
 use crate::metrics::{Metrics, OutcomeLabel};
+use crate::origin_clock::OriginClock;
+use crate::shared::Shared;
 use crate::upstream::{self, Link};
-use prometheus_client::metrics::gauge::Gauge;
-
-use net::rustls;
 
 /// Why a relay could not start.
 #[derive(Debug, Error)]
@@ -39,168 +35,6 @@ pub enum Error {
     /// A secret is missing or too short (the message says what to set).
     #[error("{0}")]
     Secret(#[from] net::secret::SecretError),
-}
-
-/// Inputs of the hub's driver.
-pub(crate) enum HubIn {
-    ClientUp {
-        client: ClientId,
-        session: SessionId,
-        user: UserId,
-        out: OutTx,
-        conn: quinn::Connection,
-    },
-    Join {
-        client: ClientId,
-        room: RoomId,
-        since: Option<Seq>,
-    },
-    RefuseJoin {
-        client: ClientId,
-        room: RoomId,
-        reason: Reason,
-    },
-    Leave {
-        client: ClientId,
-        room: RoomId,
-    },
-    Action {
-        client: ClientId,
-        actor: Actor,
-        msg: ActionMsg,
-        via_stream: bool,
-    },
-    Resync {
-        client: ClientId,
-        room: RoomId,
-        from: Seq,
-    },
-    UpstreamUp,
-    UpstreamDown,
-    Down(DownMsg),
-    ClientGone {
-        client: ClientId,
-        /// It said goodbye (a move, an exit) rather than vanishing.
-        clean: bool,
-    },
-    /// Tell every client to move (goaway), then report when all have gone.
-    Drain {
-        alternatives: Vec<String>,
-        done: mpsc::Sender<usize>,
-    },
-}
-
-/// What client tasks share.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub tokens: TokenKey,
-    pub hub: mpsc::Sender<HubIn>,
-    pub clock: Clock,
-    pub next_client: AtomicU64,
-    pub draining: AtomicBool,
-    /// Connection, session and rate limits across all connections (short
-    /// critical sections only: a decision, never IO, under the lock).
-    pub admission: Mutex<Admission>,
-    /// What the operator sees.
-    pub metrics: Metrics,
-}
-
-impl Shared {
-    /// Ask the admission state something.
-    pub fn admit<R>(&self, f: impl FnOnce(&mut Admission) -> R) -> R {
-        // A panic while holding the lock would be a bug in `Admission`; its
-        // state is still counts, so carry on with it.
-        let mut a = self
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut a)
-    }
-}
-
-/// The hub's end of one client's outgoing queue: bounded in bytes, not
-/// messages (one message may be a 64 KiB frame).
-#[derive(Clone)]
-pub(crate) struct OutTx {
-    tx: mpsc::UnboundedSender<Out>,
-    bytes: Arc<AtomicUsize>,
-    cap: usize,
-    total: Gauge,
-}
-
-/// The connection's end of its outgoing queue.
-pub(crate) struct OutRx {
-    rx: mpsc::UnboundedReceiver<Out>,
-    bytes: Arc<AtomicUsize>,
-    total: Gauge,
-}
-
-/// A client queue of at most `cap` bytes; `total` counts the bytes of every
-/// client queue together (the operator's gauge).
-pub(crate) fn out_queue(cap: usize, total: Gauge) -> (OutTx, OutRx) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let bytes = Arc::new(AtomicUsize::new(0));
-    (
-        OutTx {
-            tx,
-            bytes: bytes.clone(),
-            cap,
-            total: total.clone(),
-        },
-        OutRx { rx, bytes, total },
-    )
-}
-
-impl OutTx {
-    /// Queue `out`; `Err(true)` if the client is too slow (its queue is
-    /// full), `Err(false)` if it is gone.
-    pub fn push(&self, out: Out) -> Result<(), bool> {
-        let len = out.len();
-        if self.bytes.load(Ordering::Relaxed) + len > self.cap && len > 0 {
-            return Err(true);
-        }
-        // Counted before it is sent: the receiver may take it at once.
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        self.total.inc_by(len as i64);
-        self.tx.send(out).map_err(|e| {
-            // Gone: nothing will take it out again.
-            self.bytes.fetch_sub(e.0.len(), Ordering::Relaxed);
-            self.total.dec_by(e.0.len() as i64);
-            false
-        })
-    }
-}
-
-impl OutRx {
-    fn took(&self, out: &Out) {
-        self.bytes.fetch_sub(out.len(), Ordering::Relaxed);
-        self.total.dec_by(out.len() as i64);
-    }
-
-    /// The next message; `None` when the hub has let go.
-    pub async fn recv(&mut self) -> Option<Out> {
-        let out = self.rx.recv().await?;
-        self.took(&out);
-        Some(out)
-    }
-
-    /// The next message if one is queued.
-    pub fn try_recv(&mut self) -> Option<Out> {
-        let out = self.rx.try_recv().ok()?;
-        self.took(&out);
-        Some(out)
-    }
-}
-
-impl Drop for OutRx {
-    fn drop(&mut self) {
-        // What is still queued leaves the total; pushes from now on fail
-        // and take their own bytes back.
-        self.rx.close();
-        while let Ok(out) = self.rx.try_recv() {
-            self.total.dec_by(out.len() as i64);
-        }
-    }
 }
 
 /// A running relay.
@@ -258,13 +92,13 @@ impl Relay {
         // link takes it.
         let (up_tx, up_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let clock = Clock::new();
+        let origin_clock = OriginClock::new();
         let metrics = Metrics::default();
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             tokens: TokenKey::new(&secrets.token),
             hub: hub_tx.clone(),
-            clock: clock.clone(),
+            origin_clock: origin_clock.clone(),
             next_client: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             admission: Mutex::new(Admission::new(
@@ -285,7 +119,7 @@ impl Relay {
             origin: config.origin,
             server_name: config.origin_server_name.clone(),
             cluster: TokenKey::new(&secrets.cluster),
-            clock: clock.clone(),
+            origin_clock,
             hub: hub_tx,
             metrics: metrics.clone(),
         });
@@ -301,12 +135,7 @@ impl Relay {
             Some(at) => Some(serve_metrics(at, &shared).await?),
             None => None,
         };
-        tasks.spawn(run_hub(
-            Hub::with_metrics(settings, metrics),
-            hub_rx,
-            up_tx,
-            clock,
-        ));
+        tasks.spawn(run_hub(Hub::with_metrics(settings, metrics), hub_rx, up_tx));
         tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
         tasks.spawn(accept(endpoint.clone(), shared.clone(), shutdown_rx));
         tracing::info!(relay = %config.name, region = %config.region, %addr, "relay listening");
@@ -465,86 +294,6 @@ async fn accept(
                 outcome("refused");
                 tracing::debug!(%addr, "connection refused: at the limit");
                 incoming.refuse();
-            }
-        }
-    }
-}
-
-struct ClientLink {
-    out: OutTx,
-    conn: quinn::Connection,
-}
-
-/// Drive the hub: feed it inputs and a tick, deliver its outputs.
-async fn run_hub(
-    mut hub: Hub,
-    mut rx: mpsc::Receiver<HubIn>,
-    up: mpsc::Sender<UpMsg>,
-    clock: Clock,
-) {
-    let mut clients: BTreeMap<ClientId, ClientLink> = BTreeMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain: Option<mpsc::Sender<usize>> = None;
-    loop {
-        let wants_up = hub.has_upstream();
-        tokio::select! {
-            input = rx.recv() => {
-                let Some(input) = input else { return };
-                let now = clock.local();
-                match input {
-                    HubIn::ClientUp { client, session, user, out, conn } => {
-                        clients.insert(client, ClientLink { out, conn });
-                        hub.handle_client_up(now, client, session, user);
-                    }
-                    HubIn::Join { client, room, since } => hub.handle_join(now, client, room, since),
-                    HubIn::RefuseJoin { client, room, reason } => hub.refuse_join(client, room, reason),
-                    HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
-                    HubIn::Action { client, actor, msg, via_stream } => hub.handle_action(now, client, actor, msg, via_stream),
-                    HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
-                    HubIn::ClientGone { client, clean } => {
-                        clients.remove(&client);
-                        hub.handle_client_gone(now, client, clean);
-                    }
-                    HubIn::UpstreamUp => hub.handle_upstream_up(now),
-                    HubIn::UpstreamDown => hub.handle_upstream_down(now),
-                    HubIn::Down(msg) => hub.handle_down(now, msg),
-                    HubIn::Drain { alternatives, done } => {
-                        hub.handle_drain(&alternatives);
-                        drain = Some(done);
-                    }
-                }
-            }
-            // Membership changes and actions go up as fast as the link takes
-            // them; nothing is dropped when it is slow.
-            permit = up.reserve(), if wants_up => {
-                let Ok(permit) = permit else { return };
-                if let Some(msg) = hub.poll_upstream() {
-                    permit.send(msg);
-                }
-            }
-            _ = tick.tick() => hub.handle_tick(clock.local()),
-        }
-        while let Some(output) = hub.poll_output() {
-            match output {
-                Output::Client(id, out) => {
-                    let Some(link) = clients.get(&id) else {
-                        continue;
-                    };
-                    if let Err(true) = link.out.push(out) {
-                        tracing::warn!(client = id, "client queue full; cutting it off");
-                        net::close(&link.conn, ErrorCode::Flood, "client too slow");
-                        hub.metrics().closed_with(ErrorCode::Flood);
-                        clients.remove(&id);
-                        hub.handle_client_gone(clock.local(), id, false);
-                    }
-                }
-            }
-        }
-        if let Some(done) = &drain {
-            if clients.is_empty() {
-                let _ = done.try_send(0);
-                drain = None;
             }
         }
     }

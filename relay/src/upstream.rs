@@ -1,21 +1,21 @@
 //! The upstream link: one QUIC connection to the origin carrying every room.
 //! It reconnects by itself, with exponential backoff and jitter so that the
 //! relays of a region do not stampede a restarted origin, and it keeps the
-//! clock offset fresh.
+//! estimate of origin time ([`OriginClock`]) fresh.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use net::token::{unix_now, Claims, TokenKey};
+use net::token::TokenKey;
 use net::{self, NetError};
 use protocol::codec;
-use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
+use protocol::message::{DownMsg, UpMsg};
 use protocol::time::{ClockSample, OffsetEstimator};
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::Clock;
-use crate::server::HubIn;
+use crate::hub_driver::HubIn;
+use crate::origin_clock::OriginClock;
 
 /// What the link needs.
 pub(crate) struct Link {
@@ -28,7 +28,8 @@ pub(crate) struct Link {
     pub origin: std::net::SocketAddr,
     pub server_name: String,
     pub cluster: TokenKey,
-    pub clock: Clock,
+    /// The estimate of origin time this link keeps fresh.
+    pub origin_clock: OriginClock,
     pub hub: mpsc::Sender<HubIn>,
     pub metrics: crate::metrics::Metrics,
 }
@@ -127,14 +128,14 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(
         Duration::from_millis(50),
         Duration::from_secs(3),
-        link.clock.local() ^ link.name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15,
+        link.origin_clock.micros(Instant::now()) ^ link.name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15,
     );
     let mut links = 0u64;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match connect(&link).await {
             Ok((conn, send, recv)) => {
                 tracing::info!(relay = %link.name, origin = %link.origin, "upstream connected");
@@ -188,27 +189,10 @@ async fn connect(
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let proof = link.cluster.mint(&Claims::cluster(unix_now() + 3600));
-    let hello = UpMsg::Hello {
-        version: PROTOCOL_VERSION,
-        relay: link.name.clone(),
-        proof,
-    };
-    net::write_frame(&mut send, &hello).await?;
-    let mut buf = Vec::new();
-    let welcome = tokio::time::timeout(
-        Duration::from_secs(3),
-        net::read_frame::<DownMsg>(&mut recv, &mut buf),
-    )
-    .await
-    .map_err(|_| NetError::Io(std::io::Error::other("no welcome")))??;
-    match welcome {
-        Some(DownMsg::Welcome { .. }) => Ok((conn, send, recv)),
-        other => Err(NetError::Io(std::io::Error::other(format!(
-            "unexpected answer to hello: {other:?}"
-        )))),
-    }
+    let (send, recv) =
+        net::handshake::relay_hello(&conn, &link.name, &link.cluster, Duration::from_secs(3))
+            .await?;
+    Ok((conn, send, recv))
 }
 
 /// Carry messages both ways until the connection fails. Returns why.
@@ -222,13 +206,14 @@ async fn serve(
 ) -> String {
     let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, protocol::ServerTime, u64)>(64);
     let hub = link.hub.clone();
-    let clock = link.clock.clone();
+    let origin_clock = link.origin_clock.clone();
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         loop {
             match net::read_frame::<DownMsg>(&mut recv, &mut buf).await {
                 Ok(Some(DownMsg::Pong { nonce, origin_time })) => {
-                    let _ = pong_tx.try_send((nonce, origin_time, clock.local()));
+                    let _ =
+                        pong_tx.try_send((nonce, origin_time, origin_clock.micros(Instant::now())));
                 }
                 Ok(Some(msg)) => {
                     if hub.send(HubIn::Down(msg)).await.is_err() {
@@ -271,7 +256,7 @@ async fn serve(
             _ = ping.tick() => {
                 path.update(&link.metrics, "upstream", &conn.stats());
                 nonce += 1;
-                pings.push_back((nonce, link.clock.local()));
+                pings.push_back((nonce, link.origin_clock.micros(Instant::now())));
                 if pings.len() > 32 { pings.pop_front(); }
                 buf.clear();
                 let _ = codec::write_frame(&UpMsg::Ping { nonce }, &mut buf);
@@ -283,7 +268,7 @@ async fn serve(
                 if let Some(&(_, sent)) = pings.iter().find(|(p, _)| *p == n) {
                     estimator.handle_sample(ClockSample { sent, received, origin });
                     if let Some(off) = estimator.offset() {
-                        link.clock.set_offset(off);
+                        link.origin_clock.set_offset(off);
                     }
                 }
             }

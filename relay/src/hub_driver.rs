@@ -1,0 +1,192 @@
+//! The hub's driver: the one task that owns the [`Hub`], feeds it what
+//! connections and the upstream link report ([`HubIn`]), wakes it when it
+//! has something due, and carries its outputs to each client's queue and to
+//! the upstream link.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg};
+use protocol::room::Reason;
+use protocol::{RoomId, Seq, SessionId, UserId};
+use tokio::sync::mpsc;
+
+use crate::hub::{ClientId, Hub, Output};
+use crate::queue::OutTx;
+
+/// Inputs of the hub's driver.
+pub(crate) enum HubIn {
+    ClientUp {
+        client: ClientId,
+        session: SessionId,
+        user: UserId,
+        out: OutTx,
+        conn: quinn::Connection,
+    },
+    Join {
+        client: ClientId,
+        room: RoomId,
+        since: Option<Seq>,
+    },
+    RefuseJoin {
+        client: ClientId,
+        room: RoomId,
+        reason: Reason,
+    },
+    Leave {
+        client: ClientId,
+        room: RoomId,
+    },
+    Action {
+        client: ClientId,
+        actor: Actor,
+        msg: ActionMsg,
+        via_stream: bool,
+    },
+    Resync {
+        client: ClientId,
+        room: RoomId,
+        from: Seq,
+    },
+    UpstreamUp,
+    UpstreamDown,
+    Down(DownMsg),
+    ClientGone {
+        client: ClientId,
+        /// It said goodbye (a move, an exit) rather than vanishing.
+        clean: bool,
+    },
+    /// Tell every client to move (goaway), then report when all have gone.
+    Drain {
+        alternatives: Vec<String>,
+        done: mpsc::Sender<usize>,
+    },
+}
+
+/// What the driver holds of one connection.
+struct ClientLink {
+    out: OutTx,
+    conn: quinn::Connection,
+}
+
+/// The driver's state around the hub: the connections its outputs go to,
+/// and a drain waiting for them all to go.
+struct Driver {
+    hub: Hub,
+    clients: BTreeMap<ClientId, ClientLink>,
+    drain: Option<mpsc::Sender<usize>>,
+}
+
+/// Drive the hub: feed it inputs, wake it when it has something due
+/// ([`Hub::poll_timeout`]), hand what it has for the origin to the link as
+/// fast as the link takes it, and deliver its outputs.
+pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::Sender<UpMsg>) {
+    let mut d = Driver {
+        hub,
+        clients: BTreeMap::new(),
+        drain: None,
+    };
+    loop {
+        let wants_up = d.hub.has_upstream();
+        let wake = d.hub.poll_timeout();
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else { return };
+                d.handle(Instant::now(), input);
+            }
+            // Membership changes and actions go up as fast as the link takes
+            // them; nothing is dropped when it is slow.
+            permit = up.reserve(), if wants_up => {
+                let Ok(permit) = permit else { return };
+                if let Some(msg) = d.hub.poll_upstream() {
+                    permit.send(msg);
+                }
+            }
+            () = sleep_until(wake) => d.hub.handle_timeout(Instant::now()),
+        }
+        d.deliver();
+    }
+}
+
+/// Sleep until `wake`, or for ever when nothing is due.
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    /// One input, into the hub.
+    fn handle(&mut self, now: Instant, input: HubIn) {
+        let hub = &mut self.hub;
+        match input {
+            HubIn::ClientUp {
+                client,
+                session,
+                user,
+                out,
+                conn,
+            } => {
+                self.clients.insert(client, ClientLink { out, conn });
+                hub.handle_client_up(now, client, session, user);
+            }
+            HubIn::Join {
+                client,
+                room,
+                since,
+            } => hub.handle_join(now, client, room, since),
+            HubIn::RefuseJoin {
+                client,
+                room,
+                reason,
+            } => hub.refuse_join(client, room, reason),
+            HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
+            HubIn::Action {
+                client,
+                actor,
+                msg,
+                via_stream,
+            } => hub.handle_action(now, client, actor, msg, via_stream),
+            HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
+            HubIn::ClientGone { client, clean } => {
+                self.clients.remove(&client);
+                hub.handle_client_gone(now, client, clean);
+            }
+            HubIn::UpstreamUp => hub.handle_upstream_up(now),
+            HubIn::UpstreamDown => hub.handle_upstream_down(now),
+            HubIn::Down(msg) => hub.handle_down(now, msg),
+            HubIn::Drain { alternatives, done } => {
+                hub.handle_drain(&alternatives);
+                self.drain = Some(done);
+            }
+        }
+    }
+
+    /// The hub's outputs, to each client's queue: a client whose queue is
+    /// full is cut off. A drain is told when the last client has gone.
+    fn deliver(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Client(id, out) => {
+                    let Some(link) = self.clients.get(&id) else {
+                        continue;
+                    };
+                    if let Err(true) = link.out.push(out) {
+                        tracing::warn!(client = id, "client queue full; cutting it off");
+                        net::close(&link.conn, ErrorCode::Flood, "client too slow");
+                        self.hub.metrics().closed_with(ErrorCode::Flood);
+                        self.clients.remove(&id);
+                        self.hub.handle_client_gone(Instant::now(), id, false);
+                    }
+                }
+            }
+        }
+        if let Some(done) = &self.drain {
+            if self.clients.is_empty() {
+                let _ = done.try_send(0);
+                self.drain = None;
+            }
+        }
+    }
+}
