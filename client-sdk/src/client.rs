@@ -451,7 +451,7 @@ impl Client {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
             SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
         };
-        let (endpoint, _plug) =
+        let endpoint =
             net::client_endpoint(bind, &config.tuning).map_err(|e| Error::Setup(e.to_string()))?;
         let client_config = net::client_config(&config.roots, ALPN_CLIENT, &config.tuning)
             .map_err(|e| Error::Setup(e.to_string()))?;

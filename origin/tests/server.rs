@@ -58,7 +58,7 @@ impl Link {
         let roots = net::parse_certs(&origin.cert_pem()).expect("cert");
         let tuning = Tuning::backbone();
         let client = net::client_config(&roots, ALPN_RELAY, &tuning).expect("client config");
-        let (mut endpoint, _plug) =
+        let mut endpoint =
             net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
         endpoint.set_default_client_config(client);
         let conn = endpoint

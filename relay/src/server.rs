@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use net::token::TokenKey;
-use net::{self, rustls, Identity, NetError, Plug};
+use net::{self, rustls, Identity, NetError};
 use protocol::message::{ErrorCode, ALPN_CLIENT, ALPN_RELAY};
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
@@ -37,13 +37,22 @@ pub enum Error {
     Secret(#[from] net::secret::SecretError),
 }
 
+/// The plugs that cut the relay's sockets off (feature `fault`).
+#[cfg(feature = "fault")]
+struct Plugs {
+    /// The client-facing endpoint's.
+    client: net::Plug,
+    /// The upstream endpoint's.
+    upstream: net::Plug,
+}
+
 /// A running relay.
 pub struct Relay {
     addr: SocketAddr,
     identity: Identity,
     endpoint: quinn::Endpoint,
-    plug: Plug,
-    upstream_plug: Plug,
+    #[cfg(feature = "fault")]
+    plugs: Plugs,
     tasks: JoinSet<()>,
     shutdown: watch::Sender<bool>,
     shared: Arc<Shared>,
@@ -78,11 +87,24 @@ impl Relay {
         origin_roots: Vec<CertificateDer<'static>>,
     ) -> Result<Relay, Error> {
         let secrets = config.secrets()?;
-        let (endpoint, plug) =
-            net::server_endpoint(config.listen, &identity, &[ALPN_CLIENT], &config.tuning)?;
-        let addr = endpoint.local_addr()?;
         let bind = SocketAddr::new(config.listen.ip(), 0);
-        let (up_endpoint, upstream_plug) = net::client_endpoint(bind, &config.upstream_tuning)?;
+        #[cfg(feature = "fault")]
+        let (endpoint, up_endpoint, plugs) = {
+            let (endpoint, client) = net::server_endpoint_plugged(
+                config.listen,
+                &identity,
+                &[ALPN_CLIENT],
+                &config.tuning,
+            )?;
+            let (up, upstream) = net::client_endpoint_plugged(bind, &config.upstream_tuning)?;
+            (endpoint, up, Plugs { client, upstream })
+        };
+        #[cfg(not(feature = "fault"))]
+        let (endpoint, up_endpoint) = (
+            net::server_endpoint(config.listen, &identity, &[ALPN_CLIENT], &config.tuning)?,
+            net::client_endpoint(bind, &config.upstream_tuning)?,
+        );
+        let addr = endpoint.local_addr()?;
         let client_config = net::client_config(&origin_roots, ALPN_RELAY, &config.upstream_tuning)?;
         // What the trust file held when `origin_roots` were read from it.
         let trusted = (config.origin_cert.as_ref()).and_then(|p| std::fs::read(p).ok());
@@ -143,8 +165,8 @@ impl Relay {
             addr,
             identity,
             endpoint,
-            plug,
-            upstream_plug,
+            #[cfg(feature = "fault")]
+            plugs,
             tasks,
             shutdown,
             shared,
@@ -177,11 +199,12 @@ impl Relay {
 
     /// Cut (or heal) the link to the origin, as a network partition would:
     /// packets stop both ways and the link notices by its idle timeout.
+    #[cfg(feature = "fault")]
     pub fn partition_upstream(&self, cut: bool) {
         if cut {
-            self.upstream_plug.pull();
+            self.plugs.upstream.pull();
         } else {
-            self.upstream_plug.restore();
+            self.plugs.upstream.restore();
         }
     }
 
@@ -227,9 +250,10 @@ impl Relay {
 
     /// Die as a crashed host would: not one more packet in or out, no
     /// goodbye to anyone. Clients notice only by their idle timeout.
+    #[cfg(feature = "fault")]
     pub async fn abort(mut self) {
-        self.plug.pull();
-        self.upstream_plug.pull();
+        self.plugs.client.pull();
+        self.plugs.upstream.pull();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }

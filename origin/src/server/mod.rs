@@ -197,6 +197,8 @@ pub struct Origin {
     addr: SocketAddr,
     identity: Identity,
     endpoint: quinn::Endpoint,
+    /// Cuts the socket off (feature `fault`: the testbed's crashes).
+    #[cfg(feature = "fault")]
     plug: net::Plug,
     /// Set (with the reason) if the write-ahead log failed.
     failed: watch::Receiver<Option<String>>,
@@ -283,7 +285,11 @@ impl Origin {
             archives,
             inflight: Default::default(),
         };
+        #[cfg(feature = "fault")]
         let (endpoint, plug) =
+            net::server_endpoint_plugged(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        #[cfg(not(feature = "fault"))]
+        let endpoint =
             net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
         let addr = endpoint.local_addr()?;
 
@@ -331,6 +337,7 @@ impl Origin {
             addr,
             identity,
             endpoint,
+            #[cfg(feature = "fault")]
             plug,
             failed: failed_rx,
             clock,
@@ -418,6 +425,7 @@ impl Origin {
     /// Stop at once, as a crash would: no goodbye to relays, nothing flushed
     /// beyond what the log already synced. (The commit thread is joined so
     /// that a restarted origin in the same process owns the log alone.)
+    #[cfg(feature = "fault")]
     pub async fn abort(mut self) {
         // Not one more packet in or out: relays notice only by their timeout.
         self.plug.pull();

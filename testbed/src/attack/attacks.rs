@@ -66,7 +66,7 @@ pub async fn prepare(
         }
         Attack::ConnFlood => {
             let bind = SocketAddr::from(([127, 0, 0, 2], 0));
-            let (ep, _plug) = net::client_endpoint(bind, &net::Tuning::default())?;
+            let ep = net::client_endpoint(bind, &net::Tuning::default())?;
             p.shared = Some(ep);
         }
         _ => {}
@@ -672,7 +672,7 @@ async fn handshakes(att: &mut Attacker, target: &Target) -> anyhow::Result<()> {
 pub async fn capture_initials(target: &Target, n: usize) -> anyhow::Result<Vec<Bytes>> {
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let to = sink.local_addr()?;
-    let (ep, _plug) = net::client_endpoint(
+    let ep = net::client_endpoint(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &net::Tuning::default(),
     )?;

@@ -276,7 +276,7 @@ impl Attacker {
 
     /// An endpoint on this attacker's address.
     pub fn endpoint(&self) -> anyhow::Result<quinn::Endpoint> {
-        let (ep, _plug) = net::client_endpoint(self.bind, &Tuning::default())?;
+        let ep = net::client_endpoint(self.bind, &Tuning::default())?;
         Ok(ep)
     }
 }

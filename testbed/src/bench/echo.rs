@@ -23,7 +23,7 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (endpoint, _plug) = net::server_endpoint(bind, identity, &[ALPN_ECHO], &Tuning::default())
+    let endpoint = net::server_endpoint(bind, identity, &[ALPN_ECHO], &Tuning::default())
         .context("binding the echo endpoint")?;
     ready(endpoint.local_addr().context("echo address")?);
     let accept = async {

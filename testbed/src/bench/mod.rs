@@ -40,7 +40,7 @@ pub(crate) async fn dial(
     tuning: &Tuning,
     what: &str,
 ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
-    let (endpoint, _plug) = net::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), tuning)?;
+    let endpoint = net::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), tuning)?;
     let cfg = net::client_config(roots, alpn, tuning)?;
     let conn = endpoint
         .connect_with(cfg, addr, "localhost")?

@@ -111,7 +111,7 @@ pub async fn raw_with(
     alpn: &[u8],
     tuning: &Tuning,
 ) -> Result<quinn::Connection, String> {
-    let (ep, _plug) = net::client_endpoint("127.0.0.1:0".parse().expect("addr"), tuning)
+    let ep = net::client_endpoint("127.0.0.1:0".parse().expect("addr"), tuning)
         .map_err(|e| e.to_string())?;
     let cfg = net::client_config(&t.identity.certs, alpn, tuning).map_err(|e| e.to_string())?;
     let conn = ep
