@@ -29,11 +29,13 @@ use protocol::time::{ClockSample, OffsetEstimator};
 use protocol::{Action, ActionId, Class, Outcome, RoomId, RoomState, Seq, SessionId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::client::{Acked, ClientEvent, Config, Continuity, RelayInfo, Shared};
+use crate::config::Config;
 use crate::error::Error;
+use crate::event::{Acked, ClientEvent, Continuity, RelayInfo};
 use crate::mirror::{Mirror, Update};
 use crate::report::Reporter;
 use crate::retry::{Expiry, Path, Policy, Retry, Rtt};
+use crate::shared::Shared;
 use crate::token::{self as tokens, TokenFuture, TokenProvider};
 
 /// Most actions waiting for an outcome at once (well inside the origin's

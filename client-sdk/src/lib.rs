@@ -39,18 +39,21 @@
 //! client.
 
 mod client;
+mod config;
 mod driver;
 mod error;
+mod event;
 pub mod mirror;
 mod outcome;
 pub mod report;
 pub mod retry;
+mod shared;
 pub mod token;
 
-pub use client::{
-    Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room, Stats,
-};
+pub use client::{Client, ClientBuilder, Room};
+pub use config::Config;
 pub use error::Error;
+pub use event::{Acked, ClientEvent, Continuity, RelayInfo, Stats};
 pub use mirror::Update;
 pub use outcome::Outcome;
 pub use protocol;
