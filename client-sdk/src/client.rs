@@ -12,7 +12,8 @@ use protocol::{Action, BattleId, GiftId, RoomId, RoomState, ServerTime, SessionI
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::driver::{self, Command, Driver};
+use crate::conn::{self, Dial};
+use crate::driver::{Driver, Request};
 use crate::error::Error;
 use crate::event::{Acked, ClientEvent, RelayInfo, Stats};
 use crate::mirror::Update;
@@ -142,7 +143,7 @@ const CLOCK_WAIT: Duration = Duration::from_secs(2);
 /// clone is dropped or [`Client::close`] is called.
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -213,7 +214,7 @@ async fn probe(
 /// A first connection refused: with a provider and an expired token, fetch
 /// a fresh one (once) and go on; otherwise the refusal is the answer.
 async fn renew_or_fail(
-    dial: &mut driver::Dial,
+    dial: &mut Dial,
     config: &Config,
     renewed: &mut bool,
     e: Error,
@@ -278,7 +279,7 @@ impl Client {
                 .await
                 .map_err(|e| Error::Setup(format!("token provider: {e}")))?;
         }
-        let mut dial = driver::Dial {
+        let mut dial = Dial {
             endpoint,
             cfg: client_config,
             server_name: config.server_name.clone(),
@@ -295,7 +296,7 @@ impl Client {
         // The fastest probe's connection carries the session; the rest close.
         let mut probes = measured.into_iter().map(|(_, _, c)| c);
         if let Some(best) = probes.next() {
-            match driver::open_session(&dial, best, 1).await {
+            match conn::open_session(&dial, best, 1).await {
                 Ok(c) => first = Some(c),
                 Err(e @ Error::Refused { .. }) => {
                     renew_or_fail(&mut dial, &config, &mut renewed, e).await?;
@@ -317,7 +318,7 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(100 << pass)).await;
             }
             for addr in &ranking {
-                match driver::connect(&dial, *addr, 1).await {
+                match conn::connect(&dial, *addr, 1).await {
                     Ok(c) => {
                         first = Some(c);
                         break;
@@ -349,7 +350,7 @@ impl Client {
     pub async fn join(&self, room: RoomId) -> Result<Room, Error> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Join { room, reply })
+            .send(Request::Join { room, reply })
             .await
             .map_err(|_| Error::Closed)?;
         let parts = rx.await.map_err(|_| Error::Closed)??;
@@ -405,7 +406,7 @@ impl Client {
         };
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Act {
+            .send(Request::Act {
                 id,
                 room,
                 action,
@@ -419,7 +420,7 @@ impl Client {
 
     /// Say goodbye to the relay and stop.
     pub async fn close(self) {
-        let _ = self.commands.send(Command::Close).await;
+        let _ = self.commands.send(Request::Close).await;
     }
 }
 
@@ -599,7 +600,7 @@ impl Room {
         let _ = self
             .client
             .commands
-            .send(Command::Leave { room: self.id })
+            .send(Request::Leave { room: self.id })
             .await;
     }
 }

@@ -40,6 +40,7 @@
 
 mod client;
 mod config;
+mod conn;
 mod driver;
 mod error;
 mod event;
@@ -47,7 +48,9 @@ pub mod mirror;
 mod outcome;
 pub mod report;
 pub mod retry;
+pub mod session;
 mod shared;
+pub mod time;
 pub mod token;
 
 pub use client::{Client, ClientBuilder, Room};
