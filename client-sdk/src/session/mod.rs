@@ -281,9 +281,8 @@ impl Session {
             Duration::from_millis(250),
         );
         // Copies are datagrams: none when the client takes no datagrams.
-        let copy = (config.redundancy.filter(|_| config.datagrams)).map(|d| d.as_micros() as u64);
         let policy = Policy {
-            copy_delay_us: copy,
+            copy_delay: config.redundancy.filter(|_| config.datagrams),
             datagrams: config.datagrams,
             window: config.action_window,
             seed: setup.session.0,
@@ -298,7 +297,7 @@ impl Session {
             id: setup.session,
             rooms: BTreeMap::new(),
             waiters: BTreeMap::new(),
-            reporter: (config.report_every).map(|every| Reporter::new(now.as_micros(), every)),
+            reporter: (config.report_every).map(|every| Reporter::new(now, every)),
             retry: Retry::new(policy, rtt),
             origin: OriginEstimate::new(),
             pings: VecDeque::new(),
@@ -349,8 +348,7 @@ impl Session {
         let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
         let mirrors = (self.rooms.values())
             .filter_map(|m| m.poll_timeout(tol, retry))
-            .min()
-            .map(LocalTime::from_micros);
+            .min();
         // Without a connection nothing is sent: only deadlines matter.
         let actions = match self.live {
             Some(_) => self.retry.poll_timeout(),
@@ -359,9 +357,9 @@ impl Session {
         let renew = self.tokens.renew_at.filter(|_| !self.tokens.fetching);
         let report = (self.reporter.as_ref())
             .filter(|_| self.live.is_some())
-            .map(|r| LocalTime::from_micros(r.poll_timeout()));
+            .map(Reporter::poll_timeout);
         [
-            actions.map(LocalTime::from_micros),
+            actions,
             mirrors,
             Some(self.next_ping),
             self.retry_at,
@@ -499,7 +497,7 @@ impl Session {
         let deadline = now + deadline.unwrap_or(self.settings.action_deadline);
         // It goes out from `handle_timeout`, right after this command, as
         // the window and the pacing allow.
-        (self.retry).handle_send(now.as_micros(), msg, deadline.as_micros());
+        self.retry.handle_send(now, msg, deadline);
     }
 
     /// Every waiting action is answered, the connections close.
@@ -545,32 +543,31 @@ impl Session {
             return;
         }
         let reliable = path == Path::Stream;
-        let us = now.as_micros();
         match m {
             ServerMsg::Events { room, events } => {
                 let resumed = reliable && self.resume_waits_for(room);
-                self.room_updates(room, |m| m.handle_events(us, events));
+                self.room_updates(room, |m| m.handle_events(now, events));
                 if resumed {
                     self.resume_answered(now, room, false);
                 }
             }
             ServerMsg::Snapshot { room, state } => {
                 self.stats.snapshots += 1;
-                self.room_updates(room, |m| m.handle_snapshot(us, *state));
+                self.room_updates(room, |m| m.handle_snapshot(now, *state));
                 if self.resume_waits_for(room) {
                     self.resume_answered(now, room, true);
                 }
             }
             ServerMsg::Head { room, seq } => {
                 if let Some(m) = self.rooms.get_mut(&room) {
-                    m.handle_head(us, seq);
+                    m.handle_head(now, seq);
                 }
             }
             ServerMsg::Ack { id, outcome } => self.handle_ack(now, id, outcome),
             // Not an outcome: the action waits as told, then goes again.
             ServerMsg::Throttled { id, retry_after_ms } => {
                 let wait = Duration::from_millis(retry_after_ms.into());
-                if self.retry.handle_throttled(us, id, wait) {
+                if self.retry.handle_throttled(now, id, wait) {
                     self.stats.throttled += 1;
                 }
             }
@@ -598,7 +595,7 @@ impl Session {
     }
 
     fn handle_ack(&mut self, now: LocalTime, id: ActionId, outcome: Outcome) {
-        self.retry.handle_ack(now.as_micros(), id);
+        self.retry.handle_ack(now, id);
         if let Some((started, class)) = self.waiters.remove(&id) {
             let latency = now - started;
             if let Some(r) = &mut self.reporter {
@@ -658,9 +655,8 @@ impl Session {
             datagrams.push(self.ping(now));
         }
         if self.live.is_some() {
-            let report = (self.reporter.as_mut()).and_then(|r| {
-                r.poll_report(now.as_micros(), self.origin.offset(), self.origin.rtt())
-            });
+            let report = (self.reporter.as_mut())
+                .and_then(|r| r.poll_report(now, self.origin.offset(), self.origin.rtt()));
             if let Some(report) = report {
                 datagrams.push(ClientMsg::Report(report));
             }
@@ -676,7 +672,7 @@ impl Session {
     }
 
     fn expire_actions(&mut self, now: LocalTime) {
-        for (id, why) in self.retry.poll_expired(now.as_micros()) {
+        for (id, why) in self.retry.poll_expired(now) {
             if self.waiters.remove(&id).is_some() {
                 tracing::debug!(%id, ?why, "action past its deadline");
                 self.answer(
@@ -698,7 +694,7 @@ impl Session {
             return Vec::new();
         }
         let mut datagrams = Vec::new();
-        for t in self.retry.poll_transmit(now.as_micros()) {
+        for t in self.retry.poll_transmit(now) {
             match t.path {
                 Path::Datagram => datagrams.push(ClientMsg::Action(t.msg)),
                 Path::Stream => {
@@ -714,7 +710,7 @@ impl Session {
     fn repair_rooms(&mut self, now: LocalTime) {
         let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
         let resyncs: Vec<(RoomId, Seq)> = (self.rooms.iter_mut())
-            .filter_map(|(id, m)| m.poll_resync(now.as_micros(), tol, retry).map(|s| (*id, s)))
+            .filter_map(|(id, m)| m.poll_resync(now, tol, retry).map(|s| (*id, s)))
             .collect();
         // A mirror that met an event it cannot apply follows the room afresh.
         let broken: Vec<RoomId> = (self.rooms.iter())
@@ -723,7 +719,7 @@ impl Session {
             .filter(|id| self.rejoin_at.get(id).is_none_or(|t| now >= *t))
             .collect();
         for room in broken {
-            (self.rejoin_at).insert(room, now + Duration::from_micros(retry));
+            self.rejoin_at.insert(room, now + retry);
             self.send_reliable(ClientMsg::Join { room, since: None });
         }
         for (room, from) in resyncs {
@@ -747,15 +743,18 @@ impl Session {
         ClientMsg::Ping { nonce: self.nonce }
     }
 
-    /// How long a gap may last before it is repaired (µs): a little
-    /// reordering is normal, a lost packet is not.
-    fn reorder_tolerance(&self) -> u64 {
+    /// How long a gap may last before it is repaired: a little reordering
+    /// is normal, a lost packet is not.
+    fn reorder_tolerance(&self) -> Duration {
         let srtt = self.retry.rtt().srtt().unwrap_or(Duration::from_millis(20));
-        (srtt.as_micros() as u64 / 4).clamp(5_000, 50_000)
+        // Whole microseconds, as the estimate was always rounded.
+        let quarter = Duration::from_micros(srtt.as_micros() as u64 / 4);
+        quarter.clamp(Duration::from_millis(5), Duration::from_millis(50))
     }
 
-    /// How long before a repair (resync or rejoin) is asked again (µs).
-    fn resync_retry(&self) -> u64 {
-        (self.retry.rtt().rto().as_micros() as u64 * 2).max(50_000)
+    /// How long before a repair (resync or rejoin) is asked again.
+    fn resync_retry(&self) -> Duration {
+        let rto = Duration::from_micros(self.retry.rtt().rto().as_micros() as u64);
+        (rto * 2).max(Duration::from_millis(50))
     }
 }

@@ -301,7 +301,7 @@ impl Session {
         }
         // What was on the wire goes again (on the stream) from
         // `handle_timeout`, within the window.
-        self.retry.handle_reconnect(now.as_micros());
+        self.retry.handle_reconnect(now);
         self.tokens.expired_refusals = 0;
         if let Some(old) = self.leaving.take() {
             self.transmit(Transmit::Reliable {
