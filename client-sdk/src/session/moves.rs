@@ -21,7 +21,8 @@ use std::time::Duration;
 use protocol::message::{ClientMsg, ErrorCode};
 use protocol::{RoomId, Seq};
 
-use super::{Event, Link, Resume, Session, Transmit};
+use super::io::{Event, Link, Transmit};
+use super::state::{Resume, Session};
 use crate::error::Error;
 use crate::event::{ClientEvent, Continuity};
 use crate::time::{LocalTime, OriginEstimate};
@@ -29,47 +30,6 @@ use crate::token as tokens;
 
 /// Expiry refusals in a row, each after a fresh token, before giving up.
 const MAX_EXPIRED_REFUSALS: u32 = 3;
-
-/// The token and its renewal.
-#[derive(Debug)]
-pub(super) struct Tokens {
-    /// The newest token: every later connection presents it.
-    pub(super) token: Vec<u8>,
-    /// The wall clock (since the Unix epoch) at a local time: to read how
-    /// long a token has left.
-    wall: (LocalTime, Duration),
-    /// A fetch is in progress.
-    pub(super) fetching: bool,
-    /// When to fetch the next token.
-    pub(super) renew_at: Option<LocalTime>,
-    /// Failed fetches in a row.
-    failures: u32,
-    /// The connection was closed (or refused) for expiry: connect again
-    /// once a fresh token has come.
-    reconnect_after_fetch: bool,
-    /// Expiry refusals in a row (a provider handing out spent tokens ends
-    /// the session after a few).
-    expired_refusals: u32,
-}
-
-impl Tokens {
-    pub(super) fn new(token: Vec<u8>, now: LocalTime, unix_now: Duration) -> Tokens {
-        Tokens {
-            token,
-            wall: (now, unix_now),
-            fetching: false,
-            renew_at: None,
-            failures: 0,
-            reconnect_after_fetch: false,
-            expired_refusals: 0,
-        }
-    }
-
-    /// The wall clock at `now`.
-    fn unix_at(&self, now: LocalTime) -> Duration {
-        self.wall.1 + (now - self.wall.0)
-    }
-}
 
 impl Session {
     /// Plan the next token fetch from the current token's expiry (read

@@ -7,9 +7,19 @@ use std::net::SocketAddr;
 use protocol::token::{Claims, TokenKey};
 use protocol::{EventKind, GiftId, UserId};
 
+use std::time::Duration;
+
+use protocol::message::{ClientMsg, ErrorCode, ServerMsg};
+use protocol::{Action, ActionId, Outcome, RoomId, RoomState, Seq, ServerTime, SessionId};
+
 use super::*;
+use crate::config::Config;
+use crate::error::Error;
 use crate::event::Continuity;
+use crate::event::{Acked, ClientEvent, RelayInfo};
 use crate::outcome::Outcome as AppOutcome;
+use crate::retry::Path;
+use crate::time::LocalTime;
 use crate::token::TokenProvider;
 
 const ROOM: RoomId = RoomId(1);
