@@ -13,11 +13,12 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::conn::{self, Dial};
-use crate::driver::{Driver, Request};
+use crate::driver::{Driver, Reply, Request};
 use crate::error::Error;
 use crate::event::{Acked, ClientEvent, RelayInfo, Stats};
 use crate::mirror::Update;
 
+use crate::session::Command;
 use crate::shared::Shared;
 use crate::token::{TokenProvider, TokenResult};
 
@@ -350,7 +351,10 @@ impl Client {
     pub async fn join(&self, room: RoomId) -> Result<Room, Error> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Request::Join { room, reply })
+            .send(Request {
+                command: Command::Join { room },
+                reply: Some(Reply::Join(reply)),
+            })
             .await
             .map_err(|_| Error::Closed)?;
         let parts = rx.await.map_err(|_| Error::Closed)??;
@@ -406,12 +410,14 @@ impl Client {
         };
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Request::Act {
-                id,
-                room,
-                action,
-                deadline,
-                reply,
+            .send(Request {
+                command: Command::Act {
+                    id,
+                    room,
+                    action,
+                    deadline,
+                },
+                reply: Some(Reply::Act(reply)),
             })
             .await
             .map_err(|_| closed())?;
@@ -420,7 +426,7 @@ impl Client {
 
     /// Say goodbye to the relay and stop.
     pub async fn close(self) {
-        let _ = self.commands.send(Request::Close).await;
+        let _ = self.commands.send(Request::new(Command::Close)).await;
     }
 }
 
@@ -600,7 +606,7 @@ impl Room {
         let _ = self
             .client
             .commands
-            .send(Request::Leave { room: self.id })
+            .send(Request::new(Command::Leave { room: self.id }))
             .await;
     }
 }

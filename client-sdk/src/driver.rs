@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use protocol::codec::{self, Packer};
 use protocol::message::{ClientMsg, ServerMsg};
-use protocol::{Action, ActionId, RoomId, RoomState};
+use protocol::{ActionId, RoomId, RoomState};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
@@ -27,24 +27,29 @@ use crate::shared::Shared;
 use crate::time::LocalTime;
 use crate::token::{TokenFuture, TokenProvider, TokenResult};
 
-/// From the app's handles to the driver.
-pub(crate) enum Request {
-    Join {
-        room: RoomId,
-        reply: oneshot::Sender<Result<RoomParts, Error>>,
-    },
-    Leave {
-        room: RoomId,
-    },
-    Act {
-        id: ActionId,
-        room: RoomId,
-        action: Action,
-        /// The client's deadline if `None`.
-        deadline: Option<Duration>,
-        reply: oneshot::Sender<Result<Acked, Error>>,
-    },
-    Close,
+/// From the app's handles to the driver: a command for the session, and
+/// who waits for its answer.
+pub(crate) struct Request {
+    pub command: Command,
+    pub reply: Option<Reply>,
+}
+
+/// Who waits for a command's answer.
+pub(crate) enum Reply {
+    /// A join's: the room's channels.
+    Join(oneshot::Sender<Result<RoomParts, Error>>),
+    /// An action's: its outcome.
+    Act(oneshot::Sender<Result<Acked, Error>>),
+}
+
+impl Request {
+    /// A command nobody waits on.
+    pub(crate) fn new(command: Command) -> Request {
+        Request {
+            command,
+            reply: None,
+        }
+    }
 }
 
 /// What a room handle is made of.
@@ -222,30 +227,16 @@ impl Driver {
     }
 
     fn handle_request(&mut self, now: LocalTime, r: Request) {
-        let command = match r {
-            Request::Join { room, reply } => {
-                self.joiners.entry(room).or_default().push(reply);
-                Command::Join { room }
+        match (&r.command, r.reply) {
+            (Command::Join { room }, Some(Reply::Join(reply))) => {
+                self.joiners.entry(*room).or_default().push(reply)
             }
-            Request::Leave { room } => Command::Leave { room },
-            Request::Act {
-                id,
-                room,
-                action,
-                deadline,
-                reply,
-            } => {
-                self.replies.insert(id, reply);
-                Command::Act {
-                    id,
-                    room,
-                    action,
-                    deadline,
-                }
+            (Command::Act { id, .. }, Some(Reply::Act(reply))) => {
+                self.replies.insert(*id, reply);
             }
-            Request::Close => Command::Close,
-        };
-        self.session.handle_command(now, command);
+            _ => {}
+        }
+        self.session.handle_command(now, r.command);
     }
 
     fn handle_incoming(&mut self, now: LocalTime, gen: u64, inc: Incoming) {

@@ -40,25 +40,27 @@ impl LocalTime {
     pub fn saturating_since(self, earlier: LocalTime) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
-}
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Add<Duration> for LocalTime {
-    type Output = LocalTime;
-    /// Saturating at [`LocalTime::NEVER`].
-    fn add(self, d: Duration) -> LocalTime {
-        LocalTime(self.0.saturating_add(micros(d)))
+    /// `d` later (in whole microseconds), or [`LocalTime::NEVER`].
+    pub fn saturating_add(self, d: Duration) -> LocalTime {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        LocalTime(self.0.saturating_add(us))
     }
 }
 
+/// `now + d`: [`LocalTime::saturating_add`].
+impl Add<Duration> for LocalTime {
+    type Output = LocalTime;
+    fn add(self, d: Duration) -> LocalTime {
+        self.saturating_add(d)
+    }
+}
+
+/// `later - earlier`: [`LocalTime::saturating_since`].
 impl Sub<LocalTime> for LocalTime {
     type Output = Duration;
-    /// Saturating: a later `rhs` gives zero.
-    fn sub(self, rhs: LocalTime) -> Duration {
-        self.saturating_since(rhs)
+    fn sub(self, earlier: LocalTime) -> Duration {
+        self.saturating_since(earlier)
     }
 }
 
@@ -111,14 +113,9 @@ impl OriginEstimate {
         self.samples.origin_at(local.as_micros())
     }
 
-    /// Exchanges held.
-    pub fn len(&self) -> usize {
+    /// Exchanges held (up to [`OriginEstimate::WINDOW`]).
+    pub fn exchanges(&self) -> usize {
         self.samples.len()
-    }
-
-    /// Whether no exchange has been made yet.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
     }
 }
 

@@ -74,6 +74,11 @@ fn state_at(seq: u64) -> RoomState {
     s
 }
 
+/// Events of the room, as the relay sends them.
+fn events(events: Vec<protocol::Event>) -> ServerMsg {
+    ServerMsg::Events { room: ROOM, events }
+}
+
 fn id(n: u64) -> ActionId {
     ActionId {
         session: SessionId(7),
@@ -311,14 +316,7 @@ fn a_missing_seq_is_repaired_by_a_resync() {
     let mut h = Harness::plain();
     h.joined_at(3);
     // Event 5 arrives, 4 does not.
-    h.feed(
-        1,
-        Path::Datagram,
-        ServerMsg::Events {
-            room: ROOM,
-            events: vec![ev(5)],
-        },
-    );
+    h.feed(1, Path::Datagram, events(vec![ev(5)]));
     let resyncs = |h: &Harness| {
         (h.messages().into_iter())
             .filter_map(|(gen, path, m)| match m {
@@ -335,14 +333,7 @@ fn a_missing_seq_is_repaired_by_a_resync() {
     assert_eq!(h.s.stats().resyncs, 1);
     h.take();
     // The answer fills the gap; the held event follows it.
-    h.feed(
-        1,
-        Path::Stream,
-        ServerMsg::Events {
-            room: ROOM,
-            events: vec![ev(4)],
-        },
-    );
+    h.feed(1, Path::Stream, events(vec![ev(4)]));
     let [Event::Room { state, updates, .. }] = &h.events[..] else {
         panic!("one room update: {:?}", h.events);
     };
@@ -411,14 +402,7 @@ fn when_the_relay_dies_the_session_resumes_on_the_next_with_nothing_lost() {
         .any(|e| matches!(e, Event::Relay(r) if *r == relay(2))));
     // The room answers with what it missed: gap-free.
     h.advance(Duration::from_millis(5));
-    h.feed(
-        2,
-        Path::Stream,
-        ServerMsg::Events {
-            room: ROOM,
-            events: vec![ev(3)],
-        },
-    );
+    h.feed(2, Path::Stream, events(vec![ev(3)]));
     let reconnected = (h.client_events().into_iter()).find_map(|e| match e {
         ClientEvent::Reconnected {
             relay: r,
@@ -436,14 +420,7 @@ fn when_the_relay_dies_the_session_resumes_on_the_next_with_nothing_lost() {
     assert_eq!(h.sends_of(1).len(), 1, "resent once");
     // A late message from the dead connection is ignored.
     h.take();
-    h.feed(
-        1,
-        Path::Stream,
-        ServerMsg::Events {
-            room: ROOM,
-            events: vec![ev(4)],
-        },
-    );
+    h.feed(1, Path::Stream, events(vec![ev(4)]));
     assert!(h.events.is_empty());
     assert_eq!(h.s.stats().moves, 1);
 }
@@ -536,14 +513,7 @@ fn a_refused_token_is_fetched_afresh_and_the_session_resumes() {
     h.take();
     h.connected(Ok(link(2, 2)));
     assert_eq!(h.sends_of(1), vec![(2, Path::Stream)]);
-    h.feed(
-        2,
-        Path::Stream,
-        ServerMsg::Events {
-            room: ROOM,
-            events: vec![],
-        },
-    );
+    h.feed(2, Path::Stream, events(vec![]));
     assert!(h.client_events().iter().any(|e| matches!(
         e,
         ClientEvent::Reconnected {

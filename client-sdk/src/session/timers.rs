@@ -106,7 +106,7 @@ impl Session {
             self.pings.pop_front();
         }
         // Converge fast, then keep fresh.
-        let every = match self.origin.len() < PING_FAST_SAMPLES {
+        let every = match self.origin.exchanges() < PING_FAST_SAMPLES {
             true => PING_FAST,
             false => PING_SLOW,
         };
