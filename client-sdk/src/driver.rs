@@ -86,6 +86,8 @@ impl RoomChannels {
 type Connecting =
     Pin<Box<dyn std::future::Future<Output = Result<(Live, Received), Error>> + Send>>;
 
+/// The task's state: the session, and what it cannot hold (connections,
+/// futures, the app's channels and waiting replies).
 pub(crate) struct Driver {
     session: Session,
     shared: Arc<Shared>,
