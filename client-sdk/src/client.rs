@@ -1,159 +1,26 @@
 //! The app-facing API: build a client, join rooms, act, read the clock.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use net::{self, Tuning};
 use protocol::message::ALPN_CLIENT;
 use protocol::room::{Goal, SeatMode};
-use protocol::{
-    Action, ActionId, BattleId, GiftId, RoomId, RoomState, ServerTime, SessionId, UserId,
-};
+use protocol::{Action, BattleId, GiftId, RoomId, RoomState, ServerTime, SessionId, UserId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use net::rustls::pki_types::CertificateDer;
-
-use crate::driver::{self, Command, Driver};
+use crate::config::Config;
+use crate::conn::{self, Dial};
+use crate::driver::{Driver, Reply, Request};
 use crate::error::Error;
+use crate::event::{Acked, ClientEvent, RelayInfo, Stats};
 use crate::mirror::Update;
-use crate::outcome::Outcome;
+
+use crate::session::Command;
+use crate::shared::Shared;
 use crate::token::{TokenProvider, TokenResult};
-
-/// Which relay the client is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayInfo {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its name.
-    pub name: String,
-    /// Its region.
-    pub region: String,
-}
-
-/// Whether a move between relays lost nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Continuity {
-    /// Every room resumed with the events it missed, one by one.
-    GapFree,
-    /// At least one room was rebuilt from a snapshot.
-    Rebuilt,
-}
-
-/// Things that happen to the client as a whole.
-#[derive(Debug, Clone)]
-pub enum ClientEvent {
-    /// First connection made.
-    Connected {
-        /// The relay.
-        relay: RelayInfo,
-    },
-    /// The relay failed (`goaway: false`) or asked us to move (`goaway: true`).
-    Moving {
-        /// The relay being left.
-        from: RelayInfo,
-        /// Whether it was a goaway.
-        goaway: bool,
-    },
-    /// Resumed on another relay.
-    Reconnected {
-        /// The new relay.
-        relay: RelayInfo,
-        /// Gap-free, or rebuilt from a snapshot.
-        continuity: Continuity,
-        /// From noticing the failure (or the goaway) to every room resumed.
-        took: Duration,
-    },
-    /// Whether the relay can reach the origin (while it cannot, actions wait).
-    Upstream {
-        /// Reachable or not.
-        connected: bool,
-    },
-    /// The session was refused for good (a bad token, or an expired one and
-    /// no token provider to renew it): every waiting action failed
-    /// ([`Error::Unresolved`] with this error as its cause) and nothing
-    /// reconnects. The app gets a fresh token and builds a new client.
-    Failed {
-        /// Why.
-        error: Error,
-    },
-}
-
-/// An action's authoritative outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acked {
-    /// The action's id.
-    pub id: ActionId,
-    /// Applied (with its seq), rejected (with a reason), or unknown (the
-    /// origin no longer remembers it: do not resend).
-    pub outcome: Outcome,
-    /// From the call to the ack.
-    pub latency: Duration,
-}
-
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Relays to choose from.
-    pub relays: Vec<SocketAddr>,
-    /// The relays' TLS name.
-    pub server_name: String,
-    /// The signed token (see `net::token`); with a `token_provider`,
-    /// the first one (empty: the provider is asked before connecting).
-    pub token: Vec<u8>,
-    /// Called for a fresh token before the current one expires (and after a
-    /// relay closed the connection for expiry); `None`: the token is fixed,
-    /// and its expiry ends the session.
-    pub token_provider: Option<TokenProvider>,
-    /// Certificates to trust for relays.
-    pub roots: Vec<CertificateDer<'static>>,
-    /// Transport settings (keep-alive and idle timeout decide how fast a dead
-    /// relay is noticed).
-    pub tuning: Tuning,
-    /// Send critical actions twice this far apart; `None` sends once.
-    pub redundancy: Option<Duration>,
-    /// How long one connection attempt may take.
-    pub connect_timeout: Duration,
-    /// Use datagrams (the default). Off, everything travels on the reliable
-    /// stream: the baseline the testbed compares against.
-    pub datagrams: bool,
-    /// Rank relays by measured RTT (the default); off, they are tried in the
-    /// order given (an app pinning users to a region).
-    pub probe: bool,
-    /// How long an action may wait for its outcome (default 30 s): past it,
-    /// the SDK stops trying and the action's future resolves with
-    /// [`Error::Throttled`] or [`Error::TimedOut`]. [`Room::act_within`] sets
-    /// it per call.
-    pub action_deadline: Duration,
-    /// Most actions sent and not yet answered at once (default 32); more
-    /// wait in the SDK, oldest first, so a burst never floods the relay.
-    pub action_window: usize,
-    /// How often the client reports its ack times (bucketed per class) and
-    /// its clock error bound to its relay, for the operators' metrics
-    /// (default 10 s); `None`: never.
-    pub report_every: Option<Duration>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            relays: Vec::new(),
-            server_name: "localhost".into(),
-            token: Vec::new(),
-            token_provider: None,
-            roots: Vec::new(),
-            tuning: Tuning::default(),
-            redundancy: Some(Duration::from_millis(4)),
-            connect_timeout: Duration::from_millis(1500),
-            datagrams: true,
-            probe: true,
-            action_deadline: Duration::from_secs(30),
-            action_window: 32,
-            report_every: Some(Duration::from_secs(10)),
-        }
-    }
-}
 
 /// Builds a [`Client`].
 #[derive(Debug, Clone, Default)]
@@ -270,78 +137,14 @@ impl ClientBuilder {
     }
 }
 
-/// Counters of what the client had to do to keep up (for reports).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Actions resent on the reliable stream after their datagrams went
-    /// unanswered.
-    pub fallbacks: u64,
-    /// Gap repairs asked of the relay.
-    pub resyncs: u64,
-    /// Snapshots received (joins and rebuilds).
-    pub snapshots: u64,
-    /// Moves to another relay.
-    pub moves: u64,
-    /// Sends the relay held back (`Throttled`: over the user's rate); the
-    /// relay's duplicate answers count once.
-    pub throttled: u64,
-    /// Fresh tokens handed to the relay (`Renew`).
-    pub renewals: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub fallbacks: std::sync::atomic::AtomicU64,
-    pub resyncs: std::sync::atomic::AtomicU64,
-    pub snapshots: std::sync::atomic::AtomicU64,
-    pub moves: std::sync::atomic::AtomicU64,
-    pub throttled: std::sync::atomic::AtomicU64,
-    pub renewals: std::sync::atomic::AtomicU64,
-}
-
 /// Longest `connect` waits for the first clock sample.
 const CLOCK_WAIT: Duration = Duration::from_secs(2);
-
-/// What the driver and the handles share.
-pub(crate) struct Shared {
-    pub session: SessionId,
-    pub stats: Counters,
-    pub events: broadcast::Sender<ClientEvent>,
-    pub relay: watch::Sender<Option<RelayInfo>>,
-    /// The last action counter handed out (ids are chosen by the handles, so
-    /// that every error names one).
-    next_n: AtomicU64,
-    offset: AtomicI64,
-    known: AtomicBool,
-    anchor: std::sync::OnceLock<Instant>,
-    /// Whether the clock has had its first sample (`connect` waits for it).
-    synced: watch::Sender<bool>,
-}
-
-impl Shared {
-    pub(crate) fn set_offset(&self, anchor: Instant, offset: i64) {
-        let _ = self.anchor.set(anchor);
-        self.offset.store(offset, Ordering::Relaxed);
-        self.known.store(true, Ordering::Release);
-        self.synced
-            .send_if_modified(|s| !std::mem::replace(s, true));
-    }
-
-    pub(crate) fn server_time(&self) -> Option<ServerTime> {
-        if !self.known.load(Ordering::Acquire) {
-            return None;
-        }
-        let local = self.anchor.get()?.elapsed().as_micros() as i128;
-        let t = local + self.offset.load(Ordering::Relaxed) as i128;
-        Some(ServerTime(t.clamp(0, u64::MAX as i128) as u64))
-    }
-}
 
 /// A connected client. Cheap to clone; the connection closes when the last
 /// clone is dropped or [`Client::close`] is called.
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Request>,
     shared: Arc<Shared>,
 }
 
@@ -412,7 +215,7 @@ async fn probe(
 /// A first connection refused: with a provider and an expired token, fetch
 /// a fresh one (once) and go on; otherwise the refusal is the answer.
 async fn renew_or_fail(
-    dial: &mut driver::Dial,
+    dial: &mut Dial,
     config: &Config,
     renewed: &mut bool,
     e: Error,
@@ -477,7 +280,7 @@ impl Client {
                 .await
                 .map_err(|e| Error::Setup(format!("token provider: {e}")))?;
         }
-        let mut dial = driver::Dial {
+        let mut dial = Dial {
             endpoint,
             cfg: client_config,
             server_name: config.server_name.clone(),
@@ -494,7 +297,7 @@ impl Client {
         // The fastest probe's connection carries the session; the rest close.
         let mut probes = measured.into_iter().map(|(_, _, c)| c);
         if let Some(best) = probes.next() {
-            match driver::open_session(&dial, best, 1).await {
+            match conn::open_session(&dial, best, 1).await {
                 Ok(c) => first = Some(c),
                 Err(e @ Error::Refused { .. }) => {
                     renew_or_fail(&mut dial, &config, &mut renewed, e).await?;
@@ -516,7 +319,7 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(100 << pass)).await;
             }
             for addr in &ranking {
-                match driver::connect(&dial, *addr, 1).await {
+                match conn::connect(&dial, *addr, 1).await {
                     Ok(c) => {
                         first = Some(c);
                         break;
@@ -530,22 +333,10 @@ impl Client {
             }
         }
         let first = first.ok_or(last)?;
-        let (events, _) = broadcast::channel(256);
-        let (relay, _) = watch::channel(Some(first.0.relay.clone()));
-        let shared = Arc::new(Shared {
-            session,
-            stats: Counters::default(),
-            events,
-            relay,
-            next_n: AtomicU64::new(0),
-            offset: AtomicI64::new(0),
-            known: AtomicBool::new(false),
-            anchor: std::sync::OnceLock::new(),
-            synced: watch::channel(false).0,
-        });
+        let shared = Arc::new(Shared::new(session, first.0.relay.clone()));
         let (commands, rx) = mpsc::channel(1024);
         let driver = Driver::new(config, shared.clone(), dial, ranking, first);
-        let mut synced = shared.synced.subscribe();
+        let mut synced = shared.synced();
         tokio::spawn(driver.run(rx));
         // The first clock exchange goes out at once and takes one round
         // trip. Waiting for it means every action carries a real origin-time
@@ -560,7 +351,10 @@ impl Client {
     pub async fn join(&self, room: RoomId) -> Result<Room, Error> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Join { room, reply })
+            .send(Request {
+                command: Command::Join { room },
+                reply: Some(Reply::Join(reply)),
+            })
             .await
             .map_err(|_| Error::Closed)?;
         let parts = rx.await.map_err(|_| Error::Closed)??;
@@ -594,15 +388,7 @@ impl Client {
 
     /// What the client had to do to keep up so far.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.stats;
-        Stats {
-            fallbacks: c.fallbacks.load(Ordering::Relaxed),
-            resyncs: c.resyncs.load(Ordering::Relaxed),
-            snapshots: c.snapshots.load(Ordering::Relaxed),
-            moves: c.moves.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed),
-            renewals: c.renewals.load(Ordering::Relaxed),
-        }
+        self.shared.stats.load()
     }
 
     /// The session id.
@@ -617,22 +403,21 @@ impl Client {
         deadline: Option<Duration>,
     ) -> Result<Acked, Error> {
         // Chosen here, before anything can fail, so every error names it.
-        let id = ActionId {
-            session: self.shared.session,
-            n: self.shared.next_n.fetch_add(1, Ordering::Relaxed) + 1,
-        };
+        let id = self.shared.next_action();
         let closed = || Error::Unresolved {
             id,
             cause: Box::new(Error::Closed),
         };
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Act {
-                id,
-                room,
-                action,
-                deadline,
-                reply,
+            .send(Request {
+                command: Command::Act {
+                    id,
+                    room,
+                    action,
+                    deadline,
+                },
+                reply: Some(Reply::Act(reply)),
             })
             .await
             .map_err(|_| closed())?;
@@ -641,7 +426,7 @@ impl Client {
 
     /// Say goodbye to the relay and stop.
     pub async fn close(self) {
-        let _ = self.commands.send(Command::Close).await;
+        let _ = self.commands.send(Request::new(Command::Close)).await;
     }
 }
 
@@ -682,8 +467,8 @@ impl Room {
     /// (the ack goes first so a sender never waits behind the fan-out of its
     /// own gift) — [`Room::wait_for`] waits for it.
     ///
-    /// Always resolves: with its outcome ([`Outcome::Applied`],
-    /// [`Outcome::Rejected`], or [`Outcome::Unknown`]: do not resend), or by
+    /// Always resolves: with its outcome ([`Outcome::Applied`](crate::Outcome::Applied),
+    /// [`Outcome::Rejected`](crate::Outcome::Rejected), or [`Outcome::Unknown`](crate::Outcome::Unknown): do not resend), or by
     /// the client's action deadline with an error naming the action
     /// ([`Error::Throttled`]: held back by the user's rate limit;
     /// [`Error::TimedOut`]: no answer), or [`Error::Busy`] /
@@ -821,7 +606,7 @@ impl Room {
         let _ = self
             .client
             .commands
-            .send(Command::Leave { room: self.id })
+            .send(Request::new(Command::Leave { room: self.id }))
             .await;
     }
 }

@@ -72,6 +72,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is a refusal every relay would make alike (a bad or
+    /// expired token, a wrong version): trying the next relay is pointless.
+    pub fn refused_everywhere(&self) -> bool {
+        matches!(
+            self,
+            Error::Refused {
+                code: ErrorCode::BadToken | ErrorCode::TokenExpired | ErrorCode::Version,
+                ..
+            }
+        )
+    }
+
     /// The action this error is about, if it is about one.
     pub fn action(&self) -> Option<ActionId> {
         match self {

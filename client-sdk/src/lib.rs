@@ -32,25 +32,51 @@
 //! rate, it waits as the relay says and tries again; with a
 //! [`TokenProvider`] the session outlives its tokens.
 //!
-//! The decisions are pure code — [`mirror`] (state, gaps, resyncs),
-//! [`retry`] (when and how to send again, pacing, deadlines), [`token`]
-//! (when to renew) and [`report`] (what the client tells its relay about its
-//! own experience, for the operators' metrics) — driven by one task per
-//! client.
+//! The decisions are pure code that takes `now` and does no IO: the
+//! [`session`] (which relay, moves and resume, what to send when, pings,
+//! rejoins, token renewals, reports), built of [`mirror`] (state, gaps,
+//! resyncs), [`retry`] (when and how to send again, pacing, deadlines),
+//! [`token`] (when to renew), [`report`] (what the client tells its relay
+//! about its own experience, for the operators' metrics) and [`time`]
+//! (local time, the estimate of origin time). One task per client drives
+//! it: it moves bytes and timers and nothing else.
+//!
+//! Module map (one file each; `session/` is a folder):
+//! - `lib.rs`: this map and the public exports.
+//! - `client.rs`: the app-facing API: `Client`, `ClientBuilder`, `Room`; the first connection (probe, rank, dial).
+//! - `config.rs`: `Config`, the client settings.
+//! - `event.rs`: what the app hears: `ClientEvent`, `Acked`, `RelayInfo`, `Continuity`, `Stats`.
+//! - `error.rs`: `Error`, the one error type.
+//! - `outcome.rs`: `Outcome`, an action's outcome as an app should read it.
+//! - `shared.rs`: what the driver task and the handles share (counters, channels, origin-time view).
+//! - `driver.rs`: the task: selects over requests, connections, a connect, a token fetch and the session's timer.
+//! - `conn.rs`: QUIC connections to relays: dial, hello/welcome, reader tasks.
+//! - `session/`: the network-free session state machine (see its docs for its files).
+//! - `mirror.rs`: a room's mirrored state, gaps and resyncs.
+//! - `retry.rs`: when and how an action goes (again): copies, fallback, window, pacing, deadlines.
+//! - `report.rs`: the periodic report of ack times and clock error.
+//! - `token.rs`: the token provider and when to renew.
+//! - `time.rs`: `LocalTime` (the client's clock) and `OriginEstimate` (its estimate of origin time).
 
 mod client;
+mod config;
+mod conn;
 mod driver;
 mod error;
+mod event;
 pub mod mirror;
 mod outcome;
 pub mod report;
 pub mod retry;
+pub mod session;
+mod shared;
+pub mod time;
 pub mod token;
 
-pub use client::{
-    Acked, Client, ClientBuilder, ClientEvent, Config, Continuity, RelayInfo, Room, Stats,
-};
+pub use client::{Client, ClientBuilder, Room};
+pub use config::Config;
 pub use error::Error;
+pub use event::{Acked, ClientEvent, Continuity, RelayInfo, Stats};
 pub use mirror::Update;
 pub use outcome::Outcome;
 pub use protocol;

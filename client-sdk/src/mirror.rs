@@ -7,8 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use protocol::room::ApplyError;
 use protocol::{Event, RoomState, Seq};
+
+use crate::time::LocalTime;
 
 /// Most out-of-order events held while a gap is repaired.
 const MAX_BUFFER: usize = 4096;
@@ -30,10 +34,10 @@ pub struct Mirror {
     buffer: BTreeMap<Seq, Event>,
     /// The highest seq known to exist.
     head: Seq,
-    /// Since when (µs) the mirror has been behind `head`.
-    behind_since: Option<u64>,
-    /// When (µs) the last resync was asked.
-    asked_at: Option<u64>,
+    /// Since when the mirror has been behind `head`.
+    behind_since: Option<LocalTime>,
+    /// When the last resync was asked.
+    asked_at: Option<LocalTime>,
     /// An event contradicted the state: only a fresh snapshot can help.
     broken: bool,
 }
@@ -65,7 +69,7 @@ impl Mirror {
     }
 
     /// Replace the state with a snapshot if it is not older than what we hold.
-    pub fn handle_snapshot(&mut self, now: u64, state: RoomState) -> Vec<Update> {
+    pub fn handle_snapshot(&mut self, now: LocalTime, state: RoomState) -> Vec<Update> {
         if self.state.as_ref().is_some_and(|s| s.seq > state.seq) {
             return Vec::new();
         }
@@ -79,7 +83,7 @@ impl Mirror {
     }
 
     /// Apply events (from any path, in any order, duplicates included).
-    pub fn handle_events(&mut self, now: u64, events: Vec<Event>) -> Vec<Update> {
+    pub fn handle_events(&mut self, now: LocalTime, events: Vec<Event>) -> Vec<Update> {
         let mut updates = Vec::new();
         for e in events {
             self.head = self.head.max(e.seq);
@@ -104,7 +108,7 @@ impl Mirror {
     }
 
     /// The relay says the room is at `seq`: a lost last event shows here.
-    pub fn handle_head(&mut self, now: u64, seq: Seq) {
+    pub fn handle_head(&mut self, now: LocalTime, seq: Seq) {
         self.head = self.head.max(seq);
         self.track(now);
     }
@@ -134,7 +138,7 @@ impl Mirror {
         }
     }
 
-    fn track(&mut self, now: u64) {
+    fn track(&mut self, now: LocalTime) {
         if self.seq() >= self.head && self.state.is_some() {
             self.behind_since = None;
             self.asked_at = None;
@@ -153,17 +157,22 @@ impl Mirror {
         self.behind_since.is_some()
     }
 
-    /// If a gap has lasted `tolerance` µs (and no resync was asked within
-    /// `retry` µs), the seq to resync from; marks it asked.
-    pub fn poll_resync(&mut self, now: u64, tolerance: u64, retry: u64) -> Option<Seq> {
+    /// If a gap has lasted `tolerance` (and no resync was asked within
+    /// `retry`), the seq to resync from; marks it asked.
+    pub fn poll_resync(
+        &mut self,
+        now: LocalTime,
+        tolerance: Duration,
+        retry: Duration,
+    ) -> Option<Seq> {
         if self.broken {
             return None;
         }
         let since = self.behind_since?;
-        if now.saturating_sub(since) < tolerance {
+        if now - since < tolerance {
             return None;
         }
-        if self.asked_at.is_some_and(|t| now.saturating_sub(t) < retry) {
+        if self.asked_at.is_some_and(|t| now - t < retry) {
             return None;
         }
         self.asked_at = Some(now);
@@ -171,7 +180,7 @@ impl Mirror {
     }
 
     /// When [`Mirror::poll_resync`] may next have something to say.
-    pub fn poll_timeout(&self, tolerance: u64, retry: u64) -> Option<u64> {
+    pub fn poll_timeout(&self, tolerance: Duration, retry: Duration) -> Option<LocalTime> {
         let since = self.behind_since?;
         Some(match self.asked_at {
             Some(t) => t + retry,
@@ -184,6 +193,14 @@ impl Mirror {
 mod tests {
     use super::*;
     use protocol::{EventKind, RoomId, ServerTime, UserId};
+
+    fn t(us: u64) -> LocalTime {
+        LocalTime::from_micros(us)
+    }
+
+    fn us(us: u64) -> Duration {
+        Duration::from_micros(us)
+    }
 
     fn ev(seq: u64) -> Event {
         let kind = if seq == 1 {
@@ -223,36 +240,42 @@ mod tests {
     fn out_of_order_events_wait_for_the_gap_to_fill() {
         let mut m = Mirror::from_state(snapshot_at(3));
         assert_eq!(
-            seqs(&m.handle_events(0, vec![ev(5), ev(6)])),
+            seqs(&m.handle_events(t(0), vec![ev(5), ev(6)])),
             Vec::<u64>::new()
         );
         assert!(m.is_behind());
-        assert_eq!(seqs(&m.handle_events(1, vec![ev(4)])), vec![4, 5, 6]);
+        assert_eq!(seqs(&m.handle_events(t(1), vec![ev(4)])), vec![4, 5, 6]);
         assert!(!m.is_behind());
         // Duplicates change nothing.
-        assert!(m.handle_events(2, vec![ev(5)]).is_empty());
+        assert!(m.handle_events(t(2), vec![ev(5)]).is_empty());
         assert_eq!(m.seq(), Seq(6));
     }
 
     #[test]
     fn a_lasting_gap_asks_for_a_resync_and_asks_again() {
         let mut m = Mirror::from_state(snapshot_at(3));
-        m.handle_events(1_000, vec![ev(6)]);
-        assert_eq!(m.poll_resync(1_500, 1_000, 10_000), None);
-        assert_eq!(m.poll_timeout(1_000, 10_000), Some(2_000));
-        assert_eq!(m.poll_resync(2_000, 1_000, 10_000), Some(Seq(4)));
-        assert_eq!(m.poll_resync(5_000, 1_000, 10_000), None);
-        assert_eq!(m.poll_resync(12_000, 1_000, 10_000), Some(Seq(4)));
+        m.handle_events(t(1_000), vec![ev(6)]);
+        assert_eq!(m.poll_resync(t(1_500), us(1_000), us(10_000)), None);
+        assert_eq!(m.poll_timeout(us(1_000), us(10_000)), Some(t(2_000)));
+        assert_eq!(m.poll_resync(t(2_000), us(1_000), us(10_000)), Some(Seq(4)));
+        assert_eq!(m.poll_resync(t(5_000), us(1_000), us(10_000)), None);
+        assert_eq!(
+            m.poll_resync(t(12_000), us(1_000), us(10_000)),
+            Some(Seq(4))
+        );
     }
 
     #[test]
     fn a_head_reveals_a_lost_last_event() {
         let mut m = Mirror::from_state(snapshot_at(3));
-        m.handle_head(0, Seq(3));
+        m.handle_head(t(0), Seq(3));
         assert!(!m.is_behind());
-        m.handle_head(0, Seq(4));
-        assert_eq!(m.poll_resync(50_000, 20_000, 100_000), Some(Seq(4)));
-        m.handle_events(60_000, vec![ev(4)]);
+        m.handle_head(t(0), Seq(4));
+        assert_eq!(
+            m.poll_resync(t(50_000), us(20_000), us(100_000)),
+            Some(Seq(4))
+        );
+        m.handle_events(t(60_000), vec![ev(4)]);
         assert!(!m.is_behind());
     }
 
@@ -268,10 +291,10 @@ mod tests {
                 user: UserId(1),
             },
         };
-        assert!(m.handle_events(0, vec![bad]).is_empty());
+        assert!(m.handle_events(t(0), vec![bad]).is_empty());
         assert!(m.is_broken());
-        assert_eq!(m.poll_resync(1_000_000, 0, 0), None);
-        m.handle_snapshot(2, snapshot_at(5));
+        assert_eq!(m.poll_resync(t(1_000_000), us(0), us(0)), None);
+        m.handle_snapshot(t(2), snapshot_at(5));
         assert!(!m.is_broken());
         assert_eq!(m.seq(), Seq(5));
     }
@@ -279,12 +302,12 @@ mod tests {
     #[test]
     fn a_snapshot_replaces_older_state_and_releases_buffered_events() {
         let mut m = Mirror::new();
-        assert!(m.handle_events(0, vec![ev(6), ev(7)]).is_empty());
-        let u = m.handle_snapshot(1, snapshot_at(5));
+        assert!(m.handle_events(t(0), vec![ev(6), ev(7)]).is_empty());
+        let u = m.handle_snapshot(t(1), snapshot_at(5));
         assert!(matches!(u[0], Update::Snapshot(_)));
         assert_eq!(seqs(&u), vec![6, 7]);
         // An older snapshot is ignored.
-        assert!(m.handle_snapshot(2, snapshot_at(4)).is_empty());
+        assert!(m.handle_snapshot(t(2), snapshot_at(4)).is_empty());
         assert_eq!(m.seq(), Seq(7));
     }
 }

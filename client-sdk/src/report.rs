@@ -10,22 +10,23 @@ use std::time::Duration;
 use protocol::message::{ack_bucket, AckCounts, Report};
 use protocol::Class;
 
+use crate::time::LocalTime;
+
 /// Collects acks between reports and says when the next report is due.
 #[derive(Debug)]
 pub struct Reporter {
-    every: u64,
-    next_at: u64,
+    every: Duration,
+    next_at: LocalTime,
     acks: BTreeMap<Class, BTreeMap<u8, u32>>,
     last_offset: Option<i64>,
 }
 
 impl Reporter {
-    /// A reporter whose first report is due `every` after `now` (µs).
-    pub fn new(now: u64, every: Duration) -> Reporter {
-        let every = every.as_micros() as u64;
+    /// A reporter whose first report is due `every` after `now`.
+    pub fn new(now: LocalTime, every: Duration) -> Reporter {
         Reporter {
             every,
-            next_at: now.saturating_add(every),
+            next_at: now + every,
             acks: BTreeMap::new(),
             last_offset: None,
         }
@@ -43,8 +44,8 @@ impl Reporter {
         *n = n.saturating_add(1);
     }
 
-    /// When the next report is due (µs).
-    pub fn poll_timeout(&self) -> u64 {
+    /// When the next report is due.
+    pub fn poll_timeout(&self) -> LocalTime {
         self.next_at
     }
 
@@ -55,14 +56,14 @@ impl Reporter {
     /// offset moved since the last report (the clock's drift meanwhile).
     pub fn poll_report(
         &mut self,
-        now: u64,
+        now: LocalTime,
         offset: Option<i64>,
         rtt: Option<Duration>,
     ) -> Option<Report> {
         if now < self.next_at {
             return None;
         }
-        self.next_at = now.saturating_add(self.every);
+        self.next_at = now + self.every;
         let clock_error_us = match (offset, rtt) {
             (Some(off), Some(rtt)) => {
                 let moved = self.last_offset.map_or(0, |last| off.abs_diff(last));
@@ -93,17 +94,22 @@ mod tests {
 
     #[test]
     fn a_report_counts_acks_once_and_bounds_the_clock_error() {
-        let mut r = Reporter::new(0, Duration::from_secs(10));
+        let mut r = Reporter::new(LocalTime::ZERO, Duration::from_secs(10));
         r.handle_ack(Class::Gift, Duration::from_micros(2_500));
         r.handle_ack(Class::Gift, Duration::from_micros(2_900));
         r.handle_ack(Class::Chat, Duration::from_secs(30));
         assert!(
-            r.poll_report(9_999_999, Some(100), None).is_none(),
+            r.poll_report(LocalTime::from_micros(9_999_999), Some(100), None)
+                .is_none(),
             "not due yet"
         );
-        assert_eq!(r.poll_timeout(), 10_000_000);
+        assert_eq!(r.poll_timeout(), LocalTime::from_micros(10_000_000));
         let first = r
-            .poll_report(10_000_000, Some(1_000), Some(Duration::from_micros(4_000)))
+            .poll_report(
+                LocalTime::from_micros(10_000_000),
+                Some(1_000),
+                Some(Duration::from_micros(4_000)),
+            )
             .expect("due");
         // Half the best round trip; no earlier offset to compare with.
         assert_eq!(first.clock_error_us, Some(2_000));
@@ -122,7 +128,11 @@ mod tests {
             .expect("chat");
         assert_eq!(chat.counts, vec![(18, 1)], "over 10 s: the last bucket");
         let second = r
-            .poll_report(20_000_000, Some(1_300), Some(Duration::from_micros(4_000)))
+            .poll_report(
+                LocalTime::from_micros(20_000_000),
+                Some(1_300),
+                Some(Duration::from_micros(4_000)),
+            )
             .expect("due");
         assert!(second.acks.is_empty(), "acks are reported once");
         assert_eq!(second.clock_error_us, Some(2_300), "plus the offset's move");

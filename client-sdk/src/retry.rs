@@ -45,6 +45,8 @@ use std::time::Duration;
 use protocol::message::ActionMsg;
 use protocol::ActionId;
 
+use crate::time::LocalTime;
+
 /// How an action should go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -123,19 +125,19 @@ impl Rtt {
     }
 }
 
-/// The first stream resend of an unanswered action waits at least this long
-/// (µs), or twice the retransmission timeout if that is longer.
-pub const STREAM_RESEND_MIN: u64 = 500_000;
-/// Stream resends back off (doubling) up to this interval (µs).
-pub const STREAM_RESEND_MAX: u64 = 4_000_000;
-/// Pacing ends once nothing waits and no Throttled came for this long (µs).
-pub const PACE_QUIET: u64 = 1_000_000;
+/// The first stream resend of an unanswered action waits at least this long,
+/// or twice the retransmission timeout if that is longer.
+pub const STREAM_RESEND_MIN: Duration = Duration::from_millis(500);
+/// Stream resends back off (doubling) up to this interval.
+pub const STREAM_RESEND_MAX: Duration = Duration::from_secs(4);
+/// Pacing ends once nothing waits and no Throttled came for this long.
+pub const PACE_QUIET: Duration = Duration::from_secs(1);
 
 /// The retry policy's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Send a copy datagram this long after the first (µs); `None`: once.
-    pub copy_delay_us: Option<u64>,
+    /// Send a copy datagram this long after the first; `None`: once.
+    pub copy_delay: Option<Duration>,
     /// Whether to use datagrams at all; off, every send goes on the stream.
     pub datagrams: bool,
     /// Most actions on the wire (sent, no answer yet) at once; at least 1.
@@ -147,7 +149,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            copy_delay_us: Some(4_000),
+            copy_delay: Some(Duration::from_millis(4)),
             datagrams: true,
             window: 32,
             seed: 1,
@@ -182,13 +184,13 @@ pub enum Expiry {
 enum Stage {
     /// Waiting here: not before `not_before` (a Throttled's hold), and only
     /// when the window and the pacing allow.
-    Queued { not_before: u64 },
+    Queued { not_before: LocalTime },
     /// Sent, no answer yet.
     Wire {
         /// When the copy datagram is due, if one is still owed.
-        copy_at: Option<u64>,
+        copy_at: Option<LocalTime>,
         /// When it goes (again) on the stream.
-        resend_at: u64,
+        resend_at: LocalTime,
         /// Stream resends so far.
         resends: u32,
         /// Whether it is on the stream already (the next resend is no fallback).
@@ -200,10 +202,10 @@ enum Stage {
 struct Entry {
     msg: ActionMsg,
     critical: bool,
-    /// First actual send (µs).
-    first_sent: Option<u64>,
-    /// When it leaves with no outcome (µs).
-    deadline: u64,
+    /// First actual send.
+    first_sent: Option<LocalTime>,
+    /// When it leaves with no outcome.
+    deadline: LocalTime,
     stage: Stage,
     /// Sent more than once (no RTT sample from its ack).
     retransmitted: bool,
@@ -217,16 +219,16 @@ struct Entry {
 /// The client pacing itself after a Throttled.
 #[derive(Debug, Clone, Copy, Default)]
 struct Pace {
-    /// Nothing is released before this (µs).
-    hold_until: u64,
-    /// While pacing: one release per this (µs), the longest retry-after seen.
-    interval: Option<u64>,
-    /// The next release while pacing (µs).
-    next_at: u64,
-    /// The last Throttled (µs).
-    last_throttle: u64,
-    /// The last time the interval grew (µs): at most once per interval.
-    last_increase: u64,
+    /// Nothing is released before this.
+    hold_until: LocalTime,
+    /// While pacing: one release per this, the longest retry-after seen.
+    interval: Option<Duration>,
+    /// The next release while pacing.
+    next_at: LocalTime,
+    /// The last Throttled.
+    last_throttle: LocalTime,
+    /// The last time the interval grew: at most once per interval.
+    last_increase: LocalTime,
 }
 
 /// Actions waiting for their outcome: when and how each goes (again).
@@ -239,21 +241,22 @@ pub struct Retry {
     rng: u64,
 }
 
-/// A xorshift step: jitter in `0..=max` without a dependency.
-fn jitter(rng: &mut u64, max: u64) -> u64 {
+/// A xorshift step: jitter in `0..=max` (whole µs) without a dependency.
+fn jitter(rng: &mut u64, max: Duration) -> Duration {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
+    let max = max.as_micros() as u64;
     if max == 0 {
-        0
+        Duration::ZERO
     } else {
-        *rng % (max + 1)
+        Duration::from_micros(*rng % (max + 1))
     }
 }
 
 /// The gap before stream resend number `k` (from 1): at least twice the
 /// timeout and [`STREAM_RESEND_MIN`], doubling, at most [`STREAM_RESEND_MAX`].
-fn stream_gap(rto: u64, k: u32) -> u64 {
+fn stream_gap(rto: Duration, k: u32) -> Duration {
     let base = (2 * rto).max(STREAM_RESEND_MIN);
     base.saturating_mul(1 << k.saturating_sub(1).min(16))
         .min(STREAM_RESEND_MAX)
@@ -306,16 +309,18 @@ impl Retry {
         self.pace.interval.is_some()
     }
 
-    /// A new action, to leave with no outcome at `deadline` (µs). It goes
+    /// A new action, to leave with no outcome at `deadline`. It goes
     /// out from [`Retry::poll_transmit`] as soon as the window and the
     /// pacing allow (at once, usually).
-    pub fn handle_send(&mut self, now: u64, msg: ActionMsg, deadline: u64) {
+    pub fn handle_send(&mut self, now: LocalTime, msg: ActionMsg, deadline: LocalTime) {
         self.end_pacing(now);
         let entry = Entry {
             critical: msg.action.class().is_critical(),
             first_sent: None,
             deadline,
-            stage: Stage::Queued { not_before: 0 },
+            stage: Stage::Queued {
+                not_before: LocalTime::ZERO,
+            },
             retransmitted: false,
             stream_next: false,
             parked: false,
@@ -325,14 +330,13 @@ impl Retry {
     }
 
     /// An outcome came: forget the action. Returns its first send time.
-    pub fn handle_ack(&mut self, now: u64, id: ActionId) -> Option<u64> {
+    pub fn handle_ack(&mut self, now: LocalTime, id: ActionId) -> Option<LocalTime> {
         let e = self.entries.remove(&id)?;
         if let Some(i) = &mut self.pace.interval {
-            *i = (*i - *i / 128).max(1_000);
+            *i = (*i - *i / 128).max(Duration::from_millis(1));
         }
         if let (false, Some(first)) = (e.retransmitted, e.first_sent) {
-            self.rtt
-                .handle_sample(Duration::from_micros(now.saturating_sub(first)));
+            self.rtt.handle_sample(now - first);
         }
         e.first_sent
     }
@@ -342,11 +346,16 @@ impl Retry {
     /// Returns whether this was news: the action was on the wire (a second
     /// answer to the same send, or one for an action already resolved,
     /// returns `false`).
-    pub fn handle_throttled(&mut self, now: u64, id: ActionId, retry_after: Duration) -> bool {
+    pub fn handle_throttled(
+        &mut self,
+        now: LocalTime,
+        id: ActionId,
+        retry_after: Duration,
+    ) -> bool {
         let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
-        let r = (retry_after.as_micros() as u64).max(1_000);
+        let r = retry_after.max(Duration::from_millis(1));
         let until = now + r + jitter(&mut self.rng, r / 4);
         let p = &mut self.pace;
         p.hold_until = p.hold_until.max(until);
@@ -381,7 +390,7 @@ impl Retry {
     /// A new connection: everything on the wire goes again, on the stream
     /// (within the window), and the round-trip estimate starts afresh for
     /// the new path. Actions held by a Throttled keep their hold.
-    pub fn handle_reconnect(&mut self, now: u64) {
+    pub fn handle_reconnect(&mut self, now: LocalTime) {
         self.rtt.reset();
         for e in self.entries.values_mut() {
             if matches!(e.stage, Stage::Wire { .. }) {
@@ -394,9 +403,9 @@ impl Retry {
 
     /// What must go out now: copies, fallbacks and resends of what is on the
     /// wire, then waiting actions as the window and the pacing allow.
-    pub fn poll_transmit(&mut self, now: u64) -> Vec<Transmit> {
+    pub fn poll_transmit(&mut self, now: LocalTime) -> Vec<Transmit> {
         let mut out = Vec::new();
-        let rto = self.rtt.rto().as_micros() as u64;
+        let rto = self.rtt.rto();
         let mut timeouts = 0;
         for e in self.entries.values_mut() {
             let Stage::Wire {
@@ -441,14 +450,14 @@ impl Retry {
 
     /// Send waiting actions, oldest first, as the hold, the window and the
     /// pacing allow.
-    fn release(&mut self, now: u64, out: &mut Vec<Transmit>) {
+    fn release(&mut self, now: LocalTime, out: &mut Vec<Transmit>) {
         self.end_pacing(now);
         let queued = self.entries.len() - self.on_wire();
         let p = &mut self.pace;
         if queued == 0 || now < p.hold_until {
             return;
         }
-        let rto = self.rtt.rto().as_micros() as u64;
+        let rto = self.rtt.rto();
         let mut wire = self.entries.len() - queued;
         for e in self.entries.values_mut() {
             if wire >= self.policy.window {
@@ -463,7 +472,7 @@ impl Retry {
             // Paced, one that could not be answered before its deadline is
             // not started: it is parked until then, and leaves as
             // `Throttled` (not applied) rather than `NoAnswer` (unknown).
-            if p.interval.is_some() && e.deadline < now.saturating_add(rto) {
+            if p.interval.is_some() && e.deadline < now + rto {
                 e.parked = true;
                 continue;
             }
@@ -485,7 +494,7 @@ impl Retry {
             }
             e.stage = match path {
                 Path::Datagram => Stage::Wire {
-                    copy_at: self.policy.copy_delay_us.map(|d| now + d),
+                    copy_at: self.policy.copy_delay.map(|d| now + d),
                     resend_at: now + rto,
                     resends: 0,
                     on_stream: false,
@@ -508,7 +517,7 @@ impl Retry {
 
     /// Pacing ends once nothing waits here and the relay has been quiet for
     /// [`PACE_QUIET`] (while actions wait, a pace that works hears nothing).
-    fn end_pacing(&mut self, now: u64) {
+    fn end_pacing(&mut self, now: LocalTime) {
         let waiting = (self.entries.values()).any(|e| matches!(e.stage, Stage::Queued { .. }));
         if !waiting && now >= self.pace.last_throttle + PACE_QUIET {
             self.pace.interval = None;
@@ -517,7 +526,7 @@ impl Retry {
 
     /// Actions whose deadline has passed, and why: they are forgotten and
     /// nothing is sent for them again.
-    pub fn poll_expired(&mut self, now: u64) -> Vec<(ActionId, Expiry)> {
+    pub fn poll_expired(&mut self, now: LocalTime) -> Vec<(ActionId, Expiry)> {
         let due: Vec<ActionId> = (self.entries.iter())
             .filter(|(_, e)| e.deadline <= now)
             .map(|(id, _)| *id)
@@ -539,10 +548,10 @@ impl Retry {
 
     /// When [`Retry::poll_transmit`] or [`Retry::poll_expired`] next has
     /// something.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<LocalTime> {
         let mut next = self.poll_deadline();
         let mut wire = 0;
-        let mut queued: Option<u64> = None;
+        let mut queued: Option<LocalTime> = None;
         for e in self.entries.values() {
             match e.stage {
                 Stage::Wire {
@@ -570,7 +579,7 @@ impl Retry {
     }
 
     /// The next deadline only (what matters while there is no connection).
-    pub fn poll_deadline(&self) -> Option<u64> {
+    pub fn poll_deadline(&self) -> Option<LocalTime> {
         self.entries.values().map(|e| e.deadline).min()
     }
 
@@ -586,6 +595,15 @@ mod tests {
     use protocol::{Action, GiftId, RoomId, ServerTime, SessionId};
 
     const NEVER: u64 = u64::MAX;
+
+    fn local(us: u64) -> LocalTime {
+        LocalTime::from_micros(us)
+    }
+
+    /// The next timeout, in µs.
+    fn next(r: &Retry) -> Option<u64> {
+        r.poll_timeout().map(LocalTime::as_micros)
+    }
 
     fn msg(n: u64, action: Action) -> ActionMsg {
         ActionMsg {
@@ -624,7 +642,7 @@ mod tests {
     fn retry() -> Retry {
         Retry::new(
             Policy {
-                copy_delay_us: Some(4_000),
+                copy_delay: Some(Duration::from_millis(4)),
                 datagrams: true,
                 window: 32,
                 seed: 7,
@@ -640,13 +658,13 @@ mod tests {
     #[test]
     fn a_gift_goes_twice_then_falls_back_and_keeps_resending_on_the_stream() {
         let mut r = retry();
-        r.handle_send(0, gift(1), NEVER);
-        assert_eq!(paths(&r.poll_transmit(0)), vec![Path::Datagram]);
-        assert_eq!(r.poll_timeout(), Some(4_000));
-        assert!(r.poll_transmit(3_999).is_empty());
-        assert_eq!(paths(&r.poll_transmit(4_000)), vec![Path::Datagram]);
-        assert_eq!(r.poll_timeout(), Some(100_000));
-        let fb = r.poll_transmit(100_000);
+        r.handle_send(local(0), gift(1), local(NEVER));
+        assert_eq!(paths(&r.poll_transmit(local(0))), vec![Path::Datagram]);
+        assert_eq!(next(&r), Some(4_000));
+        assert!(r.poll_transmit(local(3_999)).is_empty());
+        assert_eq!(paths(&r.poll_transmit(local(4_000))), vec![Path::Datagram]);
+        assert_eq!(next(&r), Some(100_000));
+        let fb = r.poll_transmit(local(100_000));
         assert_eq!(paths(&fb), vec![Path::Stream]);
         assert!(fb[0].fallback);
         // No answer on the stream either (a relay may have dropped it): it
@@ -654,8 +672,8 @@ mod tests {
         let mut at = 100_000;
         let mut gaps = Vec::new();
         for _ in 0..5 {
-            let next = r.poll_timeout().expect("a resend is due");
-            let sent = r.poll_transmit(next);
+            let next = next(&r).expect("a resend is due");
+            let sent = r.poll_transmit(local(next));
             assert_eq!(paths(&sent), vec![Path::Stream]);
             assert!(!sent[0].fallback, "only the first is a fallback");
             assert_eq!(sent[0].msg.id, id(1), "same id every time");
@@ -667,34 +685,38 @@ mod tests {
             vec![500_000, 1_000_000, 2_000_000, 4_000_000, 4_000_000]
         );
         // An answer ends it.
-        r.handle_ack(at, id(1));
-        assert_eq!(r.poll_timeout(), None);
+        r.handle_ack(local(at), id(1));
+        assert_eq!(next(&r), None);
     }
 
     #[test]
     fn a_chat_goes_twice_too() {
         let mut r = retry();
-        r.handle_send(0, msg(1, Action::Chat { text: "hi".into() }), NEVER);
-        r.poll_transmit(0);
-        assert_eq!(r.poll_timeout(), Some(4_000));
+        r.handle_send(
+            local(0),
+            msg(1, Action::Chat { text: "hi".into() }),
+            local(NEVER),
+        );
+        r.poll_transmit(local(0));
+        assert_eq!(next(&r), Some(4_000));
     }
 
     #[test]
     fn timeouts_back_off_until_a_sample_and_a_new_path_starts_afresh() {
         let mut r = retry();
-        r.handle_send(0, gift(1), NEVER);
-        r.poll_transmit(0);
-        r.handle_ack(10_000, id(1));
+        r.handle_send(local(0), gift(1), local(NEVER));
+        r.poll_transmit(local(0));
+        r.handle_ack(local(10_000), id(1));
         let base = r.rtt().rto();
-        r.handle_send(0, gift(2), NEVER);
-        r.poll_transmit(20_000);
-        r.poll_transmit(20_000 + base.as_micros() as u64);
+        r.handle_send(local(0), gift(2), local(NEVER));
+        r.poll_transmit(local(20_000));
+        r.poll_transmit(local(20_000 + base.as_micros() as u64));
         assert_eq!(r.rtt().rto(), base * 2);
-        r.handle_send(0, gift(3), NEVER);
-        r.poll_transmit(200_000);
-        r.handle_ack(210_000, id(3));
+        r.handle_send(local(0), gift(3), local(NEVER));
+        r.poll_transmit(local(200_000));
+        r.handle_ack(local(210_000), id(3));
         assert!(r.rtt().rto() <= base, "a valid sample ends the backoff");
-        r.handle_reconnect(300_000);
+        r.handle_reconnect(local(300_000));
         assert_eq!(
             r.rtt().rto(),
             Duration::from_millis(100),
@@ -705,18 +727,18 @@ mod tests {
     #[test]
     fn the_timeout_follows_measured_round_trips_but_not_retransmissions() {
         let mut r = retry();
-        r.handle_send(0, gift(1), NEVER);
-        r.poll_transmit(0);
-        assert_eq!(r.handle_ack(20_000, id(1)), Some(0));
+        r.handle_send(local(0), gift(1), local(NEVER));
+        r.poll_transmit(local(0));
+        assert_eq!(r.handle_ack(local(20_000), id(1)), Some(local(0)));
         // srtt 20 ms, rttvar 10 ms: rto 20 + max(40, 5, 5) = 60 ms.
         assert_eq!(r.rtt().rto(), Duration::from_millis(60));
-        r.handle_send(0, gift(2), NEVER);
-        r.poll_transmit(100_000);
-        r.poll_transmit(1_000_000);
+        r.handle_send(local(0), gift(2), local(NEVER));
+        r.poll_transmit(local(100_000));
+        r.poll_transmit(local(1_000_000));
         // The timeout backs off; the ack of a retransmitted action is no
         // sample (Karn), so it neither skews the estimate nor ends the backoff.
         assert_eq!(r.rtt().rto(), Duration::from_millis(120));
-        r.handle_ack(2_000_000, id(2));
+        r.handle_ack(local(2_000_000), id(2));
         assert_eq!(r.rtt().rto(), Duration::from_millis(120));
     }
 
@@ -724,37 +746,37 @@ mod tests {
     fn a_throttled_action_waits_its_turn_then_goes_again_with_the_same_id() {
         let mut r = Retry::new(
             Policy {
-                copy_delay_us: None,
+                copy_delay: None,
                 ..Policy::default()
             },
             rtt(),
         );
-        r.handle_send(0, gift(1), NEVER);
-        r.poll_transmit(0);
-        assert!(r.handle_throttled(1_000, id(1), Duration::from_millis(20)));
+        r.handle_send(local(0), gift(1), local(NEVER));
+        r.poll_transmit(local(0));
+        assert!(r.handle_throttled(local(1_000), id(1), Duration::from_millis(20)));
         // No fallback: it waits, and so does everything else.
-        r.handle_send(0, gift(2), NEVER);
-        assert!(r.poll_transmit(4_000).is_empty());
-        let due = r.poll_timeout().expect("it goes again");
+        r.handle_send(local(0), gift(2), local(NEVER));
+        assert!(r.poll_transmit(local(4_000)).is_empty());
+        let due = next(&r).expect("it goes again");
         assert!(
             (21_000..=26_000).contains(&due),
             "retry-after plus at most a quarter of jitter, got {due}"
         );
-        assert!(r.poll_transmit(due - 1).is_empty());
-        let sent = r.poll_transmit(due);
+        assert!(r.poll_transmit(local(due - 1)).is_empty());
+        let sent = r.poll_transmit(local(due));
         assert_eq!(sent.len(), 1, "paced: one at a time");
         assert_eq!(sent[0].msg.id, id(1), "the oldest first, same id");
         // The next one a token interval later, give or take a tenth.
-        let next = r.poll_timeout().expect("the next one");
+        let next = next(&r).expect("the next one");
         assert!((due + 20_000..=due + 22_000).contains(&next), "{next}");
-        assert_eq!(r.poll_transmit(next)[0].msg.id, id(2));
+        assert_eq!(r.poll_transmit(local(next))[0].msg.id, id(2));
         // Once nothing waits and the relay stays quiet, bursts are free again.
-        r.handle_ack(next + 1_000, id(1));
-        r.handle_ack(next + 1_000, id(2));
-        let later = next + PACE_QUIET;
-        r.handle_send(later, gift(3), NEVER);
-        r.handle_send(later, gift(4), NEVER);
-        assert_eq!(r.poll_transmit(later).len(), 2);
+        r.handle_ack(local(next + 1_000), id(1));
+        r.handle_ack(local(next + 1_000), id(2));
+        let later = next + PACE_QUIET.as_micros() as u64;
+        r.handle_send(local(later), gift(3), local(NEVER));
+        r.handle_send(local(later), gift(4), local(NEVER));
+        assert_eq!(r.poll_transmit(local(later)).len(), 2);
         assert!(!r.is_pacing());
     }
 
@@ -768,37 +790,37 @@ mod tests {
             rtt(),
         );
         for n in 1..=10 {
-            r.handle_send(0, gift(n), NEVER);
+            r.handle_send(local(0), gift(n), local(NEVER));
         }
-        let first = r.poll_transmit(0);
+        let first = r.poll_transmit(local(0));
         assert_eq!(first.len(), 4);
         assert_eq!(r.on_wire(), 4);
         // Copies are not new actions: they do not take room in the window.
-        assert_eq!(r.poll_transmit(4_000).len(), 4);
-        r.handle_ack(5_000, id(2));
-        let next = r.poll_transmit(5_000);
+        assert_eq!(r.poll_transmit(local(4_000)).len(), 4);
+        r.handle_ack(local(5_000), id(2));
+        let next = r.poll_transmit(local(5_000));
         assert_eq!(next.iter().map(|t| t.msg.id).collect::<Vec<_>>(), [id(5)]);
         // A Throttled answer frees its place too.
-        r.handle_throttled(6_000, id(1), Duration::from_millis(5));
-        assert!(r.poll_transmit(6_000).is_empty(), "held");
+        r.handle_throttled(local(6_000), id(1), Duration::from_millis(5));
+        assert!(r.poll_transmit(local(6_000)).is_empty(), "held");
     }
 
     #[test]
     fn every_action_leaves_at_its_deadline_saying_why() {
         let mut r = retry();
-        r.handle_send(0, gift(1), 1_000_000);
-        r.handle_send(0, gift(2), 1_000_000);
-        r.handle_send(0, gift(3), 2_000_000);
-        r.poll_transmit(0);
-        r.handle_throttled(1_000, id(2), Duration::from_secs(5));
-        assert_eq!(r.poll_timeout(), Some(4_000), "the copies are first");
-        r.poll_transmit(4_000);
+        r.handle_send(local(0), gift(1), local(1_000_000));
+        r.handle_send(local(0), gift(2), local(1_000_000));
+        r.handle_send(local(0), gift(3), local(2_000_000));
+        r.poll_transmit(local(0));
+        r.handle_throttled(local(1_000), id(2), Duration::from_secs(5));
+        assert_eq!(next(&r), Some(4_000), "the copies are first");
+        r.poll_transmit(local(4_000));
         // Nothing answers gift 1; gift 2 is held past its deadline.
         let mut seen = Vec::new();
         for _ in 0..20 {
-            let Some(t) = r.poll_timeout() else { break };
-            r.poll_transmit(t);
-            seen.extend(r.poll_expired(t).into_iter().map(|(i, w)| (t, i, w)));
+            let Some(t) = next(&r) else { break };
+            r.poll_transmit(local(t));
+            seen.extend(r.poll_expired(local(t)).into_iter().map(|(i, w)| (t, i, w)));
         }
         assert_eq!(
             seen,
@@ -809,26 +831,26 @@ mod tests {
             ]
         );
         assert!(r.is_empty());
-        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(next(&r), None);
     }
 
     #[test]
     fn paced_an_action_too_close_to_its_deadline_is_not_started() {
         let mut r = retry();
-        r.handle_send(0, gift(1), NEVER);
-        r.handle_send(0, gift(2), 100_000);
-        r.poll_transmit(0);
-        r.handle_throttled(1_000, id(1), Duration::from_millis(20));
-        r.handle_throttled(1_000, id(2), Duration::from_millis(20));
+        r.handle_send(local(0), gift(1), local(NEVER));
+        r.handle_send(local(0), gift(2), local(100_000));
+        r.poll_transmit(local(0));
+        r.handle_throttled(local(1_000), id(1), Duration::from_millis(20));
+        r.handle_throttled(local(1_000), id(2), Duration::from_millis(20));
         // Gift 1 goes again; gift 2's turn comes with less than the 100 ms
         // timeout left before its deadline: it is not sent again.
         let mut sent = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..10 {
-            let Some(t) = r.poll_timeout() else { break };
+            let Some(t) = next(&r) else { break };
             assert!(t <= 100_000, "no wake-up after the last deadline: {t}");
-            sent.extend(r.poll_transmit(t).into_iter().map(|x| x.msg.id));
-            seen.extend(r.poll_expired(t));
+            sent.extend(r.poll_transmit(local(t)).into_iter().map(|x| x.msg.id));
+            seen.extend(r.poll_expired(local(t)));
             if !seen.is_empty() {
                 break;
             }
@@ -848,19 +870,19 @@ mod tests {
             rtt(),
         );
         for n in 1..=3 {
-            r.handle_send(0, gift(n), NEVER);
+            r.handle_send(local(0), gift(n), local(NEVER));
         }
-        r.poll_transmit(0);
-        r.handle_reconnect(50_000);
-        let again = r.poll_transmit(50_000);
+        r.poll_transmit(local(0));
+        r.handle_reconnect(local(50_000));
+        let again = r.poll_transmit(local(50_000));
         assert_eq!(
             again.iter().map(|t| (t.msg.id, t.path)).collect::<Vec<_>>(),
             vec![(id(1), Path::Stream), (id(2), Path::Stream)],
             "once each, oldest first, within the window"
         );
-        r.handle_ack(51_000, id(1));
+        r.handle_ack(local(51_000), id(1));
         // One that never went out goes as a datagram, as usual.
-        assert_eq!(paths(&r.poll_transmit(51_000)), vec![Path::Datagram]);
+        assert_eq!(paths(&r.poll_transmit(local(51_000))), vec![Path::Datagram]);
     }
 
     /// A relay's rate limit in miniature: a token bucket per client, copies
@@ -926,19 +948,19 @@ mod tests {
         let mut relay = Relay::new(50.0, 100.0);
         let deadline = 30_000_000;
         for n in 1..=500 {
-            r.handle_send(0, gift(n), deadline);
+            r.handle_send(local(0), gift(n), local(deadline));
         }
         let (mut now, mut acked, mut expired) = (0u64, 0u64, 0u64);
         let mut steps = 0;
         while !r.is_empty() {
             steps += 1;
             assert!(steps < 100_000, "bounded");
-            for t in r.poll_transmit(now) {
+            for t in r.poll_transmit(local(now)) {
                 relay.handle(now, &t);
             }
-            expired += r.poll_expired(now).len() as u64;
+            expired += r.poll_expired(local(now)).len() as u64;
             let answer = relay.answers.keys().next().map(|k| k.0);
-            let next = [r.poll_timeout(), answer].into_iter().flatten().min();
+            let next = [next(&r), answer].into_iter().flatten().min();
             let Some(next) = next else { break };
             now = now.max(next);
             while let Some(e) = relay.answers.first_entry() {
@@ -946,9 +968,9 @@ mod tests {
                     break;
                 }
                 match e.remove() {
-                    (id, None) => acked += u64::from(r.handle_ack(now, id).is_some()),
+                    (id, None) => acked += u64::from(r.handle_ack(local(now), id).is_some()),
                     (id, Some(wait)) => {
-                        r.handle_throttled(now, id, wait);
+                        r.handle_throttled(local(now), id, wait);
                     }
                 }
             }

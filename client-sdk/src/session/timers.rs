@@ -1,0 +1,116 @@
+//! What falls due: action deadlines and sends, gap repairs and rejoins,
+//! clock exchanges and reports (the connection and token timers are in
+//! `moves.rs`).
+
+use protocol::message::ClientMsg;
+use protocol::{RoomId, Seq};
+
+use super::state::{Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_SLOW};
+use crate::error::Error;
+use crate::retry::{Expiry, Path};
+use crate::time::LocalTime;
+
+impl Session {
+    /// What fell due by `now`: connection retries, token fetches, action
+    /// deadlines and sends, gap repairs, rejoins, pings and reports. The
+    /// driver calls it after every input too.
+    pub fn handle_timeout(&mut self, now: LocalTime) {
+        if self.closed {
+            return;
+        }
+        self.moves_due(now);
+        self.expire_actions(now);
+        let mut datagrams = self.send_actions(now);
+        self.repair_rooms(now);
+        if now >= self.next_ping && self.live.is_some() {
+            datagrams.push(self.ping(now));
+        }
+        if self.live.is_some() {
+            let report = (self.reporter.as_mut())
+                .and_then(|r| r.poll_report(now, self.origin.offset(), self.origin.rtt()));
+            if let Some(report) = report {
+                datagrams.push(ClientMsg::Report(report));
+            }
+        }
+        // The stream-only baseline sends everything reliably.
+        let path = match self.settings.datagrams {
+            true => Path::Datagram,
+            false => Path::Stream,
+        };
+        for m in datagrams {
+            self.send(path, m);
+        }
+    }
+
+    fn expire_actions(&mut self, now: LocalTime) {
+        for (id, why) in self.retry.poll_expired(now) {
+            if self.waiters.remove(&id).is_some() {
+                tracing::debug!(%id, ?why, "action past its deadline");
+                self.answer(
+                    id,
+                    Err(match why {
+                        Expiry::Throttled => Error::Throttled { id },
+                        Expiry::NoAnswer => Error::TimedOut { id },
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Actions due: those for the stream go now, the datagrams are returned
+    /// (to share packets with the ping and the report).
+    fn send_actions(&mut self, now: LocalTime) -> Vec<ClientMsg> {
+        // Nothing is sent without a connection (a reconnect resends).
+        if self.live.is_none() {
+            return Vec::new();
+        }
+        let mut datagrams = Vec::new();
+        for t in self.retry.poll_transmit(now) {
+            match t.path {
+                Path::Datagram => datagrams.push(ClientMsg::Action(t.msg)),
+                Path::Stream => {
+                    self.stats.fallbacks += u64::from(t.fallback);
+                    self.send_reliable(ClientMsg::Action(t.msg));
+                }
+            }
+        }
+        datagrams
+    }
+
+    /// Rejoin rooms whose mirror broke, ask for the events of lasting gaps.
+    fn repair_rooms(&mut self, now: LocalTime) {
+        let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
+        let resyncs: Vec<(RoomId, Seq)> = (self.rooms.iter_mut())
+            .filter_map(|(id, m)| m.poll_resync(now, tol, retry).map(|s| (*id, s)))
+            .collect();
+        // A mirror that met an event it cannot apply follows the room afresh.
+        let broken: Vec<RoomId> = (self.rooms.iter())
+            .filter(|(_, m)| m.is_broken())
+            .map(|(id, _)| *id)
+            .filter(|id| self.rejoin_at.get(id).is_none_or(|t| now >= *t))
+            .collect();
+        for room in broken {
+            self.rejoin_at.insert(room, now + retry);
+            self.send_reliable(ClientMsg::Join { room, since: None });
+        }
+        for (room, from) in resyncs {
+            self.stats.resyncs += 1;
+            self.send_reliable(ClientMsg::Resync { room, from });
+        }
+    }
+
+    fn ping(&mut self, now: LocalTime) -> ClientMsg {
+        self.nonce += 1;
+        self.pings.push_back((self.nonce, now));
+        if self.pings.len() > PINGS_KEPT {
+            self.pings.pop_front();
+        }
+        // Converge fast, then keep fresh.
+        let every = match self.origin.exchanges() < PING_FAST_SAMPLES {
+            true => PING_FAST,
+            false => PING_SLOW,
+        };
+        self.next_ping = now + every;
+        ClientMsg::Ping { nonce: self.nonce }
+    }
+}

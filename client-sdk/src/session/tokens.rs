@@ -1,0 +1,46 @@
+//! The token the session presents, and the bookkeeping of its renewal.
+
+use std::time::Duration;
+
+use crate::time::LocalTime;
+
+/// The token and its renewal.
+#[derive(Debug)]
+pub(super) struct Tokens {
+    /// The newest token: every later connection presents it.
+    pub(super) token: Vec<u8>,
+    /// The wall clock (since the Unix epoch) at a local time: to read how
+    /// long a token has left.
+    pub(super) wall: (LocalTime, Duration),
+    /// A fetch is in progress.
+    pub(super) fetching: bool,
+    /// When to fetch the next token.
+    pub(super) renew_at: Option<LocalTime>,
+    /// Failed fetches in a row.
+    pub(super) failures: u32,
+    /// The connection was closed (or refused) for expiry: connect again
+    /// once a fresh token has come.
+    pub(super) reconnect_after_fetch: bool,
+    /// Expiry refusals in a row (a provider handing out spent tokens ends
+    /// the session after a few).
+    pub(super) expired_refusals: u32,
+}
+
+impl Tokens {
+    pub(super) fn new(token: Vec<u8>, now: LocalTime, unix_now: Duration) -> Tokens {
+        Tokens {
+            token,
+            wall: (now, unix_now),
+            fetching: false,
+            renew_at: None,
+            failures: 0,
+            reconnect_after_fetch: false,
+            expired_refusals: 0,
+        }
+    }
+
+    /// The wall clock at `now`.
+    pub(super) fn unix_at(&self, now: LocalTime) -> Duration {
+        self.wall.1 + (now - self.wall.0)
+    }
+}
