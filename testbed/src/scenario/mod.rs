@@ -63,13 +63,14 @@
 //! # Layout
 //!
 //! Pure (no tokio): [`spec`] (the file format), [`timeline`], [`paths`],
-//! [`stats`], [`record`], [`analysis`], [`invariants`], [`svg`], [`charts`],
+//! [`stats`], [`record`], [`analysis`], [`invariants`], [`gates`], [`svg`], [`charts`],
 //! [`report`], [`progress`]. The driver: [`driver`], `net` and `crowd`.
 
 pub mod analysis;
 pub mod charts;
 mod crowd;
 pub mod driver;
+pub mod gates;
 pub mod invariants;
 mod net;
 pub mod paths;
