@@ -219,7 +219,16 @@ impl Verdict {
         match self.measured {
             None => "not measured".into(),
             Some(v) if v.is_infinite() => "never".into(),
-            Some(v) => with_unit(v, self.gate.unit()),
+            Some(v) => {
+                // Three significant digits or so: 121 ms, 62.3 ms, 0.214 s.
+                let decimals = match v.abs() {
+                    a if a >= 100.0 => 0,
+                    a if a >= 10.0 => 1,
+                    a if a >= 1.0 => 2,
+                    _ => 3,
+                };
+                unit_after(trim(format!("{v:.decimals$}")), self.gate.unit())
+            }
         }
     }
 
@@ -244,11 +253,22 @@ impl Verdict {
 }
 
 fn with_unit(v: f64, unit: &str) -> String {
-    // Enough digits for 0.001 ms and for a ratio; no trailing zeros.
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    // Enough digits for 0.001 ms and for a ratio.
+    unit_after(trim(format!("{v:.3}")), unit)
+}
+
+/// Without trailing zeros after a decimal point.
+fn trim(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+fn unit_after(s: String, unit: &str) -> String {
     if unit.is_empty() {
-        s.to_owned()
+        s
     } else {
         format!("{s} {unit}")
     }
@@ -477,6 +497,28 @@ mod tests {
                  "measured": null, "pass": false},
             ])
         );
+    }
+
+    #[test]
+    fn figures_print_with_about_three_digits() {
+        let text = |gate, m| {
+            judge(
+                &Figures {
+                    gift_ack_p99_ms: m,
+                    recovery_p99_s: m,
+                    start_success: m,
+                    ..figures()
+                },
+                &[limit(gate, 0.001)],
+            )[0]
+            .measured_text()
+        };
+        assert_eq!(text(Gate::GiftAckP99Ms, Some(120.82)), "121 ms");
+        assert_eq!(text(Gate::GiftAckP99Ms, Some(62.257)), "62.3 ms");
+        assert_eq!(text(Gate::GiftAckP99Ms, Some(100.0)), "100 ms");
+        assert_eq!(text(Gate::RecoveryP99S, Some(0.2144)), "0.214 s");
+        assert_eq!(text(Gate::StartSuccessMin, Some(1.0)), "1");
+        assert_eq!(text(Gate::StartSuccessMin, Some(0.5)), "0.5");
     }
 
     #[test]

@@ -60,6 +60,10 @@
 //!   resumed, and when delivery p99 was back under its pre-failure p99
 //!   (see [`analysis::recovery`]).
 //!
+//! A scenario's `[gates]` put limits on some of these figures (see
+//! [`gates`]); the report judges the datagram-first run against them and
+//! `testbed run` fails when one is breached.
+//!
 //! # Layout
 //!
 //! Pure (no tokio): [`spec`] (the file format), [`timeline`], [`paths`],
