@@ -35,7 +35,9 @@ pub enum Command {
     /// be resumed on another relay.
     Failover(failover::Args),
     /// Run a scenario: a topology behind impaired links, a timeline of
-    /// battles, gifts and failures, invariants checked, a report written.
+    /// battles, gifts and failures, invariants and release gates checked, a
+    /// report written. Exits non-zero if an invariant fails or a gate is
+    /// breached.
     Run(run::Args),
     /// Attack one relay with each abuse (stream exhaustion, floods, slow
     /// readers, junk, handshake floods, ...) while honest clients play a

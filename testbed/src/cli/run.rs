@@ -1,6 +1,7 @@
 //! `testbed run [SCENARIO.toml]`: play a scenario — datagram-first, then
 //! the stream-only baseline with the same seed — print the summary, write
-//! the report, and fail if an invariant did not hold.
+//! the report, and fail if an invariant did not hold or a release gate of
+//! the scenario (`[gates]`) was breached.
 
 use std::path::PathBuf;
 
@@ -43,6 +44,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         s.seed = seed;
     }
+    if args.baseline_only && !s.gates.is_empty() {
+        eprintln!(
+            "testbed run: --baseline-only: the release gates of {} judge the datagram-first run and are not judged",
+            s.name
+        );
+    }
     let modes: Vec<Mode> = if args.no_baseline {
         vec![Mode::DatagramFirst]
     } else if args.baseline_only {
@@ -82,12 +89,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("  {}", name.to_string_lossy());
         }
     }
+    let mut problems = Vec::new();
     if !report.ok() {
+        problems.push(format!(
+            "invariants failed:\n  {}",
+            report.failures().join("\n  ")
+        ));
+    }
+    if !report.gates_ok() {
+        problems.push(format!(
+            "release gates breached:\n  {}",
+            report.gate_breaches().join("\n  ")
+        ));
+    }
+    if !problems.is_empty() {
         anyhow::bail!(
-            "scenario {} (seed {}): invariants failed:\n  {}",
+            "scenario {} (seed {}): {}",
             s.name,
             s.seed,
-            report.failures().join("\n  ")
+            problems.join("\n")
         );
     }
     Ok(())

@@ -98,6 +98,10 @@ pub struct Recovery {
     /// From the failure until the p99 delivery latency over a 1 s window
     /// is back under the threshold (+10%), µs; `None` if it never was.
     pub delivery_back_us: Option<u64>,
+    /// For each affected client resumed by the end of the window, from the
+    /// failure to its last resume, µs, ascending (the release gate
+    /// `recovery_p99_s` is their p99).
+    pub resume_us: Vec<u64>,
 }
 
 /// Everything a report shows about one run.
@@ -380,6 +384,13 @@ pub fn recovery(
     let unresumed = clients.values().filter(|s| s.0).count();
     let rebuilt = clients.values().filter(|s| s.2).count();
     let last_resume = clients.values().filter_map(|s| s.1).max();
+    let mut resume_us: Vec<u64> = clients
+        .values()
+        .filter(|s| !s.0)
+        .filter_map(|s| s.1)
+        .map(|t| t - at_us)
+        .collect();
+    resume_us.sort_unstable();
     let resumed_us = match (affected, unresumed, last_resume) {
         (0, _, _) | (_, 1.., _) | (_, _, None) => None,
         (_, 0, Some(t)) => Some(t - at_us),
@@ -430,6 +441,7 @@ pub fn recovery(
         threshold_us,
         allowance_us,
         delivery_back_us,
+        resume_us,
     }
 }
 
@@ -491,6 +503,7 @@ mod tests {
         );
         assert_eq!((r.affected, r.rebuilt, r.unresumed), (2, 1, 0));
         assert_eq!(r.resumed_us, Some(1_300_000));
+        assert_eq!(r.resume_us, [1_200_000, 1_300_000]);
         assert_eq!(r.threshold_us, Some(40_000));
         // Scanning from the last resume (11.3 s) in 250 ms steps, the first
         // clean 1 s window starts at 12.55 s.
@@ -515,6 +528,7 @@ mod tests {
         );
         assert_eq!((r.affected, r.unresumed), (2, 1));
         assert_eq!(r.resumed_us, None);
+        assert_eq!(r.resume_us, [3_000_000]);
         // Scanning starts at the later of the heal (12 s) and the last
         // resume (13 s), which is clean.
         assert_eq!(r.delivery_back_us, Some(3_000_000));

@@ -60,16 +60,21 @@
 //!   resumed, and when delivery p99 was back under its pre-failure p99
 //!   (see [`analysis::recovery`]).
 //!
+//! A scenario's `[gates]` put limits on some of these figures (see
+//! [`gates`]); the report judges the datagram-first run against them and
+//! `testbed run` fails when one is breached.
+//!
 //! # Layout
 //!
 //! Pure (no tokio): [`spec`] (the file format), [`timeline`], [`paths`],
-//! [`stats`], [`record`], [`analysis`], [`invariants`], [`svg`], [`charts`],
+//! [`stats`], [`record`], [`analysis`], [`invariants`], [`gates`], [`svg`], [`charts`],
 //! [`report`], [`progress`]. The driver: [`driver`], `net` and `crowd`.
 
 pub mod analysis;
 pub mod charts;
 mod crowd;
 pub mod driver;
+pub mod gates;
 pub mod invariants;
 mod net;
 pub mod paths;

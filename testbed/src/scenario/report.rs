@@ -9,8 +9,9 @@ use crate::bench::json::Value;
 
 use super::analysis::{ClassFigures, Recovery, RunFigures};
 use super::charts::{self, ms};
+use super::gates::{Figures, Judgement};
 use super::paths::describe;
-use super::record::StallKind;
+use super::record::{Mode, StallKind};
 use super::spec::Scenario;
 use super::stats::Summary;
 use super::timeline::{Kind, Timeline};
@@ -39,6 +40,9 @@ pub struct Report {
     pub timeline: Vec<(f64, String)>,
     /// The runs (the design first, then the baseline).
     pub runs: Vec<RunFigures>,
+    /// The release gates judged on the datagram-first run; `None` when
+    /// the scenario declares none.
+    pub gates: Option<Judgement>,
 }
 
 impl Report {
@@ -72,6 +76,14 @@ impl Report {
                 s.cross_region_rtt_ms
             ));
         }
+        let gates = (!s.gates.is_empty()).then(|| {
+            match runs.iter().find(|r| r.mode == Mode::DatagramFirst) {
+                Some(r) => {
+                    Judgement::new(r.mode.label(), &Figures::of(r, s.battles_asked()), &s.gates)
+                }
+                None => Judgement::not_judged(),
+            }
+        });
         let timeline = Timeline::new(s)
             .entries()
             .iter()
@@ -84,6 +96,7 @@ impl Report {
             setup,
             timeline,
             runs,
+            gates,
         }
     }
 
@@ -103,6 +116,19 @@ impl Report {
                     .map(move |c| format!("{}: {}: {}", r.mode.label(), c.name, c.detail))
             })
             .collect()
+    }
+
+    /// Whether every release gate passed (true when there are none, or
+    /// when their run was not played).
+    pub fn gates_ok(&self) -> bool {
+        self.gates.as_ref().is_none_or(|g| g.ok)
+    }
+
+    /// Every breached release gate, as `key: measured M, limit ≤ L`.
+    pub fn gate_breaches(&self) -> Vec<String> {
+        self.gates
+            .as_ref()
+            .map_or_else(Vec::new, Judgement::breaches)
     }
 
     /// The terminal summary.
@@ -294,6 +320,10 @@ impl Report {
                 .collect(),
         );
         out.push_str(&t.render());
+        if let Some(g) = &self.gates {
+            out.push('\n');
+            out.push_str(&gates_table(g));
+        }
         for r in &self.runs {
             let _ = writeln!(out, "\ninvariants, {}:", r.mode.label());
             for c in &r.checks {
@@ -338,6 +368,12 @@ impl Report {
             ),
             ("ok", Value::from(self.ok())),
             (
+                "gates",
+                self.gates.as_ref().map_or(Value::Null, |g| {
+                    serde_json::to_value(g).map_or(Value::Null, from_serde)
+                }),
+            ),
+            (
                 "runs",
                 Value::Array(self.runs.iter().map(run_json).collect()),
             ),
@@ -361,6 +397,56 @@ impl Report {
             paths.push(p);
         }
         Ok(paths)
+    }
+}
+
+/// The release gates: one row per gate with its figure, limit and verdict.
+fn gates_table(g: &Judgement) -> String {
+    let Some(run) = g.run else {
+        return "release gates: not judged (they judge the datagram-first run, \
+                which was not played)\n"
+            .into();
+    };
+    let mut t = Table::new(vec!["measured".into(), "limit".into(), "verdict".into()]);
+    t.section(&format!("release gates, {run} run"), "");
+    for v in &g.verdicts {
+        t.row(
+            &format!("  {}", v.gate.key()),
+            vec![
+                v.measured_text(),
+                v.limit_text(),
+                if v.pass { "pass" } else { "FAIL" }.into(),
+            ],
+        );
+    }
+    let mut out = t.render();
+    let failed = g.verdicts.iter().filter(|v| !v.pass).count();
+    let _ = writeln!(
+        out,
+        "  {}",
+        if failed == 0 {
+            format!("✓ all {} gates pass", g.verdicts.len())
+        } else {
+            format!("✗ {failed} of {} gates FAILED", g.verdicts.len())
+        }
+    );
+    out
+}
+
+/// The report's JSON value of a serde one (the gates are serialised with
+/// serde; the rest of the report is still built by hand).
+fn from_serde(v: serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Num(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Value::Str(s),
+        J::Array(a) => Value::Array(a.into_iter().map(from_serde).collect()),
+        J::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, from_serde(v))).collect()),
     }
 }
 

@@ -19,6 +19,7 @@ use figment::Figment;
 use protocol::{GiftId, RoomId};
 use serde::Deserialize;
 
+use super::gates::{Gate, Limit};
 use crate::impair::LinkProfile;
 
 /// Longest scenario accepted, in seconds.
@@ -77,6 +78,8 @@ struct ScenarioFile {
     cohosts: Vec<CohostsFile>,
     #[serde(default)]
     step: Vec<StepFile>,
+    #[serde(default)]
+    gates: GatesFile,
 }
 
 fn one_u64() -> u64 {
@@ -97,6 +100,33 @@ struct RulesFile {
     seats: Option<u8>,
     seat_hold_ms: Option<u64>,
     max_stamp_age_ms: Option<u64>,
+}
+
+/// `[gates]`: one optional key per [`Gate`] (see [`Gate::key`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GatesFile {
+    gift_ack_p99_ms: Option<f64>,
+    chat_ack_p99_ms: Option<f64>,
+    authority_ack_p99_ms: Option<f64>,
+    delivery_p99_ms: Option<f64>,
+    timer_drift_p99_ms: Option<f64>,
+    start_success_min: Option<f64>,
+    recovery_p99_s: Option<f64>,
+}
+
+impl GatesFile {
+    fn get(&self, gate: Gate) -> Option<f64> {
+        match gate {
+            Gate::GiftAckP99Ms => self.gift_ack_p99_ms,
+            Gate::ChatAckP99Ms => self.chat_ack_p99_ms,
+            Gate::AuthorityAckP99Ms => self.authority_ack_p99_ms,
+            Gate::DeliveryP99Ms => self.delivery_p99_ms,
+            Gate::TimerDriftP99Ms => self.timer_drift_p99_ms,
+            Gate::StartSuccessMin => self.start_success_min,
+            Gate::RecoveryP99S => self.recovery_p99_s,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +279,8 @@ pub struct Scenario {
     pub cohosts: Vec<CohostGroup>,
     /// The timeline, in file order (see [`super::timeline`] for play order).
     pub steps: Vec<Step>,
+    /// Release gates (`[gates]`), in [`Gate::ALL`] order; empty when none.
+    pub gates: Vec<Limit>,
 }
 
 /// The rule knobs a scenario may change; everything else is the origin's
@@ -518,6 +550,14 @@ impl Scenario {
         let v: u32 = self.viewers.iter().map(|g| g.count).sum();
         let c: u32 = self.cohosts.iter().map(|g| g.count).sum();
         self.rooms.len() as u32 + v + c
+    }
+
+    /// Battles the timeline asks for (its `pk` steps).
+    pub fn battles_asked(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.action, StepAction::Traffic(Traffic::Pk { .. })))
+            .count()
     }
 
     /// The index of a room in [`Scenario::rooms`].
@@ -847,6 +887,7 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
     }
     check_relays(&steps, &regions)?;
     check_origin(&steps)?;
+    let gates = check_gates(&f.gates, &steps, &viewers, &cohosts)?;
 
     let s = Scenario {
         name,
@@ -859,6 +900,7 @@ fn check(f: ScenarioFile, default_name: &str) -> Result<Scenario, ScenarioError>
         viewers,
         cohosts,
         steps,
+        gates,
     };
     if s.client_count() > MAX_CLIENTS {
         return Err(invalid(format!(
@@ -907,6 +949,65 @@ fn check_relays(steps: &[Step], regions: &[Region]) -> Result<(), ScenarioError>
         }
     }
     Ok(())
+}
+
+/// Each gate's limit is a number in its range, and the scenario makes
+/// samples of its figure (a gate on a figure the run cannot measure would
+/// always be breached).
+fn check_gates(
+    g: &GatesFile,
+    steps: &[Step],
+    viewers: &[ViewerGroup],
+    cohosts: &[CohostGroup],
+) -> Result<Vec<Limit>, ScenarioError> {
+    let has = |f: fn(&StepAction) -> bool| steps.iter().any(|s| f(&s.action));
+    let pk = has(|a| matches!(a, StepAction::Traffic(Traffic::Pk { .. })));
+    let failure = has(|a| {
+        matches!(
+            a,
+            StepAction::KillRelay { .. }
+                | StepAction::DrainRelay { .. }
+                | StepAction::RestartOrigin { .. }
+                | StepAction::Partition { .. }
+                | StepAction::Blackhole { .. }
+        )
+    });
+    let gifts = viewers.iter().any(|v| v.gifts_per_s > 0.0)
+        || has(|a| matches!(a, StepAction::Traffic(Traffic::GiftBurst { .. })));
+    let chats = viewers.iter().any(|v| v.chats_per_s > 0.0);
+    let mut limits = Vec::new();
+    for gate in Gate::ALL {
+        let Some(value) = g.get(gate) else { continue };
+        let key = gate.key();
+        let ok = match gate {
+            Gate::StartSuccessMin => (0.0..=1.0).contains(&value),
+            _ => value.is_finite() && value > 0.0,
+        };
+        if !ok {
+            let range = match gate {
+                Gate::StartSuccessMin => "in [0, 1]",
+                _ => "a number above 0",
+            };
+            return Err(invalid(format!("gates.{key} must be {range}, got {value}")));
+        }
+        let needs = match gate {
+            Gate::GiftAckP99Ms if !gifts => Some("viewers with gifts_per_s or a gift_burst step"),
+            Gate::ChatAckP99Ms if !chats => Some("viewers with chats_per_s"),
+            Gate::AuthorityAckP99Ms if !pk && cohosts.is_empty() => Some("a pk step or co-hosts"),
+            Gate::TimerDriftP99Ms | Gate::StartSuccessMin if !pk => Some("a pk step"),
+            Gate::RecoveryP99S if !failure => {
+                Some("a kill_relay, drain_relay, restart_origin, partition or blackhole step")
+            }
+            _ => None,
+        };
+        if let Some(needs) = needs {
+            return Err(invalid(format!(
+                "gates.{key}: the scenario measures nothing for it; it needs {needs}"
+            )));
+        }
+        limits.push(Limit { gate, value });
+    }
+    Ok(limits)
 }
 
 /// Origin restarts do not overlap.
@@ -1085,6 +1186,67 @@ mod tests {
             "[[step]]\n        at_s = 7\n        blackhole = { region = \"eu\", for_s = 1 }\n        [[step]]\n        at_s = 6",
         ));
         assert!(e.contains("already gone"), "{e}");
+    }
+
+    #[test]
+    fn gates_parse_in_a_fixed_order() {
+        let s = parse(&format!(
+            "{GOOD}\n        [gates]\n        recovery_p99_s = 4\n        gift_ack_p99_ms = 250.5\n        start_success_min = 1\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            s.gates,
+            [
+                Limit {
+                    gate: Gate::GiftAckP99Ms,
+                    value: 250.5
+                },
+                Limit {
+                    gate: Gate::StartSuccessMin,
+                    value: 1.0
+                },
+                Limit {
+                    gate: Gate::RecoveryP99S,
+                    value: 4.0
+                },
+            ]
+        );
+        assert_eq!(s.battles_asked(), 1);
+        assert!(parse(GOOD).expect("parses").gates.is_empty());
+    }
+
+    #[test]
+    fn bad_gates_are_refused_by_name() {
+        let with = |gates: &str| err(&format!("{GOOD}\n[gates]\n{gates}\n"));
+        let e = with("gift_ack_p99 = 100");
+        assert!(e.contains("gift_ack_p99"), "{e}");
+        let e = with("delivery_p99_ms = \"fast\"");
+        assert!(e.contains("delivery_p99_ms"), "{e}");
+        let e = with("delivery_p99_ms = 0");
+        assert!(
+            e.contains("gates.delivery_p99_ms must be a number above 0"),
+            "{e}"
+        );
+        let e = with("start_success_min = 1.5");
+        assert!(
+            e.contains("gates.start_success_min must be in [0, 1]"),
+            "{e}"
+        );
+        // A gate the scenario has no sample for.
+        let e = with("chat_ack_p99_ms = 100");
+        assert!(
+            e.contains("gates.chat_ack_p99_ms") && e.contains("chats_per_s"),
+            "{e}"
+        );
+        let no_pk = GOOD.replace(
+            "pk = { rooms = [1, 2], duration_s = 10 }",
+            "gift_burst = { room = 1, gifts = 10 }",
+        );
+        let e = err(&format!("{no_pk}\n[gates]\ntimer_drift_p99_ms = 10\n"));
+        assert!(
+            e.contains("gates.timer_drift_p99_ms") && e.contains("a pk step"),
+            "{e}"
+        );
     }
 
     #[test]
