@@ -7,17 +7,10 @@ mod cli;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(cli.default_log_filter())),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ops::log::init(cli.log_format, cli.default_log_filter());
     // A proxy alone runs on one thread: it does little work per packet, and
     // every hop between threads costs a ~30 µs wake-up on these machines
     // (MEASURED.md). Whole topologies use every core.

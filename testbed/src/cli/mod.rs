@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "testbed", version, about)]
 pub struct Cli {
+    /// How log lines are written to stderr (`RUST_LOG` filters them).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub log_format: ops::LogFormat,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
