@@ -70,10 +70,12 @@ mod pk;
 mod rate;
 mod seats;
 mod sessions;
+mod txn;
 
 pub use config::{default_catalogue, ms, Config};
 pub use rate::Rates;
 pub use sessions::{Limits, Seen, Sessions, SessionsSnapshot};
+use txn::{Role, Txn, Who};
 
 use protocol::message::{ActionMsg, Actor};
 use protocol::room::{ApplyError, Grant};
@@ -598,173 +600,5 @@ fn decide(t: &mut Txn<'_>, actor: Actor, msg: &ActionMsg) -> Result<(), Reason> 
         Action::SeatMute { seat, muted } => seats::mute(t, who, room, *seat, *muted),
         Action::SeatLock { seat, locked } => seats::lock(t, who, room, *seat, *locked),
         Action::SeatLeave => seats::leave(t, who, room),
-    }
-}
-
-/// The actor's effective role in the room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    Host,
-    Operator,
-    Guest(usize),
-    Viewer,
-}
-
-/// An actor with its role resolved against the room's state.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Who {
-    pub user: UserId,
-    pub role: Role,
-}
-
-impl Who {
-    fn new(state: &RoomState, actor: Actor) -> Who {
-        let role = match actor.grant {
-            Grant::Host => Role::Host,
-            Grant::Operator => Role::Operator,
-            Grant::Viewer => match state.seats.seat_of(actor.user) {
-                Some(seat) => Role::Guest(seat),
-                None => Role::Viewer,
-            },
-        };
-        Who {
-            user: actor.user,
-            role,
-        }
-    }
-
-    fn is_host(self) -> bool {
-        self.role == Role::Host
-    }
-
-    /// Host or operator: may moderate.
-    fn is_staff(self) -> bool {
-        matches!(self.role, Role::Host | Role::Operator)
-    }
-
-    fn require(ok: bool) -> Result<(), Reason> {
-        if ok {
-            Ok(())
-        } else {
-            Err(Reason::NotAllowed)
-        }
-    }
-}
-
-/// One input's changes, applied as they are made and undone together if the
-/// input is refused: every event goes through [`RoomState::apply`], the same
-/// code every mirror runs.
-pub(crate) struct Txn<'a> {
-    auth: &'a mut Authority,
-    now: ServerTime,
-    cause: Option<ActionId>,
-    /// Rooms as they were before this input touched them.
-    saved: BTreeMap<RoomId, Option<RoomState>>,
-    events: Vec<(RoomId, Event)>,
-}
-
-impl<'a> Txn<'a> {
-    fn new(auth: &'a mut Authority, now: ServerTime, cause: Option<ActionId>) -> Self {
-        Txn {
-            auth,
-            now,
-            cause,
-            saved: BTreeMap::new(),
-            events: Vec::new(),
-        }
-    }
-
-    pub fn now(&self) -> ServerTime {
-        self.now
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.auth.config
-    }
-
-    /// A room's state; the room must exist (see [`Txn::open`]).
-    pub fn state(&self, room: RoomId) -> Result<&RoomState, Reason> {
-        self.auth.rooms.get(&room).ok_or(Reason::Internal)
-    }
-
-    fn seq(&self, room: RoomId) -> Seq {
-        self.auth.rooms.get(&room).map_or(Seq(0), |s| s.seq)
-    }
-
-    /// Create `room` with its `Opened` event if it is not live yet (an
-    /// unloaded room must have been loaded first: see
-    /// [`Authority::missing`]). Refused with `Capacity` at
-    /// [`Config::max_rooms`] live rooms.
-    pub fn open(&mut self, room: RoomId) -> Result<(), Reason> {
-        if self.auth.rooms.get(&room).is_some_and(RoomState::is_open) {
-            return Ok(());
-        }
-        if self.auth.rooms.len() >= self.auth.config.max_rooms {
-            return Err(Reason::Capacity);
-        }
-        let seats = self.auth.config.seats.min(protocol::room::MAX_SEATS as u8);
-        self.emit(room, EventKind::Opened { seats })?;
-        Ok(())
-    }
-
-    /// Append an event to a room's log and apply it.
-    pub fn emit(&mut self, room: RoomId, kind: EventKind) -> Result<Seq, Reason> {
-        let state = self.auth.rooms.get(&room).cloned();
-        self.saved.entry(room).or_insert(state);
-        let state = (self.auth.rooms.entry(room)).or_insert_with(|| RoomState::new(room));
-        let event = Event {
-            seq: state.seq.next(),
-            at: self.now,
-            cause: self.cause,
-            kind,
-        };
-        state.apply(&event).map_err(|_| Reason::Internal)?;
-        let seq = event.seq;
-        self.events.push((room, event));
-        Ok(seq)
-    }
-
-    /// A fresh battle id.
-    pub fn next_battle(&mut self) -> BattleId {
-        let id = BattleId(self.auth.next_battle);
-        self.auth.next_battle += 1;
-        id
-    }
-
-    /// A fresh challenge id.
-    pub fn next_challenge(&mut self) -> protocol::ChallengeId {
-        let id = protocol::ChallengeId(self.auth.next_challenge);
-        self.auth.next_challenge += 1;
-        id
-    }
-
-    /// How a recently closed PK invitation ended.
-    pub fn closed_invite(&self, battle: BattleId) -> Option<protocol::room::PkInviteEnd> {
-        (self.auth.closed_invites.iter())
-            .find(|(b, _)| *b == battle)
-            .map(|(_, r)| *r)
-    }
-
-    /// Keep every change; returns the events made.
-    fn commit(mut self) -> Vec<(RoomId, Event)> {
-        for (_, event) in &self.events {
-            self.auth.observe(event);
-        }
-        let rooms: Vec<RoomId> = self.saved.keys().copied().collect();
-        for room in rooms {
-            self.auth.refresh_deadline(room);
-        }
-        std::mem::take(&mut self.events)
-    }
-
-    /// Undo every change.
-    fn rollback(self) {
-        for (room, state) in self.saved {
-            match state {
-                Some(s) => self.auth.rooms.insert(room, s),
-                None => self.auth.rooms.remove(&room),
-            };
-        }
-        // Ids handed out stay used: harmless gaps that the log never sees.
     }
 }

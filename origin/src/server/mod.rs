@@ -212,6 +212,46 @@ pub struct Origin {
     metrics_listener: Option<ops::Listener>,
 }
 
+/// The rules as the log leaves them: the checkpoint, then every record
+/// after it (rooms unloaded at the checkpoint come back from their archives
+/// when their first record needs them).
+fn replay(
+    config: &Config,
+    recovered: &crate::wal::Recovered,
+    archives: &Archives,
+) -> Result<Authority, Error> {
+    let mut auth = match &recovered.checkpoint {
+        Some(blob) => {
+            let snap = protocol::codec::decode(blob).map_err(|e| Error::Replay(e.to_string()))?;
+            Authority::restore(config.rules.clone(), snap)
+        }
+        None => Authority::new(config.rules.clone()),
+    };
+    let replayed = recovered.records.len();
+    for record in &recovered.records {
+        for room in auth.replay_needs(record) {
+            match archives.read(room)? {
+                Some(state) => auth.restore_room(state),
+                None => {
+                    return Err(Error::Replay(format!(
+                        "{room} is neither in the checkpoint nor archived"
+                    )))
+                }
+            }
+        }
+        auth.replay(record)
+            .map_err(|e| Error::Replay(e.to_string()))?;
+    }
+    tracing::info!(
+        origin = %config.name,
+        checkpoint = recovered.checkpoint.is_some(),
+        records = replayed,
+        rooms = auth.rooms().count(),
+        "replayed the write-ahead log"
+    );
+    Ok(auth)
+}
+
 impl Origin {
     /// Start an origin: replay the log, then serve relays. Without TLS files
     /// in the config, a self-signed identity is kept in
@@ -248,36 +288,7 @@ impl Origin {
         };
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let archives = Archives::open(&config.data_dir)?;
-        let mut auth = match &recovered.checkpoint {
-            Some(blob) => {
-                let snap =
-                    protocol::codec::decode(blob).map_err(|e| Error::Replay(e.to_string()))?;
-                Authority::restore(config.rules.clone(), snap)
-            }
-            None => Authority::new(config.rules.clone()),
-        };
-        let replayed = recovered.records.len();
-        for record in &recovered.records {
-            for room in auth.replay_needs(record) {
-                match archives.read(room)? {
-                    Some(state) => auth.restore_room(state),
-                    None => {
-                        return Err(Error::Replay(format!(
-                            "{room} is neither in the checkpoint nor archived"
-                        )))
-                    }
-                }
-            }
-            auth.replay(record)
-                .map_err(|e| Error::Replay(e.to_string()))?;
-        }
-        tracing::info!(
-            origin = %config.name,
-            checkpoint = recovered.checkpoint.is_some(),
-            records = replayed,
-            rooms = auth.rooms().count(),
-            "replayed the write-ahead log"
-        );
+        let mut auth = replay(&config, &recovered, &archives)?;
         let clock = Clock::new();
         auth.handle_started(clock.now());
         metrics.rooms_live.set(gauge(auth.room_count()));

@@ -1,5 +1,6 @@
 //! Unit tests that need the log's insides: a small entry cap, a failing disk.
 
+use super::files::parse_segment_name;
 use super::*;
 use crate::rules::Ack;
 use protocol::{ActionId, Outcome, Seq, SessionId, UserId};
