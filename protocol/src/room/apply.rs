@@ -71,6 +71,28 @@ impl RoomState {
 
     fn apply_kind(&mut self, at: ServerTime, kind: &EventKind) -> Result<(), &'static str> {
         match kind {
+            EventKind::Opened { .. }
+            | EventKind::Gift { .. }
+            | EventKind::Chat { .. }
+            | EventKind::Likes { .. } => self.apply_room(kind),
+            EventKind::PkInvited(_)
+            | EventKind::PkInviteClosed { .. }
+            | EventKind::PkStarted(_)
+            | EventKind::PkScore { .. }
+            | EventKind::PkBell { .. }
+            | EventKind::PkSettled { .. }
+            | EventKind::PkClosed { .. } => self.apply_pk(at, kind),
+            EventKind::ChallengeStarted(_)
+            | EventKind::ChallengeProgress { .. }
+            | EventKind::ChallengeEnded { .. } => self.apply_challenge(kind),
+            // Every other kind is a seat's.
+            _ => self.apply_seat(at, kind),
+        }
+    }
+
+    /// Opening, gifts, chat and likes.
+    fn apply_room(&mut self, kind: &EventKind) -> Result<(), &'static str> {
+        match kind {
             EventKind::Opened { seats } => {
                 if self.is_open() {
                     return Err("room already open");
@@ -107,6 +129,14 @@ impl RoomState {
                 }
                 self.likes = *total;
             }
+            _ => return Err("not an event of this kind"),
+        }
+        Ok(())
+    }
+
+    /// PK invitations and battles.
+    fn apply_pk(&mut self, _at: ServerTime, kind: &EventKind) -> Result<(), &'static str> {
+        match kind {
             EventKind::PkInvited(invite) => {
                 if self.pk_invite.is_some() || self.battle.is_some() {
                     return Err("room already has a PK invite or battle");
@@ -170,6 +200,14 @@ impl RoomState {
                     self.last_result = b.result;
                 }
             }
+            _ => return Err("not an event of this kind"),
+        }
+        Ok(())
+    }
+
+    /// Co-host seats.
+    fn apply_seat(&mut self, at: ServerTime, kind: &EventKind) -> Result<(), &'static str> {
+        match kind {
             EventKind::SeatModeSet { mode } => self.seats.mode = *mode,
             EventKind::SeatInvited {
                 user,
@@ -259,6 +297,14 @@ impl RoomState {
                 }
                 s.away_since = None;
             }
+            _ => return Err("not an event of this kind"),
+        }
+        Ok(())
+    }
+
+    /// Timed engagement events.
+    fn apply_challenge(&mut self, kind: &EventKind) -> Result<(), &'static str> {
+        match kind {
             EventKind::ChallengeStarted(c) => {
                 if self.challenge.is_some() {
                     return Err("a challenge is running");
@@ -276,6 +322,7 @@ impl RoomState {
                 Some(c) if c.id == *id => self.challenge = None,
                 _ => return Err("ending no such challenge"),
             },
+            _ => return Err("not an event of this kind"),
         }
         Ok(())
     }
