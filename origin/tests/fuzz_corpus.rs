@@ -35,46 +35,9 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// Every corpus file of `target`, by name; at least `min` of them.
-fn corpus(target: &str, min: usize) -> Vec<(String, Vec<u8>)> {
-    let dir = corpus_dir(target);
-    let mut files = Vec::new();
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("list the corpus").path();
-        let name = path.file_name().expect("a file name").to_string_lossy();
-        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        files.push((name.into_owned(), bytes));
-    }
-    files.sort();
-    assert!(
-        files.len() >= min,
-        "{} holds {} files, expected at least {min}",
-        dir.display(),
-        files.len()
-    );
-    files
-}
-
-/// Run every corpus file of `target` through `body`; the corpus must hold
-/// inputs it accepts (valid encodings) and inputs it accepts nothing of.
-fn replay(target: &str, mut body: impl FnMut(&[u8]) -> usize) {
-    let (mut accepting, mut refused) = (0, 0);
-    for (name, bytes) in corpus(target, 4) {
-        let accepted = body(&bytes);
-        eprintln!(
-            "{target}/{name}: {} bytes, {accepted} accepted",
-            bytes.len()
-        );
-        match accepted {
-            0 => refused += 1,
-            _ => accepting += 1,
-        }
-    }
-    assert!(
-        accepting > 0,
-        "no {target} seed decodes: regenerate the seeds"
-    );
-    assert!(refused > 0, "no garbage among the {target} seeds");
+/// Replay `fuzz/corpus/<target>` through `body`.
+fn replay(target: &str, body: impl FnMut(&[u8]) -> usize) {
+    protocol::fuzzing::replay_corpus(&corpus_dir(target), body);
 }
 
 /// A scratch directory of this test process's own.

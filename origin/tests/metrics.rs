@@ -5,16 +5,17 @@
 //! `promtool check metrics` (when promtool is installed; set
 //! `RINGSIDE_REQUIRE_PROMTOOL=1` to make its absence a failure).
 
+mod fake_relay;
+use fake_relay::Link;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use net::token::{unix_now, Claims, TokenKey};
-use net::{self, Identity, Tuning};
+use net::{self, Identity};
 use origin::{Config, Origin};
-use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY, PROTOCOL_VERSION};
+use protocol::message::{DownMsg, UpMsg};
 use protocol::room::Grant;
-use protocol::{Action, ActionId, EventKind, GiftId, Outcome, RoomId, SessionId, UserId};
+use protocol::{Action, EventKind, GiftId, RoomId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "a test cluster secret of at least 32 bytes";
@@ -54,107 +55,6 @@ fn config(dir: &Path) -> Config {
             ..origin::rules::Config::default()
         },
         ..Config::default()
-    }
-}
-
-/// Just enough of a relay: one link, frames in and out.
-struct Link {
-    _endpoint: quinn::Endpoint,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-    counter: u64,
-}
-
-impl Link {
-    async fn connect(origin: &Origin) -> Link {
-        let roots = net::parse_certs(&origin.cert_pem()).expect("cert");
-        let tuning = Tuning::backbone();
-        let client = net::client_config(&roots, ALPN_RELAY, &tuning).expect("client config");
-        let mut endpoint =
-            net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
-        endpoint.set_default_client_config(client);
-        let conn = endpoint
-            .connect(origin.addr(), "localhost")
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let (send, recv) = conn.open_bi().await.expect("stream");
-        let mut link = Link {
-            _endpoint: endpoint,
-            send,
-            recv,
-            buf: Vec::new(),
-            counter: 0,
-        };
-        let proof = TokenKey::new(SECRET.as_bytes()).mint(&Claims::cluster(unix_now() + 600));
-        link.up(UpMsg::Hello {
-            version: PROTOCOL_VERSION,
-            relay: "test".into(),
-            proof,
-        })
-        .await;
-        assert!(matches!(link.down().await, DownMsg::Welcome { .. }));
-        link
-    }
-
-    async fn up(&mut self, msg: UpMsg) {
-        net::write_frame(&mut self.send, &msg).await.expect("write");
-    }
-
-    async fn down(&mut self) -> DownMsg {
-        let next = net::read_frame::<DownMsg>(&mut self.recv, &mut self.buf);
-        tokio::time::timeout(Duration::from_secs(10), next)
-            .await
-            .expect("the origin answers")
-            .expect("read")
-            .expect("a frame")
-    }
-
-    /// Skip messages until `f` picks one (bounded).
-    async fn until<T>(&mut self, mut f: impl FnMut(&DownMsg) -> Option<T>) -> T {
-        for _ in 0..1000 {
-            let m = self.down().await;
-            if let Some(t) = f(&m) {
-                return t;
-            }
-        }
-        panic!("no such message in 1000");
-    }
-
-    /// `user` acts in `room`; returns its outcome.
-    async fn act(&mut self, room: RoomId, user: u64, grant: Grant, action: Action) -> Outcome {
-        self.counter += 1;
-        let id = ActionId {
-            session: SessionId(user),
-            n: self.counter,
-        };
-        let msg = ActionMsg {
-            id,
-            room,
-            sent_at: protocol::ServerTime(0),
-            action,
-        };
-        let actor = Actor {
-            user: UserId(user),
-            grant,
-        };
-        self.up(UpMsg::Action { actor, msg }).await;
-        self.until(|m| match m {
-            DownMsg::Ack { id: i, outcome, .. } if *i == id => Some(*outcome),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn online(&mut self, room: RoomId, user: u64) {
-        let user = UserId(user);
-        self.up(UpMsg::Presence {
-            room,
-            user,
-            online: true,
-        })
-        .await;
     }
 }
 
@@ -233,7 +133,7 @@ async fn a_battle_moves_every_origin_kpi_in_the_scrape() {
     let (status, _, _) = get(addr, "/healthz").await;
     assert!(status.contains(" 200 "), "{status}");
 
-    let mut link = Link::connect(&origin).await;
+    let mut link = Link::connect(&origin, SECRET).await;
     assert!(origin.open_room(A).await && origin.open_room(B).await);
     // Two viewers, one in each room, then a battle between the rooms.
     link.online(A, 11).await;

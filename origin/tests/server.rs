@@ -2,15 +2,16 @@
 //! `Throttled` answer, and idle rooms that leave memory and come back
 //! exactly (on subscribe, on action and after a restart).
 
+mod fake_relay;
+use fake_relay::Link;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use net::token::{unix_now, Claims, TokenKey};
-use net::{self, Identity, Tuning};
+use net::{self, Identity};
 use origin::{Config, Origin};
-use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY, PROTOCOL_VERSION};
+use protocol::message::{DownMsg, UpMsg};
 use protocol::room::Grant;
-use protocol::{Action, ActionId, GiftId, Outcome, RoomId, Seq, SessionId, UserId};
+use protocol::{Action, GiftId, Outcome, RoomId, Seq, UserId};
 
 const SECRET: &str = "a test cluster secret of at least 32 bytes";
 const ROOM: RoomId = RoomId(7);
@@ -41,119 +42,6 @@ fn config(dir: &Path, rules: origin::rules::Config) -> Config {
         checkpoint_every: 1,
         rules,
         ..Config::default()
-    }
-}
-
-/// Just enough of a relay: one link, frames in and out.
-struct Link {
-    _endpoint: quinn::Endpoint,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-    counter: u64,
-}
-
-impl Link {
-    async fn connect(origin: &Origin) -> Link {
-        let roots = net::parse_certs(&origin.cert_pem()).expect("cert");
-        let tuning = Tuning::backbone();
-        let client = net::client_config(&roots, ALPN_RELAY, &tuning).expect("client config");
-        let mut endpoint =
-            net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
-        endpoint.set_default_client_config(client);
-        let conn = endpoint
-            .connect(origin.addr(), "localhost")
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let (send, recv) = conn.open_bi().await.expect("stream");
-        let mut link = Link {
-            _endpoint: endpoint,
-            send,
-            recv,
-            buf: Vec::new(),
-            counter: 0,
-        };
-        let proof = TokenKey::new(SECRET.as_bytes()).mint(&Claims::cluster(unix_now() + 600));
-        link.up(UpMsg::Hello {
-            version: PROTOCOL_VERSION,
-            relay: "test".into(),
-            proof,
-        })
-        .await;
-        assert!(matches!(link.down().await, DownMsg::Welcome { .. }));
-        link
-    }
-
-    async fn up(&mut self, msg: UpMsg) {
-        net::write_frame(&mut self.send, &msg).await.expect("write");
-    }
-
-    async fn down(&mut self) -> DownMsg {
-        let next = net::read_frame::<DownMsg>(&mut self.recv, &mut self.buf);
-        tokio::time::timeout(Duration::from_secs(10), next)
-            .await
-            .expect("the origin answers")
-            .expect("read")
-            .expect("a frame")
-    }
-
-    /// Skip messages until `f` picks one (bounded).
-    async fn until<T>(&mut self, mut f: impl FnMut(&DownMsg) -> Option<T>) -> T {
-        for _ in 0..1000 {
-            let m = self.down().await;
-            if let Some(t) = f(&m) {
-                return t;
-            }
-        }
-        panic!("no such message in 1000");
-    }
-
-    /// `user` acts in `ROOM`; returns the action's id.
-    async fn act(&mut self, user: u64, grant: Grant, action: Action) -> ActionId {
-        self.act_in(ROOM, user, grant, action).await
-    }
-
-    async fn act_in(&mut self, room: RoomId, user: u64, grant: Grant, action: Action) -> ActionId {
-        self.counter += 1;
-        let id = ActionId {
-            session: SessionId(user),
-            n: self.counter,
-        };
-        let msg = ActionMsg {
-            id,
-            room,
-            sent_at: protocol::ServerTime(0),
-            action,
-        };
-        let actor = Actor {
-            user: UserId(user),
-            grant,
-        };
-        self.up(UpMsg::Action { actor, msg }).await;
-        id
-    }
-
-    async fn outcome(&mut self, id: ActionId) -> Outcome {
-        self.until(|m| match m {
-            DownMsg::Ack { id: i, outcome, .. } if *i == id => Some(*outcome),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn snapshot(&mut self) -> protocol::RoomState {
-        self.up(UpMsg::Subscribe {
-            room: ROOM,
-            since: None,
-            history: None,
-        })
-        .await;
-        self.until(|m| match m {
-            DownMsg::Snapshot { room, state, .. } if *room == ROOM => Some((**state).clone()),
-            _ => None,
-        })
-        .await
     }
 }
 
@@ -190,9 +78,9 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
     let origin = Origin::start_with(config(&dir.0, rules.clone()), identity.clone())
         .await
         .expect("origin");
-    let mut link = Link::connect(&origin).await;
+    let mut link = Link::connect(&origin, SECRET).await;
     // A viewer cannot open the room; its host can.
-    let id = link.act(11, Grant::Viewer, gift()).await;
+    let id = link.send(ROOM, 11, Grant::Viewer, gift()).await;
     assert_eq!(
         link.outcome(id).await,
         Outcome::Rejected {
@@ -200,18 +88,18 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
         }
     );
     let id = link
-        .act(7000, Grant::Host, Action::Chat { text: "hi".into() })
+        .send(ROOM, 7000, Grant::Host, Action::Chat { text: "hi".into() })
         .await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(2) });
-    let id = link.act(11, Grant::Viewer, gift()).await;
+    let id = link.send(ROOM, 11, Grant::Viewer, gift()).await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(3) });
 
     // Nobody follows it: it is archived and leaves memory.
     let state = archived(&dir.0, Seq(3)).await;
     assert_eq!(state.gift_value, 100);
     // A relay subscribing brings it back, exactly.
-    assert_eq!(link.snapshot().await, state);
-    let id = link.act(12, Grant::Viewer, gift()).await;
+    assert_eq!(link.snapshot(ROOM).await, state);
+    let id = link.send(ROOM, 12, Grant::Viewer, gift()).await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(4) });
     link.up(UpMsg::Unsubscribe { room: ROOM }).await;
     let state = archived(&dir.0, Seq(4)).await;
@@ -220,7 +108,7 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
     for text in ["a", "b"] {
         let other = RoomId(8);
         let id = link
-            .act_in(other, 8000, Grant::Host, Action::Chat { text: text.into() })
+            .send(other, 8000, Grant::Host, Action::Chat { text: text.into() })
             .await;
         assert!(link.outcome(id).await.is_applied());
     }
@@ -243,10 +131,10 @@ async fn an_idle_room_leaves_memory_and_comes_back_exactly_even_after_a_restart(
     let origin = Origin::start_with(config(&dir.0, rules), identity)
         .await
         .expect("restart");
-    let mut link = Link::connect(&origin).await;
-    let id = link.act(13, Grant::Viewer, gift()).await;
+    let mut link = Link::connect(&origin, SECRET).await;
+    let id = link.send(ROOM, 13, Grant::Viewer, gift()).await;
     assert_eq!(link.outcome(id).await, Outcome::Applied { seq: Seq(5) });
-    let now = link.snapshot().await;
+    let now = link.snapshot(ROOM).await;
     assert_eq!(now.gift_value, state.gift_value + 100);
     assert_eq!(now.seq, Seq(5));
     origin.shutdown().await.expect("shutdown");
@@ -264,14 +152,14 @@ async fn a_user_over_the_origin_rate_hears_throttled() {
     let origin = Origin::start_with(config(&dir.0, rules), identity)
         .await
         .expect("origin");
-    let mut link = Link::connect(&origin).await;
+    let mut link = Link::connect(&origin, SECRET).await;
     // An operator opens the room (in process), so viewers can act in it.
     assert!(origin.open_room(ROOM).await);
     let mut ids = Vec::new();
     // Ten at once: past a burst of two even if this machine stalls for
     // seconds between them (one token a second).
     for _ in 0..10 {
-        ids.push(link.act(11, Grant::Viewer, gift()).await);
+        ids.push(link.send(ROOM, 11, Grant::Viewer, gift()).await);
     }
     let (user, id, wait) = link
         .until(|m| match m {

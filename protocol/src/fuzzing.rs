@@ -151,3 +151,49 @@ where
     assert_eq!(again.as_ref(), Ok(&msgs));
     msgs.len()
 }
+
+/// Every file of a fuzz corpus folder, by name (at least `min` of them).
+pub fn corpus(dir: &std::path::Path, min: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("list the corpus").path();
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        files.push((name.into_owned(), bytes));
+    }
+    files.sort();
+    assert!(
+        files.len() >= min,
+        "{} holds {} files, expected at least {min}",
+        dir.display(),
+        files.len()
+    );
+    files
+}
+
+/// Replay the corpus in `dir` through a target's `body` (the tests of every
+/// crate with a fuzz target do): each input is fed as the fuzzer would, and
+/// the corpus must hold inputs the body accepts (valid encodings) and
+/// inputs it accepts nothing of, so a stale corpus does not pass silently.
+pub fn replay_corpus(dir: &std::path::Path, mut body: impl FnMut(&[u8]) -> usize) {
+    let target = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let target = target.unwrap_or_default();
+    let (mut accepting, mut refused) = (0, 0);
+    for (name, bytes) in corpus(dir, 4) {
+        let accepted = body(&bytes);
+        eprintln!(
+            "{target}/{name}: {} bytes, {accepted} accepted",
+            bytes.len()
+        );
+        match accepted {
+            0 => refused += 1,
+            _ => accepting += 1,
+        }
+    }
+    assert!(
+        accepting > 0,
+        "no {target} seed decodes: regenerate the seeds"
+    );
+    assert!(refused > 0, "no garbage among the {target} seeds");
+}

@@ -1,0 +1,145 @@
+//! Just enough of a relay for the origin's tests: one link (the real
+//! relay-to-origin hello, `net::handshake`), frames in and out.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use net::token::TokenKey;
+use net::Tuning;
+use origin::Origin;
+use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY};
+use protocol::room::Grant;
+use protocol::{Action, ActionId, Outcome, RoomId, RoomState, SessionId, UserId};
+
+/// One relay link to an origin.
+pub struct Link {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+    counter: u64,
+}
+
+impl Link {
+    /// Connect to `origin` and say hello with a proof signed with `secret`.
+    pub async fn connect(origin: &Origin, secret: &str) -> Link {
+        let roots = net::parse_certs(&origin.cert_pem()).expect("cert");
+        let tuning = Tuning::backbone();
+        let client = net::client_config(&roots, ALPN_RELAY, &tuning).expect("client config");
+        let mut endpoint =
+            net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(origin.addr(), "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let cluster = TokenKey::new(secret.as_bytes());
+        let (send, recv) =
+            net::handshake::relay_hello(&conn, "test", &cluster, Duration::from_secs(10))
+                .await
+                .expect("welcomed");
+        Link {
+            _endpoint: endpoint,
+            send,
+            recv,
+            buf: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    /// Send a message up.
+    pub async fn up(&mut self, msg: UpMsg) {
+        net::write_frame(&mut self.send, &msg).await.expect("write");
+    }
+
+    /// The next message down (within 10 s).
+    pub async fn down(&mut self) -> DownMsg {
+        let next = net::read_frame::<DownMsg>(&mut self.recv, &mut self.buf);
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("the origin answers")
+            .expect("read")
+            .expect("a frame")
+    }
+
+    /// Skip messages until `f` picks one (bounded).
+    pub async fn until<T>(&mut self, mut f: impl FnMut(&DownMsg) -> Option<T>) -> T {
+        for _ in 0..1000 {
+            let m = self.down().await;
+            if let Some(t) = f(&m) {
+                return t;
+            }
+        }
+        panic!("no such message in 1000");
+    }
+
+    /// `user` acts in `room`; returns the action's id (not waiting).
+    pub async fn send(
+        &mut self,
+        room: RoomId,
+        user: u64,
+        grant: Grant,
+        action: Action,
+    ) -> ActionId {
+        self.counter += 1;
+        let id = ActionId {
+            session: SessionId(user),
+            n: self.counter,
+        };
+        let msg = ActionMsg {
+            id,
+            room,
+            sent_at: protocol::ServerTime(0),
+            action,
+        };
+        let actor = Actor {
+            user: UserId(user),
+            grant,
+        };
+        self.up(UpMsg::Action { actor, msg }).await;
+        id
+    }
+
+    /// The outcome of action `id`.
+    pub async fn outcome(&mut self, id: ActionId) -> Outcome {
+        self.until(|m| match m {
+            DownMsg::Ack { id: i, outcome, .. } if *i == id => Some(*outcome),
+            _ => None,
+        })
+        .await
+    }
+
+    /// `user` acts in `room`; returns its outcome.
+    pub async fn act(&mut self, room: RoomId, user: u64, grant: Grant, action: Action) -> Outcome {
+        let id = self.send(room, user, grant, action).await;
+        self.outcome(id).await
+    }
+
+    /// Say `user` is online in `room`.
+    pub async fn online(&mut self, room: RoomId, user: u64) {
+        let user = UserId(user);
+        self.up(UpMsg::Presence {
+            room,
+            user,
+            online: true,
+        })
+        .await;
+    }
+
+    /// Follow `room`: its snapshot.
+    pub async fn snapshot(&mut self, room: RoomId) -> RoomState {
+        self.up(UpMsg::Subscribe {
+            room,
+            since: None,
+            history: None,
+        })
+        .await;
+        self.until(|m| match m {
+            DownMsg::Snapshot { room: r, state, .. } if *r == room => Some((**state).clone()),
+            _ => None,
+        })
+        .await
+    }
+}
