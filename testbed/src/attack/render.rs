@@ -188,17 +188,15 @@ impl Report {
             "honest p99",
             "stopped"
         ));
-        let (r, at, m) = cpus(&self.baseline, false);
-        o.push_str(&format!(
-            "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  -\n",
+        summary_row(
+            o,
             "baseline",
             mib(self.baseline.relay_peak_kb),
-            mib(self.baseline.growth_kb()),
-            r,
-            at,
-            m,
-            base.map_or("-".into(), fmt_us)
-        ));
+            &self.baseline,
+            false,
+            base,
+            "-",
+        );
         if let Some(q) = &self.aioquic {
             let closed = q.outcome.as_ref().ok().map(|out| {
                 let count = |needle: &str| out.lines.iter().filter(|l| l.contains(needle)).count();
@@ -208,36 +206,31 @@ impl Report {
                     count("\"conn\"")
                 )
             });
-            let (r, at, m) = cpus(&q.figures, false);
-            o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+            summary_row(
+                o,
                 "aioquic",
                 mib(q.figures.relay_peak_kb),
-                mib(q.figures.growth_kb()),
-                r,
-                at,
-                m,
-                p99(&q.gifts).map_or("-".into(), fmt_us),
-                closed.unwrap_or_else(|| "-".into())
-            ));
+                &q.figures,
+                false,
+                p99(&q.gifts),
+                &closed.unwrap_or_else(|| "-".into()),
+            );
         }
         for a in &self.attacks {
-            let (r, at, m) = cpus(&a.figures, true);
-            o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+            let peak = format!(
+                "{}{}",
+                mib(a.figures.relay_peak_kb),
+                if a.aborted { " (aborted)" } else { "" }
+            );
+            summary_row(
+                o,
                 a.attack.name(),
-                format!(
-                    "{}{}",
-                    mib(a.figures.relay_peak_kb),
-                    if a.aborted { " (aborted)" } else { "" }
-                ),
-                mib(a.figures.growth_kb()),
-                r,
-                at,
-                m,
-                p99(&a.gifts).map_or("-".into(), fmt_us),
-                stopped(&a.tally)
-            ));
+                peak,
+                &a.figures,
+                true,
+                p99(&a.gifts),
+                &stopped(&a.tally),
+            );
         }
     }
 
@@ -341,9 +334,23 @@ fn did_line(t: &Tally) -> String {
     did
 }
 
-/// A summary row's CPU columns: relay, attackers (or `-`), machine.
-fn cpus(f: &Figures, attackers: bool) -> (String, String, String) {
-    (
+/// One row of the summary table: the relay's peak (as given) and growth,
+/// CPU as cores (the attackers' column only where there were any), the
+/// honest ack p99, how the attackers were stopped.
+fn summary_row(
+    o: &mut String,
+    name: &str,
+    peak: String,
+    f: &Figures,
+    attackers: bool,
+    honest_p99: Option<f64>,
+    stopped: &str,
+) {
+    o.push_str(&format!(
+        "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+        name,
+        peak,
+        mib(f.growth_kb()),
         format!("{:.2}", f.relay_cores()),
         if attackers {
             format!("{:.2}", f.cores(f.attackers_cpu))
@@ -351,7 +358,9 @@ fn cpus(f: &Figures, attackers: bool) -> (String, String, String) {
             "-".into()
         },
         format!("{:.2}", f.cores(f.machine_cpu)),
-    )
+        honest_p99.map_or("-".into(), fmt_us),
+        stopped
+    ));
 }
 
 /// The slowest acks of a phase and when in it their gifts were sent.

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::kit::MAX_TICKS;
@@ -98,14 +99,8 @@ pub(super) async fn handshakes(att: &mut Attacker, target: &Target) -> anyhow::R
                     },
                     _ = until(&mut stop) => return (End::Open, opened, 0),
                 };
-                let end = tokio::select! {
-                    e = conn.closed() => end_of(&e),
-                    _ = until(&mut stop) => End::Open,
-                };
-                if end == End::Open {
-                    conn.close(0u32.into(), b"attacker done");
-                }
-                (end, opened, conn.stats().udp_tx.bytes)
+                let (end, bytes) = hold(&conn, &mut stop).await;
+                (end, opened, bytes)
             });
         }
         let done = tokio::select! {
@@ -121,12 +116,7 @@ pub(super) async fn handshakes(att: &mut Attacker, target: &Target) -> anyhow::R
             }
         }
     }
-    while let Some(r) = held.join_next().await {
-        if let Ok((end, opened, bytes)) = r {
-            att.tally.bytes_sent += bytes;
-            att.record(end, opened);
-        }
-    }
+    record_all(att, &mut held).await;
     let _ = tokio::time::timeout(Duration::from_millis(300), ep.wait_idle()).await;
     Ok(())
 }
@@ -262,23 +252,35 @@ pub(super) async fn conn_flood(
         let mut stop = att.stop.clone();
         held.spawn(async move {
             let _control = control;
-            let end = tokio::select! {
-                e = conn.closed() => end_of(&e),
-                _ = until(&mut stop) => End::Open,
-            };
-            if end == End::Open {
-                conn.close(0u32.into(), b"attacker done");
-            }
-            (end, opened, conn.stats().udp_tx.bytes)
+            let (end, bytes) = hold(&conn, &mut stop).await;
+            (end, opened, bytes)
         });
     }
     let mut stop = att.stop.clone();
     until(&mut stop).await;
+    record_all(att, &mut held).await;
+    Ok(())
+}
+
+/// Hold `conn` until the relay ends it or the attack stops (the attacker
+/// then closes it): how it ended, and the bytes sent on it.
+async fn hold(conn: &quinn::Connection, stop: &mut watch::Receiver<bool>) -> (End, u64) {
+    let end = tokio::select! {
+        e = conn.closed() => end_of(&e),
+        _ = until(stop) => End::Open,
+    };
+    if end == End::Open {
+        conn.close(0u32.into(), b"attacker done");
+    }
+    (end, conn.stats().udp_tx.bytes)
+}
+
+/// Wait for the end of every connection in `held` and record it.
+async fn record_all(att: &mut Attacker, held: &mut JoinSet<(End, Instant, u64)>) {
     while let Some(r) = held.join_next().await {
         if let Ok((end, opened, bytes)) = r {
             att.tally.bytes_sent += bytes;
             att.record(end, opened);
         }
     }
-    Ok(())
 }
