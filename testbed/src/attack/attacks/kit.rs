@@ -1,10 +1,13 @@
 //! What the attackers' code shares: the bound on paced loops, the usual
-//! dialing, and the messages several abuses send.
+//! dialing, the messages several abuses send, and how they send a batch.
 
+use bytes::Bytes;
 use protocol::message::{ActionMsg, ClientMsg};
 use protocol::{Action, ActionId, GiftId, RoomId, ServerTime};
 
-use crate::attack::hostile::{Dialing, Session};
+use tokio::task::JoinSet;
+
+use crate::attack::hostile::{count_answers, Dialing, Session};
 
 /// Upper bound on the ticks of any paced loop (the stop signal ends them
 /// long before).
@@ -38,4 +41,32 @@ pub(super) fn gift(s: &Session, n: u64, room: RoomId) -> ClientMsg {
             count: 1,
         },
     })
+}
+
+/// Send `datagrams`, then `frames` on the control stream; `false` as soon
+/// as the connection refuses one (the rest is not sent).
+pub(super) async fn send_both(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    datagrams: Vec<Bytes>,
+    frames: &[u8],
+) -> bool {
+    for d in datagrams {
+        if conn.send_datagram(d).is_err() {
+            return false;
+        }
+    }
+    send.write_all(frames).await.is_ok()
+}
+
+/// Take the session's control stream and count the relay's answers on it
+/// in a task of `tasks` (which ends with them); its sending half, or `None`
+/// without a hello.
+pub(super) fn answers_counted(
+    s: &mut Session,
+    tasks: &mut JoinSet<()>,
+) -> Option<quinn::SendStream> {
+    let (send, recv) = s.control.take()?;
+    tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
+    Some(send)
 }

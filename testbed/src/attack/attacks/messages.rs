@@ -11,9 +11,9 @@ use protocol::message::ClientMsg;
 use protocol::Seq;
 use tokio::task::JoinSet;
 
-use super::kit::{gift, hello_dialing, join, unknown_room, MAX_TICKS};
+use super::kit::{answers_counted, gift, hello_dialing, join, send_both, unknown_room, MAX_TICKS};
 use crate::attack::hostile::{
-    client_config, count_answers, persistent, Attacker, Dialing, Next, Pace, Session, Target,
+    client_config, persistent, Attacker, Dialing, Next, Pace, Session, Target,
 };
 
 /// Join and resync floods. With `stall`, the attacker grants no stream
@@ -41,10 +41,9 @@ pub(super) async fn joins(
         let target = t.clone();
         async move {
             let mut tasks = JoinSet::new();
-            let Some((mut send, recv)) = s.control.take() else {
+            let Some(mut send) = answers_counted(&mut s, &mut tasks) else {
                 return Next::Hold;
             };
-            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
             if !stall {
                 tasks.spawn(read_snapshots(s.conn.clone()));
             }
@@ -77,12 +76,7 @@ pub(super) async fn joins(
                         let _ = codec::write_frame(&m, &mut frames);
                     }
                 }
-                for d in p.finish() {
-                    if s.conn.send_datagram(d).is_err() {
-                        return Next::Hold;
-                    }
-                }
-                if send.write_all(&frames).await.is_err() {
+                if !send_both(&s.conn, &mut send, p.finish(), &frames).await {
                     return Next::Hold;
                 }
                 s.answers.sent.fetch_add(n as u64, Ordering::Relaxed);
@@ -121,10 +115,9 @@ pub(super) async fn rooms(att: &mut Attacker, target: Arc<Target>) -> anyhow::Re
         hello_dialing(),
         move |mut s| async move {
             let mut tasks = JoinSet::new();
-            let Some((_send, recv)) = s.control.take() else {
+            let Some(_send) = answers_counted(&mut s, &mut tasks) else {
                 return Next::Hold;
             };
-            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
             let max = s.conn.max_datagram_size().unwrap_or(1200);
             let mut pace = Pace::new(rate);
             let mut n = 0u64;
@@ -168,10 +161,9 @@ pub(super) async fn sessions(att: &mut Attacker, target: Arc<Target>) -> anyhow:
         hello_dialing(),
         move |mut s| async move {
             let mut tasks = JoinSet::new();
-            let Some((mut send, recv)) = s.control.take() else {
+            let Some(mut send) = answers_counted(&mut s, &mut tasks) else {
                 return Next::Hold;
             };
-            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
             let mut frame = bytes::BytesMut::new();
             let _ = codec::write_frame(&gift(&s, 1, room), &mut frame);
             if send.write_all(&frame).await.is_err() {
@@ -206,10 +198,9 @@ pub(super) async fn actions(att: &mut Attacker, target: Arc<Target>) -> anyhow::
         hello_dialing(),
         move |mut s| async move {
             let mut tasks = JoinSet::new();
-            let Some((mut send, recv)) = s.control.take() else {
+            let Some(mut send) = answers_counted(&mut s, &mut tasks) else {
                 return Next::Hold;
             };
-            tasks.spawn(count_answers(s.conn.clone(), recv, s.answers.clone()));
             let max = s.conn.max_datagram_size().unwrap_or(1200);
             let mut n = 0u64;
             let burst = |s: &mut Session, count: usize, n: &mut u64| {
@@ -229,12 +220,7 @@ pub(super) async fn actions(att: &mut Attacker, target: Arc<Target>) -> anyhow::
             for tick in 0..MAX_TICKS {
                 let due = if tick == 0 { 500 } else { pace.tick().await };
                 let (datagrams, frames) = burst(&mut s, due, &mut n);
-                for d in datagrams {
-                    if s.conn.send_datagram(d).is_err() {
-                        return Next::Hold;
-                    }
-                }
-                if send.write_all(&frames).await.is_err() {
+                if !send_both(&s.conn, &mut send, datagrams, &frames).await {
                     return Next::Hold;
                 }
                 s.answers.sent.fetch_add(due as u64, Ordering::Relaxed);
