@@ -23,7 +23,9 @@
 //!   run talks to it.
 //! - [`meter`] — a sampler thread for the relay's and origin's RSS.
 //! - [`aioquic`] — the non-quinn client (a Python script using aioquic).
-//! - [`run()`] and [`report`] — the orchestration and what it prints.
+//! - [`run()`] — the orchestration, phase by phase.
+//! - [`report`] — what was measured and the invariants judged.
+//! - `render` — the report as text ([`Report::render`]).
 //!
 //! What it does not do: attack the origin directly (only relays face the
 //! internet), or spoof source addresses (attackers spread over
@@ -37,6 +39,7 @@ pub mod hostile;
 pub mod meter;
 pub mod plan;
 pub mod remote;
+mod render;
 pub mod report;
 pub mod run;
 pub mod secrets;

@@ -1,5 +1,5 @@
-//! What `testbed attack` measured, the invariants it judged, and the text it
-//! prints.
+//! What `testbed attack` measured and the invariants it judged (the text it
+//! prints: [`Report::render`], in `render.rs`).
 
 use std::time::Duration;
 
@@ -136,30 +136,14 @@ pub struct Report {
     pub took: Duration,
 }
 
-fn mib(kb: u64) -> String {
+/// KiB as MiB, one decimal, no unit.
+pub(super) fn mib(kb: u64) -> String {
     format!("{:.1}", kb as f64 / 1024.0)
 }
 
-fn p99(g: &Gifts) -> Option<f64> {
+/// A phase's honest ack p99, µs (`None`: no ack).
+pub(super) fn p99(g: &Gifts) -> Option<f64> {
     (!g.latencies.is_empty()).then(|| g.latencies.summary().p99_us)
-}
-
-/// The slowest acks of a phase and when in it their gifts were sent.
-fn slowest_line(g: &Gifts) -> Option<String> {
-    (!g.slowest.is_empty()).then(|| {
-        let each: Vec<String> = g
-            .slowest
-            .iter()
-            .map(|(at, l)| {
-                format!(
-                    "{} (sent at +{:.2} s)",
-                    fmt_us(l.as_secs_f64() * 1e6),
-                    at.as_secs_f64()
-                )
-            })
-            .collect();
-        format!("slowest acks: {}", each.join(", "))
-    })
 }
 
 fn lost_line(what: &str, g: &Gifts) -> Option<String> {
@@ -213,7 +197,8 @@ pub fn stopped(t: &Tally) -> String {
     parts.join(", ")
 }
 
-fn bytes(b: u64) -> String {
+/// Bytes in KiB, MiB or GiB.
+pub(super) fn bytes(b: u64) -> String {
     if b >= 1 << 30 {
         format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
     } else if b >= 1 << 20 {
@@ -306,313 +291,6 @@ impl Report {
         }
         self.violations = v;
         self.warnings = w;
-    }
-
-    /// The report as text.
-    pub fn render(&self, command: &str) -> String {
-        let p = &self.plan;
-        let mut o = String::new();
-        o.push_str(&format!(
-            "\nRingside attack: {} cores, {}\ncommand: {command}\n",
-            self.cores,
-            if self.release {
-                "release build"
-            } else {
-                "DEBUG build: CPU and latency figures are not meaningful, use --release"
-            }
-        ));
-        o.push_str(&format!(
-            "layout: origin (pid {}) and relay (pid {}) are child processes with their default limits; \
-             the honest clients run on a one-thread runtime of their own in this process; \
-             each attack's attackers are a child process of their own (`serve-attack`)\n",
-            self.pids.1, self.pids.0
-        ));
-        o.push_str(&format!(
-            "honest: {} SDK clients on the relay: 2 hosts in a PK battle, {} viewers gifting {}/s each; \
-             a gift not applied within {:.0} s is lost\n",
-            p.honest,
-            p.honest.saturating_sub(2),
-            p.gift_rate,
-            p.action_deadline.as_secs_f64()
-        ));
-        o.push_str(&format!(
-            "attackers: {} connections per attack ({} users among them, one loopback address each), \
-             {:.1} s per attack, seed {}\n",
-            p.attackers,
-            p.attacker_users,
-            p.duration.as_secs_f64(),
-            p.seed
-        ));
-        o.push_str(&format!(
-            "bounds: relay RSS {} MiB (abort at {} MiB); honest ack p99 within {}× the baseline{}\n",
-            mib(p.rss_bound / 1024),
-            mib(p.rss_abort / 1024),
-            p.p99_factor,
-            if p.strict_p99 { " (strict)" } else { " (reported)" }
-        ));
-        o.push_str(&format!(
-            "relay RSS: {} MiB idle, {} MiB with the honest crowd\n",
-            mib(self.relay_idle_kb),
-            mib(self.relay_connected_kb)
-        ));
-
-        let base = p99(&self.baseline_gifts);
-        let gifts_line = |g: &Gifts| {
-            if g.latencies.is_empty() {
-                return format!("{} sent, none applied", g.sent);
-            }
-            let s = g.latencies.summary();
-            let ratio = match base {
-                Some(b) if b > 0.0 => format!(" ({:.1}× baseline)", s.p99_us / b),
-                _ => String::new(),
-            };
-            format!(
-                "{} of {} applied; ack p50 {} p99 {}{ratio}{}",
-                g.applied,
-                g.sent,
-                fmt_us(s.p50_us),
-                fmt_us(s.p99_us),
-                if g.lost() > 0 {
-                    format!("  !! {} LOST", g.lost())
-                } else {
-                    String::new()
-                }
-            )
-        };
-        let figures = |f: &Figures| {
-            format!(
-                "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB",
-                mib(f.relay_before_kb),
-                mib(f.relay_peak_kb),
-                mib(f.relay_after_kb),
-                f.relay_cores(),
-                mib(f.origin_before_kb),
-                mib(f.origin_peak_kb),
-                mib(f.origin_after_kb)
-            )
-        };
-
-        o.push_str("\nbaseline (no attackers)\n");
-        o.push_str(&format!("  {}\n", figures(&self.baseline)));
-        o.push_str(&format!(
-            "  honest gifts: {}\n",
-            gifts_line(&self.baseline_gifts)
-        ));
-        if let Some(line) = slowest_line(&self.baseline_gifts) {
-            o.push_str(&format!("  {line}\n"));
-        }
-
-        if let Some(q) = &self.aioquic {
-            o.push_str(&format!(
-                "\naioquic — a non-quinn client (Python aioquic, {} connections): junk datagrams, \
-                 bogus length prefixes, unfinished streams, idle connections\n",
-                p.aioquic_connections
-            ));
-            o.push_str(&format!("  {}\n", figures(&q.figures)));
-            o.push_str(&format!(
-                "  relay growth over its baseline: {} MiB ({} per connection; bound {} per connection)\n",
-                mib(q.figures.relay_peak_kb.saturating_sub(q.figures.relay_before_kb)),
-                bytes(
-                    q.figures
-                        .relay_peak_kb
-                        .saturating_sub(q.figures.relay_before_kb)
-                        * 1024
-                        / p.aioquic_connections.max(1) as u64
-                ),
-                bytes(p.per_connection_bound)
-            ));
-            match &q.outcome {
-                Ok(out) => {
-                    for l in &out.lines {
-                        o.push_str(&format!("  | {l}\n"));
-                    }
-                    if out.status != Some(0) {
-                        o.push_str(&format!(
-                            "  script status {:?}; stderr:\n{}\n",
-                            out.status, out.stderr
-                        ));
-                    }
-                }
-                Err(e) => o.push_str(&format!("  could not run: {e}\n")),
-            }
-            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&q.gifts)));
-        }
-
-        for a in &self.attacks {
-            o.push_str(&format!("\n{} — {}\n", a.attack.name(), a.attack.what()));
-            if let Some(e) = &a.error {
-                o.push_str(&format!("  could not run: {e}\n"));
-                continue;
-            }
-            o.push_str(&format!(
-                "  {}{}\n",
-                figures(&a.figures),
-                if a.aborted {
-                    "  [stopped early: relay RSS passed the abort level]"
-                } else {
-                    ""
-                }
-            ));
-            let t = &a.tally;
-            let mut did = format!(
-                "{} attackers, {} connections, sent {}",
-                t.attackers,
-                t.connections,
-                bytes(t.bytes_sent)
-            );
-            if t.raw_packets > 0 {
-                did.push_str(&format!(" in {} raw packets", t.raw_packets));
-            }
-            if t.messages > 0 {
-                did.push_str(&format!(", {} messages/streams", t.messages));
-            }
-            if t.applied + t.rejected + t.throttled > 0 {
-                did.push_str(&format!(
-                    "; answers seen: {} applied, {} refused, {} throttled",
-                    t.applied, t.rejected, t.throttled
-                ));
-            }
-            o.push_str(&format!("  attack: {did}\n"));
-            o.push_str(&format!("  stopped: {}\n", stopped(t)));
-            let ends: Vec<String> = t.ends.iter().map(|(e, n)| format!("{e} ×{n}")).collect();
-            if !ends.is_empty() {
-                let life = if t.lifetimes.is_empty() {
-                    String::new()
-                } else {
-                    let s = t.lifetimes.summary();
-                    format!(
-                        "; lifetime of those the relay ended p50 {} max {}",
-                        fmt_us(s.p50_us),
-                        fmt_us(s.max_us)
-                    )
-                };
-                o.push_str(&format!("  connections ended: {}{life}\n", ends.join(", ")));
-            }
-            for n in &t.notes {
-                o.push_str(&format!("  note: {n}\n"));
-            }
-            o.push_str(&format!("  honest gifts: {}\n", gifts_line(&a.gifts)));
-            if let Some(line) = slowest_line(&a.gifts) {
-                o.push_str(&format!("  {line}\n"));
-            }
-            o.push_str(&format!(
-                "  relay afterwards: {}, {}; {} of {} honest clients connected\n",
-                if a.alive { "alive" } else { "DEAD" },
-                match &a.not_serving {
-                    None => "serving".to_string(),
-                    Some(e) => format!("NOT SERVING ({e})"),
-                },
-                a.honest_connected,
-                p.honest
-            ));
-        }
-
-        o.push_str(&format!(
-            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
-            "",
-            "relay RSS peak (MiB)",
-            "growth",
-            "relay CPU",
-            "attackers",
-            "machine",
-            "honest p99",
-            "stopped"
-        ));
-        let cpus = |f: &Figures, attackers: bool| {
-            (
-                format!("{:.2}", f.relay_cores()),
-                if attackers {
-                    format!("{:.2}", f.cores(f.attackers_cpu))
-                } else {
-                    "-".into()
-                },
-                format!("{:.2}", f.cores(f.machine_cpu)),
-            )
-        };
-        let (r, at, m) = cpus(&self.baseline, false);
-        o.push_str(&format!(
-            "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  -\n",
-            "baseline",
-            mib(self.baseline.relay_peak_kb),
-            mib(self.baseline.growth_kb()),
-            r,
-            at,
-            m,
-            base.map_or("-".into(), fmt_us)
-        ));
-        if let Some(q) = &self.aioquic {
-            let closed = q.outcome.as_ref().ok().map(|out| {
-                let count = |needle: &str| out.lines.iter().filter(|l| l.contains(needle)).count();
-                format!(
-                    "{} of {} closed by the relay (codes in its lines above)",
-                    count("\"closed_by_relay\": true"),
-                    count("\"conn\"")
-                )
-            });
-            let (r, at, m) = cpus(&q.figures, false);
-            o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
-                "aioquic",
-                mib(q.figures.relay_peak_kb),
-                mib(q.figures.growth_kb()),
-                r,
-                at,
-                m,
-                p99(&q.gifts).map_or("-".into(), fmt_us),
-                closed.unwrap_or_else(|| "-".into())
-            ));
-        }
-        for a in &self.attacks {
-            let (r, at, m) = cpus(&a.figures, true);
-            o.push_str(&format!(
-                "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
-                a.attack.name(),
-                format!(
-                    "{}{}",
-                    mib(a.figures.relay_peak_kb),
-                    if a.aborted { " (aborted)" } else { "" }
-                ),
-                mib(a.figures.growth_kb()),
-                r,
-                at,
-                m,
-                p99(&a.gifts).map_or("-".into(), fmt_us),
-                stopped(&a.tally)
-            ));
-        }
-        if self.between.lost() > 0 {
-            o.push_str(&format!(
-                "\nbetween phases: {}\n",
-                gifts_line(&self.between)
-            ));
-        }
-        let others = self.others_cpu.as_secs_f64() / self.took.as_secs_f64().max(0.001);
-        o.push_str(&format!(
-            "\nmachine: load average {} at the start, {} at the end; other processes used {:.2} cores on average\n",
-            self.loadavg.0, self.loadavg.1, others
-        ));
-        if others > 0.2 {
-            o.push_str("  !! the machine was busy with other work: latencies and CPU shares are inflated\n");
-        }
-        for n in &self.notes {
-            o.push_str(&format!("note: {n}\n"));
-        }
-        for w in &self.warnings {
-            o.push_str(&format!("target missed: {w}\n"));
-        }
-        if self.violations.is_empty() {
-            o.push_str("\nverdict: every invariant held\n");
-        } else {
-            o.push_str("\nverdict: INVARIANTS BROKEN\n");
-            for v in &self.violations {
-                o.push_str(&format!("  - {v}\n"));
-            }
-        }
-        o.push_str(&format!(
-            "the whole run took {:.1} s\n",
-            self.took.as_secs_f64()
-        ));
-        o
     }
 }
 

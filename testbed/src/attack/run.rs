@@ -4,6 +4,7 @@
 //! the relay passes the abort level, wind down, settle, check the relay
 //! still serves), and finally every honest gift's outcome.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -18,9 +19,9 @@ use super::aioquic;
 use super::honest::{Crowd, CrowdPlan, Gifts};
 use super::hostile::Target;
 use super::meter::Meter;
-use super::plan::Plan;
+use super::plan::{Attack, Plan};
 use super::remote::{self, AttackProcess, Order};
-use super::report::{AioquicReport, Figures, Report};
+use super::report::{AioquicReport, AttackReport, Figures, Report};
 use super::secrets::Secrets;
 use super::servers::{Servers, TlsPaths};
 
@@ -118,137 +119,213 @@ impl Window {
     }
 }
 
+/// CPU time of the relay, the origin and this process so far.
+fn ours(servers: &Servers) -> Duration {
+    [
+        servers.relay.pid(),
+        servers.origin.pid(),
+        std::process::id(),
+    ]
+    .iter()
+    .map(|p| sys::cpu_time(*p).unwrap_or_default())
+    .sum()
+}
+
+/// What every phase works with: the processes, the meter, the honest
+/// crowd, and the readings the end of the run compares with.
+struct Rig {
+    tmp: TempDir,
+    dir: PathBuf,
+    cert: PathBuf,
+    secrets: Secrets,
+    servers: Servers,
+    meter: Meter,
+    /// For the "still serving" probes; the attackers build theirs alike.
+    target: Target,
+    crowd: Crowd,
+    machine_start: sys::MachineCpu,
+    ours_start: Duration,
+    /// CPU time of every attackers' process in all.
+    attackers_total: Duration,
+}
+
 /// Run everything in `plan`; `progress` hears what is happening.
 pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let tmp = TempDir::new(plan.dir.as_deref())?;
-    let dir = tmp.path().to_path_buf();
-    let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
-    let (cert, key) = sys::write_identity(&identity, &dir)?;
-    let secrets = Secrets::generate()?;
     let mut report = Report {
         plan: plan.clone(),
         release: !cfg!(debug_assertions),
         cores: sys::cores(),
         ..Report::default()
     };
+    let mut rig = Rig::start(plan, progress, &mut report).await?;
+    report.baseline = rig.baseline(plan, progress).await;
+    if plan.aioquic && rig.servers.relay.is_running() {
+        report.aioquic = Some(rig.aioquic(plan, progress).await);
+    }
+    for (k, attack) in plan.attacks.iter().copied().enumerate() {
+        let (a, died) = rig.attack(plan, progress, k, attack).await;
+        report.attacks.push(a);
+        if died {
+            report
+                .notes
+                .push("the relay died: the remaining attacks were skipped".into());
+            break;
+        }
+    }
+    rig.finish(plan, progress, &mut report).await;
+    report.took = started.elapsed();
+    report.judge();
+    Ok(report)
+}
 
-    progress("starting the origin and relay processes");
-    let tls = TlsPaths {
-        cert: cert.clone(),
-        key,
-    };
-    let mut servers = Servers::start(&plan.exe, &dir, &tls, &secrets).await?;
-    report.pids = (servers.relay.pid(), servers.origin.pid());
-    report.loadavg.0 = sys::loadavg().unwrap_or_default();
-    let machine_start = sys::MachineCpu::now().unwrap_or_default();
-    let ours = |servers: &Servers| -> Duration {
-        [
-            servers.relay.pid(),
-            servers.origin.pid(),
-            std::process::id(),
-        ]
-        .iter()
-        .map(|p| sys::cpu_time(*p).unwrap_or_default())
-        .sum()
-    };
-    let ours_start = ours(&servers);
-    let mut meter = Meter::start(servers.relay.pid(), servers.origin.pid(), plan.rss_abort);
-    report.relay_idle_kb = rss(servers.relay.pid());
+impl Rig {
+    /// Start the origin and relay processes, the meter and the honest
+    /// crowd (in a battle long enough for the whole run).
+    async fn start(
+        plan: &Plan,
+        progress: &(dyn Fn(&str) + Sync),
+        report: &mut Report,
+    ) -> anyhow::Result<Rig> {
+        let tmp = TempDir::new(plan.dir.as_deref())?;
+        let dir = tmp.path().to_path_buf();
+        let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
+        let (cert, key) = sys::write_identity(&identity, &dir)?;
+        let secrets = Secrets::generate()?;
 
-    // For the "still serving" probes; the attackers build theirs alike.
-    let target = remote::target(
-        servers.relay.addr(),
-        identity.certs.clone(),
-        secrets.clone(),
-        plan.attacker_users,
-    );
-    let mut attackers_total = Duration::ZERO;
+        progress("starting the origin and relay processes");
+        let tls = TlsPaths {
+            cert: cert.clone(),
+            key,
+        };
+        let servers = Servers::start(&plan.exe, &dir, &tls, &secrets).await?;
+        report.pids = (servers.relay.pid(), servers.origin.pid());
+        report.loadavg.0 = sys::loadavg().unwrap_or_default();
+        let machine_start = sys::MachineCpu::now().unwrap_or_default();
+        let ours_start = ours(&servers);
+        let meter = Meter::start(servers.relay.pid(), servers.origin.pid(), plan.rss_abort);
+        report.relay_idle_kb = rss(servers.relay.pid());
 
-    // The battle lasts the whole run (within the rules' bounds).
-    let per_phase = plan.duration + plan.settle + Duration::from_secs(4);
-    let planned = per_phase * (plan.attacks.len() as u32 + 2) + Duration::from_secs(30);
-    let battle_secs = planned.as_secs().clamp(10, 900) as u32;
-    progress(&format!(
-        "{} honest clients: two hosts in a {battle_secs} s PK battle, viewers gifting {}/s each",
-        plan.honest, plan.gift_rate
-    ));
-    let crowd = Crowd::start(
-        &CrowdPlan {
-            relay: servers.relay.addr(),
-            cert_pem: identity.cert_pem(),
-            clients: plan.honest,
-            gift_rate: plan.gift_rate,
-            deadline: plan.action_deadline,
-            battle_secs,
-            seed: plan.seed,
-        },
-        &secrets,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "starting the honest crowd; the relay's log:\n{}",
-            servers.relay.log_tail(15)
+        let target = remote::target(
+            servers.relay.addr(),
+            identity.certs.clone(),
+            secrets.clone(),
+            plan.attacker_users,
+        );
+
+        // The battle lasts the whole run (within the rules' bounds).
+        let per_phase = plan.duration + plan.settle + Duration::from_secs(4);
+        let planned = per_phase * (plan.attacks.len() as u32 + 2) + Duration::from_secs(30);
+        let battle_secs = planned.as_secs().clamp(10, 900) as u32;
+        progress(&format!(
+            "{} honest clients: two hosts in a {battle_secs} s PK battle, viewers gifting {}/s each",
+            plan.honest, plan.gift_rate
+        ));
+        let crowd = Crowd::start(
+            &CrowdPlan {
+                relay: servers.relay.addr(),
+                cert_pem: identity.cert_pem(),
+                clients: plan.honest,
+                gift_rate: plan.gift_rate,
+                deadline: plan.action_deadline,
+                battle_secs,
+                seed: plan.seed,
+            },
+            &secrets,
         )
-    })?;
-    report.relay_connected_kb = rss(servers.relay.pid());
-    // Let the first clock exchanges and joins settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+        .await
+        .with_context(|| {
+            format!(
+                "starting the honest crowd; the relay's log:\n{}",
+                servers.relay.log_tail(15)
+            )
+        })?;
+        report.relay_connected_kb = rss(servers.relay.pid());
+        // Let the first clock exchanges and joins settle.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Rig {
+            tmp,
+            dir,
+            cert,
+            secrets,
+            servers,
+            meter,
+            target,
+            crowd,
+            machine_start,
+            ours_start,
+            attackers_total: Duration::ZERO,
+        })
+    }
 
-    progress(&format!(
-        "baseline: {:.1} s without attackers",
-        plan.duration.as_secs_f64()
-    ));
-    let w = Window::open(&servers, &mut meter);
-    crowd.set_phase(BASELINE);
-    tokio::time::sleep(plan.duration).await;
-    crowd.set_phase(BETWEEN);
-    let busy = w.cpu(&servers);
-    tokio::time::sleep(plan.settle).await;
-    report.baseline = w.close(&servers, &meter, busy);
+    /// The baseline: the honest crowd alone for the plan's duration.
+    async fn baseline(&mut self, plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Figures {
+        progress(&format!(
+            "baseline: {:.1} s without attackers",
+            plan.duration.as_secs_f64()
+        ));
+        let w = Window::open(&self.servers, &mut self.meter);
+        self.crowd.set_phase(BASELINE);
+        tokio::time::sleep(plan.duration).await;
+        self.crowd.set_phase(BETWEEN);
+        let busy = w.cpu(&self.servers);
+        tokio::time::sleep(plan.settle).await;
+        w.close(&self.servers, &self.meter, busy)
+    }
 
-    if plan.aioquic && servers.relay.is_running() {
+    /// The aioquic client's phase (its honest gifts are filled in at the
+    /// end of the run).
+    async fn aioquic(&mut self, plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> AioquicReport {
         progress(&format!(
             "aioquic client: {} connections for {:.1} s",
             plan.aioquic_connections,
             plan.duration.max(Duration::from_secs(7)).as_secs_f64()
         ));
         let phase = 2;
-        let w = Window::open(&servers, &mut meter);
-        crowd.set_phase(phase);
+        let w = Window::open(&self.servers, &mut self.meter);
+        self.crowd.set_phase(phase);
         let script = aioquic::Script {
             python: plan.python.clone(),
             path: plan.aioquic_script.clone(),
-            port: servers.relay.addr().port(),
-            cafile: cert.clone(),
+            port: self.servers.relay.addr().port(),
+            cafile: self.cert.clone(),
             connections: plan.aioquic_connections,
             // Long enough to see a 5 s hello deadline close the idle ones.
             duration: plan.duration.max(Duration::from_secs(7)),
             seed: plan.seed,
         };
-        let outcome = aioquic::run(&script, &secrets, &dir).await;
-        let busy = w.cpu(&servers);
-        crowd.set_phase(BETWEEN);
+        let outcome = aioquic::run(&script, &self.secrets, &self.dir).await;
+        let busy = w.cpu(&self.servers);
+        self.crowd.set_phase(BETWEEN);
         tokio::time::sleep(plan.settle).await;
-        let figures = w.close(&servers, &meter, busy);
-        let alive = servers.relay.is_running();
+        let figures = w.close(&self.servers, &self.meter, busy);
+        let alive = self.servers.relay.is_running();
         let not_serving = if alive {
-            serving(&target, 800_999).await.err()
+            serving(&self.target, 800_999).await.err()
         } else {
             Some("the relay process is gone".into())
         };
-        report.aioquic = Some(AioquicReport {
+        AioquicReport {
             phase,
             figures,
             outcome: outcome.map_err(|e| format!("{e:#}")),
             gifts: Gifts::default(),
             alive,
             not_serving,
-        });
+        }
     }
 
-    for (k, attack) in plan.attacks.iter().copied().enumerate() {
+    /// Attack `k` of the plan: prepare its process outside the window,
+    /// attack for the duration or until the relay passes the abort level,
+    /// wind down, settle, check the relay still serves. Also returns
+    /// whether the relay died (the remaining attacks are then skipped).
+    async fn attack(
+        &mut self,
+        plan: &Plan,
+        progress: &(dyn Fn(&str) + Sync),
+        k: usize,
+        attack: Attack,
+    ) -> (AttackReport, bool) {
         progress(&format!(
             "attack {}/{}: {} ({} attackers, {:.1} s): {}",
             k + 1,
@@ -258,107 +335,111 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
             plan.duration.as_secs_f64(),
             attack.what()
         ));
-        let mut a = super::report::AttackReport {
+        let mut a = AttackReport {
             attack,
             phase: 3 + k,
             ..Default::default()
         };
         let order = Order {
-            relay: servers.relay.addr(),
-            cert: cert.clone(),
+            relay: self.servers.relay.addr(),
+            cert: self.cert.clone(),
             attack,
             attackers: plan.attackers,
             users: plan.attacker_users,
             duration: plan.duration,
             seed: plan.seed ^ ((k as u64) << 32),
         };
-        let mut attackers = match AttackProcess::spawn(&plan.exe, &dir, &order, &secrets).await {
-            Ok(p) => p,
-            Err(e) => {
-                a.error = Some(format!("preparing: {e:#}"));
-                report.attacks.push(a);
-                continue;
-            }
-        };
-        let w = Window::open(&servers, &mut meter);
+        let mut attackers =
+            match AttackProcess::spawn(&plan.exe, &self.dir, &order, &self.secrets).await {
+                Ok(p) => p,
+                Err(e) => {
+                    a.error = Some(format!("preparing: {e:#}"));
+                    return (a, false);
+                }
+            };
+        let w = Window::open(&self.servers, &mut self.meter);
         let attackers_cpu = sys::cpu_time(attackers.pid()).unwrap_or_default();
-        crowd.set_phase(a.phase);
+        self.crowd.set_phase(a.phase);
         if let Err(e) = attackers.go() {
-            crowd.set_phase(BETWEEN);
+            self.crowd.set_phase(BETWEEN);
             a.error = Some(format!("starting: {e:#}"));
-            report.attacks.push(a);
-            continue;
+            return (a, false);
         }
         let end = Instant::now() + plan.duration;
-        while Instant::now() < end && !meter.aborted() {
+        while Instant::now() < end && !self.meter.aborted() {
             // The meter is a thread: look at its flag every 20 ms.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        a.aborted = meter.aborted();
-        let busy = w.cpu(&servers);
+        a.aborted = self.meter.aborted();
+        let busy = w.cpu(&self.servers);
         let attackers_busy = sys::cpu_time(attackers.pid())
             .unwrap_or_default()
             .saturating_sub(attackers_cpu);
-        crowd.set_phase(BETWEEN);
+        self.crowd.set_phase(BETWEEN);
         match attackers.finish().await {
             Ok((tally, cpu)) => {
                 a.tally = tally;
-                attackers_total += cpu;
+                self.attackers_total += cpu;
             }
             Err(e) => a.error = Some(format!("the attackers' process: {e:#}")),
         }
         tokio::time::sleep(plan.settle).await;
-        a.figures = w.close(&servers, &meter, busy);
+        a.figures = w.close(&self.servers, &self.meter, busy);
         a.figures.attackers_cpu = attackers_busy;
-        a.alive = servers.relay.is_running();
+        a.alive = self.servers.relay.is_running();
         a.not_serving = if a.alive {
-            serving(&target, 800_000 + k as u64).await.err()
+            serving(&self.target, 800_000 + k as u64).await.err()
         } else {
             Some(format!(
                 "the relay process is gone; its log:\n{}",
-                servers.relay.log_tail(15)
+                self.servers.relay.log_tail(15)
             ))
         };
-        a.honest_connected = crowd.connected();
-        let dead = !a.alive;
-        report.attacks.push(a);
-        if dead {
-            report
-                .notes
-                .push("the relay died: the remaining attacks were skipped".into());
-            break;
-        }
+        a.honest_connected = self.crowd.connected();
+        let died = !a.alive;
+        (a, died)
     }
 
-    progress("waiting for every honest gift's outcome");
-    let gifts: Vec<Gifts> = crowd.finish().await;
-    report.between = gifts.get(BETWEEN).cloned().unwrap_or_default();
-    report.baseline_gifts = gifts.get(BASELINE).cloned().unwrap_or_default();
-    for a in report.attacks.iter_mut() {
-        a.gifts = gifts.get(a.phase).cloned().unwrap_or_default();
+    /// Wait for every honest gift's outcome, file them by phase, read the
+    /// machine's figures, and stop the processes.
+    async fn finish(self, plan: &Plan, progress: &(dyn Fn(&str) + Sync), report: &mut Report) {
+        let Rig {
+            tmp,
+            mut servers,
+            meter,
+            crowd,
+            machine_start,
+            ours_start,
+            attackers_total,
+            ..
+        } = self;
+        progress("waiting for every honest gift's outcome");
+        let gifts: Vec<Gifts> = crowd.finish().await;
+        report.between = gifts.get(BETWEEN).cloned().unwrap_or_default();
+        report.baseline_gifts = gifts.get(BASELINE).cloned().unwrap_or_default();
+        for a in report.attacks.iter_mut() {
+            a.gifts = gifts.get(a.phase).cloned().unwrap_or_default();
+        }
+        if let Some(q) = report.aioquic.as_mut() {
+            q.gifts = gifts.get(q.phase).cloned().unwrap_or_default();
+        }
+        let machine = sys::MachineCpu::now()
+            .unwrap_or_default()
+            .since(&machine_start);
+        report.others_cpu = machine
+            .tasks
+            .saturating_sub(ours(&servers).saturating_sub(ours_start) + attackers_total);
+        report.loadavg.1 = sys::loadavg().unwrap_or_default();
+        if !servers.relay.is_running() {
+            report.notes.push(format!(
+                "the relay exited during the run; its log:\n{}",
+                servers.relay.log_tail(15)
+            ));
+        }
+        drop(meter);
+        report.notes.extend(servers.stop().await);
+        if plan.keep_dir {
+            report.notes.push(format!("kept {}", tmp.keep().display()));
+        }
     }
-    if let Some(q) = report.aioquic.as_mut() {
-        q.gifts = gifts.get(q.phase).cloned().unwrap_or_default();
-    }
-    let machine = sys::MachineCpu::now()
-        .unwrap_or_default()
-        .since(&machine_start);
-    report.others_cpu = machine
-        .tasks
-        .saturating_sub(ours(&servers).saturating_sub(ours_start) + attackers_total);
-    report.loadavg.1 = sys::loadavg().unwrap_or_default();
-    if !servers.relay.is_running() {
-        report.notes.push(format!(
-            "the relay exited during the run; its log:\n{}",
-            servers.relay.log_tail(15)
-        ));
-    }
-    drop(meter);
-    report.notes.extend(servers.stop().await);
-    if plan.keep_dir {
-        report.notes.push(format!("kept {}", tmp.keep().display()));
-    }
-    report.took = started.elapsed();
-    report.judge();
-    Ok(report)
 }

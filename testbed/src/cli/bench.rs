@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testbed::bench::fanout::FanoutReport;
+use testbed::bench::fanout::{ConnectReport, FanoutReport};
 use testbed::bench::run::Phase;
 use testbed::bench::stats::{fmt_us, Summary};
 use testbed::bench::{Plan, Report};
@@ -199,8 +199,30 @@ fn p50(r: &Report, key: &str) -> Option<f64> {
         .map(|row| row.summary.p50_us)
 }
 
+/// The report as text: one section after another.
 fn render(r: &Report, plan: &Plan, command: &str) -> String {
     let mut o = String::new();
+    render_setup(&mut o, r, plan, command);
+    render_round_trips(&mut o, r);
+    if let Some(c) = &r.connect {
+        render_connect(&mut o, r, c);
+    }
+    for f in &r.fanout {
+        render_fanout(&mut o, r, f);
+    }
+    if !r.procs.is_empty() {
+        render_memory(&mut o, r);
+    }
+    if !r.phases.is_empty() {
+        render_cpu(&mut o, r);
+    }
+    render_machine(&mut o, r);
+    o
+}
+
+/// The machine, the build, the command, the processes, the log's disk and
+/// the redundancy setting.
+fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
     let build = if r.release {
         "release build"
     } else {
@@ -248,7 +270,10 @@ fn render(r: &Report, plan: &Plan, command: &str) -> String {
             "off (critical messages sent once)".into()
         }
     ));
+}
 
+/// The latency rows, and where the SDK ack's median goes.
+fn render_round_trips(o: &mut String, r: &Report) {
     let spacing = if r.gap.is_zero() {
         "back to back".to_string()
     } else {
@@ -260,7 +285,7 @@ fn render(r: &Report, plan: &Plan, command: &str) -> String {
         "n", "p50", "p99", "p99.9", "max"
     ));
     for row in &r.rows {
-        row_line(&mut o, &row.what, &row.summary, row.lost);
+        row_line(o, &row.what, &row.summary, row.lost);
     }
     if r.probe_rejected > 0 || r.sdk_failed > 0 {
         o.push_str(&format!(
@@ -294,169 +319,179 @@ fn render(r: &Report, plan: &Plan, command: &str) -> String {
             fmt_us(rest),
         ));
     }
+}
 
-    if let Some(c) = &r.connect {
-        o.push_str(&format!(
-            "\nFan-out: {} SDK clients (real client_sdk::Client, each its own QUIC endpoint) in one \
-             room on one relay;\n         the sender is {}\n",
-            c.connected, r.sender_relay
-        ));
-        o.push_str(&format!(
-            "  connect    {} of {} clients connected and joined in {:.2} s, {} at a time \
-             ({} failed, {} retried)\n",
-            c.connected,
-            c.wanted,
-            c.took.as_secs_f64(),
-            c.batch,
-            c.failed,
-            c.retried
-        ));
-        o.push_str(&format!(
-            "             per client: connect() p50 {} p99 {}; join() p50 {} p99 {}\n",
-            fmt_us(c.connect.p50_us),
-            fmt_us(c.connect.p99_us),
-            fmt_us(c.join.p50_us),
-            fmt_us(c.join.p99_us)
-        ));
-        for e in &c.errors {
-            o.push_str(&format!("             ! {e}\n"));
-        }
+/// How the fan-out's audience connected.
+fn render_connect(o: &mut String, r: &Report, c: &ConnectReport) {
+    o.push_str(&format!(
+        "\nFan-out: {} SDK clients (real client_sdk::Client, each its own QUIC endpoint) in one \
+         room on one relay;\n         the sender is {}\n",
+        c.connected, r.sender_relay
+    ));
+    o.push_str(&format!(
+        "  connect    {} of {} clients connected and joined in {:.2} s, {} at a time \
+         ({} failed, {} retried)\n",
+        c.connected,
+        c.wanted,
+        c.took.as_secs_f64(),
+        c.batch,
+        c.failed,
+        c.retried
+    ));
+    o.push_str(&format!(
+        "             per client: connect() p50 {} p99 {}; join() p50 {} p99 {}\n",
+        fmt_us(c.connect.p50_us),
+        fmt_us(c.connect.p99_us),
+        fmt_us(c.join.p50_us),
+        fmt_us(c.join.p99_us)
+    ));
+    for e in &c.errors {
+        o.push_str(&format!("             ! {e}\n"));
     }
-    for f in &r.fanout {
-        let per_delivery = per_delivery_cpu(r, f);
-        o.push_str(&format!(
-            "  -- at {}/s --{}\n",
-            f.rate,
-            per_delivery
-                .map(|(relay, bench)| format!(
-                    " (CPU per delivery above the idle baseline: relay {relay:.1} µs, clients {bench:.1} µs)"
-                ))
-                .unwrap_or_default()
-        ));
-        o.push_str(&format!(
-            "  sent       {} of {} gifts at {}/s in {:.2} s: {} applied, {} rejected, {} errors\n",
-            f.issued,
-            f.planned,
-            f.rate,
-            f.send_took.as_secs_f64(),
-            f.applied,
-            f.rejected,
-            f.errors
-        ));
-        for e in &f.error_text {
-            o.push_str(&format!("             ! {e}\n"));
-        }
-        o.push_str(&format!(
-            "  delivered  {} of {} (missing {}, lagged {}, snapshots {}{}); {} of {} gifts reached every client\n",
-            f.delivered,
-            f.expected,
-            f.missing,
-            f.lagged,
-            f.snapshots,
-            if f.unmatched > 0 {
-                format!(", {} of unacked gifts", f.unmatched)
-            } else {
-                String::new()
-            },
-            f.complete_events,
-            f.applied
-        ));
-        o.push_str(&format!(
-            "  throughput {:.0} deliveries/s (first send to last sighting, {:.2} s; offered {:.0}/s)\n",
-            f.deliveries_per_sec,
-            f.span.as_secs_f64(),
-            f.rate * f.audience as f64
-        ));
-        o.push_str(&format!(
-            "  {:<62} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
-            "latency", "n", "p50", "p99", "p99.9", "max"
-        ));
-        row_line(
-            &mut o,
-            "send → a client saw it (every client, every gift)",
-            &f.delivery,
-            0,
-        );
-        if f.by_second.len() > 1 {
-            let list = |g: fn(&Summary) -> f64| {
-                f.by_second
-                    .iter()
-                    .map(|s| fmt_us(g(s)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            o.push_str(&format!(
-                "    by the second the gift was sent: p50 {}\n                                     p99 {}\n",
-                list(|s| s.p50_us),
-                list(|s| s.p99_us)
-            ));
-        }
-        row_line(
-            &mut o,
-            &format!(
-                "send → the last of {} clients saw it (per gift)",
-                f.audience
-            ),
-            &f.all_clients,
-            0,
-        );
-        row_line(
-            &mut o,
-            "the sender's acks meanwhile (Acked.latency)",
-            &f.ack,
-            0,
-        );
-    }
+}
 
-    if !r.procs.is_empty() {
-        o.push_str(&format!(
-            "\nMemory (RSS)       {:>10} {:>12} {:>12} {:>10} {:>8}\n",
-            "idle", "connected", "after", "peak", "threads"
-        ));
-        for p in &r.procs {
-            let kb = |v: u64| if v == 0 { "-".into() } else { mib(v) };
-            o.push_str(&format!(
-                "  {:<16} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
-                p.name,
-                kb(p.rss_idle_kb),
-                kb(p.rss_connected_kb),
-                kb(p.rss_after_kb),
-                kb(p.rss_peak_kb),
-                p.threads.map_or("-".into(), |t| t.to_string()),
-            ));
-        }
+/// One fan-out run: what was sent, what arrived, how fast.
+fn render_fanout(o: &mut String, r: &Report, f: &FanoutReport) {
+    let per_delivery = per_delivery_cpu(r, f);
+    o.push_str(&format!(
+        "  -- at {}/s --{}\n",
+        f.rate,
+        per_delivery
+            .map(|(relay, bench)| format!(
+                " (CPU per delivery above the idle baseline: relay {relay:.1} µs, clients {bench:.1} µs)"
+            ))
+            .unwrap_or_default()
+    ));
+    o.push_str(&format!(
+        "  sent       {} of {} gifts at {}/s in {:.2} s: {} applied, {} rejected, {} errors\n",
+        f.issued,
+        f.planned,
+        f.rate,
+        f.send_took.as_secs_f64(),
+        f.applied,
+        f.rejected,
+        f.errors
+    ));
+    for e in &f.error_text {
+        o.push_str(&format!("             ! {e}\n"));
     }
-    if !r.phases.is_empty() {
-        o.push_str(&format!("\nCPU, cores on average{}", " ".repeat(6)));
+    o.push_str(&format!(
+        "  delivered  {} of {} (missing {}, lagged {}, snapshots {}{}); {} of {} gifts reached every client\n",
+        f.delivered,
+        f.expected,
+        f.missing,
+        f.lagged,
+        f.snapshots,
+        if f.unmatched > 0 {
+            format!(", {} of unacked gifts", f.unmatched)
+        } else {
+            String::new()
+        },
+        f.complete_events,
+        f.applied
+    ));
+    o.push_str(&format!(
+        "  throughput {:.0} deliveries/s (first send to last sighting, {:.2} s; offered {:.0}/s)\n",
+        f.deliveries_per_sec,
+        f.span.as_secs_f64(),
+        f.rate * f.audience as f64
+    ));
+    render_fanout_latency(o, f);
+}
+
+/// One fan-out run's latency rows.
+fn render_fanout_latency(o: &mut String, f: &FanoutReport) {
+    o.push_str(&format!(
+        "  {:<62} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
+        "latency", "n", "p50", "p99", "p99.9", "max"
+    ));
+    row_line(
+        o,
+        "send → a client saw it (every client, every gift)",
+        &f.delivery,
+        0,
+    );
+    if f.by_second.len() > 1 {
+        let list = |g: fn(&Summary) -> f64| {
+            f.by_second
+                .iter()
+                .map(|s| fmt_us(g(s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        o.push_str(&format!(
+            "    by the second the gift was sent: p50 {}\n                                     p99 {}\n",
+            list(|s| s.p50_us),
+            list(|s| s.p99_us)
+        ));
+    }
+    row_line(
+        o,
+        &format!(
+            "send → the last of {} clients saw it (per gift)",
+            f.audience
+        ),
+        &f.all_clients,
+        0,
+    );
+    row_line(o, "the sender's acks meanwhile (Acked.latency)", &f.ack, 0);
+}
+
+/// Each process's resident memory through the run.
+fn render_memory(o: &mut String, r: &Report) {
+    o.push_str(&format!(
+        "\nMemory (RSS)       {:>10} {:>12} {:>12} {:>10} {:>8}\n",
+        "idle", "connected", "after", "peak", "threads"
+    ));
+    for p in &r.procs {
+        let kb = |v: u64| if v == 0 { "-".into() } else { mib(v) };
+        o.push_str(&format!(
+            "  {:<16} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
+            p.name,
+            kb(p.rss_idle_kb),
+            kb(p.rss_connected_kb),
+            kb(p.rss_after_kb),
+            kb(p.rss_peak_kb),
+            p.threads.map_or("-".into(), |t| t.to_string()),
+        ));
+    }
+}
+
+/// CPU per process and phase, then the machine's softirq and UDP counters.
+fn render_cpu(o: &mut String, r: &Report) {
+    o.push_str(&format!("\nCPU, cores on average{}", " ".repeat(6)));
+    for ph in &r.phases {
+        o.push_str(&format!(
+            "{:>22}",
+            format!("{} ({:.1} s)", ph.name, ph.wall.as_secs_f64())
+        ));
+    }
+    o.push('\n');
+    for (i, p) in r.procs.iter().enumerate() {
+        o.push_str(&format!("  {:<24}", p.name));
         for ph in &r.phases {
-            o.push_str(&format!(
-                "{:>22}",
-                format!("{} ({:.1} s)", ph.name, ph.wall.as_secs_f64())
-            ));
-        }
-        o.push('\n');
-        for (i, p) in r.procs.iter().enumerate() {
-            o.push_str(&format!("  {:<24}", p.name));
-            for ph in &r.phases {
-                o.push_str(&format!("{:>22}", cores(ph, ph.cpu.get(i).copied())));
-            }
-            o.push('\n');
-        }
-        o.push_str(&format!("  {:<24}", "softirq (whole machine)"));
-        for ph in &r.phases {
-            o.push_str(&format!("{:>22}", cores(ph, Some(ph.softirq))));
-        }
-        o.push_str(&format!("\n  {:<24}", "UDP datagrams/s sent"));
-        for ph in &r.phases {
-            let per_s = ph.udp.out_datagrams as f64 / ph.wall.as_secs_f64().max(0.001);
-            o.push_str(&format!("{per_s:>22.0}"));
-        }
-        o.push_str(&format!("\n  {:<24}", "UDP receive-buffer drops"));
-        for ph in &r.phases {
-            o.push_str(&format!("{:>22}", ph.udp.rcvbuf_errors));
+            o.push_str(&format!("{:>22}", cores(ph, ph.cpu.get(i).copied())));
         }
         o.push('\n');
     }
+    o.push_str(&format!("  {:<24}", "softirq (whole machine)"));
+    for ph in &r.phases {
+        o.push_str(&format!("{:>22}", cores(ph, Some(ph.softirq))));
+    }
+    o.push_str(&format!("\n  {:<24}", "UDP datagrams/s sent"));
+    for ph in &r.phases {
+        let per_s = ph.udp.out_datagrams as f64 / ph.wall.as_secs_f64().max(0.001);
+        o.push_str(&format!("{per_s:>22.0}"));
+    }
+    o.push_str(&format!("\n  {:<24}", "UDP receive-buffer drops"));
+    for ph in &r.phases {
+        o.push_str(&format!("{:>22}", ph.udp.rcvbuf_errors));
+    }
+    o.push('\n');
+}
+
+/// How busy the machine was with other work, the notes, the run's length.
+fn render_machine(o: &mut String, r: &Report) {
     let others = r.others_cpu.as_secs_f64() / r.took.as_secs_f64().max(0.001);
     o.push_str(&format!(
         "\nmachine: load average {} at the start, {} at the end; during the run other processes \
@@ -481,5 +516,4 @@ fn render(r: &Report, plan: &Plan, command: &str) -> String {
         "\nthe whole run took {:.1} s\n",
         r.took.as_secs_f64()
     ));
-    o
 }

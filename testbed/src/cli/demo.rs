@@ -4,16 +4,18 @@
 //! client's mirrored state is compared with the origin's.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use client_sdk::{Room, Update};
+use client_sdk::{Client, Room, Update};
 use hdrhistogram::Histogram;
 use protocol::room::BattlePhase;
 use protocol::{EventKind, GiftId, RoomId, UserId};
 use testbed::topology::{fast_rules, Spec, Topology};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 /// Options of `testbed demo`.
 #[derive(Debug, clap::Args)]
@@ -97,11 +99,37 @@ fn describe(room: RoomId, e: &EventKind) -> Option<String> {
     })
 }
 
+/// The demo's clients: two hosts in their rooms, and the viewers.
+struct Cast {
+    host_a: Client,
+    host_b: Client,
+    /// Host A's room.
+    ra: Room,
+    /// Host B's room.
+    rb: Room,
+    viewers: Vec<(UserId, Client, Room)>,
+}
+
 /// Run the demo.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let n = Narrator {
         start: Instant::now(),
     };
+    let t = start(&n).await?;
+    let cast = Cast::join(&n, &t, args.viewers).await?;
+    narrate_hosts(&n, [&cast.ra, &cast.rb]);
+    let latencies = battle(&n, &args, &cast).await?;
+    seat(&cast).await?;
+    verdict(&n, &t, &cast, &latencies).await?;
+    operator_view(&n, &t).await?;
+    cast.close().await;
+    t.shutdown().await;
+    Ok(())
+}
+
+/// Start the topology (every part serving `/metrics`) and say where
+/// everything listens.
+async fn start(n: &Narrator) -> anyhow::Result<Topology> {
     let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
     let spec = Spec {
         name: "demo".into(),
@@ -147,30 +175,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             n.say(format!("{name} metrics: curl http://{addr}/metrics"));
         }
     }
+    Ok(t)
+}
 
-    // Hosts, each on the relay of its region; viewers alternate relays.
-    let host_a = t.client(1000, &[A], &[0]).await?;
-    let host_b = t.client(2000, &[B], &[1]).await?;
-    let ra = host_a.join(A).await.context("host A joins")?;
-    let rb = host_b.join(B).await.context("host B joins")?;
-    let mut viewers = Vec::new();
-    for i in 0..args.viewers * 2 {
-        let room = if i % 2 == 0 { A } else { B };
-        let relay = (i / 2 % 2) as usize;
-        let c = t.client(100 + i, &[], &[relay]).await?;
-        let r = c
-            .join(room)
-            .await
-            .with_context(|| format!("viewer {i} joins"))?;
-        viewers.push((UserId(100 + i), c, r));
+impl Cast {
+    /// Hosts, each on the relay of its region; `viewers` per room,
+    /// alternating relays.
+    async fn join(n: &Narrator, t: &Topology, viewers: u64) -> anyhow::Result<Cast> {
+        let host_a = t.client(1000, &[A], &[0]).await?;
+        let host_b = t.client(2000, &[B], &[1]).await?;
+        let ra = host_a.join(A).await.context("host A joins")?;
+        let rb = host_b.join(B).await.context("host B joins")?;
+        let mut joined = Vec::new();
+        for i in 0..viewers * 2 {
+            let room = if i % 2 == 0 { A } else { B };
+            let relay = (i / 2 % 2) as usize;
+            let c = t.client(100 + i, &[], &[relay]).await?;
+            let r = c
+                .join(room)
+                .await
+                .with_context(|| format!("viewer {i} joins"))?;
+            joined.push((UserId(100 + i), c, r));
+        }
+        n.say(format!(
+            "{} viewers joined rooms {A} and {B} across both relays",
+            joined.len()
+        ));
+        Ok(Cast {
+            host_a,
+            host_b,
+            ra,
+            rb,
+            viewers: joined,
+        })
     }
-    n.say(format!(
-        "{} viewers joined rooms {A} and {B} across both relays",
-        viewers.len()
-    ));
 
-    // Narrate what the hosts see.
-    for room in [&ra, &rb] {
+    /// Close every client.
+    async fn close(self) {
+        for (_, c, _) in self.viewers {
+            c.close().await;
+        }
+        self.host_a.close().await;
+        self.host_b.close().await;
+    }
+}
+
+/// Narrate what the hosts see, as it happens.
+fn narrate_hosts(n: &Narrator, rooms: [&Room; 2]) {
+    for room in rooms {
         let mut updates = room.updates();
         let id = room.id();
         let narrator = Narrator { start: n.start };
@@ -184,8 +236,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
+}
 
-    // The battle.
+/// The battle: A invites B, B accepts, every viewer gifts until the bell
+/// with a scoreline every second, then the settlement. Returns the
+/// viewers' gift ack latencies.
+async fn battle(
+    n: &Narrator,
+    args: &Args,
+    cast: &Cast,
+) -> anyhow::Result<Arc<Mutex<Histogram<u64>>>> {
+    let (ra, rb) = (&cast.ra, &cast.rb);
     n.say(format!(
         "host of {A} invites {B} to a {} s PK battle",
         args.battle_secs
@@ -210,29 +271,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Gifts from every viewer until the bell.
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let period = Duration::from_secs_f64(1.0 / args.gifts_per_sec.max(0.1));
+    let sent = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(u64::from(args.battle_secs));
-    for (k, (_, _, room)) in viewers.iter().enumerate() {
-        let room: Room = room.clone();
-        let (lat, sent) = (latencies.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            let mut i = k;
-            while Instant::now() < until {
-                tick.tick().await;
-                i += 1;
-                let gift = GiftId(1 + (i % 3) as u32);
-                if let Ok(a) = room.gift(gift, 1).await {
-                    if a.outcome.is_applied() {
-                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let _ = lat.lock().await.record(a.latency.as_micros() as u64);
-                    }
-                }
-            }
-        }));
-    }
+    let tasks = send_gifts(args, cast, until, &latencies, &sent);
     // A scoreline every second.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -243,7 +284,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "score {}:{}  ({} gifts acked so far)",
                 b.scores[0],
                 b.scores[1],
-                sent.load(std::sync::atomic::Ordering::Relaxed)
+                sent.load(Ordering::Relaxed)
             ));
         }
     }
@@ -255,10 +296,47 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await
     .context("no settlement")?;
+    Ok(latencies)
+}
 
-    // A co-host takes a seat.
-    let (guest_id, _, guest) = &viewers[0];
-    ra.seat_invite(*guest_id, Some(0)).await?;
+/// One task per viewer gifting `args.gifts_per_sec` until `until`; each
+/// applied gift counts in `sent` and its ack latency in `latencies`.
+fn send_gifts(
+    args: &Args,
+    cast: &Cast,
+    until: Instant,
+    latencies: &Arc<Mutex<Histogram<u64>>>,
+    sent: &Arc<AtomicU64>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let period = Duration::from_secs_f64(1.0 / args.gifts_per_sec.max(0.1));
+    for (k, (_, _, room)) in cast.viewers.iter().enumerate() {
+        let room: Room = room.clone();
+        let (lat, sent) = (latencies.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            let mut i = k;
+            while Instant::now() < until {
+                tick.tick().await;
+                i += 1;
+                let gift = GiftId(1 + (i % 3) as u32);
+                if let Ok(a) = room.gift(gift, 1).await {
+                    if a.outcome.is_applied() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let _ = lat.lock().await.record(a.latency.as_micros() as u64);
+                    }
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// A co-host takes a seat: host A invites the first viewer to seat 0, the
+/// guest accepts, the host mutes the seat.
+async fn seat(cast: &Cast) -> anyhow::Result<()> {
+    let (guest_id, _, guest) = &cast.viewers[0];
+    cast.ra.seat_invite(*guest_id, Some(0)).await?;
     guest
         .wait_for(Duration::from_secs(5), |s| {
             s.seats.invite_for(*guest_id).is_some()
@@ -266,12 +344,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("the guest never saw the seat invitation")?;
     guest.seat_accept().await?;
-    ra.seat_mute(0, true).await?;
+    cast.ra.seat_mute(0, true).await?;
+    Ok(())
+}
 
-    // Everyone agrees with the origin?
-    let mut rooms: Vec<&Room> = viewers.iter().map(|(_, _, r)| r).collect();
-    rooms.push(&ra);
-    rooms.push(&rb);
+/// Everyone agrees with the origin? Then the gift ack latencies and where
+/// each room's log stands.
+async fn verdict(
+    n: &Narrator,
+    t: &Topology,
+    cast: &Cast,
+    latencies: &Mutex<Histogram<u64>>,
+) -> anyhow::Result<()> {
+    let mut rooms: Vec<&Room> = cast.viewers.iter().map(|(_, _, r)| r).collect();
+    rooms.push(&cast.ra);
+    rooms.push(&cast.rb);
     t.converge(&rooms, Duration::from_secs(10)).await?;
     let mut seqs = BTreeMap::new();
     for r in &rooms {
@@ -291,14 +378,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seqs[&A],
         seqs[&B],
     ));
-    drop(h);
-    operator_view(&n, &t).await?;
-    for (_, c, _) in viewers {
-        c.close().await;
-    }
-    host_a.close().await;
-    host_b.close().await;
-    t.shutdown().await;
     Ok(())
 }
 
