@@ -26,6 +26,36 @@
 //! second way to compute state (every change is an event applied with
 //! [`protocol::RoomState::apply`]).
 
+//! # Module map
+//! Pure (take `now`, do no IO):
+//! - `rules/mod.rs`: the authority's contract, its inputs and `decide()`.
+//! - `rules/txn.rs`: an input's changes as one transaction; the actor's role.
+//! - `rules/pk.rs`: PK invitations, battles, forfeits, settlement.
+//! - `rules/seats.rs`: co-host seats, invitations, applications, holds.
+//! - `rules/engage.rs`: gifts, chat, likes, challenges.
+//! - `rules/deadline.rs`: the timers derived from state, and firing them.
+//! - `rules/sessions.rs`: the id memory (exactly-once), bounded per user.
+//! - `rules/rate.rs`: the per-user action rate backstop.
+//! - `rules/config.rs`: the rules' settings and the gift catalogue.
+//! - `kpi.rs`: the interaction KPIs, from records and presence.
+//! - `wal/format.rs`: the log's record framing and its decoder.
+//! - `wal/crc.rs`: the checksum.
+//!
+//! IO and drivers:
+//! - `wal/mod.rs`: the write-ahead log: append, group sync, checkpoint, replay.
+//! - `wal/files.rs`: segment and checkpoint files, made durable.
+//! - `wal/archive.rs`: per-room archives of unloaded rooms.
+//! - `wal/fuzzing.rs`: the log's fuzz target bodies.
+//! - `server/mod.rs`: starts the origin (replay, endpoint, tasks), stops it.
+//! - `server/authority.rs`: the task that runs the rules, with presence.
+//! - `server/commit.rs`: the commit thread: group commit, then publish.
+//! - `server/publish.rs`: committed events to followers, acks to askers.
+//! - `server/link.rs`: one relay's link: hello, frames in and out.
+//! - `clock.rs`: the origin's clock, the reference every time is in.
+//! - `config.rs`: configuration (TOML and environment).
+//! - `metrics.rs`: what the operator sees.
+//! - `main.rs`: the `origin` binary.
+
 pub mod clock;
 pub mod config;
 pub mod kpi;

@@ -18,6 +18,18 @@
 //! decide which events an action makes), keep state between calls, or do IO:
 //! everything here is plain data and pure functions.
 
+//! # Module map
+//! - `id.rs`, `time.rs`, `class.rs`: ids, the origin's time and clock
+//!   samples, message classes.
+//! - `room/state.rs`: a room's state; `room/action.rs`: what users ask;
+//!   `room/event.rs`: what happened; `room/outcome.rs`: acks and reasons;
+//!   `room/apply.rs`: `RoomState::apply`, the one way state moves.
+//! - `message/client.rs`, `server.rs`, `upstream.rs`, `downstream.rs`: one
+//!   enum per direction of each hop; `message/error.rs`: close codes.
+//! - `codec/mod.rs`: postcard payloads and limits; `codec/stream.rs`:
+//!   length-prefixed frames; `codec/datagram.rs`: packed datagrams.
+//! - `fuzzing.rs`: fuzz target bodies and the corpus replay.
+
 pub mod class;
 pub mod codec;
 pub mod fuzzing;
