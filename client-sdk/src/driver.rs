@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocol::codec::{self, Packer};
 use protocol::message::{ClientMsg, ServerMsg};
@@ -24,7 +24,6 @@ use crate::mirror::Update;
 use crate::retry::Path;
 use crate::session::{Command, Event, Link, Session, Setup, Transmit};
 use crate::shared::Shared;
-use crate::time::LocalTime;
 use crate::token::{TokenFuture, TokenProvider, TokenResult};
 
 /// From the app's handles to the driver: a command for the session, and
@@ -106,7 +105,8 @@ pub(crate) struct Driver {
     joiners: BTreeMap<RoomId, Vec<oneshot::Sender<Result<RoomParts, Error>>>>,
     /// Who waits for an action's outcome.
     replies: BTreeMap<ActionId, oneshot::Sender<Result<Acked, Error>>>,
-    /// Local time zero.
+    /// The session's start: its origin offsets ([`Event::Offset`]) count
+    /// local time from it.
     start: Instant,
 }
 
@@ -142,7 +142,7 @@ impl Driver {
             },
             unix_now,
         };
-        let session = Session::new(&config, setup, LocalTime::ZERO);
+        let session = Session::new(&config, setup, start);
         Driver {
             session,
             shared,
@@ -159,15 +159,11 @@ impl Driver {
         }
     }
 
-    fn now(&self) -> LocalTime {
-        LocalTime::from_micros(self.start.elapsed().as_micros() as u64)
-    }
-
     pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         self.flush().await;
         while !self.session.is_closed() {
             let woke = self.wait(&mut requests).await;
-            let now = self.now();
+            let now = Instant::now();
             match woke {
                 Wake::Request(None) => self.session.handle_command(now, Command::Close),
                 Wake::Request(Some(r)) => self.handle_request(now, r),
@@ -191,7 +187,7 @@ impl Driver {
                 }
                 Wake::Timer => {}
             }
-            let now = self.now();
+            let now = Instant::now();
             self.session.handle_timeout(now);
             self.flush().await;
         }
@@ -224,11 +220,11 @@ impl Driver {
                 None => Wake::Timer,
             },
             r = connecting => Wake::Connected(r),
-            () = sleep_until(self.start, wake) => Wake::Timer,
+            () = sleep_until(wake) => Wake::Timer,
         }
     }
 
-    fn handle_request(&mut self, now: LocalTime, r: Request) {
+    fn handle_request(&mut self, now: Instant, r: Request) {
         match (&r.command, r.reply) {
             (Command::Join { room }, Some(Reply::Join(reply))) => {
                 self.joiners.entry(*room).or_default().push(reply)
@@ -241,7 +237,7 @@ impl Driver {
         self.session.handle_command(now, r.command);
     }
 
-    fn handle_incoming(&mut self, now: LocalTime, gen: u64, inc: Incoming) {
+    fn handle_incoming(&mut self, now: Instant, gen: u64, inc: Incoming) {
         match inc {
             Incoming::Datagram(d) => {
                 for m in codec::unpack::<ServerMsg>(&d) {
@@ -391,12 +387,9 @@ impl Driver {
     }
 }
 
-async fn sleep_until(start: Instant, wake: Option<LocalTime>) {
+async fn sleep_until(wake: Option<Instant>) {
     match wake {
-        Some(t) => {
-            let at = start + Duration::from_micros(t.as_micros());
-            tokio::time::sleep_until(at.into()).await
-        }
+        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }

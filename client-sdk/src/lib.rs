@@ -38,8 +38,9 @@
 //! resyncs), [`retry`] (when and how to send again, pacing, deadlines),
 //! [`token`] (when to renew), [`report`] (what the client tells its relay
 //! about its own experience, for the operators' metrics) and [`time`]
-//! (local time, the estimate of origin time). One task per client drives
-//! it: it moves bytes and timers and nothing else.
+//! (local time is `std::time::Instant`; [`time::OriginEstimate`], the
+//! estimate of origin time). One task per client drives it: it moves bytes
+//! and timers and nothing else, and is the only part that reads the clock.
 //!
 //! Module map (one file each; `session/` is a folder):
 //! - `lib.rs`: this map and the public exports.
@@ -56,7 +57,7 @@
 //! - `retry.rs`: when and how an action goes (again): copies, fallback, window, pacing, deadlines.
 //! - `report.rs`: the periodic report of ack times and clock error.
 //! - `token.rs`: the token provider and when to renew.
-//! - `time.rs`: `LocalTime` (the client's clock) and `OriginEstimate` (its estimate of origin time).
+//! - `time.rs`: local time (`std::time::Instant`, as in the relay) and `OriginEstimate` (the SDK's estimate of origin time).
 
 mod client;
 mod config;

@@ -6,13 +6,10 @@
 //! asks again if the answer does not come.
 
 use std::collections::BTreeMap;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::room::ApplyError;
 use protocol::{Event, RoomState, Seq};
-
-use crate::time::LocalTime;
 
 /// Most out-of-order events held while a gap is repaired.
 const MAX_BUFFER: usize = 4096;
@@ -35,9 +32,9 @@ pub struct Mirror {
     /// The highest seq known to exist.
     head: Seq,
     /// Since when the mirror has been behind `head`.
-    behind_since: Option<LocalTime>,
+    behind_since: Option<Instant>,
     /// When the last resync was asked.
-    asked_at: Option<LocalTime>,
+    asked_at: Option<Instant>,
     /// An event contradicted the state: only a fresh snapshot can help.
     broken: bool,
 }
@@ -69,7 +66,7 @@ impl Mirror {
     }
 
     /// Replace the state with a snapshot if it is not older than what we hold.
-    pub fn handle_snapshot(&mut self, now: LocalTime, state: RoomState) -> Vec<Update> {
+    pub fn handle_snapshot(&mut self, now: Instant, state: RoomState) -> Vec<Update> {
         if self.state.as_ref().is_some_and(|s| s.seq > state.seq) {
             return Vec::new();
         }
@@ -83,7 +80,7 @@ impl Mirror {
     }
 
     /// Apply events (from any path, in any order, duplicates included).
-    pub fn handle_events(&mut self, now: LocalTime, events: Vec<Event>) -> Vec<Update> {
+    pub fn handle_events(&mut self, now: Instant, events: Vec<Event>) -> Vec<Update> {
         let mut updates = Vec::new();
         for e in events {
             self.head = self.head.max(e.seq);
@@ -108,7 +105,7 @@ impl Mirror {
     }
 
     /// The relay says the room is at `seq`: a lost last event shows here.
-    pub fn handle_head(&mut self, now: LocalTime, seq: Seq) {
+    pub fn handle_head(&mut self, now: Instant, seq: Seq) {
         self.head = self.head.max(seq);
         self.track(now);
     }
@@ -138,7 +135,7 @@ impl Mirror {
         }
     }
 
-    fn track(&mut self, now: LocalTime) {
+    fn track(&mut self, now: Instant) {
         if self.seq() >= self.head && self.state.is_some() {
             self.behind_since = None;
             self.asked_at = None;
@@ -161,7 +158,7 @@ impl Mirror {
     /// `retry`), the seq to resync from; marks it asked.
     pub fn poll_resync(
         &mut self,
-        now: LocalTime,
+        now: Instant,
         tolerance: Duration,
         retry: Duration,
     ) -> Option<Seq> {
@@ -169,10 +166,10 @@ impl Mirror {
             return None;
         }
         let since = self.behind_since?;
-        if now - since < tolerance {
+        if now.saturating_duration_since(since) < tolerance {
             return None;
         }
-        if self.asked_at.is_some_and(|t| now - t < retry) {
+        if (self.asked_at).is_some_and(|t| now.saturating_duration_since(t) < retry) {
             return None;
         }
         self.asked_at = Some(now);
@@ -180,7 +177,7 @@ impl Mirror {
     }
 
     /// When [`Mirror::poll_resync`] may next have something to say.
-    pub fn poll_timeout(&self, tolerance: Duration, retry: Duration) -> Option<LocalTime> {
+    pub fn poll_timeout(&self, tolerance: Duration, retry: Duration) -> Option<Instant> {
         let since = self.behind_since?;
         Some(match self.asked_at {
             Some(t) => t + retry,
@@ -192,11 +189,8 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::virtual_clock::at_us as t;
     use protocol::{EventKind, RoomId, ServerTime, UserId};
-
-    fn t(us: u64) -> LocalTime {
-        LocalTime::from_micros(us)
-    }
 
     fn us(us: u64) -> Duration {
         Duration::from_micros(us)

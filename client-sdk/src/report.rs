@@ -5,28 +5,28 @@
 //! `ringside_timer_drift_seconds`. Nothing is sent per action.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ack_bucket, AckCounts, Report};
 use protocol::Class;
 
-use crate::time::LocalTime;
+use crate::time::later;
 
 /// Collects acks between reports and says when the next report is due.
 #[derive(Debug)]
 pub struct Reporter {
     every: Duration,
-    next_at: LocalTime,
+    next_at: Instant,
     acks: BTreeMap<Class, BTreeMap<u8, u32>>,
     last_offset: Option<i64>,
 }
 
 impl Reporter {
     /// A reporter whose first report is due `every` after `now`.
-    pub fn new(now: LocalTime, every: Duration) -> Reporter {
+    pub fn new(now: Instant, every: Duration) -> Reporter {
         Reporter {
             every,
-            next_at: now + every,
+            next_at: later(now, every),
             acks: BTreeMap::new(),
             last_offset: None,
         }
@@ -45,7 +45,7 @@ impl Reporter {
     }
 
     /// When the next report is due.
-    pub fn poll_timeout(&self) -> LocalTime {
+    pub fn poll_timeout(&self) -> Instant {
         self.next_at
     }
 
@@ -56,14 +56,14 @@ impl Reporter {
     /// offset moved since the last report (the clock's drift meanwhile).
     pub fn poll_report(
         &mut self,
-        now: LocalTime,
+        now: Instant,
         offset: Option<i64>,
         rtt: Option<Duration>,
     ) -> Option<Report> {
         if now < self.next_at {
             return None;
         }
-        self.next_at = now + self.every;
+        self.next_at = later(now, self.every);
         let clock_error_us = match (offset, rtt) {
             (Some(off), Some(rtt)) => {
                 let moved = self.last_offset.map_or(0, |last| off.abs_diff(last));
@@ -90,23 +90,23 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::virtual_clock::{at_us, t0};
     use protocol::message::ACK_BUCKETS_US;
 
     #[test]
     fn a_report_counts_acks_once_and_bounds_the_clock_error() {
-        let mut r = Reporter::new(LocalTime::ZERO, Duration::from_secs(10));
+        let mut r = Reporter::new(t0(), Duration::from_secs(10));
         r.handle_ack(Class::Gift, Duration::from_micros(2_500));
         r.handle_ack(Class::Gift, Duration::from_micros(2_900));
         r.handle_ack(Class::Chat, Duration::from_secs(30));
         assert!(
-            r.poll_report(LocalTime::from_micros(9_999_999), Some(100), None)
-                .is_none(),
+            r.poll_report(at_us(9_999_999), Some(100), None).is_none(),
             "not due yet"
         );
-        assert_eq!(r.poll_timeout(), LocalTime::from_micros(10_000_000));
+        assert_eq!(r.poll_timeout(), at_us(10_000_000));
         let first = r
             .poll_report(
-                LocalTime::from_micros(10_000_000),
+                at_us(10_000_000),
                 Some(1_000),
                 Some(Duration::from_micros(4_000)),
             )
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(chat.counts, vec![(18, 1)], "over 10 s: the last bucket");
         let second = r
             .poll_report(
-                LocalTime::from_micros(20_000_000),
+                at_us(20_000_000),
                 Some(1_300),
                 Some(Duration::from_micros(4_000)),
             )

@@ -40,12 +40,12 @@
 //!   `Throttled` (not applied) rather than as `NoAnswer` (unknown).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::ActionMsg;
 use protocol::ActionId;
 
-use crate::time::LocalTime;
+use crate::time::later;
 
 /// How an action should go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,15 +182,15 @@ pub enum Expiry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Waiting here: not before `not_before` (a Throttled's hold), and only
-    /// when the window and the pacing allow.
-    Queued { not_before: LocalTime },
+    /// Waiting here: not before `not_before` (a Throttled's hold; its
+    /// arrival otherwise), and only when the window and the pacing allow.
+    Queued { not_before: Instant },
     /// Sent, no answer yet.
     Wire {
         /// When the copy datagram is due, if one is still owed.
-        copy_at: Option<LocalTime>,
+        copy_at: Option<Instant>,
         /// When it goes (again) on the stream.
-        resend_at: LocalTime,
+        resend_at: Instant,
         /// Stream resends so far.
         resends: u32,
         /// Whether it is on the stream already (the next resend is no fallback).
@@ -203,9 +203,9 @@ struct Entry {
     msg: ActionMsg,
     critical: bool,
     /// First actual send.
-    first_sent: Option<LocalTime>,
+    first_sent: Option<Instant>,
     /// When it leaves with no outcome.
-    deadline: LocalTime,
+    deadline: Instant,
     stage: Stage,
     /// Sent more than once (no RTT sample from its ack).
     retransmitted: bool,
@@ -216,19 +216,19 @@ struct Entry {
     parked: bool,
 }
 
-/// The client pacing itself after a Throttled.
+/// The client pacing itself after a Throttled (`None`s before the first).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pace {
     /// Nothing is released before this.
-    hold_until: LocalTime,
+    hold_until: Option<Instant>,
     /// While pacing: one release per this, the longest retry-after seen.
     interval: Option<Duration>,
     /// The next release while pacing.
-    next_at: LocalTime,
+    next_at: Option<Instant>,
     /// The last Throttled.
-    last_throttle: LocalTime,
+    last_throttle: Option<Instant>,
     /// The last time the interval grew: at most once per interval.
-    last_increase: LocalTime,
+    last_increase: Option<Instant>,
 }
 
 /// Actions waiting for their outcome: when and how each goes (again).
@@ -312,15 +312,13 @@ impl Retry {
     /// A new action, to leave with no outcome at `deadline`. It goes
     /// out from [`Retry::poll_transmit`] as soon as the window and the
     /// pacing allow (at once, usually).
-    pub fn handle_send(&mut self, now: LocalTime, msg: ActionMsg, deadline: LocalTime) {
+    pub fn handle_send(&mut self, now: Instant, msg: ActionMsg, deadline: Instant) {
         self.end_pacing(now);
         let entry = Entry {
             critical: msg.action.class().is_critical(),
             first_sent: None,
             deadline,
-            stage: Stage::Queued {
-                not_before: LocalTime::ZERO,
-            },
+            stage: Stage::Queued { not_before: now },
             retransmitted: false,
             stream_next: false,
             parked: false,
@@ -330,13 +328,13 @@ impl Retry {
     }
 
     /// An outcome came: forget the action. Returns its first send time.
-    pub fn handle_ack(&mut self, now: LocalTime, id: ActionId) -> Option<LocalTime> {
+    pub fn handle_ack(&mut self, now: Instant, id: ActionId) -> Option<Instant> {
         let e = self.entries.remove(&id)?;
         if let Some(i) = &mut self.pace.interval {
             *i = (*i - *i / 128).max(Duration::from_millis(1));
         }
         if let (false, Some(first)) = (e.retransmitted, e.first_sent) {
-            self.rtt.handle_sample(now - first);
+            self.rtt.handle_sample(now.saturating_duration_since(first));
         }
         e.first_sent
     }
@@ -346,21 +344,16 @@ impl Retry {
     /// Returns whether this was news: the action was on the wire (a second
     /// answer to the same send, or one for an action already resolved,
     /// returns `false`).
-    pub fn handle_throttled(
-        &mut self,
-        now: LocalTime,
-        id: ActionId,
-        retry_after: Duration,
-    ) -> bool {
+    pub fn handle_throttled(&mut self, now: Instant, id: ActionId, retry_after: Duration) -> bool {
         let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
         let r = retry_after.max(Duration::from_millis(1));
-        let until = now + r + jitter(&mut self.rng, r / 4);
+        let until = later(now, r) + jitter(&mut self.rng, r / 4);
         let p = &mut self.pace;
-        p.hold_until = p.hold_until.max(until);
+        p.hold_until = p.hold_until.max(Some(until));
         p.next_at = p.next_at.max(p.hold_until);
-        p.last_throttle = now;
+        p.last_throttle = Some(now);
         match e.stage {
             // A second answer to a send already held (the relay answers
             // twice): it says nothing new about the rate.
@@ -375,11 +368,11 @@ impl Retry {
         e.retransmitted = true;
         p.interval = Some(match p.interval {
             None => {
-                p.last_increase = now;
+                p.last_increase = Some(now);
                 r
             }
-            Some(i) if now >= p.last_increase + i => {
-                p.last_increase = now;
+            Some(i) if p.last_increase.is_none_or(|t| now >= later(t, i)) => {
+                p.last_increase = Some(now);
                 (i + i / 4).max(r)
             }
             Some(i) => i.max(r),
@@ -390,7 +383,7 @@ impl Retry {
     /// A new connection: everything on the wire goes again, on the stream
     /// (within the window), and the round-trip estimate starts afresh for
     /// the new path. Actions held by a Throttled keep their hold.
-    pub fn handle_reconnect(&mut self, now: LocalTime) {
+    pub fn handle_reconnect(&mut self, now: Instant) {
         self.rtt.reset();
         for e in self.entries.values_mut() {
             if matches!(e.stage, Stage::Wire { .. }) {
@@ -403,7 +396,7 @@ impl Retry {
 
     /// What must go out now: copies, fallbacks and resends of what is on the
     /// wire, then waiting actions as the window and the pacing allow.
-    pub fn poll_transmit(&mut self, now: LocalTime) -> Vec<Transmit> {
+    pub fn poll_transmit(&mut self, now: Instant) -> Vec<Transmit> {
         let mut out = Vec::new();
         let rto = self.rtt.rto();
         let mut timeouts = 0;
@@ -431,7 +424,7 @@ impl Retry {
                 *copy_at = None;
                 *on_stream = true;
                 *resends += 1;
-                *resend_at = now + stream_gap(rto, *resends);
+                *resend_at = later(now, stream_gap(rto, *resends));
                 e.retransmitted = true;
                 out.push(Transmit {
                     msg: e.msg.clone(),
@@ -450,11 +443,11 @@ impl Retry {
 
     /// Send waiting actions, oldest first, as the hold, the window and the
     /// pacing allow.
-    fn release(&mut self, now: LocalTime, out: &mut Vec<Transmit>) {
+    fn release(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         self.end_pacing(now);
         let queued = self.entries.len() - self.on_wire();
         let p = &mut self.pace;
-        if queued == 0 || now < p.hold_until {
+        if queued == 0 || p.hold_until.is_some_and(|t| now < t) {
             return;
         }
         let rto = self.rtt.rto();
@@ -472,15 +465,15 @@ impl Retry {
             // Paced, one that could not be answered before its deadline is
             // not started: it is parked until then, and leaves as
             // `Throttled` (not applied) rather than `NoAnswer` (unknown).
-            if p.interval.is_some() && e.deadline < now + rto {
+            if p.interval.is_some() && e.deadline < later(now, rto) {
                 e.parked = true;
                 continue;
             }
             if let Some(interval) = p.interval {
-                if now < p.next_at {
+                if p.next_at.is_some_and(|t| now < t) {
                     break;
                 }
-                p.next_at = now + interval + jitter(&mut self.rng, interval / 10);
+                p.next_at = Some(later(now, interval) + jitter(&mut self.rng, interval / 10));
             }
             let path = if self.policy.datagrams && !e.stream_next {
                 Path::Datagram
@@ -494,14 +487,14 @@ impl Retry {
             }
             e.stage = match path {
                 Path::Datagram => Stage::Wire {
-                    copy_at: self.policy.copy_delay.map(|d| now + d),
-                    resend_at: now + rto,
+                    copy_at: self.policy.copy_delay.map(|d| later(now, d)),
+                    resend_at: later(now, rto),
                     resends: 0,
                     on_stream: false,
                 },
                 Path::Stream => Stage::Wire {
                     copy_at: None,
-                    resend_at: now + stream_gap(rto, 1),
+                    resend_at: later(now, stream_gap(rto, 1)),
                     resends: 0,
                     on_stream: true,
                 },
@@ -517,16 +510,17 @@ impl Retry {
 
     /// Pacing ends once nothing waits here and the relay has been quiet for
     /// [`PACE_QUIET`] (while actions wait, a pace that works hears nothing).
-    fn end_pacing(&mut self, now: LocalTime) {
+    fn end_pacing(&mut self, now: Instant) {
         let waiting = (self.entries.values()).any(|e| matches!(e.stage, Stage::Queued { .. }));
-        if !waiting && now >= self.pace.last_throttle + PACE_QUIET {
+        let quiet = (self.pace.last_throttle).is_none_or(|t| now >= t + PACE_QUIET);
+        if !waiting && quiet {
             self.pace.interval = None;
         }
     }
 
     /// Actions whose deadline has passed, and why: they are forgotten and
     /// nothing is sent for them again.
-    pub fn poll_expired(&mut self, now: LocalTime) -> Vec<(ActionId, Expiry)> {
+    pub fn poll_expired(&mut self, now: Instant) -> Vec<(ActionId, Expiry)> {
         let due: Vec<ActionId> = (self.entries.iter())
             .filter(|(_, e)| e.deadline <= now)
             .map(|(id, _)| *id)
@@ -548,10 +542,10 @@ impl Retry {
 
     /// When [`Retry::poll_transmit`] or [`Retry::poll_expired`] next has
     /// something.
-    pub fn poll_timeout(&self) -> Option<LocalTime> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.poll_deadline();
         let mut wire = 0;
-        let mut queued: Option<LocalTime> = None;
+        let mut queued: Option<Instant> = None;
         for e in self.entries.values() {
             match e.stage {
                 Stage::Wire {
@@ -569,9 +563,9 @@ impl Retry {
             }
         }
         if let Some(q) = queued.filter(|_| wire < self.policy.window) {
-            let mut t = q.max(self.pace.hold_until);
+            let mut t = q.max(self.pace.hold_until.unwrap_or(q));
             if self.pace.interval.is_some() {
-                t = t.max(self.pace.next_at);
+                t = t.max(self.pace.next_at.unwrap_or(t));
             }
             next = Some(next.map_or(t, |n| n.min(t)));
         }
@@ -579,7 +573,7 @@ impl Retry {
     }
 
     /// The next deadline only (what matters while there is no connection).
-    pub fn poll_deadline(&self) -> Option<LocalTime> {
+    pub fn poll_deadline(&self) -> Option<Instant> {
         self.entries.values().map(|e| e.deadline).min()
     }
 
@@ -592,17 +586,15 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::virtual_clock::{at_us as local, us};
     use protocol::{Action, GiftId, RoomId, ServerTime, SessionId};
 
-    const NEVER: u64 = u64::MAX;
-
-    fn local(us: u64) -> LocalTime {
-        LocalTime::from_micros(us)
-    }
+    /// A deadline no test reaches: an hour on the virtual clock.
+    const NEVER: u64 = 3_600_000_000;
 
     /// The next timeout, in µs.
     fn next(r: &Retry) -> Option<u64> {
-        r.poll_timeout().map(LocalTime::as_micros)
+        r.poll_timeout().map(us)
     }
 
     fn msg(n: u64, action: Action) -> ActionMsg {

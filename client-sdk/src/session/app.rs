@@ -2,7 +2,7 @@
 //! ([`ServerMsg`]): joins, actions and their answers, room events, clock
 //! exchanges.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ActionMsg, ClientMsg, ServerMsg};
 use protocol::{Action, ActionId, Outcome, RoomId, ServerTime};
@@ -13,11 +13,11 @@ use crate::error::Error;
 use crate::event::{Acked, ClientEvent};
 use crate::mirror::{Mirror, Update};
 use crate::retry::Path;
-use crate::time::LocalTime;
+use crate::time::later;
 
 impl Session {
     /// The app asks something.
-    pub fn handle_command(&mut self, now: LocalTime, c: Command) {
+    pub fn handle_command(&mut self, now: Instant, c: Command) {
         if self.closed {
             return;
         }
@@ -77,7 +77,7 @@ impl Session {
 
     fn act(
         &mut self,
-        now: LocalTime,
+        now: Instant,
         id: ActionId,
         room: RoomId,
         action: Action,
@@ -95,7 +95,7 @@ impl Session {
             action,
         };
         self.waiters.insert(id, (now, class));
-        let deadline = now + deadline.unwrap_or(self.settings.action_deadline);
+        let deadline = later(now, deadline.unwrap_or(self.settings.action_deadline));
         // It goes out from `handle_timeout`, right after this command, as
         // the window and the pacing allow.
         self.retry.handle_send(now, msg, deadline);
@@ -118,7 +118,7 @@ impl Session {
     }
 
     /// A message from connection `gen`, by datagram or on a stream (`path`).
-    pub fn handle_msg(&mut self, now: LocalTime, gen: u64, path: Path, m: ServerMsg) {
+    pub fn handle_msg(&mut self, now: Instant, gen: u64, path: Path, m: ServerMsg) {
         if self.closed || !self.is_current(gen) {
             return;
         }
@@ -167,10 +167,10 @@ impl Session {
         }
     }
 
-    fn handle_ack(&mut self, now: LocalTime, id: ActionId, outcome: Outcome) {
+    fn handle_ack(&mut self, now: Instant, id: ActionId, outcome: Outcome) {
         self.retry.handle_ack(now, id);
         if let Some((started, class)) = self.waiters.remove(&id) {
-            let latency = now - started;
+            let latency = now.saturating_duration_since(started);
             if let Some(r) = &mut self.reporter {
                 r.handle_ack(class, latency);
             }
@@ -186,7 +186,7 @@ impl Session {
         }
     }
 
-    fn handle_pong(&mut self, now: LocalTime, nonce: u64, origin: ServerTime) {
+    fn handle_pong(&mut self, now: Instant, nonce: u64, origin: ServerTime) {
         let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == nonce) else {
             return;
         };

@@ -139,7 +139,8 @@ pub enum Event {
         /// The room.
         room: RoomId,
     },
-    /// A new estimate of `origin - local` (µs).
+    /// A new estimate of `origin - local` (µs), local time counted from the
+    /// session's start (the `now` it was created at).
     Offset(i64),
 }
 

@@ -1,8 +1,8 @@
 //! The client's session, as a network-free state machine (quinn-proto's
 //! shape): it decides everything — which relay, when to move, what to send
 //! again, when to ping, rejoin, resync, renew the token and report — and
-//! does no IO. It never reads a clock: every input takes `now`
-//! ([`LocalTime`](crate::time::LocalTime)).
+//! does no IO. It never reads a clock: every input takes `now`, a
+//! [`std::time::Instant`] (see [`crate::time`]).
 //!
 //! The driver (`driver.rs`, a task per client) owns the sockets, the streams, the token
 //! provider's future and one timer, and loops:

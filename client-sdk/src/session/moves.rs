@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ClientMsg, ErrorCode};
 use protocol::{RoomId, Seq};
@@ -25,7 +25,7 @@ use super::io::{Event, Link, Transmit};
 use super::state::{Resume, Session};
 use crate::error::Error;
 use crate::event::{ClientEvent, Continuity};
-use crate::time::{LocalTime, OriginEstimate};
+use crate::time::{later, OriginEstimate};
 use crate::token as tokens;
 
 /// Expiry refusals in a row, each after a fresh token, before giving up.
@@ -34,7 +34,7 @@ const MAX_EXPIRED_REFUSALS: u32 = 3;
 impl Session {
     /// Plan the next token fetch from the current token's expiry (read
     /// without the secret: only to schedule).
-    pub(super) fn schedule_renewal(&mut self, now: LocalTime) {
+    pub(super) fn schedule_renewal(&mut self, now: Instant) {
         if !self.settings.provider {
             return;
         }
@@ -45,7 +45,7 @@ impl Session {
         };
         let remaining =
             Duration::from_secs(claims.expires).saturating_sub(self.tokens.unix_at(now));
-        self.tokens.renew_at = Some(now + tokens::renew_after(remaining));
+        self.tokens.renew_at = Some(later(now, tokens::renew_after(remaining)));
     }
 
     /// Ask the provider for a fresh token (unless a fetch is under way).
@@ -60,7 +60,7 @@ impl Session {
 
     /// The token provider answered ([`Transmit::FetchToken`]): a fresh
     /// token, or why not (tried again after a backoff).
-    pub fn handle_token(&mut self, now: LocalTime, r: Result<Vec<u8>, String>) {
+    pub fn handle_token(&mut self, now: Instant, r: Result<Vec<u8>, String>) {
         if self.closed || !self.tokens.fetching {
             return;
         }
@@ -104,7 +104,7 @@ impl Session {
 
     /// Timers of moves and tokens: a new round of connection attempts, a
     /// token fetch.
-    pub(super) fn moves_due(&mut self, now: LocalTime) {
+    pub(super) fn moves_due(&mut self, now: Instant) {
         if self.retry_at.is_some_and(|t| t <= now) && self.live.is_none() && !self.connecting {
             self.retry_at = None;
             self.try_next(None);
@@ -118,7 +118,7 @@ impl Session {
     /// it gave one).
     pub fn handle_closed(
         &mut self,
-        now: LocalTime,
+        now: Instant,
         gen: u64,
         reason: String,
         code: Option<ErrorCode>,
@@ -153,7 +153,7 @@ impl Session {
     }
 
     /// The relay asks us to move, to one of `alternatives` preferably.
-    pub(super) fn handle_goaway(&mut self, now: LocalTime, alternatives: &[String]) {
+    pub(super) fn handle_goaway(&mut self, now: Instant, alternatives: &[String]) {
         tracing::info!(?alternatives, "relay asked us to move");
         let Some(from) = self.live.as_ref().map(|l| l.relay.clone()) else {
             return;
@@ -170,7 +170,7 @@ impl Session {
         }
     }
 
-    fn start_resume(&mut self, now: LocalTime) {
+    fn start_resume(&mut self, now: Instant) {
         if self.resume.is_none() {
             self.resume = Some(Resume {
                 started: now,
@@ -181,7 +181,7 @@ impl Session {
     }
 
     /// Start moving to another relay (not `avoid`, unless it is the only one).
-    fn begin_move(&mut self, now: LocalTime, avoid: Option<SocketAddr>) {
+    fn begin_move(&mut self, now: Instant, avoid: Option<SocketAddr>) {
         self.start_resume(now);
         self.attempts = 0;
         self.try_next(avoid);
@@ -212,7 +212,7 @@ impl Session {
 
     /// The connection attempt ordered last ([`Transmit::Connect`]) ended:
     /// a connection with the session open on it, or why not.
-    pub fn handle_connected(&mut self, now: LocalTime, r: Result<Link, Error>) {
+    pub fn handle_connected(&mut self, now: Instant, r: Result<Link, Error>) {
         if self.closed {
             return;
         }
@@ -240,16 +240,17 @@ impl Session {
 
     /// On a new connection: rejoin every room from its seq, send what was
     /// unanswered again, say goodbye to the relay being left.
-    fn resume_on(&mut self, now: LocalTime, link: Link) {
+    fn resume_on(&mut self, now: Instant, link: Link) {
         self.stats.moves += 1;
         self.attempts = 0;
         self.prefer.clear();
         tracing::info!(relay = %link.relay.name, addr = %link.relay.addr, "moved to another relay");
         self.event(Event::Relay(link.relay.clone()));
         self.live = Some(link);
-        // A new relay means a new path: new clock samples.
-        self.origin = OriginEstimate::new();
-        self.next_ping = LocalTime::ZERO;
+        // A new relay means a new path: new clock samples (local time
+        // still counted from the session's start), the first one at once.
+        self.origin = OriginEstimate::new(self.origin.base());
+        self.next_ping = now;
         let rooms: Vec<(RoomId, Option<Seq>)> = (self.rooms.iter())
             .map(|(id, m)| (*id, m.state().map(|st| st.seq)))
             .collect();
@@ -282,7 +283,7 @@ impl Session {
 
     /// `room` answered its resume join (with a `snapshot`: rebuilt); the
     /// last one ends the move.
-    pub(super) fn resume_answered(&mut self, now: LocalTime, room: RoomId, snapshot: bool) {
+    pub(super) fn resume_answered(&mut self, now: Instant, room: RoomId, snapshot: bool) {
         let Some(r) = &mut self.resume else { return };
         r.waiting.remove(&room);
         r.rebuilt |= snapshot;
@@ -293,7 +294,7 @@ impl Session {
             true => Continuity::Rebuilt,
             false => Continuity::GapFree,
         };
-        let took = now - r.started;
+        let took = now.saturating_duration_since(r.started);
         self.resume = None;
         if let Some(live) = &self.live {
             let relay = live.relay.clone();

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ClientMsg, ErrorCode};
 use protocol::{ActionId, Class, RoomId, ServerTime, SessionId};
@@ -18,7 +18,7 @@ use crate::event::{Acked, ClientEvent, RelayInfo, Stats};
 use crate::mirror::Mirror;
 use crate::report::Reporter;
 use crate::retry::{Path, Policy, Retry, Rtt};
-use crate::time::{LocalTime, OriginEstimate};
+use crate::time::OriginEstimate;
 
 /// Most actions waiting for an outcome at once (well inside the origin's
 /// per-session id window).
@@ -50,16 +50,17 @@ pub struct Session {
     /// Followed rooms' mirrors.
     pub(super) rooms: BTreeMap<RoomId, Mirror>,
     /// Actions waiting for an outcome: since when, and their class.
-    pub(super) waiters: BTreeMap<ActionId, (LocalTime, Class)>,
+    pub(super) waiters: BTreeMap<ActionId, (Instant, Class)>,
     /// The periodic report of what this client felt (`None`: not reporting).
     pub(super) reporter: Option<Reporter>,
     pub(super) retry: Retry,
-    /// The estimate of origin time (afresh on every connection).
+    /// The estimate of origin time (afresh on every connection; local time
+    /// counted from the session's start).
     pub(super) origin: OriginEstimate,
     /// Pings awaiting their pong: nonce and when each left.
-    pub(super) pings: VecDeque<(u64, LocalTime)>,
+    pub(super) pings: VecDeque<(u64, Instant)>,
     pub(super) nonce: u64,
-    pub(super) next_ping: LocalTime,
+    pub(super) next_ping: Instant,
     pub(super) live: Option<Link>,
     /// The connection being left after a goaway (kept until the new one is up).
     pub(super) leaving: Option<Link>,
@@ -76,13 +77,13 @@ pub struct Session {
     /// Failed rounds of connection attempts in a row.
     pub(super) attempts: u32,
     /// When to try connecting again after a failed round.
-    pub(super) retry_at: Option<LocalTime>,
+    pub(super) retry_at: Option<Instant>,
     /// Set when the session was refused for good.
     pub(super) failed: Option<Error>,
     /// Set by [`Command::Close`].
     pub(super) closed: bool,
     /// When a broken room may be rejoined again.
-    pub(super) rejoin_at: BTreeMap<RoomId, LocalTime>,
+    pub(super) rejoin_at: BTreeMap<RoomId, Instant>,
     pub(super) tokens: Tokens,
     pub(super) stats: Stats,
     pub(super) transmits: VecDeque<Transmit>,
@@ -92,15 +93,16 @@ pub struct Session {
 /// A move in progress: when it began and what it waits for.
 #[derive(Debug)]
 pub(super) struct Resume {
-    pub(super) started: LocalTime,
+    pub(super) started: Instant,
     /// Rooms that have not answered their resume join yet.
     pub(super) waiting: BTreeSet<RoomId>,
     pub(super) rebuilt: bool,
 }
 
 impl Session {
-    /// A session on its first connection at `now`.
-    pub fn new(config: &Config, setup: Setup, now: LocalTime) -> Session {
+    /// A session on its first connection at `now` (its start: the
+    /// [`Event::Offset`]s count local time from it).
+    pub fn new(config: &Config, setup: Setup, now: Instant) -> Session {
         let rtt = Rtt::new(
             Duration::from_millis(15),
             Duration::from_secs(2),
@@ -125,7 +127,7 @@ impl Session {
             waiters: BTreeMap::new(),
             reporter: (config.report_every).map(|every| Reporter::new(now, every)),
             retry: Retry::new(policy, rtt),
-            origin: OriginEstimate::new(),
+            origin: OriginEstimate::new(now),
             pings: VecDeque::new(),
             nonce: 0,
             next_ping: now,
@@ -167,7 +169,7 @@ impl Session {
     }
 
     /// When [`Session::handle_timeout`] next has something to do.
-    pub fn poll_timeout(&self) -> Option<LocalTime> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }
@@ -213,7 +215,7 @@ impl Session {
     }
 
     /// The estimate of origin time at `now`, once there is one.
-    pub fn origin_time(&self, now: LocalTime) -> Option<ServerTime> {
+    pub fn origin_time(&self, now: Instant) -> Option<ServerTime> {
         self.origin.at(now)
     }
 

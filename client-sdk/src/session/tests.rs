@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use net::token::{Claims, TokenKey};
 use protocol::{EventKind, GiftId, UserId};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ClientMsg, ErrorCode, ServerMsg};
 use protocol::{Action, ActionId, Outcome, RoomId, RoomState, Seq, ServerTime, SessionId};
@@ -19,7 +19,7 @@ use crate::event::Continuity;
 use crate::event::{Acked, ClientEvent, RelayInfo};
 use crate::outcome::Outcome as AppOutcome;
 use crate::retry::Path;
-use crate::time::LocalTime;
+use crate::time::virtual_clock::t0;
 use crate::token::TokenProvider;
 
 const ROOM: RoomId = RoomId(1);
@@ -105,10 +105,12 @@ fn applied(n: u64, seq: u64) -> ServerMsg {
     }
 }
 
-/// The driver and the clock, played by the test.
+/// The driver and the clock, played by the test: a virtual clock that
+/// starts at `t0` and moves only when the test says.
 struct Harness {
     s: Session,
-    now: LocalTime,
+    t0: Instant,
+    now: Instant,
     sent: Vec<Transmit>,
     events: Vec<Event>,
 }
@@ -124,9 +126,11 @@ impl Harness {
             first: link(1, 1),
             unix_now: Duration::from_secs(UNIX_START),
         };
+        let t0 = t0();
         let mut h = Harness {
-            s: Session::new(&config, setup, LocalTime::ZERO),
-            now: LocalTime::ZERO,
+            s: Session::new(&config, setup, t0),
+            t0,
+            now: t0,
             sent: Vec::new(),
             events: Vec::new(),
         };
@@ -136,6 +140,11 @@ impl Harness {
 
     fn plain() -> Harness {
         Harness::new(Config::default(), token(UNIX_START + 3600))
+    }
+
+    /// `ms` milliseconds after the session's start.
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
     }
 
     /// What the driver does after every input: the timers, then drain.
@@ -274,7 +283,7 @@ fn a_session_starts_connected_and_pings_at_once() {
     );
     assert!(h.events.iter().any(|e| matches!(e, Event::Offset(_))));
     assert_eq!(
-        h.s.origin_time(LocalTime::from_micros(10_000)),
+        h.s.origin_time(h.at(10)),
         Some(ServerTime(5_005_000)),
         "the pong's time at the exchange's midpoint"
     );

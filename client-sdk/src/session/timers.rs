@@ -2,19 +2,20 @@
 //! clock exchanges and reports (the connection and token timers are in
 //! `moves.rs`).
 
+use std::time::Instant;
+
 use protocol::message::ClientMsg;
 use protocol::{RoomId, Seq};
 
 use super::state::{Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_SLOW};
 use crate::error::Error;
 use crate::retry::{Expiry, Path};
-use crate::time::LocalTime;
 
 impl Session {
     /// What fell due by `now`: connection retries, token fetches, action
     /// deadlines and sends, gap repairs, rejoins, pings and reports. The
     /// driver calls it after every input too.
-    pub fn handle_timeout(&mut self, now: LocalTime) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.closed {
             return;
         }
@@ -42,7 +43,7 @@ impl Session {
         }
     }
 
-    fn expire_actions(&mut self, now: LocalTime) {
+    fn expire_actions(&mut self, now: Instant) {
         for (id, why) in self.retry.poll_expired(now) {
             if self.waiters.remove(&id).is_some() {
                 tracing::debug!(%id, ?why, "action past its deadline");
@@ -59,7 +60,7 @@ impl Session {
 
     /// Actions due: those for the stream go now, the datagrams are returned
     /// (to share packets with the ping and the report).
-    fn send_actions(&mut self, now: LocalTime) -> Vec<ClientMsg> {
+    fn send_actions(&mut self, now: Instant) -> Vec<ClientMsg> {
         // Nothing is sent without a connection (a reconnect resends).
         if self.live.is_none() {
             return Vec::new();
@@ -78,7 +79,7 @@ impl Session {
     }
 
     /// Rejoin rooms whose mirror broke, ask for the events of lasting gaps.
-    fn repair_rooms(&mut self, now: LocalTime) {
+    fn repair_rooms(&mut self, now: Instant) {
         let (tol, retry) = (self.reorder_tolerance(), self.resync_retry());
         let resyncs: Vec<(RoomId, Seq)> = (self.rooms.iter_mut())
             .filter_map(|(id, m)| m.poll_resync(now, tol, retry).map(|s| (*id, s)))
@@ -99,7 +100,7 @@ impl Session {
         }
     }
 
-    fn ping(&mut self, now: LocalTime) -> ClientMsg {
+    fn ping(&mut self, now: Instant) -> ClientMsg {
         self.nonce += 1;
         self.pings.push_back((self.nonce, now));
         if self.pings.len() > PINGS_KEPT {

@@ -1,8 +1,6 @@
 //! The token the session presents, and the bookkeeping of its renewal.
 
-use std::time::Duration;
-
-use crate::time::LocalTime;
+use std::time::{Duration, Instant};
 
 /// The token and its renewal.
 #[derive(Debug)]
@@ -11,11 +9,11 @@ pub(super) struct Tokens {
     pub(super) token: Vec<u8>,
     /// The wall clock (since the Unix epoch) at a local time: to read how
     /// long a token has left.
-    pub(super) wall: (LocalTime, Duration),
+    pub(super) wall: (Instant, Duration),
     /// A fetch is in progress.
     pub(super) fetching: bool,
     /// When to fetch the next token.
-    pub(super) renew_at: Option<LocalTime>,
+    pub(super) renew_at: Option<Instant>,
     /// Failed fetches in a row.
     pub(super) failures: u32,
     /// The connection was closed (or refused) for expiry: connect again
@@ -27,7 +25,7 @@ pub(super) struct Tokens {
 }
 
 impl Tokens {
-    pub(super) fn new(token: Vec<u8>, now: LocalTime, unix_now: Duration) -> Tokens {
+    pub(super) fn new(token: Vec<u8>, now: Instant, unix_now: Duration) -> Tokens {
         Tokens {
             token,
             wall: (now, unix_now),
@@ -40,7 +38,7 @@ impl Tokens {
     }
 
     /// The wall clock at `now`.
-    pub(super) fn unix_at(&self, now: LocalTime) -> Duration {
-        self.wall.1 + (now - self.wall.0)
+    pub(super) fn unix_at(&self, now: Instant) -> Duration {
+        self.wall.1 + now.saturating_duration_since(self.wall.0)
     }
 }
