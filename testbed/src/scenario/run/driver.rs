@@ -12,13 +12,15 @@ use protocol::{RoomId, RoomState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::crowd::{self, Ctx, Member};
-use super::net::Net;
-use super::paths::PathChange;
-use super::progress::Progress;
-use super::record::{ClientSummary, Marker, MirrorState, Mode, Recorder, RefClock, RunRecord};
-use super::spec::{Scenario, Traffic};
-use super::timeline::{Action, Entry, Timeline};
+use crate::scenario::run::crowd::{self, Ctx, Member};
+use crate::scenario::run::net::Net;
+use crate::scenario::run::paths::PathChange;
+use crate::scenario::run::progress::Progress;
+use crate::scenario::run::record::{
+    ClientSummary, Marker, MirrorState, Mode, Recorder, RefClock, RunRecord,
+};
+use crate::scenario::run::timeline::{Action, Entry, Timeline};
+use crate::scenario::spec::{Scenario, Traffic};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]

@@ -5,16 +5,19 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+pub mod charts;
+pub mod svg;
+
 use crate::bench::json::Value;
 
-use super::analysis::{ClassFigures, Recovery, RunFigures};
-use super::charts::{self, ms};
-use super::gates::{Figures, Judgement};
-use super::paths::describe;
-use super::record::{Mode, StallKind};
-use super::spec::Scenario;
-use super::stats::Summary;
-use super::timeline::{Kind, Timeline};
+use crate::scenario::run::paths::describe;
+use crate::scenario::run::record::{Mode, StallKind};
+use crate::scenario::run::timeline::{Kind, Timeline};
+use crate::scenario::spec::Scenario;
+use crate::scenario::verdict::analysis::{ClassFigures, Recovery, RunFigures};
+use crate::scenario::verdict::gates::{Figures, Judgement};
+use crate::scenario::verdict::stats::Summary;
+use charts::ms;
 
 /// The files [`Report::write`] produces.
 pub const FILES: [&str; 5] = [
@@ -158,7 +161,10 @@ impl Report {
                 .collect(),
         );
         t.section("ack latency, ms", "p50 / p99 / p99.9  (n)");
-        for (i, (_, label)) in super::analysis::CLASSES.iter().enumerate() {
+        for (i, (_, label)) in crate::scenario::verdict::analysis::CLASSES
+            .iter()
+            .enumerate()
+        {
             t.row(
                 &format!("  {label}"),
                 self.runs
@@ -172,7 +178,10 @@ impl Report {
             "  every event, every client",
             self.runs.iter().map(|r| triple(r.delivery)).collect(),
         );
-        for (i, (_, label)) in super::analysis::CLASSES.iter().enumerate() {
+        for (i, (_, label)) in crate::scenario::verdict::analysis::CLASSES
+            .iter()
+            .enumerate()
+        {
             if self
                 .runs
                 .iter()

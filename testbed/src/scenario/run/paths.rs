@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::impair::{rng, LinkProfile, Profile};
 
-use super::spec::{PathKind, Scenario};
+use crate::scenario::spec::{PathKind, Scenario};
 
 /// One link of the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

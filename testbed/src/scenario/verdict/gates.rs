@@ -10,8 +10,8 @@
 
 use serde::{Serialize, Serializer};
 
-use super::analysis::{Recovery, RunFigures};
-use super::stats::quantile;
+use crate::scenario::verdict::analysis::{Recovery, RunFigures};
+use crate::scenario::verdict::stats::quantile;
 
 /// A gated figure; its key in `[gates]` is [`Gate::key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -17,7 +17,7 @@ use protocol::{
 
 use crate::link::LinkStats;
 
-use super::timeline::Kind;
+use crate::scenario::run::timeline::Kind;
 
 /// How clients send: the design, or the baseline it is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -462,7 +462,7 @@ impl Tracker {
     pub fn recent_p99(&self) -> Option<u64> {
         let mut v: Vec<u64> = self.lock().recent.iter().copied().collect();
         v.sort_unstable();
-        (!v.is_empty()).then(|| super::stats::quantile(&v, 0.99))
+        (!v.is_empty()).then(|| crate::scenario::verdict::stats::quantile(&v, 0.99))
     }
 
     /// Every action: resolved ones, and the rest as `Unresolved`. Later

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 
 use protocol::Class;
 
-use super::invariants::{self, Check, Facts};
-use super::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall};
-use super::stats::{buckets, cdf, quantile, Bucket, Summary};
-use super::timeline::Kind;
+use crate::scenario::run::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall};
+use crate::scenario::run::timeline::Kind;
+use crate::scenario::verdict::invariants::{self, Check, Facts};
+use crate::scenario::verdict::stats::{buckets, cdf, quantile, Bucket, Summary};
 
 /// Width of the delivery-over-time buckets, ms.
 pub const BUCKET_MS: u64 = 500;
@@ -150,7 +150,7 @@ pub struct RunFigures {
     /// The SDK's counters, summed.
     pub client_stats: client_sdk::Stats,
     /// Each client at the end.
-    pub per_client: Vec<super::record::ClientSummary>,
+    pub per_client: Vec<crate::scenario::run::record::ClientSummary>,
     /// Per link: name, packets offered (both ways), packets dropped.
     pub links: Vec<(String, u64, u64)>,
     /// Each link's full counters, for the JSON.
@@ -374,7 +374,10 @@ pub fn recovery(
             if let Some(s) = clients.get_mut(&c.client) {
                 s.0 = false;
                 s.1 = Some(c.t_us);
-                if let super::record::ConnEvent::Reconnected { rebuilt: true, .. } = c.event {
+                if let crate::scenario::run::record::ConnEvent::Reconnected {
+                    rebuilt: true, ..
+                } = c.event
+                {
                     s.2 = true;
                 }
             }
@@ -448,7 +451,7 @@ pub fn recovery(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::record::ConnEvent;
+    use crate::scenario::run::record::ConnEvent;
 
     fn conn(t_ms: u64, client: u32, event: ConnEvent) -> ConnRecord {
         ConnRecord {

@@ -19,8 +19,8 @@ use figment::Figment;
 use protocol::{GiftId, RoomId};
 use serde::Deserialize;
 
-use super::gates::{Gate, Limit};
 use crate::impair::LinkProfile;
+use crate::scenario::verdict::gates::{Gate, Limit};
 
 /// Longest scenario accepted, in seconds.
 const MAX_DURATION_S: f64 = 600.0;
@@ -277,7 +277,7 @@ pub struct Scenario {
     pub viewers: Vec<ViewerGroup>,
     /// Groups of co-hosts (who take seats and leave them).
     pub cohosts: Vec<CohostGroup>,
-    /// The timeline, in file order (see [`super::timeline`] for play order).
+    /// The timeline, in file order (see [`crate::scenario::run::timeline`] for play order).
     pub steps: Vec<Step>,
     /// Release gates (`[gates]`), in [`Gate::ALL`] order; empty when none.
     pub gates: Vec<Limit>,

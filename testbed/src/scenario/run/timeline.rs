@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use super::paths::PathChange;
-use super::spec::{PathKind, Scenario, StepAction, Traffic};
+use crate::scenario::run::paths::PathChange;
+use crate::scenario::spec::{PathKind, Scenario, StepAction, Traffic};
 
 /// What an entry does, as the driver sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +113,7 @@ impl Timeline {
                             path: *path,
                             profile: profile.clone(),
                         }),
-                        format!("{what}: {}", super::paths::describe(profile)),
+                        format!("{what}: {}", crate::scenario::run::paths::describe(profile)),
                     );
                     if let Some(d) = for_ {
                         push(
