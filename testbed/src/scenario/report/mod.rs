@@ -6,13 +6,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 pub mod charts;
+pub mod json;
 pub mod svg;
-
-use crate::bench::json::Value;
 
 use crate::scenario::run::paths::describe;
 use crate::scenario::run::record::{Mode, StallKind};
-use crate::scenario::run::timeline::{Kind, Timeline};
+use crate::scenario::run::timeline::Timeline;
 use crate::scenario::spec::Scenario;
 use crate::scenario::verdict::analysis::{ClassFigures, Recovery, RunFigures};
 use crate::scenario::verdict::gates::{Figures, Judgement};
@@ -351,42 +350,9 @@ impl Report {
         out
     }
 
-    /// Every figure, for machines.
-    pub fn json(&self) -> Value {
-        Value::object([
-            ("scenario", Value::from(self.scenario.as_str())),
-            ("seed", Value::from(self.seed)),
-            ("duration_s", Value::from(self.duration_s)),
-            (
-                "setup",
-                Value::Array(self.setup.iter().map(|s| Value::from(s.as_str())).collect()),
-            ),
-            (
-                "timeline",
-                Value::Array(
-                    self.timeline
-                        .iter()
-                        .map(|(t, w)| {
-                            Value::object([
-                                ("at_s", Value::from(*t)),
-                                ("what", Value::from(w.as_str())),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            ("ok", Value::from(self.ok())),
-            (
-                "gates",
-                self.gates.as_ref().map_or(Value::Null, |g| {
-                    serde_json::to_value(g).map_or(Value::Null, from_serde)
-                }),
-            ),
-            (
-                "runs",
-                Value::Array(self.runs.iter().map(run_json).collect()),
-            ),
-        ])
+    /// Every figure, for machines: `report.json`.
+    pub fn json(&self) -> String {
+        json::render(self)
     }
 
     /// Writes [`FILES`] into `dir` (created if needed); returns their paths.
@@ -394,7 +360,7 @@ impl Report {
         std::fs::create_dir_all(dir)?;
         let docs = [
             self.summary(),
-            self.json().pretty(),
+            self.json(),
             charts::ack_cdf(&self.scenario, self.seed, &self.runs),
             charts::delivery_over_time(&self.scenario, self.seed, &self.runs),
             charts::timer_drift(&self.scenario, self.seed, &self.runs),
@@ -440,23 +406,6 @@ fn gates_table(g: &Judgement) -> String {
         }
     );
     out
-}
-
-/// The report's JSON value of a serde one (the gates are serialised with
-/// serde; the rest of the report is still built by hand).
-fn from_serde(v: serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match v {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Bool(b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Num(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(s) => Value::Str(s),
-        J::Array(a) => Value::Array(a.into_iter().map(from_serde).collect()),
-        J::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, from_serde(v))).collect()),
-    }
 }
 
 fn class_cell(c: &ClassFigures) -> String {
@@ -545,292 +494,6 @@ fn num(us: u64) -> String {
 fn signed(us: i64) -> String {
     let sign = if us < 0 { "−" } else { "+" };
     format!("{sign}{}", num(us.unsigned_abs()))
-}
-
-fn summary_json(s: Option<Summary>) -> Value {
-    match s {
-        None => Value::Null,
-        Some(s) => Value::object([
-            ("count", Value::from(s.count)),
-            ("min_ms", ms_value(s.min)),
-            ("p50_ms", ms_value(s.p50)),
-            ("p90_ms", ms_value(s.p90)),
-            ("p99_ms", ms_value(s.p99)),
-            ("p999_ms", ms_value(s.p999)),
-            ("max_ms", ms_value(s.max)),
-            ("mean_ms", Value::from(s.mean / 1000.0)),
-        ]),
-    }
-}
-
-fn ms_value(us: u64) -> Value {
-    Value::from(us as f64 / 1000.0)
-}
-
-fn opt_s(us: Option<u64>) -> Value {
-    us.map_or(Value::Null, |u| Value::from(u as f64 / 1e6))
-}
-
-fn run_json(r: &RunFigures) -> Value {
-    let ack = Value::Object(
-        r.ack
-            .iter()
-            .map(|c| {
-                (
-                    c.label.to_owned(),
-                    Value::object([
-                        ("latency", summary_json(c.summary)),
-                        (
-                            "cdf",
-                            Value::Array(
-                                c.cdf
-                                    .iter()
-                                    .map(|(v, q)| Value::Array(vec![ms_value(*v), Value::from(*q)]))
-                                    .collect(),
-                            ),
-                        ),
-                    ]),
-                )
-            })
-            .collect(),
-    );
-    let o = r.outcomes;
-    let s = r.client_stats;
-    Value::object([
-        ("mode", Value::from(r.mode.label())),
-        ("ok", Value::from(r.ok())),
-        ("clients", Value::from(r.clients)),
-        ("wall_s", Value::from(r.wall_s)),
-        ("setup_s", Value::from(r.setup_s)),
-        ("ack", ack),
-        (
-            "outcomes",
-            Value::object([
-                ("applied", Value::from(o.applied)),
-                ("rejected", Value::from(o.rejected)),
-                ("busy", Value::from(o.busy)),
-                ("failed", Value::from(o.failed)),
-                ("unresolved", Value::from(o.unresolved)),
-            ]),
-        ),
-        (
-            "delivery",
-            Value::object(
-                std::iter::once(("all".to_owned(), summary_json(r.delivery))).chain(
-                    r.delivery_by_class
-                        .iter()
-                        .map(|(l, s)| ((*l).to_owned(), summary_json(*s))),
-                ),
-            ),
-        ),
-        (
-            "delivery_over_time",
-            Value::Array(
-                r.delivery_series
-                    .iter()
-                    .map(|b| {
-                        Value::object([
-                            ("t_s", Value::from(b.start_ms as f64 / 1000.0)),
-                            ("count", Value::from(b.count)),
-                            ("p50_ms", ms_value(b.p50)),
-                            ("p99_ms", ms_value(b.p99)),
-                            ("max_ms", ms_value(b.max)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        ("deliveries_not_measured_lagged", Value::from(r.lagged)),
-        (
-            "timer",
-            Value::object([
-                ("battles", Value::from(r.battles)),
-                ("clock_readings", Value::from(r.clock_errors.len())),
-                ("clock_error_abs", summary_json(r.clock_abs)),
-                (
-                    "clock_error_min_ms",
-                    r.clock_errors
-                        .iter()
-                        .min()
-                        .map_or(Value::Null, |v| Value::from(*v as f64 / 1000.0)),
-                ),
-                (
-                    "clock_error_max_ms",
-                    r.clock_errors
-                        .iter()
-                        .max()
-                        .map_or(Value::Null, |v| Value::from(*v as f64 / 1000.0)),
-                ),
-                ("countdown_error_abs", summary_json(r.countdown_abs)),
-                (
-                    "countdown_errors_ms",
-                    Value::Array(
-                        r.countdown_errors
-                            .iter()
-                            .map(|v| Value::from(*v as f64 / 1000.0))
-                            .collect(),
-                    ),
-                ),
-                ("countdown_missing", Value::from(r.countdown_missing)),
-                (
-                    "origin_clock_steps_ms",
-                    Value::Array(
-                        r.origin_clock_steps
-                            .iter()
-                            .map(|v| Value::from(*v as f64 / 1000.0))
-                            .collect(),
-                    ),
-                ),
-            ]),
-        ),
-        (
-            "failures",
-            Value::Array(
-                r.recoveries
-                    .iter()
-                    .map(|x| {
-                        Value::object([
-                            ("what", Value::from(x.label.as_str())),
-                            ("at_s", Value::from(x.at_us as f64 / 1e6)),
-                            ("healed_at_s", opt_s(x.heal_us)),
-                            ("window_end_s", Value::from(x.window_end_us as f64 / 1e6)),
-                            ("affected_clients", Value::from(x.affected)),
-                            ("rebuilt_from_snapshot", Value::from(x.rebuilt)),
-                            ("not_resumed", Value::from(x.unresumed)),
-                            ("all_resumed_after_s", opt_s(x.resumed_us)),
-                            (
-                                "pre_failure_delivery_p99_ms",
-                                x.threshold_us.map_or(Value::Null, ms_value),
-                            ),
-                            ("longer_path_allowance_ms", ms_value(x.allowance_us)),
-                            ("delivery_back_after_s", opt_s(x.delivery_back_us)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "markers",
-            Value::Array(
-                r.markers
-                    .iter()
-                    .map(|m| {
-                        Value::object([
-                            ("t_s", Value::from(m.t_us as f64 / 1e6)),
-                            (
-                                "kind",
-                                Value::from(match m.kind {
-                                    Kind::Failure => "failure",
-                                    Kind::Heal => "heal",
-                                    Kind::Change => "change",
-                                    Kind::Traffic => "traffic",
-                                }),
-                            ),
-                            ("what", Value::from(m.label.as_str())),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "stalls",
-            Value::Array(
-                r.stalls
-                    .iter()
-                    .map(|x| {
-                        Value::object([
-                            ("t_s", Value::from(f64::from(x.t_ms) / 1000.0)),
-                            ("late_ms", Value::from(x.late_ms)),
-                            (
-                                "kind",
-                                Value::from(match x.kind {
-                                    StallKind::Thread => "thread",
-                                    StallKind::Runtime => "runtime",
-                                }),
-                            ),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "client_stats",
-            Value::object([
-                ("fallbacks", Value::from(s.fallbacks)),
-                ("resyncs", Value::from(s.resyncs)),
-                ("snapshots", Value::from(s.snapshots)),
-                ("moves", Value::from(s.moves)),
-            ]),
-        ),
-        (
-            "clients",
-            Value::Array(
-                r.per_client
-                    .iter()
-                    .map(|c| {
-                        Value::object([
-                            ("client", Value::from(c.client)),
-                            ("user", Value::from(c.user.0)),
-                            ("room", Value::from(c.room.0)),
-                            ("region", Value::from(c.region.as_str())),
-                            ("role", Value::from(c.role)),
-                            ("relay_at_end", Value::from(c.relay.clone())),
-                            ("fallbacks", Value::from(c.stats.fallbacks)),
-                            ("resyncs", Value::from(c.stats.resyncs)),
-                            ("snapshots", Value::from(c.stats.snapshots)),
-                            ("moves", Value::from(c.stats.moves)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "links",
-            Value::Array(r.link_stats.iter().map(|(n, s)| link_json(n, s)).collect()),
-        ),
-        (
-            "invariants",
-            Value::Array(
-                r.checks
-                    .iter()
-                    .map(|c| {
-                        Value::object([
-                            ("name", Value::from(c.name)),
-                            ("ok", Value::from(c.ok)),
-                            ("detail", Value::from(c.detail.as_str())),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "notes",
-            Value::Array(r.notes.iter().map(|n| Value::from(n.as_str())).collect()),
-        ),
-    ])
-}
-
-fn link_json(name: &str, s: &crate::link::LinkStats) -> Value {
-    let dir = |d: &crate::link::DirectionStats| {
-        let e = &d.engine;
-        Value::object([
-            ("packets", Value::from(e.packets_in)),
-            ("delivered", Value::from(e.delivered)),
-            ("dropped_loss", Value::from(e.dropped_loss)),
-            ("dropped_burst", Value::from(e.dropped_burst)),
-            ("dropped_queue", Value::from(e.dropped_queue)),
-            ("dropped_blackhole", Value::from(e.dropped_blackhole)),
-            ("duplicated", Value::from(e.duplicated)),
-            ("reordered", Value::from(e.reordered)),
-            ("send_errors", Value::from(d.send_errors)),
-        ])
-    };
-    Value::object([
-        ("name", Value::from(name)),
-        ("up", dir(&s.up)),
-        ("down", dir(&s.down)),
-        ("sessions_opened", Value::from(s.sessions.opened)),
-    ])
 }
 
 /// A table of a label column and one column per run, in sections.

@@ -17,7 +17,10 @@ use protocol::{
 
 use crate::link::LinkStats;
 
+use serde::{Serialize, Serializer};
+
 use crate::scenario::run::timeline::Kind;
+use crate::scenario::verdict::stats::us_as_s;
 
 /// How clients send: the design, or the baseline it is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +42,16 @@ impl Mode {
             Mode::StreamOnly => "stream-only",
         }
     }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+fn ms32_as_s<S: Serializer>(ms: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(f64::from(*ms) / 1000.0)
 }
 
 /// A gift action's payload.
@@ -224,7 +237,8 @@ pub struct BattleRecord {
 }
 
 /// Where a late timer was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StallKind {
     /// A plain thread: the machine (or the process) did not run it.
     Thread,
@@ -234,9 +248,10 @@ pub enum StallKind {
 
 /// A 5 ms sleep that woke much later than asked: the machine or the
 /// runtime stalled, and every latency measured then is inflated by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stall {
     /// When it woke, ms.
+    #[serde(rename = "t_s", serialize_with = "ms32_as_s")]
     pub t_ms: u32,
     /// How late, ms.
     pub late_ms: u32,
@@ -248,18 +263,22 @@ pub struct Stall {
 pub const STALL_MS: u64 = 20;
 
 /// A timeline entry as played.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Marker {
     /// When it was played, µs.
+    #[serde(rename = "t_s", serialize_with = "us_as_s")]
     pub t_us: u64,
     /// Its step.
+    #[serde(skip)]
     pub step: usize,
     /// Failure, heal, change or traffic.
     pub kind: Kind,
     /// What it was.
+    #[serde(rename = "what")]
     pub label: String,
     /// For a failure that moves clients to another region's relay, the
     /// extra one-way base delay of their new path, µs.
+    #[serde(skip)]
     pub extra_path_us: u64,
 }
 

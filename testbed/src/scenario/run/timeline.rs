@@ -40,7 +40,8 @@ pub enum Action {
 }
 
 /// Whether an entry breaks something, mends it, or neither.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A failure: recovery is measured from here.
     Failure,

@@ -16,11 +16,14 @@
 use std::collections::BTreeMap;
 
 use protocol::Class;
+use serde::Serialize;
 
 use crate::scenario::run::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall};
 use crate::scenario::run::timeline::Kind;
 use crate::scenario::verdict::invariants::{self, Check, Facts};
-use crate::scenario::verdict::stats::{buckets, cdf, quantile, Bucket, Summary};
+use crate::scenario::verdict::stats::{
+    buckets, cdf, opt_us_as_ms, opt_us_as_s, quantile, us_as_ms, us_as_s, Bucket, Summary,
+};
 
 /// Width of the delivery-over-time buckets, ms.
 pub const BUCKET_MS: u64 = 500;
@@ -56,7 +59,7 @@ pub struct ClassFigures {
 }
 
 /// How actions ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Outcomes {
     /// Applied by the origin.
     pub applied: usize,
@@ -70,37 +73,52 @@ pub struct Outcomes {
     pub unresolved: usize,
 }
 
-/// Recovery after one failure.
-#[derive(Debug, Clone, PartialEq)]
+/// Recovery after one failure (serialised with report.json's keys).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovery {
     /// What failed.
+    #[serde(rename = "what")]
     pub label: String,
     /// When, µs.
+    #[serde(rename = "at_s", serialize_with = "us_as_s")]
     pub at_us: u64,
     /// When the failure ended (heal, origin back), for failures with a
     /// length, µs.
+    #[serde(rename = "healed_at_s", serialize_with = "opt_us_as_s")]
     pub heal_us: Option<u64>,
     /// Where the measurement stops (the next failure, or the end), µs.
+    #[serde(rename = "window_end_s", serialize_with = "us_as_s")]
     pub window_end_us: u64,
     /// Clients that noticed (moved, or were told their relay lost the origin).
+    #[serde(rename = "affected_clients")]
     pub affected: usize,
     /// Of those, resumed from a snapshot rather than gap-free.
+    #[serde(rename = "rebuilt_from_snapshot")]
     pub rebuilt: usize,
     /// Of those, not resumed by the end of the window.
+    #[serde(rename = "not_resumed")]
     pub unresumed: usize,
     /// From the failure to the last affected client resumed, µs (`None`
     /// when none was affected or some never resumed).
+    #[serde(rename = "all_resumed_after_s", serialize_with = "opt_us_as_s")]
     pub resumed_us: Option<u64>,
     /// p99 delivery latency over the 5 s before the failure, µs.
+    #[serde(
+        rename = "pre_failure_delivery_p99_ms",
+        serialize_with = "opt_us_as_ms"
+    )]
     pub threshold_us: Option<u64>,
     /// Allowance on top of it for clients moved to a farther relay, µs.
+    #[serde(rename = "longer_path_allowance_ms", serialize_with = "us_as_ms")]
     pub allowance_us: u64,
     /// From the failure until the p99 delivery latency over a 1 s window
     /// is back under the threshold (+10%), µs; `None` if it never was.
+    #[serde(rename = "delivery_back_after_s", serialize_with = "opt_us_as_s")]
     pub delivery_back_us: Option<u64>,
     /// For each affected client resumed by the end of the window, from the
     /// failure to its last resume, µs, ascending (the release gate
     /// `recovery_p99_s` is their p99).
+    #[serde(skip)]
     pub resume_us: Vec<u64>,
 }
 

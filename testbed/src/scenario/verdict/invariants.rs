@@ -31,7 +31,7 @@ use crate::scenario::run::record::{
 };
 
 /// The verdict on one invariant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     /// Which invariant.
     pub name: &'static str,
