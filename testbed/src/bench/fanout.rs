@@ -86,7 +86,7 @@ struct Member {
 }
 
 /// How the audience connected.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ConnectReport {
     /// Clients asked for.
     pub wanted: usize,
@@ -99,6 +99,7 @@ pub struct ConnectReport {
     /// Clients per batch.
     pub batch: usize,
     /// The whole phase.
+    #[serde(rename = "took_s", serialize_with = "super::stats::secs")]
     pub took: Duration,
     /// Each client's `connect()` (relay probe, handshake, hello, welcome).
     pub connect: Summary,

@@ -9,8 +9,10 @@
 //!   pinging the relay, a "relay" pinging the origin and sending it gifts.
 //! - [`fanout`] — many SDK clients in one room, a sender, and every
 //!   delivery timed against its send.
-//! - [`stats`], [`json`], [`sys`] — histograms, a small JSON writer, and
-//!   what `/proc` says about processes, mounts and the disk.
+//! - [`stats`] — histograms, and the one sampling loop ([`stats::Sampler`])
+//!   every latency run goes through.
+//! - [`json`] — `--json`: the report derived with serde.
+//! - [`sys`] — what `/proc` says about processes, mounts and the disk.
 //!
 //! The orchestration (which process, which phase, what to print) lives in
 //! [`run()`]; the command line in `src/cli/bench.rs`.

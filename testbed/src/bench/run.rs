@@ -13,9 +13,8 @@ use protocol::{GiftId, RoomId, SessionId};
 use super::child::{Server, Spawn};
 use super::echo::{self, RoundTrips};
 use super::fanout::{self, Audience, ConnectReport, FanoutPlan, FanoutReport};
-use super::json::Value;
 use super::probe::{self, OriginProbe};
-use super::stats::{Latencies, Sampling, Summary};
+use super::stats::{Latencies, Sampler, Sampling, Summary};
 use super::sys::{self, MachineCpu, TempDir, UdpCounters};
 
 /// What to run.
@@ -125,7 +124,7 @@ impl Row {
 }
 
 /// A process's memory through the run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ProcReport {
     /// Name.
     pub name: String,
@@ -416,27 +415,27 @@ async fn sdk_acks(
     let room = tokio::time::timeout(Duration::from_secs(10), client.join(RoomId(1)))
         .await
         .context("join timed out")??;
-    let (mut acked, mut called) = (Latencies::new(), Latencies::new());
+    let mut called = Latencies::new();
     let mut failed = 0;
-    let deadline = Instant::now() + how.limit;
-    for i in 0..how.warmup + how.samples {
-        if Instant::now() > deadline {
-            break;
-        }
+    let mut s = Sampler::new(how);
+    while let Some(i) = s.next() {
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(5), room.gift(GiftId(1), 1)).await;
         let took = t.elapsed();
         match r {
             Ok(Ok(a)) if matches!(a.outcome, Outcome::Applied { .. }) => {
-                if i >= how.warmup {
-                    acked.record(a.latency);
+                // The SDK's own figure is the sample; the app's call time
+                // rides along.
+                s.record(i, a.latency);
+                if s.counted(i) {
                     called.record(took);
                 }
             }
             _ => failed += 1,
         }
-        how.pause().await;
+        s.pause().await;
     }
+    let acked = s.finish().latencies;
     client.close().await;
     Ok((acked, called, failed))
 }
@@ -729,149 +728,6 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     }
     report.took = started.elapsed();
     Ok(report)
-}
-
-fn secs(d: Duration) -> Value {
-    Value::from(d.as_secs_f64())
-}
-
-impl Report {
-    /// The figures as JSON.
-    pub fn to_json(&self, command: &str) -> Value {
-        let rows = self
-            .rows
-            .iter()
-            .map(|r| {
-                let mut s = r.summary.to_json();
-                if let Value::Object(pairs) = &mut s {
-                    pairs.insert(0, ("what".into(), Value::from(r.what.clone())));
-                    pairs.push(("lost".into(), Value::from(r.lost)));
-                }
-                (r.key, s)
-            })
-            .collect::<Vec<_>>();
-        let connect = self.connect.as_ref().map(|c| {
-            Value::object([
-                ("wanted", Value::from(c.wanted)),
-                ("connected", Value::from(c.connected)),
-                ("failed", Value::from(c.failed)),
-                ("retried", Value::from(c.retried)),
-                ("batch", Value::from(c.batch)),
-                ("took_s", secs(c.took)),
-                ("connect", c.connect.to_json()),
-                ("join", c.join.to_json()),
-                (
-                    "errors",
-                    Value::Array(c.errors.iter().map(|e| Value::from(e.as_str())).collect()),
-                ),
-            ])
-        });
-        let fanout = self.fanout.iter().map(|f| {
-            Value::object([
-                ("audience", Value::from(f.audience)),
-                ("sender", Value::from(self.sender_relay.as_str())),
-                ("rate_per_s", Value::from(f.rate)),
-                ("planned", Value::from(f.planned)),
-                ("sent", Value::from(f.issued)),
-                ("applied", Value::from(f.applied)),
-                ("rejected", Value::from(f.rejected)),
-                ("errors", Value::from(f.errors)),
-                ("send_s", secs(f.send_took)),
-                ("expected_deliveries", Value::from(f.expected)),
-                ("deliveries", Value::from(f.delivered)),
-                ("missing", Value::from(f.missing)),
-                ("unmatched", Value::from(f.unmatched)),
-                ("lagged", Value::from(f.lagged)),
-                ("snapshots", Value::from(f.snapshots)),
-                ("drained", Value::from(f.drained)),
-                ("drained_in_s", secs(f.drained_in)),
-                ("events_seen_by_all", Value::from(f.complete_events)),
-                ("delivery", f.delivery.to_json()),
-                (
-                    "delivery_by_send_second",
-                    Value::Array(f.by_second.iter().map(Summary::to_json).collect()),
-                ),
-                ("last_client", f.all_clients.to_json()),
-                ("sender_ack", f.ack.to_json()),
-                ("span_s", secs(f.span)),
-                ("deliveries_per_s", Value::from(f.deliveries_per_sec)),
-            ])
-        });
-        let fanout = Value::Array(fanout.collect());
-        let procs = self
-            .procs
-            .iter()
-            .map(|p| {
-                Value::object([
-                    ("name", Value::from(p.name.as_str())),
-                    ("pid", Value::from(p.pid)),
-                    ("threads", Value::from(p.threads)),
-                    ("rss_idle_kb", Value::from(p.rss_idle_kb)),
-                    ("rss_connected_kb", Value::from(p.rss_connected_kb)),
-                    ("rss_after_kb", Value::from(p.rss_after_kb)),
-                    ("rss_peak_kb", Value::from(p.rss_peak_kb)),
-                ])
-            })
-            .collect();
-        let phases = self
-            .phases
-            .iter()
-            .map(|ph| {
-                let cpu = self
-                    .procs
-                    .iter()
-                    .zip(&ph.cpu)
-                    .map(|(p, c)| (p.name.clone(), secs(*c)))
-                    .collect::<Vec<_>>();
-                Value::object([
-                    ("name", Value::from(ph.name.as_str())),
-                    ("wall_s", secs(ph.wall)),
-                    ("cpu_s", Value::object(cpu)),
-                    ("softirq_s", secs(ph.softirq)),
-                    ("udp_in", Value::from(ph.udp.in_datagrams)),
-                    ("udp_out", Value::from(ph.udp.out_datagrams)),
-                    ("udp_rcvbuf_errors", Value::from(ph.udp.rcvbuf_errors)),
-                    ("udp_sndbuf_errors", Value::from(ph.udp.sndbuf_errors)),
-                ])
-            })
-            .collect();
-        Value::object([
-            ("command", Value::from(command)),
-            ("cores", Value::from(self.cores)),
-            ("cpu_model", Value::from(self.cpu_model.as_str())),
-            ("kernel", Value::from(self.kernel.as_str())),
-            ("release_build", Value::from(self.release)),
-            (
-                "layout",
-                Value::from(
-                    "origin, relay and echo are separate processes; all clients share the bench process",
-                ),
-            ),
-            ("data_dir", Value::from(self.data_dir.as_str())),
-            (
-                "data_fs",
-                Value::from(self.data_fs.as_ref().map(|(fs, dev)| format!("{fs} {dev}"))),
-            ),
-            ("round_trips", Value::object(rows)),
-            ("probe_rejected", Value::from(self.probe_rejected)),
-            ("sdk_failed", Value::from(self.sdk_failed)),
-            ("connect", connect.unwrap_or(Value::Null)),
-            ("fanout", fanout),
-            ("processes", Value::Array(procs)),
-            ("phases", Value::Array(phases)),
-            (
-                "notes",
-                Value::Array(self.notes.iter().map(|n| Value::from(n.as_str())).collect()),
-            ),
-            ("took_s", secs(self.took)),
-            ("loadavg_start", Value::from(self.loadavg.0.as_str())),
-            ("loadavg_end", Value::from(self.loadavg.1.as_str())),
-            ("other_processes_cpu_s", secs(self.others_cpu)),
-            ("softirq_s", secs(self.softirq)),
-            ("steal_s", secs(self.steal)),
-            ("gap_us", Value::from(u64::try_from(self.gap.as_micros()).unwrap_or(u64::MAX))),
-        ])
-    }
 }
 
 fn cert_pem_of(cert: &std::path::Path) -> anyhow::Result<String> {
