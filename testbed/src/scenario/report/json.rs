@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use crate::link::{DirectionStats, LinkStats};
-use crate::scenario::report::Report;
+use crate::scenario::report::contents::Report;
 use crate::scenario::run::record::{ClientSummary, Marker, Mode, Stall};
 use crate::scenario::verdict::analysis::{ClassFigures, Outcomes, Recovery, RunFigures};
 use crate::scenario::verdict::gates::Judgement;
