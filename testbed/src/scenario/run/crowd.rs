@@ -19,8 +19,9 @@ use crate::impair::{rng, Rng};
 
 use crate::scenario::run::net::Net;
 use crate::scenario::run::record::{
-    BattleRecord, ConnEvent, Countdown, Delivery, GiftSent, Mode, Pending, Recorder, StallKind,
+    BattleRecord, ConnEvent, Countdown, Delivery, GiftSent, Mode, StallKind,
 };
+use crate::scenario::run::recorder::{Pending, Recorder};
 use crate::scenario::spec::{GiftChoice, Scenario};
 
 /// What every task of a run shares.

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod paths;
 pub mod progress;
 pub mod record;
+pub mod recorder;
 pub mod timeline;
 
 mod crowd;

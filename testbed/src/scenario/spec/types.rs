@@ -33,7 +33,8 @@ pub struct Scenario {
     pub cohosts: Vec<CohostGroup>,
     /// The timeline, in file order (see [`crate::scenario::run::timeline`] for play order).
     pub steps: Vec<Step>,
-    /// Release gates (`[gates]`), in [`Gate::ALL`] order; empty when none.
+    /// Release gates (`[gates]`), in [`Gate::ALL`](crate::scenario::spec::Gate::ALL) order; empty
+    /// when none.
     pub gates: Vec<Limit>,
 }
 
