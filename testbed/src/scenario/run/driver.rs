@@ -14,12 +14,11 @@ use tokio::task::JoinHandle;
 
 use crate::scenario::run::crowd::{self, Ctx, Member};
 use crate::scenario::run::net::Net;
-use crate::scenario::run::paths::PathChange;
 use crate::scenario::run::progress::Progress;
 use crate::scenario::run::record::{ClientSummary, Marker, MirrorState, Mode, RefClock, RunRecord};
 use crate::scenario::run::recorder::Recorder;
-use crate::scenario::run::timeline::{Action, Entry, Timeline};
-use crate::scenario::spec::{Scenario, Traffic};
+use crate::scenario::run::timeline::{Entry, Timeline};
+use crate::scenario::spec::{Edge, Scenario, StepAction, Traffic};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -241,27 +240,36 @@ impl Player {
             step: e.step,
             kind: e.kind,
             label: e.label.clone(),
-            extra_path_us: match e.action {
-                Action::KillRelay { .. } | Action::DrainRelay { .. } => self.cross_us,
-                Action::Path(PathChange::RelayDark { dark: true, .. }) => self.cross_us,
+            extra_path_us: match (&e.action, e.edge) {
+                (StepAction::KillRelay { .. } | StepAction::DrainRelay { .. }, _)
+                | (StepAction::Blackhole { .. }, Edge::Begin) => self.cross_us,
                 _ => 0,
             },
         });
-        match e.action {
-            Action::Traffic(Traffic::Pk {
-                rooms,
-                duration_secs,
-            }) => {
+        if let Some(change) = e.path_change() {
+            return net.apply(&change).await;
+        }
+        match (e.action, e.edge) {
+            (
+                StepAction::Traffic(Traffic::Pk {
+                    rooms,
+                    duration_secs,
+                }),
+                _,
+            ) => {
                 let task = crowd::pk(self.ctx.clone(), self.members.clone(), rooms, duration_secs);
                 self.background.push(tokio::spawn(task));
             }
-            Action::Traffic(Traffic::GiftBurst {
-                room,
-                gifts,
-                within,
-                gift,
-                count,
-            }) => {
+            (
+                StepAction::Traffic(Traffic::GiftBurst {
+                    room,
+                    gifts,
+                    within,
+                    gift,
+                    count,
+                }),
+                _,
+            ) => {
                 let task = crowd::burst(
                     self.ctx.clone(),
                     self.members.clone(),
@@ -273,14 +281,13 @@ impl Player {
                 );
                 self.background.push(tokio::spawn(task));
             }
-            Action::Path(change) => net.apply(&change).await?,
-            Action::KillRelay { region } => {
+            (StepAction::KillRelay { region }, _) => {
                 let relay = net.topology.relays[region]
                     .take()
                     .context("killing a relay that is gone")?;
                 self.background.push(tokio::spawn(relay.abort()));
             }
-            Action::DrainRelay { region } => {
+            (StepAction::DrainRelay { region }, _) => {
                 let relay = net.topology.relays[region]
                     .take()
                     .context("draining a relay that is gone")?;
@@ -299,7 +306,7 @@ impl Player {
                     }
                 }));
             }
-            Action::CrashOrigin => {
+            (StepAction::RestartOrigin { .. }, Edge::Begin) => {
                 let origin = net
                     .topology
                     .origin
@@ -307,7 +314,7 @@ impl Player {
                     .context("crashing an origin that is down")?;
                 self.origin_down = Some(tokio::spawn(origin.abort()));
             }
-            Action::StartOrigin => {
+            (StepAction::RestartOrigin { .. }, Edge::End) => {
                 if let Some(h) = self.origin_down.take() {
                     h.await.context("the crashing origin's task")?;
                 }
@@ -318,6 +325,13 @@ impl Player {
                     .reanchor(RefClock::anchored(net.topology.origin().now()));
                 self.clock_steps.push(step);
             }
+            // Links: played above.
+            (
+                StepAction::Impair { .. }
+                | StepAction::Partition { .. }
+                | StepAction::Blackhole { .. },
+                _,
+            ) => {}
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ use protocol::RoomId;
 pub use error::ScenarioError;
 pub use gate::{Bound, Gate, Limit};
 pub use types::{
-    CohostGroup, GiftChoice, PathKind, Region, RoomSpec, Rules, Scenario, Step, StepAction,
+    CohostGroup, Edge, GiftChoice, PathKind, Region, RoomSpec, Rules, Scenario, Step, StepAction,
     Traffic, ViewerGroup,
 };
 

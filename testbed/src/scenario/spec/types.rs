@@ -153,8 +153,9 @@ pub enum PathKind {
     Origin,
 }
 
-/// One timeline step.
-#[derive(Debug, Clone)]
+/// One timeline step: parsed from the file as it is, and played as it is
+/// (the timeline plays each [`Edge`] of it at its time).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// When, from the start of the run.
     pub at: Duration,
@@ -162,8 +163,18 @@ pub struct Step {
     pub action: StepAction,
 }
 
+/// Which end of a step is played: a step with a length (a partition for
+/// 3 s, an origin restart, an impairment `for_s`) ends as well as begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// The step starts (the failure, the change, the traffic).
+    Begin,
+    /// The step's length is over (heal, origin back, path back).
+    End,
+}
+
 /// What a step does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepAction {
     /// A battle or a gift burst (played as it is by the timeline).
     Traffic(Traffic),
