@@ -7,6 +7,7 @@
 //! - [`echo`] — a plain quinn datagram echo: the floor to compare against.
 //! - [`probe`] — raw protocol clients that time one hop at a time: a client
 //!   pinging the relay, a "relay" pinging the origin and sending it gifts.
+//! - `servers` — the echo, origin and relay processes of one run.
 //! - [`fanout`] — many SDK clients in one room, a sender, and every
 //!   delivery timed against its send.
 //! - [`stats`] — histograms, and the one sampling loop ([`stats::Sampler`])
@@ -23,6 +24,7 @@ pub mod fanout;
 pub mod json;
 pub mod probe;
 pub mod run;
+mod servers;
 pub mod stats;
 pub mod sys;
 

@@ -2,7 +2,7 @@
 //! floor and each hop, then the SDK's ack path, then the fan-out, sampling
 //! the processes' memory and CPU as it goes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -10,10 +10,11 @@ use client_sdk::{Client, Outcome};
 use net::Identity;
 use protocol::{GiftId, RoomId, SessionId};
 
-use super::child::{Server, Spawn};
+use super::child::Server;
 use super::echo::{self, RoundTrips};
 use super::fanout::{self, Audience, ConnectReport, FanoutPlan, FanoutReport};
 use super::probe::{self, OriginProbe};
+use super::servers::{self, Secrets, Servers};
 use super::stats::{Latencies, Sampler, Sampling, Summary};
 use super::sys::{self, MachineCpu, TempDir, UdpCounters};
 
@@ -246,153 +247,6 @@ fn first_line_with(path: &str, prefix: &str) -> Option<String> {
     Some(line.split(':').nth(1)?.trim().to_string())
 }
 
-/// This run's secrets: fresh random ones, written to files in the run's
-/// directory (mode 0600) that the server processes are pointed at.
-struct Secrets {
-    token: String,
-    cluster: String,
-    token_file: PathBuf,
-    cluster_file: PathBuf,
-}
-
-impl Secrets {
-    fn generate(dir: &std::path::Path) -> anyhow::Result<Secrets> {
-        let token = net::secret::generate_hex().context("generating the token secret")?;
-        let cluster = net::secret::generate_hex().context("generating the cluster secret")?;
-        let (token_file, cluster_file) = (dir.join("token-secret"), dir.join("cluster-secret"));
-        for (file, secret) in [(&token_file, &token), (&cluster_file, &cluster)] {
-            if !net::secret::create_private(file, secret.as_bytes())
-                .with_context(|| format!("writing {}", file.display()))?
-            {
-                bail!("{} exists already", file.display());
-            }
-        }
-        Ok(Secrets {
-            token,
-            cluster,
-            token_file,
-            cluster_file,
-        })
-    }
-}
-
-struct Servers {
-    // Field order is drop order: relays go before the origin.
-    relay: Server,
-    relay2: Option<Server>,
-    origin: Server,
-    echo: Server,
-}
-
-async fn start_servers(
-    plan: &Plan,
-    dir: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    secrets: &Secrets,
-) -> anyhow::Result<Servers> {
-    let path = |p: &std::path::Path| p.display().to_string();
-    let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| Spawn {
-        name: name.into(),
-        exe: plan.exe.clone(),
-        args,
-        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        log: dir.join(format!("{name}.log")),
-        ready_timeout: Duration::from_secs(20),
-    };
-    let echo = Server::spawn(spawn(
-        "echo",
-        vec![
-            "serve-echo".into(),
-            "--cert".into(),
-            path(cert),
-            "--key".into(),
-            path(key),
-        ],
-        vec![],
-    ))
-    .await?;
-    let origin = Server::spawn(spawn(
-        "origin",
-        vec!["serve-origin".into()],
-        vec![
-            ("RINGSIDE_ORIGIN_NAME", "bench-origin".into()),
-            ("RINGSIDE_ORIGIN_LISTEN", "127.0.0.1:0".into()),
-            ("RINGSIDE_ORIGIN_DATA_DIR", path(&dir.join("origin"))),
-            (
-                "RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE",
-                path(&secrets.cluster_file),
-            ),
-            ("RINGSIDE_ORIGIN_TLS__CERT", path(cert)),
-            ("RINGSIDE_ORIGIN_TLS__KEY", path(key)),
-        ],
-    ))
-    .await?;
-    let redundancy = if plan.redundancy {
-        plan.redundancy_us
-    } else {
-        0
-    };
-    let relay_env = |name: &str| {
-        vec![
-            ("RINGSIDE_RELAY_NAME", name.to_string()),
-            ("RINGSIDE_RELAY_REGION", "bench".into()),
-            ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
-            ("RINGSIDE_RELAY_ORIGIN", origin.addr().to_string()),
-            ("RINGSIDE_RELAY_ORIGIN_CERT", path(cert)),
-            (
-                "RINGSIDE_RELAY_CLUSTER_SECRET_FILE",
-                path(&secrets.cluster_file),
-            ),
-            (
-                "RINGSIDE_RELAY_TOKEN_SECRET_FILE",
-                path(&secrets.token_file),
-            ),
-            ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
-            ("RINGSIDE_RELAY_TLS__KEY", path(key)),
-            // The bench's clients act far faster than people do.
-            ("RINGSIDE_RELAY_LIMITS__ACTIONS_PER_SEC", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__ACTION_BURST", "200000".into()),
-            ("RINGSIDE_RELAY_LIMITS__MESSAGES_PER_SEC", "1000000".into()),
-            // Thousands of clients, all on loopback.
-            ("RINGSIDE_RELAY_LIMITS__MAX_PER_ADDR", "100000".into()),
-            (
-                "RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED",
-                "100000".into(),
-            ),
-            (
-                "RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC",
-                "100000".into(),
-            ),
-            ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy.to_string()),
-        ]
-    };
-    let relay = Server::spawn(spawn(
-        "relay",
-        vec!["serve-relay".into()],
-        relay_env("bench-relay"),
-    ))
-    .await?;
-    let relay2 = if plan.sender_on_other_relay {
-        Some(
-            Server::spawn(spawn(
-                "relay2",
-                vec!["serve-relay".into()],
-                relay_env("bench-relay-2"),
-            ))
-            .await?,
-        )
-    } else {
-        None
-    };
-    Ok(Servers {
-        relay,
-        relay2,
-        origin,
-        echo,
-    })
-}
-
 /// The SDK's ack round trip: one client, one gift at a time.
 async fn sdk_acks(
     plan: &Plan,
@@ -471,11 +325,24 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
     let (cert, key) = sys::write_identity(&identity, &dir)?;
     let cert_pem = identity.cert_pem();
-    let roots = identity.certs.clone();
 
     progress("starting the echo, origin and relay processes");
     let secrets = Secrets::generate(&dir)?;
-    let servers = start_servers(plan, &dir, &cert, &key, &secrets).await?;
+    let redundancy_us = if plan.redundancy {
+        plan.redundancy_us
+    } else {
+        0
+    };
+    let servers = servers::start(
+        &plan.exe,
+        plan.sender_on_other_relay,
+        redundancy_us,
+        &dir,
+        &cert,
+        &key,
+        &secrets,
+    )
+    .await?;
     open_rooms(servers.relay.addr(), &cert_pem_of(&cert)?, &secrets.token).await?;
     let me = std::process::id();
     let mut procs = vec![
@@ -487,16 +354,76 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     }
     procs.push(proc_report("echo", servers.echo.pid()));
     procs.push(proc_report("bench (clients)", me));
-    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
 
+    let machine_start = sys::MachineCpu::now().unwrap_or_default();
+    let ours_start: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+    hops(
+        plan,
+        &servers,
+        &secrets,
+        &identity,
+        &dir,
+        &mut report,
+        progress,
+    )
+    .await?;
+    if plan.clients > 0 {
+        fan_out(
+            plan,
+            &servers,
+            &secrets,
+            &cert_pem,
+            &mut procs,
+            &mut report,
+            progress,
+        )
+        .await?;
+    } else {
+        for p in procs.iter_mut() {
+            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
+            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+            p.threads = sys::threads(p.pid);
+        }
+    }
+    let machine = sys::MachineCpu::now()
+        .unwrap_or_default()
+        .since(&machine_start);
+    let ours_end: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+    report.others_cpu = machine
+        .tasks
+        .saturating_sub(ours_end.saturating_sub(ours_start));
+    report.softirq = machine.softirq;
+    report.steal = machine.steal;
+    report.loadavg.1 = sys::loadavg().unwrap_or_default();
+    report.procs = procs;
+
+    servers.stop(&mut report.notes).await;
+    if plan.keep_dir {
+        report.notes.push(format!("kept {}", tmp.keep().display()));
+    }
+    report.took = started.elapsed();
+    Ok(report)
+}
+
+/// The floor and each hop alone: echo, relay ping, origin ping and gift,
+/// the disk's fdatasync, the SDK's ack path.
+async fn hops(
+    plan: &Plan,
+    servers: &Servers,
+    secrets: &Secrets,
+    identity: &Identity,
+    dir: &Path,
+    report: &mut Report,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let roots = identity.certs.clone();
+    let cert_pem = identity.cert_pem();
     let how = Sampling {
         warmup: plan.warmup,
         samples: plan.probe_samples,
         limit: plan.phase_limit,
         gap: plan.gap,
     };
-    let machine_start = sys::MachineCpu::now().unwrap_or_default();
-    let ours_start: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
 
     progress("quinn datagram echo");
     let floor = echo::round_trips(
@@ -551,7 +478,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     report.probe_rejected = ogift.rejected;
 
     progress("fdatasync on the data directory's disk");
-    let fs_dir = dir.clone();
+    let fs_dir = dir.to_path_buf();
     let (n, limit) = (plan.fsync_samples, plan.phase_limit);
     let fsync = tokio::task::spawn_blocking(move || sys::fsync_probe(&fs_dir, n, limit))
         .await
@@ -586,148 +513,110 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     ));
     report.sdk_failed = failed;
 
-    if plan.clients > 0 {
-        let sender_relay = servers
-            .relay2
-            .as_ref()
-            .map_or(servers.relay.addr(), Server::addr);
-        report.sender_relay = if servers.relay2.is_some() {
-            "one more SDK client, on a second relay process".into()
-        } else {
-            "one more SDK client, on the same relay".into()
-        };
-        let fplan = FanoutPlan {
-            relay: servers.relay.addr(),
-            sender_relay,
-            cert_pem: cert_pem.clone(),
-            token_secret: secrets.token.clone(),
-            room: RoomId(2),
-            clients: plan.clients,
-            batch: plan.batch,
-            first_user: 1_000,
-            connect_limit: plan.connect_limit,
-            rate: plan.rates.first().copied().unwrap_or(10.0),
-            duration: plan.duration,
-            drain: plan.drain,
-            redundancy: plan
-                .redundancy
-                .then_some(Duration::from_micros(plan.redundancy_us)),
-        };
-        progress(&format!(
-            "connecting {} SDK clients, {} at a time",
-            plan.clients, plan.batch
-        ));
-        let meter = Meter::start(&pids);
-        let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
-        report.phases.push(meter.finish("connect", &pids));
-        for p in procs.iter_mut() {
-            p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
-        }
-        report.connect = Some(connect);
-        if audience.is_empty() {
-            bail!(
-                "no client connected; the relay's log:\n{}",
-                servers.relay.log_tail(20)
-            );
-        }
-        // Let the clients' first clock exchanges settle, then measure what
-        // a quiet audience costs.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        progress(&format!(
-            "{} clients idle for {:.1} s",
-            audience.len(),
-            plan.idle.as_secs_f64()
-        ));
-        let meter = Meter::start(&pids);
-        tokio::time::sleep(plan.idle).await;
-        report.phases.push(meter.finish("idle", &pids));
-        for (i, rate) in plan.rates.iter().enumerate() {
-            if i > 0 {
-                // Let the last run's copies and heads die down.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            let fplan = FanoutPlan {
-                rate: *rate,
-                ..fplan.clone()
-            };
-            progress(&format!(
-                "fan-out: {rate} gifts/s for {:.1} s to {} clients",
-                plan.duration.as_secs_f64(),
-                audience.len()
-            ));
-            let meter = Meter::start(&pids);
-            let fan = audience.fan_out(&fplan, progress).await;
-            report
-                .phases
-                .push(meter.finish(format!("fan-out {rate}/s"), &pids));
-            match fan {
-                Ok(f) => report.fanout.push(f),
-                Err(e) => report
-                    .notes
-                    .push(format!("fan-out at {rate}/s failed: {e:#}")),
-            }
-        }
-        for p in procs.iter_mut() {
-            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-        }
-        for p in procs.iter_mut() {
-            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
-            p.threads = sys::threads(p.pid);
-        }
-        progress("closing the clients");
-        audience.close().await;
-    } else {
-        for p in procs.iter_mut() {
-            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
-            p.threads = sys::threads(p.pid);
-        }
-    }
-    let machine = sys::MachineCpu::now()
-        .unwrap_or_default()
-        .since(&machine_start);
-    let ours_end: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
-    report.others_cpu = machine
-        .tasks
-        .saturating_sub(ours_end.saturating_sub(ours_start));
-    report.softirq = machine.softirq;
-    report.steal = machine.steal;
-    report.loadavg.1 = sys::loadavg().unwrap_or_default();
-    report.procs = procs;
+    Ok(())
+}
 
-    let Servers {
-        relay,
-        relay2,
-        origin,
-        echo,
-    } = servers;
-    let mut all: Vec<Server> = [Some(relay), relay2, Some(origin), Some(echo)]
-        .into_iter()
-        .flatten()
-        .collect();
-    for s in all.iter_mut() {
-        if !s.is_running() {
-            report.notes.push(format!(
-                "the {} process exited during the run; its log:\n{}",
-                s.name(),
-                s.log_tail(20)
-            ));
+/// Connect the audience, measure it idle, then one fan-out per rate.
+async fn fan_out(
+    plan: &Plan,
+    servers: &Servers,
+    secrets: &Secrets,
+    cert_pem: &str,
+    procs: &mut [ProcReport],
+    report: &mut Report,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let sender_relay = servers
+        .relay2
+        .as_ref()
+        .map_or(servers.relay.addr(), Server::addr);
+    report.sender_relay = if servers.relay2.is_some() {
+        "one more SDK client, on a second relay process".into()
+    } else {
+        "one more SDK client, on the same relay".into()
+    };
+    let fplan = FanoutPlan {
+        relay: servers.relay.addr(),
+        sender_relay,
+        cert_pem: cert_pem.to_owned(),
+        token_secret: secrets.token.clone(),
+        room: RoomId(2),
+        clients: plan.clients,
+        batch: plan.batch,
+        first_user: 1_000,
+        connect_limit: plan.connect_limit,
+        rate: plan.rates.first().copied().unwrap_or(10.0),
+        duration: plan.duration,
+        drain: plan.drain,
+        redundancy: plan
+            .redundancy
+            .then_some(Duration::from_micros(plan.redundancy_us)),
+    };
+    progress(&format!(
+        "connecting {} SDK clients, {} at a time",
+        plan.clients, plan.batch
+    ));
+    let meter = Meter::start(&pids);
+    let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
+    report.phases.push(meter.finish("connect", &pids));
+    for p in procs.iter_mut() {
+        p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
+    }
+    report.connect = Some(connect);
+    if audience.is_empty() {
+        bail!(
+            "no client connected; the relay's log:\n{}",
+            servers.relay.log_tail(20)
+        );
+    }
+    // Let the clients' first clock exchanges settle, then measure what
+    // a quiet audience costs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    progress(&format!(
+        "{} clients idle for {:.1} s",
+        audience.len(),
+        plan.idle.as_secs_f64()
+    ));
+    let meter = Meter::start(&pids);
+    tokio::time::sleep(plan.idle).await;
+    report.phases.push(meter.finish("idle", &pids));
+    for (i, rate) in plan.rates.iter().enumerate() {
+        if i > 0 {
+            // Let the last run's copies and heads die down.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let fplan = FanoutPlan {
+            rate: *rate,
+            ..fplan.clone()
+        };
+        progress(&format!(
+            "fan-out: {rate} gifts/s for {:.1} s to {} clients",
+            plan.duration.as_secs_f64(),
+            audience.len()
+        ));
+        let meter = Meter::start(&pids);
+        let fan = audience.fan_out(&fplan, progress).await;
+        report
+            .phases
+            .push(meter.finish(format!("fan-out {rate}/s"), &pids));
+        match fan {
+            Ok(f) => report.fanout.push(f),
+            Err(e) => report
+                .notes
+                .push(format!("fan-out at {rate}/s failed: {e:#}")),
         }
     }
-    let grace = Duration::from_secs(3);
-    for s in all {
-        let name = s.name().to_string();
-        if !s.stop(grace).await {
-            report.notes.push(format!(
-                "the {name} process did not stop within {grace:?}; killed"
-            ));
-        }
+    for p in procs.iter_mut() {
+        p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
     }
-    if plan.keep_dir {
-        report.notes.push(format!("kept {}", tmp.keep().display()));
+    for p in procs.iter_mut() {
+        p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+        p.threads = sys::threads(p.pid);
     }
-    report.took = started.elapsed();
-    Ok(report)
+    progress("closing the clients");
+    audience.close().await;
+    Ok(())
 }
 
 fn cert_pem_of(cert: &std::path::Path) -> anyhow::Result<String> {
