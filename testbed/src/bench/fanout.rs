@@ -266,16 +266,10 @@ impl Audience {
         ));
 
         let ack_deadline = Instant::now() + plan.drain.max(Duration::from_secs(2));
-        let Acks {
-            sent,
-            acks,
-            rejected,
-            errors,
-            error_text,
-        } = Acks::collect(&mut gifts, issued, ack_deadline).await;
+        let acked = Acks::collect(&mut gifts, issued, ack_deadline).await;
 
         // Wait until every client saw every applied gift, or the drain limit.
-        let expected = sent.len() as u64 * self.members.len() as u64;
+        let expected = acked.sent.len() as u64 * self.members.len() as u64;
         let drain_start = Instant::now();
         let drain_deadline = drain_start + plan.drain;
         while seen_total.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
@@ -288,49 +282,40 @@ impl Audience {
         sender.close().await;
 
         let audience = self.members.len() as u64;
-        let Tally {
-            delivery,
-            by_second,
-            delivered,
-            unmatched,
-            lagged,
-            snapshots,
-            complete_events,
-            all_clients,
-            span,
-        } = Tally::of(&records, &sent, plan.duration, audience);
+        let t = Tally::of(&records, &acked.sent, plan.duration, audience);
         Ok(FanoutReport {
             audience: self.members.len(),
             rate,
             planned: total,
             issued,
-            applied: sent.len() as u64,
-            rejected,
-            errors,
-            error_text,
+            applied: acked.sent.len() as u64,
+            rejected: acked.rejected,
+            errors: acked.errors,
+            error_text: acked.error_text,
             send_took,
             expected,
-            delivered,
-            missing: expected.saturating_sub(delivered),
-            unmatched,
-            lagged,
-            snapshots,
+            delivered: t.delivered,
+            missing: expected.saturating_sub(t.delivered),
+            unmatched: t.unmatched,
+            lagged: t.lagged,
+            snapshots: t.snapshots,
             drained,
             drained_in,
-            complete_events,
-            delivery: delivery.summary(),
-            by_second: by_second
+            complete_events: t.complete_events,
+            delivery: t.delivery.summary(),
+            by_second: t
+                .by_second
                 .iter()
                 .filter(|l| !l.is_empty())
                 .map(Latencies::summary)
                 .collect(),
-            all_clients: all_clients.summary(),
-            ack: acks.summary(),
-            span,
-            deliveries_per_sec: if span.is_zero() {
+            all_clients: t.all_clients.summary(),
+            ack: acked.acks.summary(),
+            span: t.span,
+            deliveries_per_sec: if t.span.is_zero() {
                 0.0
             } else {
-                delivered as f64 / span.as_secs_f64()
+                t.delivered as f64 / t.span.as_secs_f64()
             },
         })
     }

@@ -228,15 +228,7 @@ fn gates_table(g: &Judgement) -> String {
 }
 
 fn class_cell(c: &ClassFigures) -> String {
-    c.summary.map_or("—".into(), |s| {
-        format!(
-            "{} / {} / {}  ({})",
-            num(s.p50),
-            num(s.p99),
-            num(s.p999),
-            s.count
-        )
-    })
+    triple(c.summary)
 }
 
 fn triple(s: Option<Summary>) -> String {

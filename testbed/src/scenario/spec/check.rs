@@ -69,25 +69,10 @@ pub(super) fn scenario(f: ScenarioFile, default_name: &str) -> Result<Scenario, 
     };
     let rooms = rooms(f.room, &refs)?;
     refs.rooms = rooms.iter().map(|r| r.id).collect();
-    let viewers = f
-        .viewers
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| v.resolve(&format!("viewers[{i}]"), &refs))
-        .collect::<Result<Vec<_>, _>>()?;
+    let viewers = each(f.viewers, |i, v| v.resolve(&format!("viewers[{i}]"), &refs))?;
     refs.viewed = viewers.iter().map(|v| v.room).collect();
-    let cohosts = f
-        .cohosts
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| c.resolve(&format!("cohosts[{i}]"), &refs))
-        .collect::<Result<Vec<_>, _>>()?;
-    let steps = f
-        .step
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| s.resolve(i, &refs))
-        .collect::<Result<Vec<_>, _>>()?;
+    let cohosts = each(f.cohosts, |i, c| c.resolve(&format!("cohosts[{i}]"), &refs))?;
+    let steps = each(f.step, |i, s| s.resolve(i, &refs))?;
     relays(&steps, &regions)?;
     origin_restarts(&steps)?;
     let gates = f.gates.resolve(&steps, &viewers, &cohosts)?;
@@ -112,6 +97,19 @@ pub(super) fn scenario(f: ScenarioFile, default_name: &str) -> Result<Scenario, 
         )));
     }
     Ok(s)
+}
+
+/// Convert each entry of an array section (`[[viewers]]`, ...) with its
+/// index; the first error stops.
+fn each<F, T>(
+    files: Vec<F>,
+    convert: impl Fn(usize, F) -> Result<T, ScenarioError>,
+) -> Result<Vec<T>, ScenarioError> {
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| convert(i, f))
+        .collect()
 }
 
 /// What a section may refer to: region names, room ids, the catalogue.
@@ -257,11 +255,7 @@ impl ViewersFile {
             Some(mix) if mix.is_empty() => {
                 return Err(invalid(format!("{at}: gift_mix is empty")));
             }
-            Some(mix) => mix
-                .into_iter()
-                .enumerate()
-                .map(|(k, m)| m.resolve(&format!("{at}.gift_mix[{k}]"), refs))
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(mix) => each(mix, |k, m| m.resolve(&format!("{at}.gift_mix[{k}]"), refs))?,
             None => default_mix(),
         };
         Ok(ViewerGroup {
