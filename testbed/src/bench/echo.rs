@@ -58,7 +58,7 @@ pub async fn round_trips(
     let (endpoint, conn) = super::dial(addr, roots, ALPN_ECHO, &Tuning::default(), "echo").await?;
     let size = size.max(8);
     let mut s = Sampler::new(how);
-    while let Some(i) = s.next() {
+    while let Some(i) = s.next_trip() {
         let mut payload = vec![0u8; size];
         payload[..8].copy_from_slice(&i.to_be_bytes());
         let t = Instant::now();

@@ -90,7 +90,7 @@ pub async fn relay_pings(
         Err(_) => bail!("the relay answered no ping within 5 s"),
     }
     let mut s = Sampler::new(how);
-    while let Some(i) = s.next() {
+    while let Some(i) = s.next_trip() {
         nonce += 1;
         let t = Instant::now();
         for d in ping(nonce) {
@@ -183,7 +183,7 @@ impl OriginProbe {
     /// Time pings answered by the origin's link task.
     pub async fn pings(&mut self, how: Sampling) -> anyhow::Result<RoundTrips> {
         let mut s = Sampler::new(how);
-        while let Some(i) = s.next() {
+        while let Some(i) = s.next_trip() {
             self.nonce += 1;
             let want = self.nonce;
             let t = Instant::now();
@@ -267,7 +267,7 @@ impl OriginProbe {
         };
         let mut rejected = 0;
         let mut s = Sampler::new(how);
-        while let Some(i) = s.next() {
+        while let Some(i) = s.next_trip() {
             let id = ActionId { session, n: i + 1 };
             let msg = ActionMsg {
                 id,

@@ -272,7 +272,7 @@ async fn sdk_acks(
     let mut called = Latencies::new();
     let mut failed = 0;
     let mut s = Sampler::new(how);
-    while let Some(i) = s.next() {
+    while let Some(i) = s.next_trip() {
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(5), room.gift(GiftId(1), 1)).await;
         let took = t.elapsed();

@@ -53,7 +53,7 @@ pub struct RoundTrips {
 ///
 /// ```ignore
 /// let mut s = Sampler::new(how);
-/// while let Some(i) = s.next() {
+/// while let Some(i) = s.next_trip() {
 ///     let t = Instant::now();
 ///     // ... one round trip numbered `i` ...
 ///     s.record(i, t.elapsed());
@@ -85,8 +85,7 @@ impl Sampler {
 
     /// The number of the next round trip (from 0), or `None` when the run
     /// is over: every sample taken or the time limit passed.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<u64> {
+    pub fn next_trip(&mut self) -> Option<u64> {
         let i = self.next;
         if i >= self.how.warmup + self.how.samples || Instant::now() > self.deadline {
             return None;
