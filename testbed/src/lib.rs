@@ -16,6 +16,15 @@
 //! - [`topology`] — a whole Ringside deployment in one process (origin,
 //!   relays, clients with tokens), for the demo, the benchmark, scenarios and
 //!   the integration tests.
+//! - [`scenario`] — `testbed run`: a scenario file played on a whole
+//!   deployment behind impaired links, in four rooms: [`scenario::spec`]
+//!   (the file, parsed and checked), [`scenario::run`](mod@scenario::run)
+//!   (the deployment, the crowd, the timeline, the recording),
+//!   [`scenario::verdict`] (figures, invariants, release gates) and
+//!   [`scenario::report`] (summary, `report.json` with serde, SVG charts).
+//! - [`bench`](mod@bench) — `testbed bench`: latency floors and each hop measured with
+//!   real process hops, one sampling loop ([`bench::stats::Sampler`]) for
+//!   every latency run, `--json` derived with serde.
 //!
 //! What it does not do: impair TCP or anything below UDP (the kernel here has
 //! no netem; this is user space), look inside packets (it never parses QUIC),

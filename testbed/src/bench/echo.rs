@@ -10,7 +10,8 @@ use bytes::Bytes;
 use net::rustls::pki_types::CertificateDer;
 use net::{self, Identity, Tuning};
 
-use super::stats::{Latencies, Sampling};
+pub use super::stats::RoundTrips;
+use super::stats::{Sampler, Sampling};
 
 /// The echo's ALPN.
 pub const ALPN_ECHO: &[u8] = b"ringside-bench-echo/1";
@@ -46,17 +47,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// What one round-trip run measured.
-#[derive(Debug, Clone, Default)]
-pub struct RoundTrips {
-    /// Round trips after the warm-up.
-    pub latencies: Latencies,
-    /// Samples that got no answer within a second.
-    pub lost: u64,
-    /// How long the measured part took.
-    pub took: Duration,
-}
-
 /// Connect to the echo at `addr` and time round trips of a `size`-byte
 /// datagram as `how` says.
 pub async fn round_trips(
@@ -65,24 +55,10 @@ pub async fn round_trips(
     size: usize,
     how: Sampling,
 ) -> anyhow::Result<RoundTrips> {
-    let Sampling {
-        warmup,
-        samples,
-        limit,
-        ..
-    } = how;
     let (endpoint, conn) = super::dial(addr, roots, ALPN_ECHO, &Tuning::default(), "echo").await?;
     let size = size.max(8);
-    let mut out = RoundTrips::default();
-    let deadline = Instant::now() + limit;
-    let mut measured_from = Instant::now();
-    for i in 0..warmup + samples {
-        if Instant::now() > deadline {
-            break;
-        }
-        if i == warmup {
-            measured_from = Instant::now();
-        }
+    let mut s = Sampler::new(how);
+    while let Some(i) = s.next_trip() {
         let mut payload = vec![0u8; size];
         payload[..8].copy_from_slice(&i.to_be_bytes());
         let t = Instant::now();
@@ -98,14 +74,13 @@ pub async fn round_trips(
         })
         .await;
         match answered {
-            Ok(Ok(())) if i >= warmup => out.latencies.record(t.elapsed()),
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => s.record(i, t.elapsed()),
             Ok(Err(e)) => bail!("echo connection lost: {e}"),
-            Err(_) => out.lost += 1,
+            Err(_) => s.lost(),
         }
-        how.pause().await;
+        s.pause().await;
     }
-    out.took = measured_from.elapsed();
+    let out = s.finish();
     conn.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     Ok(out)

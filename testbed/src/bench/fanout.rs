@@ -86,7 +86,7 @@ struct Member {
 }
 
 /// How the audience connected.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ConnectReport {
     /// Clients asked for.
     pub wanted: usize,
@@ -99,6 +99,7 @@ pub struct ConnectReport {
     /// Clients per batch.
     pub batch: usize,
     /// The whole phase.
+    #[serde(rename = "took_s", serialize_with = "super::stats::secs")]
     pub took: Duration,
     /// Each client's `connect()` (relay probe, handshake, hello, welcome).
     pub connect: Summary,
@@ -256,81 +257,19 @@ impl Audience {
 
         let rate = plan.rate.max(0.1);
         let total = ((rate * plan.duration.as_secs_f64()).round() as u64).max(1);
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut gifts = JoinSet::new();
         let send_start = Instant::now();
-        let hard_stop = send_start + plan.duration + Duration::from_secs(5);
-        let mut issued = 0u64;
-        for _ in 0..total {
-            tick.tick().await;
-            if Instant::now() > hard_stop {
-                break;
-            }
-            let room = room.clone();
-            gifts.spawn(async move {
-                let t0 = Instant::now();
-                let r = room.gift(GiftId(1), 1).await;
-                (t0, r)
-            });
-            issued += 1;
-        }
+        let (mut gifts, issued) = send_gifts(&room, rate, total, send_start + plan.duration).await;
         let send_took = send_start.elapsed();
         progress(&format!(
             "  sent {issued} gifts in {:.2} s; waiting for acks and deliveries",
             send_took.as_secs_f64()
         ));
 
-        let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(issued as usize);
-        let mut acks = Latencies::new();
-        let (mut rejected, mut errors) = (0u64, 0u64);
-        let mut error_text = Vec::new();
         let ack_deadline = Instant::now() + plan.drain.max(Duration::from_secs(2));
-        loop {
-            let next = tokio::time::timeout_at(ack_deadline.into(), gifts.join_next()).await;
-            match next {
-                Ok(Some(Ok((t0, Ok(acked))))) => match acked.outcome {
-                    Outcome::Applied { .. } => {
-                        acks.record(acked.latency);
-                        sent.insert(acked.id.n, t0);
-                    }
-                    Outcome::Rejected { reason } => {
-                        rejected += 1;
-                        if error_text.len() < 3 {
-                            error_text.push(format!("rejected: {reason:?}"));
-                        }
-                    }
-                    Outcome::Unknown => {
-                        rejected += 1;
-                        if error_text.len() < 3 {
-                            error_text.push("unknown (stale)".into());
-                        }
-                    }
-                },
-                Ok(Some(Ok((_, Err(e))))) => {
-                    errors += 1;
-                    if error_text.len() < 3 {
-                        error_text.push(e.to_string());
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    errors += 1;
-                    if error_text.len() < 3 {
-                        error_text.push(format!("task: {e}"));
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    errors += gifts.len() as u64;
-                    error_text.push(format!("{} gifts unacked at the deadline", gifts.len()));
-                    gifts.abort_all();
-                    break;
-                }
-            }
-        }
+        let acked = Acks::collect(&mut gifts, issued, ack_deadline).await;
 
         // Wait until every client saw every applied gift, or the drain limit.
-        let expected = sent.len() as u64 * self.members.len() as u64;
+        let expected = acked.sent.len() as u64 * self.members.len() as u64;
         let drain_start = Instant::now();
         let drain_deadline = drain_start + plan.drain;
         while seen_total.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
@@ -339,98 +278,44 @@ impl Audience {
         let drained = seen_total.load(Ordering::Relaxed) >= expected;
         let drained_in = drain_start.elapsed();
         let _ = stop_tx.send(true);
-        let mut records = Vec::with_capacity(self.members.len());
-        let collect_deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(collect_deadline.into(), watchers.join_next()).await {
-                Ok(Some(Ok(r))) => records.push(r),
-                Ok(Some(Err(_))) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    watchers.abort_all();
-                    bail!("watcher tasks did not stop within 5 s");
-                }
-            }
-        }
+        let records = collect_sightings(&mut watchers).await?;
         sender.close().await;
 
-        let mut delivery = Latencies::new();
-        let first = sent.values().min().copied();
-        let seconds = plan.duration.as_secs_f64().ceil().max(1.0) as usize + 1;
-        let mut by_second = vec![Latencies::new(); seconds];
-        let mut last_per_event: HashMap<u64, (Duration, u64)> = HashMap::new();
-        let (mut delivered, mut unmatched, mut lagged, mut snapshots) = (0u64, 0u64, 0u64, 0u64);
-        let mut first_send = None::<Instant>;
-        let mut last_seen = None::<Instant>;
-        for t0 in sent.values() {
-            first_send = Some(first_send.map_or(*t0, |f: Instant| f.min(*t0)));
-        }
-        for r in &records {
-            lagged += r.lagged;
-            snapshots += r.snapshots;
-            for (n, at) in &r.seen {
-                let Some(t0) = sent.get(n) else {
-                    unmatched += 1;
-                    continue;
-                };
-                delivered += 1;
-                let lat = at.saturating_duration_since(*t0);
-                delivery.record(lat);
-                if let Some(f) = first {
-                    let k = t0.saturating_duration_since(f).as_secs() as usize;
-                    by_second[k.min(seconds - 1)].record(lat);
-                }
-                let e = last_per_event.entry(*n).or_insert((Duration::ZERO, 0));
-                e.0 = e.0.max(lat);
-                e.1 += 1;
-                last_seen = Some(last_seen.map_or(*at, |l: Instant| l.max(*at)));
-            }
-        }
-        let mut all_clients = Latencies::new();
         let audience = self.members.len() as u64;
-        let mut complete_events = 0u64;
-        for (lat, count) in last_per_event.values() {
-            if *count >= audience {
-                complete_events += 1;
-                all_clients.record(*lat);
-            }
-        }
-        let span = match (first_send, last_seen) {
-            (Some(f), Some(l)) => l.saturating_duration_since(f),
-            _ => Duration::ZERO,
-        };
+        let t = Tally::of(&records, &acked.sent, plan.duration, audience);
         Ok(FanoutReport {
             audience: self.members.len(),
             rate,
             planned: total,
             issued,
-            applied: sent.len() as u64,
-            rejected,
-            errors,
-            error_text,
+            applied: acked.sent.len() as u64,
+            rejected: acked.rejected,
+            errors: acked.errors,
+            error_text: acked.error_text,
             send_took,
             expected,
-            delivered,
-            missing: expected.saturating_sub(delivered),
-            unmatched,
-            lagged,
-            snapshots,
+            delivered: t.delivered,
+            missing: expected.saturating_sub(t.delivered),
+            unmatched: t.unmatched,
+            lagged: t.lagged,
+            snapshots: t.snapshots,
             drained,
             drained_in,
-            complete_events,
-            delivery: delivery.summary(),
-            by_second: by_second
+            complete_events: t.complete_events,
+            delivery: t.delivery.summary(),
+            by_second: t
+                .by_second
                 .iter()
                 .filter(|l| !l.is_empty())
                 .map(Latencies::summary)
                 .collect(),
-            all_clients: all_clients.summary(),
-            ack: acks.summary(),
-            span,
-            deliveries_per_sec: if span.is_zero() {
+            all_clients: t.all_clients.summary(),
+            ack: acked.acks.summary(),
+            span: t.span,
+            deliveries_per_sec: if t.span.is_zero() {
                 0.0
             } else {
-                delivered as f64 / span.as_secs_f64()
+                t.delivered as f64 / t.span.as_secs_f64()
             },
         })
     }
@@ -536,4 +421,206 @@ pub struct FanoutReport {
     pub span: Duration,
     /// delivered / span.
     pub deliveries_per_sec: f64,
+}
+
+/// Gift `total` times at `rate` per second, each gift in a task of its
+/// own; stop early 5 s after `end`. Returns the tasks and how many there
+/// are.
+async fn send_gifts(
+    room: &Arc<Room>,
+    rate: f64,
+    total: u64,
+    end: Instant,
+) -> (JoinSet<GiftResult>, u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut gifts = JoinSet::new();
+    let hard_stop = end + Duration::from_secs(5);
+    let mut issued = 0u64;
+    for _ in 0..total {
+        tick.tick().await;
+        if Instant::now() > hard_stop {
+            break;
+        }
+        let room = room.clone();
+        gifts.spawn(async move {
+            let t0 = Instant::now();
+            let r = room.gift(GiftId(1), 1).await;
+            (t0, r)
+        });
+        issued += 1;
+    }
+    (gifts, issued)
+}
+
+/// Every watcher's sightings, once they were told to stop (5 s at most).
+async fn collect_sightings(watchers: &mut JoinSet<Sightings>) -> anyhow::Result<Vec<Sightings>> {
+    let mut records = Vec::with_capacity(watchers.len());
+    let collect_deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(collect_deadline.into(), watchers.join_next()).await {
+            Ok(Some(Ok(r))) => records.push(r),
+            Ok(Some(Err(_))) => {}
+            Ok(None) => break,
+            Err(_) => {
+                watchers.abort_all();
+                bail!("watcher tasks did not stop within 5 s");
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// A gift task's result: when it was called, and what came back.
+type GiftResult = (Instant, Result<client_sdk::Acked, client_sdk::Error>);
+
+/// The sender's acks.
+struct Acks {
+    /// Applied gifts: action number → when `gift` was called.
+    sent: HashMap<u64, Instant>,
+    /// Their ack latency.
+    acks: Latencies,
+    rejected: u64,
+    errors: u64,
+    /// The first few failures.
+    error_text: Vec<String>,
+}
+
+impl Acks {
+    /// Wait for every gift task until `deadline`; the ones still out then
+    /// count as errors.
+    async fn collect(gifts: &mut JoinSet<GiftResult>, issued: u64, deadline: Instant) -> Acks {
+        let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(issued as usize);
+        let mut acks = Latencies::new();
+        let (mut rejected, mut errors) = (0u64, 0u64);
+        let mut error_text = Vec::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), gifts.join_next()).await;
+            match next {
+                Ok(Some(Ok((t0, Ok(acked))))) => match acked.outcome {
+                    Outcome::Applied { .. } => {
+                        acks.record(acked.latency);
+                        sent.insert(acked.id.n, t0);
+                    }
+                    Outcome::Rejected { reason } => {
+                        rejected += 1;
+                        if error_text.len() < 3 {
+                            error_text.push(format!("rejected: {reason:?}"));
+                        }
+                    }
+                    Outcome::Unknown => {
+                        rejected += 1;
+                        if error_text.len() < 3 {
+                            error_text.push("unknown (stale)".into());
+                        }
+                    }
+                },
+                Ok(Some(Ok((_, Err(e))))) => {
+                    errors += 1;
+                    if error_text.len() < 3 {
+                        error_text.push(e.to_string());
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    errors += 1;
+                    if error_text.len() < 3 {
+                        error_text.push(format!("task: {e}"));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    errors += gifts.len() as u64;
+                    error_text.push(format!("{} gifts unacked at the deadline", gifts.len()));
+                    gifts.abort_all();
+                    break;
+                }
+            }
+        }
+
+        Acks {
+            sent,
+            acks,
+            rejected,
+            errors,
+            error_text,
+        }
+    }
+}
+
+/// The sightings, matched to the sends.
+struct Tally {
+    delivery: Latencies,
+    by_second: Vec<Latencies>,
+    delivered: u64,
+    unmatched: u64,
+    lagged: u64,
+    snapshots: u64,
+    complete_events: u64,
+    all_clients: Latencies,
+    span: Duration,
+}
+
+impl Tally {
+    fn of(
+        records: &[Sightings],
+        sent: &HashMap<u64, Instant>,
+        duration: Duration,
+        audience: u64,
+    ) -> Tally {
+        let mut delivery = Latencies::new();
+        let first = sent.values().min().copied();
+        let seconds = duration.as_secs_f64().ceil().max(1.0) as usize + 1;
+        let mut by_second = vec![Latencies::new(); seconds];
+        let mut last_per_event: HashMap<u64, (Duration, u64)> = HashMap::new();
+        let (mut delivered, mut unmatched, mut lagged, mut snapshots) = (0u64, 0u64, 0u64, 0u64);
+        let mut first_send = None::<Instant>;
+        let mut last_seen = None::<Instant>;
+        for t0 in sent.values() {
+            first_send = Some(first_send.map_or(*t0, |f: Instant| f.min(*t0)));
+        }
+        for r in records {
+            lagged += r.lagged;
+            snapshots += r.snapshots;
+            for (n, at) in &r.seen {
+                let Some(t0) = sent.get(n) else {
+                    unmatched += 1;
+                    continue;
+                };
+                delivered += 1;
+                let lat = at.saturating_duration_since(*t0);
+                delivery.record(lat);
+                if let Some(f) = first {
+                    let k = t0.saturating_duration_since(f).as_secs() as usize;
+                    by_second[k.min(seconds - 1)].record(lat);
+                }
+                let e = last_per_event.entry(*n).or_insert((Duration::ZERO, 0));
+                e.0 = e.0.max(lat);
+                e.1 += 1;
+                last_seen = Some(last_seen.map_or(*at, |l: Instant| l.max(*at)));
+            }
+        }
+        let mut all_clients = Latencies::new();
+        let mut complete_events = 0u64;
+        for (lat, count) in last_per_event.values() {
+            if *count >= audience {
+                complete_events += 1;
+                all_clients.record(*lat);
+            }
+        }
+        let span = match (first_send, last_seen) {
+            (Some(f), Some(l)) => l.saturating_duration_since(f),
+            _ => Duration::ZERO,
+        };
+        Tally {
+            delivery,
+            by_second,
+            delivered,
+            unmatched,
+            lagged,
+            snapshots,
+            complete_events,
+            all_clients,
+            span,
+        }
+    }
 }

@@ -1,177 +1,281 @@
-//! Just enough JSON to write the figures out (`--json PATH`) without a
-//! serialisation dependency.
+//! `testbed bench --json PATH`: the figures, derived with serde.
+//!
+//! [`Summary`], [`ConnectReport`] and [`ProcReport`] serialise themselves;
+//! the views here arrange the rest in the file's shape (durations in
+//! seconds, the latency rows keyed by name, each phase's CPU per process).
 
-use std::fmt;
+use std::time::Duration;
 
-/// A JSON value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// `null`.
-    Null,
-    /// `true` / `false`.
-    Bool(bool),
-    /// An integer.
-    Int(i64),
-    /// A number (non-finite values are written as `null`).
-    Num(f64),
-    /// A string.
-    Str(String),
-    /// An array.
-    Array(Vec<Value>),
-    /// An object, keys in insertion order.
-    Object(Vec<(String, Value)>),
+use serde::{Serialize, Serializer};
+
+use super::fanout::{ConnectReport, FanoutReport};
+use super::run::{Phase, ProcReport, Report, Row};
+use super::stats::{secs, Summary};
+
+/// How the bench lays its processes out (a constant of the file).
+const LAYOUT: &str =
+    "origin, relay and echo are separate processes; all clients share the bench process";
+
+/// The report as pretty JSON, with a final newline.
+pub fn render(r: &Report, command: &str) -> String {
+    let doc = BenchJson {
+        command,
+        cores: r.cores,
+        cpu_model: &r.cpu_model,
+        kernel: &r.kernel,
+        release_build: r.release,
+        layout: LAYOUT,
+        data_dir: &r.data_dir,
+        data_fs: r.data_fs.as_ref().map(|(fs, dev)| format!("{fs} {dev}")),
+        round_trips: Ordered(
+            r.rows
+                .iter()
+                .map(|row| (row.key, RowJson::of(row)))
+                .collect(),
+        ),
+        probe_rejected: r.probe_rejected,
+        sdk_failed: r.sdk_failed,
+        connect: r.connect.as_ref(),
+        fanout: r
+            .fanout
+            .iter()
+            .map(|f| FanoutJson::of(f, &r.sender_relay))
+            .collect(),
+        processes: &r.procs,
+        phases: r
+            .phases
+            .iter()
+            .map(|ph| PhaseJson::of(ph, &r.procs))
+            .collect(),
+        notes: &r.notes,
+        took_s: r.took,
+        loadavg_start: &r.loadavg.0,
+        loadavg_end: &r.loadavg.1,
+        other_processes_cpu_s: r.others_cpu,
+        softirq_s: r.softirq,
+        steal_s: r.steal,
+        gap_us: u64::try_from(r.gap.as_micros()).unwrap_or(u64::MAX),
+    };
+    // Plain structs of numbers and strings always serialise.
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
 }
 
-impl Value {
-    /// An object from `(key, value)` pairs.
-    pub fn object<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
-        Value::Object(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
+#[derive(Serialize)]
+struct BenchJson<'a> {
+    command: &'a str,
+    cores: usize,
+    cpu_model: &'a str,
+    kernel: &'a str,
+    release_build: bool,
+    layout: &'static str,
+    data_dir: &'a str,
+    data_fs: Option<String>,
+    round_trips: Ordered<&'static str, RowJson<'a>>,
+    probe_rejected: u64,
+    sdk_failed: u64,
+    connect: Option<&'a ConnectReport>,
+    fanout: Vec<FanoutJson<'a>>,
+    processes: &'a [ProcReport],
+    phases: Vec<PhaseJson<'a>>,
+    notes: &'a [String],
+    #[serde(serialize_with = "secs")]
+    took_s: Duration,
+    loadavg_start: &'a str,
+    loadavg_end: &'a str,
+    #[serde(serialize_with = "secs")]
+    other_processes_cpu_s: Duration,
+    #[serde(serialize_with = "secs")]
+    softirq_s: Duration,
+    #[serde(serialize_with = "secs")]
+    steal_s: Duration,
+    gap_us: u64,
+}
 
-    /// Pretty-printed, two spaces per level.
-    pub fn pretty(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out, 0);
-        out.push('\n');
-        out
-    }
+/// A JSON object whose keys come from data, in the order given.
+struct Ordered<K, V>(Vec<(K, V)>);
 
-    fn write(&self, out: &mut String, depth: usize) {
-        let pad = |out: &mut String, d: usize| out.push_str(&"  ".repeat(d));
-        match self {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => out.push_str(&i.to_string()),
-            Value::Num(n) if n.is_finite() => {
-                // Three decimals are plenty for microseconds.
-                let s = format!("{n:.3}");
-                let s = s.trim_end_matches('0').trim_end_matches('.');
-                out.push_str(if s.is_empty() || s == "-" { "0" } else { s });
-            }
-            Value::Num(_) => out.push_str("null"),
-            Value::Str(s) => escape(s, out),
-            Value::Array(items) if items.is_empty() => out.push_str("[]"),
-            Value::Array(items) => {
-                out.push_str("[\n");
-                for (i, v) in items.iter().enumerate() {
-                    pad(out, depth + 1);
-                    v.write(out, depth + 1);
-                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-                }
-                pad(out, depth);
-                out.push(']');
-            }
-            Value::Object(pairs) if pairs.is_empty() => out.push_str("{}"),
-            Value::Object(pairs) => {
-                out.push_str("{\n");
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    pad(out, depth + 1);
-                    escape(k, out);
-                    out.push_str(": ");
-                    v.write(out, depth + 1);
-                    out.push_str(if i + 1 < pairs.len() { ",\n" } else { "\n" });
-                }
-                pad(out, depth);
-                out.push('}');
-            }
+impl<K: Serialize, V: Serialize> Serialize for Ordered<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// One latency row: what it measures, its figures, its losses.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    what: &'a str,
+    #[serde(flatten)]
+    summary: Summary,
+    lost: u64,
+}
+
+impl<'a> RowJson<'a> {
+    fn of(r: &'a Row) -> RowJson<'a> {
+        RowJson {
+            what: &r.what,
+            summary: r.summary,
+            lost: r.lost,
         }
     }
 }
 
-fn escape(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+#[derive(Serialize)]
+struct FanoutJson<'a> {
+    audience: usize,
+    sender: &'a str,
+    rate_per_s: f64,
+    planned: u64,
+    sent: u64,
+    applied: u64,
+    rejected: u64,
+    errors: u64,
+    #[serde(serialize_with = "secs")]
+    send_s: Duration,
+    expected_deliveries: u64,
+    deliveries: u64,
+    missing: u64,
+    unmatched: u64,
+    lagged: u64,
+    snapshots: u64,
+    drained: bool,
+    #[serde(serialize_with = "secs")]
+    drained_in_s: Duration,
+    events_seen_by_all: u64,
+    delivery: Summary,
+    delivery_by_send_second: &'a [Summary],
+    last_client: Summary,
+    sender_ack: Summary,
+    #[serde(serialize_with = "secs")]
+    span_s: Duration,
+    deliveries_per_s: f64,
+}
+
+impl<'a> FanoutJson<'a> {
+    fn of(f: &'a FanoutReport, sender: &'a str) -> FanoutJson<'a> {
+        FanoutJson {
+            audience: f.audience,
+            sender,
+            rate_per_s: f.rate,
+            planned: f.planned,
+            sent: f.issued,
+            applied: f.applied,
+            rejected: f.rejected,
+            errors: f.errors,
+            send_s: f.send_took,
+            expected_deliveries: f.expected,
+            deliveries: f.delivered,
+            missing: f.missing,
+            unmatched: f.unmatched,
+            lagged: f.lagged,
+            snapshots: f.snapshots,
+            drained: f.drained,
+            drained_in_s: f.drained_in,
+            events_seen_by_all: f.complete_events,
+            delivery: f.delivery,
+            delivery_by_send_second: &f.by_second,
+            last_client: f.all_clients,
+            sender_ack: f.ack,
+            span_s: f.span,
+            deliveries_per_s: f.deliveries_per_sec,
         }
     }
-    out.push('"');
 }
 
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.pretty())
-    }
+#[derive(Serialize)]
+struct PhaseJson<'a> {
+    name: &'a str,
+    #[serde(serialize_with = "secs")]
+    wall_s: Duration,
+    /// CPU time per process name, s.
+    cpu_s: Ordered<&'a str, f64>,
+    #[serde(serialize_with = "secs")]
+    softirq_s: Duration,
+    udp_in: u64,
+    udp_out: u64,
+    udp_rcvbuf_errors: u64,
+    udp_sndbuf_errors: u64,
 }
 
-impl From<bool> for Value {
-    fn from(b: bool) -> Value {
-        Value::Bool(b)
-    }
-}
-
-impl From<u64> for Value {
-    fn from(n: u64) -> Value {
-        i64::try_from(n).map_or(Value::Num(n as f64), Value::Int)
-    }
-}
-
-impl From<usize> for Value {
-    fn from(n: usize) -> Value {
-        Value::from(n as u64)
-    }
-}
-
-impl From<u32> for Value {
-    fn from(n: u32) -> Value {
-        Value::Int(i64::from(n))
-    }
-}
-
-impl From<f64> for Value {
-    fn from(n: f64) -> Value {
-        Value::Num(n)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Value {
-        Value::Str(s.into())
-    }
-}
-
-impl From<String> for Value {
-    fn from(s: String) -> Value {
-        Value::Str(s)
-    }
-}
-
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Value {
-        v.map_or(Value::Null, Into::into)
+impl<'a> PhaseJson<'a> {
+    fn of(ph: &'a Phase, procs: &'a [ProcReport]) -> PhaseJson<'a> {
+        PhaseJson {
+            name: &ph.name,
+            wall_s: ph.wall,
+            cpu_s: Ordered(
+                procs
+                    .iter()
+                    .zip(&ph.cpu)
+                    .map(|(p, c)| (p.name.as_str(), c.as_secs_f64()))
+                    .collect(),
+            ),
+            softirq_s: ph.softirq,
+            udp_in: ph.udp.in_datagrams,
+            udp_out: ph.udp.out_datagrams,
+            udp_rcvbuf_errors: ph.udp.rcvbuf_errors,
+            udp_sndbuf_errors: ph.udp.sndbuf_errors,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::stats::Latencies;
+
+    fn sample() -> Report {
+        let mut l = Latencies::new();
+        l.record(Duration::from_micros(100));
+        Report {
+            rows: vec![Row {
+                key: "echo",
+                what: "the floor".into(),
+                summary: l.summary(),
+                lost: 1,
+            }],
+            connect: Some(ConnectReport {
+                errors: vec!["x".into()],
+                ..Default::default()
+            }),
+            fanout: vec![FanoutReport {
+                by_second: vec![l.summary()],
+                ..Default::default()
+            }],
+            procs: vec![ProcReport {
+                name: "relay".into(),
+                threads: Some(3),
+                ..Default::default()
+            }],
+            phases: vec![Phase {
+                name: "idle".into(),
+                cpu: vec![Duration::from_millis(5)],
+                ..Default::default()
+            }],
+            data_fs: Some(("ext4".into(), "/dev/vda".into())),
+            notes: vec!["n".into()],
+            ..Default::default()
+        }
+    }
 
     #[test]
-    fn writes_valid_json() {
-        let v = Value::object([
-            ("name", Value::from("a \"b\"\n")),
-            ("n", Value::from(3u64)),
-            ("x", Value::from(81.25)),
-            ("whole", Value::from(2.0)),
-            ("none", Value::from(None::<u64>)),
-            ("nan", Value::from(f64::NAN)),
-            (
-                "list",
-                Value::Array(vec![Value::from(true), Value::Object(vec![])]),
-            ),
-        ]);
-        let s = v.pretty();
-        assert!(s.contains(r#""name": "a \"b\"\n""#), "{s}");
-        assert!(s.contains(r#""x": 81.25"#), "{s}");
-        assert!(s.contains(r#""whole": 2,"#), "{s}");
-        assert!(s.contains(r#""none": null"#), "{s}");
-        assert!(s.contains(r#""nan": null"#), "{s}");
-        assert!(s.contains("{}"), "{s}");
+    fn the_json_has_the_documented_shape() {
+        let text = render(&sample(), "testbed bench");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(v["command"], "testbed bench");
+        let echo = &v["round_trips"]["echo"];
+        assert_eq!(echo["what"], "the floor");
+        assert_eq!(echo["samples"], 1);
+        assert_eq!(echo["lost"], 1);
+        assert!(echo["p99_us"]
+            .as_f64()
+            .is_some_and(|p| (p - 100.0).abs() < 1.0));
+        assert_eq!(v["connect"]["errors"][0], "x");
+        assert!(v["connect"]["took_s"].is_number());
+        assert_eq!(v["fanout"][0]["delivery_by_send_second"][0]["samples"], 1);
+        assert_eq!(v["processes"][0]["threads"], 3);
+        assert_eq!(v["phases"][0]["cpu_s"]["relay"], 0.005);
+        assert_eq!(v["data_fs"], "ext4 /dev/vda");
+        assert!(text.ends_with("}\n"));
     }
 }

@@ -7,10 +7,13 @@
 //! - [`echo`] — a plain quinn datagram echo: the floor to compare against.
 //! - [`probe`] — raw protocol clients that time one hop at a time: a client
 //!   pinging the relay, a "relay" pinging the origin and sending it gifts.
+//! - `servers` — the echo, origin and relay processes of one run.
 //! - [`fanout`] — many SDK clients in one room, a sender, and every
 //!   delivery timed against its send.
-//! - [`stats`], [`json`], [`sys`] — histograms, a small JSON writer, and
-//!   what `/proc` says about processes, mounts and the disk.
+//! - [`stats`] — histograms, and the one sampling loop ([`stats::Sampler`])
+//!   every latency run goes through.
+//! - [`json`] — `--json`: the report derived with serde.
+//! - [`sys`] — what `/proc` says about processes, mounts and the disk.
 //!
 //! The orchestration (which process, which phase, what to print) lives in
 //! [`run()`]; the command line in `src/cli/bench.rs`.
@@ -21,6 +24,7 @@ pub mod fanout;
 pub mod json;
 pub mod probe;
 pub mod run;
+mod servers;
 pub mod stats;
 pub mod sys;
 

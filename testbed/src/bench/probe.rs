@@ -30,7 +30,7 @@ use protocol::room::Grant;
 use protocol::{Action, ActionId, GiftId, Outcome, RoomId, ServerTime, SessionId, UserId};
 
 use super::echo::RoundTrips;
-use super::stats::Sampling;
+use super::stats::{Sampler, Sampling};
 
 /// Open a client session on the relay at `addr` with `token`, then time
 /// pings as `how` says, answered by the relay from its own clock.
@@ -41,12 +41,6 @@ pub async fn relay_pings(
     session: SessionId,
     how: Sampling,
 ) -> anyhow::Result<RoundTrips> {
-    let Sampling {
-        warmup,
-        samples,
-        limit,
-        ..
-    } = how;
     let (endpoint, conn) =
         super::dial(addr, roots, ALPN_CLIENT, &Tuning::default(), "relay").await?;
     let (mut send, mut recv) = conn.open_bi().await.context("opening the control stream")?;
@@ -95,30 +89,21 @@ pub async fn relay_pings(
         Ok(Err(e)) => bail!("relay connection lost: {e}"),
         Err(_) => bail!("the relay answered no ping within 5 s"),
     }
-    let mut out = RoundTrips::default();
-    let deadline = Instant::now() + limit;
-    let mut measured_from = Instant::now();
-    for i in 0..warmup + samples {
-        if Instant::now() > deadline {
-            break;
-        }
-        if i == warmup {
-            measured_from = Instant::now();
-        }
+    let mut s = Sampler::new(how);
+    while let Some(i) = s.next_trip() {
         nonce += 1;
         let t = Instant::now();
         for d in ping(nonce) {
             conn.send_datagram(d)?;
         }
         match tokio::time::timeout(Duration::from_secs(1), wait_pong(&conn, Some(nonce))).await {
-            Ok(Ok(_)) if i >= warmup => out.latencies.record(t.elapsed()),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => s.record(i, t.elapsed()),
             Ok(Err(e)) => bail!("relay connection lost: {e}"),
-            Err(_) => out.lost += 1,
+            Err(_) => s.lost(),
         }
-        how.pause().await;
+        s.pause().await;
     }
-    out.took = measured_from.elapsed();
+    let out = s.finish();
     let _ = net::write_frame(&mut send, &ClientMsg::Bye).await;
     reader.abort();
     conn.close(0u32.into(), b"done");
@@ -197,22 +182,8 @@ impl OriginProbe {
 
     /// Time pings answered by the origin's link task.
     pub async fn pings(&mut self, how: Sampling) -> anyhow::Result<RoundTrips> {
-        let Sampling {
-            warmup,
-            samples,
-            limit,
-            ..
-        } = how;
-        let mut out = RoundTrips::default();
-        let deadline = Instant::now() + limit;
-        let mut measured_from = Instant::now();
-        for i in 0..warmup + samples {
-            if Instant::now() > deadline {
-                break;
-            }
-            if i == warmup {
-                measured_from = Instant::now();
-            }
+        let mut s = Sampler::new(how);
+        while let Some(i) = s.next_trip() {
             self.nonce += 1;
             let want = self.nonce;
             let t = Instant::now();
@@ -228,15 +199,13 @@ impl OriginProbe {
             })
             .await;
             match answered {
-                Ok(Ok(())) if i >= warmup => out.latencies.record(t.elapsed()),
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => s.record(i, t.elapsed()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => bail!("the origin stopped answering pings"),
             }
-            how.pause().await;
+            s.pause().await;
         }
-        out.took = measured_from.elapsed();
-        Ok(out)
+        Ok(s.finish())
     }
 
     /// Open `room` (by subscribing to it, as a relay does for its first
@@ -248,12 +217,6 @@ impl OriginProbe {
         session: SessionId,
         how: Sampling,
     ) -> anyhow::Result<GiftRun> {
-        let Sampling {
-            warmup,
-            samples,
-            limit,
-            ..
-        } = how;
         net::write_frame(
             &mut self.send,
             &UpMsg::Subscribe {
@@ -302,17 +265,10 @@ impl OriginProbe {
             user: UserId(session.0),
             grant: Grant::Viewer,
         };
-        let mut out = GiftRun::default();
-        let deadline = Instant::now() + limit;
-        let mut measured_from = Instant::now();
-        for n in 1..=warmup + samples {
-            if Instant::now() > deadline {
-                break;
-            }
-            if n == warmup + 1 {
-                measured_from = Instant::now();
-            }
-            let id = ActionId { session, n };
+        let mut rejected = 0;
+        let mut s = Sampler::new(how);
+        while let Some(i) = s.next_trip() {
+            let id = ActionId { session, n: i + 1 };
             let msg = ActionMsg {
                 id,
                 room,
@@ -341,15 +297,16 @@ impl OriginProbe {
             .context("no ack from the origin within 5 s")??;
             let took = t.elapsed();
             match outcome {
-                Outcome::Applied { .. } if n > warmup => out.trips.latencies.record(took),
-                Outcome::Applied { .. } => {}
-                Outcome::Rejected { .. } => out.rejected += 1,
+                Outcome::Applied { .. } => s.record(i, took),
+                Outcome::Rejected { .. } => rejected += 1,
             }
-            how.pause().await;
+            s.pause().await;
         }
-        out.trips.took = measured_from.elapsed();
         let _ = net::write_frame(&mut self.send, &UpMsg::Unsubscribe { room }).await;
-        Ok(out)
+        Ok(GiftRun {
+            trips: s.finish(),
+            rejected,
+        })
     }
 
     /// Close the link.

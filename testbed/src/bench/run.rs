@@ -2,7 +2,7 @@
 //! floor and each hop, then the SDK's ack path, then the fan-out, sampling
 //! the processes' memory and CPU as it goes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -10,12 +10,12 @@ use client_sdk::{Client, Outcome};
 use net::Identity;
 use protocol::{GiftId, RoomId, SessionId};
 
-use super::child::{Server, Spawn};
+use super::child::Server;
 use super::echo::{self, RoundTrips};
 use super::fanout::{self, Audience, ConnectReport, FanoutPlan, FanoutReport};
-use super::json::Value;
 use super::probe::{self, OriginProbe};
-use super::stats::{Latencies, Sampling, Summary};
+use super::servers::{self, Secrets, Servers};
+use super::stats::{Latencies, Sampler, Sampling, Summary};
 use super::sys::{self, MachineCpu, TempDir, UdpCounters};
 
 /// What to run.
@@ -125,7 +125,7 @@ impl Row {
 }
 
 /// A process's memory through the run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ProcReport {
     /// Name.
     pub name: String,
@@ -247,153 +247,6 @@ fn first_line_with(path: &str, prefix: &str) -> Option<String> {
     Some(line.split(':').nth(1)?.trim().to_string())
 }
 
-/// This run's secrets: fresh random ones, written to files in the run's
-/// directory (mode 0600) that the server processes are pointed at.
-struct Secrets {
-    token: String,
-    cluster: String,
-    token_file: PathBuf,
-    cluster_file: PathBuf,
-}
-
-impl Secrets {
-    fn generate(dir: &std::path::Path) -> anyhow::Result<Secrets> {
-        let token = net::secret::generate_hex().context("generating the token secret")?;
-        let cluster = net::secret::generate_hex().context("generating the cluster secret")?;
-        let (token_file, cluster_file) = (dir.join("token-secret"), dir.join("cluster-secret"));
-        for (file, secret) in [(&token_file, &token), (&cluster_file, &cluster)] {
-            if !net::secret::create_private(file, secret.as_bytes())
-                .with_context(|| format!("writing {}", file.display()))?
-            {
-                bail!("{} exists already", file.display());
-            }
-        }
-        Ok(Secrets {
-            token,
-            cluster,
-            token_file,
-            cluster_file,
-        })
-    }
-}
-
-struct Servers {
-    // Field order is drop order: relays go before the origin.
-    relay: Server,
-    relay2: Option<Server>,
-    origin: Server,
-    echo: Server,
-}
-
-async fn start_servers(
-    plan: &Plan,
-    dir: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    secrets: &Secrets,
-) -> anyhow::Result<Servers> {
-    let path = |p: &std::path::Path| p.display().to_string();
-    let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| Spawn {
-        name: name.into(),
-        exe: plan.exe.clone(),
-        args,
-        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        log: dir.join(format!("{name}.log")),
-        ready_timeout: Duration::from_secs(20),
-    };
-    let echo = Server::spawn(spawn(
-        "echo",
-        vec![
-            "serve-echo".into(),
-            "--cert".into(),
-            path(cert),
-            "--key".into(),
-            path(key),
-        ],
-        vec![],
-    ))
-    .await?;
-    let origin = Server::spawn(spawn(
-        "origin",
-        vec!["serve-origin".into()],
-        vec![
-            ("RINGSIDE_ORIGIN_NAME", "bench-origin".into()),
-            ("RINGSIDE_ORIGIN_LISTEN", "127.0.0.1:0".into()),
-            ("RINGSIDE_ORIGIN_DATA_DIR", path(&dir.join("origin"))),
-            (
-                "RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE",
-                path(&secrets.cluster_file),
-            ),
-            ("RINGSIDE_ORIGIN_TLS__CERT", path(cert)),
-            ("RINGSIDE_ORIGIN_TLS__KEY", path(key)),
-        ],
-    ))
-    .await?;
-    let redundancy = if plan.redundancy {
-        plan.redundancy_us
-    } else {
-        0
-    };
-    let relay_env = |name: &str| {
-        vec![
-            ("RINGSIDE_RELAY_NAME", name.to_string()),
-            ("RINGSIDE_RELAY_REGION", "bench".into()),
-            ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
-            ("RINGSIDE_RELAY_ORIGIN", origin.addr().to_string()),
-            ("RINGSIDE_RELAY_ORIGIN_CERT", path(cert)),
-            (
-                "RINGSIDE_RELAY_CLUSTER_SECRET_FILE",
-                path(&secrets.cluster_file),
-            ),
-            (
-                "RINGSIDE_RELAY_TOKEN_SECRET_FILE",
-                path(&secrets.token_file),
-            ),
-            ("RINGSIDE_RELAY_TLS__CERT", path(cert)),
-            ("RINGSIDE_RELAY_TLS__KEY", path(key)),
-            // The bench's clients act far faster than people do.
-            ("RINGSIDE_RELAY_LIMITS__ACTIONS_PER_SEC", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__ACTION_BURST", "200000".into()),
-            ("RINGSIDE_RELAY_LIMITS__MESSAGES_PER_SEC", "1000000".into()),
-            // Thousands of clients, all on loopback.
-            ("RINGSIDE_RELAY_LIMITS__MAX_PER_ADDR", "100000".into()),
-            (
-                "RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED",
-                "100000".into(),
-            ),
-            (
-                "RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC",
-                "100000".into(),
-            ),
-            ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy.to_string()),
-        ]
-    };
-    let relay = Server::spawn(spawn(
-        "relay",
-        vec!["serve-relay".into()],
-        relay_env("bench-relay"),
-    ))
-    .await?;
-    let relay2 = if plan.sender_on_other_relay {
-        Some(
-            Server::spawn(spawn(
-                "relay2",
-                vec!["serve-relay".into()],
-                relay_env("bench-relay-2"),
-            ))
-            .await?,
-        )
-    } else {
-        None
-    };
-    Ok(Servers {
-        relay,
-        relay2,
-        origin,
-        echo,
-    })
-}
-
 /// The SDK's ack round trip: one client, one gift at a time.
 async fn sdk_acks(
     plan: &Plan,
@@ -416,27 +269,27 @@ async fn sdk_acks(
     let room = tokio::time::timeout(Duration::from_secs(10), client.join(RoomId(1)))
         .await
         .context("join timed out")??;
-    let (mut acked, mut called) = (Latencies::new(), Latencies::new());
+    let mut called = Latencies::new();
     let mut failed = 0;
-    let deadline = Instant::now() + how.limit;
-    for i in 0..how.warmup + how.samples {
-        if Instant::now() > deadline {
-            break;
-        }
+    let mut s = Sampler::new(how);
+    while let Some(i) = s.next_trip() {
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(5), room.gift(GiftId(1), 1)).await;
         let took = t.elapsed();
         match r {
             Ok(Ok(a)) if matches!(a.outcome, Outcome::Applied { .. }) => {
-                if i >= how.warmup {
-                    acked.record(a.latency);
+                // The SDK's own figure is the sample; the app's call time
+                // rides along.
+                s.record(i, a.latency);
+                if s.counted(i) {
                     called.record(took);
                 }
             }
             _ => failed += 1,
         }
-        how.pause().await;
+        s.pause().await;
     }
+    let acked = s.finish().latencies;
     client.close().await;
     Ok((acked, called, failed))
 }
@@ -472,11 +325,24 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
     let (cert, key) = sys::write_identity(&identity, &dir)?;
     let cert_pem = identity.cert_pem();
-    let roots = identity.certs.clone();
 
     progress("starting the echo, origin and relay processes");
     let secrets = Secrets::generate(&dir)?;
-    let servers = start_servers(plan, &dir, &cert, &key, &secrets).await?;
+    let redundancy_us = if plan.redundancy {
+        plan.redundancy_us
+    } else {
+        0
+    };
+    let servers = servers::start(
+        &plan.exe,
+        plan.sender_on_other_relay,
+        redundancy_us,
+        &dir,
+        &cert,
+        &key,
+        &secrets,
+    )
+    .await?;
     open_rooms(servers.relay.addr(), &cert_pem_of(&cert)?, &secrets.token).await?;
     let me = std::process::id();
     let mut procs = vec![
@@ -488,16 +354,76 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     }
     procs.push(proc_report("echo", servers.echo.pid()));
     procs.push(proc_report("bench (clients)", me));
-    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
 
+    let machine_start = sys::MachineCpu::now().unwrap_or_default();
+    let ours_start: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+    hops(
+        plan,
+        &servers,
+        &secrets,
+        &identity,
+        &dir,
+        &mut report,
+        progress,
+    )
+    .await?;
+    if plan.clients > 0 {
+        fan_out(
+            plan,
+            &servers,
+            &secrets,
+            &cert_pem,
+            &mut procs,
+            &mut report,
+            progress,
+        )
+        .await?;
+    } else {
+        for p in procs.iter_mut() {
+            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
+            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+            p.threads = sys::threads(p.pid);
+        }
+    }
+    let machine = sys::MachineCpu::now()
+        .unwrap_or_default()
+        .since(&machine_start);
+    let ours_end: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
+    report.others_cpu = machine
+        .tasks
+        .saturating_sub(ours_end.saturating_sub(ours_start));
+    report.softirq = machine.softirq;
+    report.steal = machine.steal;
+    report.loadavg.1 = sys::loadavg().unwrap_or_default();
+    report.procs = procs;
+
+    servers.stop(&mut report.notes).await;
+    if plan.keep_dir {
+        report.notes.push(format!("kept {}", tmp.keep().display()));
+    }
+    report.took = started.elapsed();
+    Ok(report)
+}
+
+/// The floor and each hop alone: echo, relay ping, origin ping and gift,
+/// the disk's fdatasync, the SDK's ack path.
+async fn hops(
+    plan: &Plan,
+    servers: &Servers,
+    secrets: &Secrets,
+    identity: &Identity,
+    dir: &Path,
+    report: &mut Report,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let roots = identity.certs.clone();
+    let cert_pem = identity.cert_pem();
     let how = Sampling {
         warmup: plan.warmup,
         samples: plan.probe_samples,
         limit: plan.phase_limit,
         gap: plan.gap,
     };
-    let machine_start = sys::MachineCpu::now().unwrap_or_default();
-    let ours_start: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
 
     progress("quinn datagram echo");
     let floor = echo::round_trips(
@@ -552,7 +478,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     report.probe_rejected = ogift.rejected;
 
     progress("fdatasync on the data directory's disk");
-    let fs_dir = dir.clone();
+    let fs_dir = dir.to_path_buf();
     let (n, limit) = (plan.fsync_samples, plan.phase_limit);
     let fsync = tokio::task::spawn_blocking(move || sys::fsync_probe(&fs_dir, n, limit))
         .await
@@ -587,291 +513,110 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     ));
     report.sdk_failed = failed;
 
-    if plan.clients > 0 {
-        let sender_relay = servers
-            .relay2
-            .as_ref()
-            .map_or(servers.relay.addr(), Server::addr);
-        report.sender_relay = if servers.relay2.is_some() {
-            "one more SDK client, on a second relay process".into()
-        } else {
-            "one more SDK client, on the same relay".into()
-        };
-        let fplan = FanoutPlan {
-            relay: servers.relay.addr(),
-            sender_relay,
-            cert_pem: cert_pem.clone(),
-            token_secret: secrets.token.clone(),
-            room: RoomId(2),
-            clients: plan.clients,
-            batch: plan.batch,
-            first_user: 1_000,
-            connect_limit: plan.connect_limit,
-            rate: plan.rates.first().copied().unwrap_or(10.0),
-            duration: plan.duration,
-            drain: plan.drain,
-            redundancy: plan
-                .redundancy
-                .then_some(Duration::from_micros(plan.redundancy_us)),
-        };
-        progress(&format!(
-            "connecting {} SDK clients, {} at a time",
-            plan.clients, plan.batch
-        ));
-        let meter = Meter::start(&pids);
-        let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
-        report.phases.push(meter.finish("connect", &pids));
-        for p in procs.iter_mut() {
-            p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
-        }
-        report.connect = Some(connect);
-        if audience.is_empty() {
-            bail!(
-                "no client connected; the relay's log:\n{}",
-                servers.relay.log_tail(20)
-            );
-        }
-        // Let the clients' first clock exchanges settle, then measure what
-        // a quiet audience costs.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        progress(&format!(
-            "{} clients idle for {:.1} s",
-            audience.len(),
-            plan.idle.as_secs_f64()
-        ));
-        let meter = Meter::start(&pids);
-        tokio::time::sleep(plan.idle).await;
-        report.phases.push(meter.finish("idle", &pids));
-        for (i, rate) in plan.rates.iter().enumerate() {
-            if i > 0 {
-                // Let the last run's copies and heads die down.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            let fplan = FanoutPlan {
-                rate: *rate,
-                ..fplan.clone()
-            };
-            progress(&format!(
-                "fan-out: {rate} gifts/s for {:.1} s to {} clients",
-                plan.duration.as_secs_f64(),
-                audience.len()
-            ));
-            let meter = Meter::start(&pids);
-            let fan = audience.fan_out(&fplan, progress).await;
-            report
-                .phases
-                .push(meter.finish(format!("fan-out {rate}/s"), &pids));
-            match fan {
-                Ok(f) => report.fanout.push(f),
-                Err(e) => report
-                    .notes
-                    .push(format!("fan-out at {rate}/s failed: {e:#}")),
-            }
-        }
-        for p in procs.iter_mut() {
-            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-        }
-        for p in procs.iter_mut() {
-            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
-            p.threads = sys::threads(p.pid);
-        }
-        progress("closing the clients");
-        audience.close().await;
+    Ok(())
+}
+
+/// Connect the audience, measure it idle, then one fan-out per rate.
+async fn fan_out(
+    plan: &Plan,
+    servers: &Servers,
+    secrets: &Secrets,
+    cert_pem: &str,
+    procs: &mut [ProcReport],
+    report: &mut Report,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let sender_relay = servers
+        .relay2
+        .as_ref()
+        .map_or(servers.relay.addr(), Server::addr);
+    report.sender_relay = if servers.relay2.is_some() {
+        "one more SDK client, on a second relay process".into()
     } else {
-        for p in procs.iter_mut() {
-            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
-            p.threads = sys::threads(p.pid);
+        "one more SDK client, on the same relay".into()
+    };
+    let fplan = FanoutPlan {
+        relay: servers.relay.addr(),
+        sender_relay,
+        cert_pem: cert_pem.to_owned(),
+        token_secret: secrets.token.clone(),
+        room: RoomId(2),
+        clients: plan.clients,
+        batch: plan.batch,
+        first_user: 1_000,
+        connect_limit: plan.connect_limit,
+        rate: plan.rates.first().copied().unwrap_or(10.0),
+        duration: plan.duration,
+        drain: plan.drain,
+        redundancy: plan
+            .redundancy
+            .then_some(Duration::from_micros(plan.redundancy_us)),
+    };
+    progress(&format!(
+        "connecting {} SDK clients, {} at a time",
+        plan.clients, plan.batch
+    ));
+    let meter = Meter::start(&pids);
+    let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
+    report.phases.push(meter.finish("connect", &pids));
+    for p in procs.iter_mut() {
+        p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
+    }
+    report.connect = Some(connect);
+    if audience.is_empty() {
+        bail!(
+            "no client connected; the relay's log:\n{}",
+            servers.relay.log_tail(20)
+        );
+    }
+    // Let the clients' first clock exchanges settle, then measure what
+    // a quiet audience costs.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    progress(&format!(
+        "{} clients idle for {:.1} s",
+        audience.len(),
+        plan.idle.as_secs_f64()
+    ));
+    let meter = Meter::start(&pids);
+    tokio::time::sleep(plan.idle).await;
+    report.phases.push(meter.finish("idle", &pids));
+    for (i, rate) in plan.rates.iter().enumerate() {
+        if i > 0 {
+            // Let the last run's copies and heads die down.
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-    let machine = sys::MachineCpu::now()
-        .unwrap_or_default()
-        .since(&machine_start);
-    let ours_end: Duration = procs.iter().map(|p| sys::sample(p.pid).cpu).sum();
-    report.others_cpu = machine
-        .tasks
-        .saturating_sub(ours_end.saturating_sub(ours_start));
-    report.softirq = machine.softirq;
-    report.steal = machine.steal;
-    report.loadavg.1 = sys::loadavg().unwrap_or_default();
-    report.procs = procs;
-
-    let Servers {
-        relay,
-        relay2,
-        origin,
-        echo,
-    } = servers;
-    let mut all: Vec<Server> = [Some(relay), relay2, Some(origin), Some(echo)]
-        .into_iter()
-        .flatten()
-        .collect();
-    for s in all.iter_mut() {
-        if !s.is_running() {
-            report.notes.push(format!(
-                "the {} process exited during the run; its log:\n{}",
-                s.name(),
-                s.log_tail(20)
-            ));
-        }
-    }
-    let grace = Duration::from_secs(3);
-    for s in all {
-        let name = s.name().to_string();
-        if !s.stop(grace).await {
-            report.notes.push(format!(
-                "the {name} process did not stop within {grace:?}; killed"
-            ));
-        }
-    }
-    if plan.keep_dir {
-        report.notes.push(format!("kept {}", tmp.keep().display()));
-    }
-    report.took = started.elapsed();
-    Ok(report)
-}
-
-fn secs(d: Duration) -> Value {
-    Value::from(d.as_secs_f64())
-}
-
-impl Report {
-    /// The figures as JSON.
-    pub fn to_json(&self, command: &str) -> Value {
-        let rows = self
-            .rows
-            .iter()
-            .map(|r| {
-                let mut s = r.summary.to_json();
-                if let Value::Object(pairs) = &mut s {
-                    pairs.insert(0, ("what".into(), Value::from(r.what.clone())));
-                    pairs.push(("lost".into(), Value::from(r.lost)));
-                }
-                (r.key, s)
-            })
-            .collect::<Vec<_>>();
-        let connect = self.connect.as_ref().map(|c| {
-            Value::object([
-                ("wanted", Value::from(c.wanted)),
-                ("connected", Value::from(c.connected)),
-                ("failed", Value::from(c.failed)),
-                ("retried", Value::from(c.retried)),
-                ("batch", Value::from(c.batch)),
-                ("took_s", secs(c.took)),
-                ("connect", c.connect.to_json()),
-                ("join", c.join.to_json()),
-                (
-                    "errors",
-                    Value::Array(c.errors.iter().map(|e| Value::from(e.as_str())).collect()),
-                ),
-            ])
-        });
-        let fanout = self.fanout.iter().map(|f| {
-            Value::object([
-                ("audience", Value::from(f.audience)),
-                ("sender", Value::from(self.sender_relay.as_str())),
-                ("rate_per_s", Value::from(f.rate)),
-                ("planned", Value::from(f.planned)),
-                ("sent", Value::from(f.issued)),
-                ("applied", Value::from(f.applied)),
-                ("rejected", Value::from(f.rejected)),
-                ("errors", Value::from(f.errors)),
-                ("send_s", secs(f.send_took)),
-                ("expected_deliveries", Value::from(f.expected)),
-                ("deliveries", Value::from(f.delivered)),
-                ("missing", Value::from(f.missing)),
-                ("unmatched", Value::from(f.unmatched)),
-                ("lagged", Value::from(f.lagged)),
-                ("snapshots", Value::from(f.snapshots)),
-                ("drained", Value::from(f.drained)),
-                ("drained_in_s", secs(f.drained_in)),
-                ("events_seen_by_all", Value::from(f.complete_events)),
-                ("delivery", f.delivery.to_json()),
-                (
-                    "delivery_by_send_second",
-                    Value::Array(f.by_second.iter().map(Summary::to_json).collect()),
-                ),
-                ("last_client", f.all_clients.to_json()),
-                ("sender_ack", f.ack.to_json()),
-                ("span_s", secs(f.span)),
-                ("deliveries_per_s", Value::from(f.deliveries_per_sec)),
-            ])
-        });
-        let fanout = Value::Array(fanout.collect());
-        let procs = self
-            .procs
-            .iter()
-            .map(|p| {
-                Value::object([
-                    ("name", Value::from(p.name.as_str())),
-                    ("pid", Value::from(p.pid)),
-                    ("threads", Value::from(p.threads)),
-                    ("rss_idle_kb", Value::from(p.rss_idle_kb)),
-                    ("rss_connected_kb", Value::from(p.rss_connected_kb)),
-                    ("rss_after_kb", Value::from(p.rss_after_kb)),
-                    ("rss_peak_kb", Value::from(p.rss_peak_kb)),
-                ])
-            })
-            .collect();
-        let phases = self
+        let fplan = FanoutPlan {
+            rate: *rate,
+            ..fplan.clone()
+        };
+        progress(&format!(
+            "fan-out: {rate} gifts/s for {:.1} s to {} clients",
+            plan.duration.as_secs_f64(),
+            audience.len()
+        ));
+        let meter = Meter::start(&pids);
+        let fan = audience.fan_out(&fplan, progress).await;
+        report
             .phases
-            .iter()
-            .map(|ph| {
-                let cpu = self
-                    .procs
-                    .iter()
-                    .zip(&ph.cpu)
-                    .map(|(p, c)| (p.name.clone(), secs(*c)))
-                    .collect::<Vec<_>>();
-                Value::object([
-                    ("name", Value::from(ph.name.as_str())),
-                    ("wall_s", secs(ph.wall)),
-                    ("cpu_s", Value::object(cpu)),
-                    ("softirq_s", secs(ph.softirq)),
-                    ("udp_in", Value::from(ph.udp.in_datagrams)),
-                    ("udp_out", Value::from(ph.udp.out_datagrams)),
-                    ("udp_rcvbuf_errors", Value::from(ph.udp.rcvbuf_errors)),
-                    ("udp_sndbuf_errors", Value::from(ph.udp.sndbuf_errors)),
-                ])
-            })
-            .collect();
-        Value::object([
-            ("command", Value::from(command)),
-            ("cores", Value::from(self.cores)),
-            ("cpu_model", Value::from(self.cpu_model.as_str())),
-            ("kernel", Value::from(self.kernel.as_str())),
-            ("release_build", Value::from(self.release)),
-            (
-                "layout",
-                Value::from(
-                    "origin, relay and echo are separate processes; all clients share the bench process",
-                ),
-            ),
-            ("data_dir", Value::from(self.data_dir.as_str())),
-            (
-                "data_fs",
-                Value::from(self.data_fs.as_ref().map(|(fs, dev)| format!("{fs} {dev}"))),
-            ),
-            ("round_trips", Value::object(rows)),
-            ("probe_rejected", Value::from(self.probe_rejected)),
-            ("sdk_failed", Value::from(self.sdk_failed)),
-            ("connect", connect.unwrap_or(Value::Null)),
-            ("fanout", fanout),
-            ("processes", Value::Array(procs)),
-            ("phases", Value::Array(phases)),
-            (
-                "notes",
-                Value::Array(self.notes.iter().map(|n| Value::from(n.as_str())).collect()),
-            ),
-            ("took_s", secs(self.took)),
-            ("loadavg_start", Value::from(self.loadavg.0.as_str())),
-            ("loadavg_end", Value::from(self.loadavg.1.as_str())),
-            ("other_processes_cpu_s", secs(self.others_cpu)),
-            ("softirq_s", secs(self.softirq)),
-            ("steal_s", secs(self.steal)),
-            ("gap_us", Value::from(u64::try_from(self.gap.as_micros()).unwrap_or(u64::MAX))),
-        ])
+            .push(meter.finish(format!("fan-out {rate}/s"), &pids));
+        match fan {
+            Ok(f) => report.fanout.push(f),
+            Err(e) => report
+                .notes
+                .push(format!("fan-out at {rate}/s failed: {e:#}")),
+        }
     }
+    for p in procs.iter_mut() {
+        p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
+    }
+    for p in procs.iter_mut() {
+        p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
+        p.threads = sys::threads(p.pid);
+    }
+    progress("closing the clients");
+    audience.close().await;
+    Ok(())
 }
 
 fn cert_pem_of(cert: &std::path::Path) -> anyhow::Result<String> {

@@ -1,7 +1,9 @@
 //! Latency histograms (hdrhistogram, nanosecond resolution) and their
 //! summaries in microseconds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde::{Serialize, Serializer};
 
 use hdrhistogram::Histogram;
 
@@ -31,6 +33,96 @@ impl Sampling {
         if !self.gap.is_zero() {
             tokio::time::sleep(self.gap).await;
         }
+    }
+}
+
+/// What one round-trip run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips {
+    /// Round trips after the warm-up.
+    pub latencies: Latencies,
+    /// Samples that got no answer within a second.
+    pub lost: u64,
+    /// How long the measured part took.
+    pub took: Duration,
+}
+
+/// The one sampling loop of every latency run: it hands out round-trip
+/// numbers as [`Sampling`] says (warm-up first, stopping at the count or
+/// the time limit), keeps the counted latencies and times the counted part.
+///
+/// ```ignore
+/// let mut s = Sampler::new(how);
+/// while let Some(i) = s.next_trip() {
+///     let t = Instant::now();
+///     // ... one round trip numbered `i` ...
+///     s.record(i, t.elapsed());
+///     s.pause().await;
+/// }
+/// let trips = s.finish();
+/// ```
+#[derive(Debug)]
+pub struct Sampler {
+    how: Sampling,
+    next: u64,
+    deadline: Instant,
+    measured_from: Instant,
+    out: RoundTrips,
+}
+
+impl Sampler {
+    /// A run starting now.
+    pub fn new(how: Sampling) -> Sampler {
+        let now = Instant::now();
+        Sampler {
+            how,
+            next: 0,
+            deadline: now + how.limit,
+            measured_from: now,
+            out: RoundTrips::default(),
+        }
+    }
+
+    /// The number of the next round trip (from 0), or `None` when the run
+    /// is over: every sample taken or the time limit passed.
+    pub fn next_trip(&mut self) -> Option<u64> {
+        let i = self.next;
+        if i >= self.how.warmup + self.how.samples || Instant::now() > self.deadline {
+            return None;
+        }
+        if i == self.how.warmup {
+            self.measured_from = Instant::now();
+        }
+        self.next += 1;
+        Some(i)
+    }
+
+    /// Whether round trip `i` is counted (not warm-up).
+    pub fn counted(&self, i: u64) -> bool {
+        i >= self.how.warmup
+    }
+
+    /// Round trip `i` was answered after `took` (kept if counted).
+    pub fn record(&mut self, i: u64, took: Duration) {
+        if self.counted(i) {
+            self.out.latencies.record(took);
+        }
+    }
+
+    /// A round trip got no answer in time.
+    pub fn lost(&mut self) {
+        self.out.lost += 1;
+    }
+
+    /// The pause between round trips, if any.
+    pub async fn pause(&self) {
+        self.how.pause().await;
+    }
+
+    /// What the run measured.
+    pub fn finish(mut self) -> RoundTrips {
+        self.out.took = self.measured_from.elapsed();
+        self.out
     }
 }
 
@@ -99,9 +191,10 @@ impl Latencies {
 }
 
 /// A histogram in numbers (microseconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Summary {
     /// Samples.
+    #[serde(rename = "samples")]
     pub count: u64,
     /// Smallest.
     pub min_us: f64,
@@ -119,21 +212,9 @@ pub struct Summary {
     pub max_us: f64,
 }
 
-impl Summary {
-    /// As a JSON object.
-    pub fn to_json(&self) -> crate::bench::json::Value {
-        use crate::bench::json::Value;
-        Value::object([
-            ("samples", Value::from(self.count)),
-            ("min_us", Value::from(self.min_us)),
-            ("mean_us", Value::from(self.mean_us)),
-            ("p50_us", Value::from(self.p50_us)),
-            ("p90_us", Value::from(self.p90_us)),
-            ("p99_us", Value::from(self.p99_us)),
-            ("p999_us", Value::from(self.p999_us)),
-            ("max_us", Value::from(self.max_us)),
-        ])
-    }
+/// Serialises a duration as seconds (the JSON's unit for durations).
+pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Microseconds, printed with a precision that suits their size.

@@ -138,7 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     print!("{}", render(&report, &plan, &command));
     if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json(&command).pretty())
+        std::fs::write(path, testbed::bench::json::render(&report, &command))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
     }

@@ -18,7 +18,7 @@
 //!
 //! 1. **Network** (`net`): an origin; per region a relay and a link
 //!    between it and the origin; per pair of regions a link from the one's
-//!    clients to the other's relay (see [`paths`]: impairment is per link,
+//!    clients to the other's relay (see [`run::paths`]: impairment is per link,
 //!    so one region's clients share their access path's bursts and rate
 //!    limit, each with its own session). A link's one-way delay is half its
 //!    base RTT plus the profile's `delay_ms`. Each link's seed comes from the
@@ -30,14 +30,14 @@
 //!    `datagrams(false)`: the baseline.
 //! 3. **Time zero**: every client has joined. Viewers gift, chat and like
 //!    (Poisson, seeded per user), co-hosts take and leave seats, until
-//!    `duration_s`. The [`timeline`] plays battles, gift bursts, impairment
+//!    `duration_s`. The [`run::timeline`] plays battles, gift bursts, impairment
 //!    changes and failures at their times.
 //! 4. **Settling**: every action must get its outcome (30 s at most),
 //!    battles close, clients converge to the origin (20 s at most).
 //! 5. **Evidence**: each action's outcome, every event every client
 //!    received, connection events, clock readings, each client's final
-//!    mirror and the origin's rooms ([`record`]). From them, the figures
-//!    ([`analysis`]) and the [`invariants`].
+//!    mirror and the origin's rooms ([`run::record`]). From them, the figures
+//!    ([`verdict::analysis`]) and the [`verdict::invariants`].
 //!
 //! `run` plays the modes one after the other, each on a fresh deployment.
 //!
@@ -48,7 +48,7 @@
 //!   authoritative outcome.
 //! - **Delivery latency**: from an event's origin time (`Event::at`) to its
 //!   arrival in each client's mirror, read on the origin's clock (same
-//!   machine, same monotonic clock: see [`record::RefClock`]). It includes
+//!   machine, same monotonic clock: see [`run::record::RefClock`]). It includes
 //!   the origin's group commit, both hops and any repair. Events a client
 //!   got inside a snapshot are not samples. The arrival is stamped by a task
 //!   watching the client's updates, so on a busy machine it includes that
@@ -58,37 +58,34 @@
 //!   which its countdown showed zero, minus `ends_at`.
 //! - **Recovery** after each failure: when the last affected client
 //!   resumed, and when delivery p99 was back under its pre-failure p99
-//!   (see [`analysis::recovery`]).
+//!   (see [`verdict::analysis::recovery`]).
 //!
 //! A scenario's `[gates]` put limits on some of these figures (see
-//! [`gates`]); the report judges the datagram-first run against them and
+//! [`verdict::gates`]); the report judges the datagram-first run against them and
 //! `testbed run` fails when one is breached.
 //!
 //! # Layout
 //!
-//! Pure (no tokio): [`spec`] (the file format), [`timeline`], [`paths`],
-//! [`stats`], [`record`], [`analysis`], [`invariants`], [`gates`], [`svg`], [`charts`],
-//! [`report`], [`progress`]. The driver: [`driver`], `net` and `crowd`.
+//! Four rooms, each depending only on the ones before it:
+//!
+//! - [`spec`] — the file: parsing and checking the TOML (`[gates]`
+//!   included) into a [`Scenario`]. Pure.
+//! - [`run`](mod@run) — playing it: the deployment (`net`), the crowd (`crowd`),
+//!   the [`run::timeline`] and its [`run::paths`], the [`run::driver`], and
+//!   the [`run::record`] of what the users saw. The only async room.
+//! - [`verdict`] — judging a run: its figures ([`verdict::analysis`]), the
+//!   [`verdict::invariants`], the release [`verdict::gates`]. Pure.
+//! - [`report`] — showing it: the summary text, `report.json` (serde), the
+//!   SVG charts. Pure apart from [`Report::write`].
 
-pub mod analysis;
-pub mod charts;
-mod crowd;
-pub mod driver;
-pub mod gates;
-pub mod invariants;
-mod net;
-pub mod paths;
-pub mod progress;
-pub mod record;
 pub mod report;
+pub mod run;
 pub mod spec;
-pub mod stats;
-pub mod svg;
-pub mod timeline;
+pub mod verdict;
 
-pub use driver::Options;
-pub use record::Mode;
 pub use report::Report;
+pub use run::driver::Options;
+pub use run::record::Mode;
 pub use spec::{Scenario, ScenarioError};
 
 /// The scenario `testbed run` plays without a file: a short tour (two
@@ -100,10 +97,10 @@ pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/default.toml");
 pub async fn run(s: &Scenario, modes: &[Mode], opts: &Options) -> anyhow::Result<Report> {
     let mut runs = Vec::with_capacity(modes.len());
     for mode in modes {
-        let record = driver::run(s, *mode, opts)
+        let record = run::driver::run(s, *mode, opts)
             .await
             .map_err(|e| e.context(format!("{} run of {}", mode.label(), s.name)))?;
-        runs.push(analysis::analyse(&record));
+        runs.push(verdict::analysis::analyse(&record));
     }
     Ok(Report::new(s, runs))
 }

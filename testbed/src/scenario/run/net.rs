@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use crate::link::{spawn_link, LinkConfig, LinkHandle, LinkStats};
 use crate::topology::{Spec, Topology};
 
-use super::paths::{LinkId, PathChange, Paths};
-use super::spec::Scenario;
+use crate::scenario::run::paths::{LinkId, PathChange, Paths};
+use crate::scenario::spec::Scenario;
 
 /// The topology and its links.
 pub struct Net {

@@ -26,10 +26,12 @@ use std::fmt::Write as _;
 
 use protocol::{ActionId, BattleId, EventKind, RoomId, RoomState, Seq};
 
-use super::record::{ActionRecord, ActionResult, BattleRecord, MirrorState, SeenEvents};
+use crate::scenario::run::record::{
+    ActionRecord, ActionResult, BattleRecord, MirrorState, SeenEvents,
+};
 
 /// The verdict on one invariant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     /// Which invariant.
     pub name: &'static str,
@@ -427,7 +429,7 @@ fn settlement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::record::GiftSent;
+    use crate::scenario::run::record::GiftSent;
     use protocol::room::{Battle, BattlePhase, BattleResult};
     use protocol::{Class, Event, GiftId, ServerTime, SessionId, UserId};
 

@@ -5,24 +5,34 @@
 //! percentile is exact: the nearest-rank definition, `p(q)` = the smallest
 //! sample with at least `q·n` samples at or below it.
 
-/// Percentiles of a set of samples (in the samples' unit).
-#[derive(Debug, Clone, Copy, PartialEq)]
+use serde::{Serialize, Serializer};
+
+/// Percentiles of a set of samples (in the samples' unit; serialised as
+/// milliseconds, the scenario's samples being µs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     /// How many samples.
     pub count: usize,
     /// Smallest.
+    #[serde(rename = "min_ms", serialize_with = "us_as_ms")]
     pub min: u64,
     /// Median.
+    #[serde(rename = "p50_ms", serialize_with = "us_as_ms")]
     pub p50: u64,
     /// 90th percentile.
+    #[serde(rename = "p90_ms", serialize_with = "us_as_ms")]
     pub p90: u64,
     /// 99th percentile.
+    #[serde(rename = "p99_ms", serialize_with = "us_as_ms")]
     pub p99: u64,
     /// 99.9th percentile.
+    #[serde(rename = "p999_ms", serialize_with = "us_as_ms")]
     pub p999: u64,
     /// Largest.
+    #[serde(rename = "max_ms", serialize_with = "us_as_ms")]
     pub max: u64,
     /// Arithmetic mean.
+    #[serde(rename = "mean_ms", serialize_with = "mean_as_ms")]
     pub mean: f64,
 }
 
@@ -93,17 +103,21 @@ pub fn cdf(sorted: &[u64], max_points: usize) -> Vec<(u64, f64)> {
 }
 
 /// Samples received in one time bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bucket {
     /// Start of the bucket, ms from the start of the run.
+    #[serde(rename = "t_s", serialize_with = "ms_as_s")]
     pub start_ms: u64,
     /// Samples in it.
     pub count: usize,
     /// Median (0 when empty).
+    #[serde(rename = "p50_ms", serialize_with = "us_as_ms")]
     pub p50: u64,
     /// 99th percentile (0 when empty).
+    #[serde(rename = "p99_ms", serialize_with = "us_as_ms")]
     pub p99: u64,
     /// Largest (0 when empty).
+    #[serde(rename = "max_ms", serialize_with = "us_as_ms")]
     pub max: u64,
 }
 
@@ -173,6 +187,42 @@ impl Histogram {
     /// Total of all bins.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// Serialises µs as ms (report.json's unit for latencies).
+pub fn us_as_ms<S: Serializer>(us: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*us as f64 / 1000.0)
+}
+
+/// Serialises a mean in µs as ms.
+fn mean_as_ms<S: Serializer>(us: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(us / 1000.0)
+}
+
+/// Serialises ms as s.
+pub fn ms_as_s<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*ms as f64 / 1000.0)
+}
+
+/// Serialises µs as s.
+pub fn us_as_s<S: Serializer>(us: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*us as f64 / 1e6)
+}
+
+/// Serialises optional µs as s (`null` when `None`).
+pub fn opt_us_as_s<S: Serializer>(us: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match us {
+        Some(us) => us_as_s(us, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serialises optional µs as ms (`null` when `None`).
+pub fn opt_us_as_ms<S: Serializer>(us: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match us {
+        Some(us) => us_as_ms(us, s),
+        None => s.serialize_none(),
     }
 }
 

@@ -8,39 +8,21 @@
 //! before a later step's start (the sort is stable over entries generated
 //! step by step).
 //!
+//! Each entry carries its step's own [`StepAction`] (the type the file is
+//! parsed into) and which [`Edge`] of it to play; [`Entry::path_change`]
+//! says what it does to the links.
+//!
 //! Pure: the driver asks [`Timeline::poll_timeout`] when the next entry is
 //! due and takes due entries with [`Timeline::poll_due`].
 
 use std::time::Duration;
 
-use super::paths::PathChange;
-use super::spec::{PathKind, Scenario, StepAction, Traffic};
-
-/// What an entry does, as the driver sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Start a battle or a gift burst.
-    Traffic(Traffic),
-    /// Change link impairments.
-    Path(PathChange),
-    /// Crash a relay.
-    KillRelay {
-        /// Its region.
-        region: usize,
-    },
-    /// Drain a relay.
-    DrainRelay {
-        /// Its region.
-        region: usize,
-    },
-    /// Crash the origin.
-    CrashOrigin,
-    /// Start the origin again from its log.
-    StartOrigin,
-}
+use crate::scenario::run::paths::{describe, PathChange};
+use crate::scenario::spec::{Edge, PathKind, Scenario, Step, StepAction};
 
 /// Whether an entry breaks something, mends it, or neither.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A failure: recovery is measured from here.
     Failure,
@@ -61,8 +43,10 @@ pub struct Entry {
     pub step: usize,
     /// Failure, heal, change or traffic.
     pub kind: Kind,
-    /// What to do.
-    pub action: Action,
+    /// The step's action, as the file gave it.
+    pub action: StepAction,
+    /// Which end of the step this entry plays.
+    pub edge: Edge,
     /// A short description for reports ("relay eu-west killed").
     pub label: String,
 }
@@ -77,121 +61,12 @@ pub struct Timeline {
 impl Timeline {
     /// Expand and order a scenario's steps.
     pub fn new(s: &Scenario) -> Timeline {
-        let region = |r: usize| s.regions[r].name.clone();
-        let mut entries = Vec::new();
-        for (step, st) in s.steps.iter().enumerate() {
-            let at = st.at;
-            let mut push = |at: Duration, kind: Kind, action: Action, label: String| {
-                entries.push(Entry {
-                    at,
-                    step,
-                    kind,
-                    action,
-                    label,
-                })
-            };
-            match &st.action {
-                StepAction::Traffic(t) => {
-                    push(at, Kind::Traffic, Action::Traffic(t.clone()), t.label())
-                }
-                StepAction::Impair {
-                    region: r,
-                    path,
-                    profile,
-                    for_,
-                } => {
-                    let what = match path {
-                        PathKind::Clients => format!("{} clients", region(*r)),
-                        PathKind::Origin => format!("{}-origin", region(*r)),
-                    };
-                    push(
-                        at,
-                        Kind::Change,
-                        Action::Path(PathChange::Impair {
-                            step,
-                            region: *r,
-                            path: *path,
-                            profile: profile.clone(),
-                        }),
-                        format!("{what}: {}", super::paths::describe(profile)),
-                    );
-                    if let Some(d) = for_ {
-                        push(
-                            at + *d,
-                            Kind::Change,
-                            Action::Path(PathChange::Revert { step }),
-                            format!("{what}: back"),
-                        );
-                    }
-                }
-                StepAction::KillRelay { region: r } => push(
-                    at,
-                    Kind::Failure,
-                    Action::KillRelay { region: *r },
-                    format!("relay {} killed", region(*r)),
-                ),
-                StepAction::DrainRelay { region: r } => push(
-                    at,
-                    Kind::Failure,
-                    Action::DrainRelay { region: *r },
-                    format!("relay {} drained", region(*r)),
-                ),
-                StepAction::RestartOrigin { down } => {
-                    push(
-                        at,
-                        Kind::Failure,
-                        Action::CrashOrigin,
-                        "origin crashed".into(),
-                    );
-                    push(
-                        at + *down,
-                        Kind::Heal,
-                        Action::StartOrigin,
-                        "origin restarted".into(),
-                    );
-                }
-                StepAction::Partition { region: r, for_ } => {
-                    push(
-                        at,
-                        Kind::Failure,
-                        Action::Path(PathChange::OriginDark {
-                            region: *r,
-                            dark: true,
-                        }),
-                        format!("relay {} cut from the origin", region(*r)),
-                    );
-                    push(
-                        at + *for_,
-                        Kind::Heal,
-                        Action::Path(PathChange::OriginDark {
-                            region: *r,
-                            dark: false,
-                        }),
-                        format!("relay {} partition healed", region(*r)),
-                    );
-                }
-                StepAction::Blackhole { region: r, for_ } => {
-                    push(
-                        at,
-                        Kind::Failure,
-                        Action::Path(PathChange::RelayDark {
-                            region: *r,
-                            dark: true,
-                        }),
-                        format!("region {} blackholed", region(*r)),
-                    );
-                    push(
-                        at + *for_,
-                        Kind::Heal,
-                        Action::Path(PathChange::RelayDark {
-                            region: *r,
-                            dark: false,
-                        }),
-                        format!("region {} reachable again", region(*r)),
-                    );
-                }
-            }
-        }
+        let mut entries: Vec<Entry> = s
+            .steps
+            .iter()
+            .enumerate()
+            .flat_map(|(step, st)| expand(s, step, st))
+            .collect();
         // Stable: equal times keep generation (file) order.
         entries.sort_by_key(|e| e.at);
         Timeline { entries, next: 0 }
@@ -219,6 +94,81 @@ impl Timeline {
     /// Whether every entry has been taken.
     pub fn is_done(&self) -> bool {
         self.next == self.entries.len()
+    }
+}
+
+impl Entry {
+    /// The link change this entry makes, if any.
+    pub fn path_change(&self) -> Option<PathChange> {
+        PathChange::of(self.step, &self.action, self.edge)
+    }
+}
+
+/// The entries of step number `step`: its begin, and its end if it has a
+/// length.
+fn expand(s: &Scenario, step: usize, st: &Step) -> Vec<Entry> {
+    let region = |r: &usize| &s.regions[*r].name;
+    let entry = |at: Duration, kind: Kind, edge: Edge, label: String| Entry {
+        at,
+        step,
+        kind,
+        action: st.action.clone(),
+        edge,
+        label,
+    };
+    let begin = |kind: Kind, label: String| entry(st.at, kind, Edge::Begin, label);
+    let end =
+        |after: Duration, kind: Kind, label: String| entry(st.at + after, kind, Edge::End, label);
+    match &st.action {
+        StepAction::Traffic(t) => vec![begin(Kind::Traffic, t.label())],
+        StepAction::Impair {
+            region: r,
+            path,
+            profile,
+            for_,
+        } => {
+            let what = match path {
+                PathKind::Clients => format!("{} clients", region(r)),
+                PathKind::Origin => format!("{}-origin", region(r)),
+            };
+            let mut v = vec![begin(
+                Kind::Change,
+                format!("{what}: {}", describe(profile)),
+            )];
+            if let Some(d) = for_ {
+                v.push(end(*d, Kind::Change, format!("{what}: back")));
+            }
+            v
+        }
+        StepAction::KillRelay { region: r } => {
+            vec![begin(Kind::Failure, format!("relay {} killed", region(r)))]
+        }
+        StepAction::DrainRelay { region: r } => {
+            vec![begin(Kind::Failure, format!("relay {} drained", region(r)))]
+        }
+        StepAction::RestartOrigin { down } => vec![
+            begin(Kind::Failure, "origin crashed".into()),
+            end(*down, Kind::Heal, "origin restarted".into()),
+        ],
+        StepAction::Partition { region: r, for_ } => vec![
+            begin(
+                Kind::Failure,
+                format!("relay {} cut from the origin", region(r)),
+            ),
+            end(
+                *for_,
+                Kind::Heal,
+                format!("relay {} partition healed", region(r)),
+            ),
+        ],
+        StepAction::Blackhole { region: r, for_ } => vec![
+            begin(Kind::Failure, format!("region {} blackholed", region(r))),
+            end(
+                *for_,
+                Kind::Heal,
+                format!("region {} reachable again", region(r)),
+            ),
+        ],
     }
 }
 
@@ -292,7 +242,10 @@ mod tests {
         assert!(t.poll_due(Duration::from_millis(1_999)).is_empty());
         let due = t.poll_due(Duration::from_millis(5_200));
         assert_eq!(due.len(), 2);
-        assert!(matches!(due[1].action, Action::CrashOrigin));
+        assert!(matches!(
+            (&due[1].action, due[1].edge),
+            (StepAction::RestartOrigin { .. }, Edge::Begin)
+        ));
         assert_eq!(t.poll_timeout(), Some(Duration::from_millis(5_500)));
         let due = t.poll_due(Duration::from_secs(60));
         assert_eq!(due.len(), 4);
@@ -315,8 +268,8 @@ mod tests {
         let e = t.entries();
         assert_eq!(e.len(), 2);
         assert!(matches!(
-            &e[0].action,
-            Action::Path(PathChange::Impair {
+            e[0].path_change(),
+            Some(PathChange::Impair {
                 step: 0,
                 region: 1,
                 path: PathKind::Origin,
@@ -325,6 +278,6 @@ mod tests {
         ));
         assert_eq!(e[0].label, "b-origin: loss 10%");
         assert_eq!(e[1].at, Duration::from_secs(6));
-        assert_eq!(e[1].action, Action::Path(PathChange::Revert { step: 0 }));
+        assert_eq!(e[1].path_change(), Some(PathChange::Revert { step: 0 }));
     }
 }

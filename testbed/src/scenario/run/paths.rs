@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::impair::{rng, LinkProfile, Profile};
 
-use super::spec::{PathKind, Scenario};
+use crate::scenario::spec::{Edge, PathKind, Scenario, StepAction};
 
 /// One link of the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,44 @@ pub enum PathChange {
         /// Dark or not.
         dark: bool,
     },
+}
+
+impl PathChange {
+    /// The link change the `edge` of step number `step` makes, if it
+    /// changes links: an impairment and its revert, a partition's or a
+    /// blackhole's start and end.
+    pub fn of(step: usize, action: &StepAction, edge: Edge) -> Option<PathChange> {
+        let begin = edge == Edge::Begin;
+        match action {
+            StepAction::Impair {
+                region,
+                path,
+                profile,
+                ..
+            } => Some(if begin {
+                PathChange::Impair {
+                    step,
+                    region: *region,
+                    path: *path,
+                    profile: profile.clone(),
+                }
+            } else {
+                PathChange::Revert { step }
+            }),
+            StepAction::Partition { region, .. } => Some(PathChange::OriginDark {
+                region: *region,
+                dark: begin,
+            }),
+            StepAction::Blackhole { region, .. } => Some(PathChange::RelayDark {
+                region: *region,
+                dark: begin,
+            }),
+            StepAction::Traffic(_)
+            | StepAction::KillRelay { .. }
+            | StepAction::DrainRelay { .. }
+            | StepAction::RestartOrigin { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

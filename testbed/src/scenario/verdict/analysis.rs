@@ -16,11 +16,16 @@
 use std::collections::BTreeMap;
 
 use protocol::Class;
+use serde::Serialize;
 
-use super::invariants::{self, Check, Facts};
-use super::record::{ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall};
-use super::stats::{buckets, cdf, quantile, Bucket, Summary};
-use super::timeline::Kind;
+use crate::scenario::run::record::{
+    ActionRecord, ActionResult, ConnRecord, Marker, Mode, RunRecord, Stall,
+};
+use crate::scenario::run::timeline::Kind;
+use crate::scenario::verdict::invariants::{self, Check, Facts};
+use crate::scenario::verdict::stats::{
+    buckets, cdf, opt_us_as_ms, opt_us_as_s, quantile, us_as_ms, us_as_s, Bucket, Summary,
+};
 
 /// Width of the delivery-over-time buckets, ms.
 pub const BUCKET_MS: u64 = 500;
@@ -56,7 +61,7 @@ pub struct ClassFigures {
 }
 
 /// How actions ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Outcomes {
     /// Applied by the origin.
     pub applied: usize,
@@ -70,37 +75,52 @@ pub struct Outcomes {
     pub unresolved: usize,
 }
 
-/// Recovery after one failure.
-#[derive(Debug, Clone, PartialEq)]
+/// Recovery after one failure (serialised with report.json's keys).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovery {
     /// What failed.
+    #[serde(rename = "what")]
     pub label: String,
     /// When, µs.
+    #[serde(rename = "at_s", serialize_with = "us_as_s")]
     pub at_us: u64,
     /// When the failure ended (heal, origin back), for failures with a
     /// length, µs.
+    #[serde(rename = "healed_at_s", serialize_with = "opt_us_as_s")]
     pub heal_us: Option<u64>,
     /// Where the measurement stops (the next failure, or the end), µs.
+    #[serde(rename = "window_end_s", serialize_with = "us_as_s")]
     pub window_end_us: u64,
     /// Clients that noticed (moved, or were told their relay lost the origin).
+    #[serde(rename = "affected_clients")]
     pub affected: usize,
     /// Of those, resumed from a snapshot rather than gap-free.
+    #[serde(rename = "rebuilt_from_snapshot")]
     pub rebuilt: usize,
     /// Of those, not resumed by the end of the window.
+    #[serde(rename = "not_resumed")]
     pub unresumed: usize,
     /// From the failure to the last affected client resumed, µs (`None`
     /// when none was affected or some never resumed).
+    #[serde(rename = "all_resumed_after_s", serialize_with = "opt_us_as_s")]
     pub resumed_us: Option<u64>,
     /// p99 delivery latency over the 5 s before the failure, µs.
+    #[serde(
+        rename = "pre_failure_delivery_p99_ms",
+        serialize_with = "opt_us_as_ms"
+    )]
     pub threshold_us: Option<u64>,
     /// Allowance on top of it for clients moved to a farther relay, µs.
+    #[serde(rename = "longer_path_allowance_ms", serialize_with = "us_as_ms")]
     pub allowance_us: u64,
     /// From the failure until the p99 delivery latency over a 1 s window
     /// is back under the threshold (+10%), µs; `None` if it never was.
+    #[serde(rename = "delivery_back_after_s", serialize_with = "opt_us_as_s")]
     pub delivery_back_us: Option<u64>,
     /// For each affected client resumed by the end of the window, from the
     /// failure to its last resume, µs, ascending (the release gate
     /// `recovery_p99_s` is their p99).
+    #[serde(skip)]
     pub resume_us: Vec<u64>,
 }
 
@@ -150,7 +170,7 @@ pub struct RunFigures {
     /// The SDK's counters, summed.
     pub client_stats: client_sdk::Stats,
     /// Each client at the end.
-    pub per_client: Vec<super::record::ClientSummary>,
+    pub per_client: Vec<crate::scenario::run::record::ClientSummary>,
     /// Per link: name, packets offered (both ways), packets dropped.
     pub links: Vec<(String, u64, u64)>,
     /// Each link's full counters, for the JSON.
@@ -179,10 +199,76 @@ impl RunFigures {
 pub fn analyse(r: &RunRecord) -> RunFigures {
     let rec = &r.recorded;
     let duration_us = r.duration.as_micros() as u64;
+    let (outcomes, ack) = acks(&rec.actions);
+    let d = deliveries(r, duration_us);
+    let clock_errors: Vec<i64> = rec.readings.iter().map(|c| c.error_us).collect();
+    let clock_abs = abs_summary(&clock_errors);
+    let countdown_errors: Vec<i64> = rec.countdowns.iter().filter_map(|c| c.error_us).collect();
+    let countdown_abs = abs_summary(&countdown_errors);
+    let countdown_missing = rec
+        .countdowns
+        .iter()
+        .filter(|c| c.error_us.is_none())
+        .count();
+    let mut markers = rec.markers.clone();
+    markers.sort_by_key(|m| m.t_us);
+    let recoveries = recoveries(&markers, &rec.conns, &d.timed, d.end_ms * 1000);
 
+    let links = r
+        .links
+        .iter()
+        .map(|(name, s)| {
+            let offered = s.up.engine.packets_in + s.down.engine.packets_in;
+            let dropped = s.up.engine.dropped() + s.down.engine.dropped();
+            (name.clone(), offered, dropped)
+        })
+        .collect();
+
+    let checks = invariants::check(&Facts {
+        actions: &rec.actions,
+        seen: &rec.seen,
+        origin: &r.origin_rooms,
+        mirrors: &r.mirrors,
+        converge_error: r.converge_error.as_deref(),
+        battles: &rec.battles,
+    });
+
+    RunFigures {
+        mode: r.mode,
+        clients: r.clients,
+        wall_s: r.wall.as_secs_f64(),
+        setup_s: r.setup.as_secs_f64(),
+        duration_us,
+        ack,
+        outcomes,
+        delivery: d.all,
+        delivery_by_class: d.by_class,
+        delivery_series: d.series,
+        lagged: r.lagged,
+        clock_errors,
+        clock_abs,
+        countdown_errors,
+        countdown_abs,
+        countdown_missing,
+        battles: rec.battles.len(),
+        recoveries,
+        markers,
+        stalls: rec.stalls.clone(),
+        client_stats: r.client_stats,
+        per_client: r.per_client.clone(),
+        links,
+        link_stats: r.links.clone(),
+        origin_clock_steps: r.origin_clock_steps.clone(),
+        checks,
+        notes: rec.notes.clone(),
+    }
+}
+
+/// How actions ended, and the ack latency per class.
+fn acks(actions: &[ActionRecord]) -> (Outcomes, Vec<ClassFigures>) {
     let mut outcomes = Outcomes::default();
     let mut lat: BTreeMap<Class, Vec<u64>> = BTreeMap::new();
-    for a in &rec.actions {
+    for a in actions {
         match a.result {
             ActionResult::Applied { .. } => outcomes.applied += 1,
             ActionResult::Rejected { .. } => outcomes.rejected += 1,
@@ -211,6 +297,21 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         })
         .collect();
 
+    (outcomes, ack)
+}
+
+/// Delivery latencies: overall, per class, over time.
+struct Deliveries {
+    all: Option<Summary>,
+    by_class: Vec<(&'static str, Option<Summary>)>,
+    series: Vec<Bucket>,
+    /// `(arrival ms, latency µs)`, by arrival.
+    timed: Vec<(u64, u64)>,
+    /// The last arrival, or the run's end if later, ms.
+    end_ms: u64,
+}
+
+fn deliveries(r: &RunRecord, duration_us: u64) -> Deliveries {
     let mut all: Vec<u64> = r
         .deliveries
         .iter()
@@ -241,32 +342,29 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         .max(duration_us / 1000);
     let delivery_series = buckets(&timed, BUCKET_MS, end_ms + 1);
 
-    let clock_errors: Vec<i64> = rec.readings.iter().map(|c| c.error_us).collect();
-    let clock_abs = Summary::of(
-        &mut clock_errors
-            .iter()
-            .map(|e| e.unsigned_abs())
-            .collect::<Vec<_>>(),
-    );
-    let countdown_errors: Vec<i64> = rec.countdowns.iter().filter_map(|c| c.error_us).collect();
-    let countdown_abs = Summary::of(
-        &mut countdown_errors
-            .iter()
-            .map(|e| e.unsigned_abs())
-            .collect::<Vec<_>>(),
-    );
-    let countdown_missing = rec
-        .countdowns
-        .iter()
-        .filter(|c| c.error_us.is_none())
-        .count();
+    Deliveries {
+        all: delivery,
+        by_class: delivery_by_class,
+        series: delivery_series,
+        timed,
+        end_ms,
+    }
+}
 
-    // Recovery after each failure, up to the next failure.
-    let mut markers = rec.markers.clone();
-    markers.sort_by_key(|m| m.t_us);
+/// `Summary` of the absolute values.
+fn abs_summary(values: &[i64]) -> Option<Summary> {
+    Summary::of(&mut values.iter().map(|e| e.unsigned_abs()).collect::<Vec<_>>())
+}
+
+/// Recovery after each failure, up to the next failure (or `end_us`).
+fn recoveries(
+    markers: &[Marker],
+    conns: &[ConnRecord],
+    timed: &[(u64, u64)],
+    end_us: u64,
+) -> Vec<Recovery> {
     let failures: Vec<&Marker> = markers.iter().filter(|m| m.kind == Kind::Failure).collect();
-    let end_us = end_ms * 1000;
-    let recoveries = failures
+    failures
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -281,60 +379,11 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
                 f.extra_path_us,
                 heal_us,
                 window_end_us,
-                &rec.conns,
-                &timed,
+                conns,
+                timed,
             )
         })
-        .collect();
-
-    let links = r
-        .links
-        .iter()
-        .map(|(name, s)| {
-            let offered = s.up.engine.packets_in + s.down.engine.packets_in;
-            let dropped = s.up.engine.dropped() + s.down.engine.dropped();
-            (name.clone(), offered, dropped)
-        })
-        .collect();
-
-    let checks = invariants::check(&Facts {
-        actions: &rec.actions,
-        seen: &rec.seen,
-        origin: &r.origin_rooms,
-        mirrors: &r.mirrors,
-        converge_error: r.converge_error.as_deref(),
-        battles: &rec.battles,
-    });
-
-    RunFigures {
-        mode: r.mode,
-        clients: r.clients,
-        wall_s: r.wall.as_secs_f64(),
-        setup_s: r.setup.as_secs_f64(),
-        duration_us,
-        ack,
-        outcomes,
-        delivery,
-        delivery_by_class,
-        delivery_series,
-        lagged: r.lagged,
-        clock_errors,
-        clock_abs,
-        countdown_errors,
-        countdown_abs,
-        countdown_missing,
-        battles: rec.battles.len(),
-        recoveries,
-        markers,
-        stalls: rec.stalls.clone(),
-        client_stats: r.client_stats,
-        per_client: r.per_client.clone(),
-        links,
-        link_stats: r.links.clone(),
-        origin_clock_steps: r.origin_clock_steps.clone(),
-        checks,
-        notes: rec.notes.clone(),
-    }
+        .collect()
 }
 
 /// Recovery after a failure at `at_us`, looking no further than
@@ -374,7 +423,10 @@ pub fn recovery(
             if let Some(s) = clients.get_mut(&c.client) {
                 s.0 = false;
                 s.1 = Some(c.t_us);
-                if let super::record::ConnEvent::Reconnected { rebuilt: true, .. } = c.event {
+                if let crate::scenario::run::record::ConnEvent::Reconnected {
+                    rebuilt: true, ..
+                } = c.event
+                {
                     s.2 = true;
                 }
             }
@@ -448,7 +500,7 @@ pub fn recovery(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::record::ConnEvent;
+    use crate::scenario::run::record::ConnEvent;
 
     fn conn(t_ms: u64, client: u32, event: ConnEvent) -> ConnRecord {
         ConnRecord {

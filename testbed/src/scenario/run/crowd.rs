@@ -17,11 +17,12 @@ use tokio::task::JoinSet;
 
 use crate::impair::{rng, Rng};
 
-use super::net::Net;
-use super::record::{
-    BattleRecord, ConnEvent, Countdown, Delivery, GiftSent, Mode, Pending, Recorder, StallKind,
+use crate::scenario::run::net::Net;
+use crate::scenario::run::record::{
+    BattleRecord, ConnEvent, Countdown, Delivery, GiftSent, Mode, StallKind,
 };
-use super::spec::{GiftChoice, Scenario};
+use crate::scenario::run::recorder::{Pending, Recorder};
+use crate::scenario::spec::{GiftChoice, Scenario};
 
 /// What every task of a run shares.
 pub struct Ctx {

@@ -12,13 +12,13 @@ use protocol::{RoomId, RoomState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::crowd::{self, Ctx, Member};
-use super::net::Net;
-use super::paths::PathChange;
-use super::progress::Progress;
-use super::record::{ClientSummary, Marker, MirrorState, Mode, Recorder, RefClock, RunRecord};
-use super::spec::{Scenario, Traffic};
-use super::timeline::{Action, Entry, Timeline};
+use crate::scenario::run::crowd::{self, Ctx, Member};
+use crate::scenario::run::net::Net;
+use crate::scenario::run::progress::Progress;
+use crate::scenario::run::record::{ClientSummary, Marker, MirrorState, Mode, RefClock, RunRecord};
+use crate::scenario::run::recorder::Recorder;
+use crate::scenario::run::timeline::{Entry, Timeline};
+use crate::scenario::spec::{Edge, Scenario, StepAction, Traffic};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -73,29 +73,9 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
         background: Vec::new(),
         clock_steps: Vec::new(),
     };
-    let tick = Duration::from_millis(250);
-    // Bounded by the duration; the count is a guard.
-    for _ in 0..1_000_000 {
-        let now = start.elapsed();
-        for e in timeline.poll_due(now) {
-            player.play(&mut net, e).await?;
-        }
-        progress.tick(
-            now,
-            s.duration,
-            ctx.rec.tracker.acked(),
-            ctx.rec.tracker.recent_p99(),
-        );
-        if now >= s.duration && timeline.is_done() {
-            break;
-        }
-        let next = timeline
-            .poll_timeout()
-            .unwrap_or(s.duration)
-            .min(s.duration)
-            .min(now + tick);
-        tokio::time::sleep_until((start + next).into()).await;
-    }
+    player
+        .play_all(&mut timeline, &mut net, start, s.duration, &mut progress)
+        .await?;
 
     // Let everything settle.
     progress.status("waiting for every action to resolve");
@@ -105,21 +85,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
     }
     behaviours.abort_all();
     while behaviours.join_next().await.is_some() {}
-    for h in player.background.drain(..) {
-        if tokio::time::timeout(Duration::from_secs(15), h)
-            .await
-            .is_err()
-        {
-            ctx.rec
-                .note("a timeline task (drain, kill or battle) did not finish");
-        }
-    }
-    if let Some(h) = player.origin_down.take() {
-        let _ = h.await;
-        ctx.rec
-            .note("the origin was still down at the end; restarting it to check the invariants");
-        net.topology.restart_origin().await?;
-    }
+    player.finish(&mut net).await?;
     progress.status("waiting for battles to close");
     settle_battles(&net, s, &ctx).await;
     progress.status("checking that every client converges");
@@ -141,28 +107,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
     let _ = stall_task.await;
     stall_flag.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || stall_thread.join()).await;
-    let mut client_stats = client_sdk::Stats::default();
-    let mut per_client = Vec::with_capacity(members.len());
-    for m in members.iter() {
-        let st = m.client.stats();
-        per_client.push(ClientSummary {
-            client: m.idx,
-            user: m.user,
-            room: m.room,
-            region: s.regions[m.region].name.clone(),
-            role: match m.role {
-                crowd::Role::Host => "host",
-                crowd::Role::Viewer(_) => "viewer",
-                crowd::Role::Cohost(..) => "cohost",
-            },
-            relay: m.client.relay().map(|r| r.name),
-            stats: st,
-        });
-        client_stats.fallbacks += st.fallbacks;
-        client_stats.resyncs += st.resyncs;
-        client_stats.snapshots += st.snapshots;
-        client_stats.moves += st.moves;
-    }
+    let (client_stats, per_client) = client_summaries(s, &members);
     let recorded = ctx.rec.take();
     for m in members.iter() {
         m.client.clone().close().await;
@@ -192,6 +137,33 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
     })
 }
 
+/// Each client as it ended, and the SDK's counters summed.
+fn client_summaries(s: &Scenario, members: &[Member]) -> (client_sdk::Stats, Vec<ClientSummary>) {
+    let mut client_stats = client_sdk::Stats::default();
+    let mut per_client = Vec::with_capacity(members.len());
+    for m in members {
+        let st = m.client.stats();
+        per_client.push(ClientSummary {
+            client: m.idx,
+            user: m.user,
+            room: m.room,
+            region: s.regions[m.region].name.clone(),
+            role: match m.role {
+                crowd::Role::Host => "host",
+                crowd::Role::Viewer(_) => "viewer",
+                crowd::Role::Cohost(..) => "cohost",
+            },
+            relay: m.client.relay().map(|r| r.name),
+            stats: st,
+        });
+        client_stats.fallbacks += st.fallbacks;
+        client_stats.resyncs += st.resyncs;
+        client_stats.snapshots += st.snapshots;
+        client_stats.moves += st.moves;
+    }
+    (client_stats, per_client)
+}
+
 /// What the timeline acts on.
 struct Player {
     ctx: Arc<Ctx>,
@@ -207,33 +179,97 @@ struct Player {
 }
 
 impl Player {
+    /// Play the timeline on the scenario's clock (from `start`) until
+    /// `duration` has passed and every entry has played.
+    async fn play_all(
+        &mut self,
+        timeline: &mut Timeline,
+        net: &mut Net,
+        start: Instant,
+        duration: Duration,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
+        let tick = Duration::from_millis(250);
+        // Bounded by the duration; the count is a guard.
+        for _ in 0..1_000_000 {
+            let now = start.elapsed();
+            for e in timeline.poll_due(now) {
+                self.play(net, e).await?;
+            }
+            let tracker = &self.ctx.rec.tracker;
+            progress.tick(now, duration, tracker.acked(), tracker.recent_p99());
+            if now >= duration && timeline.is_done() {
+                break;
+            }
+            let next = timeline
+                .poll_timeout()
+                .unwrap_or(duration)
+                .min(duration)
+                .min(now + tick);
+            tokio::time::sleep_until((start + next).into()).await;
+        }
+        Ok(())
+    }
+
+    /// Wait for the timeline's tasks (drains, kills, battles), and bring
+    /// the origin back if the run ended while it was down.
+    async fn finish(&mut self, net: &mut Net) -> anyhow::Result<()> {
+        for h in self.background.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(15), h)
+                .await
+                .is_err()
+            {
+                self.ctx
+                    .rec
+                    .note("a timeline task (drain, kill or battle) did not finish");
+            }
+        }
+        if let Some(h) = self.origin_down.take() {
+            let _ = h.await;
+            self.ctx.rec.note(
+                "the origin was still down at the end; restarting it to check the invariants",
+            );
+            net.topology.restart_origin().await?;
+        }
+        Ok(())
+    }
+
     async fn play(&mut self, net: &mut Net, e: Entry) -> anyhow::Result<()> {
         self.ctx.rec.marker(Marker {
             t_us: self.ctx.rec.elapsed_us(),
             step: e.step,
             kind: e.kind,
             label: e.label.clone(),
-            extra_path_us: match e.action {
-                Action::KillRelay { .. } | Action::DrainRelay { .. } => self.cross_us,
-                Action::Path(PathChange::RelayDark { dark: true, .. }) => self.cross_us,
+            extra_path_us: match (&e.action, e.edge) {
+                (StepAction::KillRelay { .. } | StepAction::DrainRelay { .. }, _)
+                | (StepAction::Blackhole { .. }, Edge::Begin) => self.cross_us,
                 _ => 0,
             },
         });
-        match e.action {
-            Action::Traffic(Traffic::Pk {
-                rooms,
-                duration_secs,
-            }) => {
+        if let Some(change) = e.path_change() {
+            return net.apply(&change).await;
+        }
+        match (e.action, e.edge) {
+            (
+                StepAction::Traffic(Traffic::Pk {
+                    rooms,
+                    duration_secs,
+                }),
+                _,
+            ) => {
                 let task = crowd::pk(self.ctx.clone(), self.members.clone(), rooms, duration_secs);
                 self.background.push(tokio::spawn(task));
             }
-            Action::Traffic(Traffic::GiftBurst {
-                room,
-                gifts,
-                within,
-                gift,
-                count,
-            }) => {
+            (
+                StepAction::Traffic(Traffic::GiftBurst {
+                    room,
+                    gifts,
+                    within,
+                    gift,
+                    count,
+                }),
+                _,
+            ) => {
                 let task = crowd::burst(
                     self.ctx.clone(),
                     self.members.clone(),
@@ -245,14 +281,13 @@ impl Player {
                 );
                 self.background.push(tokio::spawn(task));
             }
-            Action::Path(change) => net.apply(&change).await?,
-            Action::KillRelay { region } => {
+            (StepAction::KillRelay { region }, _) => {
                 let relay = net.topology.relays[region]
                     .take()
                     .context("killing a relay that is gone")?;
                 self.background.push(tokio::spawn(relay.abort()));
             }
-            Action::DrainRelay { region } => {
+            (StepAction::DrainRelay { region }, _) => {
                 let relay = net.topology.relays[region]
                     .take()
                     .context("draining a relay that is gone")?;
@@ -271,7 +306,7 @@ impl Player {
                     }
                 }));
             }
-            Action::CrashOrigin => {
+            (StepAction::RestartOrigin { .. }, Edge::Begin) => {
                 let origin = net
                     .topology
                     .origin
@@ -279,7 +314,7 @@ impl Player {
                     .context("crashing an origin that is down")?;
                 self.origin_down = Some(tokio::spawn(origin.abort()));
             }
-            Action::StartOrigin => {
+            (StepAction::RestartOrigin { .. }, Edge::End) => {
                 if let Some(h) = self.origin_down.take() {
                     h.await.context("the crashing origin's task")?;
                 }
@@ -290,6 +325,13 @@ impl Player {
                     .reanchor(RefClock::anchored(net.topology.origin().now()));
                 self.clock_steps.push(step);
             }
+            // Links: played above.
+            (
+                StepAction::Impair { .. }
+                | StepAction::Partition { .. }
+                | StepAction::Blackhole { .. },
+                _,
+            ) => {}
         }
         Ok(())
     }

@@ -1,17 +1,17 @@
-//! The report's pictures, drawn with [`super::svg`]: ack latency CDF per
+//! The report's pictures, drawn with [`crate::scenario::report::svg`]: ack latency CDF per
 //! class, delivery latency over time with the failures marked, and the
 //! distribution of timer drift. Each takes the runs of one scenario (the
 //! design and its baseline) and draws them on the same axes. Pure.
 
-use super::analysis::RunFigures;
-use super::record::Mode;
-use super::svg::{nice_floor, Anchor, Frame, Scale, Stroke, Svg};
-use super::timeline::Kind;
+use crate::scenario::report::svg::{nice_floor, Anchor, Frame, Scale, Stroke, Svg};
+use crate::scenario::run::record::Mode;
+use crate::scenario::run::timeline::Kind;
+use crate::scenario::verdict::analysis::RunFigures;
 
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 590.0;
 
-/// Colour of each reported class, in [`super::analysis::CLASSES`] order.
+/// Colour of each reported class, in [`crate::scenario::verdict::analysis::CLASSES`] order.
 const CLASS_COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
 
 fn mode_color(m: Mode) -> &'static str {
@@ -142,7 +142,8 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
         for b in r.delivery_series.iter().filter(|b| b.count > 0) {
             lo = lo.min(b.p50 as f64 / 1000.0);
             hi = hi.max(b.p99 as f64 / 1000.0);
-            end_s = end_s.max((b.start_ms + super::analysis::BUCKET_MS) as f64 / 1000.0);
+            end_s = end_s
+                .max((b.start_ms + crate::scenario::verdict::analysis::BUCKET_MS) as f64 / 1000.0);
         }
     }
     let (lo, hi) = if lo.is_finite() {
@@ -199,7 +200,7 @@ pub fn delivery_over_time(scenario: &str, seed: u64, runs: &[RunFigures]) -> Str
             stalls += 1;
         }
     }
-    let bucket_s = super::analysis::BUCKET_MS as f64 / 1000.0;
+    let bucket_s = crate::scenario::verdict::analysis::BUCKET_MS as f64 / 1000.0;
     for r in runs {
         let color = mode_color(r.mode);
         for (pick, stroke, name) in [
@@ -272,16 +273,16 @@ pub fn timer_drift(scenario: &str, seed: u64, runs: &[RunFigures]) -> String {
         return svg.finish();
     }
     const BINS: usize = 40;
-    let reach = super::stats::Histogram::centred(&values, BINS);
+    let reach = crate::scenario::verdict::stats::Histogram::centred(&values, BINS);
     let lo = reach.lo as f64 / 1000.0;
     let width_ms = reach.width as f64 / 1000.0;
     let hi = lo + width_ms * BINS as f64;
-    let hists: Vec<(Mode, super::stats::Histogram)> = runs
+    let hists: Vec<(Mode, crate::scenario::verdict::stats::Histogram)> = runs
         .iter()
         .map(|r| {
             (
                 r.mode,
-                super::stats::Histogram::new(
+                crate::scenario::verdict::stats::Histogram::new(
                     &r.clock_errors,
                     reach.lo,
                     reach.lo + reach.width * BINS as i64,
@@ -368,10 +369,10 @@ pub fn ms(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::analysis::{ClassFigures, Outcomes, RunFigures, CLASSES};
-    use crate::scenario::record::Marker;
-    use crate::scenario::stats::{buckets, cdf, Summary};
-    use crate::scenario::svg::well_formed;
+    use crate::scenario::report::svg::well_formed;
+    use crate::scenario::run::record::Marker;
+    use crate::scenario::verdict::analysis::{ClassFigures, Outcomes, RunFigures, CLASSES};
+    use crate::scenario::verdict::stats::{buckets, cdf, Summary};
 
     fn figures(mode: Mode, scale: u64) -> RunFigures {
         let mut lat: Vec<u64> = (1..=2_000).map(|i| 20_000 + i * 10 * scale).collect();

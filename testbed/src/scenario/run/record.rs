@@ -1,23 +1,25 @@
-//! What a run records as it happens, and the [`Recorder`] the run's tasks
-//! share to record it.
+//! What a run records as it happens: the evidence, as plain data (the
+//! [`Recorder`](crate::scenario::run::recorder::Recorder) that collects it
+//! lives next door).
 //!
-//! No tokio here: the recorder is a handful of `std` mutexes held for a push
-//! each, so any task (or thread) can record. Times are microseconds (or
+//! No tokio here. Times are microseconds (or
 //! milliseconds where noted) since the start of the run — the moment every
 //! client has joined and the timeline begins.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use client_sdk::{Acked, ClientEvent, Continuity};
+use client_sdk::{ClientEvent, Continuity};
 use protocol::{
     ActionId, BattleId, Class, Event, EventKind, GiftId, Reason, RoomId, RoomState, Seq, ServerTime,
 };
 
 use crate::link::LinkStats;
 
-use super::timeline::Kind;
+use serde::{Serialize, Serializer};
+
+use crate::scenario::run::timeline::Kind;
+use crate::scenario::verdict::stats::us_as_s;
 
 /// How clients send: the design, or the baseline it is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +41,16 @@ impl Mode {
             Mode::StreamOnly => "stream-only",
         }
     }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+fn ms32_as_s<S: Serializer>(ms: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(f64::from(*ms) / 1000.0)
 }
 
 /// A gift action's payload.
@@ -224,7 +236,8 @@ pub struct BattleRecord {
 }
 
 /// Where a late timer was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StallKind {
     /// A plain thread: the machine (or the process) did not run it.
     Thread,
@@ -234,9 +247,10 @@ pub enum StallKind {
 
 /// A 5 ms sleep that woke much later than asked: the machine or the
 /// runtime stalled, and every latency measured then is inflated by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stall {
     /// When it woke, ms.
+    #[serde(rename = "t_s", serialize_with = "ms32_as_s")]
     pub t_ms: u32,
     /// How late, ms.
     pub late_ms: u32,
@@ -248,18 +262,22 @@ pub struct Stall {
 pub const STALL_MS: u64 = 20;
 
 /// A timeline entry as played.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Marker {
     /// When it was played, µs.
+    #[serde(rename = "t_s", serialize_with = "us_as_s")]
     pub t_us: u64,
     /// Its step.
+    #[serde(skip)]
     pub step: usize,
     /// Failure, heal, change or traffic.
     pub kind: Kind,
     /// What it was.
+    #[serde(rename = "what")]
     pub label: String,
     /// For a failure that moves clients to another region's relay, the
     /// extra one-way base delay of their new path, µs.
+    #[serde(skip)]
     pub extra_path_us: u64,
 }
 
@@ -347,302 +365,8 @@ impl RefClock {
     }
 }
 
-/// An action sent and not yet resolved.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    /// Which client.
-    pub client: u32,
-    /// The room.
-    pub room: RoomId,
-    /// The action's class.
-    pub class: Class,
-    /// The action's name.
-    pub name: &'static str,
-    /// When sent, µs.
-    pub sent_us: u64,
-    /// The gift, for gifts.
-    pub gift: Option<GiftSent>,
-}
-
-/// Most recent ack latencies kept for the progress line.
-const RECENT: usize = 2_000;
-
-#[derive(Debug, Default)]
-struct TrackerInner {
-    next: u64,
-    pending: HashMap<u64, Pending>,
-    done: Vec<ActionRecord>,
-    recent: VecDeque<u64>,
-    acked: u64,
-    closed: bool,
-}
-
-/// Every action from send to outcome: what resolved, and what never did.
-#[derive(Debug, Default)]
-pub struct Tracker {
-    inner: Mutex<TrackerInner>,
-}
-
-impl Tracker {
-    /// A new, empty tracker.
-    pub fn new() -> Tracker {
-        Tracker::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, TrackerInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// An action is sent; returns its token for [`Tracker::end`].
-    pub fn begin(&self, p: Pending) -> u64 {
-        let mut t = self.lock();
-        t.next += 1;
-        let token = t.next;
-        t.pending.insert(token, p);
-        token
-    }
-
-    /// The action of `token` resolved with `r`. Ignored once the tracker is
-    /// [finished](Tracker::finish).
-    pub fn end(&self, token: u64, r: &Result<Acked, client_sdk::Error>) {
-        let mut t = self.lock();
-        if t.closed {
-            return;
-        }
-        let Some(p) = t.pending.remove(&token) else {
-            return;
-        };
-        let (result, latency_us) = match r {
-            Ok(a) => (
-                match a.outcome {
-                    client_sdk::Outcome::Applied { seq } => ActionResult::Applied { id: a.id, seq },
-                    client_sdk::Outcome::Rejected { reason } => {
-                        ActionResult::Rejected { id: a.id, reason }
-                    }
-                    client_sdk::Outcome::Unknown => ActionResult::Rejected {
-                        id: a.id,
-                        reason: Reason::Stale,
-                    },
-                },
-                micros(a.latency),
-            ),
-            Err(client_sdk::Error::Busy { .. }) => (ActionResult::Busy, 0),
-            Err(e) => (ActionResult::Failed(e.to_string()), 0),
-        };
-        if latency_us > 0 {
-            t.acked += 1;
-            if t.recent.len() == RECENT {
-                t.recent.pop_front();
-            }
-            t.recent.push_back(latency_us);
-        }
-        t.done.push(ActionRecord {
-            client: p.client,
-            room: p.room,
-            class: p.class,
-            name: p.name,
-            sent_us: p.sent_us,
-            latency_us,
-            result,
-            gift: p.gift,
-        });
-    }
-
-    /// Actions sent and not resolved yet.
-    pub fn in_flight(&self) -> usize {
-        self.lock().pending.len()
-    }
-
-    /// Actions acked so far.
-    pub fn acked(&self) -> u64 {
-        self.lock().acked
-    }
-
-    /// p99 of the most recent ack latencies, µs.
-    pub fn recent_p99(&self) -> Option<u64> {
-        let mut v: Vec<u64> = self.lock().recent.iter().copied().collect();
-        v.sort_unstable();
-        (!v.is_empty()).then(|| super::stats::quantile(&v, 0.99))
-    }
-
-    /// Every action: resolved ones, and the rest as `Unresolved`. Later
-    /// resolutions are ignored.
-    pub fn finish(&self) -> Vec<ActionRecord> {
-        let mut t = self.lock();
-        t.closed = true;
-        let mut pending: Vec<(u64, Pending)> = t.pending.drain().collect();
-        pending.sort_by_key(|(token, _)| *token);
-        let mut out = std::mem::take(&mut t.done);
-        out.extend(pending.into_iter().map(|(_, p)| ActionRecord {
-            client: p.client,
-            room: p.room,
-            class: p.class,
-            name: p.name,
-            sent_us: p.sent_us,
-            latency_us: 0,
-            result: ActionResult::Unresolved,
-            gift: p.gift,
-        }));
-        out.sort_by_key(|a| a.sent_us);
-        out
-    }
-}
-
-/// Everything the run's tasks record into, shared behind an `Arc`.
-#[derive(Debug)]
-pub struct Recorder {
-    start: Instant,
-    clock: RwLock<RefClock>,
-    /// Actions from send to outcome.
-    pub tracker: Tracker,
-    seen: Mutex<SeenEvents>,
-    conns: Mutex<Vec<ConnRecord>>,
-    readings: Mutex<Vec<ClockReading>>,
-    countdowns: Mutex<Vec<Countdown>>,
-    battles: Mutex<Vec<BattleRecord>>,
-    markers: Mutex<Vec<Marker>>,
-    stalls: Mutex<Vec<Stall>>,
-    notes: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Recorder {
-    /// A recorder whose time zero is `start`, with the origin's clock.
-    pub fn new(start: Instant, clock: RefClock) -> Recorder {
-        Recorder {
-            start,
-            clock: RwLock::new(clock),
-            tracker: Tracker::new(),
-            seen: Mutex::default(),
-            conns: Mutex::default(),
-            readings: Mutex::default(),
-            countdowns: Mutex::default(),
-            battles: Mutex::default(),
-            markers: Mutex::default(),
-            stalls: Mutex::default(),
-            notes: Mutex::default(),
-        }
-    }
-
-    /// Time zero of the run.
-    pub fn start(&self) -> Instant {
-        self.start
-    }
-
-    /// µs since time zero (0 before it).
-    pub fn elapsed_us(&self) -> u64 {
-        micros(self.start.elapsed())
-    }
-
-    /// The origin's clock.
-    pub fn clock(&self) -> RefClock {
-        *self.clock.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Origin time now.
-    pub fn origin_now(&self) -> ServerTime {
-        self.clock().now()
-    }
-
-    /// Re-anchor the origin's clock (after a restart); returns how far the
-    /// new origin's clock is from the old one's continuation, µs.
-    pub fn reanchor(&self, clock: RefClock) -> i64 {
-        let mut c = self.clock.write().unwrap_or_else(PoisonError::into_inner);
-        let step = clock.now().diff_micros(c.now());
-        *c = clock;
-        step
-    }
-
-    /// The run time (µs) at which the origin's clock reads `t`.
-    pub fn run_us(&self, t: ServerTime) -> u64 {
-        let i = self.clock().instant(t);
-        micros(i.saturating_duration_since(self.start))
-    }
-
-    /// A client received an event (its delivery is recorded by the caller).
-    pub fn saw(&self, room: RoomId, e: &Event) {
-        lock(&self.seen).handle(room, e);
-    }
-
-    /// A client's connection changed.
-    pub fn conn(&self, client: u32, event: ConnEvent) {
-        let t_us = self.elapsed_us();
-        lock(&self.conns).push(ConnRecord {
-            t_us,
-            client,
-            event,
-        });
-    }
-
-    /// A clock reading.
-    pub fn reading(&self, client: u32, error_us: i64) {
-        let t_ms = (self.elapsed_us() / 1000) as u32;
-        lock(&self.readings).push(ClockReading {
-            t_ms,
-            client,
-            error_us,
-        });
-    }
-
-    /// A countdown result.
-    pub fn countdown(&self, c: Countdown) {
-        lock(&self.countdowns).push(c);
-    }
-
-    /// A battle started.
-    pub fn battle(&self, b: BattleRecord) {
-        lock(&self.battles).push(b);
-    }
-
-    /// The battles started so far.
-    pub fn battles(&self) -> Vec<BattleRecord> {
-        lock(&self.battles).clone()
-    }
-
-    /// A timeline entry was played.
-    pub fn marker(&self, m: Marker) {
-        lock(&self.markers).push(m);
-    }
-
-    /// A sleep of `asked` that took `took`: recorded as a stall when it
-    /// woke more than [`STALL_MS`] late.
-    pub fn woke(&self, kind: StallKind, asked: Duration, took: Duration) {
-        let late = took.saturating_sub(asked);
-        if late > Duration::from_millis(STALL_MS) {
-            let t_ms = (self.elapsed_us() / 1000) as u32;
-            lock(&self.stalls).push(Stall {
-                t_ms,
-                late_ms: late.as_millis() as u32,
-                kind,
-            });
-        }
-    }
-
-    /// Something worth telling in the report that is not a figure.
-    pub fn note(&self, s: impl Into<String>) {
-        lock(&self.notes).push(s.into());
-    }
-
-    /// Everything recorded, the tracker finished.
-    pub fn take(&self) -> Recorded {
-        Recorded {
-            actions: self.tracker.finish(),
-            seen: std::mem::take(&mut *lock(&self.seen)),
-            conns: std::mem::take(&mut *lock(&self.conns)),
-            readings: std::mem::take(&mut *lock(&self.readings)),
-            countdowns: std::mem::take(&mut *lock(&self.countdowns)),
-            battles: std::mem::take(&mut *lock(&self.battles)),
-            markers: std::mem::take(&mut *lock(&self.markers)),
-            stalls: std::mem::take(&mut *lock(&self.stalls)),
-            notes: std::mem::take(&mut *lock(&self.notes)),
-        }
-    }
-}
-
-/// What a [`Recorder`] held at the end.
+/// What a [`Recorder`](crate::scenario::run::recorder::Recorder) held at
+/// the end.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
     /// Every action.
@@ -736,53 +460,6 @@ pub fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::SessionId;
-
-    fn pending(name: &'static str, sent_us: u64) -> Pending {
-        Pending {
-            client: 1,
-            room: RoomId(1),
-            class: Class::Gift,
-            name,
-            sent_us,
-            gift: None,
-        }
-    }
-
-    #[test]
-    fn the_tracker_knows_what_never_resolved() {
-        let t = Tracker::new();
-        let a = t.begin(pending("a", 1));
-        let b = t.begin(pending("b", 2));
-        let c = t.begin(pending("c", 3));
-        let id = ActionId {
-            session: SessionId(9),
-            n: 1,
-        };
-        t.end(
-            a,
-            &Ok(Acked {
-                id,
-                outcome: client_sdk::Outcome::Applied { seq: Seq(4) },
-                latency: Duration::from_millis(3),
-            }),
-        );
-        t.end(c, &Err(client_sdk::Error::Busy { id }));
-        assert_eq!((t.in_flight(), t.acked()), (1, 1));
-        assert_eq!(t.recent_p99(), Some(3_000));
-        let all = t.finish();
-        // A resolution after the end does not count.
-        t.end(b, &Err(client_sdk::Error::Closed));
-        let names: Vec<(&str, &ActionResult)> = all.iter().map(|a| (a.name, &a.result)).collect();
-        assert_eq!(
-            names,
-            vec![
-                ("a", &ActionResult::Applied { id, seq: Seq(4) }),
-                ("b", &ActionResult::Unresolved),
-                ("c", &ActionResult::Busy),
-            ]
-        );
-    }
 
     #[test]
     fn seen_events_flag_conflicts() {
