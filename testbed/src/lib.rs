@@ -32,6 +32,41 @@
 //!
 //! The command-line front end lives in `src/main.rs` and `src/cli/`, outside
 //! this library.
+//!
+//! # Module map
+//! - `impair/`: `mod.rs` the engine; `loss.rs` Gilbert–Elliott state;
+//!   `rate.rs` the bottleneck queue; `rng.rs` the seeded PRNG; `profile.rs`
+//!   the serde form of an impairment; `counters.rs` what it did.
+//! - `link/`: `mod.rs` the proxy; `driver.rs` its task; `session.rs`
+//!   NAT-style sessions; `held.rs` packets waiting; `socket.rs` sockets;
+//!   `stats.rs` counters.
+//! - `topology.rs`: an origin, relays and clients in one process.
+//! - `scrape.rs`: one GET of `/metrics`, a series' value, a quantile.
+//! - `scenario/spec/`: `file.rs` the TOML as written; `check.rs` one
+//!   conversion per section; `types.rs` the checked scenario; `gate.rs` the
+//!   `[gates]`; `error.rs` why a file was refused.
+//! - `scenario/run/`: `driver.rs` one run; `net.rs` its network; `paths.rs`
+//!   its links over time; `crowd.rs` its clients; `timeline.rs` its steps;
+//!   `record.rs` the evidence; `recorder.rs` who writes it; `progress.rs`
+//!   the progress line.
+//! - `scenario/verdict/`: `analysis.rs` figures; `invariants.rs` what must
+//!   hold; `gates.rs` release gates judged; `stats.rs` percentiles.
+//! - `scenario/report/`: `contents.rs` what a report holds; `summary.rs` the
+//!   terminal table; `json.rs` `report.json`; `charts.rs` and `svg.rs` the
+//!   pictures.
+//! - `bench/`: `run.rs` the phases; `servers.rs` and `child.rs` the server
+//!   processes; `echo.rs` the quinn floor; `probe.rs` one-hop clients;
+//!   `fanout.rs` the audience; `stats.rs` the one sampling loop; `sys.rs`
+//!   memory, CPU, the disk's fdatasync; `json.rs` `--json`.
+//! - `attack/`: `plan.rs` what runs; `run.rs` the phases; `servers.rs` the
+//!   processes; `honest.rs` the honest crowd; `hostile.rs` what attackers
+//!   share; `attacks/` the abuses (`kit.rs`, `streams.rs`, `messages.rs`,
+//!   `refused.rs`, `transport.rs`); `remote.rs` the attackers' process;
+//!   `aioquic.rs` the non-quinn client; `meter.rs` memory and CPU sampling;
+//!   `report.rs` the figures and verdict; `render.rs` the text;
+//!   `secrets.rs` per-run secrets.
+//! - `main.rs` and `cli/`: one file per subcommand (`demo`, `bench`,
+//!   `failover`, `run`, `attack`, `link`, `serve`).
 
 pub mod attack;
 pub mod bench;
