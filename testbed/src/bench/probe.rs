@@ -283,13 +283,14 @@ impl OriginProbe {
             net::write_frame(&mut self.send, &UpMsg::Action { actor, msg }).await?;
             let outcome = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
-                    if let DownMsg::Ack {
-                        id: got, outcome, ..
-                    } = self.next().await?
-                    {
-                        if got == id {
-                            return Ok::<_, anyhow::Error>(outcome);
+                    match self.next().await? {
+                        DownMsg::Ack {
+                            id: got, outcome, ..
+                        } if got == id => return Ok::<_, anyhow::Error>(outcome),
+                        DownMsg::Throttled { id: got, .. } if got == id => {
+                            anyhow::bail!("the origin throttled gift {id} (its per-user rate)")
                         }
+                        _ => {}
                     }
                 }
             })

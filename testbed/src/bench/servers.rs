@@ -135,6 +135,11 @@ pub(crate) async fn start(
             ),
             ("RINGSIDE_ORIGIN_TLS__CERT", path(cert)),
             ("RINGSIDE_ORIGIN_TLS__KEY", path(key)),
+            // The probes gift back to back as one user: the bench times
+            // the hop, not the per-user rate backstop (its default, 200/s,
+            // would throttle the origin gift run after its burst).
+            ("RINGSIDE_ORIGIN_RULES__USER_RATE", "1000000".into()),
+            ("RINGSIDE_ORIGIN_RULES__USER_BURST", "2000000".into()),
         ],
     ))
     .await?;
