@@ -43,7 +43,10 @@ fn a_small_bench_runs_end_to_end_and_writes_its_json() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("relay link → origin gift → ack"), "{stdout}");
+    assert!(
+        stdout.contains("relay link → origin gift → ack"),
+        "{stdout}"
+    );
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("JSON");
     assert!(figures.is_object(), "{figures}");

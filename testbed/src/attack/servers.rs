@@ -38,13 +38,8 @@ impl Servers {
         secrets: &Secrets,
     ) -> anyhow::Result<Servers> {
         let path = |p: &Path| p.display().to_string();
-        let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| Spawn {
-            name: name.into(),
-            exe: exe.to_path_buf(),
-            args,
-            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            log: dir.join(format!("{name}.log")),
-            ready_timeout: Duration::from_secs(20),
+        let spawn = |name: &str, args: Vec<String>, env: Vec<(&str, String)>| {
+            Spawn::child(exe, dir, name, args, env)
         };
         let origin = Server::spawn(spawn(
             "origin",

@@ -42,6 +42,27 @@ pub struct Spawn {
     pub ready_timeout: Duration,
 }
 
+impl Spawn {
+    /// `exe args` with `env`, its stderr in `dir/<name>.log`, ready within
+    /// 20 s: how the bench and the attack start their server processes.
+    pub fn child(
+        exe: &std::path::Path,
+        dir: &std::path::Path,
+        name: &str,
+        args: Vec<String>,
+        env: Vec<(&str, String)>,
+    ) -> Spawn {
+        Spawn {
+            name: name.into(),
+            exe: exe.to_path_buf(),
+            args,
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            log: dir.join(format!("{name}.log")),
+            ready_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// A running server process; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
