@@ -43,6 +43,7 @@
 //!
 //! IO and drivers:
 //! - `wal/mod.rs`: the write-ahead log: append, group sync, checkpoint, replay.
+//! - `wal/types.rs`: log sequence numbers, errors, the checkpoint's header.
 //! - `wal/files.rs`: segment and checkpoint files, made durable.
 //! - `wal/archive.rs`: per-room archives of unloaded rooms.
 //! - `wal/fuzzing.rs`: the log's fuzz target bodies.
@@ -51,6 +52,8 @@
 //! - `server/commit.rs`: the commit thread: group commit, then publish.
 //! - `server/publish.rs`: committed events to followers, acks to askers.
 //! - `server/link.rs`: one relay's link: hello, frames in and out.
+//! - `server/shared.rs`: what the tasks share: their messages, the store of
+//!   unloaded rooms, what every relay link holds.
 //! - `clock.rs`: the origin's clock, the reference every time is in.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.

@@ -13,7 +13,7 @@ use protocol::message::{ActionMsg, UpMsg};
 use protocol::{Outcome, Reason, RoomId, ServerTime, UserId};
 use tokio::sync::mpsc;
 
-use super::{gauge, Input, Item, RelayId, Store};
+use super::shared::{gauge, Input, Item, RelayId, Store};
 use crate::clock::Clock;
 use crate::kpi::{Kpi, Present};
 use crate::metrics::Metrics;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use protocol::message::ErrorCode;
 use tokio::sync::{mpsc, watch};
 
-use super::{Item, Store};
+use super::shared::{Item, Store};
 use crate::metrics::Metrics;
 use crate::wal::{Wal, WalError};
 

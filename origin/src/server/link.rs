@@ -21,7 +21,7 @@ use protocol::message::{DownMsg, ErrorCode, UpMsg, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::{Input, Shared};
+use super::shared::{Input, Shared};
 
 /// How long a relay has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

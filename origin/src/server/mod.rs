@@ -32,17 +32,19 @@ mod authority;
 mod commit;
 mod link;
 mod publish;
+mod shared;
+
+use shared::{gauge, Input, Shared, Store};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use net::token::TokenKey;
 use net::{self, Identity};
-use protocol::message::{UpMsg, ALPN_RELAY};
-use protocol::{ActionId, Outcome, RoomId, RoomState, Seq, UserId};
+use protocol::message::ALPN_RELAY;
+use protocol::{RoomId, RoomState};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -50,35 +52,8 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::rules::{Authority, Record};
+use crate::rules::Authority;
 use crate::wal::{Archives, Wal, WalError};
-
-/// Rooms unloaded whose archive the commit thread has not written yet: a
-/// reload finds them here first, then in the archive directory.
-pub(crate) type InFlight = Arc<std::sync::Mutex<std::collections::BTreeMap<RoomId, RoomState>>>;
-
-/// Where unloaded rooms are found again.
-#[derive(Clone)]
-pub(crate) struct Store {
-    pub archives: Archives,
-    pub inflight: InFlight,
-}
-
-impl Store {
-    /// An unloaded room's state, if it has one.
-    pub(crate) fn load(&self, room: RoomId) -> Result<Option<RoomState>, WalError> {
-        let pending = match self.inflight.lock() {
-            Ok(map) => map.get(&room).cloned(),
-            // A panic elsewhere while holding the lock: the map itself is
-            // still a valid map (every change is one insert or remove).
-            Err(poisoned) => poisoned.into_inner().get(&room).cloned(),
-        };
-        match pending {
-            Some(state) => Ok(Some(state)),
-            None => self.archives.read(room),
-        }
-    }
-}
 
 /// Why the origin could not start or had to stop.
 #[derive(Debug, Error)]
@@ -98,98 +73,6 @@ pub enum Error {
     /// The cluster secret is missing or too short (the message says what to set).
     #[error("{0}")]
     Secret(#[from] net::secret::SecretError),
-}
-
-/// A relay connection's number, for routing within the origin.
-pub(crate) type RelayId = u64;
-
-/// From relay links to the authority task.
-pub(crate) enum Input {
-    /// A relay connected; `out` carries encoded frames to it.
-    RelayUp {
-        relay: RelayId,
-        out: mpsc::Sender<Bytes>,
-        conn: quinn::Connection,
-    },
-    /// A message from a relay (never `Hello` or `Ping`: the link handles those).
-    Up { relay: RelayId, msg: UpMsg },
-    /// A relay's connection ended.
-    RelayGone { relay: RelayId },
-    /// What is the committed state of a room?
-    Query {
-        room: RoomId,
-        reply: oneshot::Sender<Option<RoomState>>,
-    },
-    /// An operator opens a room (in process: tools, topologies, tests).
-    Open {
-        room: RoomId,
-        reply: oneshot::Sender<bool>,
-    },
-}
-
-/// From the authority task, through the commit thread, to the publisher.
-pub(crate) enum Item {
-    /// Make durable, then publish its events and send its ack to `reply`.
-    Record {
-        record: Record,
-        reply: Option<RelayId>,
-    },
-    /// Answer a repeated or unanswerable action (nothing to store).
-    Answer {
-        relay: RelayId,
-        user: UserId,
-        id: ActionId,
-        outcome: Outcome,
-    },
-    /// The user is over the origin's rate: the action was not decided.
-    Throttled {
-        relay: RelayId,
-        user: UserId,
-        id: ActionId,
-        retry_after_ms: u32,
-    },
-    /// A room left the rules' memory: archive it (after syncing every
-    /// record before it), then let the publisher forget it.
-    Unload(RoomState),
-    /// After its archive is written: the publisher forgets the room.
-    Unloaded(RoomId),
-    /// A room came back from its archive: the publisher serves it again.
-    Load(RoomState),
-    /// Start sending a room to a relay.
-    Subscribe {
-        relay: RelayId,
-        room: RoomId,
-        since: Option<Seq>,
-        history: Option<Seq>,
-    },
-    /// Stop sending a room to a relay.
-    Unsubscribe { relay: RelayId, room: RoomId },
-    /// A relay connected.
-    RelayUp {
-        relay: RelayId,
-        out: mpsc::Sender<Bytes>,
-        conn: quinn::Connection,
-    },
-    /// A relay left.
-    RelayGone { relay: RelayId },
-    /// A checkpoint of the rules, covering every record before it.
-    Checkpoint(Vec<u8>),
-    /// Answer with a room's committed state (after everything before it).
-    Query {
-        room: RoomId,
-        reply: oneshot::Sender<Option<RoomState>>,
-    },
-}
-
-/// State shared by every relay link.
-pub(crate) struct Shared {
-    pub name: String,
-    pub clock: Clock,
-    pub cluster: TokenKey,
-    pub inputs: mpsc::Sender<Input>,
-    pub relay_queue: usize,
-    pub next_relay: AtomicU64,
-    pub metrics: Metrics,
 }
 
 /// A running origin.
@@ -472,11 +355,6 @@ fn readiness(ready: &AtomicBool, failed: &watch::Receiver<Option<String>>) -> Re
         return Err("replaying the write-ahead log".into());
     }
     Ok(())
-}
-
-/// A count as a gauge value.
-pub(crate) fn gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

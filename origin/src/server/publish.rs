@@ -11,7 +11,7 @@ use protocol::message::{DownMsg, ErrorCode};
 use protocol::{Event, RoomId, RoomState, Seq};
 use tokio::sync::mpsc;
 
-use super::{Item, RelayId};
+use super::shared::{Item, RelayId};
 
 struct Room {
     /// Committed state: what a snapshot shows.

@@ -17,7 +17,8 @@
 //! (the commit thread does), so an archive is never ahead of the durable log.
 
 use super::crc;
-use super::{corrupt, io_err, sync_dir, WalError};
+use super::files::{corrupt, io_err, sync_dir};
+use super::types::WalError;
 use protocol::codec::{decode, encode};
 use protocol::{RoomId, RoomState};
 use std::fs::{self, File};

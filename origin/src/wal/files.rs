@@ -6,7 +6,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{crc, Lsn, WalError, CHECKPOINT, CHECKPOINT_HEADER, CHECKPOINT_MAGIC, CHECKPOINT_TMP};
+use super::crc;
+use super::types::{
+    Lsn, WalError, CHECKPOINT, CHECKPOINT_HEADER, CHECKPOINT_MAGIC, CHECKPOINT_TMP,
+};
 
 pub(super) fn segment_name(first: Lsn) -> String {
     format!("wal-{:020}.log", first.0)

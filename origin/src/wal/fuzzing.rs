@@ -12,8 +12,10 @@
 //!
 //! Not for production use: an invariant that does not hold panics.
 
+use super::crc;
+use super::files::read_checkpoint;
 use super::format::{scan, Batch, End, HEADER, MAX_ENTRY};
-use super::{crc, read_checkpoint, Lsn, CHECKPOINT, CHECKPOINT_HEADER, CHECKPOINT_MAGIC};
+use super::types::{Lsn, CHECKPOINT, CHECKPOINT_HEADER, CHECKPOINT_MAGIC};
 use crate::rules::{Authority, Config, Record, Snapshot};
 use protocol::codec::{decode, encode};
 use std::path::Path;
