@@ -19,7 +19,7 @@
 //!
 //! Local time is [`std::time::Instant`] throughout (the hub, the scheduler,
 //! admission); the relay's estimate of the origin's time is
-//! [`origin_clock::OriginClock`].
+//! [`origin_estimate::OriginEstimate`].
 //!
 //! # Module map
 //! Pure (take `now`, do no IO):
@@ -47,7 +47,7 @@
 //! - `conn/write.rs`: the hub's outputs to the client (datagrams, streams).
 //! - `conn/close.rs`: close codes for errors, strikes for abuse.
 //! - `upstream.rs`: the link to the origin (reconnects, pings).
-//! - `origin_clock.rs`: the relay's estimate of origin time.
+//! - `origin_estimate.rs`: the relay's estimate of origin time.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.
 //! - `main.rs`: the `relay` binary: loads config and runs, or mints a token.
@@ -59,7 +59,7 @@ pub(crate) mod conn;
 pub mod hub;
 pub(crate) mod hub_driver;
 pub mod metrics;
-pub mod origin_clock;
+pub mod origin_estimate;
 pub(crate) mod queue;
 pub mod sched;
 pub mod server;

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::hub::{Hub, Settings};
 use crate::hub_driver::{run_hub, HubIn};
 use crate::metrics::{Metrics, OutcomeLabel};
-use crate::origin_clock::OriginClock;
+use crate::origin_estimate::OriginEstimate;
 use crate::shared::Shared;
 use crate::upstream::{self, Link};
 
@@ -114,13 +114,13 @@ impl Relay {
         // link takes it.
         let (up_tx, up_rx) = mpsc::channel(1 << 10);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let origin_clock = OriginClock::new();
+        let origin_estimate = OriginEstimate::new();
         let metrics = Metrics::default();
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
             tokens: TokenKey::new(&secrets.token),
             hub: hub_tx.clone(),
-            origin_clock: origin_clock.clone(),
+            origin_estimate: origin_estimate.clone(),
             next_client: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             admission: Mutex::new(Admission::new(
@@ -141,7 +141,7 @@ impl Relay {
             origin: config.origin,
             server_name: config.origin_server_name.clone(),
             cluster: TokenKey::new(&secrets.cluster),
-            origin_clock,
+            origin_estimate,
             hub: hub_tx,
             metrics: metrics.clone(),
         });

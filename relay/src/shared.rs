@@ -12,7 +12,7 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::hub_driver::HubIn;
 use crate::metrics::Metrics;
-use crate::origin_clock::OriginClock;
+use crate::origin_estimate::OriginEstimate;
 
 /// What client tasks share.
 pub(crate) struct Shared {
@@ -23,7 +23,7 @@ pub(crate) struct Shared {
     /// Inputs to the hub's driver.
     pub hub: mpsc::Sender<HubIn>,
     /// Origin time, to answer a client's ping at once.
-    pub origin_clock: OriginClock,
+    pub origin_estimate: OriginEstimate,
     /// The next connection's [`crate::hub::ClientId`].
     pub next_client: AtomicU64,
     /// Set when the relay drains: new clients are turned away.

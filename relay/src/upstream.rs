@@ -1,7 +1,7 @@
 //! The upstream link: one QUIC connection to the origin carrying every room.
 //! It reconnects by itself, with exponential backoff and jitter so that the
 //! relays of a region do not stampede a restarted origin, and it keeps the
-//! estimate of origin time ([`OriginClock`]) fresh.
+//! estimate of origin time ([`OriginEstimate`]) fresh.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use protocol::time::{ClockSample, OffsetEstimator};
 use tokio::sync::{mpsc, watch};
 
 use crate::hub_driver::HubIn;
-use crate::origin_clock::OriginClock;
+use crate::origin_estimate::OriginEstimate;
 
 /// What the link needs.
 pub(crate) struct Link {
@@ -29,7 +29,7 @@ pub(crate) struct Link {
     pub server_name: String,
     pub cluster: TokenKey,
     /// The estimate of origin time this link keeps fresh.
-    pub origin_clock: OriginClock,
+    pub origin_estimate: OriginEstimate,
     pub hub: mpsc::Sender<HubIn>,
     pub metrics: crate::metrics::Metrics,
 }
@@ -128,7 +128,9 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(
         Duration::from_millis(50),
         Duration::from_secs(3),
-        link.origin_clock.micros(Instant::now()) ^ link.name.len() as u64 ^ 0x9e37_79b9_7f4a_7c15,
+        link.origin_estimate.micros(Instant::now())
+            ^ link.name.len() as u64
+            ^ 0x9e37_79b9_7f4a_7c15,
     );
     let mut links = 0u64;
     loop {
@@ -206,14 +208,17 @@ async fn serve(
 ) -> String {
     let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, protocol::ServerTime, u64)>(64);
     let hub = link.hub.clone();
-    let origin_clock = link.origin_clock.clone();
+    let origin_estimate = link.origin_estimate.clone();
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         loop {
             match net::read_frame::<DownMsg>(&mut recv, &mut buf).await {
                 Ok(Some(DownMsg::Pong { nonce, origin_time })) => {
-                    let _ =
-                        pong_tx.try_send((nonce, origin_time, origin_clock.micros(Instant::now())));
+                    let _ = pong_tx.try_send((
+                        nonce,
+                        origin_time,
+                        origin_estimate.micros(Instant::now()),
+                    ));
                 }
                 Ok(Some(msg)) => {
                     if hub.send(HubIn::Down(msg)).await.is_err() {
@@ -256,7 +261,7 @@ async fn serve(
             _ = ping.tick() => {
                 path.update(&link.metrics, "upstream", &conn.stats());
                 nonce += 1;
-                pings.push_back((nonce, link.origin_clock.micros(Instant::now())));
+                pings.push_back((nonce, link.origin_estimate.micros(Instant::now())));
                 if pings.len() > 32 { pings.pop_front(); }
                 buf.clear();
                 let _ = codec::write_frame(&UpMsg::Ping { nonce }, &mut buf);
@@ -268,7 +273,7 @@ async fn serve(
                 if let Some(&(_, sent)) = pings.iter().find(|(p, _)| *p == n) {
                     estimator.handle_sample(ClockSample { sent, received, origin });
                     if let Some(off) = estimator.offset() {
-                        link.origin_clock.set_offset(off);
+                        link.origin_estimate.set_offset(off);
                     }
                 }
             }

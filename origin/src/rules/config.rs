@@ -1,7 +1,7 @@
 //! The knobs of the room rules. Durations are in milliseconds in files, under
 //! keys ending in `_ms`.
 
-use protocol::GiftId;
+use protocol::{GiftId, ServerTime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -167,5 +167,15 @@ pub mod ms {
     /// Deserialize from milliseconds.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// The time a gift counts as sent: the sender's stamp when it is plausible
+/// (not later than `now`, not older than `config.max_stamp_age`), else `now`.
+pub(super) fn trusted_stamp(config: &Config, now: ServerTime, sent_at: ServerTime) -> ServerTime {
+    if sent_at > now || sent_at < now.saturating_sub(config.max_stamp_age) {
+        now
+    } else {
+        sent_at
     }
 }

@@ -5,7 +5,9 @@
 use protocol::room::BattlePhase;
 use protocol::{Reason, RoomId, RoomState, ServerTime, UserId};
 
-use super::{engage, pk, seats, Config, Txn};
+use super::config::Config;
+use super::txn::Txn;
+use super::{engage, pk, seats};
 
 /// Something in a room that happens at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

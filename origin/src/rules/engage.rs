@@ -4,7 +4,9 @@ use protocol::room::{Challenge, Goal, MAX_CHAT_BYTES};
 use protocol::{EventKind, GiftId, Reason, RoomId, ServerTime};
 use std::time::Duration;
 
-use super::{pk, trusted_stamp, Role, Txn, Who};
+use super::config::trusted_stamp;
+use super::pk;
+use super::txn::{Role, Txn, Who};
 
 /// Anyone but the host may gift: value = catalogue value × count. During a
 /// battle the gift also credits the room's side (see [`pk::credit`]), and the

@@ -72,10 +72,11 @@ mod seats;
 mod sessions;
 mod txn;
 
+use config::trusted_stamp;
 pub use config::{default_catalogue, ms, Config};
 pub use rate::Rates;
 pub use sessions::{Limits, Seen, Sessions, SessionsSnapshot};
-use txn::{Role, Txn, Who};
+use txn::{Txn, Who};
 
 use protocol::message::{ActionMsg, Actor};
 use protocol::room::{ApplyError, Grant};
@@ -559,14 +560,6 @@ fn answer(reason: Reason, timers: Record) -> Decision {
     Decision::Answered {
         outcome: Outcome::Rejected { reason },
         timers,
-    }
-}
-
-fn trusted_stamp(config: &Config, now: ServerTime, sent_at: ServerTime) -> ServerTime {
-    if sent_at > now || sent_at < now.saturating_sub(config.max_stamp_age) {
-        now
-    } else {
-        sent_at
     }
 }
 

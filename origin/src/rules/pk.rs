@@ -9,7 +9,7 @@ use protocol::room::{Battle, BattlePhase, BattleResult, PkInvite, PkInviteEnd};
 use protocol::{BattleId, EventKind, Reason, RoomId};
 use std::time::Duration;
 
-use super::{Txn, Who};
+use super::txn::{Txn, Who};
 
 /// Emit the same event in both rooms of a pair; the actor's room last, so its
 /// outcome names the final event.

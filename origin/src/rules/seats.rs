@@ -10,7 +10,7 @@
 use protocol::room::{ApplicationEnd, InviteEnd, Mute, SeatLeaveReason, SeatMode};
 use protocol::{EventKind, Reason, RoomId, UserId};
 
-use super::{Role, Txn, Who};
+use super::txn::{Role, Txn, Who};
 
 fn seat_index(t: &Txn<'_>, room: RoomId, seat: u8) -> Result<usize, Reason> {
     let n = seat as usize;

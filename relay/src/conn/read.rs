@@ -198,7 +198,7 @@ impl Reader<'_> {
         let client = self.client;
         match m {
             ClientMsg::Ping { nonce } => {
-                if let Some(origin_time) = self.shared.origin_clock.origin_at(now) {
+                if let Some(origin_time) = self.shared.origin_estimate.origin_at(now) {
                     let pong = ServerMsg::Pong { nonce, origin_time };
                     let _ = self.out.push(Out::Datagram(sched::Item {
                         class: Class::Session,

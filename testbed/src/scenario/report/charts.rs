@@ -427,7 +427,7 @@ mod tests {
             per_client: Vec::new(),
             links: Vec::new(),
             link_stats: Vec::new(),
-            origin_clock_steps: Vec::new(),
+            origin_estimate_steps: Vec::new(),
             checks: Vec::new(),
             notes: Vec::new(),
         }

@@ -157,7 +157,7 @@ struct TimerJson {
     countdown_error_abs: Option<Summary>,
     countdown_errors_ms: Vec<f64>,
     countdown_missing: usize,
-    origin_clock_steps_ms: Vec<f64>,
+    origin_estimate_steps_ms: Vec<f64>,
 }
 
 impl TimerJson {
@@ -172,7 +172,7 @@ impl TimerJson {
             countdown_error_abs: r.countdown_abs,
             countdown_errors_ms: r.countdown_errors.iter().map(ms).collect(),
             countdown_missing: r.countdown_missing,
-            origin_clock_steps_ms: r.origin_clock_steps.iter().map(ms).collect(),
+            origin_estimate_steps_ms: r.origin_estimate_steps.iter().map(ms).collect(),
         }
     }
 }

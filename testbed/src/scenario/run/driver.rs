@@ -133,7 +133,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
         client_stats,
         per_client,
         links,
-        origin_clock_steps: player.clock_steps,
+        origin_estimate_steps: player.clock_steps,
     })
 }
 

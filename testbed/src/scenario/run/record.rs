@@ -449,7 +449,7 @@ pub struct RunRecord {
     /// Each link's counters at the end, by name.
     pub links: Vec<(String, LinkStats)>,
     /// How far a restarted origin's clock was from the old one's, µs.
-    pub origin_clock_steps: Vec<i64>,
+    pub origin_estimate_steps: Vec<i64>,
 }
 
 /// A duration in whole microseconds (saturating).

@@ -176,7 +176,7 @@ pub struct RunFigures {
     /// Each link's full counters, for the JSON.
     pub link_stats: Vec<(String, crate::link::LinkStats)>,
     /// Steps of the origin's clock at restarts, µs.
-    pub origin_clock_steps: Vec<i64>,
+    pub origin_estimate_steps: Vec<i64>,
     /// The invariants.
     pub checks: Vec<Check>,
     /// Remarks from the run.
@@ -258,7 +258,7 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         per_client: r.per_client.clone(),
         links,
         link_stats: r.links.clone(),
-        origin_clock_steps: r.origin_clock_steps.clone(),
+        origin_estimate_steps: r.origin_estimate_steps.clone(),
         checks,
         notes: rec.notes.clone(),
     }

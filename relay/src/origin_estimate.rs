@@ -15,7 +15,7 @@ use protocol::ServerTime;
 
 /// Local time and the estimated offset to origin time.
 #[derive(Clone, Debug)]
-pub struct OriginClock {
+pub struct OriginEstimate {
     /// The local timebase the offset is measured against.
     start: Instant,
     /// `origin - local` in µs, once known.
@@ -24,10 +24,10 @@ pub struct OriginClock {
     known: Arc<AtomicBool>,
 }
 
-impl OriginClock {
+impl OriginEstimate {
     /// A clock with no offset yet.
-    pub fn new() -> OriginClock {
-        OriginClock {
+    pub fn new() -> OriginEstimate {
+        OriginEstimate {
             start: Instant::now(),
             offset: Arc::new(AtomicI64::new(0)),
             known: Arc::new(AtomicBool::new(false)),
@@ -57,9 +57,9 @@ impl OriginClock {
     }
 }
 
-impl Default for OriginClock {
+impl Default for OriginEstimate {
     fn default() -> Self {
-        OriginClock::new()
+        OriginEstimate::new()
     }
 }
 
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn origin_time_is_local_time_plus_the_offset_once_known() {
-        let clock = OriginClock::new();
+        let clock = OriginEstimate::new();
         let at = clock.start + Duration::from_millis(5);
         assert_eq!(clock.origin_at(at), None, "no estimate yet");
         clock.set_offset(1_000_000);
