@@ -7,7 +7,7 @@ use serde::Serialize;
 use protocol::codec::{self, FRAME_HEADER};
 use protocol::message::ErrorCode;
 
-use crate::NetError;
+use crate::error::NetError;
 
 /// Read one frame; `Ok(None)` when the peer finished the stream cleanly
 /// between frames. The length is checked before the body is read.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use protocol::message::{DownMsg, UpMsg, PROTOCOL_VERSION};
 
+use crate::error::NetError;
+use crate::frame::{read_frame, write_frame};
 use crate::token::{unix_now, Claims, TokenKey};
-use crate::{read_frame, write_frame, NetError};
 
 /// How long a cluster proof is valid (the origin checks it at hello only).
 pub const PROOF_LIFETIME: Duration = Duration::from_secs(3600);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::NetError;
+use crate::error::NetError;
 
 /// Certificate and key files for a real deployment (the `tls` setting of
 /// the origin and the relay).

@@ -9,8 +9,9 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::error::NetError;
 use crate::tls::provider;
-use crate::{Identity, NetError};
+use crate::tls::Identity;
 
 /// Transport settings. The defaults suit the SDK's side of a client↔relay
 /// link: fast failure detection (about a second, not QUIC's 30 s), capped
@@ -168,7 +169,7 @@ fn plugged_endpoint(
     bind: SocketAddr,
     server: Option<quinn::ServerConfig>,
     tuning: &Tuning,
-) -> Result<(quinn::Endpoint, crate::Plug), NetError> {
+) -> Result<(quinn::Endpoint, crate::plug::Plug), NetError> {
     let socket = udp_socket(bind, tuning.socket_buffer)?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
@@ -217,7 +218,7 @@ pub fn server_endpoint_plugged(
     identity: &Identity,
     alpn: &[&[u8]],
     tuning: &Tuning,
-) -> Result<(quinn::Endpoint, crate::Plug), NetError> {
+) -> Result<(quinn::Endpoint, crate::plug::Plug), NetError> {
     plugged_endpoint(bind, Some(server_config(identity, alpn, tuning)?), tuning)
 }
 
@@ -256,6 +257,6 @@ pub fn client_endpoint(bind: SocketAddr, tuning: &Tuning) -> Result<quinn::Endpo
 pub fn client_endpoint_plugged(
     bind: SocketAddr,
     tuning: &Tuning,
-) -> Result<(quinn::Endpoint, crate::Plug), NetError> {
+) -> Result<(quinn::Endpoint, crate::plug::Plug), NetError> {
     plugged_endpoint(bind, None, tuning)
 }
