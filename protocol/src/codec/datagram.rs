@@ -2,7 +2,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, encode, CodecError};
+use super::payload::{decode, encode, CodecError};
 
 /// Packs several small messages into as few datagrams as possible, each at
 /// most `max` bytes, in the order they were pushed.

@@ -2,14 +2,14 @@ use bytes::{Buf, BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{decode, CodecError, MAX_FRAME};
+use super::payload::{decode, encode, CodecError, MAX_FRAME};
 
 /// Bytes of the length prefix in front of every stream frame.
 pub const FRAME_HEADER: usize = 4;
 
 /// Append `msg` to `out` as one length-prefixed frame.
 pub fn write_frame<M: Serialize>(msg: &M, out: &mut BytesMut) -> Result<(), CodecError> {
-    let payload = super::encode(msg)?;
+    let payload = encode(msg)?;
     let len = payload.len();
     if len > MAX_FRAME {
         return Err(CodecError::TooLarge {

@@ -5,6 +5,7 @@ use super::*;
 use crate::message::{ClientMsg, DownMsg, ServerMsg, UpMsg};
 use bytes::BytesMut;
 use proptest::prelude::*;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
 
