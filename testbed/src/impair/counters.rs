@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::DropReason;
+use super::verdict::DropReason;
 
 /// Running totals for one direction. Two invariants hold at all times:
 /// `packets_in == delivered + dropped()`, and the number of copies handed

@@ -10,7 +10,7 @@ use std::time::Duration;
 use figment::value::{Dict, Value};
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Direction;
+use super::verdict::Direction;
 
 /// One direction's impairments. Each field is off at its default; any
 /// combination may be on at once (see the [module docs](super) for the order

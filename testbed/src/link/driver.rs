@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::held::{Held, Releases, Via};
 use super::session::{is_transient, Reply, Sessions};
+use super::socket::MAX_DATAGRAM;
 use super::stats::LinkStats;
-use super::MAX_DATAGRAM;
 use crate::impair::{Direction, Impairment, Profile, ProfileError, Verdict};
 
 /// Most datagrams read from the listening socket per wake-up, so that a

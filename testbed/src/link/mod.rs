@@ -60,9 +60,6 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> anyhow::Result<tokio::net::U
     socket::bind(addr, None, buffer)
 }
 
-/// Largest UDP payload, and the size of every receive buffer.
-pub(crate) const MAX_DATAGRAM: usize = 65_536;
-
 /// Sub-stream of [`LinkConfig::seed`] for the up direction's engine.
 const SEED_UP: u64 = 0x7570; // "up"
 /// Sub-stream of [`LinkConfig::seed`] for the down direction's engine.

@@ -171,7 +171,7 @@ impl Sessions {
 /// Reads the upstream's datagrams for `peer` until the session closes (the
 /// task is aborted) or the driver stops (the channel closes).
 async fn read_replies(socket: Arc<UdpSocket>, peer: SocketAddr, replies: mpsc::Sender<Reply>) {
-    let mut buf = vec![0u8; super::MAX_DATAGRAM];
+    let mut buf = vec![0u8; super::socket::MAX_DATAGRAM];
     loop {
         match socket.recv(&mut buf).await {
             Ok(n) => {

@@ -50,3 +50,6 @@ pub(crate) fn any_for(peer: SocketAddr) -> SocketAddr {
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     }
 }
+
+/// Largest UDP payload, and the size of every receive buffer.
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
