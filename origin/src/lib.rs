@@ -29,11 +29,13 @@
 //! # Module map
 //! Pure (take `now`, do no IO):
 //! - `rules/mod.rs`: the authority's contract, its inputs and `decide()`.
+//! - `rules/world.rs`: what a transaction changes (rooms, their timers, id
+//!   counters), and every room's timers derived from its state.
 //! - `rules/txn.rs`: an input's changes as one transaction; the actor's role.
 //! - `rules/pk.rs`: PK invitations, battles, forfeits, settlement.
 //! - `rules/seats.rs`: co-host seats, invitations, applications, holds.
 //! - `rules/engage.rs`: gifts, chat, likes, challenges.
-//! - `rules/deadline.rs`: the timers derived from state, and firing them.
+//! - `rules/deadline.rs`: firing a room's earliest timer.
 //! - `rules/sessions.rs`: the id memory (exactly-once), bounded per user.
 //! - `rules/rate.rs`: the per-user action rate backstop.
 //! - `rules/config.rs`: the rules' settings and the gift catalogue.

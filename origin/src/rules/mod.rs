@@ -71,21 +71,22 @@ mod rate;
 mod seats;
 mod sessions;
 mod txn;
+mod world;
 
 use config::trusted_stamp;
 pub use config::{default_catalogue, ms, Config};
 pub use rate::Rates;
 pub use sessions::{Limits, Seen, Sessions, SessionsSnapshot};
 use txn::{Txn, Who};
+use world::World;
 
 use protocol::message::{ActionMsg, Actor};
 use protocol::room::{ApplyError, Grant};
 use protocol::{
-    Action, ActionId, BattleId, Event, EventKind, Outcome, Reason, RoomId, RoomState, Seq,
-    ServerTime, UserId,
+    Action, ActionId, BattleId, Event, Outcome, Reason, RoomId, RoomState, Seq, ServerTime, UserId,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The durable result of one input: what the write-ahead log stores, and
@@ -158,9 +159,9 @@ pub enum Decision {
 /// The single writer for every room.
 #[derive(Debug, Clone)]
 pub struct Authority {
-    config: Config,
-    /// Live (loaded) rooms.
-    rooms: BTreeMap<RoomId, RoomState>,
+    /// What a transaction reads and changes: the rooms, their timers, the
+    /// id counters, and the rules' configuration.
+    world: World,
     sessions: Sessions,
     rates: Rates,
     /// Rooms some relay follows (loaded or not): never unloaded.
@@ -171,14 +172,6 @@ pub struct Authority {
     /// Rooms restored from an archive during replay that may be ahead of the
     /// log's events: those at or below their seq are skipped.
     ahead: BTreeSet<RoomId>,
-    /// `(next deadline, room)` for every room that has one.
-    deadlines: BTreeSet<(ServerTime, RoomId)>,
-    /// Each room's entry in `deadlines`.
-    room_deadline: BTreeMap<RoomId, ServerTime>,
-    /// Recently closed PK invitations and how they ended, oldest first.
-    closed_invites: VecDeque<(BattleId, protocol::room::PkInviteEnd)>,
-    next_battle: u64,
-    next_challenge: u64,
 }
 
 fn session_limits(config: &Config) -> Limits {
@@ -196,65 +189,59 @@ impl Authority {
         let sessions = Sessions::new(session_limits(&config));
         let rates = Rates::new(config.user_rate, config.user_burst, config.rate_users);
         Authority {
-            config,
-            rooms: BTreeMap::new(),
+            world: World::new(config),
             sessions,
             rates,
             followed: BTreeSet::new(),
             touched: BTreeMap::new(),
             ahead: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
-            room_deadline: BTreeMap::new(),
-            closed_invites: VecDeque::new(),
-            next_battle: 1,
-            next_challenge: 1,
         }
     }
 
     /// Everything the rules hold, for a checkpoint.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            rooms: self.rooms.values().cloned().collect(),
+            rooms: self.world.rooms.values().cloned().collect(),
             sessions: self.sessions.export(),
-            closed_invites: self.closed_invites.iter().copied().collect(),
-            next_battle: self.next_battle,
-            next_challenge: self.next_challenge,
+            closed_invites: self.world.closed_invites.iter().copied().collect(),
+            next_battle: self.world.next_battle,
+            next_challenge: self.world.next_challenge,
         }
     }
 
     /// An authority as it was at a checkpoint (timers are derived again).
     pub fn restore(config: Config, snap: Snapshot) -> Authority {
         let mut a = Authority::new(config);
-        a.sessions = Sessions::import(session_limits(&a.config), snap.sessions);
-        a.closed_invites = snap.closed_invites.into_iter().collect();
-        a.next_battle = snap.next_battle;
-        a.next_challenge = snap.next_challenge;
+        a.sessions = Sessions::import(session_limits(&a.world.config), snap.sessions);
+        a.world.closed_invites = snap.closed_invites.into_iter().collect();
+        a.world.next_battle = snap.next_battle;
+        a.world.next_challenge = snap.next_challenge;
         for state in snap.rooms {
             let room = state.room;
-            a.rooms.insert(room, state);
-            a.refresh_deadline(room);
+            a.world.rooms.insert(room, state);
+            a.world.refresh_deadline(room);
         }
         a
     }
 
     /// The rules' configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.world.config
     }
 
     /// A live room's current state (`None` for an unloaded or unknown room).
     pub fn room(&self, room: RoomId) -> Option<&RoomState> {
-        self.rooms.get(&room)
+        self.world.rooms.get(&room)
     }
 
     /// Every live room, in id order.
     pub fn rooms(&self) -> impl Iterator<Item = &RoomState> {
-        self.rooms.values()
+        self.world.rooms.values()
     }
 
     /// How many rooms are live.
     pub fn room_count(&self) -> usize {
-        self.rooms.len()
+        self.world.rooms.len()
     }
 
     /// The id memory.
@@ -264,7 +251,7 @@ impl Authority {
 
     /// When [`Authority::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<ServerTime> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.world.deadlines.first().map(|(t, _)| *t)
     }
 
     /// An operator opens `room` (tools and tests; relays never do). Returns
@@ -274,12 +261,12 @@ impl Authority {
     /// action: the rules cannot tell it from a room that never existed.
     pub fn handle_open(&mut self, now: ServerTime, room: RoomId) -> Record {
         let mut rec = self.handle_timeout(now);
-        let mut t = Txn::new(self, now, None);
+        let mut t = Txn::new(&mut self.world, now, None);
         match t.open(room) {
             Ok(()) => rec.events.extend(t.commit()),
             Err(_) => t.rollback(),
         }
-        if self.rooms.contains_key(&room) {
+        if self.world.rooms.contains_key(&room) {
             self.touched.insert(room, now);
         } else {
             self.touched.remove(&room);
@@ -296,7 +283,7 @@ impl Authority {
         } else {
             self.followed.remove(&room);
         }
-        if self.rooms.contains_key(&room) {
+        if self.world.rooms.contains_key(&room) {
             self.touched.insert(room, now);
         }
     }
@@ -305,12 +292,12 @@ impl Authority {
     /// unloaded). A room that is live already is left as it is.
     pub fn handle_load(&mut self, now: ServerTime, state: RoomState) {
         let room = state.room;
-        if self.rooms.contains_key(&room) || !state.is_open() {
+        if self.world.rooms.contains_key(&room) || !state.is_open() {
             return;
         }
-        self.rooms.insert(room, state);
+        self.world.rooms.insert(room, state);
         self.touched.insert(room, now);
-        self.refresh_deadline(room);
+        self.world.refresh_deadline(room);
     }
 
     /// The rooms `msg` needs that are not live: the driver loads those it
@@ -321,7 +308,7 @@ impl Authority {
         if let Action::PkInvite { to, .. } = msg.action {
             needed.push(to);
         }
-        needed.retain(|r| !self.rooms.contains_key(r));
+        needed.retain(|r| !self.world.rooms.contains_key(r));
         needed.dedup();
         needed
     }
@@ -329,15 +316,15 @@ impl Authority {
     /// Unload every room idle at `now` (see the module docs); returns their
     /// states, for the driver to archive.
     pub fn handle_idle(&mut self, now: ServerTime) -> Vec<RoomState> {
-        let idle: Vec<RoomId> = (self.rooms.values())
+        let idle: Vec<RoomId> = (self.world.rooms.values())
             .filter(|s| self.unloadable(s, now))
             .map(|s| s.room)
             .collect();
         let mut out = Vec::with_capacity(idle.len());
         for room in idle {
             self.touched.remove(&room);
-            self.set_deadline(room, None);
-            if let Some(state) = self.rooms.remove(&room) {
+            self.world.set_deadline(room, None);
+            if let Some(state) = self.world.rooms.remove(&room) {
                 out.push(state);
             }
         }
@@ -347,17 +334,17 @@ impl Authority {
     fn unloadable(&self, s: &RoomState, now: ServerTime) -> bool {
         let last = (self.touched.get(&s.room).copied()).map_or(s.at, |t| t.max(s.at));
         !self.followed.contains(&s.room)
-            && !self.room_deadline.contains_key(&s.room)
+            && !self.world.room_deadline.contains_key(&s.room)
             && s.battle.is_none()
             && s.pk_invite.is_none()
             && s.challenge.is_none()
             && s.seats.seats.iter().all(|seat| seat.user.is_none())
-            && last + self.config.room_idle <= now
+            && last + self.world.config.room_idle <= now
     }
 
     /// After a restart: count every live room's idleness from `now`.
     pub fn handle_started(&mut self, now: ServerTime) {
-        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        let rooms: Vec<RoomId> = self.world.rooms.keys().copied().collect();
         for room in rooms {
             self.touched.insert(room, now);
         }
@@ -371,7 +358,7 @@ impl Authority {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (room, event) in &record.events {
-            if seen.insert(*room) && !self.rooms.contains_key(room) && event.seq > Seq(1) {
+            if seen.insert(*room) && !self.world.rooms.contains_key(room) && event.seq > Seq(1) {
                 out.push(*room);
             }
         }
@@ -382,12 +369,12 @@ impl Authority {
     /// the log's next events for it (those are then skipped).
     pub fn restore_room(&mut self, state: RoomState) {
         let room = state.room;
-        if self.rooms.contains_key(&room) {
+        if self.world.rooms.contains_key(&room) {
             return;
         }
-        self.rooms.insert(room, state);
+        self.world.rooms.insert(room, state);
         self.ahead.insert(room);
-        self.refresh_deadline(room);
+        self.world.refresh_deadline(room);
     }
 
     /// Fire every timer due at or before `now`.
@@ -396,19 +383,19 @@ impl Authority {
         // Every firing changes its room's state, so its deadline moves on;
         // the bound only guards against a rules bug looping forever.
         for _ in 0..100_000 {
-            let Some(&(at, room)) = self.deadlines.first() else {
+            let Some(&(at, room)) = self.world.deadlines.first() else {
                 break;
             };
             if at > now {
                 break;
             }
-            let mut t = Txn::new(self, now, None);
+            let mut t = Txn::new(&mut self.world, now, None);
             match deadline::fire(&mut t, room, at) {
                 Ok(()) => events.extend(t.commit()),
                 Err(_) => {
                     t.rollback();
                     // Never fire the same broken deadline again.
-                    self.set_deadline(room, None);
+                    self.world.set_deadline(room, None);
                 }
             }
         }
@@ -424,7 +411,7 @@ impl Authority {
         online: bool,
     ) -> Record {
         let mut rec = self.handle_timeout(now);
-        let mut t = Txn::new(self, now, None);
+        let mut t = Txn::new(&mut self.world, now, None);
         match seats::presence(&mut t, room, user, online) {
             Ok(()) => rec.events.extend(t.commit()),
             Err(_) => t.rollback(),
@@ -448,7 +435,7 @@ impl Authority {
                 timers,
             };
         }
-        let mut t = Txn::new(self, now, Some(msg.id));
+        let mut t = Txn::new(&mut self.world, now, Some(msg.id));
         let outcome = match decide_in(&mut t, actor, msg) {
             Ok(seq) => Outcome::Applied { seq },
             Err(reason) => Outcome::Rejected { reason },
@@ -477,16 +464,16 @@ impl Authority {
     /// named by [`Authority::replay_needs`] restored first).
     pub fn replay(&mut self, record: &Record) -> Result<(), ApplyError> {
         for (room, event) in &record.events {
-            let state = (self.rooms.entry(*room)).or_insert_with(|| RoomState::new(*room));
+            let state = (self.world.rooms.entry(*room)).or_insert_with(|| RoomState::new(*room));
             if self.ahead.contains(room) && event.seq <= state.seq {
                 // The room's archive was written after this event.
-                self.observe(event);
+                self.world.observe(event);
                 continue;
             }
             state.apply(event)?;
             self.ahead.remove(room);
-            self.observe(event);
-            self.refresh_deadline(*room);
+            self.world.observe(event);
+            self.world.refresh_deadline(*room);
         }
         if let Some(a) = record.ack {
             self.sessions.record(a.id, a.user, a.outcome, a.at);
@@ -498,42 +485,7 @@ impl Authority {
     /// plausible, else the arrival time. A stamp later than the arrival, or
     /// earlier than arrival minus `max_stamp_age`, is not trusted.
     pub fn trusted_stamp(&self, now: ServerTime, sent_at: ServerTime) -> ServerTime {
-        trusted_stamp(&self.config, now, sent_at)
-    }
-
-    /// Keep derived indexes (ids, closed invitations) in step with an event;
-    /// used live and on replay, so the two never differ.
-    fn observe(&mut self, event: &Event) {
-        match &event.kind {
-            EventKind::PkInvited(i) => self.next_battle = self.next_battle.max(i.battle.0 + 1),
-            EventKind::PkInviteClosed { battle, reason }
-                if !self.closed_invites.iter().any(|(b, _)| b == battle) =>
-            {
-                self.closed_invites.push_back((*battle, *reason));
-                if self.closed_invites.len() > self.config.closed_invite_memory {
-                    self.closed_invites.pop_front();
-                }
-            }
-            EventKind::ChallengeStarted(c) => {
-                self.next_challenge = self.next_challenge.max(c.id.0 + 1)
-            }
-            _ => {}
-        }
-    }
-
-    fn refresh_deadline(&mut self, room: RoomId) {
-        let next = (self.rooms.get(&room)).and_then(|s| deadline::next(&self.config, s));
-        self.set_deadline(room, next);
-    }
-
-    fn set_deadline(&mut self, room: RoomId, next: Option<ServerTime>) {
-        if let Some(old) = self.room_deadline.remove(&room) {
-            self.deadlines.remove(&(old, room));
-        }
-        if let Some(t) = next {
-            self.room_deadline.insert(room, t);
-            self.deadlines.insert((t, room));
-        }
+        trusted_stamp(&self.world.config, now, sent_at)
     }
 }
 

@@ -12,7 +12,8 @@ use protocol::{
     ActionId, BattleId, Event, EventKind, Reason, RoomId, RoomState, Seq, ServerTime, UserId,
 };
 
-use super::{Authority, Config};
+use super::config::Config;
+use super::world::World;
 
 /// The actor's effective role in the room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl Who {
 /// input is refused: every event goes through [`RoomState::apply`], the same
 /// code every mirror runs.
 pub(crate) struct Txn<'a> {
-    auth: &'a mut Authority,
+    world: &'a mut World,
     now: ServerTime,
     cause: Option<ActionId>,
     /// Rooms as they were before this input touched them.
@@ -77,9 +78,9 @@ pub(crate) struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    pub(super) fn new(auth: &'a mut Authority, now: ServerTime, cause: Option<ActionId>) -> Self {
+    pub(super) fn new(world: &'a mut World, now: ServerTime, cause: Option<ActionId>) -> Self {
         Txn {
-            auth,
+            world,
             now,
             cause,
             saved: BTreeMap::new(),
@@ -92,16 +93,16 @@ impl<'a> Txn<'a> {
     }
 
     pub fn config(&self) -> &Config {
-        &self.auth.config
+        &self.world.config
     }
 
     /// A room's state; the room must exist (see [`Txn::open`]).
     pub fn state(&self, room: RoomId) -> Result<&RoomState, Reason> {
-        self.auth.rooms.get(&room).ok_or(Reason::Internal)
+        self.world.rooms.get(&room).ok_or(Reason::Internal)
     }
 
     pub(super) fn seq(&self, room: RoomId) -> Seq {
-        self.auth.rooms.get(&room).map_or(Seq(0), |s| s.seq)
+        self.world.rooms.get(&room).map_or(Seq(0), |s| s.seq)
     }
 
     /// Create `room` with its `Opened` event if it is not live yet (an
@@ -109,22 +110,22 @@ impl<'a> Txn<'a> {
     /// [`Authority::missing`]). Refused with `Capacity` at
     /// [`Config::max_rooms`] live rooms.
     pub fn open(&mut self, room: RoomId) -> Result<(), Reason> {
-        if self.auth.rooms.get(&room).is_some_and(RoomState::is_open) {
+        if self.world.rooms.get(&room).is_some_and(RoomState::is_open) {
             return Ok(());
         }
-        if self.auth.rooms.len() >= self.auth.config.max_rooms {
+        if self.world.rooms.len() >= self.world.config.max_rooms {
             return Err(Reason::Capacity);
         }
-        let seats = self.auth.config.seats.min(protocol::room::MAX_SEATS as u8);
+        let seats = self.world.config.seats.min(protocol::room::MAX_SEATS as u8);
         self.emit(room, EventKind::Opened { seats })?;
         Ok(())
     }
 
     /// Append an event to a room's log and apply it.
     pub fn emit(&mut self, room: RoomId, kind: EventKind) -> Result<Seq, Reason> {
-        let state = self.auth.rooms.get(&room).cloned();
+        let state = self.world.rooms.get(&room).cloned();
         self.saved.entry(room).or_insert(state);
-        let state = (self.auth.rooms.entry(room)).or_insert_with(|| RoomState::new(room));
+        let state = (self.world.rooms.entry(room)).or_insert_with(|| RoomState::new(room));
         let event = Event {
             seq: state.seq.next(),
             at: self.now,
@@ -139,21 +140,21 @@ impl<'a> Txn<'a> {
 
     /// A fresh battle id.
     pub fn next_battle(&mut self) -> BattleId {
-        let id = BattleId(self.auth.next_battle);
-        self.auth.next_battle += 1;
+        let id = BattleId(self.world.next_battle);
+        self.world.next_battle += 1;
         id
     }
 
     /// A fresh challenge id.
     pub fn next_challenge(&mut self) -> protocol::ChallengeId {
-        let id = protocol::ChallengeId(self.auth.next_challenge);
-        self.auth.next_challenge += 1;
+        let id = protocol::ChallengeId(self.world.next_challenge);
+        self.world.next_challenge += 1;
         id
     }
 
     /// How a recently closed PK invitation ended.
     pub fn closed_invite(&self, battle: BattleId) -> Option<protocol::room::PkInviteEnd> {
-        (self.auth.closed_invites.iter())
+        (self.world.closed_invites.iter())
             .find(|(b, _)| *b == battle)
             .map(|(_, r)| *r)
     }
@@ -161,11 +162,11 @@ impl<'a> Txn<'a> {
     /// Keep every change; returns the events made.
     pub(super) fn commit(mut self) -> Vec<(RoomId, Event)> {
         for (_, event) in &self.events {
-            self.auth.observe(event);
+            self.world.observe(event);
         }
         let rooms: Vec<RoomId> = self.saved.keys().copied().collect();
         for room in rooms {
-            self.auth.refresh_deadline(room);
+            self.world.refresh_deadline(room);
         }
         std::mem::take(&mut self.events)
     }
@@ -174,8 +175,8 @@ impl<'a> Txn<'a> {
     pub(super) fn rollback(self) {
         for (room, state) in self.saved {
             match state {
-                Some(s) => self.auth.rooms.insert(room, s),
-                None => self.auth.rooms.remove(&room),
+                Some(s) => self.world.rooms.insert(room, s),
+                None => self.world.rooms.remove(&room),
             };
         }
         // Ids handed out stay used: harmless gaps that the log never sees.
