@@ -6,9 +6,9 @@
 //! `RINGSIDE_REQUIRE_PROMTOOL=1` to make its absence a failure).
 
 mod fake_relay;
-use fake_relay::Link;
+use fake_relay::{Link, TempDir};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use net::{self, Identity};
@@ -22,22 +22,6 @@ const SECRET: &str = "a test cluster secret of at least 32 bytes";
 const A: RoomId = RoomId(1);
 const B: RoomId = RoomId(2);
 const NODE: &str = "origin-it";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("ringside-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(dir: &Path) -> Config {
     Config {

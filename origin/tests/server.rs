@@ -3,8 +3,8 @@
 //! exactly (on subscribe, on action and after a restart).
 
 mod fake_relay;
-use fake_relay::Link;
-use std::path::{Path, PathBuf};
+use fake_relay::{Link, TempDir};
+use std::path::Path;
 use std::time::Duration;
 
 use net::{self, Identity};
@@ -15,22 +15,6 @@ use protocol::{Action, GiftId, Outcome, RoomId, Seq, UserId};
 
 const SECRET: &str = "a test cluster secret of at least 32 bytes";
 const ROOM: RoomId = RoomId(7);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("ringside-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(dir: &Path, rules: origin::rules::Config) -> Config {
     Config {

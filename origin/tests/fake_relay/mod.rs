@@ -1,5 +1,6 @@
 //! Just enough of a relay for the origin's tests: one link (the real
-//! relay-to-origin hello, `net::handshake`), frames in and out.
+//! relay-to-origin hello, `net::handshake`), frames in and out; and a data
+//! directory that cleans up after itself.
 
 #![allow(dead_code)]
 
@@ -11,6 +12,24 @@ use origin::Origin;
 use protocol::message::{ActionMsg, Actor, DownMsg, UpMsg, ALPN_RELAY};
 use protocol::room::Grant;
 use protocol::{Action, ActionId, Outcome, RoomId, RoomState, SessionId, UserId};
+
+/// A scratch data directory of this test process, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh, empty `ringside-<name>-<pid>` under the system temp dir.
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("ringside-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// One relay link to an origin.
 pub struct Link {
