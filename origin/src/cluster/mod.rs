@@ -1,0 +1,142 @@
+//! Cluster mode: rooms spread over origin nodes, each room's log kept in a
+//! NATS JetStream stream, room ownership as leases in a JetStream key-value
+//! bucket. Off unless the configuration has a `[cluster]` section: without
+//! one the origin is the single process with its local write-ahead log
+//! ([`crate::wal`]) it always was.
+//!
+//! # Where things are
+//!
+//! ```text
+//! stream  RINGSIDE_ROOMS      subjects ringside.room.<room id>     one subject per room: its log
+//!         replicas 3 (a three-server cluster) or 1 (one local server), file storage
+//!         message  = postcard(Entry) with headers Ringside-Node, Ringside-Epoch
+//!         Entry    = Records([Record])   what one group commit stored for that room
+//!                  | Fence { node, epoch }  written by a new owner before it serves
+//! bucket  ringside-placement  key room.<room id> = {"node": .., "epoch": ..}   (JSON)
+//!         history 1, max_age = 4 × lease ttl (garbage collection only)
+//! ```
+//!
+//! # Module map
+//! Pure (take `now`, do no IO):
+//! - `lease.rs`: one room's lease from one node's point of view: acquire,
+//!   renew, notice expiry, take over by compare-and-set, release; tested on
+//!   a virtual clock.
+//! - `entry.rs`: what a room's log holds ([`Entry`]), a group commit's
+//!   records split per room, and rebuilding the rules from a room's entries.
+//! - `config.rs`: the `[cluster]` settings.
+//! - `error.rs`: what can go wrong.
+//!
+//! IO (async-nats, the NATS project's own client):
+//! - `log.rs`: the room log on JetStream: fenced appends with group commit
+//!   ([`Committer`]), reading a room's subject back ([`RoomLog::read`]).
+//! - `placement.rs`: the lease bucket: read, create, compare-and-set,
+//!   delete; it executes [`lease::Command`]s.
+//!
+//! # One writer per room
+//!
+//! Safety comes from the log, not from clocks. A node that wins a room's
+//! lease (a compare-and-set on the key's revision, so two nodes cannot both
+//! win the same revision) reads the room's subject to its last sequence `S`
+//! and appends `Fence { node, epoch }` with `Nats-Expected-Last-Subject-
+//! Sequence: S`. From then on every append of a previous owner carries an
+//! expected sequence `<= S` and is refused by JetStream; if an old owner
+//! slipped one in between the read and the fence, the fence is refused
+//! instead, and the new owner reads again (bounded tries). Every later
+//! append by the owner expects the sequence its previous append (or its
+//! fence) got. So:
+//! - the records a room's log holds after a fence are all the fencing
+//!   node's, under that epoch; no room ever has two writers in one stretch;
+//! - a deposed, partitioned or paused (SIGSTOP) owner cannot append after
+//!   the new owner's fence, whatever its clock says; its append fails
+//!   ([`Error::Fenced`]) and it drops the room;
+//! - everything an old owner appended before the fence is in the log the
+//!   new owner read, so nothing it acknowledged is lost.
+//!
+//! The epoch is the lease bucket's revision at which the node won the
+//! lease: bucket revisions are the bucket stream's sequence numbers, unique
+//! and increasing across keys and never reused (even after a key expires),
+//! so a room's epochs only grow. Renewals keep the epoch.
+//!
+//! # What an ack waits for
+//!
+//! An action's ack and its events leave a node only after the room's
+//! append is acknowledged by JetStream. JetStream acknowledges a publish
+//! once the stream's leader has it and a majority of the replicas (2 of 3)
+//! have stored it. Group commit: the [`Committer`] takes every record
+//! waiting, puts one room's records in one message (one publish per room
+//! per commit, since an expected-last-subject-sequence needs the previous
+//! append's sequence), sends the publishes of all rooms at once and awaits
+//! their acks together. A room's append that fails fails only that room.
+//!
+//! # What survives what
+//!
+//! With three servers, replicas 3 and `sync_interval: always` on every
+//! server (see `deploy/nats/`): an acknowledged record survives the loss of
+//! any one server, disk included, and a crash or power loss of all three at
+//! once (each server fsyncs before it acknowledges). Jepsen found
+//! acknowledged writes lost under the default sync interval (two minutes),
+//! where a simultaneous power loss of a majority loses what the page cache
+//! held. `sync_interval` needs nats-server 2.10 or later: Debian bookworm's
+//! 2.9.10 (what the tests run on) refuses the key and always runs with the
+//! default, so with it an acknowledged record survives the loss of any one
+//! server but not a power loss of two or three at once. Nothing here
+//! survives losing two servers' disks at once, or a bug in nats-server. One
+//! local server with replicas 1 (tests, a single machine) survives a crash
+//! of its process but not the loss of its disk.
+//!
+//! An origin node holds nothing durable: its death loses only what it had
+//! not yet had acknowledged (and so had not acked).
+//!
+//! # Leases and clocks
+//!
+//! Lease timing uses each node's monotonic clock only (durations, never
+//! timestamps compared across machines): the holder counts its lease as
+//! valid until `sent + ttl - margin`, where `sent` is when it sent the
+//! write that the bucket accepted; another node takes over only after it
+//! has seen the same revision unchanged for `ttl + margin` since it first
+//! read it (which is after it was written). With clock rates within
+//! `margin / ttl` of each other, the holder stops acting before anyone may
+//! take over. (If they do not, the log's fencing still holds: timing only
+//! decides how soon a dead node's rooms move, never whether two nodes can
+//! both write.) A monotonic clock keeps running while a process is
+//! stopped, so a resumed process sees its lease expired at its next look.
+//!
+//! # Node clocks and timer deadlines
+//!
+//! Deadlines (battle bells, seat holds) are origin times (`ServerTime`)
+//! stored in the room's state, so they travel with the room: the new owner
+//! derives them from the rebuilt state and fires them on its own clock.
+//! Each node's origin time is its system clock ([`crate::clock`]), so nodes
+//! must keep their system clocks in step (NTP / chrony; a few milliseconds
+//! within a data centre). What drift costs: a room moved to a node whose
+//! clock is `d` ahead rings its bell `d` early in real time, and clients
+//! see their clock offset change by `d` (their estimators re-converge
+//! within a few pings). A node whose clock is behind the room's last event
+//! time must not decide earlier than that event: the driver takes the
+//! room's time as `max(now, last event's at)` (left to do, with the
+//! serving node).
+//!
+//! # What is built and what is not
+//!
+//! Built: the lease state machine, the room log with fenced group commit,
+//! the lease bucket driver, rebuilding a room (state and id memory) from its
+//! log. Not yet: the origin node serving only the rooms it owns (the
+//! authority task driving leases and the [`Committer`] in place of the
+//! local log), placement policy (which node should own which room), PK
+//! pairs moved to one node before a battle and their two rooms' appends
+//! made atomic, relays routing by the placement bucket, snapshots in
+//! JetStream to bound rebuild time, and battle/challenge ids unique across
+//! nodes (today each node's counters start at 1).
+
+mod config;
+mod entry;
+mod error;
+pub mod lease;
+mod log;
+mod placement;
+
+pub use config::Config;
+pub use entry::{rebuild, split, Entry};
+pub use error::Error;
+pub use log::{Appended, Committer, RoomLog, HEADER_EPOCH, HEADER_NODE};
+pub use placement::{Outcome, Placement};

@@ -1,0 +1,110 @@
+//! The lease bucket: a JetStream key-value bucket, key `room.<id>`, value
+//! a JSON [`Claim`]. It executes a [`lease::Command`](super::lease::Command)
+//! and says what came of it, for the lease state machine.
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use protocol::RoomId;
+
+use super::config::Config;
+use super::error::Error;
+pub use super::lease::Claim;
+use super::lease::{Command, Seen};
+
+/// What came of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read's answer: feed [`Lease::handle_read`](super::lease::Lease::handle_read).
+    Read(Seen),
+    /// Written (or deleted) at this revision: `handle_written`.
+    Written(u64),
+    /// Refused (the key is not at the revision expected): `handle_refused`.
+    Refused,
+    /// No answer, or an error: `handle_failed`.
+    Failed(String),
+}
+
+/// The room leases.
+#[derive(Clone)]
+pub struct Placement {
+    kv: kv::Store,
+}
+
+impl Placement {
+    /// Open (or create) the bucket: history 1, `replicas` copies, and a
+    /// `max_age` of four lease lifetimes, so leases nobody renews (a dead
+    /// node's) leave the bucket. Take-over does not wait for that: it is
+    /// garbage collection, not the failure detector.
+    pub async fn open(js: &Context, config: &Config) -> Result<Placement, Error> {
+        let setup = |e: &dyn std::fmt::Display| Error::Setup {
+            what: format!("bucket {}", config.bucket),
+            reason: e.to_string(),
+        };
+        let kv = match js.get_key_value(config.bucket.as_str()).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: config.bucket.clone(),
+                    history: 1,
+                    max_age: config.lease_ttl * 4,
+                    num_replicas: config.replicas,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| setup(&e))?,
+        };
+        Ok(Placement { kv })
+    }
+
+    /// The key of `room`'s lease.
+    pub fn key(room: RoomId) -> String {
+        format!("room.{}", room.0)
+    }
+
+    /// Execute one lease command for `room`.
+    pub async fn execute(&self, room: RoomId, command: Command) -> Outcome {
+        let key = Placement::key(room);
+        match command {
+            Command::Read => match self.kv.entry(key).await {
+                Ok(Some(e)) if e.operation == Operation::Put => {
+                    match serde_json::from_slice(&e.value) {
+                        Ok(claim) => Outcome::Read(Seen::Held {
+                            claim,
+                            revision: e.revision,
+                        }),
+                        Err(err) => Outcome::Failed(format!("undecodable lease: {err}")),
+                    }
+                }
+                // Deleted or purged: free.
+                Ok(_) => Outcome::Read(Seen::Absent),
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Command::Create(claim) => match self.kv.create(key, value(&claim)).await {
+                Ok(revision) => Outcome::Written(revision),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Outcome::Refused,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Command::Update { revision, claim } => {
+                match self.kv.update(key, value(&claim), revision).await {
+                    Ok(revision) => Outcome::Written(revision),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Outcome::Refused,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+            Command::Release { revision } => {
+                match self.kv.delete_expect_revision(key, Some(revision)).await {
+                    Ok(()) => Outcome::Written(revision),
+                    // async-nats reports a wrong revision here as `Other`.
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+fn value(claim: &Claim) -> Bytes {
+    // A struct of a string and an optional integer always serialises.
+    Bytes::from(serde_json::to_vec(claim).unwrap_or_default())
+}
