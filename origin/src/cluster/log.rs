@@ -95,8 +95,8 @@ impl RoomLog {
     }
 
     /// Every entry of `room`'s log up to its last message now, oldest first,
-    /// with its stream sequence.
-    pub async fn read(&self, room: RoomId) -> Result<Vec<(u64, Entry)>, Error> {
+    /// with its stream sequence and writer.
+    pub async fn read(&self, room: RoomId) -> Result<Vec<Logged>, Error> {
         let last = self.last_seq(room).await?;
         let subject = self.subject(room);
         let mut out = Vec::new();
@@ -120,7 +120,13 @@ impl RoomLog {
                 seq: m.sequence,
                 source,
             })?;
-            out.push((m.sequence, entry));
+            let text = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+            out.push(Logged {
+                seq: m.sequence,
+                node: text(HEADER_NODE).unwrap_or_default(),
+                epoch: text(HEADER_EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0),
+                entry,
+            });
             from = m.sequence + 1;
         }
         Ok(out)
@@ -189,6 +195,19 @@ fn request(op: &'static str, room: RoomId, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// One message of a room's log, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// The node that wrote it (header `Ringside-Node`).
+    pub node: String,
+    /// The epoch it was written in (header `Ringside-Epoch`; 0 if absent).
+    pub epoch: u64,
+    /// What it holds.
+    pub entry: Entry,
+}
+
 /// A room this node writes: its epoch and the sequence its log ends at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Writer {
@@ -246,7 +265,7 @@ impl Committer {
         };
         for _ in 0..FENCE_TRIES {
             let entries = self.log.read(room).await?;
-            let expected = entries.last().map_or(0, |(seq, _)| *seq);
+            let expected = entries.last().map_or(0, |l| l.seq);
             match self
                 .log
                 .append(room, &fence, &self.node, epoch, expected)
@@ -254,7 +273,7 @@ impl Committer {
             {
                 Ok(last) => {
                     self.writers.insert(room, Writer { epoch, last });
-                    return Ok(entries.into_iter().map(|(_, e)| e).collect());
+                    return Ok(entries.into_iter().map(|l| l.entry).collect());
                 }
                 // Someone appended between the read and the fence: read again.
                 Err(Error::Fenced { .. }) => continue,

@@ -138,5 +138,5 @@ mod placement;
 pub use config::Config;
 pub use entry::{rebuild, split, Entry};
 pub use error::Error;
-pub use log::{Appended, Committer, RoomLog, HEADER_EPOCH, HEADER_NODE};
+pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
 pub use placement::{Outcome, Placement};

@@ -3,7 +3,7 @@
 //! and says what came of it, for the lease state machine.
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
-use async_nats::jetstream::Context;
+use async_nats::jetstream::{stream, Context};
 use bytes::Bytes;
 use protocol::RoomId;
 
@@ -41,20 +41,28 @@ impl Placement {
             what: format!("bucket {}", config.bucket),
             reason: e.to_string(),
         };
-        let kv = match js.get_key_value(config.bucket.as_str()).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: config.bucket.clone(),
-                    history: 1,
-                    max_age: config.lease_ttl * 4,
-                    num_replicas: config.replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| setup(&e))?,
-        };
+        if js.get_key_value(config.bucket.as_str()).await.is_err() {
+            // The bucket's stream, made the way the client's own
+            // `create_key_value` makes it, which first asks for account
+            // information that a 2.9 server answers in a shape this client
+            // no longer reads.
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{}", config.bucket),
+                subjects: vec![format!("$KV.{}.>", config.bucket)],
+                max_messages_per_subject: 1,
+                max_age: config.lease_ttl * 4,
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&e))?;
+        }
+        let kv = (js.get_key_value(config.bucket.as_str()).await).map_err(|e| setup(&e))?;
         Ok(Placement { kv })
     }
 
