@@ -365,3 +365,74 @@ async fn a_room_rebuilt_by_another_node_has_the_same_state_and_id_memory() {
     assert!(o[0].is_applied());
     let _ = (&a.name, &b.name);
 }
+
+/// Figures, not a check: `cargo test -p ringside-origin --test cluster --
+/// --ignored --nocapture append_figures`. Append latency (one record, one
+/// room, awaited) and group-commit throughput (records spread over 100
+/// rooms, one commit at a time) against one local nats-server (replicas 1,
+/// the 2.9 default sync interval: no fsync per append).
+#[tokio::test]
+#[ignore = "a measurement; run it by name"]
+async fn append_figures() {
+    let Some(server) = nats::start("append figures") else {
+        return;
+    };
+    let mut a = node(&server.url, "a").await;
+    let rooms: Vec<RoomId> = (1..=100).map(RoomId).collect();
+    for room in &rooms {
+        a.committer.acquire(*room, 1).await.expect("fence");
+    }
+    let record = |i: u64| Record {
+        ack: Some(rules::Ack {
+            id: ActionId {
+                session: SessionId(1),
+                n: i,
+            },
+            user: UserId(1),
+            outcome: protocol::Outcome::Applied {
+                seq: protocol::Seq(i),
+            },
+            at: ServerTime(i),
+        }),
+        events: Vec::new(),
+    };
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    let mut lat = Vec::new();
+    for i in 0..500 {
+        let t = Instant::now();
+        let done = a.committer.commit(vec![(rooms[0], record(i))]).await;
+        assert!(done[0].result.is_ok());
+        lat.push(t.elapsed());
+    }
+    println!(
+        "append latency, 1 record: p50 {:?} p99 {:?}",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+    for batch in [10usize, 100, 1000] {
+        let mut lat = Vec::new();
+        let start = Instant::now();
+        let mut n = 0u64;
+        for c in 0..(20_000 / batch).max(20) {
+            let records = (0..batch)
+                .map(|i| (rooms[(c + i) % rooms.len()], record(n + i as u64)))
+                .collect();
+            n += batch as u64;
+            let t = Instant::now();
+            let done = a.committer.commit(records).await;
+            assert!(done.iter().all(|d| d.result.is_ok()));
+            lat.push(t.elapsed());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "group commit of {batch} records over {} rooms: {:.0} records/s, commit p50 {:?} p99 {:?}",
+            batch.min(rooms.len()),
+            n as f64 / secs,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99)
+        );
+    }
+}

@@ -34,6 +34,12 @@ pub struct Config {
     /// `ttl - margin`, others take over at `ttl + margin`.
     #[serde(rename = "lease_margin_ms", with = "millis")]
     pub lease_margin: Duration,
+    /// How long an append or a read waits for JetStream's answer
+    /// (`request_timeout_ms`). A request without an answer drops the room
+    /// (its outcome is unknown) until it is fenced and read again, so this
+    /// bounds how long a room stalls behind a lost server.
+    #[serde(rename = "request_timeout_ms", with = "millis")]
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -47,6 +53,7 @@ impl Default for Config {
             replicas: 1,
             lease_ttl: Duration::from_millis(3000),
             lease_margin: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(2000),
         }
     }
 }

@@ -40,15 +40,25 @@ impl RoomLog {
     /// storage, `replicas` copies, direct gets allowed, every room's
     /// subject under `subject_prefix`).
     pub async fn connect(config: &Config) -> Result<(RoomLog, Context), Error> {
+        let failed = |reason: String| Error::Connect {
+            url: config.nats_url.clone(),
+            reason,
+        };
+        let servers = (config.nats_url.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<async_nats::ServerAddr>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(e.to_string()))?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("ringside-origin {}", config.node))
-            .connect(config.nats_url.as_str())
+            .request_timeout(Some(config.request_timeout))
+            .connect(servers)
             .await
-            .map_err(|e| Error::Connect {
-                url: config.nats_url.clone(),
-                reason: e.to_string(),
-            })?;
-        let js = jetstream::new(client);
+            .map_err(|e| failed(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client);
         let log = RoomLog::open(js.clone(), config).await?;
         Ok((log, js))
     }
