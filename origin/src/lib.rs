@@ -46,6 +46,7 @@
 //!   expire, take over), on a clock it is given.
 //! - `cluster/entry.rs`: what a room's log in JetStream holds; rebuilding
 //!   the rules from it.
+//! - `cluster/policy.rs`: which live node should own which room.
 //! - `cluster/config.rs`: the `[cluster]` settings (absent by default).
 //! - `kpi.rs`: the interaction KPIs, from records and presence.
 //! - `wal/format.rs`: the log's record framing and its decoder.

@@ -23,6 +23,8 @@
 //!   a virtual clock.
 //! - `entry.rs`: what a room's log holds ([`Entry`]), a group commit's
 //!   records split per room, and rebuilding the rules from a room's entries.
+//! - `policy.rs`: which live node should own which room (rendezvous
+//!   hashing; a PK battle's rooms pinned together).
 //! - `config.rs`: the `[cluster]` settings.
 //! - `error.rs`: what can go wrong.
 //!
@@ -145,9 +147,11 @@ mod error;
 pub mod lease;
 mod log;
 mod placement;
+mod policy;
 
 pub use config::Config;
 pub use entry::{rebuild, split, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
 pub use placement::{Outcome, Placement};
+pub use policy::Policy;
