@@ -70,6 +70,8 @@
 //! - `cluster/log.rs`: room logs on JetStream: fenced group commit, reading
 //!   a room back.
 //! - `cluster/placement.rs`: the lease bucket.
+//! - `cluster/keeper.rs`: one node's room leases, driven; rooms gained
+//!   and lost.
 //! - `clock.rs`: the origin's clock, the reference every time is in.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.

@@ -33,6 +33,8 @@
 //!   ([`Committer`]), reading a room's subject back ([`RoomLog::read`]).
 //! - `placement.rs`: the lease bucket: read, create, compare-and-set,
 //!   delete; it executes [`lease::Command`]s.
+//! - `keeper.rs`: every room lease of one node, driven against the bucket;
+//!   reports rooms gained and lost.
 //!
 //! # One writer per room
 //!
@@ -144,6 +146,7 @@
 mod config;
 mod entry;
 mod error;
+pub mod keeper;
 pub mod lease;
 mod log;
 mod placement;
