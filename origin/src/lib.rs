@@ -47,6 +47,7 @@
 //! - `cluster/entry.rs`: what a room's log in JetStream holds; rebuilding
 //!   the rules from it.
 //! - `cluster/policy.rs`: which live node should own which room.
+//! - `cluster/members.rs`: which nodes are alive, from their node leases.
 //! - `cluster/config.rs`: the `[cluster]` settings (absent by default).
 //! - `kpi.rs`: the interaction KPIs, from records and presence.
 //! - `wal/format.rs`: the log's record framing and its decoder.

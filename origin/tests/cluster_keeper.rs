@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use origin::cluster::keeper::{Change, Keeper};
 use origin::cluster::lease::Timing;
-use origin::cluster::{self, Placement, RoomLog};
+use origin::cluster::{self, Members, Placement, Policy, RoomLog};
 use protocol::RoomId;
 
 const TIMING: Timing = Timing {
@@ -110,5 +110,63 @@ async fn rooms_are_won_handed_over_and_taken_from_a_dead_node() {
     println!(
         "a dead node's 10 rooms taken over in {} ms",
         took.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn nodes_see_each_other_and_a_dead_node_leaves_the_placement() {
+    let Some(server) = nats::start("membership") else {
+        return;
+    };
+    let mut a = keeper(&server.url, "a").await;
+    let mut b = keeper(&server.url, "b").await;
+    let t0 = Instant::now();
+    a.step(t0).await;
+    b.step(t0).await;
+    assert!(a.is_member(t0) && b.is_member(t0));
+    let mut members = Members::new(TIMING);
+    let listed = b.placement().nodes().await.expect("list");
+    members.handle_listed(Instant::now(), listed);
+    let live: Vec<String> = members.alive(Instant::now()).map(str::to_owned).collect();
+    assert_eq!(live, ["a", "b"]);
+    let policy = Policy::new(live);
+    let rooms: Vec<RoomId> = (1..=200).map(RoomId).collect();
+    let on_a = rooms
+        .iter()
+        .filter(|r| policy.owner_of(**r) == Some("a"))
+        .count();
+    assert!((70..=130).contains(&on_a), "{on_a} of 200 on a");
+
+    // A dies: B keeps renewing and listing; A drops out after ttl + margin.
+    let died = Instant::now();
+    let mut gone = None;
+    for _ in 0..100 {
+        let now = Instant::now();
+        b.step(now).await;
+        let listed = b.placement().nodes().await.expect("list");
+        members.handle_listed(Instant::now(), listed);
+        if members.alive(Instant::now()).eq(["b"]) {
+            gone = Some(died.elapsed());
+            break;
+        }
+        tokio::time::sleep_until((now + TIMING.renew_every() / 2).into()).await;
+    }
+    let gone = gone.expect("A counted dead");
+    assert!(
+        gone >= TIMING.ttl + TIMING.margin - TIMING.renew_every(),
+        "{gone:?}"
+    );
+    let policy = Policy::new(members.alive(Instant::now()).map(str::to_owned));
+    assert!(rooms.iter().all(|r| policy.owner_of(*r) == Some("b")));
+
+    // B drains: its node key goes at once.
+    b.leave();
+    b.step(Instant::now()).await;
+    assert!(!b.is_member(Instant::now()));
+    let listed = b.placement().nodes().await.expect("list");
+    assert!(listed.iter().all(|(n, _)| n != "b"), "{listed:?}");
+    println!(
+        "a dead node left the placement after {} ms",
+        gone.as_millis()
     );
 }

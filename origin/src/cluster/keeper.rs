@@ -41,18 +41,48 @@ pub struct Keeper {
     leases: BTreeMap<RoomId, Lease>,
     /// What [`Keeper::step`] last reported as held, per room.
     held: BTreeMap<RoomId, u64>,
+    /// The node's own lease (key `node.<name>`): other nodes count it alive
+    /// while it is renewed ([`Members`](super::members::Members)).
+    membership: Lease,
+    /// Set by [`Keeper::leave`]: the membership is not taken again.
+    leaving: bool,
 }
 
 impl Keeper {
     /// A keeper for node `node`, wanting no room yet.
     pub fn new(node: impl Into<String>, timing: Timing, placement: Placement) -> Keeper {
+        let node = node.into();
         Keeper {
-            node: node.into(),
+            membership: Lease::new(node.clone(), timing),
+            node,
             timing,
             placement,
             leases: BTreeMap::new(),
             held: BTreeMap::new(),
+            leaving: false,
         }
+    }
+
+    /// Whether the node holds its membership at `now` (others count it
+    /// alive).
+    pub fn is_member(&self, now: Instant) -> bool {
+        self.membership.owned(now).is_some()
+    }
+
+    /// Drain: hand every room over and give up the membership, so others
+    /// take the rooms without waiting for leases to run out. Every room
+    /// counts as lost from now on.
+    pub fn leave(&mut self) {
+        self.leaving = true;
+        self.membership.handle_release();
+        for lease in self.leases.values_mut() {
+            lease.handle_release();
+        }
+    }
+
+    /// The lease bucket it drives.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// The node wants `room`: acquire it when free, take it over once its
@@ -87,27 +117,46 @@ impl Keeper {
 
     /// When to step next (besides after every `want` or `release`).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.leases.values().filter_map(Lease::poll_timeout).min()
+        (self.leases.values())
+            .chain([&self.membership])
+            .filter_map(Lease::poll_timeout)
+            .min()
     }
 
     /// Run every command due at `now`, all rooms at once, feed the answers
     /// back (at `Instant::now()` when they came), and report what changed.
     /// Bounded: at most four rounds of commands per room per step.
     pub async fn step(&mut self, now: Instant) -> Vec<Change> {
+        if !self.leaving {
+            self.membership.handle_want(now);
+        }
         for _ in 0..4 {
-            let due: Vec<(RoomId, _)> = (self.leases.iter_mut())
-                .filter_map(|(room, lease)| lease.poll_command(now).map(|c| (*room, c)))
+            // `None`: the node's own lease.
+            let mut due: Vec<(Option<RoomId>, _)> = (self.leases.iter_mut())
+                .filter_map(|(room, lease)| lease.poll_command(now).map(|c| (Some(*room), c)))
                 .collect();
+            if let Some(c) = self.membership.poll_command(now) {
+                due.push((None, c));
+            }
             if due.is_empty() {
                 break;
             }
-            let placement = &self.placement;
+            let (placement, node) = (&self.placement, &self.node);
             let answers = join_all(due.into_iter().map(|(room, command)| async move {
-                (room, placement.execute(room, command).await, Instant::now())
+                let key = room.map_or_else(|| Placement::node_key(node), Placement::key);
+                (
+                    room,
+                    placement.execute_key(key, command).await,
+                    Instant::now(),
+                )
             }))
             .await;
             for (room, outcome, at) in answers {
-                let Some(lease) = self.leases.get_mut(&room) else {
+                let lease = match room {
+                    Some(room) => self.leases.get_mut(&room),
+                    None => Some(&mut self.membership),
+                };
+                let Some(lease) = lease else {
                     continue;
                 };
                 match outcome {
@@ -115,7 +164,7 @@ impl Keeper {
                     Outcome::Written(revision) => lease.handle_written(at, revision),
                     Outcome::Refused => lease.handle_refused(at),
                     Outcome::Failed(why) => {
-                        tracing::warn!(%room, reason = %why, "lease bucket request failed");
+                        tracing::warn!(?room, reason = %why, "lease bucket request failed");
                         lease.handle_failed(at);
                     }
                 }

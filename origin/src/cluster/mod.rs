@@ -13,6 +13,7 @@
 //!         Entry    = Records([Record])   what one group commit stored for that room
 //!                  | Fence { node, epoch }  written by a new owner before it serves
 //! bucket  ringside-placement  key room.<room id> = {"node": .., "epoch": ..}   (JSON)
+//!                             key node.<name>    = the same: a node's own lease (alive)
 //!         history 1, max_age = 4 × lease ttl (garbage collection only)
 //! ```
 //!
@@ -23,6 +24,7 @@
 //!   a virtual clock.
 //! - `entry.rs`: what a room's log holds ([`Entry`]), a group commit's
 //!   records split per room, and rebuilding the rules from a room's entries.
+//! - `members.rs`: which nodes are alive, from their node leases.
 //! - `policy.rs`: which live node should own which room (rendezvous
 //!   hashing; a PK battle's rooms pinned together).
 //! - `config.rs`: the `[cluster]` settings.
@@ -149,6 +151,7 @@ mod error;
 pub mod keeper;
 pub mod lease;
 mod log;
+mod members;
 mod placement;
 mod policy;
 
@@ -156,5 +159,6 @@ pub use config::Config;
 pub use entry::{rebuild, split, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
+pub use members::Members;
 pub use placement::{Outcome, Placement};
 pub use policy::Policy;

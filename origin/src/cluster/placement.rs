@@ -5,6 +5,7 @@
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::{stream, Context};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use protocol::RoomId;
 
 use super::config::Config;
@@ -71,9 +72,46 @@ impl Placement {
         format!("room.{}", room.0)
     }
 
+    /// The key of node `node`'s own lease (its membership).
+    pub fn node_key(node: &str) -> String {
+        format!("node.{node}")
+    }
+
     /// Execute one lease command for `room`.
     pub async fn execute(&self, room: RoomId, command: Command) -> Outcome {
-        let key = Placement::key(room);
+        self.execute_key(Placement::key(room), command).await
+    }
+
+    /// Every node lease in the bucket now: each node's name and its key's
+    /// revision (for [`Members`](super::members::Members)).
+    pub async fn nodes(&self) -> Result<Vec<(String, u64)>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
+        let mut names = Vec::new();
+        // A listing ends once every key was delivered; bounded by the
+        // bucket's size.
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed(&e))?;
+            if let Some(name) = key.strip_prefix("node.") {
+                names.push(name.to_owned());
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(e) =
+                (self.kv.entry(Placement::node_key(&name)).await).map_err(|e| failed(&e))?
+            {
+                if e.operation == Operation::Put {
+                    out.push((name, e.revision));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Execute one lease command on the lease at `key` (a room's or a
+    /// node's).
+    pub async fn execute_key(&self, key: String, command: Command) -> Outcome {
         match command {
             Command::Read => match self.kv.entry(key).await {
                 Ok(Some(e)) if e.operation == Operation::Put => {
