@@ -73,6 +73,8 @@
 //! - `cluster/placement.rs`: the lease bucket.
 //! - `cluster/keeper.rs`: one node's room leases, driven; rooms gained
 //!   and lost.
+//! - `cluster/node.rs`: a cluster node serving the rooms it holds (in
+//!   process; no relay wire yet).
 //! - `clock.rs`: the origin's clock, the reference every time is in.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.

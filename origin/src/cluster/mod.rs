@@ -37,6 +37,8 @@
 //!   delete; it executes [`lease::Command`]s.
 //! - `keeper.rs`: every room lease of one node, driven against the bucket;
 //!   reports rooms gained and lost.
+//! - `node.rs`: a node serving the rooms it holds, in process (no relay
+//!   wire yet): each room an authority of its own, rebuilt from its log.
 //!
 //! # One writer per room
 //!
@@ -152,6 +154,7 @@ pub mod keeper;
 pub mod lease;
 mod log;
 mod members;
+pub mod node;
 mod placement;
 mod policy;
 

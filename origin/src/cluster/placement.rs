@@ -109,6 +109,28 @@ impl Placement {
         Ok(out)
     }
 
+    /// Every room lease in the bucket now: room, holder, revision.
+    pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
+        let mut rooms = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed(&e))?;
+            if let Some(id) = key.strip_prefix("room.").and_then(|k| k.parse().ok()) {
+                rooms.push(RoomId(id));
+            }
+        }
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if let Outcome::Read(Seen::Held { claim, revision }) =
+                self.execute(room, Command::Read).await
+            {
+                out.push((room, claim, revision));
+            }
+        }
+        Ok(out)
+    }
+
     /// Execute one lease command on the lease at `key` (a room's or a
     /// node's).
     pub async fn execute_key(&self, key: String, command: Command) -> Outcome {
