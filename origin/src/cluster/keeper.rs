@@ -94,6 +94,15 @@ impl Keeper {
             .handle_want(now);
     }
 
+    /// Want `room`, whose lease this node saw at `revision`, unchanged
+    /// since `since` (see [`Lease::handle_seen`]).
+    pub fn want_seen(&mut self, now: Instant, room: RoomId, revision: u64, since: Instant) {
+        let (node, timing) = (&self.node, self.timing);
+        let lease = (self.leases.entry(room)).or_insert_with(|| Lease::new(node.clone(), timing));
+        lease.handle_seen(revision, since);
+        lease.handle_want(now);
+    }
+
     /// Hand `room` over (drain, or placement moved it): the lease is
     /// deleted so the next owner need not wait for it to run out. The room
     /// counts as lost from now on.

@@ -156,6 +156,17 @@ impl Lease {
         }
     }
 
+    /// This node has already seen the key at `revision`, unchanged since
+    /// `since` (a listing of the bucket): a later read of that same
+    /// revision counts from then, so a dead holder's lease is taken
+    /// `ttl + margin` after it was first seen, not after it was wanted.
+    pub fn handle_seen(&mut self, revision: u64, since: Instant) {
+        match self.seen {
+            Some((r, s)) if r == revision && s <= since => {}
+            _ => self.seen = Some((revision, since)),
+        }
+    }
+
     /// Hand the room over cleanly: release the lease if held (the driver
     /// must have stopped acting for the room first), else forget it.
     pub fn handle_release(&mut self) {

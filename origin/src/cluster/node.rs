@@ -99,6 +99,7 @@ impl Node {
             timing,
             rooms: BTreeMap::new(),
             next_list: Instant::now(),
+            leases_seen: BTreeMap::new(),
         };
         let (tx, rx) = mpsc::channel(1 << 12);
         Ok(Node {
@@ -167,6 +168,10 @@ struct Run {
     /// The rooms served, each its own authority.
     rooms: BTreeMap<RoomId, Authority>,
     next_list: Instant,
+    /// Every room lease in the last listing: its revision and since when
+    /// it has been seen unchanged, so a dead node's rooms are taken
+    /// `ttl + margin` after their last renewal was first seen.
+    leases_seen: BTreeMap<RoomId, (u64, Instant)>,
 }
 
 /// An action decided, waiting for its room's append.
@@ -239,16 +244,23 @@ impl Run {
         self.members.handle_listed(now, nodes);
         let policy = self.policy(now);
         let alive: Vec<&str> = self.members.alive(now).collect();
-        for (room, claim, _) in rooms {
+        let mut seen = BTreeMap::new();
+        for (room, claim, revision) in rooms {
+            let since = match self.leases_seen.get(&room) {
+                Some(&(r, since)) if r == revision => since,
+                _ => now,
+            };
+            seen.insert(room, (revision, since));
             let mine = policy.owner_of(room) == Some(self.name.as_str());
             if claim.node == self.name {
                 if !mine && policy.owner_of(room).is_some() {
                     self.keeper.release(room);
                 }
             } else if mine && !alive.contains(&claim.node.as_str()) {
-                self.keeper.want(now, room);
+                self.keeper.want_seen(now, room, revision, since);
             }
         }
+        self.leases_seen = seen;
     }
 
     async fn apply(&mut self, changes: Vec<Change>) {

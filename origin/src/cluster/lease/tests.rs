@@ -219,3 +219,38 @@ fn a_released_room_is_won_by_the_next_node_without_waiting() {
     drive(&mut b, &mut bucket, t0);
     assert_eq!(b.owned(t0), Some(2));
 }
+
+#[test]
+fn a_lease_seen_before_it_was_wanted_is_taken_over_from_that_sighting() {
+    let t0 = Instant::now();
+    let mut bucket = Bucket::default();
+    let mut a = Lease::new("a", TIMING);
+    a.handle_want(t0);
+    drive(&mut a, &mut bucket, t0);
+    let (revision, _) = bucket.key.clone().expect("held");
+    // B listed the bucket at t0 and saw that revision; A dies; B wants the
+    // room only at t0 + 1 s.
+    let mut b = Lease::new("b", TIMING);
+    b.handle_seen(revision, t0);
+    let wanted = t0 + Duration::from_secs(1);
+    b.handle_want(wanted);
+    drive(&mut b, &mut bucket, wanted);
+    assert_eq!(b.owned(wanted), None);
+    assert_eq!(b.poll_timeout(), Some(wanted + TIMING.renew_every()));
+    let due = t0 + TIMING.ttl + TIMING.margin;
+    drive(&mut b, &mut bucket, due - Duration::from_millis(1));
+    assert_eq!(
+        b.owned(due),
+        None,
+        "not before ttl + margin from the sighting"
+    );
+    drive(&mut b, &mut bucket, due);
+    assert!(b.owned(due).is_some());
+    // A sighting of another revision counts for nothing.
+    let mut c = Lease::new("c", TIMING);
+    c.handle_seen(revision + 100, t0);
+    c.handle_want(wanted);
+    drive(&mut c, &mut bucket, wanted);
+    drive(&mut c, &mut bucket, due);
+    assert_eq!(c.owned(due), None);
+}
