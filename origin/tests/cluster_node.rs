@@ -12,7 +12,7 @@ use origin::cluster::node::{Answer, Node};
 use origin::cluster::{self};
 use origin::rules;
 use protocol::message::{ActionMsg, Actor};
-use protocol::room::Grant;
+use protocol::room::{Goal, Grant};
 use protocol::{Action, ActionId, GiftId, Outcome, RoomId, ServerTime, SessionId, UserId};
 
 fn config(url: &str, node: &str) -> cluster::Config {
@@ -68,7 +68,10 @@ async fn a_killed_nodes_rooms_resume_elsewhere_with_nothing_lost_or_doubled() {
     let Some(server) = nats::start("cluster nodes") else {
         return;
     };
-    let rules = rules::Config::default();
+    let rules = rules::Config {
+        challenge_min_window: Duration::from_secs(1),
+        ..rules::Config::default()
+    };
     let mut nodes = BTreeMap::new();
     for name in ["a", "b"] {
         let node = Node::start(config(&server.url, name), rules.clone())
@@ -107,6 +110,19 @@ async fn a_killed_nodes_rooms_resume_elsewhere_with_nothing_lost_or_doubled() {
         let (_, outcome) = send(&nodes, host, &open).await;
         assert!(outcome.is_applied());
         sent.push((host, open, outcome));
+        // A timer that must fire wherever the room is by then.
+        let challenge = msg(
+            *room,
+            room.0 * 1000,
+            2,
+            Action::ChallengeStart {
+                goal: Goal::Likes(1_000_000),
+                window_secs: 3,
+            },
+        );
+        let (_, outcome) = send(&nodes, host, &challenge).await;
+        assert!(outcome.is_applied(), "{outcome:?}");
+        sent.push((host, challenge, outcome));
         for i in 0..3 {
             let n = room.0 * 10 + i;
             let gift = msg(
@@ -167,6 +183,24 @@ async fn a_killed_nodes_rooms_resume_elsewhere_with_nothing_lost_or_doubled() {
         );
     }
     assert!(victims.len() < rooms.len(), "both nodes served rooms");
+    // Every room's challenge ends on time, on whichever node holds it now
+    // (bounded wait: the window is 3 s from the start).
+    for room in &rooms {
+        let mut ended = false;
+        for _ in 0..100 {
+            let mut state = None;
+            for node in nodes.values() {
+                state = state.or(node.room(*room).await);
+            }
+            let state = state.expect("served");
+            if state.challenge.is_none() {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ended, "{room}'s challenge never ended");
+    }
     // The dead node is counted dead ttl + margin after its last renewal
     // was seen (the bucket is listed every third of a lease), and its rooms
     // taken over from the same sighting: about ttl + margin + 2 × ttl/3.

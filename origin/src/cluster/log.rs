@@ -104,8 +104,13 @@ impl RoomLog {
         }
     }
 
-    /// Every entry of `room`'s log up to its last message now, oldest first,
+    /// Every entry of `room`'s log up to its last message, oldest first,
     /// with its stream sequence and writer.
+    ///
+    /// Direct gets may be answered by any replica, and a replica may lag
+    /// the leader: the result is a prefix of the log, possibly not all of
+    /// it. [`Committer::acquire`] makes it exact: its fence expects the
+    /// last sequence read, so a stale read is refused and read again.
     pub async fn read(&self, room: RoomId) -> Result<Vec<Logged>, Error> {
         let last = self.last_seq(room).await?;
         let subject = self.subject(room);
