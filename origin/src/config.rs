@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cluster;
 use crate::rules;
 
 use net::secret::{SecretError, SecretSource};
@@ -60,6 +61,10 @@ pub struct Config {
     /// `ringside_post_event_retained_total`; whole seconds in files.
     #[serde(rename = "retention_window_s", with = "secs")]
     pub retention_window: Duration,
+    /// Cluster mode (`[cluster]`): room logs in NATS JetStream, rooms
+    /// leased to nodes. Absent (the default): this origin is the only one,
+    /// on its local write-ahead log. See [`crate::cluster`].
+    pub cluster: Option<cluster::Config>,
 }
 
 impl Default for Config {
@@ -79,6 +84,7 @@ impl Default for Config {
             metrics_listen: None,
             node_name: "origin".into(),
             retention_window: Duration::from_secs(300),
+            cluster: None,
         }
     }
 }
@@ -143,6 +149,10 @@ retention_window_s = 60
 seats = 6
 pk_grace_ms = 1500
 gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
+[cluster]
+node = "node-2"
+replicas = 3
+lease_ttl_ms = 2000
 "#,
         )
         .expect("write");
@@ -166,6 +176,12 @@ gifts = [{ id = 1, value = 2 }, { id = 9, value = 500 }]
         assert_eq!(c.rules.gifts.get(&GiftId(9)), Some(&500));
         assert_eq!(c.rules.max_likes, 77);
         assert_eq!(c.ring, Config::default().ring);
+        assert_eq!(Config::default().cluster, None, "embedded by default");
+        assert_eq!(
+            c.cluster.as_ref().map(|k| (k.node.as_str(), k.lease_ttl)),
+            Some(("node-2", Duration::from_millis(2000)))
+        );
+        assert_eq!(c.cluster.map(|k| k.replicas), Some(3));
         std::fs::write(&file, "nmae = \"typo\"").expect("write");
         assert!(
             Config::load(Some(&file)).is_err(),

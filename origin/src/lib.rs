@@ -9,6 +9,9 @@
 //! - [`server`]: the QUIC server for relays: one task runs the rules, a
 //!   commit thread makes their records durable, a publisher fans committed
 //!   events out and routes acks.
+//! - [`cluster`]: cluster mode (off unless configured): each room's log in
+//!   a NATS JetStream subject, rooms leased to origin nodes through a
+//!   JetStream key-value bucket, a deposed owner fenced by the log itself.
 //! - [`metrics`] and [`kpi`]: what operators scrape (`metrics_listen`):
 //!   the interaction KPIs only the authority sees (starts, completions,
 //!   gifts by window, conversion, retention) and the log's and rooms'
@@ -39,6 +42,13 @@
 //! - `rules/sessions.rs`: the id memory (exactly-once), bounded per user.
 //! - `rules/rate.rs`: the per-user action rate backstop.
 //! - `rules/config.rs`: the rules' settings and the gift catalogue.
+//! - `cluster/lease.rs`: one room's lease on one node (acquire, renew,
+//!   expire, take over), on a clock it is given.
+//! - `cluster/entry.rs`: what a room's log in JetStream holds; rebuilding
+//!   the rules from it.
+//! - `cluster/policy.rs`: which live node should own which room.
+//! - `cluster/members.rs`: which nodes are alive, from their node leases.
+//! - `cluster/config.rs`: the `[cluster]` settings (absent by default).
 //! - `kpi.rs`: the interaction KPIs, from records and presence.
 //! - `wal/format.rs`: the log's record framing and its decoder.
 //! - `wal/crc.rs`: the checksum.
@@ -56,12 +66,22 @@
 //! - `server/link.rs`: one relay's link: hello, frames in and out.
 //! - `server/shared.rs`: what the tasks share: their messages, the store of
 //!   unloaded rooms, what every relay link holds.
+//! - `cluster/mod.rs`: cluster mode's design (logs in NATS JetStream,
+//!   leases in a key-value bucket, fencing, what survives what).
+//! - `cluster/log.rs`: room logs on JetStream: fenced group commit, reading
+//!   a room back.
+//! - `cluster/placement.rs`: the lease bucket.
+//! - `cluster/keeper.rs`: one node's room leases, driven; rooms gained
+//!   and lost.
+//! - `cluster/node.rs`: a cluster node serving the rooms it holds (in
+//!   process; no relay wire yet).
 //! - `clock.rs`: the origin's clock, the reference every time is in.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.
 //! - `main.rs`: the `origin` binary.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod kpi;
 pub mod metrics;

@@ -73,6 +73,11 @@ pub enum Error {
     /// The cluster secret is missing or too short (the message says what to set).
     #[error("{0}")]
     Secret(#[from] net::secret::SecretError),
+    /// The configuration asks for cluster mode, which this build cannot
+    /// serve yet (its parts are in [`crate::cluster`]): refusing beats
+    /// running alone on a local log the operator believes is replicated.
+    #[error("cluster mode ([cluster] in the configuration) is not served yet; remove the section to run one origin on its local log")]
+    ClusterNotServed,
 }
 
 /// A running origin.
@@ -152,6 +157,9 @@ impl Origin {
 
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
+        if config.cluster.is_some() {
+            return Err(Error::ClusterNotServed);
+        }
         let cluster_secret = config.cluster_secret()?;
         let metrics = Metrics::new();
         let (failed_tx, failed_rx) = watch::channel(None);

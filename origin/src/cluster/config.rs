@@ -1,0 +1,73 @@
+//! The `[cluster]` section of the origin's configuration. Absent by
+//! default: the origin then runs alone on its local write-ahead log.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where the room logs and leases live, and how leases are timed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's name: what its leases and log entries say. Unique among
+    /// the cluster's live nodes (two processes with one name would take
+    /// each other's leases for their own; the log's fencing would still
+    /// keep one writer per room).
+    pub node: String,
+    /// The NATS servers, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub nats_url: String,
+    /// The stream holding every room's log.
+    pub stream: String,
+    /// Each room's log is the subject `<subject_prefix>.<room id>`.
+    pub subject_prefix: String,
+    /// The key-value bucket holding room leases.
+    pub bucket: String,
+    /// Copies of the stream and the bucket: 3 in a three-server cluster, 1
+    /// for a single local server.
+    pub replicas: usize,
+    /// How long a lease lasts without renewal, in milliseconds
+    /// (`lease_ttl_ms`): a dead node's rooms move about this long after it
+    /// died. Renewed every third of it.
+    #[serde(rename = "lease_ttl_ms", with = "millis")]
+    pub lease_ttl: Duration,
+    /// The allowance for clock-rate differences between nodes and for the
+    /// bucket's round trip (`lease_margin_ms`): the holder stops at
+    /// `ttl - margin`, others take over at `ttl + margin`.
+    #[serde(rename = "lease_margin_ms", with = "millis")]
+    pub lease_margin: Duration,
+    /// How long an append or a read waits for JetStream's answer
+    /// (`request_timeout_ms`). A request without an answer drops the room
+    /// (its outcome is unknown) until it is fenced and read again, so this
+    /// bounds how long a room stalls behind a lost server.
+    #[serde(rename = "request_timeout_ms", with = "millis")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: "origin".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            stream: "RINGSIDE_ROOMS".into(),
+            subject_prefix: "ringside.room".into(),
+            bucket: "ringside-placement".into(),
+            replicas: 1,
+            lease_ttl: Duration::from_millis(3000),
+            lease_margin: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// `Duration` as whole milliseconds in config files.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

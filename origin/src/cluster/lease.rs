@@ -1,0 +1,399 @@
+//! One room's lease, from one node's point of view: a sans-IO state machine.
+//!
+//! It reads no clock and does no IO. The driver feeds it what the lease
+//! bucket said (`handle_*`, each with `now`, a local monotonic instant) and
+//! executes what [`Lease::poll_command`] asks for, reporting back the
+//! result; [`Lease::poll_timeout`] says when to look again, and
+//! [`Lease::owned`] whether the node may act for the room at `now`.
+//!
+//! ```text
+//!            want                read: absent           create ok
+//!   Idle ───────────► Reading ─────────────────► Writing ─────────► Owned ──┐
+//!                        │ read: held by r          ▲  │ refused        │  │ renew (every ttl/3,
+//!                        ▼                          │  ▼                │  │ CAS on our revision)
+//!                     Watching(r, since) ───────────┘ Reading           │◄─┘
+//!                      r unchanged for ttl + margin:                    │ no renewal accepted by
+//!                      take over (CAS on r)                             ▼ sent + ttl - margin,
+//!                                                                  Watching  or a renewal refused
+//! ```
+//!
+//! Timing (see the module docs of [`crate::cluster`]): the holder's lease
+//! is valid until `sent + ttl - margin`, `sent` being when it sent the last
+//! write the bucket accepted; another node takes over only once it has seen
+//! the same revision for `ttl + margin`. Durations only, on each node's own
+//! monotonic clock: nothing compares timestamps across machines.
+//!
+//! The epoch is the revision at which the lease was won (create or take
+//! over); renewals keep it. Fencing itself is the log's (a new owner's
+//! `Fence` entry): this machine only decides when to try.
+
+use std::time::{Duration, Instant};
+
+/// A lease as the bucket stores it (the key's value).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Claim {
+    /// The holding node.
+    pub node: String,
+    /// The revision at which the holder won the lease; `None` in the write
+    /// that wins it (its own revision is the epoch).
+    pub epoch: Option<u64>,
+}
+
+/// What a read of the key found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// No lease: the key never existed, was released, or expired.
+    Absent,
+    /// A lease at `revision`.
+    Held {
+        /// Its value.
+        claim: Claim,
+        /// The key's revision.
+        revision: u64,
+    },
+}
+
+/// What the driver should do next for this room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Read the key, then [`Lease::handle_read`].
+    Read,
+    /// Create the key (only if absent) with this claim, then
+    /// [`Lease::handle_written`] or [`Lease::handle_refused`].
+    Create(Claim),
+    /// Write this claim only if the key is still at `revision` (a renewal,
+    /// or a take-over of a lease that expired), then
+    /// [`Lease::handle_written`] or [`Lease::handle_refused`].
+    Update {
+        /// The revision the key must still be at.
+        revision: u64,
+        /// What to write.
+        claim: Claim,
+    },
+    /// Delete the key only if it is still at `revision` (a clean hand-over),
+    /// then [`Lease::handle_written`] (any revision) or
+    /// [`Lease::handle_refused`].
+    Release {
+        /// Our lease's revision.
+        revision: u64,
+    },
+}
+
+/// The lease's timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a lease lasts without renewal.
+    pub ttl: Duration,
+    /// The allowance for clock rates and round trips.
+    pub margin: Duration,
+}
+
+impl Timing {
+    /// Renew this often.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Not wanted (or released): nothing to do.
+    Idle,
+    /// A read is due at the instant, or in flight (`None`).
+    Reading(Option<Instant>),
+    /// Held at `revision` by someone (or by our own lease that lapsed),
+    /// seen unchanged since `since`; read again at `next_read`.
+    Watching {
+        revision: u64,
+        since: Instant,
+        next_read: Instant,
+    },
+    /// A create (`over: None`) or a take-over of the lease at revision
+    /// `over`: due (`sent: None`) or in flight since `sent`.
+    Winning {
+        over: Option<u64>,
+        sent: Option<Instant>,
+    },
+    /// Ours, at `revision`, won at `epoch`, valid until `valid_until`; a
+    /// renewal is due at `renew_at`, or in flight since `renewing`.
+    Owned {
+        revision: u64,
+        epoch: u64,
+        valid_until: Instant,
+        renew_at: Instant,
+        renewing: Option<Instant>,
+    },
+    /// A release is due (`false`) or in flight (`true`).
+    Releasing { revision: u64, sent: bool },
+}
+
+/// One room's lease on one node.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    node: String,
+    timing: Timing,
+    state: State,
+    /// The last revision read and since when it has been seen unchanged
+    /// (kept across the reads of a watch).
+    seen: Option<(u64, Instant)>,
+}
+
+impl Lease {
+    /// A lease this node does not want yet.
+    pub fn new(node: impl Into<String>, timing: Timing) -> Lease {
+        Lease {
+            node: node.into(),
+            timing,
+            state: State::Idle,
+            seen: None,
+        }
+    }
+
+    /// This node wants the room (placement says so): look at the key.
+    pub fn handle_want(&mut self, now: Instant) {
+        if self.state == State::Idle {
+            self.state = State::Reading(Some(now));
+        }
+    }
+
+    /// This node has already seen the key at `revision`, unchanged since
+    /// `since` (a listing of the bucket): a later read of that same
+    /// revision counts from then, so a dead holder's lease is taken
+    /// `ttl + margin` after it was first seen, not after it was wanted.
+    pub fn handle_seen(&mut self, revision: u64, since: Instant) {
+        match self.seen {
+            Some((r, s)) if r == revision && s <= since => {}
+            _ => self.seen = Some((revision, since)),
+        }
+    }
+
+    /// Hand the room over cleanly: release the lease if held (the driver
+    /// must have stopped acting for the room first), else forget it.
+    pub fn handle_release(&mut self) {
+        self.state = match self.state {
+            State::Owned { revision, .. } => State::Releasing {
+                revision,
+                sent: false,
+            },
+            _ => State::Idle,
+        };
+    }
+
+    /// The epoch this node holds the room at, if it may act for it at
+    /// `now`. A renewal in flight does not extend it: only an accepted one.
+    pub fn owned(&self, now: Instant) -> Option<u64> {
+        match self.state {
+            State::Owned {
+                epoch, valid_until, ..
+            } if now < valid_until => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// When to call [`Lease::poll_command`] next, besides right after
+    /// every `handle_*` call (`None`: only then).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Reading(at) => at,
+            State::Watching {
+                since, next_read, ..
+            } => Some(next_read.min(self.takeover_at(since))),
+            State::Owned {
+                valid_until,
+                renew_at,
+                renewing,
+                ..
+            } => Some(match renewing {
+                Some(_) => valid_until,
+                None => renew_at.min(valid_until),
+            }),
+            State::Idle | State::Winning { .. } | State::Releasing { .. } => None,
+        }
+    }
+
+    /// The next thing to do at `now`, if any. A command returned is taken
+    /// as sent at `now`: report its result with the matching `handle_*`.
+    pub fn poll_command(&mut self, now: Instant) -> Option<Command> {
+        self.expire(now);
+        let claim = |epoch| Claim {
+            node: self.node.clone(),
+            epoch,
+        };
+        match self.state {
+            State::Reading(Some(at)) if at <= now => {
+                self.state = State::Reading(None);
+                Some(Command::Read)
+            }
+            State::Watching {
+                revision, since, ..
+            } if self.takeover_at(since) <= now => {
+                self.state = State::Winning {
+                    over: Some(revision),
+                    sent: Some(now),
+                };
+                Some(Command::Update {
+                    revision,
+                    claim: claim(None),
+                })
+            }
+            State::Winning { over, sent: None } => {
+                self.state = State::Winning {
+                    over,
+                    sent: Some(now),
+                };
+                Some(match over {
+                    None => Command::Create(claim(None)),
+                    Some(revision) => Command::Update {
+                        revision,
+                        claim: claim(None),
+                    },
+                })
+            }
+            State::Watching { next_read, .. } if next_read <= now => {
+                self.state = State::Reading(None);
+                Some(Command::Read)
+            }
+            State::Owned {
+                revision,
+                epoch,
+                renew_at,
+                ref mut renewing,
+                ..
+            } if renewing.is_none() && renew_at <= now => {
+                *renewing = Some(now);
+                Some(Command::Update {
+                    revision,
+                    claim: claim(Some(epoch)),
+                })
+            }
+            State::Releasing {
+                revision,
+                ref mut sent,
+            } if !*sent => {
+                *sent = true;
+                Some(Command::Release { revision })
+            }
+            _ => None,
+        }
+    }
+
+    /// A [`Command::Read`] answered at `now`.
+    pub fn handle_read(&mut self, now: Instant, seen: Seen) {
+        if self.state != State::Reading(None) {
+            return;
+        }
+        self.state = match seen {
+            // Create at once: only one node's create can succeed.
+            Seen::Absent => State::Winning {
+                over: None,
+                sent: None,
+            },
+            Seen::Held { revision, .. } => self.watch(now, revision),
+        };
+    }
+
+    /// The bucket accepted our write (create, take-over, renewal) at
+    /// `revision`, or our release. `now` is when the answer came.
+    pub fn handle_written(&mut self, now: Instant, revision: u64) {
+        let sent = match self.state {
+            State::Winning { sent: Some(t), .. } => t,
+            State::Owned {
+                renewing: Some(t), ..
+            } => t,
+            State::Releasing { sent: true, .. } => {
+                self.state = State::Idle;
+                return;
+            }
+            _ => return,
+        };
+        let epoch = match self.state {
+            State::Owned { epoch, .. } => epoch,
+            _ => revision,
+        };
+        let valid_until = sent + self.timing.ttl.saturating_sub(self.timing.margin);
+        self.state = State::Owned {
+            revision,
+            epoch,
+            valid_until,
+            renew_at: sent + self.timing.renew_every(),
+            renewing: None,
+        };
+        // An answer that came after the validity ran out leaves nothing.
+        self.expire(now);
+    }
+
+    /// The bucket refused our write: the key is not at the revision we
+    /// expected (someone else wrote or took over), or exists for a create.
+    /// A holder stops acting at once; everyone reads again.
+    pub fn handle_refused(&mut self, now: Instant) {
+        self.state = match self.state {
+            State::Idle => State::Idle,
+            State::Releasing { .. } => State::Idle,
+            _ => State::Reading(Some(now)),
+        };
+    }
+
+    /// A command failed without an answer (timeout, connection lost):
+    /// whether it happened is unknown. Reads and wins are retried from a
+    /// read; a renewal is retried after a short pause while the lease
+    /// lasts; a release is given up (the lease then runs out).
+    pub fn handle_failed(&mut self, now: Instant) {
+        let retry = now + self.timing.margin / 2;
+        self.state = match self.state {
+            State::Owned {
+                revision,
+                epoch,
+                valid_until,
+                ..
+            } => State::Owned {
+                revision,
+                epoch,
+                valid_until,
+                renew_at: retry,
+                renewing: None,
+            },
+            // Not retried: a lease left behind expires like a dead node's.
+            State::Releasing { .. } | State::Idle => State::Idle,
+            _ => State::Reading(Some(retry)),
+        };
+    }
+
+    fn watch(&mut self, now: Instant, revision: u64) -> State {
+        let since = match self.seen {
+            Some((r, since)) if r == revision => since,
+            _ => now,
+        };
+        self.seen = Some((revision, since));
+        State::Watching {
+            revision,
+            since,
+            next_read: now + self.timing.renew_every(),
+        }
+    }
+
+    /// Our lease ran out: we watch it like anyone else's.
+    fn expire(&mut self, now: Instant) {
+        if let State::Owned {
+            revision,
+            valid_until,
+            ..
+        } = self.state
+        {
+            if valid_until <= now {
+                self.seen = Some((revision, now));
+                self.state = State::Watching {
+                    revision,
+                    since: now,
+                    next_read: now,
+                };
+            }
+        }
+    }
+
+    fn takeover_at(&self, since: Instant) -> Instant {
+        since + self.timing.ttl + self.timing.margin
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Room logs on NATS JetStream: one stream, one subject per room. Appends
+//! are fenced with `Nats-Expected-Last-Subject-Sequence` and grouped: the
+//! [`Committer`] sends one message per room per commit, all rooms at once,
+//! and awaits their acknowledgements together.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, Stream};
+use async_nats::jetstream::{self, Context};
+use async_nats::{header, HeaderMap};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use protocol::codec::{decode, encode};
+use protocol::RoomId;
+
+use super::config::Config;
+use super::entry::Entry;
+use super::error::Error;
+use crate::rules::Record;
+
+/// Header naming the node that wrote a log message.
+pub const HEADER_NODE: &str = "Ringside-Node";
+/// Header carrying the epoch (lease revision) a log message was written in.
+pub const HEADER_EPOCH: &str = "Ringside-Epoch";
+
+/// Most tries to fence a room whose log keeps moving under the reader.
+const FENCE_TRIES: usize = 8;
+
+/// The stream of room logs.
+#[derive(Clone)]
+pub struct RoomLog {
+    js: Context,
+    stream: Stream,
+    prefix: String,
+}
+
+impl RoomLog {
+    /// Connect to NATS and open the stream (created if missing: file
+    /// storage, `replicas` copies, direct gets allowed, every room's
+    /// subject under `subject_prefix`).
+    pub async fn connect(config: &Config) -> Result<(RoomLog, Context), Error> {
+        let failed = |reason: String| Error::Connect {
+            url: config.nats_url.clone(),
+            reason,
+        };
+        let servers = (config.nats_url.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<async_nats::ServerAddr>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(e.to_string()))?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("ringside-origin {}", config.node))
+            .request_timeout(Some(config.request_timeout))
+            .connect(servers)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client);
+        let log = RoomLog::open(js.clone(), config).await?;
+        Ok((log, js))
+    }
+
+    /// Open (or create) the stream on an existing JetStream context.
+    pub async fn open(js: Context, config: &Config) -> Result<RoomLog, Error> {
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: config.stream.clone(),
+                subjects: vec![format!("{}.>", config.subject_prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Setup {
+                what: format!("stream {}", config.stream),
+                reason: e.to_string(),
+            })?;
+        Ok(RoomLog {
+            js,
+            stream,
+            prefix: config.subject_prefix.clone(),
+        })
+    }
+
+    /// The subject of `room`'s log.
+    pub fn subject(&self, room: RoomId) -> String {
+        format!("{}.{}", self.prefix, room.0)
+    }
+
+    /// The stream sequence of the last message in `room`'s log (0: empty).
+    pub async fn last_seq(&self, room: RoomId) -> Result<u64, Error> {
+        match self
+            .stream
+            .direct_get_last_for_subject(self.subject(room))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(request("read", room, e)),
+        }
+    }
+
+    /// Every entry of `room`'s log up to its last message, oldest first,
+    /// with its stream sequence and writer.
+    ///
+    /// Direct gets may be answered by any replica, and a replica may lag
+    /// the leader: the result is a prefix of the log, possibly not all of
+    /// it. [`Committer::acquire`] makes it exact: its fence expects the
+    /// last sequence read, so a stale read is refused and read again.
+    pub async fn read(&self, room: RoomId) -> Result<Vec<Logged>, Error> {
+        let last = self.last_seq(room).await?;
+        let subject = self.subject(room);
+        let mut out = Vec::new();
+        let mut from = 1;
+        // Each get returns a message at a later sequence: at most one loop
+        // per stream sequence up to `last`.
+        while from <= last {
+            let m = match (self.stream)
+                .direct_get_next_for_subject(subject.as_str(), Some(from))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(request("read", room, e)),
+            };
+            if m.sequence > last {
+                break;
+            }
+            let entry = decode(&m.payload).map_err(|source| Error::Decode {
+                room,
+                seq: m.sequence,
+                source,
+            })?;
+            let text = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+            out.push(Logged {
+                seq: m.sequence,
+                node: text(HEADER_NODE).unwrap_or_default(),
+                epoch: text(HEADER_EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0),
+                entry,
+            });
+            from = m.sequence + 1;
+        }
+        Ok(out)
+    }
+
+    /// Append `entry` to `room`'s log if its last message is still at
+    /// `expected` (0: the log is empty); returns the new message's sequence.
+    pub async fn append(
+        &self,
+        room: RoomId,
+        entry: &Entry,
+        node: &str,
+        epoch: u64,
+        expected: u64,
+    ) -> Result<u64, Error> {
+        let ack = self.send(room, entry, node, epoch, expected).await?;
+        finish(room, expected, ack.await)
+    }
+
+    /// Publish without awaiting the acknowledgement.
+    async fn send(
+        &self,
+        room: RoomId,
+        entry: &Entry,
+        node: &str,
+        epoch: u64,
+        expected: u64,
+    ) -> Result<jetstream::context::PublishAckFuture, Error> {
+        let payload = Bytes::from(encode(entry).map_err(Error::Encode)?);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        headers.insert(HEADER_NODE, node);
+        headers.insert(HEADER_EPOCH, epoch.to_string().as_str());
+        self.js
+            .publish_with_headers(self.subject(room), headers, payload)
+            .await
+            .map_err(|e| publish_error(room, expected, e))
+    }
+}
+
+fn finish(
+    room: RoomId,
+    expected: u64,
+    acked: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+) -> Result<u64, Error> {
+    acked
+        .map(|ack| ack.sequence)
+        .map_err(|e| publish_error(room, expected, e))
+}
+
+fn publish_error(room: RoomId, expected: u64, e: jetstream::context::PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => Error::Fenced { room, expected },
+        _ => request("append", room, e),
+    }
+}
+
+fn request(op: &'static str, room: RoomId, e: impl std::fmt::Display) -> Error {
+    Error::Request {
+        op,
+        room,
+        reason: e.to_string(),
+    }
+}
+
+/// One message of a room's log, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logged {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// The node that wrote it (header `Ringside-Node`).
+    pub node: String,
+    /// The epoch it was written in (header `Ringside-Epoch`; 0 if absent).
+    pub epoch: u64,
+    /// What it holds.
+    pub entry: Entry,
+}
+
+/// A room this node writes: its epoch and the sequence its log ends at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Writer {
+    epoch: u64,
+    last: u64,
+}
+
+/// What one room's append in a group commit did.
+#[derive(Debug)]
+pub struct Appended {
+    /// The room.
+    pub room: RoomId,
+    /// Its records, in the order given.
+    pub records: Vec<Record>,
+    /// The log message's sequence, or why the room was dropped (its
+    /// records are then not durable and must not be acked or published).
+    pub result: Result<u64, Error>,
+}
+
+/// This node's writers: fences rooms it won, appends group commits.
+pub struct Committer {
+    log: RoomLog,
+    node: String,
+    writers: BTreeMap<RoomId, Writer>,
+}
+
+impl Committer {
+    /// A committer for node `node`, writing no room yet.
+    pub fn new(log: RoomLog, node: impl Into<String>) -> Committer {
+        Committer {
+            log,
+            node: node.into(),
+            writers: BTreeMap::new(),
+        }
+    }
+
+    /// The log it writes to.
+    pub fn log(&self) -> &RoomLog {
+        &self.log
+    }
+
+    /// The rooms this node writes.
+    pub fn rooms(&self) -> impl Iterator<Item = RoomId> + '_ {
+        self.writers.keys().copied()
+    }
+
+    /// This node won `room`'s lease at `epoch`: read its log, fence it, and
+    /// return what it held before the fence (to rebuild the room from).
+    /// From now on no earlier owner can append.
+    pub async fn acquire(&mut self, room: RoomId, epoch: u64) -> Result<Vec<Entry>, Error> {
+        self.writers.remove(&room);
+        let fence = Entry::Fence {
+            node: self.node.clone(),
+            epoch,
+        };
+        for _ in 0..FENCE_TRIES {
+            let entries = self.log.read(room).await?;
+            let expected = entries.last().map_or(0, |l| l.seq);
+            match self
+                .log
+                .append(room, &fence, &self.node, epoch, expected)
+                .await
+            {
+                Ok(last) => {
+                    self.writers.insert(room, Writer { epoch, last });
+                    return Ok(entries.into_iter().map(|l| l.entry).collect());
+                }
+                // Someone appended between the read and the fence: read again.
+                Err(Error::Fenced { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Fenced { room, expected: 0 })
+    }
+
+    /// Stop writing `room` (its lease is gone or handed over).
+    pub fn drop_room(&mut self, room: RoomId) {
+        self.writers.remove(&room);
+    }
+
+    /// Group commit: one message per room holding its records (in order),
+    /// all rooms' publishes sent before any acknowledgement is awaited. A
+    /// room whose append fails is dropped (fenced: another node owns it;
+    /// a failed request: the outcome is unknown, so it must be rebuilt
+    /// before it is served again); the others are unaffected.
+    pub async fn commit(&mut self, records: Vec<(RoomId, Record)>) -> Vec<Appended> {
+        let mut by_room: Vec<(RoomId, Vec<Record>)> = Vec::new();
+        for (room, record) in records {
+            match by_room.iter_mut().find(|(r, _)| *r == room) {
+                Some((_, v)) => v.push(record),
+                None => by_room.push((room, vec![record])),
+            }
+        }
+        let mut sent = Vec::with_capacity(by_room.len());
+        for (room, records) in by_room {
+            let Some(w) = self.writers.get(&room).copied() else {
+                sent.push((room, records, Err(Error::NotOwner(room)), 0));
+                continue;
+            };
+            let entry = Entry::Records(records);
+            let ack = self
+                .log
+                .send(room, &entry, &self.node, w.epoch, w.last)
+                .await;
+            let records = match entry {
+                Entry::Records(records) => records,
+                Entry::Fence { .. } => Vec::new(),
+            };
+            sent.push((room, records, ack, w.last));
+        }
+        let acks = join_all(
+            sent.into_iter()
+                .map(|(room, records, ack, expected)| async move {
+                    let result = match ack {
+                        Ok(ack) => finish(room, expected, ack.await),
+                        Err(e) => Err(e),
+                    };
+                    Appended {
+                        room,
+                        records,
+                        result,
+                    }
+                }),
+        )
+        .await;
+        for a in &acks {
+            match a.result {
+                Ok(seq) => {
+                    if let Some(w) = self.writers.get_mut(&a.room) {
+                        w.last = seq;
+                    }
+                }
+                Err(_) => {
+                    self.writers.remove(&a.room);
+                }
+            }
+        }
+        acks
+    }
+}

@@ -1,0 +1,203 @@
+//! Cluster mode: rooms spread over origin nodes, each room's log kept in a
+//! NATS JetStream stream, room ownership as leases in a JetStream key-value
+//! bucket. Off unless the configuration has a `[cluster]` section: without
+//! one the origin is the single process with its local write-ahead log
+//! ([`crate::wal`]) it always was.
+//!
+//! # Where things are
+//!
+//! ```text
+//! stream  RINGSIDE_ROOMS      subjects ringside.room.<room id>     one subject per room: its log
+//!         replicas 3 (a three-server cluster) or 1 (one local server), file storage
+//!         message  = postcard(Entry) with headers Ringside-Node, Ringside-Epoch
+//!         Entry    = Records([Record])   what one group commit stored for that room
+//!                  | Fence { node, epoch }  written by a new owner before it serves
+//! bucket  ringside-placement  key room.<room id> = {"node": .., "epoch": ..}   (JSON)
+//!                             key node.<name>    = the same: a node's own lease (alive)
+//!         history 1, max_age = 4 × lease ttl (garbage collection only)
+//! ```
+//!
+//! # Module map
+//! Pure (take `now`, do no IO):
+//! - `lease.rs`: one room's lease from one node's point of view: acquire,
+//!   renew, notice expiry, take over by compare-and-set, release; tested on
+//!   a virtual clock.
+//! - `entry.rs`: what a room's log holds ([`Entry`]), a group commit's
+//!   records split per room, and rebuilding the rules from a room's entries.
+//! - `members.rs`: which nodes are alive, from their node leases.
+//! - `policy.rs`: which live node should own which room (rendezvous
+//!   hashing; a PK battle's rooms pinned together).
+//! - `config.rs`: the `[cluster]` settings.
+//! - `error.rs`: what can go wrong.
+//!
+//! IO (async-nats, the NATS project's own client):
+//! - `log.rs`: the room log on JetStream: fenced appends with group commit
+//!   ([`Committer`]), reading a room's subject back ([`RoomLog::read`]).
+//! - `placement.rs`: the lease bucket: read, create, compare-and-set,
+//!   delete; it executes [`lease::Command`]s.
+//! - `keeper.rs`: every room lease of one node, driven against the bucket;
+//!   reports rooms gained and lost.
+//! - `node.rs`: a node serving the rooms it holds, in process (no relay
+//!   wire yet): each room an authority of its own, rebuilt from its log.
+//!
+//! # One writer per room
+//!
+//! Safety comes from the log, not from clocks. A node that wins a room's
+//! lease (a compare-and-set on the key's revision, so two nodes cannot both
+//! win the same revision) reads the room's subject to its last sequence `S`
+//! and appends `Fence { node, epoch }` with `Nats-Expected-Last-Subject-
+//! Sequence: S`. From then on every append of a previous owner carries an
+//! expected sequence `<= S` and is refused by JetStream; if an old owner
+//! slipped one in between the read and the fence, the fence is refused
+//! instead, and the new owner reads again (bounded tries). Every later
+//! append by the owner expects the sequence its previous append (or its
+//! fence) got. So:
+//! - the records a room's log holds after a fence are all the fencing
+//!   node's, under that epoch; no room ever has two writers in one stretch;
+//! - a deposed, partitioned or paused (SIGSTOP) owner cannot append after
+//!   the new owner's fence, whatever its clock says; its append fails
+//!   ([`Error::Fenced`]) and it drops the room;
+//! - everything an old owner appended before the fence is in the log the
+//!   new owner read, so nothing it acknowledged is lost.
+//!
+//! The epoch is the lease bucket's revision at which the node won the
+//! lease: bucket revisions are the bucket stream's sequence numbers, unique
+//! and increasing across keys and never reused (even after a key expires),
+//! so a room's epochs only grow. Renewals keep the epoch.
+//!
+//! # What an ack waits for
+//!
+//! An action's ack and its events leave a node only after the room's
+//! append is acknowledged by JetStream. JetStream acknowledges a publish
+//! once the stream's leader has it and a majority of the replicas (2 of 3)
+//! have stored it. Group commit: the [`Committer`] takes every record
+//! waiting, puts one room's records in one message (one publish per room
+//! per commit, since an expected-last-subject-sequence needs the previous
+//! append's sequence), sends the publishes of all rooms at once and awaits
+//! their acks together. A room's append that fails fails only that room.
+//!
+//! # What survives what
+//!
+//! With three servers, replicas 3 and `sync_interval: always` on every
+//! server (see `deploy/nats/`): an acknowledged record survives the loss of
+//! any one server, disk included, and a crash or power loss of all three at
+//! once (each server fsyncs before it acknowledges). Jepsen found
+//! acknowledged writes lost under the default sync interval (two minutes),
+//! where a simultaneous power loss of a majority loses what the page cache
+//! held. `sync_interval` needs nats-server 2.10 or later: Debian bookworm's
+//! 2.9.10 (what the tests run on) refuses the key and always runs with the
+//! default, so with it an acknowledged record survives the loss of any one
+//! server but not a power loss of two or three at once. Nothing here
+//! survives losing two servers' disks at once, or a bug in nats-server. One
+//! local server with replicas 1 (tests, a single machine) survives a crash
+//! of its process but not the loss of its disk.
+//!
+//! A server's death pauses appends to every stream it led until the
+//! stream elects a new leader (appends meanwhile find no responder; each
+//! try fails within `request_timeout_ms` and is tried again). One stream
+//! for every room means one leader: on nats-server 2.9.10 the three-server
+//! test (`cargo test -p ringside-origin --test cluster_nats3 --
+//! --nocapture`) measured about 4.8 s without appends after killing it,
+//! far above the issue's "short pause". What to measure next: rooms spread
+//! over several streams (a room's stream by hash) whose leaders the servers
+//! share, so one death pauses only the rooms of the streams it led; and
+//! newer servers' election times.
+//!
+//! An origin node holds nothing durable: its death loses only what it had
+//! not yet had acknowledged (and so had not acked).
+//!
+//! # Leases and clocks
+//!
+//! Lease timing uses each node's monotonic clock only (durations, never
+//! timestamps compared across machines): the holder counts its lease as
+//! valid until `sent + ttl - margin`, where `sent` is when it sent the
+//! write that the bucket accepted; another node takes over only after it
+//! has seen the same revision unchanged for `ttl + margin` since it first
+//! read it (which is after it was written). With clock rates within
+//! `margin / ttl` of each other, the holder stops acting before anyone may
+//! take over. (If they do not, the log's fencing still holds: timing only
+//! decides how soon a dead node's rooms move, never whether two nodes can
+//! both write.) A monotonic clock keeps running while a process is
+//! stopped, so a resumed process sees its lease expired at its next look.
+//!
+//! # Node clocks and timer deadlines
+//!
+//! Deadlines (battle bells, seat holds) are origin times (`ServerTime`)
+//! stored in the room's state, so they travel with the room: the new owner
+//! derives them from the rebuilt state and fires them on its own clock.
+//! Each node's origin time is its system clock ([`crate::clock`]), so nodes
+//! must keep their system clocks in step (NTP / chrony; a few milliseconds
+//! within a data centre). What drift costs: a room moved to a node whose
+//! clock is `d` ahead rings its bell `d` early in real time, and clients
+//! see their clock offset change by `d` (their estimators re-converge
+//! within a few pings). A node whose clock is behind the room's last event
+//! time must not decide earlier than that event: the node takes the
+//! room's time as `max(now, last event's at)` (`node.rs`).
+//!
+//! # A room is the unit of ownership
+//!
+//! In cluster mode each room served is an [`Authority`](crate::rules::Authority)
+//! of its own: its state, its timers (derived from state) and the id memory
+//! of the actions addressed to it, all rebuilt from the room's log alone.
+//! So the id memory travels with the room, and dropping a room is dropping
+//! its authority. (A PK battle's two rooms will share one: both live on one
+//! node for the battle, see [`Policy`].) The per-user rate backstop is per
+//! room there.
+//!
+//! # Acks
+//!
+//! A node answers an action only when the room's append is acknowledged
+//! and the lease still holds at that moment (`node.rs`): a node that was
+//! paused between the append and the answer answers nothing (the client's
+//! retry reaches the new owner, whose id memory holds the outcome).
+//!
+//! # How fast a dead node's rooms move
+//!
+//! Every node lists the bucket every `ttl / 3`. A dead node is counted dead
+//! `ttl + margin` after its node lease's last renewal was first seen, and
+//! its rooms are taken over from the same sighting of their leases, so the
+//! rooms move about `ttl + margin + 2 × ttl / 3` after the death: 1.86 s
+//! measured with a 1 s lease (`--test cluster_node`), about 5.5 s with the
+//! default 3 s. Every room lease is renewed every `ttl / 3`: with many rooms
+//! that is many bucket writes (200 rooms with a 1 s lease: 600 a second).
+//! The next step is room leases that point at their node's lease (renewed
+//! once per node), with the log's fence still the only safety.
+//!
+//! # What is built and what is not
+//!
+//! Built and tested against real servers: the lease state machine and its
+//! keeper, membership, the placement policy, the room log with fenced group
+//! commit, rebuilding a room (state, timers, id memory) from its log, an
+//! in-process node serving the rooms it holds (`node.rs`), a three-server
+//! cluster losing its stream leader.
+//!
+//! Not yet: the origin binary running a node (relay links talking to
+//! [`node::Node`], and the relays routing by the placement bucket and
+//! following its changes, with a redirect on the wire); PK battles across
+//! nodes (the invited room moved to the inviter's node before the battle,
+//! both rooms in one authority, and their two appends made atomic — today
+//! a record touching two rooms is two appends); idle rooms unloaded;
+//! presence; snapshots in JetStream to bound rebuild time (a rebuild reads
+//! every message of the room, ~0.1 ms each); battle and challenge ids
+//! unique across nodes (each room's authority counts from 1); rooms spread
+//! over several streams (a stream leader's death pauses every room for
+//! its election); the testbed topologies and scenarios of issue 12.
+
+mod config;
+mod entry;
+mod error;
+pub mod keeper;
+pub mod lease;
+mod log;
+mod members;
+pub mod node;
+mod placement;
+mod policy;
+
+pub use config::Config;
+pub use entry::{rebuild, split, Entry};
+pub use error::Error;
+pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
+pub use members::Members;
+pub use placement::{Outcome, Placement};
+pub use policy::Policy;

@@ -1,0 +1,178 @@
+//! The lease bucket: a JetStream key-value bucket, key `room.<id>`, value
+//! a JSON [`Claim`]. It executes a [`lease::Command`](super::lease::Command)
+//! and says what came of it, for the lease state machine.
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::{stream, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use protocol::RoomId;
+
+use super::config::Config;
+use super::error::Error;
+pub use super::lease::Claim;
+use super::lease::{Command, Seen};
+
+/// What came of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read's answer: feed [`Lease::handle_read`](super::lease::Lease::handle_read).
+    Read(Seen),
+    /// Written (or deleted) at this revision: `handle_written`.
+    Written(u64),
+    /// Refused (the key is not at the revision expected): `handle_refused`.
+    Refused,
+    /// No answer, or an error: `handle_failed`.
+    Failed(String),
+}
+
+/// The room leases.
+#[derive(Clone)]
+pub struct Placement {
+    kv: kv::Store,
+}
+
+impl Placement {
+    /// Open (or create) the bucket: history 1, `replicas` copies, and a
+    /// `max_age` of four lease lifetimes, so leases nobody renews (a dead
+    /// node's) leave the bucket. Take-over does not wait for that: it is
+    /// garbage collection, not the failure detector.
+    pub async fn open(js: &Context, config: &Config) -> Result<Placement, Error> {
+        let setup = |e: &dyn std::fmt::Display| Error::Setup {
+            what: format!("bucket {}", config.bucket),
+            reason: e.to_string(),
+        };
+        if js.get_key_value(config.bucket.as_str()).await.is_err() {
+            // The bucket's stream, made the way the client's own
+            // `create_key_value` makes it, which first asks for account
+            // information that a 2.9 server answers in a shape this client
+            // no longer reads.
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{}", config.bucket),
+                subjects: vec![format!("$KV.{}.>", config.bucket)],
+                max_messages_per_subject: 1,
+                max_age: config.lease_ttl * 4,
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&e))?;
+        }
+        let kv = (js.get_key_value(config.bucket.as_str()).await).map_err(|e| setup(&e))?;
+        Ok(Placement { kv })
+    }
+
+    /// The key of `room`'s lease.
+    pub fn key(room: RoomId) -> String {
+        format!("room.{}", room.0)
+    }
+
+    /// The key of node `node`'s own lease (its membership).
+    pub fn node_key(node: &str) -> String {
+        format!("node.{node}")
+    }
+
+    /// Execute one lease command for `room`.
+    pub async fn execute(&self, room: RoomId, command: Command) -> Outcome {
+        self.execute_key(Placement::key(room), command).await
+    }
+
+    /// Every node lease in the bucket now: each node's name and its key's
+    /// revision (for [`Members`](super::members::Members)).
+    pub async fn nodes(&self) -> Result<Vec<(String, u64)>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
+        let mut names = Vec::new();
+        // A listing ends once every key was delivered; bounded by the
+        // bucket's size.
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed(&e))?;
+            if let Some(name) = key.strip_prefix("node.") {
+                names.push(name.to_owned());
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(e) =
+                (self.kv.entry(Placement::node_key(&name)).await).map_err(|e| failed(&e))?
+            {
+                if e.operation == Operation::Put {
+                    out.push((name, e.revision));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every room lease in the bucket now: room, holder, revision.
+    pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
+        let mut rooms = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed(&e))?;
+            if let Some(id) = key.strip_prefix("room.").and_then(|k| k.parse().ok()) {
+                rooms.push(RoomId(id));
+            }
+        }
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if let Outcome::Read(Seen::Held { claim, revision }) =
+                self.execute(room, Command::Read).await
+            {
+                out.push((room, claim, revision));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Execute one lease command on the lease at `key` (a room's or a
+    /// node's).
+    pub async fn execute_key(&self, key: String, command: Command) -> Outcome {
+        match command {
+            Command::Read => match self.kv.entry(key).await {
+                Ok(Some(e)) if e.operation == Operation::Put => {
+                    match serde_json::from_slice(&e.value) {
+                        Ok(claim) => Outcome::Read(Seen::Held {
+                            claim,
+                            revision: e.revision,
+                        }),
+                        Err(err) => Outcome::Failed(format!("undecodable lease: {err}")),
+                    }
+                }
+                // Deleted or purged: free.
+                Ok(_) => Outcome::Read(Seen::Absent),
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Command::Create(claim) => match self.kv.create(key, value(&claim)).await {
+                Ok(revision) => Outcome::Written(revision),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Outcome::Refused,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Command::Update { revision, claim } => {
+                match self.kv.update(key, value(&claim), revision).await {
+                    Ok(revision) => Outcome::Written(revision),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Outcome::Refused,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+            Command::Release { revision } => {
+                match self.kv.delete_expect_revision(key, Some(revision)).await {
+                    Ok(()) => Outcome::Written(revision),
+                    // async-nats reports a wrong revision here as `Other`.
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+fn value(claim: &Claim) -> Bytes {
+    // A struct of a string and an optional integer always serialises.
+    Bytes::from(serde_json::to_vec(claim).unwrap_or_default())
+}
