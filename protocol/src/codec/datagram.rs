@@ -16,9 +16,12 @@ pub struct Packer {
 impl Packer {
     /// A packer for datagrams of at most `max` bytes.
     pub fn new(max: usize) -> Self {
+        // Nothing is allocated until the first message (a packer that stays
+        // empty costs nothing), and a datagram holds about what it carries:
+        // quinn counts queued datagrams by length, not by allocation.
         Packer {
             max,
-            current: Vec::with_capacity(max),
+            current: Vec::new(),
             done: Vec::new(),
         }
     }
@@ -73,7 +76,7 @@ impl Packer {
     /// Close the datagram being filled, if any.
     pub fn flush(&mut self) {
         if !self.current.is_empty() {
-            let d = std::mem::replace(&mut self.current, Vec::with_capacity(self.max));
+            let d = std::mem::take(&mut self.current);
             self.done.push(Bytes::from(d));
         }
     }

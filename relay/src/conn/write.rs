@@ -3,7 +3,7 @@
 //! stream per snapshot (at most one in flight, at most one waiting per
 //! room); a path losing packets turns redundancy on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,15 +110,23 @@ pub(super) async fn write_loop(
         timeout: Duration::from_millis(shared.config.limits.snapshot_timeout_ms),
         max_waiting: shared.config.limits.rooms_per_connection,
     };
+    // What the hub queued, taken whole each time the writer wakes.
+    let mut batch = VecDeque::new();
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
             // Queued but no room in quinn's buffer last time: look again soon.
             (true, _) => Some(Instant::now() + Duration::from_millis(1)),
             (false, t) => t,
         };
-        let woke = tokio::select! {
-            o = rx.recv() => Some(o),
-            () = sleep_until(wake) => None,
+        tokio::select! {
+            open = rx.take(&mut batch) => {
+                // The hub let go of this client: stop.
+                if !open {
+                    break;
+                }
+            }
+            // A timer: copies fell due, or quinn's buffer has room again.
+            () = sleep_until(wake) => {}
             sent = snapshots.poll() => {
                 if sent.is_err() {
                     tracing::warn!(remote = %conn.remote_address(), "client did not take a snapshot in time; closing");
@@ -126,26 +134,9 @@ pub(super) async fn write_loop(
                     return;
                 }
                 snapshots.start_next(&conn);
-                None
             }
-        };
-        let mut batch = Vec::new();
-        match woke {
-            // The hub let go of this client: flush what is queued, then stop.
-            Some(None) => break,
-            Some(Some(out)) => {
-                batch.push(out);
-                while batch.len() < 1024 {
-                    match rx.try_recv() {
-                        Some(o) => batch.push(o),
-                        None => break,
-                    }
-                }
-            }
-            // A timer: copies fell due, or quinn's buffer has room again.
-            None => {}
         }
-        for out in batch {
+        for out in batch.drain(..) {
             match out {
                 Out::Datagram(item) if !datagrams => {
                     m.sent_on(item.class, false);
@@ -185,6 +176,7 @@ pub(super) async fn write_loop(
                 }
             }
         }
+        crate::queue::trim(&mut batch);
         let Some(max) = conn.max_datagram_size() else {
             continue;
         };
