@@ -125,6 +125,41 @@ impl<M: DeserializeOwned> Iterator for Unpack<'_, M> {
     }
 }
 
+/// The encoded messages of one datagram, in order, without decoding them
+/// (to pack them again into smaller datagrams). Stops after the first error.
+pub fn entries(datagram: &[u8]) -> Entries<'_> {
+    Entries {
+        rest: datagram,
+        failed: false,
+    }
+}
+
+/// Iterator returned by [`entries`].
+#[derive(Debug)]
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<&'a [u8], CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        let item = read_varint(self.rest).and_then(|(len, n)| {
+            let body = (self.rest)
+                .get(n..n + len as usize)
+                .ok_or(CodecError::Truncated)?;
+            self.rest = &self.rest[n + len as usize..];
+            Ok(body)
+        });
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
 fn varint_len(mut v: u32) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -176,6 +211,32 @@ mod tests {
             assert_eq!(n, varint_len(v));
             assert_eq!(read_varint(&buf[..n]), Ok((v, n)));
         }
+    }
+
+    #[test]
+    fn entries_pack_again_into_smaller_datagrams() {
+        let mut p = Packer::new(1200);
+        let payloads: Vec<Vec<u8>> = (0u8..6).map(|i| vec![i; 150]).collect();
+        for x in &payloads {
+            p.push_encoded(x).expect("fits");
+        }
+        let big = p.finish();
+        assert_eq!(big.len(), 1);
+        let mut small = Packer::new(400);
+        for e in entries(&big[0]) {
+            small.push_encoded(e.expect("well formed")).expect("fits");
+        }
+        let small = small.finish();
+        assert_eq!(small.len(), 3, "two entries of 152 bytes per 400");
+        let again: Vec<Vec<u8>> = (small.iter())
+            .flat_map(|d| {
+                entries(d)
+                    .map(|e| e.expect("well formed").to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(again, payloads);
+        assert!(entries(&[0x05, 1, 2]).any(|e| e.is_err()), "truncated");
     }
 
     #[test]
