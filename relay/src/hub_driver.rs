@@ -75,7 +75,14 @@ struct Driver {
     hub: Hub,
     clients: BTreeMap<ClientId, ClientLink>,
     drain: Option<mpsc::Sender<usize>>,
+    /// Clients given outputs in this round whose writers must be woken.
+    to_wake: Vec<ClientId>,
 }
+
+/// Inputs taken in one round before the outputs go out: what queued up
+/// while the last round was delivered is handled together, so each writer
+/// wakes once for all of it (natural batching: never a wait for more).
+const INPUTS_PER_ROUND: usize = 64;
 
 /// Drive the hub: feed it inputs, wake it when it has something due
 /// ([`Hub::poll_timeout`]), hand what it has for the origin to the link as
@@ -85,6 +92,7 @@ pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::S
         hub,
         clients: BTreeMap::new(),
         drain: None,
+        to_wake: Vec::new(),
     };
     loop {
         let wants_up = d.hub.has_upstream();
@@ -92,7 +100,14 @@ pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::S
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                d.handle(Instant::now(), input);
+                let now = Instant::now();
+                d.handle(now, input);
+                for _ in 1..INPUTS_PER_ROUND {
+                    match rx.try_recv() {
+                        Ok(input) => d.handle(now, input),
+                        Err(_) => break,
+                    }
+                }
             }
             // Membership changes and actions go up as fast as the link takes
             // them; nothing is dropped when it is slow.
@@ -164,7 +179,8 @@ impl Driver {
     }
 
     /// The hub's outputs, to each client's queue: a client whose queue is
-    /// full is cut off. A drain is told when the last client has gone.
+    /// full is cut off. Each writer is woken once, after the whole round is
+    /// queued. A drain is told when the last client has gone.
     fn deliver(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             match output {
@@ -172,15 +188,27 @@ impl Driver {
                     let Some(link) = self.clients.get(&id) else {
                         continue;
                     };
-                    if let Err(true) = link.out.push(out) {
-                        tracing::warn!(client = id, "client queue full; cutting it off");
-                        net::close(&link.conn, ErrorCode::Flood, "client too slow");
-                        self.hub.metrics().closed_with(ErrorCode::Flood);
-                        self.clients.remove(&id);
-                        self.hub.handle_client_gone(Instant::now(), id, false);
+                    match link.out.push_quiet(out) {
+                        Ok(true) => self.to_wake.push(id),
+                        Ok(false) | Err(false) => {}
+                        Err(true) => {
+                            tracing::warn!(client = id, "client queue full; cutting it off");
+                            net::close(&link.conn, ErrorCode::Flood, "client too slow");
+                            self.hub.metrics().closed_with(ErrorCode::Flood);
+                            self.clients.remove(&id);
+                            self.hub.handle_client_gone(Instant::now(), id, false);
+                        }
                     }
                 }
             }
+        }
+        for id in self.to_wake.drain(..) {
+            if let Some(link) = self.clients.get(&id) {
+                link.out.wake();
+            }
+        }
+        if self.to_wake.capacity() > 4096 {
+            self.to_wake.shrink_to(4096);
         }
         if let Some(done) = &self.drain {
             if self.clients.is_empty() {

@@ -1,98 +1,265 @@
 //! One client's outgoing queue, from the hub's driver to the connection's
 //! writer: bounded in bytes, not messages (one message may be a 64 KiB
 //! frame), with every client queue's bytes summed in one operator gauge.
+//!
+//! It wakes the writer once per batch, not once per message: a push into a
+//! queue whose writer has already been signalled (and has not taken the
+//! queue yet) signals nothing, and the writer takes everything queued at
+//! once. The hub's driver pushes a whole round of outputs first and wakes
+//! each client it touched afterwards ([`OutTx::push_quiet`], [`OutTx::wake`]),
+//! so a burst of events reaches each writer as one batch.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::hub::Out;
 
-/// The hub's end of one client's outgoing queue.
-#[derive(Clone)]
-pub(crate) struct OutTx {
-    tx: mpsc::UnboundedSender<Out>,
-    /// Bytes queued now (both ends count it).
-    bytes: Arc<AtomicUsize>,
+/// A taken queue keeps at most this many slots of capacity; a larger one
+/// (left by a burst) is given back, so an idle client holds little.
+const KEEP_SLOTS: usize = 16;
+
+/// What both ends share.
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the writer (a stored permit when it is not waiting yet).
+    notify: Notify,
     /// The most bytes it may hold.
     cap: usize,
     /// Bytes queued for every client together.
     total: Gauge,
 }
 
+struct State {
+    items: VecDeque<Out>,
+    /// Bytes in `items`.
+    bytes: usize,
+    /// The writer has been signalled since it last took the queue.
+    signalled: bool,
+    /// Live [`OutTx`] handles; at zero the hub has let go.
+    senders: usize,
+    /// The writer has gone: pushes fail.
+    closed: bool,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a queue of whole items and
+        // counts updated together with them: carry on with it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The hub's end of one client's outgoing queue.
+pub(crate) struct OutTx {
+    inner: Arc<Inner>,
+}
+
 /// The connection's end of its outgoing queue.
 pub(crate) struct OutRx {
-    rx: mpsc::UnboundedReceiver<Out>,
-    bytes: Arc<AtomicUsize>,
-    total: Gauge,
+    inner: Arc<Inner>,
 }
 
 /// A client queue of at most `cap` bytes; `total` counts the bytes of every
 /// client queue together (the operator's gauge).
 pub(crate) fn out_queue(cap: usize, total: Gauge) -> (OutTx, OutRx) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let bytes = Arc::new(AtomicUsize::new(0));
+    let inner = Arc::new(Inner {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            bytes: 0,
+            signalled: false,
+            senders: 1,
+            closed: false,
+        }),
+        notify: Notify::new(),
+        cap,
+        total,
+    });
     (
         OutTx {
-            tx,
-            bytes: bytes.clone(),
-            cap,
-            total: total.clone(),
+            inner: inner.clone(),
         },
-        OutRx { rx, bytes, total },
+        OutRx { inner },
     )
 }
 
+impl Clone for OutTx {
+    fn clone(&self) -> Self {
+        self.inner.lock().senders += 1;
+        OutTx {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for OutTx {
+    fn drop(&mut self) {
+        let last = {
+            let mut s = self.inner.lock();
+            s.senders -= 1;
+            s.senders == 0
+        };
+        if last {
+            self.inner.notify.notify_one();
+        }
+    }
+}
+
 impl OutTx {
-    /// Queue `out`; `Err(true)` if the client is too slow (its queue is
-    /// full), `Err(false)` if it is gone.
+    /// Queue `out` and wake the writer; `Err(true)` if the client is too
+    /// slow (its queue is full), `Err(false)` if it is gone.
     pub fn push(&self, out: Out) -> Result<(), bool> {
+        if self.push_quiet(out)? {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queue `out` without waking the writer: `Ok(true)` when the caller
+    /// must [`OutTx::wake`] it once it has pushed what it has (the queue
+    /// went from taken to waiting). Errors as [`OutTx::push`].
+    pub fn push_quiet(&self, out: Out) -> Result<bool, bool> {
         let len = out.len();
-        if self.bytes.load(Ordering::Relaxed) + len > self.cap && len > 0 {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(false);
+        }
+        if s.bytes + len > self.inner.cap && len > 0 {
             return Err(true);
         }
-        // Counted before it is sent: the receiver may take it at once.
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        self.total.inc_by(len as i64);
-        self.tx.send(out).map_err(|e| {
-            // Gone: nothing will take it out again.
-            self.bytes.fetch_sub(e.0.len(), Ordering::Relaxed);
-            self.total.dec_by(e.0.len() as i64);
-            false
-        })
+        s.bytes += len;
+        s.items.push_back(out);
+        let wake = !s.signalled;
+        s.signalled = true;
+        drop(s);
+        self.inner.total.inc_by(len as i64);
+        Ok(wake)
+    }
+
+    /// Wake the writer (after [`OutTx::push_quiet`] said so).
+    pub fn wake(&self) {
+        self.inner.notify.notify_one();
     }
 }
 
 impl OutRx {
-    fn took(&self, out: &Out) {
-        self.bytes.fetch_sub(out.len(), Ordering::Relaxed);
-        self.total.dec_by(out.len() as i64);
-    }
-
-    /// The next message; `None` when the hub has let go.
-    pub async fn recv(&mut self) -> Option<Out> {
-        let out = self.rx.recv().await?;
-        self.took(&out);
-        Some(out)
-    }
-
-    /// The next message if one is queued.
-    pub fn try_recv(&mut self) -> Option<Out> {
-        let out = self.rx.try_recv().ok()?;
-        self.took(&out);
-        Some(out)
+    /// Wait until something is queued and move all of it to the back of
+    /// `into` (which keeps its order); `false` when the hub has let go and
+    /// nothing is left. Cancel safe: nothing is taken before it returns.
+    pub async fn take(&mut self, into: &mut VecDeque<Out>) -> bool {
+        loop {
+            {
+                let mut s = self.inner.lock();
+                s.signalled = false;
+                if !s.items.is_empty() {
+                    let bytes = std::mem::take(&mut s.bytes);
+                    if into.is_empty() {
+                        std::mem::swap(into, &mut s.items);
+                    } else {
+                        into.append(&mut s.items);
+                    }
+                    if s.items.capacity() > KEEP_SLOTS {
+                        s.items.shrink_to(KEEP_SLOTS);
+                    }
+                    drop(s);
+                    self.inner.total.dec_by(bytes as i64);
+                    return true;
+                }
+                if s.senders == 0 {
+                    return false;
+                }
+            }
+            self.inner.notify.notified().await;
+        }
     }
 }
 
 impl Drop for OutRx {
     fn drop(&mut self) {
-        // What is still queued leaves the total; pushes from now on fail
-        // and take their own bytes back.
-        self.rx.close();
-        while let Ok(out) = self.rx.try_recv() {
-            self.total.dec_by(out.len() as i64);
+        // What is still queued leaves the total; pushes from now on fail.
+        let mut s = self.inner.lock();
+        s.closed = true;
+        let bytes = std::mem::take(&mut s.bytes);
+        s.items = VecDeque::new();
+        drop(s);
+        self.inner.total.dec_by(bytes as i64);
+    }
+}
+
+/// Give back the capacity a burst left in a drained batch buffer.
+pub(crate) fn trim(batch: &mut VecDeque<Out>) {
+    if batch.is_empty() && batch.capacity() > KEEP_SLOTS {
+        batch.shrink_to(KEEP_SLOTS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::future::Future as _;
+
+    fn frame(n: usize) -> Out {
+        Out::Reliable(Bytes::from(vec![0u8; n]))
+    }
+
+    /// Poll `take` once without a runtime: `Some(open)` if it was ready.
+    fn take_now(rx: &mut OutRx, into: &mut VecDeque<Out>) -> Option<bool> {
+        let fut = rx.take(into);
+        let mut fut = std::pin::pin!(fut);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(open) => Some(open),
+            std::task::Poll::Pending => None,
         }
+    }
+
+    #[test]
+    fn one_wake_per_batch_and_the_batch_comes_whole() {
+        let total = Gauge::default();
+        let (tx, mut rx) = out_queue(1_000, total.clone());
+        assert_eq!(tx.push_quiet(frame(10)), Ok(true), "first: wake");
+        assert_eq!(tx.push_quiet(frame(10)), Ok(false), "signalled already");
+        assert_eq!(tx.push_quiet(frame(10)), Ok(false));
+        assert_eq!(total.get(), 30);
+        let mut batch = VecDeque::new();
+        assert_eq!(take_now(&mut rx, &mut batch), Some(true));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(total.get(), 0);
+        // Taken: the next push wakes again.
+        assert_eq!(tx.push_quiet(frame(10)), Ok(true));
+    }
+
+    #[test]
+    fn the_byte_bound_holds_and_a_gone_writer_refuses() {
+        let (tx, rx) = out_queue(100, Gauge::default());
+        tx.push(frame(60)).expect("fits");
+        assert_eq!(tx.push(frame(60)), Err(true), "over the bound");
+        tx.push(Out::Close(protocol::message::ErrorCode::Normal, "x"))
+            .expect("a close holds no bytes");
+        drop(rx);
+        assert_eq!(tx.push(frame(1)), Err(false));
+    }
+
+    #[test]
+    fn the_writer_learns_when_the_hub_lets_go() {
+        let (tx, mut rx) = out_queue(100, Gauge::default());
+        let tx2 = tx.clone();
+        let mut batch = VecDeque::new();
+        assert_eq!(take_now(&mut rx, &mut batch), None, "nothing yet");
+        tx.push(frame(5)).expect("fits");
+        drop(tx);
+        drop(tx2);
+        assert_eq!(
+            take_now(&mut rx, &mut batch),
+            Some(true),
+            "what is left first"
+        );
+        assert_eq!(take_now(&mut rx, &mut batch), Some(false), "then the end");
     }
 }

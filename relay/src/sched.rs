@@ -182,7 +182,21 @@ impl Scheduler {
         for d in p.finish() {
             out.push(d);
         }
+        self.trim();
         out
+    }
+
+    /// Give back what a burst left: an emptied queue keeps a few slots.
+    fn trim(&mut self) {
+        const KEEP: usize = 16;
+        for q in &mut self.queues {
+            if q.is_empty() && q.capacity() > 4 * KEEP {
+                q.shrink_to(KEEP);
+            }
+        }
+        if self.copies.is_empty() && self.copies.capacity() > 4 * KEEP {
+            self.copies.shrink_to(KEEP);
+        }
     }
 }
 

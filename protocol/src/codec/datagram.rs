@@ -16,9 +16,12 @@ pub struct Packer {
 impl Packer {
     /// A packer for datagrams of at most `max` bytes.
     pub fn new(max: usize) -> Self {
+        // Nothing is allocated until the first message (a packer that stays
+        // empty costs nothing), and a datagram holds about what it carries:
+        // quinn counts queued datagrams by length, not by allocation.
         Packer {
             max,
-            current: Vec::with_capacity(max),
+            current: Vec::new(),
             done: Vec::new(),
         }
     }
@@ -73,7 +76,7 @@ impl Packer {
     /// Close the datagram being filled, if any.
     pub fn flush(&mut self) {
         if !self.current.is_empty() {
-            let d = std::mem::replace(&mut self.current, Vec::with_capacity(self.max));
+            let d = std::mem::take(&mut self.current);
             self.done.push(Bytes::from(d));
         }
     }
@@ -116,6 +119,41 @@ impl<M: DeserializeOwned> Iterator for Unpack<'_, M> {
             let msg = decode(body)?;
             self.rest = &self.rest[n + len..];
             Ok(msg)
+        });
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// The encoded messages of one datagram, in order, without decoding them
+/// (to pack them again into smaller datagrams). Stops after the first error.
+pub fn entries(datagram: &[u8]) -> Entries<'_> {
+    Entries {
+        rest: datagram,
+        failed: false,
+    }
+}
+
+/// Iterator returned by [`entries`].
+#[derive(Debug)]
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<&'a [u8], CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        let item = read_varint(self.rest).and_then(|(len, n)| {
+            let body = (self.rest)
+                .get(n..n + len as usize)
+                .ok_or(CodecError::Truncated)?;
+            self.rest = &self.rest[n + len as usize..];
+            Ok(body)
         });
         self.failed = item.is_err();
         Some(item)
@@ -173,6 +211,32 @@ mod tests {
             assert_eq!(n, varint_len(v));
             assert_eq!(read_varint(&buf[..n]), Ok((v, n)));
         }
+    }
+
+    #[test]
+    fn entries_pack_again_into_smaller_datagrams() {
+        let mut p = Packer::new(1200);
+        let payloads: Vec<Vec<u8>> = (0u8..6).map(|i| vec![i; 150]).collect();
+        for x in &payloads {
+            p.push_encoded(x).expect("fits");
+        }
+        let big = p.finish();
+        assert_eq!(big.len(), 1);
+        let mut small = Packer::new(400);
+        for e in entries(&big[0]) {
+            small.push_encoded(e.expect("well formed")).expect("fits");
+        }
+        let small = small.finish();
+        assert_eq!(small.len(), 3, "two entries of 152 bytes per 400");
+        let again: Vec<Vec<u8>> = (small.iter())
+            .flat_map(|d| {
+                entries(d)
+                    .map(|e| e.expect("well formed").to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(again, payloads);
+        assert!(entries(&[0x05, 1, 2]).any(|e| e.is_err()), "truncated");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod datagram;
 mod payload;
 mod stream;
 
-pub use datagram::{unpack, Packer};
+pub use datagram::{entries, unpack, Entries, Packer};
 pub use stream::{frame_len, write_frame, FrameDecoder, FRAME_HEADER};
 
 pub use payload::{

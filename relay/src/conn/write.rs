@@ -3,13 +3,13 @@
 //! stream per snapshot (at most one in flight, at most one waiting per
 //! room); a path losing packets turns redundancy on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::message::ErrorCode;
-use protocol::{Class, RoomId};
+use protocol::{codec, Class, RoomId};
 
 use crate::hub::Out;
 use crate::metrics::{self, PathStats};
@@ -110,15 +110,23 @@ pub(super) async fn write_loop(
         timeout: Duration::from_millis(shared.config.limits.snapshot_timeout_ms),
         max_waiting: shared.config.limits.rooms_per_connection,
     };
+    // What the hub queued, taken whole each time the writer wakes.
+    let mut batch = VecDeque::new();
     loop {
         let wake = match (sched.queued_bytes() > 0, sched.poll_timeout()) {
             // Queued but no room in quinn's buffer last time: look again soon.
             (true, _) => Some(Instant::now() + Duration::from_millis(1)),
             (false, t) => t,
         };
-        let woke = tokio::select! {
-            o = rx.recv() => Some(o),
-            () = sleep_until(wake) => None,
+        tokio::select! {
+            open = rx.take(&mut batch) => {
+                // The hub let go of this client: stop.
+                if !open {
+                    break;
+                }
+            }
+            // A timer: copies fell due, or quinn's buffer has room again.
+            () = sleep_until(wake) => {}
             sent = snapshots.poll() => {
                 if sent.is_err() {
                     tracing::warn!(remote = %conn.remote_address(), "client did not take a snapshot in time; closing");
@@ -126,26 +134,9 @@ pub(super) async fn write_loop(
                     return;
                 }
                 snapshots.start_next(&conn);
-                None
             }
-        };
-        let mut batch = Vec::new();
-        match woke {
-            // The hub let go of this client: flush what is queued, then stop.
-            Some(None) => break,
-            Some(Some(out)) => {
-                batch.push(out);
-                while batch.len() < 1024 {
-                    match rx.try_recv() {
-                        Some(o) => batch.push(o),
-                        None => break,
-                    }
-                }
-            }
-            // A timer: copies fell due, or quinn's buffer has room again.
-            None => {}
         }
-        for out in batch {
+        for out in batch.drain(..) {
             match out {
                 Out::Datagram(item) if !datagrams => {
                     m.sent_on(item.class, false);
@@ -185,11 +176,17 @@ pub(super) async fn write_loop(
                 }
             }
         }
-        let Some(max) = conn.max_datagram_size() else {
+        crate::queue::trim(&mut batch);
+        let now = Instant::now();
+        // Nothing for the datagram path (only stream frames, or a copy not
+        // due yet): quinn's connection is not even looked at.
+        if sched.queued_bytes() == 0 && sched.poll_timeout().is_none_or(|t| t > now) {
+            continue;
+        }
+        sched.set_lossy(loss.lossy(now, &conn, m));
+        let Some(max) = loss.max_datagram else {
             continue;
         };
-        let now = Instant::now();
-        sched.set_lossy(loss.lossy(now, &conn, m));
         if sched.dropped() > shed_seen {
             let class = metrics::ClassLabel { class: "ambient" };
             m.shed
@@ -199,15 +196,47 @@ pub(super) async fn write_loop(
         }
         let space = conn.datagram_send_buffer_space();
         for d in sched.poll_datagrams(now, max, space) {
-            if conn.send_datagram(d).is_err() {
+            if send(&conn, &mut loss, d).is_err() {
                 return;
             }
         }
     }
 }
 
+/// Send one datagram. The path's datagram size is looked up every 50 ms
+/// (see [`LossWatch`]), not per send: when it shrank meanwhile (an MTU
+/// black hole), the datagram's messages go again in smaller datagrams.
+fn send(
+    conn: &quinn::Connection,
+    loss: &mut LossWatch,
+    d: Bytes,
+) -> Result<(), quinn::SendDatagramError> {
+    match conn.send_datagram(d.clone()) {
+        Err(quinn::SendDatagramError::TooLarge) => {}
+        other => return other,
+    }
+    loss.max_datagram = conn.max_datagram_size();
+    let Some(max) = loss.max_datagram else {
+        return Err(quinn::SendDatagramError::Disabled);
+    };
+    let mut p = codec::Packer::new(max);
+    // Entries the scheduler packed itself: well formed, and far smaller
+    // than the smallest datagram QUIC allows; one that is not is lost like
+    // a lost packet (the client repairs sequenced gaps).
+    for entry in codec::entries(&d).flatten() {
+        let _ = p.push_encoded(entry);
+    }
+    for d in p.finish() {
+        conn.send_datagram(d)?;
+    }
+    Ok(())
+}
+
 /// Whether a connection has lost packets lately: quinn's loss counter,
 /// looked at no more than every 50 ms; a loss keeps the path "lossy" for 5 s.
+/// The path's largest datagram is looked up at the same time (computing it
+/// takes quinn's lock and asks the crypto for its overheads: once per send
+/// was a visible share of the fan-out profile).
 #[derive(Debug, Default)]
 struct LossWatch {
     /// When quinn's counter was last looked at.
@@ -218,6 +247,8 @@ struct LossWatch {
     lossy_until: Option<Instant>,
     /// The path figures last reported to the metrics.
     path: PathStats,
+    /// The largest datagram the path carries, as of the last look.
+    max_datagram: Option<usize>,
 }
 
 impl LossWatch {
@@ -227,6 +258,7 @@ impl LossWatch {
     fn lossy(&mut self, now: Instant, conn: &quinn::Connection, m: &metrics::Metrics) -> bool {
         if (self.checked_at).is_none_or(|t| now.saturating_duration_since(t) >= Self::EVERY) {
             self.checked_at = Some(now);
+            self.max_datagram = conn.max_datagram_size();
             let stats = conn.stats();
             self.path.update(m, "client", &stats);
             let lost = stats.path.lost_packets;
