@@ -3,7 +3,8 @@
 //! calls [`Hub::handle_timeout`]. Two things fall due:
 //! - heads, every `head_every` while some room changed within
 //!   `head_window` (so a client notices a lost last event); the rounds keep
-//!   their cadence while rooms change, and stop when none has lately;
+//!   their cadence while rooms change, and stop when none has lately; a
+//!   round heads only the rooms quiet for half a round (see `send_heads`);
 //! - resends of actions whose ack is `resend_after` late, while the link is
 //!   up (while it is down they wait for it to come back).
 //!

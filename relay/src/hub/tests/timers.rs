@@ -71,16 +71,30 @@ fn heads_go_every_200ms_while_a_room_changed_within_the_window_then_stop() {
 }
 
 #[test]
-fn events_keep_the_cadence_rather_than_pushing_heads_away() {
+fn a_room_whose_events_flow_gets_no_heads_until_it_falls_quiet() {
     let mut s = following();
     let mut got = Vec::new();
-    // An event every 50 ms for a second: heads still every 200 ms.
+    // An event every 50 ms for a second: its next event shows any gap, so
+    // no heads while they flow.
     for k in 1..=20 {
         got.extend(s.advance(50 * MS));
         s.events([k]);
     }
-    let expected: Vec<Duration> = (1..=5).map(|k| k * 200 * MS).collect();
-    assert_eq!(heads(&got, 1), expected);
+    assert!(heads(&got, 1).is_empty(), "no heads while events flow");
+    // The last event at 1 s: the rounds keep their 200 ms cadence, and the
+    // first round after half a round of quiet carries a head (a lost last
+    // event is noticed within 300 ms of it).
+    let last = s.elapsed();
+    let got = s.advance(Duration::from_millis(650));
+    let first = heads(&got, 1)[0];
+    assert!(
+        first > last + 100 * MS && first <= last + 300 * MS,
+        "first head {first:?} after the last event {last:?}"
+    );
+    assert_eq!(
+        heads(&got, 1),
+        vec![first, first + 200 * MS, first + 400 * MS]
+    );
 }
 
 #[test]
