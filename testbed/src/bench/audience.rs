@@ -40,6 +40,7 @@ pub(crate) struct AudiencePlan {
     pub(crate) concurrency: usize,
     pub(crate) connect_limit: Duration,
     pub(crate) ping_every: Option<Duration>,
+    pub(crate) viewer_threads: usize,
     pub(crate) redundancy: Option<Duration>,
     /// Run the NATS peer (with nats-server from here, or found).
     pub(crate) nats: Option<Option<PathBuf>>,
@@ -72,6 +73,8 @@ pub struct AudienceReport {
     pub endpoints: usize,
     /// Connections per client endpoint.
     pub per_endpoint: usize,
+    /// Threads of the viewers' runtime (0: the bench's own).
+    pub viewer_threads: usize,
     /// The phases (connects, fan-outs, bursts, idle).
     pub phases: Vec<Phase>,
     /// Anything that went wrong without stopping the run.
@@ -114,6 +117,7 @@ pub(crate) async fn run(
     let mut out = AudienceReport {
         gift_bytes: gift_bytes(),
         per_endpoint: plan.per_endpoint,
+        viewer_threads: plan.viewer_threads,
         ..AudienceReport::default()
     };
     if let Some(server) = &plan.nats {
@@ -146,6 +150,7 @@ pub(crate) async fn run(
         first_user: 100_000,
         ping_every: plan.ping_every,
         connect_limit: plan.connect_limit,
+        threads: plan.viewer_threads,
     })?;
     let sender = Sender::connect(
         plan.sender_relay,

@@ -59,6 +59,65 @@ pub struct ViewerPlan {
     pub ping_every: Option<Duration>,
     /// Each growth stops here (what is connected by then stays).
     pub connect_limit: Duration,
+    /// Threads of the viewers' own tokio runtime: 1 is a current-thread
+    /// runtime (no wake-up ever crosses threads), 0 shares the caller's.
+    pub threads: usize,
+}
+
+/// The runtime the viewers run on: the caller's, or one of their own on
+/// threads of their own, stopped when dropped.
+struct ViewerRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ViewerRuntime {
+    fn new(threads: usize) -> anyhow::Result<ViewerRuntime> {
+        if threads == 0 {
+            return Ok(ViewerRuntime {
+                handle: tokio::runtime::Handle::current(),
+                stop: None,
+                thread: None,
+            });
+        }
+        let rt = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("viewers")
+                .enable_all()
+                .build()
+        }
+        .context("the viewers' runtime")?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("viewers".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .context("the viewers' thread")?;
+        Ok(ViewerRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ViewerRuntime {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// One gift event as a viewer first saw it.
@@ -135,6 +194,8 @@ struct Viewer {
 
 /// The connected audience.
 pub struct Viewers {
+    // Dropped last: the viewers' tasks and endpoints live on it.
+    rt: ViewerRuntime,
     plan: ViewerPlan,
     cfg: quinn::ClientConfig,
     endpoints: Vec<quinn::Endpoint>,
@@ -160,6 +221,7 @@ impl Viewers {
     pub fn new(plan: ViewerPlan) -> anyhow::Result<Viewers> {
         let cfg = net::client_config(&plan.roots, ALPN_CLIENT, &Tuning::default())?;
         Ok(Viewers {
+            rt: ViewerRuntime::new(plan.threads)?,
             next_user: plan.first_user,
             plan,
             cfg,
@@ -206,6 +268,8 @@ impl Viewers {
         let i = slot / self.plan.per_endpoint.max(1);
         while self.endpoints.len() <= i {
             let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+            // The endpoint's driver runs on the viewers' runtime.
+            let _in = self.rt.handle.enter();
             let e = net::client_endpoint(bind, &Tuning::default()).context("a client endpoint")?;
             self.endpoints.push(e);
         }
@@ -228,21 +292,25 @@ impl Viewers {
         };
         let (mut connect_lat, mut join_lat) = (Latencies::new(), Latencies::new());
         let mut set = JoinSet::new();
-        let (mut started_n, mut next_progress) = (0usize, 1000usize);
+        let mut started_n = 0usize;
+        let mut next_progress = (self.viewers.len() / 1000 + 1) * 1000;
         loop {
             while started_n < want && set.len() < report.batch && Instant::now() < deadline {
                 let endpoint = self.endpoint_for(self.viewers.len() + set.len())?;
                 let user = self.next_user;
                 self.next_user += 1;
                 let session = SessionId(self.session_base + (user - self.plan.first_user));
-                set.spawn(open_viewer(
-                    endpoint,
-                    self.cfg.clone(),
-                    self.plan.clone(),
-                    user,
-                    session,
-                    self.total.clone(),
-                ));
+                set.spawn_on(
+                    open_viewer(
+                        endpoint,
+                        self.cfg.clone(),
+                        self.plan.clone(),
+                        user,
+                        session,
+                        self.total.clone(),
+                    ),
+                    &self.rt.handle,
+                );
                 started_n += 1;
             }
             let Some(r) = set.join_next().await else {
@@ -252,7 +320,8 @@ impl Viewers {
                 Ok(Ok(opened)) => {
                     connect_lat.record(opened.connected);
                     join_lat.record(opened.joined);
-                    self.tasks.spawn(opened.run);
+                    self.tasks.spawn_on(opened.hot, &self.rt.handle);
+                    self.tasks.spawn_on(opened.cold, &self.rt.handle);
                     self.viewers.push(opened.viewer);
                     report.connected += 1;
                 }
@@ -306,10 +375,15 @@ impl Viewers {
     }
 }
 
-/// A viewer in the room, its task not yet spawned.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A viewer in the room, its tasks not yet spawned.
 struct Opened {
     viewer: Viewer,
-    run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// Reads datagrams (every event).
+    hot: Task,
+    /// Reads the streams, sends the pings.
+    cold: Task,
     connected: Duration,
     joined: Duration,
 }
@@ -324,15 +398,22 @@ async fn open_viewer(
     total: Arc<AtomicU64>,
 ) -> anyhow::Result<Opened> {
     let t = Instant::now();
-    let conn = tokio::time::timeout(Duration::from_secs(10), async {
-        endpoint
-            .connect_with(cfg, plan.relay, "localhost")?
-            .await
-            .map_err(anyhow::Error::from)
-    })
-    .await
-    .context("handshake timed out")?
-    .context("handshake")?;
+    let handshake = || async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            endpoint
+                .connect_with(cfg.clone(), plan.relay, "localhost")?
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .await
+        .context("handshake timed out")?
+        .context("handshake")
+    };
+    // One more try, as an app would: a busy relay drops handshakes.
+    let conn = match handshake().await {
+        Ok(c) => c,
+        Err(_) => handshake().await?,
+    };
     let (mut ctrl, mut recv) = conn.open_bi().await.context("control stream")?;
     let hello = ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
@@ -367,7 +448,8 @@ async fn open_viewer(
         },
     )
     .await?;
-    let run = Box::pin(run_viewer(
+    let hot: Task = Box::pin(datagrams(conn.clone(), log.clone(), total.clone()));
+    let mut cold: Task = Box::pin(streams(
         conn.clone(),
         ctrl,
         recv,
@@ -375,18 +457,19 @@ async fn open_viewer(
         total,
         plan.ping_every,
     ));
-    // The viewer's loops must run for the snapshot to be read: drive them
-    // here until the join is answered, then hand the rest to a task.
-    let mut run = run;
+    // The streams must be read for the snapshot to arrive: drive them here
+    // until the join is answered, then hand them to a task. Datagrams wait
+    // in quinn's buffer meanwhile.
     let answered = tokio::select! {
         r = rx => r.map_err(|_| "the viewer stopped".to_string()),
-        () = &mut run => Err("the connection closed".to_string()),
+        () = &mut cold => Err("the connection closed".to_string()),
         () = tokio::time::sleep(Duration::from_secs(10)) => Err("join: timed out".to_string()),
     };
     match answered {
         Ok(Ok(())) => Ok(Opened {
             viewer: Viewer { conn, log },
-            run,
+            hot,
+            cold,
             connected,
             joined: t.elapsed(),
         }),
@@ -397,9 +480,23 @@ async fn open_viewer(
     }
 }
 
-/// A viewer's life: read datagrams, the control stream and the streams
+/// A viewer's hot path, a task of its own so that an event wakes nothing
+/// else: read datagrams, record the gifts. Ends when the connection closes.
+async fn datagrams(conn: quinn::Connection, log: Shared, total: Arc<AtomicU64>) {
+    while let Ok(d) = conn.read_datagram().await {
+        let seen = Instant::now();
+        for m in codec::unpack::<ServerMsg>(&d) {
+            if let Ok(ServerMsg::Events { events, .. }) = m {
+                let n = lock(&log).events(&events, seen);
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The rest of a viewer's life: read the control stream and the streams
 /// the relay opens; ping now and then. Ends when the connection closes.
-async fn run_viewer(
+async fn streams(
     conn: quinn::Connection,
     mut ctrl: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -407,17 +504,6 @@ async fn run_viewer(
     total: Arc<AtomicU64>,
     ping_every: Option<Duration>,
 ) {
-    let datagrams = async {
-        while let Ok(d) = conn.read_datagram().await {
-            let seen = Instant::now();
-            for m in codec::unpack::<ServerMsg>(&d) {
-                if let Ok(ServerMsg::Events { events, .. }) = m {
-                    let n = lock(&log).events(&events, seen);
-                    total.fetch_add(n, Ordering::Relaxed);
-                }
-            }
-        }
-    };
     let control = async {
         let mut buf = Vec::new();
         while let Ok(Some(m)) = net::read_frame::<ServerMsg>(&mut recv, &mut buf).await {
@@ -462,7 +548,7 @@ async fn run_viewer(
             }
         }
     };
-    tokio::join!(datagrams, control, streams, pings);
+    tokio::join!(control, streams, pings);
     let _ = ctrl.finish();
 }
 

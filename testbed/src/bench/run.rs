@@ -71,6 +71,9 @@ pub struct Plan {
     pub connect_limit: Duration,
     /// A viewer's clock ping interval (`None`: no pings).
     pub viewer_ping: Option<Duration>,
+    /// Threads of the viewers' own runtime (1: current-thread; 0: share
+    /// the bench's).
+    pub viewer_threads: usize,
     /// The sender connects to a second relay process (else to the
     /// audience's relay).
     pub sender_on_other_relay: bool,
@@ -110,6 +113,7 @@ impl Default for Plan {
             concurrency: 64,
             connect_limit: Duration::from_secs(120),
             viewer_ping: Some(Duration::from_secs(1)),
+            viewer_threads: 1,
             sender_on_other_relay: false,
             nats: None,
             redundancy: true,
@@ -528,6 +532,7 @@ async fn audience_part(
         concurrency: plan.concurrency,
         connect_limit: plan.connect_limit,
         ping_every: plan.viewer_ping,
+        viewer_threads: plan.viewer_threads,
         redundancy: plan
             .redundancy
             .then_some(Duration::from_micros(plan.redundancy_us)),

@@ -76,6 +76,11 @@ pub struct Args {
     /// one (0: none).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     viewer_ping_ms: u64,
+    /// Threads of the viewers' own tokio runtime: 1 is a current-thread
+    /// runtime (no wake-up crosses threads: the cheapest), 0 shares the
+    /// bench's multi-threaded one.
+    #[arg(long, default_value_t = 1)]
+    viewer_threads: usize,
     /// Where the fan-out's sender connects: `same` (the viewers' relay)
     /// or `other` (a second relay process).
     #[arg(long, value_name = "WHERE", default_value = "same", value_parser = ["same", "other"])]
@@ -174,6 +179,7 @@ impl Args {
             connect_limit: seconds("connect-limit", self.connect_limit)?,
             viewer_ping: (self.viewer_ping_ms > 0)
                 .then(|| Duration::from_millis(self.viewer_ping_ms)),
+            viewer_threads: self.viewer_threads,
             sender_on_other_relay: self.sender_relay == "other",
             nats: self.peer.as_ref().map(|_| self.nats_server.clone()),
             redundancy: !self.no_redundancy,
@@ -419,8 +425,15 @@ fn render_connects(o: &mut String, r: &Report) {
     let a = &r.audience;
     o.push_str(&format!(
         "\nViewers: one QUIC connection each (hello, join, read; a clock ping every second), \
-         {} per client endpoint ({} endpoints);\n         the sender is {}\n",
-        a.per_endpoint, a.endpoints, r.sender_relay
+         {} per client endpoint ({} endpoints),\n         on {}; the sender is {}\n",
+        a.per_endpoint,
+        a.endpoints,
+        match a.viewer_threads {
+            0 => "the bench's runtime".to_string(),
+            1 => "a current-thread runtime of their own".to_string(),
+            n => format!("a runtime of their own with {n} threads"),
+        },
+        r.sender_relay
     ));
     for (what, c) in &a.connects {
         o.push_str(&format!(
