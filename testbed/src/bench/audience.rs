@@ -129,6 +129,7 @@ pub(crate) async fn run(
             duration: plan.duration,
             payload: out.gift_bytes,
             drain: plan.drain,
+            threads: plan.viewer_threads,
         };
         out.nats = Some(match nats::run(&nplan, progress).await {
             Ok(o) => o,

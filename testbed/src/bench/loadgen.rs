@@ -64,18 +64,21 @@ pub struct ViewerPlan {
     pub threads: usize,
 }
 
-/// The runtime the viewers run on: the caller's, or one of their own on
-/// threads of their own, stopped when dropped.
-struct ViewerRuntime {
-    handle: tokio::runtime::Handle,
+/// The runtime clients run on (the viewers, and the NATS peer's
+/// subscribers, so that both fan-outs' receivers are alike): the caller's,
+/// or one of their own on threads of their own, stopped when dropped.
+pub(crate) struct ClientRuntime {
+    /// Where to spawn.
+    pub(crate) handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl ViewerRuntime {
-    fn new(threads: usize) -> anyhow::Result<ViewerRuntime> {
+impl ClientRuntime {
+    /// `threads` of its own (1: a current-thread runtime), or the caller's (0).
+    pub(crate) fn new(threads: usize) -> anyhow::Result<ClientRuntime> {
         if threads == 0 {
-            return Ok(ViewerRuntime {
+            return Ok(ClientRuntime {
                 handle: tokio::runtime::Handle::current(),
                 stop: None,
                 thread: None,
@@ -103,7 +106,7 @@ impl ViewerRuntime {
                 });
             })
             .context("the viewers' thread")?;
-        Ok(ViewerRuntime {
+        Ok(ClientRuntime {
             handle,
             stop: Some(stop),
             thread: Some(thread),
@@ -111,7 +114,7 @@ impl ViewerRuntime {
     }
 }
 
-impl Drop for ViewerRuntime {
+impl Drop for ClientRuntime {
     fn drop(&mut self) {
         self.stop.take();
         if let Some(t) = self.thread.take() {
@@ -194,8 +197,6 @@ struct Viewer {
 
 /// The connected audience.
 pub struct Viewers {
-    // Dropped last: the viewers' tasks and endpoints live on it.
-    rt: ViewerRuntime,
     plan: ViewerPlan,
     cfg: quinn::ClientConfig,
     endpoints: Vec<quinn::Endpoint>,
@@ -205,6 +206,8 @@ pub struct Viewers {
     total: Arc<AtomicU64>,
     next_user: u64,
     session_base: u64,
+    // Last, so dropped last: the viewers' tasks and endpoints live on it.
+    rt: ClientRuntime,
 }
 
 /// A session id base no other run shares (the std hasher is randomly keyed).
@@ -221,7 +224,7 @@ impl Viewers {
     pub fn new(plan: ViewerPlan) -> anyhow::Result<Viewers> {
         let cfg = net::client_config(&plan.roots, ALPN_CLIENT, &Tuning::default())?;
         Ok(Viewers {
-            rt: ViewerRuntime::new(plan.threads)?,
+            rt: ClientRuntime::new(plan.threads)?,
             next_user: plan.first_user,
             plan,
             cfg,

@@ -31,6 +31,7 @@ use anyhow::{bail, Context as _};
 use futures_util::StreamExt as _;
 use tokio::task::JoinSet;
 
+use super::loadgen::ClientRuntime;
 use super::stats::{Latencies, Summary};
 use super::sys;
 
@@ -59,6 +60,9 @@ pub struct NatsPlan {
     pub payload: usize,
     /// After the last publish, wait this long at most for deliveries.
     pub drain: Duration,
+    /// Threads of the subscribers' runtime, as the viewers' (1: a
+    /// current-thread runtime; 0: the caller's).
+    pub threads: usize,
 }
 
 /// What the NATS run measured.
@@ -218,33 +222,46 @@ pub async fn run(plan: &NatsPlan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::R
     progress(&format!("{} NATS subscribers", plan.subscribers));
     let received = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The subscribers (their connections' tasks too) run where the viewers
+    // run: the same kind of runtime receives both fan-outs.
+    let rt = ClientRuntime::new(plan.threads)?;
     let mut subs = JoinSet::new();
     let mut clients = Vec::with_capacity(plan.subscribers);
     for _ in 0..plan.subscribers {
-        let c = async_nats::connect(&url)
+        let url = url.clone();
+        let (c, mut sub) = rt
+            .handle
+            .spawn(async move {
+                let c = async_nats::connect(&url).await?;
+                let sub = c.subscribe(SUBJECT).await?;
+                // The server has the subscription once the flush is answered.
+                c.flush().await?;
+                Ok::<_, async_nats::Error>((c, sub))
+            })
             .await
-            .context("a NATS subscriber connects")?;
-        let mut sub = c.subscribe(SUBJECT).await.context("subscribing")?;
-        // The server has the subscription once the flush is answered.
-        c.flush().await.context("flushing the subscription")?;
+            .context("a NATS subscriber task")?
+            .map_err(|e| anyhow::anyhow!("a NATS subscriber: {e}"))?;
         let (received, mut stop) = (received.clone(), stop_rx.clone());
-        subs.spawn(async move {
-            let mut lat = Latencies::new();
-            loop {
-                tokio::select! {
-                    m = sub.next() => {
-                        let Some(m) = m else { break };
-                        let now = Instant::now();
-                        if let Some(t0) = published_at(epoch, &m.payload) {
-                            lat.record(now.saturating_duration_since(t0));
-                            received.fetch_add(1, Ordering::Relaxed);
+        subs.spawn_on(
+            async move {
+                let mut lat = Latencies::new();
+                loop {
+                    tokio::select! {
+                        m = sub.next() => {
+                            let Some(m) = m else { break };
+                            let now = Instant::now();
+                            if let Some(t0) = published_at(epoch, &m.payload) {
+                                lat.record(now.saturating_duration_since(t0));
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        _ = stop.changed() => break,
                     }
-                    _ = stop.changed() => break,
                 }
-            }
-            lat
-        });
+                lat
+            },
+            &rt.handle,
+        );
         clients.push(c);
     }
     let publisher = async_nats::connect(&url)
@@ -292,6 +309,7 @@ pub async fn run(plan: &NatsPlan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::R
     }
     drop(clients);
     drop(server);
+    drop(rt);
     let delivered = received.load(Ordering::Relaxed);
     let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
     Ok(NatsOutcome::Ran(NatsReport {

@@ -389,8 +389,10 @@ fn render_targets(o: &mut String, r: &Report) {
         }
         o.push_str(&format!("  {:<66} goal: {} [{mark}]\n", "", t.goal));
     }
-    if matches!(r.audience.nats, None | Some(NatsOutcome::Skipped(_))) {
-        o.push_str("  (NATS beside these: --peer nats)\n");
+    match &r.audience.nats {
+        None => o.push_str("  (NATS beside these: --peer nats)\n"),
+        Some(NatsOutcome::Skipped(_)) => o.push_str("  (the NATS peer was skipped: see below)\n"),
+        Some(NatsOutcome::Ran(_)) => {}
     }
     o.push('\n');
 }
