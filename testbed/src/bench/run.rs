@@ -109,7 +109,7 @@ impl Default for Plan {
             bursts: 20,
             clients: 10_000,
             idle: Duration::from_secs(10),
-            per_endpoint: 500,
+            per_endpoint: 250,
             concurrency: 64,
             connect_limit: Duration::from_secs(120),
             viewer_ping: Some(Duration::from_secs(1)),
