@@ -275,7 +275,15 @@ async fn run_stages(
         .await?;
         // Let the handshakes' last packets and the first pings settle.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = (viewers.len(), sys::rss_kb(plan.pids[relay]).unwrap_or(0));
+        // Only the viewers still connected count (a starved one can time out).
+        let after = (viewers.live(), sys::rss_kb(plan.pids[relay]).unwrap_or(0));
+        if after.0 < viewers.len() {
+            out.notes.push(format!(
+                "{} of {} viewers had lost their connection before the memory and idle rows",
+                viewers.len() - after.0,
+                viewers.len()
+            ));
+        }
         out.memory = Some(MemoryReport::new(rss0, mid, after));
         progress(&format!(
             "{} viewers idle for {:.1} s",
@@ -284,9 +292,10 @@ async fn run_stages(
         ));
         let meter = Meter::start(&plan.pids);
         tokio::time::sleep(plan.idle).await;
-        let ph = meter.finish(format!("idle {}", viewers.len()), &plan.pids);
+        let live = viewers.live();
+        let ph = meter.finish(format!("idle {live}"), &plan.pids);
         out.idle = Some(IdleReport {
-            clients: viewers.len(),
+            clients: live,
             wall: ph.wall,
             relay_cores: ph.cores(relay).unwrap_or(0.0),
             clients_cores: ph.cores(me).unwrap_or(0.0),

@@ -241,6 +241,15 @@ impl Viewers {
         self.viewers.len()
     }
 
+    /// Viewers whose connection is still open (a 1 s idle timeout ends a
+    /// viewer starved of CPU for longer: this says how many are left).
+    pub fn live(&self) -> usize {
+        self.viewers
+            .iter()
+            .filter(|v| v.conn.close_reason().is_none())
+            .count()
+    }
+
     /// Whether none are.
     pub fn is_empty(&self) -> bool {
         self.viewers.is_empty()
