@@ -24,8 +24,8 @@ row is printed beside its goal; a size of 0 skips its row (--fanout-clients, --b
 
 The viewers are not SDK clients: each is one QUIC connection (hello with a signed token, \
 join, read datagrams and streams, a clock ping a second), hundreds sharing one client \
-endpoint, so 10,000 fit beside the relay on 2 cores. The sender and the ack probe are real \
-SDK clients.
+endpoint, on a current-thread runtime of their own (--viewer-threads), built so that 10,000 \
+fit beside the relay on 2 cores. The sender and the ack probe are real SDK clients.
 
 --peer nats runs the same fan-out (subscribers = --fanout-clients, the first --rate, the \
 size of a gift event's datagram) through nats-server, found on PATH or in /usr/sbin, \
