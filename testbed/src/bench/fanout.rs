@@ -303,6 +303,9 @@ impl Audience {
             drained_in,
             complete_events: t.complete_events,
             delivery: t.delivery.summary(),
+            origin_delivery: Summary::default(),
+            relay_us_per_delivery: None,
+            clients_us_per_delivery: None,
             by_second: t
                 .by_second
                 .iter()
@@ -410,6 +413,13 @@ pub struct FanoutReport {
     pub complete_events: u64,
     /// Send → a client saw it, over every (client, gift).
     pub delivery: Summary,
+    /// The origin's stamp on the event → a client saw it (empty when the
+    /// audience does not record stamps).
+    pub origin_delivery: Summary,
+    /// The relay's CPU over the run per delivery, µs.
+    pub relay_us_per_delivery: Option<f64>,
+    /// The clients' (this process's) CPU over the run per delivery, µs.
+    pub clients_us_per_delivery: Option<f64>,
     /// The same, for the gifts sent in each second of the run (a queue that
     /// grows shows as rising figures).
     pub by_second: Vec<Summary>,
@@ -426,7 +436,7 @@ pub struct FanoutReport {
 /// Gift `total` times at `rate` per second, each gift in a task of its
 /// own; stop early 5 s after `end`. Returns the tasks and how many there
 /// are.
-async fn send_gifts(
+pub(crate) async fn send_gifts(
     room: &Arc<Room>,
     rate: f64,
     total: u64,
@@ -472,24 +482,28 @@ async fn collect_sightings(watchers: &mut JoinSet<Sightings>) -> anyhow::Result<
 }
 
 /// A gift task's result: when it was called, and what came back.
-type GiftResult = (Instant, Result<client_sdk::Acked, client_sdk::Error>);
+pub(crate) type GiftResult = (Instant, Result<client_sdk::Acked, client_sdk::Error>);
 
 /// The sender's acks.
-struct Acks {
+pub(crate) struct Acks {
     /// Applied gifts: action number → when `gift` was called.
-    sent: HashMap<u64, Instant>,
+    pub(crate) sent: HashMap<u64, Instant>,
     /// Their ack latency.
-    acks: Latencies,
-    rejected: u64,
-    errors: u64,
+    pub(crate) acks: Latencies,
+    pub(crate) rejected: u64,
+    pub(crate) errors: u64,
     /// The first few failures.
-    error_text: Vec<String>,
+    pub(crate) error_text: Vec<String>,
 }
 
 impl Acks {
     /// Wait for every gift task until `deadline`; the ones still out then
     /// count as errors.
-    async fn collect(gifts: &mut JoinSet<GiftResult>, issued: u64, deadline: Instant) -> Acks {
+    pub(crate) async fn collect(
+        gifts: &mut JoinSet<GiftResult>,
+        issued: u64,
+        deadline: Instant,
+    ) -> Acks {
         let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(issued as usize);
         let mut acks = Latencies::new();
         let (mut rejected, mut errors) = (0u64, 0u64);

@@ -9,12 +9,15 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::fanout::{ConnectReport, FanoutReport};
+use super::nats::NatsOutcome;
 use super::run::{Phase, ProcReport, Report, Row};
+use super::stages::{BurstReport, IdleReport, MemoryReport};
 use super::stats::{secs, Summary};
+use super::targets::{self, Target};
 
 /// How the bench lays its processes out (a constant of the file).
-const LAYOUT: &str =
-    "origin, relay and echo are separate processes; all clients share the bench process";
+const LAYOUT: &str = "origin, relay and echo are separate processes; the viewers (many QUIC \
+     connections per client endpoint), the SDK sender and the probes share the bench process";
 
 /// The report as pretty JSON, with a final newline.
 pub fn render(r: &Report, command: &str) -> String {
@@ -35,8 +38,21 @@ pub fn render(r: &Report, command: &str) -> String {
         ),
         probe_rejected: r.probe_rejected,
         sdk_failed: r.sdk_failed,
-        connect: r.connect.as_ref(),
+        targets: targets::targets(r),
+        connects: Ordered(
+            (r.audience.connects.iter())
+                .map(|(k, c)| (k.as_str(), c))
+                .collect(),
+        ),
+        viewers_per_endpoint: r.audience.per_endpoint,
+        viewer_endpoints: r.audience.endpoints,
+        gift_datagram_bytes: r.audience.gift_bytes,
+        bursts: r.audience.bursts.as_ref(),
+        memory: r.audience.memory.as_ref(),
+        idle: r.audience.idle.as_ref(),
+        nats: r.audience.nats.as_ref(),
         fanout: r
+            .audience
             .fanout
             .iter()
             .map(|f| FanoutJson::of(f, &r.sender_relay))
@@ -75,8 +91,16 @@ struct BenchJson<'a> {
     round_trips: Ordered<&'static str, RowJson<'a>>,
     probe_rejected: u64,
     sdk_failed: u64,
-    connect: Option<&'a ConnectReport>,
+    targets: Vec<Target>,
+    connects: Ordered<&'a str, &'a ConnectReport>,
+    viewers_per_endpoint: usize,
+    viewer_endpoints: usize,
+    gift_datagram_bytes: usize,
     fanout: Vec<FanoutJson<'a>>,
+    bursts: Option<&'a BurstReport>,
+    memory: Option<&'a MemoryReport>,
+    idle: Option<&'a IdleReport>,
+    nats: Option<&'a NatsOutcome>,
     processes: &'a [ProcReport],
     phases: Vec<PhaseJson<'a>>,
     notes: &'a [String],
@@ -144,6 +168,9 @@ struct FanoutJson<'a> {
     drained_in_s: Duration,
     events_seen_by_all: u64,
     delivery: Summary,
+    origin_delivery: Summary,
+    relay_us_per_delivery: Option<f64>,
+    clients_us_per_delivery: Option<f64>,
     delivery_by_send_second: &'a [Summary],
     last_client: Summary,
     sender_ack: Summary,
@@ -174,6 +201,9 @@ impl<'a> FanoutJson<'a> {
             drained_in_s: f.drained_in,
             events_seen_by_all: f.complete_events,
             delivery: f.delivery,
+            origin_delivery: f.origin_delivery,
+            relay_us_per_delivery: f.relay_us_per_delivery,
+            clients_us_per_delivery: f.clients_us_per_delivery,
             delivery_by_send_second: &f.by_second,
             last_client: f.all_clients,
             sender_ack: f.ack,
@@ -222,6 +252,7 @@ impl<'a> PhaseJson<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::audience::AudienceReport;
     use crate::bench::stats::Latencies;
 
     fn sample() -> Report {
@@ -234,14 +265,21 @@ mod tests {
                 summary: l.summary(),
                 lost: 1,
             }],
-            connect: Some(ConnectReport {
-                errors: vec!["x".into()],
+            audience: AudienceReport {
+                connects: vec![(
+                    "fan-out audience".into(),
+                    ConnectReport {
+                        errors: vec!["x".into()],
+                        ..Default::default()
+                    },
+                )],
+                fanout: vec![FanoutReport {
+                    by_second: vec![l.summary()],
+                    ..Default::default()
+                }],
+                nats: Some(NatsOutcome::Skipped("no server".into())),
                 ..Default::default()
-            }),
-            fanout: vec![FanoutReport {
-                by_second: vec![l.summary()],
-                ..Default::default()
-            }],
+            },
             procs: vec![ProcReport {
                 name: "relay".into(),
                 threads: Some(3),
@@ -270,8 +308,10 @@ mod tests {
         assert!(echo["p99_us"]
             .as_f64()
             .is_some_and(|p| (p - 100.0).abs() < 1.0));
-        assert_eq!(v["connect"]["errors"][0], "x");
-        assert!(v["connect"]["took_s"].is_number());
+        assert_eq!(v["connects"]["fan-out audience"]["errors"][0], "x");
+        assert!(v["connects"]["fan-out audience"]["took_s"].is_number());
+        assert_eq!(v["nats"]["skipped"], "no server");
+        assert!(v["targets"].is_array());
         assert_eq!(v["fanout"][0]["delivery_by_send_second"][0]["samples"], 1);
         assert_eq!(v["processes"][0]["threads"], 3);
         assert_eq!(v["phases"][0]["cpu_s"]["relay"], 0.005);

@@ -9,7 +9,17 @@
 //!   pinging the relay, a "relay" pinging the origin and sending it gifts.
 //! - `servers` — the echo, origin and relay processes of one run.
 //! - [`fanout`] — many SDK clients in one room, a sender, and every
-//!   delivery timed against its send.
+//!   delivery timed against its send (the SDK audience; its sender and ack
+//!   bookkeeping serve the viewers' stages too).
+//! - [`loadgen`] — the cheap audience: viewers that are not an SDK each,
+//!   hundreds of QUIC connections per client endpoint.
+//! - [`stages`] — the viewers' rows: fan-out, single gifts to many, memory
+//!   per client, idle clients; [`audience`] runs them (and the NATS peer)
+//!   in order, each a [`meter::Phase`].
+//! - [`nats`] — `--peer nats`: the same fan-out through nats-server (how
+//!   to install it is in that module's doc).
+//! - [`targets`] — each figure beside its goal (the targets).
+//! - [`meter`] — a phase's CPU per process, softirq and UDP counters.
 //! - [`stats`] — histograms, and the one sampling loop ([`stats::Sampler`])
 //!   every latency run goes through.
 //! - [`json`] — `--json`: the report derived with serde.
@@ -18,15 +28,21 @@
 //! The orchestration (which process, which phase, what to print) lives in
 //! [`run()`]; the command line in `src/cli/bench.rs`.
 
+pub mod audience;
 pub mod child;
 pub mod echo;
 pub mod fanout;
 pub mod json;
+pub mod loadgen;
+pub mod meter;
+pub mod nats;
 pub mod probe;
 pub mod run;
 mod servers;
+pub mod stages;
 pub mod stats;
 pub mod sys;
+pub mod targets;
 
 use std::net::SocketAddr;
 

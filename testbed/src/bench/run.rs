@@ -5,18 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use client_sdk::{Client, Outcome};
 use net::Identity;
 use protocol::{GiftId, RoomId, SessionId};
 
+use super::audience::{self, AudiencePlan, AudienceReport};
 use super::child::Server;
 use super::echo::{self, RoundTrips};
-use super::fanout::{self, Audience, ConnectReport, FanoutPlan, FanoutReport};
+use super::fanout;
+pub use super::meter::Phase;
 use super::probe::{self, OriginProbe};
 use super::servers::{self, Secrets, Servers};
+use super::stages::OriginClock;
 use super::stats::{Latencies, Sampler, Sampling, Summary};
-use super::sys::{self, MachineCpu, TempDir, UdpCounters};
+use super::sys::{self, TempDir};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -44,23 +47,39 @@ pub struct Plan {
     pub ack_samples: u64,
     /// Each latency run stops here, whatever its count.
     pub phase_limit: Duration,
-    /// Fan-out audience (0: no fan-out).
-    pub clients: usize,
-    /// Clients connecting at once.
-    pub batch: usize,
-    /// The whole connect phase stops here.
-    pub connect_limit: Duration,
-    /// Fan-out gifts per second: one fan-out run per rate, same audience.
+    /// Viewers of the fan-out rows (0: no fan-out).
+    pub fanout_clients: usize,
+    /// Fan-out gifts per second: one fan-out run per rate, same viewers.
     pub rates: Vec<f64>,
     /// How long the fan-out sender sends.
     pub duration: Duration,
     /// After the last ack, how long to wait for deliveries at most.
     pub drain: Duration,
-    /// With the audience connected and nothing sent, measure this long.
+    /// Viewers of the single-gift row (0: none).
+    pub burst_clients: usize,
+    /// Single gifts sent to them, one at a time.
+    pub bursts: u64,
+    /// Viewers of the memory and idle rows (0: none).
+    pub clients: usize,
+    /// With every viewer connected and nothing sent, measure this long.
     pub idle: Duration,
+    /// Viewer connections per client endpoint (UDP socket).
+    pub per_endpoint: usize,
+    /// Viewer handshakes in flight at once.
+    pub concurrency: usize,
+    /// Each growth of the audience stops here.
+    pub connect_limit: Duration,
+    /// A viewer's clock ping interval (`None`: no pings).
+    pub viewer_ping: Option<Duration>,
+    /// Threads of the viewers' own runtime (1: current-thread; 0: share
+    /// the bench's).
+    pub viewer_threads: usize,
     /// The sender connects to a second relay process (else to the
     /// audience's relay).
     pub sender_on_other_relay: bool,
+    /// Run the same fan-out through nats-server too (`Some(None)`: find it
+    /// on PATH and in the sbin directories).
+    pub nats: Option<Option<PathBuf>>,
     /// Critical messages twice (relay `redundancy_us`, SDK `redundancy`),
     /// as in production.
     pub redundancy: bool,
@@ -82,14 +101,21 @@ impl Default for Plan {
             fsync_samples: 500,
             ack_samples: 3_000,
             phase_limit: Duration::from_secs(10),
-            clients: 1_000,
-            batch: 50,
-            connect_limit: Duration::from_secs(60),
-            rates: vec![10.0, 50.0],
+            fanout_clients: 100,
+            rates: vec![1_000.0],
             duration: Duration::from_secs(5),
             drain: Duration::from_secs(5),
-            idle: Duration::from_secs(2),
+            burst_clients: 1_000,
+            bursts: 20,
+            clients: 10_000,
+            idle: Duration::from_secs(10),
+            per_endpoint: 250,
+            concurrency: 64,
+            connect_limit: Duration::from_secs(120),
+            viewer_ping: Some(Duration::from_secs(1)),
+            viewer_threads: 1,
             sender_on_other_relay: false,
+            nats: None,
             redundancy: true,
             redundancy_us: 4_000,
         }
@@ -143,55 +169,6 @@ pub struct ProcReport {
     pub rss_peak_kb: u64,
 }
 
-/// Resources used during one phase.
-#[derive(Debug, Clone, Default)]
-pub struct Phase {
-    /// Its name.
-    pub name: String,
-    /// How long it took.
-    pub wall: Duration,
-    /// CPU time per process, in [`Report::procs`] order.
-    pub cpu: Vec<Duration>,
-    /// The machine's interrupt and softirq time.
-    pub softirq: Duration,
-    /// The machine's UDP counters.
-    pub udp: UdpCounters,
-}
-
-/// Takes the readings a [`Phase`] is made of.
-struct Meter {
-    at: Instant,
-    cpu: Vec<Duration>,
-    machine: MachineCpu,
-    udp: UdpCounters,
-}
-
-impl Meter {
-    fn start(pids: &[u32]) -> Meter {
-        Meter {
-            at: Instant::now(),
-            cpu: pids.iter().map(|p| sys::sample(*p).cpu).collect(),
-            machine: MachineCpu::now().unwrap_or_default(),
-            udp: UdpCounters::now().unwrap_or_default(),
-        }
-    }
-
-    fn finish(self, name: impl Into<String>, pids: &[u32]) -> Phase {
-        let machine = MachineCpu::now().unwrap_or_default().since(&self.machine);
-        Phase {
-            name: name.into(),
-            wall: self.at.elapsed(),
-            cpu: pids
-                .iter()
-                .zip(&self.cpu)
-                .map(|(p, before)| sys::sample(*p).cpu.saturating_sub(*before))
-                .collect(),
-            softirq: machine.softirq,
-            udp: UdpCounters::now().unwrap_or_default().since(&self.udp),
-        }
-    }
-}
-
 /// Everything measured.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -213,10 +190,8 @@ pub struct Report {
     pub probe_rejected: u64,
     /// SDK gifts rejected or failed (should be 0).
     pub sdk_failed: u64,
-    /// The audience's connect phase.
-    pub connect: Option<ConnectReport>,
-    /// The fan-out runs, one per rate.
-    pub fanout: Vec<FanoutReport>,
+    /// The viewers' stages and the NATS peer.
+    pub audience: AudienceReport,
     /// Where the fan-out's sender was.
     pub sender_relay: String,
     /// Connect, idle and fan-out: CPU and UDP.
@@ -324,8 +299,6 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
 
     let identity = Identity::self_signed(&["localhost"]).context("generating a certificate")?;
     let (cert, key) = sys::write_identity(&identity, &dir)?;
-    let cert_pem = identity.cert_pem();
-
     progress("starting the echo, origin and relay processes");
     let secrets = Secrets::generate(&dir)?;
     let redundancy_us = if plan.redundancy {
@@ -343,6 +316,8 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         &secrets,
     )
     .await?;
+    // Origin time as this process reads it, right after the origin started.
+    let clock = OriginClock::now();
     open_rooms(servers.relay.addr(), &cert_pem_of(&cert)?, &secrets.token).await?;
     let me = std::process::id();
     let mut procs = vec![
@@ -367,24 +342,17 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         progress,
     )
     .await?;
-    if plan.clients > 0 {
-        fan_out(
-            plan,
-            &servers,
-            &secrets,
-            &cert_pem,
-            &mut procs,
-            &mut report,
-            progress,
-        )
-        .await?;
-    } else {
-        for p in procs.iter_mut() {
-            p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-            p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
-            p.threads = sys::threads(p.pid);
-        }
-    }
+    audience_part(
+        plan,
+        &servers,
+        &secrets,
+        (&identity, &dir),
+        &clock,
+        &mut procs,
+        &mut report,
+        progress,
+    )
+    .await?;
     let machine = sys::MachineCpu::now()
         .unwrap_or_default()
         .since(&machine_start);
@@ -516,106 +484,77 @@ async fn hops(
     Ok(())
 }
 
-/// Connect the audience, measure it idle, then one fan-out per rate.
-async fn fan_out(
+/// The NATS peer and the viewers' stages ([`audience::run`]), then each
+/// process's memory.
+#[allow(clippy::too_many_arguments)]
+async fn audience_part(
     plan: &Plan,
     servers: &Servers,
     secrets: &Secrets,
-    cert_pem: &str,
+    (identity, dir): (&Identity, &Path),
+    clock: &OriginClock,
     procs: &mut [ProcReport],
     report: &mut Report,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
     let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let index = |name: &str| {
+        procs
+            .iter()
+            .position(|p| p.name.starts_with(name))
+            .unwrap_or(0)
+    };
     let sender_relay = servers
         .relay2
         .as_ref()
         .map_or(servers.relay.addr(), Server::addr);
     report.sender_relay = if servers.relay2.is_some() {
-        "one more SDK client, on a second relay process".into()
+        "an SDK client, on a second relay process".into()
     } else {
-        "one more SDK client, on the same relay".into()
+        "an SDK client, on the same relay".into()
     };
-    let fplan = FanoutPlan {
+    let aplan = AudiencePlan {
         relay: servers.relay.addr(),
         sender_relay,
-        cert_pem: cert_pem.to_owned(),
+        roots: identity.certs.clone(),
+        cert_pem: identity.cert_pem(),
         token_secret: secrets.token.clone(),
         room: RoomId(2),
-        clients: plan.clients,
-        batch: plan.batch,
-        first_user: 1_000,
-        connect_limit: plan.connect_limit,
-        rate: plan.rates.first().copied().unwrap_or(10.0),
+        fanout_clients: plan.fanout_clients,
+        rates: plan.rates.clone(),
         duration: plan.duration,
         drain: plan.drain,
+        burst_clients: plan.burst_clients,
+        bursts: plan.bursts,
+        clients: plan.clients,
+        idle: plan.idle,
+        per_endpoint: plan.per_endpoint,
+        concurrency: plan.concurrency,
+        connect_limit: plan.connect_limit,
+        ping_every: plan.viewer_ping,
+        viewer_threads: plan.viewer_threads,
         redundancy: plan
             .redundancy
             .then_some(Duration::from_micros(plan.redundancy_us)),
+        nats: plan.nats.clone(),
+        dir: dir.to_path_buf(),
+        relay_index: index("relay"),
+        me_index: index("bench"),
+        pids,
     };
-    progress(&format!(
-        "connecting {} SDK clients, {} at a time",
-        plan.clients, plan.batch
-    ));
-    let meter = Meter::start(&pids);
-    let (mut audience, connect) = Audience::connect(&fplan, progress).await?;
-    report.phases.push(meter.finish("connect", &pids));
-    for p in procs.iter_mut() {
-        p.rss_connected_kb = sys::rss_kb(p.pid).unwrap_or(0);
-    }
-    report.connect = Some(connect);
-    if audience.is_empty() {
-        bail!(
-            "no client connected; the relay's log:\n{}",
-            servers.relay.log_tail(20)
-        );
-    }
-    // Let the clients' first clock exchanges settle, then measure what
-    // a quiet audience costs.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    progress(&format!(
-        "{} clients idle for {:.1} s",
-        audience.len(),
-        plan.idle.as_secs_f64()
-    ));
-    let meter = Meter::start(&pids);
-    tokio::time::sleep(plan.idle).await;
-    report.phases.push(meter.finish("idle", &pids));
-    for (i, rate) in plan.rates.iter().enumerate() {
-        if i > 0 {
-            // Let the last run's copies and heads die down.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let fplan = FanoutPlan {
-            rate: *rate,
-            ..fplan.clone()
-        };
-        progress(&format!(
-            "fan-out: {rate} gifts/s for {:.1} s to {} clients",
-            plan.duration.as_secs_f64(),
-            audience.len()
-        ));
-        let meter = Meter::start(&pids);
-        let fan = audience.fan_out(&fplan, progress).await;
-        report
-            .phases
-            .push(meter.finish(format!("fan-out {rate}/s"), &pids));
-        match fan {
-            Ok(f) => report.fanout.push(f),
-            Err(e) => report
-                .notes
-                .push(format!("fan-out at {rate}/s failed: {e:#}")),
-        }
-    }
+    report.audience = audience::run(&aplan, clock, progress).await?;
+    report.phases.append(&mut report.audience.phases);
+    report.notes.append(&mut report.audience.notes);
     for p in procs.iter_mut() {
         p.rss_after_kb = sys::rss_kb(p.pid).unwrap_or(0);
-    }
-    for p in procs.iter_mut() {
         p.rss_peak_kb = sys::peak_rss_kb(p.pid).unwrap_or(0);
         p.threads = sys::threads(p.pid);
     }
-    progress("closing the clients");
-    audience.close().await;
+    if let Some(m) = &report.audience.memory {
+        if let Some(p) = procs.iter_mut().find(|p| p.name == "relay") {
+            p.rss_connected_kb = m.rss_after_kb;
+        }
+    }
     Ok(())
 }
 

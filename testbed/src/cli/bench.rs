@@ -6,25 +6,45 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testbed::bench::fanout::{ConnectReport, FanoutReport};
+use testbed::bench::fanout::FanoutReport;
+use testbed::bench::nats::NatsOutcome;
 use testbed::bench::run::Phase;
+use testbed::bench::stages::BurstReport;
 use testbed::bench::stats::{fmt_us, Summary};
+use testbed::bench::targets;
 use testbed::bench::{Plan, Report};
 
-/// Options of `testbed bench`. The defaults take about a minute on 2 cores.
+/// How to read and extend the bench (printed after `testbed bench --help`).
+const AFTER_HELP: &str = "\
+Rows and their goals (issue 11): fan-out p50/p99 from the origin's stamp and from the gift's \
+send to every viewer, relay CPU per delivery, one gift to many viewers (send -> last viewer), \
+relay RSS per connected client, idle clients' relay CPU, SDK gift ack over its floor. Each \
+row is printed beside its goal; a size of 0 skips its row (--fanout-clients, --burst-clients, \
+--clients).
+
+The viewers are not SDK clients: each is one QUIC connection (hello with a signed token, \
+join, read datagrams and streams, a clock ping a second), hundreds sharing one client \
+endpoint, on a current-thread runtime of their own (--viewer-threads), built so that 10,000 \
+fit beside the relay on 2 cores. The sender and the ack probe are real SDK clients.
+
+--peer nats runs the same fan-out (subscribers = --fanout-clients, the first --rate, the \
+size of a gift event's datagram) through nats-server, found on PATH or in /usr/sbin, \
+/usr/local/sbin, /usr/local/bin (or --nats-server PATH). Install it with \
+`apt-get install nats-server` (Debian/Ubuntu); without it the NATS rows are skipped.
+
+Measure with a release build: cargo build --release -p ringside-testbed, then \
+./target/release/testbed bench --peer nats";
+
+/// Options of `testbed bench`. The defaults take a few minutes on 2 cores.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
 pub struct Args {
-    /// Fan-out audience: SDK clients in one room on one relay (0: skip the fan-out).
-    #[arg(long, default_value_t = 1000)]
-    clients: usize,
-    /// Clients connecting at once (a thousand handshakes at once overflow
-    /// socket buffers; batches keep the relay responsive).
-    #[arg(long, default_value_t = 50)]
-    batch: usize,
-    /// Fan-out gifts per second from one sender; a comma-separated list
-    /// runs the fan-out once per rate, on the same audience. On 2 cores,
-    /// 10/s × 1,000 clients is a light load and 50/s saturates the machine.
-    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    /// Viewers of the fan-out rows (0: skip them).
+    #[arg(long, default_value_t = 100)]
+    fanout_clients: usize,
+    /// Fan-out gifts per second from one SDK sender; a comma-separated list
+    /// runs the fan-out once per rate, on the same viewers.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
     rate: Vec<f64>,
     /// How long the fan-out sender sends, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
@@ -32,17 +52,50 @@ pub struct Args {
     /// After the last ack, wait at most this long for deliveries, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     drain: f64,
-    /// With the audience connected and quiet, measure CPU and packets this
+    /// Viewers of the single-gift row (the audience grows to this; 0: skip).
+    #[arg(long, default_value_t = 1000)]
+    burst_clients: usize,
+    /// Single gifts sent to them, one at a time.
+    #[arg(long, default_value_t = 20)]
+    bursts: u64,
+    /// Viewers of the memory and idle rows (the audience grows to this; 0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// With every viewer connected and quiet, measure CPU and packets this
     /// long, seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     idle: f64,
-    /// Where the fan-out's sender connects: `same` (the audience's relay)
+    /// Viewer connections per client endpoint (one UDP socket each). On a
+    /// busy 2-core machine 4,000 idle viewers on one socket overflowed its
+    /// 4 MiB receive buffer; 250 each lost nothing.
+    #[arg(long, default_value_t = 250)]
+    per_endpoint: usize,
+    /// Viewer handshakes in flight at once (a thousand at once overflow
+    /// socket buffers).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// A viewer's clock ping interval, milliseconds, as the SDK's steady
+    /// one (0: none).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    viewer_ping_ms: u64,
+    /// Threads of the viewers' own tokio runtime: 1 is a current-thread
+    /// runtime (no wake-up crosses threads: the cheapest), 0 shares the
+    /// bench's multi-threaded one.
+    #[arg(long, default_value_t = 1)]
+    viewer_threads: usize,
+    /// Where the fan-out's sender connects: `same` (the viewers' relay)
     /// or `other` (a second relay process).
     #[arg(long, value_name = "WHERE", default_value = "same", value_parser = ["same", "other"])]
     sender_relay: String,
-    /// The whole connect phase stops after this long, seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    /// Each growth of the audience stops after this long, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     connect_limit: f64,
+    /// Run the same fan-out through a peer too, printed beside Ringside's.
+    #[arg(long, value_name = "PEER", value_parser = ["nats"])]
+    peer: Option<String>,
+    /// The nats-server binary (default: found on PATH or in the sbin dirs).
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<PathBuf>,
     /// Round trips before each latency run that are not counted.
     #[arg(long, default_value_t = 300)]
     warmup: u64,
@@ -99,7 +152,10 @@ impl Args {
             !self.rate.is_empty() && self.rate.iter().all(|r| *r > 0.0 && r.is_finite()),
             "--rate must be positive"
         );
-        anyhow::ensure!(self.batch > 0, "--batch must be positive");
+        anyhow::ensure!(
+            self.concurrency > 0 && self.per_endpoint > 0,
+            "--concurrency and --per-endpoint must be positive"
+        );
         Ok(Plan {
             exe: std::env::current_exe().context("finding the testbed binary")?,
             dir: self.dir.clone(),
@@ -112,14 +168,22 @@ impl Args {
             fsync_samples: self.fsync_samples,
             ack_samples: self.ack_samples,
             phase_limit: seconds("phase-limit", self.phase_limit)?,
-            clients: self.clients,
-            batch: self.batch,
-            connect_limit: seconds("connect-limit", self.connect_limit)?,
+            fanout_clients: self.fanout_clients,
             rates: self.rate.clone(),
             duration: seconds("duration", self.duration)?,
             drain: seconds("drain", self.drain)?,
+            burst_clients: self.burst_clients,
+            bursts: self.bursts,
+            clients: self.clients,
             idle: seconds("idle", self.idle)?,
+            per_endpoint: self.per_endpoint,
+            concurrency: self.concurrency,
+            connect_limit: seconds("connect-limit", self.connect_limit)?,
+            viewer_ping: (self.viewer_ping_ms > 0)
+                .then(|| Duration::from_millis(self.viewer_ping_ms)),
+            viewer_threads: self.viewer_threads,
             sender_on_other_relay: self.sender_relay == "other",
+            nats: self.peer.as_ref().map(|_| self.nats_server.clone()),
             redundancy: !self.no_redundancy,
             redundancy_us: self.redundancy_us,
         })
@@ -165,26 +229,6 @@ fn row_line(out: &mut String, what: &str, s: &Summary, lost: u64) {
     ));
 }
 
-/// CPU per delivery of the relay and of the bench process during a fan-out
-/// run, above what the idle audience costs anyway (µs).
-fn per_delivery_cpu(r: &Report, f: &FanoutReport) -> Option<(f64, f64)> {
-    let idle = r.phases.iter().find(|p| p.name == "idle")?;
-    let run = r
-        .phases
-        .iter()
-        .find(|p| p.name == format!("fan-out {}/s", f.rate))?;
-    let at = |name: &str, ph: &Phase| {
-        let i = r.procs.iter().position(|p| p.name.starts_with(name))?;
-        Some(ph.cpu.get(i)?.as_secs_f64())
-    };
-    let above = |name: &str| {
-        let base = at(name, idle)? / idle.wall.as_secs_f64().max(0.001);
-        let used = at(name, run)? - base * run.wall.as_secs_f64();
-        Some(used.max(0.0) * 1e6 / (f.delivered.max(1) as f64))
-    };
-    Some((above("relay")?, above("bench")?))
-}
-
 fn cores(ph: &Phase, cpu: Option<Duration>) -> String {
     match cpu {
         Some(c) if !ph.wall.is_zero() => format!("{:.2}", c.as_secs_f64() / ph.wall.as_secs_f64()),
@@ -203,12 +247,19 @@ fn p50(r: &Report, key: &str) -> Option<f64> {
 fn render(r: &Report, plan: &Plan, command: &str) -> String {
     let mut o = String::new();
     render_setup(&mut o, r, plan, command);
+    render_targets(&mut o, r);
     render_round_trips(&mut o, r);
-    if let Some(c) = &r.connect {
-        render_connect(&mut o, r, c);
+    if let Some(n) = &r.audience.nats {
+        render_nats(&mut o, n);
     }
-    for f in &r.fanout {
-        render_fanout(&mut o, r, f);
+    if !r.audience.connects.is_empty() {
+        render_connects(&mut o, r);
+    }
+    for f in &r.audience.fanout {
+        render_fanout(&mut o, f);
+    }
+    if let Some(b) = &r.audience.bursts {
+        render_bursts(&mut o, b);
     }
     if !r.procs.is_empty() {
         render_memory(&mut o, r);
@@ -321,46 +372,131 @@ fn render_round_trips(o: &mut String, r: &Report) {
     }
 }
 
-/// How the fan-out's audience connected.
-fn render_connect(o: &mut String, r: &Report, c: &ConnectReport) {
-    o.push_str(&format!(
-        "\nFan-out: {} SDK clients (real client_sdk::Client, each its own QUIC endpoint) in one \
-         room on one relay;\n         the sender is {}\n",
-        c.connected, r.sender_relay
-    ));
-    o.push_str(&format!(
-        "  connect    {} of {} clients connected and joined in {:.2} s, {} at a time \
-         ({} failed, {} retried)\n",
-        c.connected,
-        c.wanted,
-        c.took.as_secs_f64(),
-        c.batch,
-        c.failed,
-        c.retried
-    ));
-    o.push_str(&format!(
-        "             per client: connect() p50 {} p99 {}; join() p50 {} p99 {}\n",
-        fmt_us(c.connect.p50_us),
-        fmt_us(c.connect.p99_us),
-        fmt_us(c.join.p50_us),
-        fmt_us(c.join.p99_us)
-    ));
-    for e in &c.errors {
-        o.push_str(&format!("             ! {e}\n"));
+/// Every figure beside its goal, the peer's beside Ringside's.
+fn render_targets(o: &mut String, r: &Report) {
+    let rows = targets::targets(r);
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str("Targets (issue 11): each figure beside its goal\n");
+    for t in &rows {
+        let mark = match t.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "-",
+        };
+        o.push_str(&format!("  {:<66} {}\n", t.figure, t.value));
+        if let Some(p) = &t.peer {
+            o.push_str(&format!("  {:<66} {p}\n", "    NATS, same run"));
+        }
+        o.push_str(&format!("  {:<66} goal: {} [{mark}]\n", "", t.goal));
+    }
+    match &r.audience.nats {
+        None => o.push_str("  (NATS beside these: --peer nats)\n"),
+        Some(NatsOutcome::Skipped(_)) => o.push_str("  (the NATS peer was skipped: see below)\n"),
+        Some(NatsOutcome::Ran(_)) => {}
+    }
+    o.push('\n');
+}
+
+/// The NATS peer's run, or why it was skipped.
+fn render_nats(o: &mut String, n: &NatsOutcome) {
+    match n {
+        NatsOutcome::Skipped(why) => o.push_str(&format!("\nNATS peer: skipped: {why}\n")),
+        NatsOutcome::Ran(n) => {
+            o.push_str(&format!(
+                "\nNATS peer: {} (version {}), {} subscribers (async-nats, one TCP connection each), \
+                 {} B messages at {}/s\n",
+                n.server, n.version, n.subscribers, n.payload, n.rate
+            ));
+            o.push_str(&format!(
+                "  delivered  {} of {} ({} published); server CPU {:.2} core, {:.2} µs per delivery; \
+                 clients {:.2} µs per delivery\n",
+                n.delivered,
+                n.expected,
+                n.published,
+                n.server_cpu.as_secs_f64() / n.wall.as_secs_f64().max(0.001),
+                n.server_us_per_delivery,
+                n.clients_us_per_delivery
+            ));
+            row_line(o, "publish → a subscriber saw it", &n.delivery, 0);
+        }
     }
 }
 
-/// One fan-out run: what was sent, what arrived, how fast.
-fn render_fanout(o: &mut String, r: &Report, f: &FanoutReport) {
-    let per_delivery = per_delivery_cpu(r, f);
+/// How each growth of the viewers went.
+fn render_connects(o: &mut String, r: &Report) {
+    let a = &r.audience;
     o.push_str(&format!(
-        "  -- at {}/s --{}\n",
+        "\nViewers: one QUIC connection each (hello, join, read; a clock ping every second), \
+         {} per client endpoint ({} endpoints),\n         on {}; the sender is {}\n",
+        a.per_endpoint,
+        a.endpoints,
+        match a.viewer_threads {
+            0 => "the bench's runtime".to_string(),
+            1 => "a current-thread runtime of their own".to_string(),
+            n => format!("a runtime of their own with {n} threads"),
+        },
+        r.sender_relay
+    ));
+    for (what, c) in &a.connects {
+        o.push_str(&format!(
+            "  {what:<26} +{} of {} in {:.2} s, {} handshakes at a time ({} failed); \
+             handshake+hello p50 {} p99 {}; join p50 {} p99 {}\n",
+            c.connected,
+            c.wanted,
+            c.took.as_secs_f64(),
+            c.batch,
+            c.failed,
+            fmt_us(c.connect.p50_us),
+            fmt_us(c.connect.p99_us),
+            fmt_us(c.join.p50_us),
+            fmt_us(c.join.p99_us)
+        ));
+        for e in &c.errors {
+            o.push_str(&format!("             ! {e}\n"));
+        }
+    }
+}
+
+/// Single gifts to the burst audience.
+fn render_bursts(o: &mut String, b: &BurstReport) {
+    o.push_str(&format!(
+        "  -- single gifts to {} viewers: {} sent, {} reached every viewer --\n",
+        b.audience, b.gifts, b.complete
+    ));
+    row_line(
+        o,
+        "send → the last viewer saw it (per gift)",
+        &b.last_client,
+        0,
+    );
+    row_line(
+        o,
+        "origin stamp → the last viewer saw it (per gift)",
+        &b.last_client_origin,
+        0,
+    );
+    row_line(
+        o,
+        "send → a viewer saw it (every viewer, every gift)",
+        &b.delivery,
+        0,
+    );
+}
+
+/// One fan-out run: what was sent, what arrived, how fast.
+fn render_fanout(o: &mut String, f: &FanoutReport) {
+    o.push_str(&format!(
+        "  -- {} viewers at {}/s --{}\n",
+        f.audience,
         f.rate,
-        per_delivery
-            .map(|(relay, bench)| format!(
-                " (CPU per delivery above the idle baseline: relay {relay:.1} µs, clients {bench:.1} µs)"
-            ))
-            .unwrap_or_default()
+        match (f.relay_us_per_delivery, f.clients_us_per_delivery) {
+            (Some(relay), Some(clients)) => format!(
+                " (CPU per delivery over the run: relay {relay:.2} µs, viewers and sender {clients:.2} µs)"
+            ),
+            _ => String::new(),
+        }
     ));
     o.push_str(&format!(
         "  sent       {} of {} gifts at {}/s in {:.2} s: {} applied, {} rejected, {} errors\n",
@@ -409,6 +545,12 @@ fn render_fanout_latency(o: &mut String, f: &FanoutReport) {
         o,
         "send → a client saw it (every client, every gift)",
         &f.delivery,
+        0,
+    );
+    row_line(
+        o,
+        "origin stamp → a client saw it (one machine, one clock)",
+        &f.origin_delivery,
         0,
     );
     if f.by_second.len() > 1 {
