@@ -43,6 +43,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use protocol::message::ErrorCode;
+use protocol::room::Reason;
 use protocol::UserId;
 use serde::{Deserialize, Serialize};
 
@@ -427,6 +428,21 @@ impl Requests {
     pub fn take(&mut self, now: Instant) -> bool {
         self.0.take(now).is_ok()
     }
+
+    /// A join (`granted`: the token grants the room): it spends a request,
+    /// and is refused over the budget (`TooMany`) or without a grant
+    /// (`NoGrant`). A refusal touches no shared state, so the connection
+    /// answers it itself: a flood of refused joins never queues in the
+    /// hub's one task in front of other clients' work.
+    pub fn handle_join(&mut self, now: Instant, granted: bool) -> Result<(), Reason> {
+        if !self.take(now) {
+            Err(Reason::TooMany)
+        } else if !granted {
+            Err(Reason::NoGrant)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -707,5 +723,24 @@ mod tests {
         let mut r = Requests::new(&l, t);
         assert_eq!((0..10).filter(|_| r.take(t)).count(), 3);
         assert!(r.take(t + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_join_is_refused_over_the_budget_or_without_a_grant() {
+        let t = Instant::now();
+        let l = Limits {
+            requests_per_sec: 1,
+            request_burst: 2,
+            ..Limits::default()
+        };
+        let mut r = Requests::new(&l, t);
+        assert_eq!(r.handle_join(t, false), Err(Reason::NoGrant));
+        assert_eq!(r.handle_join(t, true), Ok(()));
+        assert_eq!(
+            r.handle_join(t, true),
+            Err(Reason::TooMany),
+            "the refused one spent a request too"
+        );
+        assert_eq!(r.handle_join(t + Duration::from_secs(1), true), Ok(()));
     }
 }

@@ -212,26 +212,26 @@ impl Reader<'_> {
                 }
                 Step::Done
             }
-            ClientMsg::Join { room, since } => Step::Hub(if !self.requests.take(now) {
-                HubIn::RefuseJoin {
-                    client,
-                    room,
-                    reason: Reason::TooMany,
+            ClientMsg::Join { room, since } => {
+                let granted = self.claims.grant(room).is_some();
+                match self.requests.handle_join(now, granted) {
+                    Ok(()) => {
+                        self.following.handle_join(room);
+                        Step::Hub(HubIn::Join {
+                            client,
+                            room,
+                            since,
+                        })
+                    }
+                    // Answered here: a flood of refused joins costs the
+                    // hub's one task nothing.
+                    Err(reason) => {
+                        let refused = ServerMsg::JoinFailed { room, reason };
+                        let _ = self.out.push(Out::Reliable(hub::out::frame(&refused)));
+                        Step::Done
+                    }
                 }
-            } else if self.claims.grant(room).is_some() {
-                self.following.handle_join(room);
-                HubIn::Join {
-                    client,
-                    room,
-                    since,
-                }
-            } else {
-                HubIn::RefuseJoin {
-                    client,
-                    room,
-                    reason: Reason::NoGrant,
-                }
-            }),
+            }
             ClientMsg::Leave { room } => {
                 self.following.handle_leave(room);
                 Step::Hub(HubIn::Leave { client, room })

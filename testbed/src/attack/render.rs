@@ -368,14 +368,15 @@ fn gifts_line(g: &Gifts, base: Option<f64>) -> String {
 /// A window's memory and CPU in one line.
 fn figures_line(f: &Figures) -> String {
     format!(
-        "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB",
+        "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB, CPU {:.2} cores",
         mib(f.relay_before_kb),
         mib(f.relay_peak_kb),
         mib(f.relay_after_kb),
         f.relay_cores(),
         mib(f.origin_before_kb),
         mib(f.origin_peak_kb),
-        mib(f.origin_after_kb)
+        mib(f.origin_after_kb),
+        f.cores(f.origin_cpu)
     )
 }
 

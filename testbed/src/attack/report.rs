@@ -27,6 +27,8 @@ pub struct Figures {
     pub origin_after_kb: u64,
     /// Relay CPU time during the attack itself.
     pub relay_cpu: Duration,
+    /// Origin CPU time during the attack itself.
+    pub origin_cpu: Duration,
     /// CPU time of the whole machine during the attack itself (every
     /// process, plus interrupt work such as loopback packet delivery).
     pub machine_cpu: Duration,

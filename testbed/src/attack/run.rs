@@ -81,6 +81,7 @@ async fn serving(target: &Target, user: u64) -> Result<(), String> {
 struct Window {
     before: (u64, u64),
     cpu: Duration,
+    origin_cpu: Duration,
     machine: sys::MachineCpu,
     at: Instant,
 }
@@ -90,6 +91,7 @@ struct Window {
 #[derive(Debug, Clone, Copy)]
 struct Busy {
     relay: Duration,
+    origin: Duration,
     machine: Duration,
     wall: Duration,
 }
@@ -100,6 +102,7 @@ impl Window {
         Window {
             before: (rss(servers.relay.pid()), rss(servers.origin.pid())),
             cpu: sys::cpu_time(servers.relay.pid()).unwrap_or_default(),
+            origin_cpu: sys::cpu_time(servers.origin.pid()).unwrap_or_default(),
             machine: sys::MachineCpu::now().unwrap_or_default(),
             at: Instant::now(),
         }
@@ -113,6 +116,8 @@ impl Window {
             .since(&self.machine);
         Busy {
             relay: now.saturating_sub(self.cpu),
+            origin: (sys::cpu_time(servers.origin.pid()).unwrap_or_default())
+                .saturating_sub(self.origin_cpu),
             machine: m.tasks + m.softirq,
             wall: self.at.elapsed(),
         }
@@ -128,6 +133,7 @@ impl Window {
             origin_peak_kb: peaks.origin_kb,
             origin_after_kb: rss(servers.origin.pid()),
             relay_cpu: busy.relay,
+            origin_cpu: busy.origin,
             machine_cpu: busy.machine,
             attackers_cpu: Duration::ZERO,
             wall: busy.wall,
