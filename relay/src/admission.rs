@@ -99,7 +99,8 @@ pub struct Limits {
     /// Joins, resyncs and snapshot requests one connection may make per
     /// second (shared budget).
     pub requests_per_sec: u32,
-    /// ... and in a burst.
+    /// ... and in a burst (enough for a resuming client to rejoin
+    /// `rooms_per_connection` rooms at once).
     pub request_burst: u32,
     /// Rooms one connection may follow at once.
     pub rooms_per_connection: usize,
@@ -131,7 +132,7 @@ impl Default for Limits {
             retry_above_per_sec: 500,
             hello_timeout_ms: 2_000,
             handshakes_per_sec: 200,
-            handshake_burst: 40,
+            handshake_burst: 20,
             sessions_per_user: 4,
             sessions_per_sec: 1,
             actions_per_sec: 50,
@@ -140,7 +141,7 @@ impl Default for Limits {
             unfollowed_actions_per_sec: 2,
             unfollowed_action_burst: 4,
             requests_per_sec: 20,
-            request_burst: 40,
+            request_burst: 20,
             rooms_per_connection: 16,
             pending_per_connection: 256,
             pending_total: 65_536,
