@@ -17,6 +17,16 @@
 //!   request budget, so a tiny message cannot make the relay encode and send
 //!   large ones at will.
 //!
+//! - **per connection, in rooms it does not follow**: a viewer acts in the
+//!   rooms it joined (the SDK's `Room` handle comes from a join); an action
+//!   in any other room spends a small budget of its own ([`Following`]), so
+//!   gifts sprayed over unknown room ids are answered `Throttled` here
+//!   instead of each costing the origin a lookup and a log record;
+//! - **handshakes, relay-wide**: a token bucket bounds the full handshakes
+//!   begun per second (each costs key exchange and a signature), so a
+//!   hundred peers dialing at once are spread out instead of taking the
+//!   relay's cores from the clients it already serves; past it a peer is
+//!   refused statelessly and dials again;
 //! - **per address, after abuse**: a peer closed for abuse (malformed or
 //!   oversized input, a flood, a bad token, no hello, over a limit)
 //!   `strikes` times within `penalty_ms` is refused before its handshake
@@ -33,8 +43,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use protocol::message::ErrorCode;
+use protocol::room::Reason;
 use protocol::UserId;
 use serde::{Deserialize, Serialize};
+
+mod following;
+
+pub use following::Following;
 
 /// The limits, as configured (the relay's `[limits]` table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +67,15 @@ pub struct Limits {
     pub retry_above_per_sec: u32,
     /// How long a connection has to finish its handshake and say hello, ms.
     pub hello_timeout_ms: u64,
+    /// Full handshakes the relay begins per second, from all peers
+    /// together; past it (and a burst of `handshake_burst`) a peer is
+    /// refused before its handshake and dials again. It bounds what
+    /// handshakes can take of the relay's CPU (about 0.3 ms each), so raise
+    /// it with the cores: a relay taking over 10,000 clients from a failed
+    /// one absorbs them in 10,000 / this many seconds.
+    pub handshakes_per_sec: u32,
+    /// ... and in a burst.
+    pub handshake_burst: u32,
     /// Live connections (sessions) of one user on this relay.
     pub sessions_per_user: usize,
     /// New sessions one user may open per second (a burst of twice
@@ -65,10 +89,18 @@ pub struct Limits {
     /// Messages of any kind a user may send per second before its
     /// connection is closed (`Flood`).
     pub messages_per_sec: u32,
+    /// Actions one connection may send per second in rooms it does not
+    /// follow (it never joined them, or left them); past it they are
+    /// answered `Throttled`. Honest clients act in rooms they joined; the
+    /// budget covers an action racing its room's join after a reconnect.
+    pub unfollowed_actions_per_sec: u32,
+    /// ... and in a burst.
+    pub unfollowed_action_burst: u32,
     /// Joins, resyncs and snapshot requests one connection may make per
     /// second (shared budget).
     pub requests_per_sec: u32,
-    /// ... and in a burst.
+    /// ... and in a burst (enough for a resuming client to rejoin
+    /// `rooms_per_connection` rooms at once).
     pub request_burst: u32,
     /// Rooms one connection may follow at once.
     pub rooms_per_connection: usize,
@@ -99,13 +131,17 @@ impl Default for Limits {
             max_unauthenticated: 256,
             retry_above_per_sec: 500,
             hello_timeout_ms: 2_000,
+            handshakes_per_sec: 200,
+            handshake_burst: 20,
             sessions_per_user: 4,
             sessions_per_sec: 1,
             actions_per_sec: 50,
             action_burst: 100,
             messages_per_sec: 400,
+            unfollowed_actions_per_sec: 2,
+            unfollowed_action_burst: 4,
             requests_per_sec: 20,
-            request_burst: 40,
+            request_burst: 20,
             rooms_per_connection: 16,
             pending_per_connection: 256,
             pending_total: 65_536,
@@ -200,6 +236,8 @@ pub struct Admission {
     unauthenticated: usize,
     /// New connections in the current second, for the Retry threshold.
     window: (Instant, u32),
+    /// Full handshakes the relay may still begin.
+    handshakes: Bucket,
     users: BTreeMap<UserId, User>,
     /// When users were last swept for full buckets.
     swept: Instant,
@@ -211,6 +249,7 @@ impl Admission {
     /// Empty, with `limits`.
     pub fn new(limits: Limits, now: Instant) -> Admission {
         Admission {
+            handshakes: Bucket::new(limits.handshakes_per_sec, limits.handshake_burst, now),
             limits,
             per_addr: BTreeMap::new(),
             total: 0,
@@ -291,6 +330,10 @@ impl Admission {
         }
         if !validated && self.window.1 > self.limits.retry_above_per_sec {
             return Incoming::Retry;
+        }
+        // Last: only a handshake that would otherwise begin spends a token.
+        if self.handshakes.take(now).is_err() {
+            return Incoming::Refuse;
         }
         self.total += 1;
         self.unauthenticated += 1;
@@ -386,6 +429,21 @@ impl Requests {
     pub fn take(&mut self, now: Instant) -> bool {
         self.0.take(now).is_ok()
     }
+
+    /// A join (`granted`: the token grants the room): it spends a request,
+    /// and is refused over the budget (`TooMany`) or without a grant
+    /// (`NoGrant`). A refusal touches no shared state, so the connection
+    /// answers it itself: a flood of refused joins never queues in the
+    /// hub's one task in front of other clients' work.
+    pub fn handle_join(&mut self, now: Instant, granted: bool) -> Result<(), Reason> {
+        if !self.take(now) {
+            Err(Reason::TooMany)
+        } else if !granted {
+            Err(Reason::NoGrant)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +460,9 @@ mod tests {
             actions_per_sec: 10,
             action_burst: 5,
             messages_per_sec: 10,
+            // Out of the way, but for the test of it.
+            handshakes_per_sec: 10_000,
+            handshake_burst: 10_000,
             ..Limits::default()
         }
     }
@@ -457,6 +518,45 @@ mod tests {
         assert_eq!(a.handle_incoming(t, ip(1), true), Incoming::Accept);
         let later = t + Duration::from_secs(1);
         assert_eq!(a.handle_incoming(later, ip(2), false), Incoming::Accept);
+    }
+
+    #[test]
+    fn handshakes_are_begun_at_a_bounded_rate_from_all_peers_together() {
+        let t = Instant::now();
+        let roomy = Limits {
+            max_connections: 1_000,
+            max_per_addr: 1_000,
+            max_unauthenticated: 1_000,
+            retry_above_per_sec: 1_000,
+            handshakes_per_sec: 100,
+            handshake_burst: 10,
+            ..limits()
+        };
+        let mut a = Admission::new(roomy, t);
+        // A hundred peers dialing at once: the burst goes ahead, the rest
+        // is refused before any handshake work and dials again.
+        let accepted = (0..100u8)
+            .filter(|n| a.handle_incoming(t, ip(*n), true) == Incoming::Accept)
+            .count();
+        assert_eq!(accepted, 10);
+        let later = t + Duration::from_millis(100);
+        let accepted = (0..100u8)
+            .filter(|n| a.handle_incoming(later, ip(*n), true) == Incoming::Accept)
+            .count();
+        assert_eq!(accepted, 10, "100 ms at 100/s");
+        // A banned address spends no token.
+        for _ in 0..3 {
+            a.handle_abuse(later, ip(200));
+        }
+        let much_later = later + Duration::from_secs(1);
+        assert_eq!(
+            a.handle_incoming(much_later, ip(200), true),
+            Incoming::Refuse
+        );
+        let accepted = (0..100u8)
+            .filter(|n| a.handle_incoming(much_later, ip(*n), true) == Incoming::Accept)
+            .count();
+        assert_eq!(accepted, 10);
     }
 
     #[test]
@@ -624,5 +724,24 @@ mod tests {
         let mut r = Requests::new(&l, t);
         assert_eq!((0..10).filter(|_| r.take(t)).count(), 3);
         assert!(r.take(t + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_join_is_refused_over_the_budget_or_without_a_grant() {
+        let t = Instant::now();
+        let l = Limits {
+            requests_per_sec: 1,
+            request_burst: 2,
+            ..Limits::default()
+        };
+        let mut r = Requests::new(&l, t);
+        assert_eq!(r.handle_join(t, false), Err(Reason::NoGrant));
+        assert_eq!(r.handle_join(t, true), Ok(()));
+        assert_eq!(
+            r.handle_join(t, true),
+            Err(Reason::TooMany),
+            "the refused one spent a request too"
+        );
+        assert_eq!(r.handle_join(t + Duration::from_secs(1), true), Ok(()));
     }
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg};
-use protocol::room::Reason;
 use protocol::{RoomId, Seq, SessionId, UserId};
 use tokio::sync::mpsc;
 
@@ -27,11 +26,6 @@ pub(crate) enum HubIn {
         client: ClientId,
         room: RoomId,
         since: Option<Seq>,
-    },
-    RefuseJoin {
-        client: ClientId,
-        room: RoomId,
-        reason: Reason,
     },
     Leave {
         client: ClientId,
@@ -151,11 +145,6 @@ impl Driver {
                 room,
                 since,
             } => hub.handle_join(now, client, room, since),
-            HubIn::RefuseJoin {
-                client,
-                room,
-                reason,
-            } => hub.refuse_join(client, room, reason),
             HubIn::Leave { client, room } => hub.handle_leave(now, client, room),
             HubIn::Action {
                 client,

@@ -58,6 +58,8 @@ impl Default for Spec {
                     action_burst: 20_000,
                     messages_per_sec: 100_000,
                     max_per_addr: 100_000,
+                    handshakes_per_sec: 100_000,
+                    handshake_burst: 100_000,
                     // Tests' bad peers share the honest clients' address.
                     strikes: 0,
                     ..relay::Limits::default()

@@ -15,7 +15,7 @@ use protocol::room::Reason;
 use protocol::{ActionId, Class, Outcome, SessionId};
 use tokio::sync::mpsc;
 
-use crate::admission::{ActionVerdict, Requests};
+use crate::admission::{ActionVerdict, Following, Requests};
 use crate::hub::{self, ClientId, Out};
 use crate::hub_driver::HubIn;
 use crate::metrics;
@@ -116,6 +116,8 @@ struct Reader<'a> {
     forwarded: Recent,
     /// The budget for joins and resyncs.
     requests: Requests,
+    /// The rooms it follows, and its budget for actions elsewhere.
+    following: Following,
     /// When a client report last counted.
     last_report: Option<Instant>,
 }
@@ -142,6 +144,7 @@ pub(super) async fn read_loop(
         claims,
         forwarded: Recent::default(),
         requests: Requests::new(&shared.config.limits, Instant::now()),
+        following: Following::new(&shared.config.limits, Instant::now()),
         last_report: None,
     };
     loop {
@@ -209,26 +212,30 @@ impl Reader<'_> {
                 }
                 Step::Done
             }
-            ClientMsg::Join { room, since } => Step::Hub(if !self.requests.take(now) {
-                HubIn::RefuseJoin {
-                    client,
-                    room,
-                    reason: Reason::TooMany,
+            ClientMsg::Join { room, since } => {
+                let granted = self.claims.grant(room).is_some();
+                match self.requests.handle_join(now, granted) {
+                    Ok(()) => {
+                        self.following.handle_join(room);
+                        Step::Hub(HubIn::Join {
+                            client,
+                            room,
+                            since,
+                        })
+                    }
+                    // Answered here: a flood of refused joins costs the
+                    // hub's one task nothing.
+                    Err(reason) => {
+                        let refused = ServerMsg::JoinFailed { room, reason };
+                        let _ = self.out.push(Out::Reliable(hub::out::frame(&refused)));
+                        Step::Done
+                    }
                 }
-            } else if self.claims.grant(room).is_some() {
-                HubIn::Join {
-                    client,
-                    room,
-                    since,
-                }
-            } else {
-                HubIn::RefuseJoin {
-                    client,
-                    room,
-                    reason: Reason::NoGrant,
-                }
-            }),
-            ClientMsg::Leave { room } => Step::Hub(HubIn::Leave { client, room }),
+            }
+            ClientMsg::Leave { room } => {
+                self.following.handle_leave(room);
+                Step::Hub(HubIn::Leave { client, room })
+            }
             ClientMsg::Resync { room, from } => {
                 // Over budget: nothing; the client's repair timer asks again.
                 if !self.requests.take(now) {
@@ -288,8 +295,13 @@ impl Reader<'_> {
         // new action costs.
         let free = self.forwarded.copy(msg.id) == Some(true);
         if !free {
-            if let ActionVerdict::Throttle(wait) = self.shared.admit(|a| a.handle_action(now, user))
-            {
+            // A room it does not follow first: a spray over room ids is
+            // answered here without spending the user's action rate.
+            let verdict = match self.following.handle_action(now, msg.room, grant) {
+                ActionVerdict::Forward => self.shared.admit(|a| a.handle_action(now, user)),
+                throttled => throttled,
+            };
+            if let ActionVerdict::Throttle(wait) = verdict {
                 // Not forwarded, and the sender is told so (not an outcome:
                 // nothing happened) with when to retry.
                 let retry_after_ms = u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX);

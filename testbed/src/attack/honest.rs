@@ -64,6 +64,28 @@ impl Gifts {
         self.rejected + self.failed + self.unresolved
     }
 
+    /// Add `other`'s gifts to these (phases pooled: the baselines beside
+    /// an attack). The slowest stay the five slowest of both, each with
+    /// when in its own phase it was sent.
+    pub fn merge(&mut self, other: &Gifts) {
+        self.sent += other.sent;
+        self.applied += other.applied;
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+        self.unresolved += other.unresolved;
+        self.latencies.merge(&other.latencies);
+        for e in &other.examples {
+            self.note(e.clone());
+        }
+        self.slowest.extend(other.slowest.iter().copied());
+        self.slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
+        self.slowest.truncate(SLOWEST);
+        self.started = match (self.started, other.started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     fn keep_slow(&mut self, sent: Instant, latency: Duration) {
         let since = self
             .started
@@ -384,5 +406,28 @@ mod tests {
             .collect();
         assert_eq!(kept, [120, 90, 60, 40, 7]);
         assert_eq!(g.slowest[0].0, Duration::from_millis(120));
+    }
+
+    #[test]
+    fn pooled_phases_add_up_and_keep_the_slowest_of_both() {
+        let start = Instant::now();
+        let phase = |ms: &[u64]| {
+            let mut g = Gifts {
+                started: Some(start),
+                ..Gifts::default()
+            };
+            for &m in ms {
+                g.sent += 1;
+                g.applied += 1;
+                g.latencies.record(Duration::from_millis(m));
+                g.keep_slow(start, Duration::from_millis(m));
+            }
+            g
+        };
+        let mut a = phase(&[1, 2, 3, 50]);
+        a.merge(&phase(&[4, 5, 6, 7, 8, 9]));
+        assert_eq!((a.sent, a.applied, a.latencies.len()), (10, 10, 10));
+        let kept: Vec<u128> = a.slowest.iter().map(|(_, l)| l.as_millis()).collect();
+        assert_eq!(kept, [50, 9, 8, 7, 6]);
     }
 }

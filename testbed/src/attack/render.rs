@@ -14,7 +14,11 @@ impl Report {
         let mut o = String::new();
         self.render_setup(&mut o, command);
         let base = p99(&self.baseline_gifts);
-        o.push_str("\nbaseline (no attackers)\n");
+        o.push_str(&format!(
+            "\nbaselines (no attackers; {} phases of {:.1} s, pooled)\n",
+            self.attacks.len() + 1,
+            self.plan.baseline.as_secs_f64()
+        ));
         o.push_str(&format!("  {}\n", figures_line(&self.baseline)));
         o.push_str(&format!(
             "  honest gifts: {}\n",
@@ -27,7 +31,7 @@ impl Report {
             self.render_aioquic(&mut o, q, base);
         }
         for a in &self.attacks {
-            self.render_attack(&mut o, a, base);
+            self.render_attack(&mut o, a);
         }
         self.render_summary(&mut o, base);
         self.render_verdict(&mut o, base);
@@ -63,18 +67,27 @@ impl Report {
         ));
         o.push_str(&format!(
             "attackers: {} connections per attack ({} users among them, one loopback address each), \
-             {:.1} s per attack, seed {}\n",
+             {:.1} s per attack, at full rate, on this machine (same priority as everything else); seed {}\n",
             p.attackers,
             p.attacker_users,
             p.duration.as_secs_f64(),
             p.seed
         ));
         o.push_str(&format!(
-            "bounds: relay RSS {} MiB (abort at {} MiB); honest ack p99 within {}× the baseline{}\n",
+            "baselines: {:.1} s without attackers before the first attack and after each; \
+             each attack is compared with the two beside it, pooled\n",
+            p.baseline.as_secs_f64()
+        ));
+        o.push_str(&format!(
+            "bounds: relay RSS {} MiB (abort at {} MiB); honest ack p99 within {}× the baselines beside each attack{}\n",
             mib(p.rss_bound / 1024),
             mib(p.rss_abort / 1024),
             p.p99_factor,
-            if p.strict_p99 { " (strict)" } else { " (reported)" }
+            if p.p99_warn_only {
+                " (warn only)"
+            } else {
+                " (past it the run fails)"
+            }
         ));
         o.push_str(&format!(
             "relay RSS: {} MiB idle, {} MiB with the honest crowd\n",
@@ -124,7 +137,7 @@ impl Report {
 
     /// One attack's section: the relay's figures, what the attackers did,
     /// how they were stopped, the honest gifts meanwhile, the relay after.
-    fn render_attack(&self, o: &mut String, a: &AttackReport, base: Option<f64>) {
+    fn render_attack(&self, o: &mut String, a: &AttackReport) {
         o.push_str(&format!("\n{} — {}\n", a.attack.name(), a.attack.what()));
         if let Some(e) = &a.error {
             o.push_str(&format!("  could not run: {e}\n"));
@@ -159,10 +172,14 @@ impl Report {
         for n in &t.notes {
             o.push_str(&format!("  note: {n}\n"));
         }
-        o.push_str(&format!("  honest gifts: {}\n", gifts_line(&a.gifts, base)));
+        o.push_str(&format!(
+            "  honest gifts: {}\n",
+            gifts_line(&a.gifts, p99(&a.baseline))
+        ));
         if let Some(line) = slowest_line(&a.gifts) {
             o.push_str(&format!("  {line}\n"));
         }
+        o.push_str(&format!("  {}\n", self.goal_line(a)));
         o.push_str(&format!(
             "  relay afterwards: {}, {}; {} of {} honest clients connected\n",
             if a.alive { "alive" } else { "DEAD" },
@@ -175,10 +192,27 @@ impl Report {
         ));
     }
 
+    /// An attack's honest ack p99 against the baselines beside it, and the
+    /// verdict on the goal.
+    fn goal_line(&self, a: &AttackReport) -> String {
+        let factor = self.plan.p99_factor;
+        match (p99(&a.gifts), p99(&a.baseline), a.p99_ratio()) {
+            (Some(p), Some(b), Some(r)) => format!(
+                "honest ack p99 {} against {} in the baselines beside it ({} acks): {:.2}× — {}",
+                fmt_us(p),
+                fmt_us(b),
+                a.baseline.latencies.len(),
+                r,
+                verdict(r, factor)
+            ),
+            _ => "honest ack p99: nothing to compare".into(),
+        }
+    }
+
     /// One line per phase: memory, CPU, honest p99, how attackers stopped.
     fn render_summary(&self, o: &mut String, base: Option<f64>) {
         o.push_str(&format!(
-            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+            "\nsummary{:>13} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14} {:>12} {:>7}  {:<14}  {}\n",
             "",
             "relay RSS peak (MiB)",
             "growth",
@@ -186,6 +220,9 @@ impl Report {
             "attackers",
             "machine",
             "honest p99",
+            "beside it",
+            "ratio",
+            format!("goal ≤ {}×", self.plan.p99_factor),
             "stopped"
         ));
         summary_row(
@@ -195,7 +232,7 @@ impl Report {
             &self.baseline,
             false,
             base,
-            "-",
+            &no_goal("-"),
         );
         if let Some(q) = &self.aioquic {
             let closed = q.outcome.as_ref().ok().map(|out| {
@@ -213,7 +250,7 @@ impl Report {
                 &q.figures,
                 false,
                 p99(&q.gifts),
-                &closed.unwrap_or_else(|| "-".into()),
+                &no_goal(&closed.unwrap_or_else(|| "-".into())),
             );
         }
         for a in &self.attacks {
@@ -222,6 +259,15 @@ impl Report {
                 mib(a.figures.relay_peak_kb),
                 if a.aborted { " (aborted)" } else { "" }
             );
+            let goal = match a.p99_ratio() {
+                Some(r) => format!(
+                    "{:>12} {:>7}  {:<14}",
+                    p99(&a.baseline).map_or("-".into(), fmt_us),
+                    format!("{r:.2}×"),
+                    verdict(r, self.plan.p99_factor)
+                ),
+                None => no_goal("").trim_end().to_string(),
+            };
             summary_row(
                 o,
                 a.attack.name(),
@@ -229,9 +275,17 @@ impl Report {
                 &a.figures,
                 true,
                 p99(&a.gifts),
-                &stopped(&a.tally),
+                &format!("{goal}  {}", stopped(&a.tally)),
             );
         }
+        let within = (self.attacks.iter())
+            .filter(|a| a.p99_within(self.plan.p99_factor) == Some(true))
+            .count();
+        o.push_str(&format!(
+            "honest ack p99 within {}× of the baselines beside it: {within} of {} attacks\n",
+            self.plan.p99_factor,
+            self.attacks.len()
+        ));
     }
 
     /// Gifts lost between phases, the machine, notes, warnings and the
@@ -272,6 +326,20 @@ impl Report {
     }
 }
 
+/// The summary's goal columns left empty, then `stopped`.
+fn no_goal(stopped: &str) -> String {
+    format!("{:>12} {:>7}  {:<14}  {stopped}", "-", "-", "-")
+}
+
+/// The goal's verdict for a p99 `ratio`.
+fn verdict(ratio: f64, factor: f64) -> &'static str {
+    if ratio <= factor {
+        "within"
+    } else {
+        "PAST THE GOAL"
+    }
+}
+
 /// A phase's honest gifts: applied, ack p50 and p99 (against the
 /// baseline's p99 `base`), and how many were lost.
 fn gifts_line(g: &Gifts, base: Option<f64>) -> String {
@@ -280,7 +348,7 @@ fn gifts_line(g: &Gifts, base: Option<f64>) -> String {
     }
     let s = g.latencies.summary();
     let ratio = match base {
-        Some(b) if b > 0.0 => format!(" ({:.1}× baseline)", s.p99_us / b),
+        Some(b) if b > 0.0 => format!(" ({:.2}× baseline)", s.p99_us / b),
         _ => String::new(),
     };
     format!(
@@ -300,14 +368,15 @@ fn gifts_line(g: &Gifts, base: Option<f64>) -> String {
 /// A window's memory and CPU in one line.
 fn figures_line(f: &Figures) -> String {
     format!(
-        "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB",
+        "relay RSS {} → peak {} → after {} MiB, CPU {:.2} cores; origin RSS {} → peak {} → after {} MiB, CPU {:.2} cores",
         mib(f.relay_before_kb),
         mib(f.relay_peak_kb),
         mib(f.relay_after_kb),
         f.relay_cores(),
         mib(f.origin_before_kb),
         mib(f.origin_peak_kb),
-        mib(f.origin_after_kb)
+        mib(f.origin_after_kb),
+        f.cores(f.origin_cpu)
     )
 }
 
@@ -347,7 +416,7 @@ fn summary_row(
     stopped: &str,
 ) {
     o.push_str(&format!(
-        "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14}  {}\n",
+        "  {:<18} {:>24} {:>10} {:>10} {:>10} {:>10} {:>14} {}\n",
         name,
         peak,
         mib(f.growth_kb()),

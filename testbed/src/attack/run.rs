@@ -1,8 +1,12 @@
-//! The run, phase by phase: start the processes and the honest crowd,
-//! measure a baseline, then the aioquic client if asked, then each attack
-//! in turn (prepare outside the window, attack for the duration or until
-//! the relay passes the abort level, wind down, settle, check the relay
-//! still serves), and finally every honest gift's outcome.
+//! The run, phase by phase: start the processes and the honest crowd, the
+//! aioquic client if asked, a baseline, then each attack in turn (prepare
+//! outside the window, attack for the duration or until the relay passes
+//! the abort level, wind down, settle, check the relay still serves)
+//! followed by a baseline of its own, and finally every honest gift's
+//! outcome. Each attack's honest acks are compared with the two baselines
+//! beside it, pooled: the machine (other work on it, the relay's state)
+//! drifts over a run, and a comparison with a window minutes away would
+//! measure the drift.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,10 +30,22 @@ use super::secrets::Secrets;
 use super::servers::{Servers, TlsPaths};
 
 /// Honest gift phases: 0 is "between phases" (losses count, latencies do
-/// not), 1 the baseline, 2 the aioquic client (first, while the relay's
-/// memory is as the baseline left it), 3 + k attack k.
+/// not), 1 the aioquic client (first, while the relay's memory is as the
+/// honest crowd left it), then [`baseline_phase`] and [`attack_phase`]
+/// interleaved: baseline 0, attack 0, baseline 1, attack 1, ...,
+/// baseline n.
 const BETWEEN: usize = 0;
-const BASELINE: usize = 1;
+const AIOQUIC: usize = 1;
+
+/// The phase of baseline `k` (the one before attack `k`).
+pub fn baseline_phase(k: usize) -> usize {
+    2 + 2 * k
+}
+
+/// The phase of attack `k`; its baselines are `k` and `k + 1`.
+pub fn attack_phase(k: usize) -> usize {
+    3 + 2 * k
+}
 
 /// Resident memory now, KiB (0 if `/proc` cannot say).
 fn rss(pid: u32) -> u64 {
@@ -65,6 +81,7 @@ async fn serving(target: &Target, user: u64) -> Result<(), String> {
 struct Window {
     before: (u64, u64),
     cpu: Duration,
+    origin_cpu: Duration,
     machine: sys::MachineCpu,
     at: Instant,
 }
@@ -74,6 +91,7 @@ struct Window {
 #[derive(Debug, Clone, Copy)]
 struct Busy {
     relay: Duration,
+    origin: Duration,
     machine: Duration,
     wall: Duration,
 }
@@ -84,6 +102,7 @@ impl Window {
         Window {
             before: (rss(servers.relay.pid()), rss(servers.origin.pid())),
             cpu: sys::cpu_time(servers.relay.pid()).unwrap_or_default(),
+            origin_cpu: sys::cpu_time(servers.origin.pid()).unwrap_or_default(),
             machine: sys::MachineCpu::now().unwrap_or_default(),
             at: Instant::now(),
         }
@@ -97,6 +116,8 @@ impl Window {
             .since(&self.machine);
         Busy {
             relay: now.saturating_sub(self.cpu),
+            origin: (sys::cpu_time(servers.origin.pid()).unwrap_or_default())
+                .saturating_sub(self.origin_cpu),
             machine: m.tasks + m.softirq,
             wall: self.at.elapsed(),
         }
@@ -112,6 +133,7 @@ impl Window {
             origin_peak_kb: peaks.origin_kb,
             origin_after_kb: rss(servers.origin.pid()),
             relay_cpu: busy.relay,
+            origin_cpu: busy.origin,
             machine_cpu: busy.machine,
             attackers_cpu: Duration::ZERO,
             wall: busy.wall,
@@ -159,10 +181,10 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         ..Report::default()
     };
     let mut rig = Rig::start(plan, progress, &mut report).await?;
-    report.baseline = rig.baseline(plan, progress).await;
     if plan.aioquic && rig.servers.relay.is_running() {
         report.aioquic = Some(rig.aioquic(plan, progress).await);
     }
+    report.baseline = rig.baseline(plan, progress, 0).await;
     for (k, attack) in plan.attacks.iter().copied().enumerate() {
         let (a, died) = rig.attack(plan, progress, k, attack).await;
         report.attacks.push(a);
@@ -172,6 +194,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
                 .push("the relay died: the remaining attacks were skipped".into());
             break;
         }
+        rig.baseline(plan, progress, k + 1).await;
     }
     rig.finish(plan, progress, &mut report).await;
     report.took = started.elapsed();
@@ -214,7 +237,7 @@ impl Rig {
         );
 
         // The battle lasts the whole run (within the rules' bounds).
-        let per_phase = plan.duration + plan.settle + Duration::from_secs(4);
+        let per_phase = plan.duration + plan.baseline + plan.settle + Duration::from_secs(4);
         let planned = per_phase * (plan.attacks.len() as u32 + 2) + Duration::from_secs(30);
         let battle_secs = planned.as_secs().clamp(10, 900) as u32;
         progress(&format!(
@@ -258,18 +281,24 @@ impl Rig {
         })
     }
 
-    /// The baseline: the honest crowd alone for the plan's duration.
-    async fn baseline(&mut self, plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> Figures {
+    /// Baseline `k`: the honest crowd alone for the plan's baseline time
+    /// (it follows the previous attack's settle pause; the next attack's
+    /// preparation happens after it, outside both windows).
+    async fn baseline(
+        &mut self,
+        plan: &Plan,
+        progress: &(dyn Fn(&str) + Sync),
+        k: usize,
+    ) -> Figures {
         progress(&format!(
-            "baseline: {:.1} s without attackers",
-            plan.duration.as_secs_f64()
+            "baseline {k}: {:.1} s without attackers",
+            plan.baseline.as_secs_f64()
         ));
         let w = Window::open(&self.servers, &mut self.meter);
-        self.crowd.set_phase(BASELINE);
-        tokio::time::sleep(plan.duration).await;
+        self.crowd.set_phase(baseline_phase(k));
+        tokio::time::sleep(plan.baseline).await;
         self.crowd.set_phase(BETWEEN);
         let busy = w.cpu(&self.servers);
-        tokio::time::sleep(plan.settle).await;
         w.close(&self.servers, &self.meter, busy)
     }
 
@@ -281,7 +310,7 @@ impl Rig {
             plan.aioquic_connections,
             plan.duration.max(Duration::from_secs(7)).as_secs_f64()
         ));
-        let phase = 2;
+        let phase = AIOQUIC;
         let w = Window::open(&self.servers, &mut self.meter);
         self.crowd.set_phase(phase);
         let script = aioquic::Script {
@@ -337,7 +366,7 @@ impl Rig {
         ));
         let mut a = AttackReport {
             attack,
-            phase: 3 + k,
+            phase: attack_phase(k),
             ..Default::default()
         };
         let order = Order {
@@ -415,10 +444,17 @@ impl Rig {
         } = self;
         progress("waiting for every honest gift's outcome");
         let gifts: Vec<Gifts> = crowd.finish().await;
-        report.between = gifts.get(BETWEEN).cloned().unwrap_or_default();
-        report.baseline_gifts = gifts.get(BASELINE).cloned().unwrap_or_default();
-        for a in report.attacks.iter_mut() {
-            a.gifts = gifts.get(a.phase).cloned().unwrap_or_default();
+        let phase = |i: usize| gifts.get(i).cloned().unwrap_or_default();
+        report.between = phase(BETWEEN);
+        let mut all = phase(baseline_phase(0));
+        for k in 1..=report.attacks.len() {
+            all.merge(&phase(baseline_phase(k)));
+        }
+        report.baseline_gifts = all;
+        for (k, a) in report.attacks.iter_mut().enumerate() {
+            a.gifts = phase(a.phase);
+            a.baseline = phase(baseline_phase(k));
+            a.baseline.merge(&phase(baseline_phase(k + 1)));
         }
         if let Some(q) = report.aioquic.as_mut() {
             q.gifts = gifts.get(q.phase).cloned().unwrap_or_default();

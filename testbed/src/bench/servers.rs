@@ -169,6 +169,8 @@ pub(crate) async fn start(
                 "RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC",
                 "100000".into(),
             ),
+            ("RINGSIDE_RELAY_LIMITS__HANDSHAKES_PER_SEC", "100000".into()),
+            ("RINGSIDE_RELAY_LIMITS__HANDSHAKE_BURST", "100000".into()),
             ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy_us.to_string()),
         ]
     };

@@ -20,9 +20,14 @@ pub struct Args {
     /// Distinct users among the attackers (attacker i is user i mod N).
     #[arg(long, default_value_t = 10)]
     attacker_users: usize,
-    /// Seconds each attack (and the baseline) runs.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    /// Seconds each attack runs.
+    #[arg(long, value_name = "SECS", default_value_t = 8.0)]
     duration: f64,
+    /// Seconds each baseline phase (no attackers) runs: one before the
+    /// first attack and one after each, so every attack's honest ack p99 is
+    /// compared with the two baselines beside it, pooled.
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    baseline: f64,
     /// Seconds after each attack before the "after" figures are read.
     #[arg(long, value_name = "SECS", default_value_t = 1.5)]
     settle: f64,
@@ -35,8 +40,9 @@ pub struct Args {
     /// Honest SDK clients (two are the battle's hosts).
     #[arg(long, default_value_t = 50)]
     honest: usize,
-    /// Gifts each honest viewer sends per second.
-    #[arg(long, default_value_t = 1.0)]
+    /// Gifts each honest viewer sends per second (2/s: 768 acks in an 8 s
+    /// attack, so its p99 is the 8th slowest, not the 3rd).
+    #[arg(long, default_value_t = 2.0)]
     gift_rate: f64,
     /// Seconds an honest gift may take to be applied before it counts as lost.
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
@@ -47,11 +53,17 @@ pub struct Args {
     /// Relay RSS at which an attack is stopped early to protect the machine, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     rss_abort_mib: u64,
-    /// Honest ack p99 under attack may be this many times the baseline's.
+    /// Honest ack p99 under attack may be this many times the baselines'
+    /// beside it; past it the run fails (unless --p99-warn-only).
     #[arg(long, default_value_t = 2.0)]
     p99_factor: f64,
-    /// Fail the run (not only report it) when an ack p99 passes the factor.
+    /// Only warn when an ack p99 passes the factor (for a machine busy
+    /// with other work); memory, liveness and lost gifts still fail the run.
     #[arg(long)]
+    p99_warn_only: bool,
+    /// No effect: failing on the p99 is the default now (kept so that
+    /// older command lines still parse).
+    #[arg(long, hide = true)]
     strict_p99: bool,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 1)]
@@ -137,6 +149,7 @@ impl Args {
             attackers: self.attackers,
             attacker_users: self.attacker_users.max(1),
             duration: seconds("duration", self.duration)?,
+            baseline: seconds("baseline", self.baseline)?,
             settle: seconds("settle", self.settle)?,
             honest: self.honest,
             gift_rate: self.gift_rate,
@@ -144,7 +157,7 @@ impl Args {
             rss_bound: self.rss_bound_mib << 20,
             rss_abort: self.rss_abort_mib << 20,
             p99_factor: self.p99_factor,
-            strict_p99: self.strict_p99,
+            p99_warn_only: self.p99_warn_only && !self.strict_p99,
             seed: self.seed,
             aioquic: self.aioquic || self.aioquic_only,
             python: self.python.clone(),
