@@ -163,6 +163,13 @@ async fn the_action_rate_is_per_user_and_every_action_gets_an_answer() {
         let (mut send, recv) = hello_as(&conn, t.token(43, &[]), 200 + s)
             .await
             .expect("welcome");
+        // Join the room first: a viewer's actions in a room its connection
+        // has not joined have a small budget of their own.
+        let join = ClientMsg::Join {
+            room: A,
+            since: None,
+        };
+        net::write_frame(&mut send, &join).await.expect("join");
         for n in 1..=per_conn {
             net::write_frame(&mut send, &gift(200 + s, n, A))
                 .await
