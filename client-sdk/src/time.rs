@@ -227,7 +227,11 @@ mod tests {
     fn old_exchanges_leave_the_window() {
         let mut o = OriginEstimate::new(t0());
         for i in 0..OriginEstimate::WINDOW as u64 {
-            o.handle_pong(at_us(i * 1_000), at_us(i * 1_000 + 2), ServerTime(i * 1_000 + 1));
+            o.handle_pong(
+                at_us(i * 1_000),
+                at_us(i * 1_000 + 2),
+                ServerTime(i * 1_000 + 1),
+            );
         }
         assert_eq!(o.offset(), Some(0));
         // A second window at offset +7 ms replaces the first entirely.
@@ -299,7 +303,11 @@ mod tests {
         full.sort_unstable();
         single.sort_unstable();
         let p99 = |v: &[u64]| v[v.len() * 99 / 100];
-        assert!(p99(&single) > 15_000, "one exchange: p99 {} µs", p99(&single));
+        assert!(
+            p99(&single) > 15_000,
+            "one exchange: p99 {} µs",
+            p99(&single)
+        );
         assert!(p99(&full) < 6_000, "a full window: p99 {} µs", p99(&full));
     }
 }

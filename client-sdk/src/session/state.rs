@@ -113,6 +113,7 @@ impl Session {
         // Copies are datagrams: none when the client takes no datagrams.
         let policy = Policy {
             copy_delay: config.redundancy.filter(|_| config.datagrams),
+            second_copy_delay: config.second_copy,
             datagrams: config.datagrams,
             window: config.action_window,
             seed: setup.session.0,
