@@ -27,8 +27,14 @@ pub struct Config {
     /// Transport settings (keep-alive and idle timeout decide how fast a dead
     /// relay is noticed).
     pub tuning: Tuning,
-    /// Send critical actions twice this far apart; `None` sends once.
+    /// Send a copy of each critical action this long after it (default
+    /// 8 ms); `None` sends once (and no second copy either).
     pub redundancy: Option<Duration>,
+    /// Send a second copy this long after the action (default 24 ms:
+    /// beyond a burst of losses the first copy may share with it); `None`:
+    /// one copy. Only with `redundancy`; a copy is not sent once the
+    /// answer is in.
+    pub second_copy: Option<Duration>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
     /// Use datagrams (the default). Off, everything travels on the reliable
@@ -60,7 +66,8 @@ impl Default for Config {
             token_provider: None,
             roots: Vec::new(),
             tuning: Tuning::default(),
-            redundancy: Some(Duration::from_millis(4)),
+            redundancy: Some(crate::retry::COPY_DELAY),
+            second_copy: Some(crate::retry::SECOND_COPY_DELAY),
             connect_timeout: Duration::from_millis(1500),
             datagrams: true,
             probe: true,

@@ -1,8 +1,17 @@
 //! When to send an action again, and how (pure: takes `now`, does no IO).
 //!
-//! An action goes first as a datagram, and again as a second datagram a few
-//! milliseconds later, so one lost packet costs nothing (an action is one
-//! small packet from one user: the copy is cheap). If no answer comes within
+//! An action goes first as a datagram, and again as copy datagrams a few
+//! milliseconds later ([`Policy::copy_delay`], [`Policy::second_copy_delay`],
+//! both from the first send), so one lost packet costs nothing (an action is
+//! one small packet from one user: the copies are cheap). Losses come in
+//! bursts (a Wi-Fi fade, a queue overflowing on a shared hop): a copy a few
+//! milliseconds after the original falls in the same burst, so the copies
+//! are spread out — the first soon (an isolated loss costs a few ms), the
+//! second late enough to clear a burst of several packets — and a copy not
+//! yet sent when the answer comes is not sent at all. The original and its
+//! two copies stay within the copies the relay forwards without charging
+//! the user's rate (its `FREE_COPIES`, 3, counts the stream fallback too).
+//! If no answer comes within
 //! the retransmission timeout, it goes on the reliable control stream, and
 //! again on the stream at a backed-off interval (at least
 //! [`STREAM_RESEND_MIN`], doubling up to [`STREAM_RESEND_MAX`]) for as long as
@@ -125,6 +134,13 @@ impl Rtt {
     }
 }
 
+/// The first copy's delay by default: an isolated loss costs this much.
+pub const COPY_DELAY: Duration = Duration::from_millis(8);
+/// The second copy's delay (from the first send) by default: past a burst
+/// of several packets on a busy shared hop (a few milliseconds at a
+/// thousand packets a second), yet well inside a round trip.
+pub const SECOND_COPY_DELAY: Duration = Duration::from_millis(24);
+
 /// The first stream resend of an unanswered action waits at least this long,
 /// or twice the retransmission timeout if that is longer.
 pub const STREAM_RESEND_MIN: Duration = Duration::from_millis(500);
@@ -136,8 +152,12 @@ pub const PACE_QUIET: Duration = Duration::from_secs(1);
 /// The retry policy's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Send a copy datagram this long after the first; `None`: once.
+    /// Send a copy datagram this long after the first; `None`: once (and
+    /// no second copy either).
     pub copy_delay: Option<Duration>,
+    /// Send a second copy datagram this long after the first send (with
+    /// [`Policy::copy_delay`] set); `None`: one copy.
+    pub second_copy_delay: Option<Duration>,
     /// Whether to use datagrams at all; off, every send goes on the stream.
     pub datagrams: bool,
     /// Most actions on the wire (sent, no answer yet) at once; at least 1.
@@ -149,7 +169,8 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            copy_delay: Some(Duration::from_millis(4)),
+            copy_delay: Some(COPY_DELAY),
+            second_copy_delay: Some(SECOND_COPY_DELAY),
             datagrams: true,
             window: 32,
             seed: 1,
@@ -187,8 +208,8 @@ enum Stage {
     Queued { not_before: Instant },
     /// Sent, no answer yet.
     Wire {
-        /// When the copy datagram is due, if one is still owed.
-        copy_at: Option<Instant>,
+        /// When the copy datagrams are due, those still owed.
+        copy_at: [Option<Instant>; 2],
         /// When it goes (again) on the stream.
         resend_at: Instant,
         /// Stream resends so far.
@@ -410,18 +431,20 @@ impl Retry {
             else {
                 continue;
             };
-            if copy_at.is_some_and(|t| t <= now) {
-                *copy_at = None;
-                out.push(Transmit {
-                    msg: e.msg.clone(),
-                    path: Path::Datagram,
-                    fallback: false,
-                });
+            for c in copy_at.iter_mut() {
+                if c.is_some_and(|t| t <= now) {
+                    *c = None;
+                    out.push(Transmit {
+                        msg: e.msg.clone(),
+                        path: Path::Datagram,
+                        fallback: false,
+                    });
+                }
             }
             if *resend_at <= now {
                 let fallback = !*on_stream;
                 timeouts += usize::from(fallback);
-                *copy_at = None;
+                *copy_at = [None; 2];
                 *on_stream = true;
                 *resends += 1;
                 *resend_at = later(now, stream_gap(rto, *resends));
@@ -441,11 +464,21 @@ impl Retry {
         out
     }
 
+    /// When the copies of an action first sent at `now` are due.
+    fn copies_from(&self, now: Instant) -> [Option<Instant>; 2] {
+        let Some(first) = self.policy.copy_delay else {
+            return [None; 2];
+        };
+        let second = self.policy.second_copy_delay.filter(|d| *d > first);
+        [Some(later(now, first)), second.map(|d| later(now, d))]
+    }
+
     /// Send waiting actions, oldest first, as the hold, the window and the
     /// pacing allow.
     fn release(&mut self, now: Instant, out: &mut Vec<Transmit>) {
         self.end_pacing(now);
         let queued = self.entries.len() - self.on_wire();
+        let copies = self.copies_from(now);
         let p = &mut self.pace;
         if queued == 0 || p.hold_until.is_some_and(|t| now < t) {
             return;
@@ -487,13 +520,13 @@ impl Retry {
             }
             e.stage = match path {
                 Path::Datagram => Stage::Wire {
-                    copy_at: self.policy.copy_delay.map(|d| later(now, d)),
+                    copy_at: copies,
                     resend_at: later(now, rto),
                     resends: 0,
                     on_stream: false,
                 },
                 Path::Stream => Stage::Wire {
-                    copy_at: None,
+                    copy_at: [None; 2],
                     resend_at: later(now, stream_gap(rto, 1)),
                     resends: 0,
                     on_stream: true,
@@ -552,7 +585,7 @@ impl Retry {
                     copy_at, resend_at, ..
                 } => {
                     wire += 1;
-                    let t = copy_at.map_or(resend_at, |c| c.min(resend_at));
+                    let t = (copy_at.iter().flatten()).fold(resend_at, |t, c| t.min(*c));
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
                 // A parked one only waits for its deadline.

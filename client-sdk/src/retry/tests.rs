@@ -48,6 +48,7 @@ fn retry() -> Retry {
     Retry::new(
         Policy {
             copy_delay: Some(Duration::from_millis(4)),
+            second_copy_delay: None,
             datagrams: true,
             window: 32,
             seed: 7,
@@ -152,6 +153,7 @@ fn a_throttled_action_waits_its_turn_then_goes_again_with_the_same_id() {
     let mut r = Retry::new(
         Policy {
             copy_delay: None,
+            second_copy_delay: Some(Duration::from_millis(20)),
             ..Policy::default()
         },
         rtt(),
@@ -190,6 +192,8 @@ fn the_window_bounds_what_is_on_the_wire() {
     let mut r = Retry::new(
         Policy {
             window: 4,
+            copy_delay: Some(Duration::from_millis(4)),
+            second_copy_delay: None,
             ..Policy::default()
         },
         rtt(),
@@ -388,4 +392,129 @@ fn a_combo_over_the_rate_is_paced_to_it_and_every_action_resolves() {
     // relay's message limit (400 a second, bursts of 800).
     assert!(relay.throttles < 64, "{} throttled", relay.throttles);
     assert!(relay.messages < 600, "{} messages", relay.messages);
+}
+
+#[test]
+fn copies_spread_past_a_burst_and_stop_once_answered() {
+    let mut r = Retry::new(Policy::default(), rtt());
+    r.handle_send(local(0), gift(1), local(NEVER));
+    r.handle_send(local(0), gift(2), local(NEVER));
+    assert_eq!(r.poll_transmit(local(0)).len(), 2);
+    // The first copies 8 ms later (an isolated loss costs 8 ms)...
+    assert_eq!(next(&r), Some(8_000));
+    assert_eq!(paths(&r.poll_transmit(local(8_000))), [Path::Datagram; 2]);
+    // ...the second 24 ms after the original, past a burst of losses that
+    // took the original and the first copy. Gift 1 is answered before it:
+    // its second copy is not sent.
+    assert_eq!(next(&r), Some(24_000));
+    r.handle_ack(local(20_000), id(1));
+    let second = r.poll_transmit(local(24_000));
+    assert_eq!(paths(&second), [Path::Datagram]);
+    assert_eq!(second[0].msg.id, id(2));
+    // Then only the timeout: the original and two copies, then the stream
+    // (three copies: what the relay forwards free of the user's rate).
+    let t = next(&r).expect("the fallback");
+    assert!(t > 24_000);
+    let fb = r.poll_transmit(local(t));
+    assert_eq!(paths(&fb), [Path::Stream]);
+    assert!(fb[0].fallback);
+}
+
+#[test]
+fn a_timeout_before_the_second_copy_cancels_it() {
+    // A fast path (timeout 10 ms, the floor) times out before a 24 ms copy
+    // is due: the stream takes over and the copy is not sent.
+    let mut r = Retry::new(Policy::default(), rtt());
+    r.handle_send(local(0), gift(1), local(NEVER));
+    r.poll_transmit(local(0));
+    r.handle_ack(local(2_000), id(1));
+    r.handle_send(local(3_000), gift(2), local(NEVER));
+    r.poll_transmit(local(3_000));
+    assert_eq!(paths(&r.poll_transmit(local(11_000))), [Path::Datagram]);
+    let t = next(&r).expect("the fallback");
+    assert!(t < 27_000, "the timeout comes first: {t}");
+    assert_eq!(paths(&r.poll_transmit(local(t))), [Path::Stream]);
+    assert!(r.poll_transmit(local(27_000)).is_empty(), "no late copy");
+}
+
+/// A Gilbert–Elliott chain stepped once per packet, as the testbed's links
+/// (and queues overflowing on shared hops) lose packets: 5 % of packets in
+/// bursts of 5 on average (p = 0.010526, r = 0.2).
+struct Bursts {
+    bad: bool,
+    rng: u64,
+}
+
+impl Bursts {
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// One packet through: whether it is lost.
+    fn packet(&mut self) -> bool {
+        let flip = if self.bad { 0.2 } else { 0.010_526 };
+        if self.chance(flip) {
+            self.bad = !self.bad;
+        }
+        self.bad
+    }
+}
+
+/// The share of `gifts` whose every datagram (the original and its copies,
+/// sent as `policy` says, before the stream fallback) is lost on a bursty
+/// link that carries 1.4 other packets per ms (the testbed's busy uplink).
+fn all_datagrams_lost(policy: Policy, gifts: u64) -> f64 {
+    let mut link = Bursts {
+        bad: false,
+        rng: 0x9e37_79b9_7f4a_7c15,
+    };
+    let mut lost = 0;
+    for g in 0..gifts {
+        // Other traffic between two gifts (a second apart): enough for
+        // the chain to forget.
+        for _ in 0..200 {
+            link.packet();
+        }
+        let mut r = Retry::new(policy, rtt());
+        let t0 = g * 1_000_000;
+        r.handle_send(local(t0), gift(1), local(t0 + NEVER));
+        let (mut now, mut last, mut all_lost) = (t0, t0, true);
+        // Bounded: the original, two copies, then the fallback.
+        for _ in 0..5 {
+            let out = r.poll_transmit(local(now));
+            if out.iter().any(|t| t.path == Path::Stream) {
+                break;
+            }
+            for _ in 0..out.len() {
+                for _ in 0..(now - last) * 14 / 10_000 {
+                    link.packet();
+                }
+                last = now;
+                all_lost &= link.packet();
+            }
+            now = next(&r).expect("a copy or the fallback is due");
+        }
+        lost += u64::from(all_lost);
+    }
+    lost as f64 / gifts as f64
+}
+
+#[test]
+fn spread_copies_escape_a_burst_that_takes_a_close_one() {
+    let gifts = 20_000;
+    let close = Policy {
+        copy_delay: Some(Duration::from_millis(4)),
+        second_copy_delay: None,
+        ..Policy::default()
+    };
+    // One copy 4 ms later (~6 packets): in the same burst a third of the
+    // time, so ~1.5 % of gifts need the stream (a timeout and a round trip).
+    let old = all_datagrams_lost(close, gifts);
+    // Copies 8 and 24 ms after the original: ~0.03 %.
+    let new = all_datagrams_lost(Policy::default(), gifts);
+    assert!(old > 0.01, "close copies: {old}");
+    assert!(new < 0.001, "spread copies: {new}");
 }

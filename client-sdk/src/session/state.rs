@@ -24,12 +24,14 @@ use crate::time::OriginEstimate;
 /// per-session id window).
 pub const MAX_IN_FLIGHT: usize = 512;
 
-/// Clock exchanges go this often until a few samples are in…
+/// Clock exchanges go this often until the estimate's window is full…
 pub(super) const PING_FAST: Duration = Duration::from_millis(100);
 /// …then this often.
 pub(super) const PING_SLOW: Duration = Duration::from_secs(1);
-/// Samples that end the fast pings.
-pub(super) const PING_FAST_SAMPLES: usize = 5;
+/// Samples that end the fast pings: a full window, so that the estimate
+/// averages that many exchanges within seconds of a (re)connection (32
+/// pings in 3.2 s, once per connection).
+pub(super) const PING_FAST_SAMPLES: usize = OriginEstimate::WINDOW;
 /// Pings remembered while their pongs are awaited.
 pub(super) const PINGS_KEPT: usize = 32;
 
@@ -111,6 +113,7 @@ impl Session {
         // Copies are datagrams: none when the client takes no datagrams.
         let policy = Policy {
             copy_delay: config.redundancy.filter(|_| config.datagrams),
+            second_copy_delay: config.second_copy,
             datagrams: config.datagrams,
             window: config.action_window,
             seed: setup.session.0,

@@ -287,7 +287,7 @@ fn a_session_starts_connected_and_pings_at_once() {
         Some(ServerTime(5_005_000)),
         "the pong's time at the exchange's midpoint"
     );
-    // Fast pings until five samples, 100 ms apart.
+    // Fast pings until the estimate's window is full, 100 ms apart.
     h.take();
     h.advance(Duration::from_millis(100));
     assert_eq!(pings(&h), 1);
@@ -299,16 +299,22 @@ fn a_gift_unanswered_by_datagram_falls_back_to_the_stream_once() {
     h.joined_at(2);
     h.command(gift(1));
     assert_eq!(h.sends_of(1), vec![(1, Path::Datagram)], "at once");
-    h.advance(Duration::from_millis(4));
+    h.advance(Duration::from_millis(8));
     assert_eq!(
         h.sends_of(1),
-        vec![(1, Path::Datagram), (1, Path::Datagram)],
-        "and a copy 4 ms later"
+        vec![(1, Path::Datagram); 2],
+        "and a copy 8 ms later"
+    );
+    h.advance(Duration::from_millis(16));
+    assert_eq!(
+        h.sends_of(1),
+        vec![(1, Path::Datagram); 3],
+        "and another 24 ms after the first, past a burst of losses"
     );
     // No answer within the timeout (250 ms before any sample): the stream.
-    h.advance(Duration::from_millis(260));
+    h.advance(Duration::from_millis(240));
     assert_eq!(h.sends_of(1).last(), Some(&(1, Path::Stream)));
-    assert_eq!(h.sends_of(1).len(), 3);
+    assert_eq!(h.sends_of(1).len(), 4);
     assert_eq!(h.s.stats().fallbacks, 1);
     h.advance(Duration::from_millis(20));
     h.feed(1, Path::Stream, applied(1, 3));
@@ -317,7 +323,7 @@ fn a_gift_unanswered_by_datagram_falls_back_to_the_stream_once() {
     assert_eq!(acked.latency, Duration::from_millis(284));
     // Answered: nothing more goes out for it.
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.sends_of(1).len(), 3);
+    assert_eq!(h.sends_of(1).len(), 4);
 }
 
 #[test]

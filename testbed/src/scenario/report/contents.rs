@@ -1,6 +1,7 @@
 //! What a report holds: the scenario's setup and timeline, each run's
 //! figures, and the release gates' verdicts.
 
+use crate::scenario::report::tail::TailGoal;
 use crate::scenario::run::paths::describe;
 use crate::scenario::run::record::Mode;
 use crate::scenario::run::timeline::Timeline;
@@ -26,6 +27,10 @@ pub struct Report {
     /// The release gates judged on the datagram-first run; `None` when
     /// the scenario declares none.
     pub gates: Option<Judgement>,
+    /// The round trip the gift ack tail is shown in multiples of, and the
+    /// goals for it; `None` where they do not apply (see
+    /// [`crate::scenario::report::tail`]).
+    pub tail: Option<TailGoal>,
 }
 
 impl Report {
@@ -80,6 +85,7 @@ impl Report {
             timeline,
             runs,
             gates,
+            tail: TailGoal::of(s),
         }
     }
 

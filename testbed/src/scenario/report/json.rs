@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::link::{DirectionStats, LinkStats};
 use crate::scenario::report::contents::Report;
+use crate::scenario::report::tail::{Tail, TailGoal};
 use crate::scenario::run::record::{ClientSummary, Marker, Mode, Stall};
 use crate::scenario::verdict::analysis::{ClassFigures, Outcomes, Recovery, RunFigures};
 use crate::scenario::verdict::gates::Judgement;
@@ -30,6 +31,10 @@ pub fn render(r: &Report) -> String {
             .collect(),
         ok: r.ok(),
         gates: r.gates.as_ref(),
+        tail: r.tail.map(|goal| TailJson {
+            goal,
+            runs: r.runs.iter().map(|run| goal.judge(run)).collect(),
+        }),
         runs: r.runs.iter().map(RunJson::of).collect(),
     };
     // Serialising plain structs of numbers and strings into a String
@@ -48,7 +53,15 @@ struct ReportJson<'a> {
     timeline: Vec<TimelineJson<'a>>,
     ok: bool,
     gates: Option<&'a Judgement>,
+    tail: Option<TailJson>,
     runs: Vec<RunJson<'a>>,
+}
+
+/// The gift ack tail × RTT: the goal, and each run's (in the runs' order).
+#[derive(Serialize)]
+struct TailJson {
+    goal: TailGoal,
+    runs: Vec<Option<Tail>>,
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@ pub mod contents;
 pub mod json;
 pub mod summary;
 pub mod svg;
+pub mod tail;
 
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::scenario::report::charts::ms;
 use crate::scenario::report::contents::Report;
+use crate::scenario::report::tail::TailGoal;
 use crate::scenario::run::record::StallKind;
 use crate::scenario::verdict::analysis::{ClassFigures, Recovery, RunFigures, CLASSES};
 use crate::scenario::verdict::gates::Judgement;
@@ -15,6 +16,9 @@ pub fn render(r: &Report) -> String {
     let mut out = header(r);
     let mut t = Table::new(r.runs.iter().map(|r| r.mode.label().to_owned()).collect());
     latency_rows(&mut t, &r.runs);
+    if let Some(goal) = &r.tail {
+        tail_rows(&mut t, goal, &r.runs);
+    }
     timer_rows(&mut t, &r.runs);
     recovery_rows(&mut t, &r.runs);
     context_rows(&mut t, &r.runs);
@@ -90,6 +94,23 @@ fn latency_rows(t: &mut Table, runs: &[RunFigures]) {
             runs.iter().map(|r| triple(of(r))).collect(),
         );
     }
+}
+
+/// The gift ack tail in round trips, beside its goal.
+fn tail_rows(t: &mut Table, goal: &TailGoal, runs: &[RunFigures]) {
+    t.section(
+        &format!(
+            "gift ack tail, × RTT ({} ms: client ↔ relay ↔ origin)",
+            num((goal.rtt_ms * 1000.0) as u64)
+        ),
+        "p99 / p99.9",
+    );
+    t.row(
+        &format!("  goal {}", goal.text()),
+        runs.iter()
+            .map(|r| goal.judge(r).map_or("—".into(), |x| x.text()))
+            .collect(),
+    );
 }
 
 /// Clock error and countdown error.
