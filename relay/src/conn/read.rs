@@ -73,8 +73,11 @@ impl Recent {
         Some(*n <= FREE_COPIES)
     }
 
+    /// A forwarded action: remembered once (a copy forwarded again keeps
+    /// its count, so copies are charged past the free ones).
     fn insert(&mut self, id: ActionId) {
-        if self.copies.insert(id, 0).is_none() {
+        if let std::collections::btree_map::Entry::Vacant(v) = self.copies.entry(id) {
+            v.insert(0);
             self.order.push_back(id);
             if self.order.len() > Self::CAP {
                 if let Some(old) = self.order.pop_front() {
@@ -378,7 +381,15 @@ mod tests {
         let mut r = Recent::default();
         assert_eq!(r.copy(id), None, "not forwarded yet: a new action");
         r.insert(id);
-        let free = (0..10).filter(|_| r.copy(id) == Some(true)).count();
+        // As the reader does: every copy forwarded is inserted again, which
+        // must not give it back its free copies.
+        let free = (0..10)
+            .filter(|_| {
+                let free = r.copy(id) == Some(true);
+                r.insert(id);
+                free
+            })
+            .count();
         assert_eq!(free, usize::from(FREE_COPIES));
     }
 }
