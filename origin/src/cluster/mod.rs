@@ -183,6 +183,7 @@
 //! over several streams (a stream leader's death pauses every room for
 //! its election); the testbed topologies and scenarios of issue 12.
 
+mod claim;
 mod config;
 mod entry;
 mod error;
@@ -198,6 +199,6 @@ pub use config::Config;
 pub use entry::{rebuild, split, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
-pub use members::Members;
+pub use members::{Listed, Members};
 pub use placement::{Outcome, Placement};
 pub use policy::Policy;
