@@ -15,10 +15,16 @@ pub struct Config {
     pub node: String,
     /// The NATS servers, comma-separated (`nats://a:4222,nats://b:4222`).
     pub nats_url: String,
-    /// The stream holding every room's log.
+    /// The streams holding the room logs are named `<stream>_<shard>`.
     pub stream: String,
-    /// Each room's log is the subject `<subject_prefix>.<room id>`.
+    /// Each room's log is the subject `<subject_prefix>.<shard>.<room id>`.
     pub subject_prefix: String,
+    /// How many streams the rooms are spread over (by a hash of the room
+    /// id; default 8). Each stream has a leader of its own, which the
+    /// servers share, so one server's death pauses only the rooms of the
+    /// streams it led. Fixed for a cluster's life: changing it moves every
+    /// room's log to another subject.
+    pub shards: u32,
     /// The key-value bucket holding room leases.
     pub bucket: String,
     /// Copies of the stream and the bucket: 3 in a three-server cluster, 1
@@ -51,6 +57,7 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             stream: "RINGSIDE_ROOMS".into(),
             subject_prefix: "ringside.room".into(),
+            shards: 8,
             bucket: "ringside-placement".into(),
             replicas: 1,
             lease_ttl: Duration::from_millis(800),
