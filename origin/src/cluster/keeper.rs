@@ -1,6 +1,6 @@
 //! The lease keeper: one node's lease and its room claims, driven against
 //! the bucket. A thin driver around [`Lease`] (the node lease, the only
-//! key renewed), [`RoomClaim`] (one per room, written once when won) and
+//! key renewed), `RoomClaim` (`claim.rs`, one per room, written once when won) and
 //! [`Members`] (the node leases listed every quarter of a lease): the
 //! caller says which rooms the node wants (from the
 //! [`Policy`](super::Policy)) or hands over, calls [`Keeper::step`] at

@@ -3,19 +3,20 @@
 //! rebuilt from the room's log when the node wins it. No relay wire yet:
 //! [`Node::act`] is what a relay link will call.
 //!
-//! One task runs the node: it steps the [`Keeper`] (room and node leases),
-//! lists the members and orphaned rooms every third of a lease, and takes
+//! One task runs the node: it steps the [`Keeper`] (its node lease, the
+//! member list, room claims), lists the room claims whenever the live
+//! members change (and every `SWEEP_EVERY` renewals), and takes
 //! actions in batches: every action waiting is decided, the batch's
 //! records go out in one group commit, and only then is each answered —
 //! `Decided` if its room's append was acknowledged and the lease still
 //! holds, else `Unavailable` (the client retries; the id memory, which
 //! moved with the room, settles it exactly once).
 //!
-//! Where a room goes is the [`Policy`] over the live [`Members`]: an action
+//! Where a room goes is the [`Policy`] over the live [`Members`](super::Members): an action
 //! for a room another live node should own is answered `NotOwner`; a room
 //! this node holds that the policy now gives to another live node is
 //! released (hand-over); a room held by a dead node that the policy gives
-//! to this one is wanted (take-over once its lease runs out).
+//! to this one is wanted (taken over at once: its node lease is dead).
 //!
 //! Not yet: PK battles (the invited room pinned to the inviter's node and
 //! both rooms in one authority), unloading idle rooms, presence, snapshots.
