@@ -40,6 +40,11 @@ pub enum Change {
     },
 }
 
+/// The node leases known are read every quarter of a lease; every key of
+/// the bucket is listed (to find nodes that joined) this many times less
+/// often.
+const FULL_LIST_EVERY: u32 = 8;
+
 /// One node's lease and room claims.
 pub struct Keeper {
     node: String,
@@ -53,8 +58,10 @@ pub struct Keeper {
     membership: Lease,
     /// Every node lease, as last listed.
     members: Members,
-    /// When to list the node leases next.
+    /// When to read the node leases next.
     next_list: Instant,
+    /// When to list every key of the bucket next (to find new nodes).
+    next_full: Instant,
     /// Set by [`Keeper::leave`]: the membership is not taken again.
     leaving: bool,
 }
@@ -72,6 +79,7 @@ impl Keeper {
             claims: BTreeMap::new(),
             held: BTreeMap::new(),
             next_list: Instant::now(),
+            next_full: Instant::now(),
             leaving: false,
         }
     }
@@ -152,7 +160,18 @@ impl Keeper {
     pub async fn step(&mut self, now: Instant) -> Vec<Change> {
         if self.next_list <= now {
             self.next_list = now + self.timing.renew_every();
-            match self.placement.nodes().await {
+            let listed = if self.next_full <= now {
+                // A full listing finds nodes that joined.
+                self.next_full = now + self.timing.renew_every() * FULL_LIST_EVERY;
+                self.placement.nodes().await
+            } else {
+                let mut known: Vec<String> = self.members.known().map(str::to_owned).collect();
+                if !known.contains(&self.node) {
+                    known.push(self.node.clone());
+                }
+                self.placement.node_leases(known).await
+            };
+            match listed {
                 Ok(listed) => self.members.handle_listed(Instant::now(), listed),
                 Err(e) => tracing::warn!(error = %e, "cannot list the node leases"),
             }

@@ -57,6 +57,11 @@ impl Members {
         self.seen = next;
     }
 
+    /// Every node seen in the last listing, alive or not.
+    pub fn known(&self) -> impl Iterator<Item = &str> {
+        self.seen.keys().map(String::as_str)
+    }
+
     /// The nodes alive at `now`, in name order.
     pub fn alive(&self, now: Instant) -> impl Iterator<Item = &str> {
         let lasts = self.timing.takeover_after();

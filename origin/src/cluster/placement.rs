@@ -5,6 +5,7 @@
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::{stream, Context};
 use bytes::Bytes;
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::RoomId;
 
@@ -105,6 +106,30 @@ impl Placement {
                     revision,
                     epoch: claim.epoch.unwrap_or(revision),
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node leases of `names` now (one read each, all at once; a node
+    /// whose key is gone is left out): what the keeper reads between full
+    /// listings, which cost a pass over every key of the bucket.
+    pub async fn node_leases(&self, names: Vec<String>) -> Result<Vec<Listed>, Error> {
+        let reads = names.into_iter().map(|name| async move {
+            let outcome = (self.execute_key(Placement::node_key(&name), Command::Read)).await;
+            (name, outcome)
+        });
+        let mut out = Vec::new();
+        for (name, outcome) in join_all(reads).await {
+            match outcome {
+                Outcome::Read(Seen::Held { claim, revision }) => out.push(Listed {
+                    node: name,
+                    revision,
+                    epoch: claim.epoch.unwrap_or(revision),
+                }),
+                Outcome::Read(Seen::Absent) => {}
+                Outcome::Failed(why) => return Err(Error::Bucket(why)),
+                Outcome::Written(_) | Outcome::Refused => {}
             }
         }
         Ok(out)
