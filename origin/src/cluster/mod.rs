@@ -175,7 +175,7 @@
 //!
 //! # How fast a dead node's rooms move
 //!
-//! Every node renews its node lease and lists the node leases every
+//! Every node renews its node lease and reads the node leases every
 //! `ttl / 4`. A dead node is counted dead `takeover_delay` = `ttl +
 //! margin` (default 800 + 200 ms, [`Config::takeover_delay`]) after its
 //! last renewal was first seen; the survivors then list the room claims
@@ -192,9 +192,12 @@
 //!
 //! Cost: a node writes its lease 4 / ttl times a second (5 with the
 //! defaults) whatever it holds; a room's claim is written only when the
-//! room changes hands. The node-lease listing still lists every key of
-//! the bucket (async-nats lists keys over the whole bucket) every
-//! `ttl / 4`; a watch on `node.>` would make it incremental.
+//! room changes hands. Reads: every `ttl / 4` a node reads the node
+//! leases it knows (one direct read each); every eighth time it lists
+//! every key of the bucket instead (async-nats lists keys over the whole
+//! bucket), to find nodes that joined; the room claims are read after a
+//! member died or joined, and every 20 renewals. A watch on `node.>`
+//! would make all of this incremental.
 
 //! # What is built and what is not
 //!
