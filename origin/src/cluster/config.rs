@@ -15,23 +15,31 @@ pub struct Config {
     pub node: String,
     /// The NATS servers, comma-separated (`nats://a:4222,nats://b:4222`).
     pub nats_url: String,
-    /// The stream holding every room's log.
+    /// The streams holding the room logs are named `<stream>_<shard>`.
     pub stream: String,
-    /// Each room's log is the subject `<subject_prefix>.<room id>`.
+    /// Each room's log is the subject `<subject_prefix>.<shard>.<room id>`.
     pub subject_prefix: String,
+    /// How many streams the rooms are spread over (by a hash of the room
+    /// id; default 8). Each stream has a leader of its own, which the
+    /// servers share, so one server's death pauses only the rooms of the
+    /// streams it led. Fixed for a cluster's life: changing it moves every
+    /// room's log to another subject.
+    pub shards: u32,
     /// The key-value bucket holding room leases.
     pub bucket: String,
     /// Copies of the stream and the bucket: 3 in a three-server cluster, 1
     /// for a single local server.
     pub replicas: usize,
-    /// How long a lease lasts without renewal, in milliseconds
-    /// (`lease_ttl_ms`): a dead node's rooms move about this long after it
-    /// died. Renewed every third of it.
+    /// How long a node lease lasts without renewal, in milliseconds
+    /// (`lease_ttl_ms`, default 800). Renewed (one key per node, however
+    /// many rooms it holds) every quarter of it. A dead node's rooms are
+    /// taken over [`Config::takeover_delay`] after its last renewal was
+    /// first seen.
     #[serde(rename = "lease_ttl_ms", with = "millis")]
     pub lease_ttl: Duration,
     /// The allowance for clock-rate differences between nodes and for the
-    /// bucket's round trip (`lease_margin_ms`): the holder stops at
-    /// `ttl - margin`, others take over at `ttl + margin`.
+    /// bucket's round trip (`lease_margin_ms`, default 200): the holder
+    /// stops at `ttl - margin`, others take over at `ttl + margin`.
     #[serde(rename = "lease_margin_ms", with = "millis")]
     pub lease_margin: Duration,
     /// How long an append or a read waits for JetStream's answer
@@ -49,12 +57,25 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             stream: "RINGSIDE_ROOMS".into(),
             subject_prefix: "ringside.room".into(),
+            shards: 8,
             bucket: "ringside-placement".into(),
             replicas: 1,
-            lease_ttl: Duration::from_millis(3000),
-            lease_margin: Duration::from_millis(500),
+            lease_ttl: Duration::from_millis(800),
+            lease_margin: Duration::from_millis(200),
             request_timeout: Duration::from_millis(2000),
         }
+    }
+}
+
+impl Config {
+    /// How long after first seeing a node lease's last renewal another node
+    /// counts it dead and takes its rooms (`lease_ttl + lease_margin`,
+    /// default 1 s). From a death, the rooms move after this give or take
+    /// a quarter of the ttl (where the death fell between renewals, and the
+    /// listing's lag), plus the fence and rebuild: about 0.8–1.4 s with the
+    /// defaults, under the 2 s for every affected room.
+    pub fn takeover_delay(&self) -> Duration {
+        self.lease_ttl + self.lease_margin
     }
 }
 

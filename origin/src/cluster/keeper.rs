@@ -1,9 +1,13 @@
-//! The lease keeper: every room lease of one node, driven against the
-//! bucket. A thin driver around [`Lease`]: the caller says which rooms the
-//! node wants (from the [`Policy`](super::Policy)) or hands over, calls
-//! [`Keeper::step`] at [`Keeper::poll_timeout`] (and after every change of
-//! wants), and hears which rooms it gained (fence and rebuild them before
-//! serving) and lost (stop acting for them at once).
+//! The lease keeper: one node's lease and its room claims, driven against
+//! the bucket. A thin driver around [`Lease`] (the node lease, the only
+//! key renewed), `RoomClaim` (`claim.rs`, one per room, written once when won) and
+//! [`Members`] (the node leases listed every quarter of a lease): the
+//! caller says which rooms the node wants (from the
+//! [`Policy`](super::Policy)) or hands over, calls [`Keeper::step`] at
+//! [`Keeper::poll_timeout`] (and after every change of wants), and hears
+//! which rooms it gained (fence and rebuild them before serving) and lost
+//! (stop acting for them at once). A room is held while the node lease
+//! is: when it lapses every room is lost at once.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -11,7 +15,9 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use protocol::RoomId;
 
+use super::claim::RoomClaim;
 use super::lease::{Lease, Timing};
+use super::members::Members;
 use super::placement::{Outcome, Placement};
 
 /// A change of ownership, as [`Keeper::step`] reports it.
@@ -22,28 +28,40 @@ pub enum Change {
     Gained {
         /// The room.
         room: RoomId,
-        /// The lease revision it was won at.
+        /// The claim revision it was won at.
         epoch: u64,
     },
-    /// The node no longer holds the room (expired, refused, handed over):
-    /// it must not decide, append or ack for it any more.
+    /// The node no longer holds the room (its node lease lapsed, the claim
+    /// was taken, handed over): it must not decide, append or ack for it
+    /// any more.
     Lost {
         /// The room.
         room: RoomId,
     },
 }
 
-/// Every room lease of one node.
+/// The node leases known are read every quarter of a lease; every key of
+/// the bucket is listed (to find nodes that joined) this many times less
+/// often.
+const FULL_LIST_EVERY: u32 = 8;
+
+/// One node's lease and room claims.
 pub struct Keeper {
     node: String,
     timing: Timing,
     placement: Placement,
-    leases: BTreeMap<RoomId, Lease>,
+    claims: BTreeMap<RoomId, RoomClaim>,
     /// What [`Keeper::step`] last reported as held, per room.
     held: BTreeMap<RoomId, u64>,
-    /// The node's own lease (key `node.<name>`): other nodes count it alive
-    /// while it is renewed ([`Members`](super::members::Members)).
+    /// The node's own lease (key `node.<name>`): its rooms are its while
+    /// it is renewed, and other nodes count it alive.
     membership: Lease,
+    /// Every node lease, as last listed.
+    members: Members,
+    /// When to read the node leases next.
+    next_list: Instant,
+    /// When to list every key of the bucket next (to find new nodes).
+    next_full: Instant,
     /// Set by [`Keeper::leave`]: the membership is not taken again.
     leaving: bool,
 }
@@ -54,29 +72,36 @@ impl Keeper {
         let node = node.into();
         Keeper {
             membership: Lease::new(node.clone(), timing),
+            members: Members::new(timing),
             node,
             timing,
             placement,
-            leases: BTreeMap::new(),
+            claims: BTreeMap::new(),
             held: BTreeMap::new(),
+            next_list: Instant::now(),
+            next_full: Instant::now(),
             leaving: false,
         }
     }
 
     /// Whether the node holds its membership at `now` (others count it
-    /// alive).
+    /// alive, and its rooms are its).
     pub fn is_member(&self, now: Instant) -> bool {
         self.membership.owned(now).is_some()
     }
 
+    /// The node leases as last listed (this node's own included once seen).
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
     /// Drain: hand every room over and give up the membership, so others
-    /// take the rooms without waiting for leases to run out. Every room
-    /// counts as lost from now on.
+    /// take the rooms without waiting for the node lease to run out. Every
+    /// room counts as lost from now on.
     pub fn leave(&mut self) {
         self.leaving = true;
-        self.membership.handle_release();
-        for lease in self.leases.values_mut() {
-            lease.handle_release();
+        for claim in self.claims.values_mut() {
+            claim.handle_release();
         }
     }
 
@@ -85,108 +110,158 @@ impl Keeper {
         &self.placement
     }
 
-    /// The node wants `room`: acquire it when free, take it over once its
-    /// holder's lease runs out.
+    /// The node wants `room`: win it when free, take it over once its
+    /// holder's node lease is dead.
     pub fn want(&mut self, now: Instant, room: RoomId) {
-        let (node, timing) = (&self.node, self.timing);
-        (self.leases.entry(room))
-            .or_insert_with(|| Lease::new(node.clone(), timing))
+        let (node, recheck) = (&self.node, self.timing.ttl);
+        (self.claims.entry(room))
+            .or_insert_with(|| RoomClaim::new(node.clone(), recheck))
             .handle_want(now);
     }
 
-    /// Want `room`, whose lease this node saw at `revision`, unchanged
-    /// since `since` (see [`Lease::handle_seen`]).
-    pub fn want_seen(&mut self, now: Instant, room: RoomId, revision: u64, since: Instant) {
-        let (node, timing) = (&self.node, self.timing);
-        let lease = (self.leases.entry(room)).or_insert_with(|| Lease::new(node.clone(), timing));
-        lease.handle_seen(revision, since);
-        lease.handle_want(now);
-    }
-
-    /// Hand `room` over (drain, or placement moved it): the lease is
-    /// deleted so the next owner need not wait for it to run out. The room
-    /// counts as lost from now on.
+    /// Hand `room` over (drain, or placement moved it): its claim is
+    /// deleted so the next owner need not wait. The room counts as lost
+    /// from now on.
     pub fn release(&mut self, room: RoomId) {
-        if let Some(lease) = self.leases.get_mut(&room) {
-            lease.handle_release();
+        if let Some(claim) = self.claims.get_mut(&room) {
+            claim.handle_release();
         }
     }
 
     /// The epoch the node holds `room` at, if it may act for it at `now`.
     pub fn owned(&self, room: RoomId, now: Instant) -> Option<u64> {
-        self.leases.get(&room).and_then(|l| l.owned(now))
+        let member = self.membership.owned(now)?;
+        self.claims.get(&room).and_then(|c| c.owned(member))
     }
 
     /// The rooms held at `now`.
     pub fn rooms(&self, now: Instant) -> impl Iterator<Item = RoomId> + '_ {
-        (self.leases.iter())
-            .filter(move |(_, l)| l.owned(now).is_some())
+        let member = self.membership.owned(now);
+        (self.claims.iter())
+            .filter(move |(_, c)| member.is_some_and(|m| c.owned(m).is_some()))
             .map(|(r, _)| *r)
     }
 
-    /// When to step next (besides after every `want` or `release`).
+    /// When to step next (besides after every `want` or `release`): the
+    /// next listing, lease renewal, claim re-read, or a node lease's death.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.leases.values())
-            .chain([&self.membership])
-            .filter_map(Lease::poll_timeout)
+        let now = Instant::now();
+        (self.claims.values())
+            .filter_map(RoomClaim::poll_timeout)
+            .chain(self.membership.poll_timeout())
+            .chain(self.members.next_death(now))
+            .chain([self.next_list])
             .min()
     }
 
     /// Run every command due at `now`, all rooms at once, feed the answers
     /// back (at `Instant::now()` when they came), and report what changed.
-    /// Bounded: at most four rounds of commands per room per step.
+    /// Bounded: at most four rounds of commands per step.
     pub async fn step(&mut self, now: Instant) -> Vec<Change> {
+        if self.next_list <= now {
+            self.next_list = now + self.timing.renew_every();
+            let listed = if self.next_full <= now {
+                // A full listing finds nodes that joined.
+                self.next_full = now + self.timing.renew_every() * FULL_LIST_EVERY;
+                self.placement.nodes().await
+            } else {
+                let mut known: Vec<String> = self.members.known().map(str::to_owned).collect();
+                if !known.contains(&self.node) {
+                    known.push(self.node.clone());
+                }
+                self.placement.node_leases(known).await
+            };
+            match listed {
+                Ok(listed) => self.members.handle_listed(Instant::now(), listed),
+                Err(e) => tracing::warn!(error = %e, "cannot list the node leases"),
+            }
+        }
         if !self.leaving {
             self.membership.handle_want(now);
         }
         for _ in 0..4 {
-            // `None`: the node's own lease.
-            let mut due: Vec<(Option<RoomId>, _)> = (self.leases.iter_mut())
-                .filter_map(|(room, lease)| lease.poll_command(now).map(|c| (Some(*room), c)))
-                .collect();
-            if let Some(c) = self.membership.poll_command(now) {
-                due.push((None, c));
-            }
-            if due.is_empty() {
+            if !self.round(now).await {
                 break;
             }
-            let (placement, node) = (&self.placement, &self.node);
-            let answers = join_all(due.into_iter().map(|(room, command)| async move {
-                let key = room.map_or_else(|| Placement::node_key(node), Placement::key);
-                (
-                    room,
-                    placement.execute_key(key, command).await,
-                    Instant::now(),
-                )
-            }))
-            .await;
-            for (room, outcome, at) in answers {
-                let lease = match room {
-                    Some(room) => self.leases.get_mut(&room),
-                    None => Some(&mut self.membership),
-                };
-                let Some(lease) = lease else {
-                    continue;
-                };
-                match outcome {
-                    Outcome::Read(seen) => lease.handle_read(at, seen),
-                    Outcome::Written(revision) => lease.handle_written(at, revision),
-                    Outcome::Refused => lease.handle_refused(at),
-                    Outcome::Failed(why) => {
-                        tracing::warn!(?room, reason = %why, "lease bucket request failed");
-                        lease.handle_failed(at);
-                    }
-                }
+        }
+        // Leaving: the claims were released in the rounds above (while the
+        // node lease still held), now the node lease goes too.
+        if self.leaving {
+            self.membership.handle_release();
+            if let Some(command) = self.membership.poll_command(Instant::now()) {
+                let key = Placement::node_key(&self.node);
+                let outcome = self.placement.execute_key(key, command).await;
+                feed(&mut self.membership, outcome, Instant::now());
             }
         }
         self.changes(Instant::now())
     }
 
+    /// One round of commands; `false` when none was due.
+    async fn round(&mut self, now: Instant) -> bool {
+        // `None`: the node's own lease.
+        let mut due: Vec<(Option<RoomId>, _)> = Vec::new();
+        if let Some(c) = self.membership.poll_command(now) {
+            due.push((None, c));
+        }
+        let member = self.membership.owned(now);
+        match member {
+            Some(member) => {
+                let (members, at) = (&self.members, Instant::now());
+                for (room, claim) in &mut self.claims {
+                    let alive = |n: &str, m| members.holds(n, m, at);
+                    if let Some(c) = claim.poll_command(now, member, alive) {
+                        due.push((Some(*room), c));
+                    }
+                }
+            }
+            None => self
+                .claims
+                .values_mut()
+                .for_each(RoomClaim::handle_member_lost),
+        }
+        if due.is_empty() {
+            return false;
+        }
+        let (placement, node) = (&self.placement, &self.node);
+        let answers = join_all(due.into_iter().map(|(room, command)| async move {
+            let key = room.map_or_else(|| Placement::node_key(node), Placement::key);
+            (
+                room,
+                placement.execute_key(key, command).await,
+                Instant::now(),
+            )
+        }))
+        .await;
+        let retry = self.timing.margin / 2;
+        for (room, outcome, at) in answers {
+            let Some(room) = room else {
+                feed(&mut self.membership, outcome, at);
+                continue;
+            };
+            let (Some(claim), Some(member)) = (self.claims.get_mut(&room), member) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Read(seen) => claim.handle_read(at, seen, member),
+                Outcome::Written(revision) => claim.handle_written(revision, member),
+                Outcome::Refused => claim.handle_refused(at),
+                Outcome::Failed(why) => {
+                    tracing::warn!(%room, reason = %why, "room claim request failed");
+                    claim.handle_failed(at, retry);
+                }
+            }
+        }
+        true
+    }
+
     /// Ownership now against what was last reported.
     fn changes(&mut self, now: Instant) -> Vec<Change> {
         let mut out = Vec::new();
-        for (room, lease) in &self.leases {
-            match (self.held.get(room).copied(), lease.owned(now)) {
+        let member = self.membership.owned(now);
+        for (room, claim) in &self.claims {
+            let owned = member.and_then(|m| claim.owned(m));
+            match (self.held.get(room).copied(), owned) {
                 (None, Some(epoch)) => out.push(Change::Gained { room: *room, epoch }),
                 (Some(old), Some(epoch)) if old != epoch => {
                     out.push(Change::Lost { room: *room });
@@ -207,5 +282,18 @@ impl Keeper {
             }
         }
         out
+    }
+}
+
+/// Feed the node lease a bucket answer.
+fn feed(lease: &mut Lease, outcome: Outcome, at: Instant) {
+    match outcome {
+        Outcome::Read(seen) => lease.handle_read(at, seen),
+        Outcome::Written(revision) => lease.handle_written(at, revision),
+        Outcome::Refused => lease.handle_refused(at),
+        Outcome::Failed(why) => {
+            tracing::warn!(reason = %why, "node lease request failed");
+            lease.handle_failed(at);
+        }
     }
 }

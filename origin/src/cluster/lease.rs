@@ -9,7 +9,7 @@
 //! ```text
 //!            want                read: absent           create ok
 //!   Idle ───────────► Reading ─────────────────► Writing ─────────► Owned ──┐
-//!                        │ read: held by r          ▲  │ refused        │  │ renew (every ttl/3,
+//!                        │ read: held by r          ▲  │ refused        │  │ renew (every ttl/4,
 //!                        ▼                          │  ▼                │  │ CAS on our revision)
 //!                     Watching(r, since) ───────────┘ Reading           │◄─┘
 //!                      r unchanged for ttl + margin:                    │ no renewal accepted by
@@ -37,6 +37,11 @@ pub struct Claim {
     /// The revision at which the holder won the lease; `None` in the write
     /// that wins it (its own revision is the epoch).
     pub epoch: Option<u64>,
+    /// A room's claim: the epoch of the holder's node lease it hangs on
+    /// (the room is the holder's while that node lease lives, see
+    /// `claim.rs`). `None` in a node lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u64>,
 }
 
 /// What a read of the key found.
@@ -89,9 +94,16 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// Renew this often.
+    /// Renew (and list the node leases) this often: a quarter of the
+    /// ttl, so a holder has three tries before its lease runs out.
     pub fn renew_every(&self) -> Duration {
-        self.ttl / 3
+        self.ttl / 4
+    }
+
+    /// How long another node waits, from its first sighting of a lease's
+    /// last renewal, before it counts the lease dead: `ttl + margin`.
+    pub fn takeover_after(&self) -> Duration {
+        self.ttl + self.margin
     }
 }
 
@@ -218,6 +230,7 @@ impl Lease {
         let claim = |epoch| Claim {
             node: self.node.clone(),
             epoch,
+            member: None,
         };
         match self.state {
             State::Reading(Some(at)) if at <= now => {
@@ -391,7 +404,7 @@ impl Lease {
     }
 
     fn takeover_at(&self, since: Instant) -> Instant {
-        since + self.timing.ttl + self.timing.margin
+        since + self.timing.takeover_after()
     }
 }
 

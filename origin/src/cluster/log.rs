@@ -1,4 +1,5 @@
-//! Room logs on NATS JetStream: one stream, one subject per room. Appends
+//! Room logs on NATS JetStream: `shards` streams, a room's log one subject
+//! in the stream its id hashes to. Appends
 //! are fenced with `Nats-Expected-Last-Subject-Sequence` and grouped: the
 //! [`Committer`] sends one message per room per commit, all rooms at once,
 //! and awaits their acknowledgements together.
@@ -17,6 +18,7 @@ use protocol::RoomId;
 use super::config::Config;
 use super::entry::Entry;
 use super::error::Error;
+use super::policy::score;
 use crate::rules::Record;
 
 /// Header naming the node that wrote a log message.
@@ -27,11 +29,14 @@ pub const HEADER_EPOCH: &str = "Ringside-Epoch";
 /// Most tries to fence a room whose log keeps moving under the reader.
 const FENCE_TRIES: usize = 8;
 
-/// The stream of room logs.
+/// The streams of room logs.
 #[derive(Clone)]
 pub struct RoomLog {
     js: Context,
-    stream: Stream,
+    /// One per shard, in shard order.
+    streams: Vec<Stream>,
+    /// Their names.
+    names: Vec<String>,
     prefix: String,
 }
 
@@ -63,38 +68,69 @@ impl RoomLog {
         Ok((log, js))
     }
 
-    /// Open (or create) the stream on an existing JetStream context.
+    /// Open (or create) the streams on an existing JetStream context, one
+    /// per shard (`<stream>_<k>`, subjects `<subject_prefix>.<k>.>`).
     pub async fn open(js: Context, config: &Config) -> Result<RoomLog, Error> {
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![format!("{}.>", config.subject_prefix)],
-                storage: stream::StorageType::File,
-                num_replicas: config.replicas,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Setup {
-                what: format!("stream {}", config.stream),
-                reason: e.to_string(),
-            })?;
+        let shards = config.shards.max(1);
+        let (mut streams, mut names) = (Vec::new(), Vec::new());
+        for k in 0..shards {
+            let name = format!("{}_{k}", config.stream);
+            let stream = js
+                .get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![format!("{}.{k}.>", config.subject_prefix)],
+                    storage: stream::StorageType::File,
+                    num_replicas: config.replicas,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::Setup {
+                    what: format!("stream {name}"),
+                    reason: e.to_string(),
+                })?;
+            streams.push(stream);
+            names.push(name);
+        }
         Ok(RoomLog {
             js,
-            stream,
+            streams,
+            names,
             prefix: config.subject_prefix.clone(),
         })
     }
 
+    /// The shard `room`'s log is in: a stable hash of its id (the same on
+    /// every node and build) modulo the number of streams.
+    pub fn shard(&self, room: RoomId) -> usize {
+        let n = self.streams.len().max(1) as u64;
+        // The remainder is below the number of streams, a usize.
+        usize::try_from(score(room, "shard") % n).unwrap_or(0)
+    }
+
+    /// The name of the stream holding `room`'s log.
+    pub fn stream_name(&self, room: RoomId) -> &str {
+        &self.names[self.shard(room)]
+    }
+
+    /// The names of every stream, in shard order.
+    pub fn stream_names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn stream(&self, room: RoomId) -> &Stream {
+        &self.streams[self.shard(room)]
+    }
+
     /// The subject of `room`'s log.
     pub fn subject(&self, room: RoomId) -> String {
-        format!("{}.{}", self.prefix, room.0)
+        format!("{}.{}.{}", self.prefix, self.shard(room), room.0)
     }
 
     /// The stream sequence of the last message in `room`'s log (0: empty).
     pub async fn last_seq(&self, room: RoomId) -> Result<u64, Error> {
         match self
-            .stream
+            .stream(room)
             .direct_get_last_for_subject(self.subject(room))
             .await
         {
@@ -119,7 +155,7 @@ impl RoomLog {
         // Each get returns a message at a later sequence: at most one loop
         // per stream sequence up to `last`.
         while from <= last {
-            let m = match (self.stream)
+            let m = match (self.stream(room))
                 .direct_get_next_for_subject(subject.as_str(), Some(from))
                 .await
             {

@@ -13,12 +13,24 @@ use std::time::Instant;
 
 use super::lease::Timing;
 
+/// A node lease as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The node's name.
+    pub node: String,
+    /// Its key's revision (changes with every renewal).
+    pub revision: u64,
+    /// Its lease's epoch (the revision it was won at): one per incarnation.
+    pub epoch: u64,
+}
+
 /// The nodes seen in the bucket.
 #[derive(Clone, Debug)]
 pub struct Members {
     timing: Timing,
-    /// Node → (its key's last revision, when that revision was first seen).
-    seen: BTreeMap<String, (u64, Instant)>,
+    /// Node → (its key's last revision, when that revision was first seen,
+    /// its lease's epoch).
+    seen: BTreeMap<String, (u64, Instant, u64)>,
 }
 
 impl Members {
@@ -33,24 +45,47 @@ impl Members {
     /// A listing of the node keys at `now`: each node with its key's
     /// revision. A node missing from it (its key was deleted on drain, or
     /// expired) is gone at once.
-    pub fn handle_listed(&mut self, now: Instant, nodes: impl IntoIterator<Item = (String, u64)>) {
+    pub fn handle_listed(&mut self, now: Instant, nodes: impl IntoIterator<Item = Listed>) {
         let mut next = BTreeMap::new();
-        for (node, revision) in nodes {
-            let since = match self.seen.get(&node) {
-                Some(&(r, since)) if r == revision => since,
+        for l in nodes {
+            let since = match self.seen.get(&l.node) {
+                Some(&(r, since, _)) if r == l.revision => since,
                 _ => now,
             };
-            next.insert(node, (revision, since));
+            next.insert(l.node, (l.revision, since, l.epoch));
         }
         self.seen = next;
     }
 
+    /// Every node seen in the last listing, alive or not.
+    pub fn known(&self) -> impl Iterator<Item = &str> {
+        self.seen.keys().map(String::as_str)
+    }
+
     /// The nodes alive at `now`, in name order.
     pub fn alive(&self, now: Instant) -> impl Iterator<Item = &str> {
-        let lasts = self.timing.ttl + self.timing.margin;
+        let lasts = self.timing.takeover_after();
         (self.seen.iter())
-            .filter(move |(_, (_, since))| now < *since + lasts)
+            .filter(move |(_, (_, since, _))| now < *since + lasts)
             .map(|(node, _)| node.as_str())
+    }
+
+    /// Whether `node` is alive at `now` in the incarnation whose lease
+    /// epoch is `epoch` (`None`: any). A room claimed under an earlier
+    /// incarnation of a node that restarted is not held by it.
+    pub fn holds(&self, node: &str, epoch: Option<u64>, now: Instant) -> bool {
+        self.seen.get(node).is_some_and(|&(_, since, e)| {
+            now < since + self.timing.takeover_after() && epoch.is_none_or(|want| want == e)
+        })
+    }
+
+    /// When the next node still alive at `now` is counted dead, if it is
+    /// not seen renewed before then.
+    pub fn next_death(&self, now: Instant) -> Option<Instant> {
+        (self.seen.values())
+            .map(|&(_, since, _)| since + self.timing.takeover_after())
+            .filter(|t| *t > now)
+            .min()
     }
 }
 
@@ -64,8 +99,14 @@ mod tests {
         margin: Duration::from_millis(500),
     };
 
-    fn listing(nodes: &[(&str, u64)]) -> Vec<(String, u64)> {
-        nodes.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    fn listing(nodes: &[(&str, u64)]) -> Vec<Listed> {
+        (nodes.iter())
+            .map(|(n, r)| Listed {
+                node: n.to_string(),
+                revision: *r,
+                epoch: 1,
+            })
+            .collect()
     }
 
     #[test]
@@ -81,8 +122,11 @@ mod tests {
         }
         let t = t0 + Duration::from_millis(3499);
         assert_eq!(m.alive(t).collect::<Vec<_>>(), ["a", "b"], "not before");
+        assert_eq!(m.next_death(t), Some(t0 + Duration::from_millis(3500)));
+        assert!(m.holds("b", Some(1), t) && !m.holds("b", Some(2), t));
         let t = t0 + Duration::from_millis(3500);
         assert_eq!(m.alive(t).collect::<Vec<_>>(), ["a"]);
+        assert!(!m.holds("b", None, t) && m.holds("a", None, t));
         // A drained node's key is deleted: gone at once.
         m.handle_listed(t, listing(&[]));
         assert_eq!(m.alive(t).count(), 0);

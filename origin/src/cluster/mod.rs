@@ -1,50 +1,64 @@
-//! Cluster mode: rooms spread over origin nodes, each room's log kept in a
-//! NATS JetStream stream, room ownership as leases in a JetStream key-value
-//! bucket. Off unless the configuration has a `[cluster]` section: without
+//! Cluster mode: rooms spread over origin nodes, each room's log kept in
+//! NATS JetStream (rooms spread over several streams), room ownership as
+//! claims on node leases in a JetStream key-value bucket. Off unless the configuration has a `[cluster]` section: without
 //! one the origin is the single process with its local write-ahead log
 //! ([`crate::wal`]) it always was.
 //!
 //! # Where things are
 //!
 //! ```text
-//! stream  RINGSIDE_ROOMS      subjects ringside.room.<room id>     one subject per room: its log
+//! streams RINGSIDE_ROOMS_<k>  k in 0..shards (default 8); subjects ringside.room.<k>.>
+//!         a room's log: subject ringside.room.<k>.<room id>, k = hash(room id) % shards
 //!         replicas 3 (a three-server cluster) or 1 (one local server), file storage
 //!         message  = postcard(Entry) with headers Ringside-Node, Ringside-Epoch
 //!         Entry    = Records([Record])   what one group commit stored for that room
 //!                  | Fence { node, epoch }  written by a new owner before it serves
-//! bucket  ringside-placement  key room.<room id> = {"node": .., "epoch": ..}   (JSON)
-//!                             key node.<name>    = the same: a node's own lease (alive)
-//!         history 1, max_age = 4 × lease ttl (garbage collection only)
+//! bucket  ringside-placement  key node.<name>    = {"node": .., "epoch": ..}  a node's lease (JSON),
+//!                                                  renewed every ttl / 4: the only key renewed
+//!                             key room.<room id> = {"node": .., "epoch": .., "member": ..}
+//!                                                  a room's claim, written once when won; "member"
+//!                                                  is the epoch of the holder's node lease
+//!         history 1, no max_age (a claim must outlive any quiet stretch of its room)
 //! ```
+//!
+//! A room is its holder's while the node lease its claim names lives. A
+//! node renews one key however many rooms it holds (was: every room's
+//! lease every ttl / 3, 600 writes a second for 200 rooms and a 1 s
+//! lease).
 //!
 //! # Module map
 //! Pure (take `now`, do no IO):
-//! - `lease.rs`: one room's lease from one node's point of view: acquire,
-//!   renew, notice expiry, take over by compare-and-set, release; tested on
-//!   a virtual clock.
+//! - `lease.rs`: one lease (a node's own) from one node's point of view:
+//!   acquire, renew, notice expiry, take over by compare-and-set, release;
+//!   tested on a virtual clock.
+//! - `claim.rs`: one room's claim: read, create, wait while its holder's
+//!   node lease lives, take over by compare-and-set once it is dead (or
+//!   was this node's earlier incarnation), release.
 //! - `entry.rs`: what a room's log holds ([`Entry`]), a group commit's
 //!   records split per room, and rebuilding the rules from a room's entries.
-//! - `members.rs`: which nodes are alive, from their node leases.
+//! - `members.rs`: which nodes (and which incarnation of each) are alive,
+//!   from their node leases.
 //! - `policy.rs`: which live node should own which room (rendezvous
 //!   hashing; a PK battle's rooms pinned together).
 //! - `config.rs`: the `[cluster]` settings.
 //! - `error.rs`: what can go wrong.
 //!
 //! IO (async-nats, the NATS project's own client):
-//! - `log.rs`: the room log on JetStream: fenced appends with group commit
+//! - `log.rs`: the room logs on JetStream (a room's stream by hash):
+//!   fenced appends with group commit
 //!   ([`Committer`]), reading a room's subject back ([`RoomLog::read`]).
 //! - `placement.rs`: the lease bucket: read, create, compare-and-set,
 //!   delete; it executes [`lease::Command`]s.
-//! - `keeper.rs`: every room lease of one node, driven against the bucket;
-//!   reports rooms gained and lost.
+//! - `keeper.rs`: one node's lease, its room claims and the member list,
+//!   driven against the bucket; reports rooms gained and lost.
 //! - `node.rs`: a node serving the rooms it holds, in process (no relay
 //!   wire yet): each room an authority of its own, rebuilt from its log.
 //!
 //! # One writer per room
 //!
 //! Safety comes from the log, not from clocks. A node that wins a room's
-//! lease (a compare-and-set on the key's revision, so two nodes cannot both
-//! win the same revision) reads the room's subject to its last sequence `S`
+//! claim (a create, or a compare-and-set on the key's revision, so two
+//! nodes cannot both win the same revision) reads the room's subject to its last sequence `S`
 //! and appends `Fence { node, epoch }` with `Nats-Expected-Last-Subject-
 //! Sequence: S`. From then on every append of a previous owner carries an
 //! expected sequence `<= S` and is refused by JetStream; if an old owner
@@ -61,9 +75,9 @@
 //!   new owner read, so nothing it acknowledged is lost.
 //!
 //! The epoch is the lease bucket's revision at which the node won the
-//! lease: bucket revisions are the bucket stream's sequence numbers, unique
+//! room's claim: bucket revisions are the bucket stream's sequence numbers, unique
 //! and increasing across keys and never reused (even after a key expires),
-//! so a room's epochs only grow. Renewals keep the epoch.
+//! so a room's epochs only grow.
 //!
 //! # What an ack waits for
 //!
@@ -94,26 +108,35 @@
 //!
 //! A server's death pauses appends to every stream it led until the
 //! stream elects a new leader (appends meanwhile find no responder; each
-//! try fails within `request_timeout_ms` and is tried again). One stream
-//! for every room means one leader: on nats-server 2.9.10 the three-server
-//! test (`cargo test -p ringside-origin --test cluster_nats3 --
-//! --nocapture`) measured about 4.8 s without appends after killing it,
-//! far above the issue's "short pause". What to measure next: rooms spread
-//! over several streams (a room's stream by hash) whose leaders the servers
-//! share, so one death pauses only the rooms of the streams it led; and
-//! newer servers' election times.
-//!
+//! try fails within `request_timeout_ms`, drops the room, and the node
+//! fences and reads it again). So the rooms are spread over `shards`
+//! streams (default 8), each a Raft group of its own whose leaders the
+//! servers share: one server's death pauses only the rooms of the streams
+//! it led (about a third of them with three servers; JetStream places
+//! leaders, unevenly at times: 3/4/1 of 8 in one run). The pause itself
+//! is the election: nats-server's Raft waits 4–9 s (compiled-in constants
+//! in `server/raft.go`: election timeout 4–9 s, heartbeat 1 s; 2.9 has no
+//! configuration key for them, nor has any later release as far as we
+//! found) before a follower campaigns. Measured on 2.9.10 (`cargo test -p
+//! ringside-origin --test cluster_nats3 -- --nocapture`, 16 rooms, 8
+//! streams, three runs): the dead server led 3 of the 8 streams, and
+//! their 3–6 rooms paused 4.0–8.4 s; every other room at most 52 ms (was:
+//! every room 4.3–7.6 s with one stream). A planned
+//! restart should put the server in lame-duck mode first (`nats-server
+//! --signal ldm`), which hands its leaderships over without an election.
+
 //! An origin node holds nothing durable: its death loses only what it had
 //! not yet had acknowledged (and so had not acked).
 //!
 //! # Leases and clocks
 //!
 //! Lease timing uses each node's monotonic clock only (durations, never
-//! timestamps compared across machines): the holder counts its lease as
-//! valid until `sent + ttl - margin`, where `sent` is when it sent the
-//! write that the bucket accepted; another node takes over only after it
-//! has seen the same revision unchanged for `ttl + margin` since it first
-//! read it (which is after it was written). With clock rates within
+//! timestamps compared across machines): the holder counts its node lease
+//! (and so every room it holds) as valid until `sent + ttl - margin`,
+//! where `sent` is when it sent the write that the bucket accepted;
+//! another node counts the node dead, and takes over its rooms, only after
+//! it has seen the node lease's revision unchanged for `ttl + margin`
+//! since it first read it (which is after it was written). With clock rates within
 //! `margin / ttl` of each other, the holder stops acting before anyone may
 //! take over. (If they do not, the log's fencing still holds: timing only
 //! decides how soon a dead node's rooms move, never whether two nodes can
@@ -153,23 +176,40 @@
 //!
 //! # How fast a dead node's rooms move
 //!
-//! Every node lists the bucket every `ttl / 3`. A dead node is counted dead
-//! `ttl + margin` after its node lease's last renewal was first seen, and
-//! its rooms are taken over from the same sighting of their leases, so the
-//! rooms move about `ttl + margin + 2 × ttl / 3` after the death: 1.86 s
-//! measured with a 1 s lease (`--test cluster_node`), about 5.5 s with the
-//! default 3 s. Every room lease is renewed every `ttl / 3`: with many rooms
-//! that is many bucket writes (200 rooms with a 1 s lease: 600 a second).
-//! The next step is room leases that point at their node's lease (renewed
-//! once per node), with the log's fence still the only safety.
+//! Every node renews its node lease and reads the node leases every
+//! `ttl / 4`. A dead node is counted dead `takeover_delay` = `ttl +
+//! margin` (default 800 + 200 ms, [`Config::takeover_delay`]) after its
+//! last renewal was first seen; the survivors then list the room claims
+//! (a member died) and take the dead node's rooms the policy gives them,
+//! each by one compare-and-set, then fence and rebuild them. So the rooms
+//! move `takeover_delay` ± `ttl / 4` after the death, plus the fence and
+//! rebuild: measured 1.0 s (`--test cluster_keeper`, 10 rooms) and
+//! 1.2 s (`--test cluster_node`, every victim room answering again) with
+//! the defaults, against the issue's 2 s p99 (was 1.86 s with a 1 s room
+//! lease, ~5.5 s with the old 3 s default). Shorter leases cost more
+//! spurious take-overs when a node stalls (a GC pause, a slow bucket)
+//! longer than `ttl - margin`: the node then loses every room at once
+//! (safely: it stops acting, and the log's fence stops its appends).
 //!
+//! Cost: a node writes its lease 4 / ttl times a second (5 with the
+//! defaults) whatever it holds; a room's claim is written only when the
+//! room changes hands. Measured (`--test cluster_keeper`): a node holding
+//! 200 rooms wrote 4.7 times a second (per-room renewal at this ttl would
+//! be 1000). Reads: every `ttl / 4` a node reads the node
+//! leases it knows (one direct read each); every eighth time it lists
+//! every key of the bucket instead (async-nats lists keys over the whole
+//! bucket), to find nodes that joined; the room claims are read after a
+//! member died or joined, and every 20 renewals. A watch on `node.>`
+//! would make all of this incremental.
+
 //! # What is built and what is not
 //!
-//! Built and tested against real servers: the lease state machine and its
-//! keeper, membership, the placement policy, the room log with fenced group
-//! commit, rebuilding a room (state, timers, id memory) from its log, an
-//! in-process node serving the rooms it holds (`node.rs`), a three-server
-//! cluster losing its stream leader.
+//! Built and tested against real servers: the node lease and room claim
+//! state machines and their keeper, membership, the placement policy, the
+//! room logs (sharded streams) with fenced group commit, rebuilding a room
+//! (state, timers, id memory) from its log, an in-process node serving the
+//! rooms it holds (`node.rs`), a three-server cluster losing a stream
+//! leader.
 //!
 //! Not yet: the origin binary running a node (relay links talking to
 //! [`node::Node`], and the relays routing by the placement bucket and
@@ -179,10 +219,12 @@
 //! a record touching two rooms is two appends); idle rooms unloaded;
 //! presence; snapshots in JetStream to bound rebuild time (a rebuild reads
 //! every message of the room, ~0.1 ms each); battle and challenge ids
-//! unique across nodes (each room's authority counts from 1); rooms spread
-//! over several streams (a stream leader's death pauses every room for
-//! its election); the testbed topologies and scenarios of issue 12.
+//! unique across nodes (each room's authority counts from 1); the node
+//! leases watched rather than listed; dead nodes' keys removed from the
+//! bucket (they stay, harmless, until then); the testbed topologies and
+//! scenarios of issue 12.
 
+mod claim;
 mod config;
 mod entry;
 mod error;
@@ -198,6 +240,6 @@ pub use config::Config;
 pub use entry::{rebuild, split, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
-pub use members::Members;
+pub use members::{Listed, Members};
 pub use placement::{Outcome, Placement};
 pub use policy::Policy;

@@ -3,19 +3,20 @@
 //! rebuilt from the room's log when the node wins it. No relay wire yet:
 //! [`Node::act`] is what a relay link will call.
 //!
-//! One task runs the node: it steps the [`Keeper`] (room and node leases),
-//! lists the members and orphaned rooms every third of a lease, and takes
+//! One task runs the node: it steps the [`Keeper`] (its node lease, the
+//! member list, room claims), lists the room claims whenever the live
+//! members change (and every `SWEEP_EVERY` renewals), and takes
 //! actions in batches: every action waiting is decided, the batch's
 //! records go out in one group commit, and only then is each answered —
 //! `Decided` if its room's append was acknowledged and the lease still
 //! holds, else `Unavailable` (the client retries; the id memory, which
 //! moved with the room, settles it exactly once).
 //!
-//! Where a room goes is the [`Policy`] over the live [`Members`]: an action
+//! Where a room goes is the [`Policy`] over the live [`Members`](super::Members): an action
 //! for a room another live node should own is answered `NotOwner`; a room
 //! this node holds that the policy now gives to another live node is
 //! released (hand-over); a room held by a dead node that the policy gives
-//! to this one is wanted (take-over once its lease runs out).
+//! to this one is wanted (taken over at once: its node lease is dead).
 //!
 //! Not yet: PK battles (the invited room pinned to the inviter's node and
 //! both rooms in one authority), unloading idle rooms, presence, snapshots.
@@ -34,7 +35,6 @@ use super::error::Error;
 use super::keeper::{Change, Keeper};
 use super::lease::Timing;
 use super::log::{Committer, RoomLog};
-use super::members::Members;
 use super::placement::Placement;
 use super::policy::Policy;
 use crate::clock::Clock;
@@ -95,11 +95,10 @@ impl Node {
             clock: Clock::new(),
             keeper: Keeper::new(config.node.clone(), timing, placement),
             committer: Committer::new(log, config.node.clone()),
-            members: Members::new(timing),
             timing,
             rooms: BTreeMap::new(),
-            next_list: Instant::now(),
-            leases_seen: BTreeMap::new(),
+            next_sweep: Instant::now(),
+            alive: Vec::new(),
         };
         let (tx, rx) = mpsc::channel(1 << 12);
         Ok(Node {
@@ -163,16 +162,20 @@ struct Run {
     clock: Clock,
     keeper: Keeper,
     committer: Committer,
-    members: Members,
     timing: Timing,
     /// The rooms served, each its own authority.
     rooms: BTreeMap<RoomId, Authority>,
-    next_list: Instant,
-    /// Every room lease in the last listing: its revision and since when
-    /// it has been seen unchanged, so a dead node's rooms are taken
-    /// `ttl + margin` after their last renewal was first seen.
-    leases_seen: BTreeMap<RoomId, (u64, Instant)>,
+    /// When to list the room claims next whatever happens (a sweep for
+    /// rooms nobody took).
+    next_sweep: Instant,
+    /// The live nodes when the room claims were last listed: a change
+    /// (a death, a join) lists them again at once.
+    alive: Vec<String>,
 }
+
+/// Room claims are swept this many node-lease renewals apart when no
+/// member changed (orphans left by a failed hand-over).
+const SWEEP_EVERY: u32 = 20;
 
 /// An action decided, waiting for its room's append.
 struct Pending {
@@ -186,8 +189,11 @@ impl Run {
         loop {
             let changes = self.keeper.step(Instant::now()).await;
             self.apply(changes).await;
-            if self.next_list <= Instant::now() {
-                self.next_list = Instant::now() + self.timing.renew_every();
+            let now = Instant::now();
+            let alive: Vec<String> = self.policy(now).nodes().map(str::to_owned).collect();
+            if self.next_sweep <= now || alive != self.alive {
+                self.next_sweep = now + self.timing.renew_every() * SWEEP_EVERY;
+                self.alive = alive;
                 self.look_around().await;
             }
             self.fire_timers().await;
@@ -214,53 +220,47 @@ impl Run {
             .filter_map(Authority::poll_timeout)
             .map(|t| self.clock.instant(t));
         (timers.chain(self.keeper.poll_timeout()))
-            .chain([self.next_list])
+            .chain([self.next_sweep])
             .min()
-            .unwrap_or(self.next_list)
+            .unwrap_or(self.next_sweep)
     }
 
     /// The policy over the live members (this node included while it
     /// holds its membership).
     fn policy(&self, now: Instant) -> Policy {
-        let mut policy = Policy::new(self.members.alive(now).map(str::to_owned));
+        let mut policy = Policy::new(self.keeper.members().alive(now).map(str::to_owned));
         if self.keeper.is_member(now) {
             policy.handle_joined(&self.name);
         }
         policy
     }
 
-    /// List members and room leases: want orphans the policy gives this
-    /// node, release rooms it gives to another live node.
+    /// List the room claims (after a member died or joined, and now and
+    /// then): want the rooms the policy gives this node whose holder's node
+    /// lease is dead, release those it gives to another live node.
     async fn look_around(&mut self) {
-        let placement = self.keeper.placement().clone();
-        let (nodes, rooms) = match (placement.nodes().await, placement.rooms().await) {
-            (Ok(n), Ok(r)) => (n, r),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot list the lease bucket");
+        let rooms = match self.keeper.placement().rooms().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the room claims");
                 return;
             }
         };
         let now = Instant::now();
-        self.members.handle_listed(now, nodes);
         let policy = self.policy(now);
-        let alive: Vec<&str> = self.members.alive(now).collect();
-        let mut seen = BTreeMap::new();
-        for (room, claim, revision) in rooms {
-            let since = match self.leases_seen.get(&room) {
-                Some(&(r, since)) if r == revision => since,
-                _ => now,
-            };
-            seen.insert(room, (revision, since));
+        for (room, claim, _) in rooms {
             let mine = policy.owner_of(room) == Some(self.name.as_str());
             if claim.node == self.name {
                 if !mine && policy.owner_of(room).is_some() {
                     self.keeper.release(room);
+                } else if mine && self.keeper.owned(room, now).is_none() {
+                    // An earlier incarnation's claim: take it back.
+                    self.keeper.want(now, room);
                 }
-            } else if mine && !alive.contains(&claim.node.as_str()) {
-                self.keeper.want_seen(now, room, revision, since);
+            } else if mine && !(self.keeper.members()).holds(&claim.node, claim.member, now) {
+                self.keeper.want(now, room);
             }
         }
-        self.leases_seen = seen;
     }
 
     async fn apply(&mut self, changes: Vec<Change>) {

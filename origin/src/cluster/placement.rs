@@ -5,6 +5,7 @@
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::{stream, Context};
 use bytes::Bytes;
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::RoomId;
 
@@ -12,6 +13,7 @@ use super::config::Config;
 use super::error::Error;
 pub use super::lease::Claim;
 use super::lease::{Command, Seen};
+use super::members::Listed;
 
 /// What came of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,10 +35,9 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Open (or create) the bucket: history 1, `replicas` copies, and a
-    /// `max_age` of four lease lifetimes, so leases nobody renews (a dead
-    /// node's) leave the bucket. Take-over does not wait for that: it is
-    /// garbage collection, not the failure detector.
+    /// Open (or create) the bucket: history 1, `replicas` copies, no
+    /// `max_age` (a room's claim is written once and must stay while its
+    /// holder's node lease lives, however long).
     pub async fn open(js: &Context, config: &Config) -> Result<Placement, Error> {
         let setup = |e: &dyn std::fmt::Display| Error::Setup {
             what: format!("bucket {}", config.bucket),
@@ -51,7 +52,6 @@ impl Placement {
                 name: format!("KV_{}", config.bucket),
                 subjects: vec![format!("$KV.{}.>", config.bucket)],
                 max_messages_per_subject: 1,
-                max_age: config.lease_ttl * 4,
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
                 allow_rollup: true,
@@ -82,9 +82,9 @@ impl Placement {
         self.execute_key(Placement::key(room), command).await
     }
 
-    /// Every node lease in the bucket now: each node's name and its key's
-    /// revision (for [`Members`](super::members::Members)).
-    pub async fn nodes(&self) -> Result<Vec<(String, u64)>, Error> {
+    /// Every node lease in the bucket now: each node's name, its key's
+    /// revision and its lease's epoch (for [`Members`](super::members::Members)).
+    pub async fn nodes(&self) -> Result<Vec<Listed>, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
         let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
         let mut names = Vec::new();
@@ -98,12 +98,38 @@ impl Placement {
         }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(e) =
-                (self.kv.entry(Placement::node_key(&name)).await).map_err(|e| failed(&e))?
+            if let Outcome::Read(Seen::Held { claim, revision }) =
+                (self.execute_key(Placement::node_key(&name), Command::Read)).await
             {
-                if e.operation == Operation::Put {
-                    out.push((name, e.revision));
-                }
+                out.push(Listed {
+                    node: name,
+                    revision,
+                    epoch: claim.epoch.unwrap_or(revision),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node leases of `names` now (one read each, all at once; a node
+    /// whose key is gone is left out): what the keeper reads between full
+    /// listings, which cost a pass over every key of the bucket.
+    pub async fn node_leases(&self, names: Vec<String>) -> Result<Vec<Listed>, Error> {
+        let reads = names.into_iter().map(|name| async move {
+            let outcome = (self.execute_key(Placement::node_key(&name), Command::Read)).await;
+            (name, outcome)
+        });
+        let mut out = Vec::new();
+        for (name, outcome) in join_all(reads).await {
+            match outcome {
+                Outcome::Read(Seen::Held { claim, revision }) => out.push(Listed {
+                    node: name,
+                    revision,
+                    epoch: claim.epoch.unwrap_or(revision),
+                }),
+                Outcome::Read(Seen::Absent) => {}
+                Outcome::Failed(why) => return Err(Error::Bucket(why)),
+                Outcome::Written(_) | Outcome::Refused => {}
             }
         }
         Ok(out)

@@ -97,7 +97,7 @@ fn a_free_room_is_won_at_once_and_kept_by_renewing() {
     run(&mut [(&mut a, true)], &mut bucket, t0, end);
     assert_eq!(a.owned(end), Some(epoch));
     let (revision, claim) = bucket.key.clone().expect("held");
-    assert!(revision > 20, "renewed every ttl/3: revision {revision}");
+    assert!(revision > 20, "renewed every ttl/4: revision {revision}");
     assert_eq!(claim.epoch, Some(epoch), "renewals keep the epoch");
 }
 
