@@ -42,8 +42,10 @@
 //! - `rules/sessions.rs`: the id memory (exactly-once), bounded per user.
 //! - `rules/rate.rs`: the per-user action rate backstop.
 //! - `rules/config.rs`: the rules' settings and the gift catalogue.
-//! - `cluster/lease.rs`: one room's lease on one node (acquire, renew,
-//!   expire, take over), on a clock it is given.
+//! - `cluster/lease.rs`: one lease (a node's own) on one node (acquire,
+//!   renew, expire, take over), on a clock it is given.
+//! - `cluster/claim.rs`: one room's claim (win, wait while its holder's node
+//!   lease lives, take over by compare-and-set, release).
 //! - `cluster/entry.rs`: what a room's log in JetStream holds; rebuilding
 //!   the rules from it.
 //! - `cluster/policy.rs`: which live node should own which room.
@@ -68,11 +70,11 @@
 //!   unloaded rooms, what every relay link holds.
 //! - `cluster/mod.rs`: cluster mode's design (logs in NATS JetStream,
 //!   leases in a key-value bucket, fencing, what survives what).
-//! - `cluster/log.rs`: room logs on JetStream: fenced group commit, reading
-//!   a room back.
+//! - `cluster/log.rs`: room logs on JetStream, spread over shard streams:
+//!   fenced group commit, reading a room back.
 //! - `cluster/placement.rs`: the lease bucket.
-//! - `cluster/keeper.rs`: one node's room leases, driven; rooms gained
-//!   and lost.
+//! - `cluster/keeper.rs`: one node's lease, member list and room claims,
+//!   driven; rooms gained and lost.
 //! - `cluster/node.rs`: a cluster node serving the rooms it holds (in
 //!   process; no relay wire yet).
 //! - `clock.rs`: the origin's clock, the reference every time is in.
