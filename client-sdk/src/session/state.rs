@@ -11,6 +11,7 @@ use protocol::message::{ClientMsg, ErrorCode};
 use protocol::{ActionId, Class, RoomId, ServerTime, SessionId};
 
 use super::io::{Event, Link, Setup, Transmit};
+use super::standby::Standby;
 use super::tokens::Tokens;
 use crate::config::Config;
 use crate::error::Error;
@@ -30,6 +31,13 @@ pub(super) const PING_FAST: Duration = Duration::from_millis(100);
 pub(super) const PING_SLOW: Duration = Duration::from_secs(1);
 /// Samples that end the fast pings.
 pub(super) const PING_FAST_SAMPLES: usize = 5;
+/// A quiet session (no action, no room event for [`QUIET_AFTER`]) pings
+/// this seldom: its clock is fine for a while, and an idle client should
+/// cost its relay next to nothing. The first action or event brings the
+/// pings back to [`PING_SLOW`].
+pub(super) const PING_QUIET: Duration = Duration::from_secs(15);
+/// How long without actions or room events makes a session quiet.
+pub(super) const QUIET_AFTER: Duration = Duration::from_secs(10);
 /// Pings remembered while their pongs are awaited.
 pub(super) const PINGS_KEPT: usize = 32;
 
@@ -61,6 +69,11 @@ pub struct Session {
     pub(super) pings: VecDeque<(u64, Instant)>,
     pub(super) nonce: u64,
     pub(super) next_ping: Instant,
+    /// The last action sent or room event received (pings slow down when
+    /// it is long ago).
+    pub(super) busy_at: Instant,
+    /// The warm standby connection (`standby.rs`).
+    pub(super) standby: Standby,
     pub(super) live: Option<Link>,
     /// The connection being left after a goaway (kept until the new one is up).
     pub(super) leaving: Option<Link>,
@@ -131,6 +144,8 @@ impl Session {
             pings: VecDeque::new(),
             nonce: 0,
             next_ping: now,
+            busy_at: now,
+            standby: Standby::new(config.standby && setup.ranking.len() > 1, now),
             gen: setup.first.gen,
             live: Some(setup.first),
             leaving: None,
@@ -186,6 +201,7 @@ impl Session {
         let report = (self.reporter.as_ref())
             .filter(|_| self.live.is_some())
             .map(Reporter::poll_timeout);
+        let standby = self.standby.poll_timeout().filter(|_| self.live.is_some());
         [
             actions,
             mirrors,
@@ -193,6 +209,7 @@ impl Session {
             self.retry_at,
             renew,
             report,
+            standby,
         ]
         .into_iter()
         .flatten()
