@@ -32,10 +32,12 @@ pub(super) const PING_SLOW: Duration = Duration::from_secs(1);
 /// Samples that end the fast pings.
 pub(super) const PING_FAST_SAMPLES: usize = 5;
 /// A quiet session (no action, no room event for [`QUIET_AFTER`]) pings
-/// this seldom: its clock is fine for a while, and an idle client should
-/// cost its relay next to nothing. The first action or event brings the
-/// pings back to [`PING_SLOW`].
-pub(super) const PING_QUIET: Duration = Duration::from_secs(15);
+/// this seldom, and its report rides in the ping's packet: its clock is
+/// fine for a while, and an idle client should cost its relay next to
+/// nothing (with the keep-alives: about 0.3 packets a second over both
+/// connections). The first action or event brings the pings back to
+/// [`PING_SLOW`].
+pub(super) const PING_QUIET: Duration = Duration::from_secs(30);
 /// How long without actions or room events makes a session quiet.
 pub(super) const QUIET_AFTER: Duration = Duration::from_secs(10);
 /// Pings remembered while their pongs are awaited.
@@ -198,9 +200,11 @@ impl Session {
             None => self.retry.poll_deadline(),
         };
         let renew = self.tokens.renew_at.filter(|_| !self.tokens.fetching);
+        // A quiet session's report waits for its next ping.
         let report = (self.reporter.as_ref())
             .filter(|_| self.live.is_some())
-            .map(Reporter::poll_timeout);
+            .map(Reporter::poll_timeout)
+            .filter(|at| !self.quiet_at(*at));
         let standby = self.standby.poll_timeout().filter(|_| self.live.is_some());
         [
             actions,
@@ -214,6 +218,13 @@ impl Session {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Whether the session is quiet at `at`: no action waiting, none sent
+    /// and no room event received for [`QUIET_AFTER`] (its pings and
+    /// reports slow down).
+    pub(super) fn quiet_at(&self, at: Instant) -> bool {
+        self.waiters.is_empty() && at.saturating_duration_since(self.busy_at) >= QUIET_AFTER
     }
 
     /// What the client had to do to keep up so far.

@@ -7,9 +7,7 @@ use std::time::Instant;
 use protocol::message::ClientMsg;
 use protocol::{RoomId, Seq};
 
-use super::state::{
-    Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_QUIET, PING_SLOW, QUIET_AFTER,
-};
+use super::state::{Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_QUIET, PING_SLOW};
 use crate::error::Error;
 use crate::retry::{Expiry, Path};
 
@@ -26,10 +24,12 @@ impl Session {
         self.expire_actions(now);
         let mut datagrams = self.send_actions(now);
         self.repair_rooms(now);
-        if now >= self.next_ping && self.live.is_some() {
+        let pinged = now >= self.next_ping && self.live.is_some();
+        if pinged {
             datagrams.push(self.ping(now));
         }
-        if self.live.is_some() {
+        // A quiet session's report rides with its ping (one packet).
+        if self.live.is_some() && (pinged || !self.quiet_at(now)) {
             let report = (self.reporter.as_mut())
                 .and_then(|r| r.poll_report(now, self.origin.offset(), self.origin.rtt()));
             if let Some(report) = report {
@@ -117,9 +117,7 @@ impl Session {
             self.pings.pop_front();
         }
         // Converge fast, then keep fresh; seldom while the session is quiet.
-        let quiet = self.waiters.is_empty()
-            && now.saturating_duration_since(self.busy_at) >= QUIET_AFTER;
-        let every = match (self.origin.exchanges() < PING_FAST_SAMPLES, quiet) {
+        let every = match (self.origin.exchanges() < PING_FAST_SAMPLES, self.quiet_at(now)) {
             (true, _) => PING_FAST,
             (false, false) => PING_SLOW,
             (false, true) => PING_QUIET,

@@ -25,6 +25,9 @@ use super::Args;
 /// The goal: 10,000 idle clients cost a relay at most this much CPU (cores).
 const GOAL_CORES_PER_10K: f64 = 0.1;
 
+/// How long the relays are measured with no client.
+const BARE: Duration = Duration::from_secs(5);
+
 /// How long after the last client connected the measurement starts: every
 /// session must be quiet by then (the SDK slows its pings after 10 s).
 const SETTLE: Duration = Duration::from_secs(12);
@@ -65,6 +68,12 @@ pub(super) async fn run(args: &Args, idle: Duration) -> anyhow::Result<()> {
         },
         args.keep_alive_ms,
     );
+    // What the relays cost with no client at all (their link to the
+    // origin): not a cost of idle clients.
+    let (a0, b0) = (cpu(&relay_a)?, cpu(&relay_b)?);
+    tokio::time::sleep(BARE).await;
+    let bare = ((cpu(&relay_a)? - a0) + (cpu(&relay_b)? - b0)).as_secs_f64() / 2.0;
+    let bare = bare / BARE.as_secs_f64();
     let members = connect(args, &identity, &token_secret, &relay_a, &relay_b).await?;
     if !args.no_standby {
         for (i, (c, _)) in members.iter().enumerate() {
@@ -85,7 +94,7 @@ pub(super) async fn run(args: &Args, idle: Duration) -> anyhow::Result<()> {
         (cpu(&relay_b)? - b0).as_secs_f64(),
     );
     let udp = UdpCounters::now().zip(udp0).map(|(n, e)| n.since(&e));
-    print_cost(members.len(), wall, a, b, udp);
+    print_cost(members.len(), wall, (a, b), bare, udp);
     for (c, _) in members {
         c.close().await;
     }
@@ -100,17 +109,20 @@ fn cpu(s: &Server) -> anyhow::Result<Duration> {
     sys::cpu_time(s.pid()).with_context(|| format!("reading the CPU time of {}", s.name()))
 }
 
-fn print_cost(n: usize, wall: f64, a: f64, b: f64, udp: Option<UdpCounters>) {
+/// Print the relays' CPU (`a`, `b`: seconds over `wall`) per client, above
+/// what a relay costs bare (`bare`, cores).
+fn print_cost(n: usize, wall: f64, (a, b): (f64, f64), bare: f64, udp: Option<UdpCounters>) {
     let n = n.max(1) as f64;
-    let per = |cpu: f64| cpu / wall / n * 1e6;
+    let per = |cpu: f64| (cpu / wall - bare).max(0.0) / n * 1e6;
+    println!("a relay with no client: {bare:.4} core (its link to the origin; not counted below)");
     println!("idle for {wall:.1} s, {n} clients:");
     println!(
-        "  relay A (live sessions):  {:.4} core, {:.2} µs of CPU per client-second",
+        "  relay A (live sessions):  {:.4} core, {:.2} µs of CPU per client-second above bare",
         a / wall,
         per(a)
     );
     println!(
-        "  relay B (standbys):       {:.4} core, {:.2} µs of CPU per client-second",
+        "  relay B (standbys):       {:.4} core, {:.2} µs of CPU per client-second above bare",
         b / wall,
         per(b)
     );
@@ -121,7 +133,7 @@ fn print_cost(n: usize, wall: f64, a: f64, b: f64, udp: Option<UdpCounters>) {
             u.out_datagrams as f64 / wall / n
         );
     }
-    let per_10k = (a + b) / wall / n * 10_000.0;
+    let per_10k = (per(a) + per(b)) * 10_000.0 / 1e6;
     println!(
         "  a relay holding 10,000 idle clients (live + standby each): {per_10k:.3} core (goal ≤ {GOAL_CORES_PER_10K} core): {}",
         match per_10k <= GOAL_CORES_PER_10K {
