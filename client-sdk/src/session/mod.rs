@@ -35,7 +35,8 @@
 //! and the relay's messages), `timers.rs` (what falls due), `moves.rs`
 //! (relay moves, resume, tokens), `standby.rs` (the warm standby connection
 //! that hears of the live relay's death and is resumed on without a
-//! handshake), `tokens.rs` (the token and its renewal).
+//! handshake), `warm.rs` (the standby's own state), `tokens.rs` (the
+//! token and its renewal).
 
 mod app;
 mod io;
@@ -46,6 +47,7 @@ mod state;
 mod tests;
 mod timers;
 mod tokens;
+mod warm;
 
 pub use io::{Command, Event, Link, Setup, Transmit};
 pub use state::{Session, MAX_IN_FLIGHT};

@@ -11,8 +11,8 @@ use protocol::message::{ClientMsg, ErrorCode};
 use protocol::{ActionId, Class, RoomId, ServerTime, SessionId};
 
 use super::io::{Event, Link, Setup, Transmit};
-use super::standby::Standby;
 use super::tokens::Tokens;
+use super::warm::Standby;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{Acked, ClientEvent, RelayInfo, Stats};

@@ -117,7 +117,10 @@ impl Session {
             self.pings.pop_front();
         }
         // Converge fast, then keep fresh; seldom while the session is quiet.
-        let every = match (self.origin.exchanges() < PING_FAST_SAMPLES, self.quiet_at(now)) {
+        let every = match (
+            self.origin.exchanges() < PING_FAST_SAMPLES,
+            self.quiet_at(now),
+        ) {
             (true, _) => PING_FAST,
             (false, false) => PING_SLOW,
             (false, true) => PING_QUIET,

@@ -128,7 +128,9 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
     let _ = shared.inputs.send(Input::RelayGone { relay, lost }).await;
     writer.abort();
     match lost {
-        true => tracing::warn!(relay, name = %relay_name, "relay lost (its link went silent); telling the other relays"),
+        true => {
+            tracing::warn!(relay, name = %relay_name, "relay lost (its link went silent); telling the other relays")
+        }
         false => tracing::info!(relay, name = %relay_name, "relay disconnected"),
     }
     result

@@ -206,7 +206,11 @@ impl Hub {
         if watching.is_empty() {
             return;
         }
-        tracing::info!(relay, clients = watching.len(), "origin lost a relay; telling its clients' standbys");
+        tracing::info!(
+            relay,
+            clients = watching.len(),
+            "origin lost a relay; telling its clients' standbys"
+        );
         let msg = frame(&ServerMsg::RelayGone {
             relay: relay.to_owned(),
         });

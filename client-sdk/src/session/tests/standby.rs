@@ -20,7 +20,10 @@ fn with_standby() -> Harness {
     let mut h = Harness::plain();
     h.joined_at(2);
     h.advance(Duration::from_millis(199));
-    assert!(standby_orders(&h).is_empty(), "the live connection's joins go first");
+    assert!(
+        standby_orders(&h).is_empty(),
+        "the live connection's joins go first"
+    );
     h.advance(Duration::from_millis(1));
     assert_eq!(standby_orders(&h), vec![(2, vec![addr(2), addr(3)])]);
     h.take();
@@ -120,7 +123,9 @@ fn when_the_live_connection_dies_the_standby_is_resumed_on_without_connecting() 
     let mut h = with_standby();
     h.closed(1, None);
     assert!(
-        !h.orders().iter().any(|t| matches!(t, Transmit::Connect { .. })),
+        !h.orders()
+            .iter()
+            .any(|t| matches!(t, Transmit::Connect { .. })),
         "{:?}",
         h.orders()
     );
@@ -158,7 +163,10 @@ fn a_goaway_resumes_on_the_standby_and_says_bye_to_the_relay_left() {
             alternatives: Vec::new(),
         },
     );
-    assert!(!h.orders().iter().any(|t| matches!(t, Transmit::Connect { .. })));
+    assert!(!h
+        .orders()
+        .iter()
+        .any(|t| matches!(t, Transmit::Connect { .. })));
     assert!(h.messages().contains(&(1, Path::Stream, &ClientMsg::Bye)));
     assert_eq!(h.s.relay(), Some(&relay(2)));
 }

@@ -42,7 +42,10 @@ pub(super) async fn run(args: &Args, idle: Duration) -> anyhow::Result<()> {
     let cluster_secret = net::secret::generate_hex().context("a cluster secret")?;
     let token_file = dir.path().join("token-secret");
     let cluster_file = dir.path().join("cluster-secret");
-    for (file, secret) in [(&token_file, &token_secret), (&cluster_file, &cluster_secret)] {
+    for (file, secret) in [
+        (&token_file, &token_secret),
+        (&cluster_file, &cluster_secret),
+    ] {
         net::secret::create_private(file, secret.as_bytes())
             .with_context(|| format!("writing {}", file.display()))?;
     }
@@ -162,8 +165,14 @@ impl Files<'_> {
         let env = vec![
             ("RINGSIDE_ORIGIN_NAME", "idle-origin".to_string()),
             ("RINGSIDE_ORIGIN_LISTEN", "127.0.0.1:0".into()),
-            ("RINGSIDE_ORIGIN_DATA_DIR", Self::path(&self.dir.join("origin"))),
-            ("RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE", Self::path(self.cluster)),
+            (
+                "RINGSIDE_ORIGIN_DATA_DIR",
+                Self::path(&self.dir.join("origin")),
+            ),
+            (
+                "RINGSIDE_ORIGIN_CLUSTER_SECRET_FILE",
+                Self::path(self.cluster),
+            ),
             ("RINGSIDE_ORIGIN_TLS__CERT", Self::path(self.cert)),
             ("RINGSIDE_ORIGIN_TLS__KEY", Self::path(self.key)),
         ];
@@ -178,14 +187,23 @@ impl Files<'_> {
             ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
             ("RINGSIDE_RELAY_ORIGIN", origin.addr().to_string()),
             ("RINGSIDE_RELAY_ORIGIN_CERT", Self::path(self.cert)),
-            ("RINGSIDE_RELAY_CLUSTER_SECRET_FILE", Self::path(self.cluster)),
+            (
+                "RINGSIDE_RELAY_CLUSTER_SECRET_FILE",
+                Self::path(self.cluster),
+            ),
             ("RINGSIDE_RELAY_TOKEN_SECRET_FILE", Self::path(self.token)),
             ("RINGSIDE_RELAY_TLS__CERT", Self::path(self.cert)),
             ("RINGSIDE_RELAY_TLS__KEY", Self::path(self.key)),
             // Thousands of clients, all on loopback.
             ("RINGSIDE_RELAY_LIMITS__MAX_PER_ADDR", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED", "100000".into()),
-            ("RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC", "100000".into()),
+            (
+                "RINGSIDE_RELAY_LIMITS__MAX_UNAUTHENTICATED",
+                "100000".into(),
+            ),
+            (
+                "RINGSIDE_RELAY_LIMITS__RETRY_ABOVE_PER_SEC",
+                "100000".into(),
+            ),
         ];
         let args = vec!["serve-relay".to_string()];
         Server::spawn(Spawn::child(self.exe, self.dir, name, args, env)).await
