@@ -21,8 +21,7 @@ use std::time::Instant;
 
 use protocol::message::{ClientMsg, ErrorCode, ServerMsg};
 
-use super::io::Link;
-use super::io::{Event, Transmit};
+use super::io::{Event, Link, Transmit};
 use super::state::Session;
 use super::warm::{Standby, STANDBY_AFTER};
 use crate::error::Error;
