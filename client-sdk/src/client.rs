@@ -100,6 +100,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Keep a warm standby connection to a second relay (default on; it
+    /// needs more than one relay).
+    pub fn standby(mut self, on: bool) -> Self {
+        self.config.standby = on;
+        self
+    }
+
     /// Send critical actions twice `delay` apart (`None`: once).
     pub fn redundancy(mut self, delay: Option<Duration>) -> Self {
         self.config.redundancy = delay;
@@ -384,6 +391,17 @@ impl Client {
     /// A watch of the current relay.
     pub fn relay_watch(&self) -> watch::Receiver<Option<RelayInfo>> {
         self.shared.relay.subscribe()
+    }
+
+    /// The relay the warm standby connection is open to, if one is (the
+    /// session resumes there at once when its relay dies).
+    pub fn standby(&self) -> Option<RelayInfo> {
+        self.shared.standby.borrow().clone()
+    }
+
+    /// A watch of the standby connection's relay.
+    pub fn standby_watch(&self) -> watch::Receiver<Option<RelayInfo>> {
+        self.shared.standby.subscribe()
     }
 
     /// What the client had to do to keep up so far.

@@ -25,7 +25,7 @@ pub struct Config {
     /// Certificates to trust for relays.
     pub roots: Vec<CertificateDer<'static>>,
     /// Transport settings (keep-alive and idle timeout decide how fast a dead
-    /// relay is noticed).
+    /// relay is noticed when there is no standby to hear it first).
     pub tuning: Tuning,
     /// Send a copy of each critical action this long after it (default
     /// 8 ms); `None` sends once (and no second copy either).
@@ -51,6 +51,12 @@ pub struct Config {
     /// Most actions sent and not yet answered at once (default 32); more
     /// wait in the SDK, oldest first, so a burst never floods the relay.
     pub action_window: usize,
+    /// Keep a warm standby connection to a second relay (the default, with
+    /// more than one relay): it hears at once when the live relay dies and
+    /// the session resumes on it without a handshake, so a relay's death is
+    /// survived within a second while idle connections send keep-alives
+    /// only every few seconds ([`Tuning::keep_alive_ms`]).
+    pub standby: bool,
     /// How often the client reports its ack times (bucketed per class) and
     /// its clock error bound to its relay, for the operators' metrics
     /// (default 10 s); `None`: never.
@@ -73,6 +79,7 @@ impl Default for Config {
             probe: true,
             action_deadline: Duration::from_secs(30),
             action_window: 32,
+            standby: true,
             report_every: Some(Duration::from_secs(10)),
         }
     }

@@ -1,8 +1,8 @@
 //! The connection driver: one task per client that owns the connections,
 //! the token provider's future and one timer, and moves bytes between them
 //! and the [`Session`], which decides everything. It selects over the app's
-//! requests, the connections' messages, a connection attempt, a token fetch
-//! and the session's next timeout; feeds what happened into the session;
+//! requests, the connections' messages, a connection attempt, a standby
+//! connection attempt, a token fetch and the session's next timeout; feeds what happened into the session;
 //! then carries out what the session asks ([`Transmit`]) and hands its
 //! [`Event`]s to the app's handles (replies, room channels, client events).
 
@@ -96,6 +96,8 @@ pub(crate) struct Driver {
     conns: BTreeMap<u64, Live>,
     incoming: Vec<Received>,
     connecting: Option<Connecting>,
+    /// A standby connection being opened.
+    standby: Option<Connecting>,
     /// Where fresh tokens come from, if anywhere.
     provider: Option<TokenProvider>,
     /// A fetch of a fresh token in progress.
@@ -115,6 +117,7 @@ enum Wake {
     Request(Option<Request>),
     Incoming(u64, Incoming),
     Connected(Result<(Live, Received), Error>),
+    Standby(Result<(Live, Received), Error>),
     Token(TokenResult),
     Timer,
 }
@@ -150,6 +153,7 @@ impl Driver {
             conns: BTreeMap::from([(live.gen, live)]),
             incoming: vec![rx],
             connecting: None,
+            standby: None,
             provider: config.token_provider,
             fetching: None,
             rooms: BTreeMap::new(),
@@ -170,16 +174,13 @@ impl Driver {
                 Wake::Incoming(gen, inc) => self.handle_incoming(now, gen, inc),
                 Wake::Connected(r) => {
                     self.connecting = None;
-                    let r = r.map(|(live, rx)| {
-                        let link = Link {
-                            gen: live.gen,
-                            relay: live.relay.clone(),
-                        };
-                        self.conns.insert(live.gen, live);
-                        self.incoming.push(rx);
-                        link
-                    });
+                    let r = r.map(|c| self.adopt(c));
                     self.session.handle_connected(now, r);
+                }
+                Wake::Standby(r) => {
+                    self.standby = None;
+                    let r = r.map(|c| self.adopt(c));
+                    self.session.handle_standby_connected(now, r);
                 }
                 Wake::Token(r) => {
                     self.fetching = None;
@@ -196,12 +197,29 @@ impl Driver {
         }
     }
 
+    /// Hold a new connection; the session knows it as the returned link.
+    fn adopt(&mut self, (live, rx): (Live, Received)) -> Link {
+        let link = Link {
+            gen: live.gen,
+            relay: live.relay.clone(),
+        };
+        self.conns.insert(live.gen, live);
+        self.incoming.push(rx);
+        link
+    }
+
     /// Wait for the next input or the session's timeout.
     async fn wait(&mut self, requests: &mut mpsc::Receiver<Request>) -> Wake {
         let wake = self.session.poll_timeout();
         let incoming = next_incoming(&mut self.incoming);
         let connecting = async {
             match &mut self.connecting {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        };
+        let standby = async {
+            match &mut self.standby {
                 Some(f) => f.await,
                 None => std::future::pending().await,
             }
@@ -220,6 +238,7 @@ impl Driver {
                 None => Wake::Timer,
             },
             r = connecting => Wake::Connected(r),
+            r = standby => Wake::Standby(r),
             () = sleep_until(wake) => Wake::Timer,
         }
     }
@@ -299,6 +318,13 @@ impl Driver {
                 self.connecting = Some(Box::pin(conn::connect_any(dial, relays, gen)));
             }
             Transmit::StopConnecting => self.connecting = None,
+            Transmit::ConnectStandby { gen, relays, token } => {
+                let dial = Dial {
+                    token,
+                    ..self.dial.clone()
+                };
+                self.standby = Some(Box::pin(conn::connect_any(dial, relays, gen)));
+            }
             Transmit::Close {
                 gen,
                 code,
@@ -365,6 +391,7 @@ impl Driver {
                 self.joiners.remove(&room);
             }
             Event::Offset(off) => self.shared.set_offset(self.start, off),
+            Event::Standby(r) => drop(self.shared.standby.send_replace(r)),
         }
     }
 

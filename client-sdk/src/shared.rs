@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<ClientEvent>,
     /// The relay the client is on.
     pub relay: watch::Sender<Option<RelayInfo>>,
+    /// The relay its warm standby connection is open to, if any.
+    pub standby: watch::Sender<Option<RelayInfo>>,
     /// The last action counter handed out (ids are chosen by the handles, so
     /// that every error names one).
     next_n: AtomicU64,
@@ -78,6 +80,7 @@ impl Shared {
             stats: Counters::default(),
             events: broadcast::channel(256).0,
             relay: watch::channel(Some(relay)).0,
+            standby: watch::channel(None).0,
             next_n: AtomicU64::new(0),
             offset: AtomicI64::new(0),
             known: AtomicBool::new(false),

@@ -216,6 +216,9 @@ fn write_seeds() {
             token: client_token.clone(),
         },
         ClientMsg::Leave { room: B },
+        ClientMsg::Standby {
+            primary: "relay-2".into(),
+        },
         ClientMsg::Bye,
     ];
     let server = [
@@ -253,6 +256,9 @@ fn write_seeds() {
         ServerMsg::Upstream { connected: false },
         ServerMsg::GoAway {
             alternatives: vec!["relay-2:4433".into()],
+        },
+        ServerMsg::RelayGone {
+            relay: "relay-2".into(),
         },
         ServerMsg::Error {
             code: ErrorCode::Flood,
@@ -312,6 +318,9 @@ fn write_seeds() {
         DownMsg::Pong {
             nonce: 5,
             origin_time: ServerTime(1_000_000_500),
+        },
+        DownMsg::RelayGone {
+            relay: "relay-2".into(),
         },
         DownMsg::Error {
             code: ErrorCode::Internal,

@@ -42,6 +42,11 @@ pub(crate) enum HubIn {
         room: RoomId,
         from: Seq,
     },
+    /// The connection is a warm standby for a session live on `primary`.
+    Standby {
+        client: ClientId,
+        primary: String,
+    },
     UpstreamUp,
     UpstreamDown,
     Down(DownMsg),
@@ -157,6 +162,7 @@ impl Driver {
                 self.clients.remove(&client);
                 hub.handle_client_gone(now, client, clean);
             }
+            HubIn::Standby { client, primary } => hub.handle_standby(client, primary),
             HubIn::UpstreamUp => hub.handle_upstream_up(now),
             HubIn::UpstreamDown => hub.handle_upstream_down(now),
             HubIn::Down(msg) => hub.handle_down(now, msg),

@@ -95,6 +95,7 @@ impl Session {
             action,
         };
         self.waiters.insert(id, (now, class));
+        self.busy(now);
         let deadline = later(now, deadline.unwrap_or(self.settings.action_deadline));
         // It goes out from `handle_timeout`, right after this command, as
         // the window and the pacing allow.
@@ -114,17 +115,19 @@ impl Session {
         if let Some(old) = self.leaving.take() {
             self.close_link(old.gen, "bye", false);
         }
+        self.drop_standby();
         self.answer_all(Error::Closed);
     }
 
     /// A message from connection `gen`, by datagram or on a stream (`path`).
     pub fn handle_msg(&mut self, now: Instant, gen: u64, path: Path, m: ServerMsg) {
-        if self.closed || !self.is_current(gen) {
+        if self.closed || self.standby_msg(now, gen, &m) || !self.is_current(gen) {
             return;
         }
         let reliable = path == Path::Stream;
         match m {
             ServerMsg::Events { room, events } => {
+                self.busy(now);
                 let resumed = reliable && self.resume_waits_for(room);
                 self.room_updates(room, |m| m.handle_events(now, events));
                 if resumed {
@@ -163,7 +166,8 @@ impl Session {
                 self.event(Event::Client(ClientEvent::Upstream { connected }));
             }
             ServerMsg::GoAway { alternatives } => self.handle_goaway(now, &alternatives),
-            ServerMsg::Welcome(_) | ServerMsg::Error { .. } => {}
+            // Only a standby is told (above).
+            ServerMsg::Welcome(_) | ServerMsg::Error { .. } | ServerMsg::RelayGone { .. } => {}
         }
     }
 

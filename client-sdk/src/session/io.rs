@@ -82,6 +82,18 @@ pub enum Transmit {
     },
     /// Give up the connection attempt in progress.
     StopConnecting,
+    /// Open standby connection `gen` (see `session/standby.rs`): like
+    /// [`Transmit::Connect`], but the session stays live where it is; the
+    /// result goes to [`Session::handle_standby_connected`](super::Session::handle_standby_connected).
+    /// One such attempt at a time, beside a [`Transmit::Connect`].
+    ConnectStandby {
+        /// The standby's generation.
+        gen: u64,
+        /// Relays, best first (never the live one).
+        relays: Vec<SocketAddr>,
+        /// The token to present.
+        token: Vec<u8>,
+    },
     /// Close connection `gen` and forget it.
     Close {
         /// The connection.
@@ -142,6 +154,9 @@ pub enum Event {
     /// A new estimate of `origin - local` (µs), local time counted from the
     /// session's start (the `now` it was created at).
     Offset(i64),
+    /// The standby connection is open to this relay now (`None`: there is
+    /// none).
+    Standby(Option<RelayInfo>),
 }
 
 /// How a session starts: on a connection already open.

@@ -10,6 +10,7 @@
 //! 1. feed what happened: [`Session::handle_command`] (the app),
 //!    [`Session::handle_msg`] / [`Session::handle_closed`] (a connection),
 //!    [`Session::handle_connected`] (a connection attempt's result),
+//!    [`Session::handle_standby_connected`] (a standby attempt's),
 //!    [`Session::handle_token`] (the provider's answer), then
 //!    [`Session::handle_timeout`] (what fell due);
 //! 2. drain [`Session::poll_transmit`] (messages to send, as a datagram or
@@ -32,16 +33,21 @@
 //! Files: `io.rs` (the inputs' and outputs' types), `state.rs` (what the
 //! session holds, its start and its `poll_*` outputs), `app.rs` (commands
 //! and the relay's messages), `timers.rs` (what falls due), `moves.rs`
-//! (relay moves, resume, tokens), `tokens.rs` (the token and its renewal).
+//! (relay moves, resume, tokens), `standby.rs` (the warm standby connection
+//! that hears of the live relay's death and is resumed on without a
+//! handshake), `warm.rs` (the standby's own state), `tokens.rs` (the
+//! token and its renewal).
 
 mod app;
 mod io;
 mod moves;
+mod standby;
 mod state;
 #[cfg(test)]
 mod tests;
 mod timers;
 mod tokens;
+mod warm;
 
 pub use io::{Command, Event, Link, Setup, Transmit};
 pub use state::{Session, MAX_IN_FLIGHT};

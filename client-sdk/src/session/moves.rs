@@ -131,7 +131,7 @@ impl Session {
             self.close_link(gen, "lost", false);
             return;
         }
-        if self.live.as_ref().is_none_or(|l| l.gen != gen) {
+        if self.standby_closed(now, gen) || self.live.as_ref().is_none_or(|l| l.gen != gen) {
             return;
         }
         tracing::info!(%reason, "connection to the relay lost");
@@ -148,7 +148,13 @@ impl Session {
                 self.start_resume(now);
                 self.handle_expired(Error::Refused { code, reason });
             }
-            _ => self.begin_move(now, Some(live.relay.addr)),
+            // The standby is resumed on at once (no handshake); without
+            // one, connect to the next relay.
+            _ => {
+                if !self.resume_on_standby(now) {
+                    self.begin_move(now, Some(live.relay.addr));
+                }
+            }
         }
     }
 
@@ -163,14 +169,19 @@ impl Session {
             goaway: true,
         }));
         self.prefer = alternatives.iter().filter_map(|a| a.parse().ok()).collect();
-        // Make before break: keep the old connection until the new one is up.
+        // Make before break: keep the old connection until the new one is
+        // up. The standby is up already: taken if the relay allows it.
         if !self.connecting && self.leaving.is_none() {
             self.leaving = self.live.take();
-            self.begin_move(now, Some(from.addr));
+            let standby_ok = (self.standby.link.as_ref())
+                .is_some_and(|s| self.prefer.is_empty() || self.prefer.contains(&s.relay.addr));
+            if !(standby_ok && self.resume_on_standby(now)) {
+                self.begin_move(now, Some(from.addr));
+            }
         }
     }
 
-    fn start_resume(&mut self, now: Instant) {
+    pub(super) fn start_resume(&mut self, now: Instant) {
         if self.resume.is_none() {
             self.resume = Some(Resume {
                 started: now,
@@ -240,7 +251,7 @@ impl Session {
 
     /// On a new connection: rejoin every room from its seq, send what was
     /// unanswered again, say goodbye to the relay being left.
-    fn resume_on(&mut self, now: Instant, link: Link) {
+    pub(super) fn resume_on(&mut self, now: Instant, link: Link) {
         self.stats.moves += 1;
         self.attempts = 0;
         self.prefer.clear();
@@ -272,6 +283,7 @@ impl Session {
             // Let the bye reach the relay before closing.
             self.close_link(old.gen, "moved", true);
         }
+        self.standby_follow(now);
         if self.resume.as_ref().is_some_and(|r| r.waiting.is_empty()) {
             self.resume_answered(now, RoomId(u64::MAX), false);
         }
@@ -330,6 +342,7 @@ impl Session {
         }
         self.connecting = false;
         self.resume = None;
+        self.drop_standby();
         self.failed = Some(e.clone());
         self.event(Event::Client(ClientEvent::Failed { error: e }));
     }

@@ -12,6 +12,7 @@ use protocol::{ActionId, Class, RoomId, ServerTime, SessionId};
 
 use super::io::{Event, Link, Setup, Transmit};
 use super::tokens::Tokens;
+use super::warm::Standby;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{Acked, ClientEvent, RelayInfo, Stats};
@@ -32,6 +33,15 @@ pub(super) const PING_SLOW: Duration = Duration::from_secs(1);
 /// averages that many exchanges within seconds of a (re)connection (32
 /// pings in 3.2 s, once per connection).
 pub(super) const PING_FAST_SAMPLES: usize = OriginEstimate::WINDOW;
+/// A quiet session (no action, no room event for [`QUIET_AFTER`]) pings
+/// this seldom, and its report rides in the ping's packet: its clock is
+/// fine for a while, and an idle client should cost its relay next to
+/// nothing (with the keep-alives: about 0.3 packets a second over both
+/// connections). The first action or event brings the pings back to
+/// [`PING_SLOW`].
+pub(super) const PING_QUIET: Duration = Duration::from_secs(30);
+/// How long without actions or room events makes a session quiet.
+pub(super) const QUIET_AFTER: Duration = Duration::from_secs(10);
 /// Pings remembered while their pongs are awaited.
 pub(super) const PINGS_KEPT: usize = 32;
 
@@ -63,6 +73,11 @@ pub struct Session {
     pub(super) pings: VecDeque<(u64, Instant)>,
     pub(super) nonce: u64,
     pub(super) next_ping: Instant,
+    /// The last action sent or room event received (pings slow down when
+    /// it is long ago).
+    pub(super) busy_at: Instant,
+    /// The warm standby connection (`standby.rs`).
+    pub(super) standby: Standby,
     pub(super) live: Option<Link>,
     /// The connection being left after a goaway (kept until the new one is up).
     pub(super) leaving: Option<Link>,
@@ -134,6 +149,8 @@ impl Session {
             pings: VecDeque::new(),
             nonce: 0,
             next_ping: now,
+            busy_at: now,
+            standby: Standby::new(config.standby && setup.ranking.len() > 1, now),
             gen: setup.first.gen,
             live: Some(setup.first),
             leaving: None,
@@ -186,9 +203,12 @@ impl Session {
             None => self.retry.poll_deadline(),
         };
         let renew = self.tokens.renew_at.filter(|_| !self.tokens.fetching);
+        // A quiet session's report waits for its next ping.
         let report = (self.reporter.as_ref())
             .filter(|_| self.live.is_some())
-            .map(Reporter::poll_timeout);
+            .map(Reporter::poll_timeout)
+            .filter(|at| !self.quiet_at(*at));
+        let standby = self.standby.poll_timeout().filter(|_| self.live.is_some());
         [
             actions,
             mirrors,
@@ -196,10 +216,18 @@ impl Session {
             self.retry_at,
             renew,
             report,
+            standby,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Whether the session is quiet at `at`: no action waiting, none sent
+    /// and no room event received for [`QUIET_AFTER`] (its pings and
+    /// reports slow down).
+    pub(super) fn quiet_at(&self, at: Instant) -> bool {
+        self.waiters.is_empty() && at.saturating_duration_since(self.busy_at) >= QUIET_AFTER
     }
 
     /// What the client had to do to keep up so far.

@@ -22,6 +22,8 @@ use crate::retry::Path;
 use crate::time::virtual_clock::t0;
 use crate::token::TokenProvider;
 
+mod standby;
+
 const ROOM: RoomId = RoomId(1);
 
 fn addr(port: u16) -> SocketAddr {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use protocol::message::ClientMsg;
 use protocol::{RoomId, Seq};
 
-use super::state::{Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_SLOW};
+use super::state::{Session, PINGS_KEPT, PING_FAST, PING_FAST_SAMPLES, PING_QUIET, PING_SLOW};
 use crate::error::Error;
 use crate::retry::{Expiry, Path};
 
@@ -20,13 +20,16 @@ impl Session {
             return;
         }
         self.moves_due(now);
+        self.standby_due(now);
         self.expire_actions(now);
         let mut datagrams = self.send_actions(now);
         self.repair_rooms(now);
-        if now >= self.next_ping && self.live.is_some() {
+        let pinged = now >= self.next_ping && self.live.is_some();
+        if pinged {
             datagrams.push(self.ping(now));
         }
-        if self.live.is_some() {
+        // A quiet session's report rides with its ping (one packet).
+        if self.live.is_some() && (pinged || !self.quiet_at(now)) {
             let report = (self.reporter.as_mut())
                 .and_then(|r| r.poll_report(now, self.origin.offset(), self.origin.rtt()));
             if let Some(report) = report {
@@ -100,16 +103,27 @@ impl Session {
         }
     }
 
+    /// The session is busy at `now` (an action, a room event): a quiet
+    /// session's next ping comes no later than a busy one's would.
+    pub(super) fn busy(&mut self, now: Instant) {
+        self.busy_at = now;
+        self.next_ping = self.next_ping.min(now + PING_SLOW);
+    }
+
     fn ping(&mut self, now: Instant) -> ClientMsg {
         self.nonce += 1;
         self.pings.push_back((self.nonce, now));
         if self.pings.len() > PINGS_KEPT {
             self.pings.pop_front();
         }
-        // Converge fast, then keep fresh.
-        let every = match self.origin.exchanges() < PING_FAST_SAMPLES {
-            true => PING_FAST,
-            false => PING_SLOW,
+        // Converge fast, then keep fresh; seldom while the session is quiet.
+        let every = match (
+            self.origin.exchanges() < PING_FAST_SAMPLES,
+            self.quiet_at(now),
+        ) {
+            (true, _) => PING_FAST,
+            (false, false) => PING_SLOW,
+            (false, true) => PING_QUIET,
         };
         self.next_ping = now + every;
         ClientMsg::Ping { nonce: self.nonce }

@@ -377,14 +377,16 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, now: ServerTime, input: Input) ->
         }
         Input::RelayUp {
             relay,
+            name,
             out: tx,
             conn,
         } => out.push(Item::RelayUp {
             relay,
+            name,
             out: tx,
             conn,
         }),
-        Input::RelayGone { relay } => {
+        Input::RelayGone { relay, lost } => {
             for (room, user) in ctx.presence.relay_gone(relay) {
                 ctx.kpi.handle_presence(now, room, user, false);
                 record(&mut out, auth.handle_presence(now, room, user, false), None);
@@ -392,7 +394,7 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, now: ServerTime, input: Input) ->
             for room in ctx.followers.relay_gone(relay) {
                 auth.handle_follow(now, room, false);
             }
-            out.push(Item::RelayGone { relay });
+            out.push(Item::RelayGone { relay, lost });
         }
         Input::Up { relay, msg } => match msg {
             // Following a room does not create it (that would let anyone with

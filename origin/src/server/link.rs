@@ -115,6 +115,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
     let (out, out_rx) = mpsc::channel::<Bytes>(shared.relay_queue);
     let up = Input::RelayUp {
         relay,
+        name: relay_name.clone(),
         out: out.clone(),
         conn: conn.clone(),
     };
@@ -123,10 +124,26 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
     }
     let writer = tokio::spawn(write_loop(send, out_rx));
     let result = read_loop(&conn, &mut recv, relay, &shared, &out).await;
-    let _ = shared.inputs.send(Input::RelayGone { relay }).await;
+    let lost = went_silent(conn.close_reason().as_ref());
+    let _ = shared.inputs.send(Input::RelayGone { relay, lost }).await;
     writer.abort();
-    tracing::info!(relay, name = %relay_name, "relay disconnected");
+    match lost {
+        true => {
+            tracing::warn!(relay, name = %relay_name, "relay lost (its link went silent); telling the other relays")
+        }
+        false => tracing::info!(relay, name = %relay_name, "relay disconnected"),
+    }
     result
+}
+
+/// Whether a link that ended was lost rather than closed: it timed out
+/// (the relay died or is cut off; the backbone's idle timeout is short, see
+/// `net::Tuning::backbone`) or was reset (the relay's host restarted).
+fn went_silent(reason: Option<&quinn::ConnectionError>) -> bool {
+    matches!(
+        reason,
+        Some(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset)
+    )
 }
 
 async fn read_loop(

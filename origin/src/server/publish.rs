@@ -22,6 +22,8 @@ struct Room {
 }
 
 struct Relay {
+    /// Its name, as its clients know it (from its hello).
+    name: String,
     out: mpsc::Sender<Bytes>,
     conn: quinn::Connection,
     rooms: BTreeSet<RoomId>,
@@ -154,11 +156,28 @@ impl Publisher {
                 }
                 self.forget_if_unopened(room);
             }
-            Item::RelayUp { relay, out, conn } => {
+            Item::RelayUp {
+                relay,
+                name,
+                out,
+                conn,
+            } => {
                 let rooms = BTreeSet::new();
-                self.relays.insert(relay, Relay { out, conn, rooms });
+                let r = Relay {
+                    name,
+                    out,
+                    conn,
+                    rooms,
+                };
+                self.relays.insert(relay, r);
             }
-            Item::RelayGone { relay } => self.drop_relay(relay),
+            Item::RelayGone { relay, lost } => {
+                let name = self.relays.get(&relay).map(|r| r.name.clone());
+                self.drop_relay(relay);
+                if let (true, Some(name)) = (lost, name) {
+                    self.announce_lost(name);
+                }
+            }
             // The commit thread consumes checkpoints.
             Item::Checkpoint(_) => {}
             Item::Query { room, reply } => {
@@ -262,6 +281,22 @@ impl Publisher {
                 net::close(&r.conn, ErrorCode::Flood, "relay queue full");
             }
             self.drop_relay(relay);
+        }
+    }
+
+    /// Tell every other relay that the relay named `name` was lost, so the
+    /// standby connections of its clients move them at once (one frame per
+    /// relay: the cost of a relay's death, not of its clients' idling).
+    /// Not when a relay of that name is linked again already (it came back
+    /// before its old link timed out here).
+    fn announce_lost(&mut self, name: String) {
+        if self.relays.values().any(|r| r.name == name) {
+            return;
+        }
+        let bytes = frame(&DownMsg::RelayGone { relay: name });
+        let others: Vec<RelayId> = self.relays.keys().copied().collect();
+        for relay in others {
+            self.send(relay, bytes.clone());
         }
     }
 

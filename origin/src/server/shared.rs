@@ -54,13 +54,16 @@ pub(crate) enum Input {
     /// A relay connected; `out` carries encoded frames to it.
     RelayUp {
         relay: RelayId,
+        /// Its name (from its hello), as its clients know it.
+        name: String,
         out: mpsc::Sender<Bytes>,
         conn: quinn::Connection,
     },
     /// A message from a relay (never `Hello` or `Ping`: the link handles those).
     Up { relay: RelayId, msg: UpMsg },
-    /// A relay's connection ended.
-    RelayGone { relay: RelayId },
+    /// A relay's connection ended; `lost` when it went silent (timed out or
+    /// reset: the relay died or is cut off), not closed.
+    RelayGone { relay: RelayId, lost: bool },
     /// What is the committed state of a room?
     Query {
         room: RoomId,
@@ -113,11 +116,14 @@ pub(crate) enum Item {
     /// A relay connected.
     RelayUp {
         relay: RelayId,
+        /// Its name, as its clients know it.
+        name: String,
         out: mpsc::Sender<Bytes>,
         conn: quinn::Connection,
     },
-    /// A relay left.
-    RelayGone { relay: RelayId },
+    /// A relay left; `lost`: its link went silent (the other relays are
+    /// told, so the standbys of its clients move them at once).
+    RelayGone { relay: RelayId, lost: bool },
     /// A checkpoint of the rules, covering every record before it.
     Checkpoint(Vec<u8>),
     /// Answer with a room's committed state (after everything before it).

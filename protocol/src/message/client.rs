@@ -81,6 +81,15 @@ pub enum ClientMsg {
     /// What the client felt since its last report (every few seconds, never
     /// per action): the relay turns it into its operators' metrics.
     Report(Report),
+    /// This connection is the session's warm standby: its live connection
+    /// is on the relay named `primary` (its `Welcome` name). The relay tells
+    /// it at once ([`super::ServerMsg::RelayGone`]) when the origin loses
+    /// that relay, so the client resumes here without waiting for an idle
+    /// timeout or a handshake. Sent again when the primary changes.
+    Standby {
+        /// The name of the relay the session is live on.
+        primary: String,
+    },
 }
 
 /// Upper bounds (µs) of the buckets a client counts its ack times in: the

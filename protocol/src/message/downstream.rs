@@ -67,6 +67,13 @@ pub enum DownMsg {
         /// For humans.
         message: String,
     },
+    /// The origin lost its link to another relay, the one named `relay`
+    /// (its link went silent: the relay died or is cut off). Relays pass it
+    /// on to the standby connections of the sessions live there.
+    RelayGone {
+        /// The lost relay's name.
+        relay: String,
+    },
 }
 
 impl DownMsg {

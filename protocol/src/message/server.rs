@@ -97,6 +97,13 @@ pub enum ServerMsg {
         /// For humans.
         message: String,
     },
+    /// The origin lost its link to the relay named `relay` (sent to the
+    /// standby connections of the sessions live there, see
+    /// [`super::ClientMsg::Standby`]): resume on this connection now.
+    RelayGone {
+        /// The lost relay's name.
+        relay: String,
+    },
 }
 
 impl ServerMsg {

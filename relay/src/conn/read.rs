@@ -262,6 +262,7 @@ impl Reader<'_> {
                 }
                 Step::Done
             }
+            ClientMsg::Standby { primary } => Step::Hub(HubIn::Standby { client, primary }),
             ClientMsg::Hello(_) => {
                 refuse(self.shared, self.conn, ErrorCode::Malformed, "second hello");
                 Step::End("second hello")

@@ -1,6 +1,7 @@
 //! Who is here: clients saying hello (a session resuming here replaces its
 //! old connection), following and leaving rooms, going away, and being told
-//! to move when the relay drains.
+//! to move when the relay drains; standby connections, told at once when
+//! the relay their session is live on is lost.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -14,6 +15,9 @@ use crate::metrics::KindLabel;
 
 use super::out::{frame, ClientId, Out};
 use super::state::{Client, Hub, Room};
+
+/// The longest relay name a standby may name (relay names are short).
+const MAX_RELAY_NAME: usize = 128;
 
 impl Hub {
     /// A client said hello. A previous connection of the same session (a
@@ -44,6 +48,7 @@ impl Hub {
                 rooms: BTreeSet::new(),
                 resynced: BTreeMap::new(),
                 pending: BTreeSet::new(),
+                standby_for: None,
             },
         );
         let status = ServerMsg::Upstream {
@@ -178,6 +183,42 @@ impl Hub {
         }
         for room in c.rooms {
             self.detach(client, c.user, room);
+        }
+    }
+
+    /// The client's connection is its session's warm standby, its live
+    /// connection on the relay named `primary` (a later call replaces it).
+    /// A name longer than any relay's is not kept.
+    pub fn handle_standby(&mut self, client: ClientId, primary: String) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.standby_for = (primary.len() <= MAX_RELAY_NAME).then_some(primary);
+        }
+    }
+
+    /// The origin lost the relay named `relay`: every standby connection of
+    /// a session live there is told to resume here now. (A walk over the
+    /// clients: once per relay death, not per client or per second.)
+    pub fn handle_relay_gone(&mut self, relay: &str) {
+        let watching: Vec<ClientId> = (self.clients.iter())
+            .filter(|(_, c)| c.standby_for.as_deref() == Some(relay))
+            .map(|(id, _)| *id)
+            .collect();
+        if watching.is_empty() {
+            return;
+        }
+        tracing::info!(
+            relay,
+            clients = watching.len(),
+            "origin lost a relay; telling its clients' standbys"
+        );
+        let msg = frame(&ServerMsg::RelayGone {
+            relay: relay.to_owned(),
+        });
+        for c in watching {
+            if let Some(client) = self.clients.get_mut(&c) {
+                client.standby_for = None;
+            }
+            self.send_to(c, Out::Reliable(msg.clone()));
         }
     }
 

@@ -75,6 +75,7 @@ impl Hub {
                 id,
                 retry_after_ms,
             } => self.handle_throttled(user, id, retry_after_ms),
+            DownMsg::RelayGone { relay } => self.handle_relay_gone(&relay),
             DownMsg::Welcome { .. } | DownMsg::Pong { .. } => {}
             DownMsg::Error { code, message } => {
                 tracing::warn!(%code, %message, "origin reported an error");

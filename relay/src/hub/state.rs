@@ -84,6 +84,10 @@ pub(super) struct Client {
     pub(super) resynced: BTreeMap<RoomId, Instant>,
     /// Its actions waiting for the origin.
     pub(super) pending: BTreeSet<(UserId, ActionId)>,
+    /// When this connection is a session's warm standby: the name of the
+    /// relay the session is live on (told `RelayGone` when the origin
+    /// loses it).
+    pub(super) standby_for: Option<String>,
 }
 
 /// Least time between two repairs of one room for one client.

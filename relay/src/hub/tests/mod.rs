@@ -1,8 +1,10 @@
 //! The hub's stories: network-free, driven by hand-fed inputs and a
 //! virtual clock ([`Sim`]). Here: security properties and bounds;
 //! `timers.rs`: heads and resends as time passes; `stories.rs`: resume, gap
-//! repair, goaway and the link to the origin coming back.
+//! repair, goaway and the link to the origin coming back; `standby.rs`:
+//! standby connections told of their session's lost relay.
 
+mod standby;
 mod stories;
 mod timers;
 
