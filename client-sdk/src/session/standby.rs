@@ -46,6 +46,7 @@ impl Session {
             return;
         }
         self.gen += 1;
+        tracing::debug!(gen = self.gen, "opening a standby");
         self.standby.connecting = Some(self.gen);
         self.transmit(Transmit::ConnectStandby {
             gen: self.gen,
@@ -70,6 +71,7 @@ impl Session {
                     None => false,
                 };
                 if self.closed || !usable {
+                    tracing::debug!(relay = %link.relay.name, ours, "standby not needed; closing it");
                     self.close_link(link.gen, "not needed", false);
                     if self.standby.connecting == Some(link.gen) {
                         self.standby.connecting = None;
@@ -79,6 +81,7 @@ impl Session {
                 }
                 self.standby.connecting = None;
                 self.standby.failures = 0;
+                tracing::debug!(relay = %link.relay.name, "standby open");
                 if let Some((_, primary)) = live {
                     self.transmit(Transmit::Reliable {
                         gen: link.gen,

@@ -386,7 +386,7 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, now: ServerTime, input: Input) ->
             out: tx,
             conn,
         }),
-        Input::RelayGone { relay, lost } => {
+        Input::RelayGone { relay, name, lost } => {
             for (room, user) in ctx.presence.relay_gone(relay) {
                 ctx.kpi.handle_presence(now, room, user, false);
                 record(&mut out, auth.handle_presence(now, room, user, false), None);
@@ -394,7 +394,7 @@ fn handle(auth: &mut Authority, ctx: &mut Ctx, now: ServerTime, input: Input) ->
             for room in ctx.followers.relay_gone(relay) {
                 auth.handle_follow(now, room, false);
             }
-            out.push(Item::RelayGone { relay, lost });
+            out.push(Item::RelayGone { relay, name, lost });
         }
         Input::Up { relay, msg } => match msg {
             // Following a room does not create it (that would let anyone with

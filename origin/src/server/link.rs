@@ -125,7 +125,12 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) -> Result<(), net
     let writer = tokio::spawn(write_loop(send, out_rx));
     let result = read_loop(&conn, &mut recv, relay, &shared, &out).await;
     let lost = went_silent(conn.close_reason().as_ref());
-    let _ = shared.inputs.send(Input::RelayGone { relay, lost }).await;
+    let gone = Input::RelayGone {
+        relay,
+        name: relay_name.clone(),
+        lost,
+    };
+    let _ = shared.inputs.send(gone).await;
     writer.abort();
     match lost {
         true => {

@@ -171,10 +171,9 @@ impl Publisher {
                 };
                 self.relays.insert(relay, r);
             }
-            Item::RelayGone { relay, lost } => {
-                let name = self.relays.get(&relay).map(|r| r.name.clone());
+            Item::RelayGone { relay, name, lost } => {
                 self.drop_relay(relay);
-                if let (true, Some(name)) = (lost, name) {
+                if lost {
                     self.announce_lost(name);
                 }
             }
@@ -293,8 +292,9 @@ impl Publisher {
         if self.relays.values().any(|r| r.name == name) {
             return;
         }
-        let bytes = frame(&DownMsg::RelayGone { relay: name });
         let others: Vec<RelayId> = self.relays.keys().copied().collect();
+        tracing::info!(lost = %name, relays = others.len(), "telling the other relays a relay was lost");
+        let bytes = frame(&DownMsg::RelayGone { relay: name });
         for relay in others {
             self.send(relay, bytes.clone());
         }

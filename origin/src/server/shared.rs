@@ -62,8 +62,13 @@ pub(crate) enum Input {
     /// A message from a relay (never `Hello` or `Ping`: the link handles those).
     Up { relay: RelayId, msg: UpMsg },
     /// A relay's connection ended; `lost` when it went silent (timed out or
-    /// reset: the relay died or is cut off), not closed.
-    RelayGone { relay: RelayId, lost: bool },
+    /// reset: the relay died or is cut off), not closed. `name` is the
+    /// relay's (the publisher may have let go of the link already).
+    RelayGone {
+        relay: RelayId,
+        name: String,
+        lost: bool,
+    },
     /// What is the committed state of a room?
     Query {
         room: RoomId,
@@ -122,8 +127,14 @@ pub(crate) enum Item {
         conn: quinn::Connection,
     },
     /// A relay left; `lost`: its link went silent (the other relays are
-    /// told, so the standbys of its clients move them at once).
-    RelayGone { relay: RelayId, lost: bool },
+    /// told, so the standbys of its clients move them at once). The name
+    /// travels with it: the publisher drops a link whose queue is closed
+    /// before this arrives, and a dead relay's often is.
+    RelayGone {
+        relay: RelayId,
+        name: String,
+        lost: bool,
+    },
     /// A checkpoint of the rules, covering every record before it.
     Checkpoint(Vec<u8>),
     /// Answer with a room's committed state (after everything before it).

@@ -203,14 +203,18 @@ impl Hub {
             .filter(|(_, c)| c.standby_for.as_deref() == Some(relay))
             .map(|(id, _)| *id)
             .collect();
-        if watching.is_empty() {
-            return;
-        }
+        let standbys = (self.clients.values())
+            .filter(|c| c.standby_for.is_some())
+            .count();
         tracing::info!(
             relay,
             clients = watching.len(),
+            standbys,
             "origin lost a relay; telling its clients' standbys"
         );
+        if watching.is_empty() {
+            return;
+        }
         let msg = frame(&ServerMsg::RelayGone {
             relay: relay.to_owned(),
         });
