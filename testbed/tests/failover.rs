@@ -351,7 +351,10 @@ async fn five_percent_loss_raises_no_false_alarm() {
         let r = c.join(A).await.expect("join");
         clients.push((c.events(), c, r));
     }
-    // Idle apart from keep-alives, for longer than several idle timeouts.
+    // Idle apart from keep-alives for 6 s at 5% loss. A client moves on its
+    // standby's notice (the origin lost the relay's link: nothing here cuts
+    // that link) or its own idle timeout (45 s); neither may fire, nor may
+    // the relay give up on a client whose packets are lost now and then.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (events, _, _) in clients.iter_mut() {
         while let Ok(e) = events.try_recv() {
