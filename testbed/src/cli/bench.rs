@@ -429,7 +429,7 @@ fn render_nats(o: &mut String, n: &NatsOutcome) {
 fn render_connects(o: &mut String, r: &Report) {
     let a = &r.audience;
     o.push_str(&format!(
-        "\nViewers: one QUIC connection each (hello, join, read; a clock ping every second), \
+        "\nViewers: one QUIC connection each (hello, join, read; clock pings at --viewer-ping-ms, 30 s by default as a quiet SDK session), \
          {} per client endpoint ({} endpoints),\n         on {}; the sender is {}\n",
         a.per_endpoint,
         a.endpoints,
