@@ -3,7 +3,7 @@
 //! handshake; and the quiet session's slow pings.
 
 use super::*;
-use crate::session::state::{PING_QUIET, PING_SLOW, QUIET_AFTER};
+use crate::session::state::{PING_FAST_SAMPLES, PING_QUIET, PING_SLOW, QUIET_AFTER};
 
 /// The standby orders so far.
 fn standby_orders(h: &Harness) -> Vec<(u64, Vec<SocketAddr>)> {
@@ -197,8 +197,9 @@ fn a_quiet_session_pings_seldom_and_an_action_brings_the_pings_back() {
             .filter(|(_, _, m)| matches!(m, ClientMsg::Ping { .. }))
             .count()
     };
-    // The first exchanges are answered: the fast pings end.
-    for _ in 0..20 {
+    // The first exchanges are answered (a full window of them): the fast
+    // pings end.
+    for _ in 0..PING_FAST_SAMPLES + 4 {
         let nonces: Vec<u64> = (h.messages().iter())
             .filter_map(|(_, _, m)| match m {
                 ClientMsg::Ping { nonce } => Some(*nonce),
