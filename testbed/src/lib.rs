@@ -56,7 +56,8 @@
 //!   pictures.
 //! - `bench/`: `run.rs` the phases; `servers.rs` and `child.rs` the server
 //!   processes; `echo.rs` the quinn floor; `probe.rs` one-hop clients;
-//!   `fanout.rs` the audience; `stats.rs` the one sampling loop; `sys.rs`
+//!   `loadgen.rs` the viewers, `stages.rs` the growing audience, `fanout.rs`
+//!   the sender and the reports; `stats.rs` the one sampling loop; `sys.rs`
 //!   memory, CPU, the disk's fdatasync; `json.rs` `--json`.
 //! - `attack/`: `plan.rs` what runs; `run.rs` the phases; `servers.rs` the
 //!   processes; `honest.rs` the honest crowd; `hostile.rs` what attackers

@@ -8,9 +8,8 @@
 //! - [`probe`] — raw protocol clients that time one hop at a time: a client
 //!   pinging the relay, a "relay" pinging the origin and sending it gifts.
 //! - `servers` — the echo, origin and relay processes of one run.
-//! - [`fanout`] — many SDK clients in one room, a sender, and every
-//!   delivery timed against its send (the SDK audience; its sender and ack
-//!   bookkeeping serve the viewers' stages too).
+//! - [`fanout`] — the viewers' tokens, the SDK sender's steady gifts and
+//!   its acks, and the fan-out reports the stages fill.
 //! - [`loadgen`] — the cheap audience: viewers that are not an SDK each,
 //!   hundreds of QUIC connections per client endpoint.
 //! - [`stages`] — the viewers' rows: fan-out, single gifts to many, memory
