@@ -208,7 +208,10 @@ impl Session {
             .filter(|_| self.live.is_some())
             .map(Reporter::poll_timeout)
             .filter(|at| !self.quiet_at(*at));
-        let standby = self.standby.poll_timeout().filter(|_| self.live.is_some());
+        // Not while a move is resuming: `standby_due` waits for it (and runs
+        // after the input that ends it), so a past `open_at` would only spin.
+        let standby =
+            (self.standby.poll_timeout()).filter(|_| self.live.is_some() && self.resume.is_none());
         [
             actions,
             mirrors,
