@@ -322,6 +322,15 @@ fn write_seeds() {
         DownMsg::RelayGone {
             relay: "relay-2".into(),
         },
+        DownMsg::Moved {
+            room: A,
+            owner: Some("origin-2".into()),
+        },
+        DownMsg::Redirect {
+            actor,
+            msg: action.clone(),
+            owner: None,
+        },
         DownMsg::Error {
             code: ErrorCode::Internal,
             message: "log failed".into(),

@@ -26,6 +26,8 @@
 //!   `room/apply.rs`: `RoomState::apply`, the one way state moves.
 //! - `message/client.rs`, `server.rs`, `upstream.rs`, `downstream.rs`: one
 //!   enum per direction of each hop; `message/error.rs`: close codes.
+//! - `placement.rs`: which origin node should serve a room (rendezvous
+//!   hashing), the same on relays and origin nodes.
 //! - `codec/mod.rs`: postcard payloads and limits; `codec/stream.rs`:
 //!   length-prefixed frames; `codec/datagram.rs`: packed datagrams.
 //! - `fuzzing.rs`: fuzz target bodies and the corpus replay.
@@ -35,6 +37,7 @@ pub mod codec;
 pub mod fuzzing;
 pub mod id;
 pub mod message;
+pub mod placement;
 pub mod room;
 pub mod time;
 

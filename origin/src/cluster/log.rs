@@ -18,7 +18,7 @@ use protocol::RoomId;
 use super::config::Config;
 use super::entry::Entry;
 use super::error::Error;
-use super::policy::score;
+use protocol::placement::score;
 use crate::rules::Record;
 
 /// Header naming the node that wrote a log message.

@@ -13,13 +13,11 @@
 //! so both rooms live on one node for the battle's life: a room pinned to
 //! a partner goes wherever the partner goes ([`Policy::owner_of`]).
 //!
-//! The score is FNV-1a over the room id and the node name, then the
-//! SplitMix64 finaliser: stable across builds and machines (std's hasher
-//! is not promised to be), which every node must agree on.
+//! The score is [`protocol::placement::score`], which relays use too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use protocol::RoomId;
+use protocol::{placement, RoomId};
 
 /// The live nodes and the pinned rooms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,25 +71,8 @@ impl Policy {
         // A pin points at an unpinned room (pins are one level: the
         // invited room to the inviter's), so one hop is enough.
         let room = self.pins.get(&room).copied().unwrap_or(room);
-        (self.nodes.iter())
-            .max_by_key(|node| (score(room, node), node.as_str()))
-            .map(String::as_str)
+        placement::owner(room, self.nodes.iter().map(String::as_str))
     }
-}
-
-/// The rendezvous weight of `room` on `node`.
-pub fn score(room: RoomId, node: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in room.0.to_le_bytes().iter().chain(node.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(PRIME);
-    }
-    // SplitMix64's finaliser: FNV alone mixes the last bytes poorly.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 #[cfg(test)]
@@ -163,22 +144,5 @@ mod tests {
         p.handle_joined(p.owner_of(inviter).expect("a node").to_owned().as_str());
         p.handle_pin(invited, None);
         assert_eq!(p.owner_of(invited).map(str::to_owned), home);
-    }
-
-    /// FNV-1a then SplitMix64 over 42u64 (little-endian) and "a", computed
-    /// independently (Python).
-    const PINNED: u64 = 0x2adb_5581_5696_7413;
-
-    #[test]
-    fn scores_are_stable_across_builds() {
-        // Every node must compute the same owner: pin the function.
-        assert_eq!(score(RoomId(1), "origin-1"), score(RoomId(1), "origin-1"));
-        assert_ne!(score(RoomId(1), "origin-1"), score(RoomId(2), "origin-1"));
-        assert_eq!(
-            score(RoomId(42), "a"),
-            PINNED,
-            "{:#x}",
-            score(RoomId(42), "a")
-        );
     }
 }

@@ -6,6 +6,8 @@ use crate::room::{Event, Outcome, RoomState};
 use crate::time::ServerTime;
 
 use super::error::ErrorCode;
+use super::upstream::Actor;
+use super::ActionMsg;
 
 /// Origin → relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,27 @@ pub enum DownMsg {
         code: ErrorCode,
         /// For humans.
         message: String,
+    },
+    /// Cluster mode: this origin node does not serve `room` (an answer to
+    /// a `Subscribe`, or sent to its subscribers when the node loses the
+    /// room). `owner` is the node the placement names, if one is known
+    /// alive; the relay subscribes there from its last seq.
+    Moved {
+        /// The room.
+        room: RoomId,
+        /// The node that should serve it (its `Welcome` name).
+        owner: Option<String>,
+    },
+    /// Cluster mode: an action for a room this node does not serve, handed
+    /// back undecided (nothing was applied or remembered): the relay sends
+    /// it to `owner` (or holds it until the room has one).
+    Redirect {
+        /// The actor, as the relay verified it.
+        actor: Actor,
+        /// The action, unchanged.
+        msg: ActionMsg,
+        /// The node that should decide it (its `Welcome` name).
+        owner: Option<String>,
     },
     /// The origin lost its link to another relay, the one named `relay`
     /// (its link went silent: the relay died or is cut off). Relays pass it

@@ -77,6 +77,9 @@ impl Hub {
             } => self.handle_throttled(user, id, retry_after_ms),
             DownMsg::RelayGone { relay } => self.handle_relay_gone(&relay),
             DownMsg::Welcome { .. } | DownMsg::Pong { .. } => {}
+            // Cluster mode's routing answers: the upstream links handle
+            // them (a hub never sees them).
+            DownMsg::Moved { .. } | DownMsg::Redirect { .. } => {}
             DownMsg::Error { code, message } => {
                 tracing::warn!(%code, %message, "origin reported an error");
             }
