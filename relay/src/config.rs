@@ -19,12 +19,19 @@ pub struct Config {
     pub region: String,
     /// Where clients connect (UDP).
     pub listen: SocketAddr,
-    /// The origin's address.
+    /// The origin's address (embedded mode: one origin for every room).
     pub origin: SocketAddr,
-    /// The origin's TLS server name.
+    /// Cluster mode: the addresses of every origin node (when not empty it
+    /// replaces `origin`). The relay keeps a link to each and routes each
+    /// room's traffic to the node serving it (rendezvous placement over the
+    /// nodes it is connected to, corrected by the nodes' `Moved` and
+    /// `Redirect` answers). Default: empty (embedded mode).
+    pub origins: Vec<SocketAddr>,
+    /// The origin's TLS server name (in cluster mode, every node's).
     pub origin_server_name: String,
     /// PEM file with the certificate to trust for the origin (local runs:
-    /// the origin's `data_dir/origin-cert.pem`).
+    /// the origin's `data_dir/origin-cert.pem`); in cluster mode it may hold
+    /// several certificates (a bundle: each node's, or their CA's).
     pub origin_cert: Option<PathBuf>,
     /// The secret relays prove membership to the origin with, inline (wins
     /// over `cluster_secret_file`); at least 32 bytes.
@@ -83,6 +90,7 @@ impl Default for Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 4700)),
             origin: SocketAddr::from(([127, 0, 0, 1], 4600)),
+            origins: Vec::new(),
             origin_server_name: "localhost".into(),
             origin_cert: Some(PathBuf::from("ringside-data/origin/origin-cert.pem")),
             cluster_secret: None,

@@ -49,6 +49,12 @@ pub(crate) enum HubIn {
     },
     UpstreamUp,
     UpstreamDown,
+    /// Cluster mode: the room now goes to another origin node (see
+    /// [`Hub::handle_rehome`]).
+    Rehome {
+        room: RoomId,
+        requeue: bool,
+    },
     Down(DownMsg),
     ClientGone {
         client: ClientId,
@@ -123,7 +129,7 @@ pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::S
 }
 
 /// Sleep until `wake`, or for ever when nothing is due.
-async fn sleep_until(wake: Option<Instant>) {
+pub(crate) async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
@@ -165,6 +171,7 @@ impl Driver {
             HubIn::Standby { client, primary } => hub.handle_standby(client, primary),
             HubIn::UpstreamUp => hub.handle_upstream_up(now),
             HubIn::UpstreamDown => hub.handle_upstream_down(now),
+            HubIn::Rehome { room, requeue } => hub.handle_rehome(now, room, requeue),
             HubIn::Down(msg) => hub.handle_down(now, msg),
             HubIn::Drain { alternatives, done } => {
                 hub.handle_drain(&alternatives);
