@@ -286,3 +286,110 @@ async fn rooms_follow_placement_moves_redirects_and_a_dead_node() {
     let _ = shutdown_tx.send(true);
     tasks.shutdown().await;
 }
+
+/// A client connection and what must live as long as it.
+type Client = (quinn::Endpoint, quinn::SendStream, quinn::RecvStream);
+
+/// A client of the relay: hello with a token for user 7, then `Join`.
+async fn join(relay: &crate::Relay, room: RoomId) -> Client {
+    use net::token::{unix_now, Claims};
+    use protocol::message::{ClientMsg, Hello, ServerMsg, ALPN_CLIENT, PROTOCOL_VERSION};
+    let roots = net::parse_certs(&relay.cert_pem()).expect("relay cert");
+    let tuning = Tuning::client_facing();
+    let config = net::client_config(&roots, ALPN_CLIENT, &tuning).expect("config");
+    let endpoint =
+        net::client_endpoint("127.0.0.1:0".parse().expect("addr"), &tuning).expect("endpoint");
+    let conn = (endpoint.connect_with(config, relay.addr(), "localhost"))
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let claims = Claims::client(UserId(7), Vec::new(), unix_now() + 3600);
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        token: TokenKey::new(&[b't'; 32]).mint(&claims),
+        session: SessionId(70),
+        datagrams: false,
+    };
+    net::write_frame(&mut send, &ClientMsg::Hello(hello))
+        .await
+        .expect("hello");
+    let mut buf = Vec::new();
+    let welcome = tokio::time::timeout(WITHIN, net::read_frame::<ServerMsg>(&mut recv, &mut buf))
+        .await
+        .expect("in time");
+    assert!(
+        matches!(welcome, Ok(Some(ServerMsg::Welcome(_)))),
+        "{welcome:?}"
+    );
+    let join = ClientMsg::Join { room, since: None };
+    net::write_frame(&mut send, &join).await.expect("join");
+    (endpoint, send, recv)
+}
+
+#[tokio::test]
+async fn a_relay_in_cluster_mode_resubscribes_a_room_from_its_cached_seq() {
+    let mut n1 = Node::start("n1");
+    let mut n2 = Node::start("n2");
+    let bundle = format!("{}{}", n1.cert_pem, n2.cert_pem);
+    let config = crate::Config {
+        name: "relay-c".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        origins: vec![n1.addr, n2.addr],
+        origin_cert: None,
+        cluster_secret: Some("c".repeat(32)),
+        cluster_secret_file: None,
+        token_secret: Some("t".repeat(32)),
+        token_secret_file: None,
+        cert_out: None,
+        identity_file: None,
+        ..crate::Config::default()
+    };
+    let identity = Identity::self_signed(&["localhost"]).expect("identity");
+    let roots = net::parse_certs(&bundle).expect("bundle");
+    let relay = crate::Relay::start_with(config, identity, roots)
+        .await
+        .expect("relay");
+    // The hub subscribes (cold: no since) at whichever node the placement
+    // picks among the links up by then.
+    let x = RoomId(1);
+    let _client = join(&relay, x).await;
+    let is_sub = |m: &UpMsg| match m {
+        UpMsg::Subscribe { room, since, .. } => Some((*room, *since)),
+        _ => None,
+    };
+    let (first, mut other) = tokio::select! {
+        s = n1.until(is_sub) => { assert_eq!(s, (x, None)); (n1, n2) }
+        s = n2.until(is_sub) => { assert_eq!(s, (x, None)); (n2, n1) }
+    };
+    // The first node serves it at seq 5, then hands it to the other.
+    let mut state = protocol::RoomState::new(x);
+    state.seq = Seq(5);
+    let snapshot = DownMsg::Snapshot {
+        room: x,
+        state: Box::new(state),
+        recent: Vec::new(),
+    };
+    first.say.send(snapshot).expect("first");
+    first
+        .say
+        .send(DownMsg::Moved {
+            room: x,
+            owner: Some(other.name.into()),
+        })
+        .expect("first");
+    // The hub's own seq for the room, and the client announced again.
+    assert_eq!(other.until(is_sub).await, (x, Some(Seq(5))));
+    let present = other
+        .until(|m| match m {
+            UpMsg::Presence { room, user, online } => Some((*room, *user, *online)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(present, (x, UserId(7), true));
+    // The other node dies: back to the first, from seq 5 again.
+    other.kill();
+    let mut first = first;
+    assert_eq!(first.until(is_sub).await, (x, Some(Seq(5))));
+    relay.shutdown().await;
+}
