@@ -23,8 +23,10 @@
 //!   a live link other than the sender, else to the room's current node if
 //!   that is another one, else it is held (per room at most
 //!   `held_per_room`, each action at most `held_for` from when it was first
-//!   held, however often it bounces) and sent when the room is re-homed, or
-//!   after `held_retry` to the room's node. One redirect sends the action
+//!   held, however often it bounces) and sent when the room is re-homed
+//!   (dropped instead when its node died: the hub then sends every waiting
+//!   action of the room again), or after `held_retry` to the room's node
+//!   (a node handing back an action it could not commit). One redirect sends the action
 //!   at most once; the hub's own resend of an overdue action and the
 //!   client's retry with the same id are the backstops, and the origin's
 //!   id memory makes a duplicate harmless.
@@ -278,7 +280,13 @@ impl Router {
         r.retry_at = None;
         r.hint = None;
         self.out.push_back(RouteOut::Rehome { room, requeue });
-        self.flush_held(now, room, &node);
+        if requeue {
+            // The hub sends every waiting action of the room again: held
+            // copies would reach the node twice.
+            self.held.remove(&room);
+        } else {
+            self.flush_held(now, room, &node);
+        }
     }
 
     /// Send `room`'s held actions (those still within their bound) to `node`.

@@ -351,3 +351,26 @@ fn the_first_redirect_answered_by_the_current_node_is_sent_there() {
     r.handle_redirect(at(1), "a", actor(3), gift(room, 1), None);
     assert_eq!(actions_sent(&outs(&mut r)), vec![("b".to_string(), 1)]);
 }
+
+#[test]
+fn a_dead_nodes_room_gets_its_actions_from_the_hub_not_twice() {
+    // Room on "a"; an action "a" handed back undecided (no owner) waits
+    // for its retry when "a" dies: the hub resends the room's actions, so
+    // the held copy is not sent too.
+    let mut r = two_nodes();
+    let room = room_on("a");
+    r.handle_up(at(0), subscribe(room));
+    r.handle_redirect(at(1), "a", actor(3), gift(room, 1), None);
+    outs(&mut r);
+    assert_eq!(r.held(room), 1);
+    r.handle_link_down(at(2), "a");
+    let got = [outs(&mut r), run_until(&mut r, 5_000)].concat();
+    assert_eq!(
+        got,
+        vec![RouteOut::Rehome {
+            room,
+            requeue: true
+        }]
+    );
+    assert_eq!(r.held(room), 0);
+}
