@@ -1,7 +1,8 @@
 //! The hub's driver: the one task that owns the [`Hub`], feeds it what
 //! connections and the upstream link report ([`HubIn`]), wakes it when it
 //! has something due, and carries its outputs to each client's queue and to
-//! the upstream link.
+//! the upstream link (in cluster mode, to the router that hands each
+//! message to its room's origin node: `cluster/mod.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
