@@ -27,7 +27,7 @@
 //! (`cluster.rs`, `route.rs`) that serves only the rooms this node holds,
 //! appends to JetStream before anything leaves, and answers `Moved` /
 //! `Redirect` for rooms another node should serve (see [`crate::cluster`]).
-//! `metrics_listen` is not served in cluster mode yet.
+//! In cluster mode `/readyz` says 200 while the node holds its node lease.
 //!
 //! Operators: with `metrics_listen` set, an HTTP listener serves
 //! `/metrics` ([`crate::metrics`]), `/healthz` and `/readyz`. It is bound
@@ -281,6 +281,18 @@ impl Origin {
         let endpoint =
             net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
         let addr = endpoint.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => {
+                let mut registry = Metrics::registry(&config.node_name);
+                metrics.register(&mut registry);
+                let endpoint = ops::Endpoint::new(registry, {
+                    let (policy, name) = (policy.clone(), node.node.clone());
+                    move || cluster_readiness(&policy.borrow(), &name)
+                });
+                Some(ops::Listener::bind(at, Arc::new(endpoint)).await?)
+            }
+            None => None,
+        };
         let (input_tx, input_rx) = mpsc::channel(1 << 14);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (_, failed) = watch::channel(None);
@@ -311,7 +323,7 @@ impl Origin {
             commit: None,
             shutdown,
             metrics,
-            metrics_listener: None,
+            metrics_listener,
             cluster: Some(cluster::View {
                 name: node.node,
                 policy,
@@ -401,9 +413,16 @@ impl Origin {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), Error> {
         let mut failed = self.failed.clone();
+        // In cluster mode nothing may ever set `failed` (its sender can be
+        // gone): a closed channel is not a failure, only a reason set is.
+        let log_failed = async {
+            if failed.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = stop => {}
-            _ = failed.wait_for(Option::is_some) => {}
+            () = log_failed => {}
         }
         self.shutdown().await
     }
@@ -461,6 +480,16 @@ impl Origin {
 
 /// `/readyz`: the log is replayed and relays can connect, and the log has
 /// not failed since.
+/// Cluster mode's `/readyz`: ready while this node counts itself a live
+/// member (it holds its node lease, so the placement gives it rooms).
+fn cluster_readiness(policy: &crate::cluster::Policy, name: &str) -> Result<(), String> {
+    if policy.nodes().any(|n| n == name) {
+        Ok(())
+    } else {
+        Err(format!("{name} does not hold its node lease"))
+    }
+}
+
 fn readiness(ready: &AtomicBool, failed: &watch::Receiver<Option<String>>) -> Result<(), String> {
     if let Some(why) = failed.borrow().as_ref() {
         return Err(format!("the write-ahead log failed: {why}"));
