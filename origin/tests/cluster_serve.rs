@@ -220,6 +220,62 @@ async fn relays_act_and_subscribe_at_the_owner_and_are_pointed_there_elsewhere()
         assert_eq!(nodes[&other].room_state(room).await, None);
     }
     assert!(owners.len() > 1, "rooms spread over nodes: {owners:?}");
+    // A node drained: its rooms are handed over at once (no lease to wait
+    // out) and served by the next node from their logs.
+    let room = RoomId(1);
+    let gone = nodes["a"].owner_of(room).expect("an owner");
+    let mut nodes = nodes;
+    let drained = std::time::Instant::now();
+    nodes
+        .remove(&gone)
+        .expect("node")
+        .shutdown()
+        .await
+        .expect("drained");
+    wires.remove(&gone);
+    let mut served = None;
+    for _ in 0..100 {
+        let live = nodes.keys().map(String::as_str);
+        let to = protocol::placement::owner(room, live)
+            .expect("a node")
+            .to_owned();
+        let w = wires.get_mut(&to).expect("wire");
+        let sub = UpMsg::Subscribe {
+            room,
+            since: None,
+            history: None,
+        };
+        assert!(w.up(sub).await);
+        let answer = w
+            .until(WAIT, |m| match m {
+                DownMsg::Snapshot { room: r, state, .. } if *r == room => {
+                    Some(Some(state.gift_count))
+                }
+                DownMsg::Moved { room: r, .. } if *r == room => Some(None),
+                _ => None,
+            })
+            .await;
+        if let Some(Some(gifts)) = answer {
+            served = Some((to, gifts));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (to, gifts) = served.expect("the drained node's room is served again");
+    assert_eq!(gifts, 1, "rebuilt from its log at {to}");
+    println!(
+        "FIGURE cluster drain: {gone} shut down; its room served by {to} {} ms later",
+        drained.elapsed().as_millis()
+    );
+    // As the binary runs it: serving until told to stop, then a clean stop.
+    let (_, o) = nodes.pop_first().expect("a node");
+    let start = std::time::Instant::now();
+    let stop = tokio::time::sleep(Duration::from_millis(300));
+    o.serve_until(stop).await.expect("served, then stopped");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "served until told"
+    );
     for (_, o) in nodes {
         o.shutdown().await.expect("clean shutdown");
     }
@@ -342,6 +398,22 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
         assert!(outcome.is_applied(), "{outcome:?}");
         assert_eq!(at, owner(&nodes, room));
     }
+    // A relay following b where it is now.
+    let b_was = owner(&nodes, b);
+    let sub = UpMsg::Subscribe {
+        room: b,
+        since: None,
+        history: None,
+    };
+    let w = router.wires.get_mut(&b_was).expect("a wire");
+    assert!(w.up(sub).await);
+    let seq = w
+        .until(WAIT, |m| match m {
+            DownMsg::Snapshot { room, state, .. } if *room == b => Some(state.seq),
+            _ => None,
+        })
+        .await;
+    assert!(seq.is_some(), "b served at {b_was}");
     // The invitation brings b to a's node (pinned), then is decided there.
     let invite = msg(
         a,
@@ -368,6 +440,19 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
     for o in nodes.values() {
         assert_eq!(o.owner_of(b), Some(home.clone()), "b pinned to a's node");
     }
+    // b's old node told its subscribers where b went.
+    let w = router.wires.get_mut(&b_was).expect("a wire");
+    let moved = w
+        .until(WAIT, |m| match m {
+            DownMsg::Moved { room, owner } if *room == b => Some(owner.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        moved,
+        Some(Some(home.clone())),
+        "b's subscribers were moved"
+    );
     let battle = (nodes[&home].room_state(b).await)
         .and_then(|s| s.pk_invite)
         .expect("b invited")

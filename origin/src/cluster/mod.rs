@@ -189,9 +189,11 @@
 //! (a member died) and take the dead node's rooms the policy gives them,
 //! each by one compare-and-set, then fence and rebuild them. So the rooms
 //! move `takeover_delay` ± `ttl / 4` after the death, plus the fence and
-//! rebuild: measured 1.0 s (`--test cluster_keeper`, 10 rooms) and
-//! 1.2 s (`--test cluster_node`, every victim room answering again) with
-//! the defaults, against the 2 s p99 (was 1.86 s with a 1 s room
+//! rebuild: measured 1.0 s (`--test cluster_keeper`, 10 rooms),
+//! 1.2 s (`--test cluster_node`, every victim room answering again) and
+//! 1.0 s through relay links (`cargo test -p ringside-origin --features
+//! fault --test cluster_serve -- --nocapture`: a battle's node killed, both
+//! rooms answering again on a survivor) with the defaults, against the 2 s p99 (was 1.86 s with a 1 s room
 //! lease, ~5.5 s with the old 3 s default). Shorter leases cost more
 //! spurious take-overs when a node stalls (a GC pause, a slow bucket)
 //! longer than `ttl - margin`: the node then loses every room at once
@@ -235,7 +237,7 @@
 //! it); presence re-announced to a room's new node (relays report presence
 //! where they route a room; a node that wins a room knows nobody online in
 //! it until its relays say so again); idle rooms unloaded; the KPI tracker
-//! and `metrics_listen` in cluster mode (only the metric handles count);
+//! in cluster mode (the operators' listener serves the other metrics);
 //! snapshots in JetStream to bound rebuild time (a rebuild reads every
 //! message of the room, ~0.1 ms each); battle and challenge ids unique
 //! across nodes (each node counts from what its rooms' logs show); the

@@ -66,6 +66,10 @@ pub(super) struct View {
     pub policy: watch::Receiver<Policy>,
     /// The driver, awaited on a clean shutdown (it hands its rooms over).
     pub driver: Option<tokio::task::JoinHandle<()>>,
+    /// Held so that [`Origin::serve_until`](super::Origin::serve_until)
+    /// waits (nothing fails the node as a whole: a failed append drops
+    /// only its room).
+    pub _failed: watch::Sender<Option<String>>,
 }
 
 /// A release request's body: `room` is pinned to `to`; release it.
@@ -535,6 +539,8 @@ impl Driver {
 
     /// Drain: hand every room over, leave the membership.
     async fn leave(&mut self) {
+        // Subscribers hear of the node each room goes to next.
+        self.policy.handle_left(&self.name);
         self.keeper.leave();
         let changes = self.keeper.step(Instant::now()).await;
         self.apply(changes).await;

@@ -265,9 +265,12 @@ impl Driver {
         let away =
             (self.auth.missing(&msg).into_iter()).find(|r| *r != room && !self.held.contains(r));
         if let Some(invited) = away {
-            let steps = self.pairs.handle_invite(Instant::now(), room, invited);
-            self.fetch(steps);
-            self.refresh_policy(Instant::now());
+            // Placed here anyway: only win it. Else pin it here and fetch it.
+            if self.elsewhere(invited).is_some() {
+                let steps = self.pairs.handle_invite(Instant::now(), room, invited);
+                self.fetch(steps);
+                self.refresh_policy(Instant::now());
+            }
             self.keeper.want(Instant::now(), invited);
             let msg = UpMsg::Action { actor, msg };
             return self.park(invited, Input::Up { relay, msg }, batch);
