@@ -534,6 +534,23 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
         let state = nodes[&survivor].room_state(room).await.expect("served");
         assert_eq!(state.gift_count, per_room, "{room}");
     }
+    // Once neither room has a battle (settled, punished, closed), the
+    // survivor lets the pair go: the pin leaves the bucket.
+    let client = async_nats::connect(server.url.as_str())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let bucket = js.get_key_value("t-kill").await.expect("the bucket");
+    let pin = format!("pin.{}", b.0);
+    let mut unpinned = false;
+    for _ in 0..100 {
+        if bucket.get(pin.as_str()).await.expect("readable").is_none() {
+            unpinned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unpinned, "the pin of b outlived its battle");
     let worst = resumed.values().max().copied().expect("resumed");
     let first = resumed.values().min().copied().expect("resumed");
     println!(

@@ -546,3 +546,47 @@ impl Driver {
         self.apply(changes).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(room: RoomId) -> (Input, tokio::sync::oneshot::Receiver<bool>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        (Input::Open { room, reply }, rx)
+    }
+
+    fn room_of(input: &Input) -> RoomId {
+        match input {
+            Input::Open { room, .. } => *room,
+            _ => panic!("an open"),
+        }
+    }
+
+    #[test]
+    fn parked_requests_are_bounded_per_room_and_in_time() {
+        let mut p = Parked::default();
+        let t = Instant::now();
+        let (a, b) = (RoomId(1), RoomId(2));
+        for _ in 0..PARK_ROOM_MAX {
+            assert!(p.park(t, a, open(a).0).is_ok());
+        }
+        let refused = p.park(t, a, open(a).0).expect_err("room full");
+        assert_eq!(room_of(&refused), a);
+        assert!(p.park(t, b, open(b).0).is_ok(), "another room still parks");
+        assert_eq!(p.next_expiry(), Some(t + PARK_FOR));
+        assert!(p
+            .expired(t + PARK_FOR - Duration::from_millis(1))
+            .is_empty());
+        let later = t + Duration::from_millis(10);
+        assert!(p.park(later, b, open(b).0).is_ok());
+        let won = p.take(&[a]);
+        assert_eq!(won.len(), PARK_ROOM_MAX);
+        assert!(won.iter().all(|i| room_of(i) == a));
+        let gone = p.expired(t + PARK_FOR);
+        assert_eq!(gone.len(), 1, "only the one parked at t");
+        assert_eq!(p.next_expiry(), Some(later + PARK_FOR));
+        assert_eq!(p.take(&[b]).len(), 1);
+        assert_eq!((p.count, p.by_room.len()), (0, 0));
+    }
+}
