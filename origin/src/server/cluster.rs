@@ -429,38 +429,42 @@ impl Driver {
     /// their subscribers told where they went. Returns the rooms won.
     pub(super) async fn apply(&mut self, changes: Vec<Change>) -> Vec<RoomId> {
         let mut items = Vec::new();
-        let mut gained = Vec::new();
+        let mut won = Vec::new();
+        // Losses first: a room lost and won again (a new epoch) is
+        // dropped, then rebuilt.
         for change in changes {
             match change {
-                Change::Gained { room, epoch } => {
-                    let entries = match self.committer.acquire(room, epoch).await {
-                        Ok(entries) => entries,
-                        Err(e) => {
-                            tracing::warn!(%room, error = %e, "cannot fence a won room");
-                            self.keeper.release(room);
-                            continue;
-                        }
-                    };
-                    self.auth.remove_room(room);
-                    if let Err(e) = rebuild(&mut self.auth, &entries) {
-                        tracing::error!(%room, error = %e, "room log does not replay");
-                        self.auth.remove_room(room);
-                        self.committer.drop_room(room);
-                        self.keeper.release(room);
-                        continue;
-                    }
-                    let state = self.auth.room(room).cloned();
-                    if let Some(s) = &state {
-                        self.floor = self.floor.max(s.at);
-                    }
-                    tracing::info!(%room, epoch, entries = entries.len(), "room won");
-                    self.held.insert(room);
-                    self.pairs.handle_gained(room);
-                    items.push(Item::Won { room, state });
-                    gained.push(room);
-                }
                 Change::Lost { room } => self.drop_room(room, &mut items),
+                Change::Gained { room, epoch } => won.push((room, epoch)),
             }
+        }
+        let mut gained = Vec::new();
+        for (room, fenced) in self.committer.acquire_all(won).await {
+            let entries = match fenced {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "cannot fence a won room");
+                    self.keeper.release(room);
+                    continue;
+                }
+            };
+            self.auth.remove_room(room);
+            if let Err(e) = rebuild(&mut self.auth, &entries) {
+                tracing::error!(%room, error = %e, "room log does not replay");
+                self.auth.remove_room(room);
+                self.committer.drop_room(room);
+                self.keeper.release(room);
+                continue;
+            }
+            let state = self.auth.room(room).cloned();
+            if let Some(s) = &state {
+                self.floor = self.floor.max(s.at);
+            }
+            tracing::info!(%room, entries = entries.len(), "room won");
+            self.held.insert(room);
+            self.pairs.handle_gained(room);
+            items.push(Item::Won { room, state });
+            gained.push(room);
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
         if !items.is_empty() {
