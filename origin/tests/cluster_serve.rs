@@ -387,10 +387,8 @@ impl Router {
                 for w in self.wires.values_mut() {
                     while let Some(m) = w.next(Duration::from_millis(2)).await {
                         match m {
-                            DownMsg::Ack { id, outcome, .. } => {
-                                if pending.remove(&id).is_some() {
-                                    done.insert(id, (outcome, std::time::Instant::now()));
-                                }
+                            DownMsg::Ack { id, outcome, .. } if pending.remove(&id).is_some() => {
+                                done.insert(id, (outcome, std::time::Instant::now()));
                             }
                             DownMsg::Redirect { msg, owner, .. } => {
                                 redirects.push((msg.room, owner));
