@@ -171,6 +171,9 @@
 //! node holds (a room won is replayed into it, a room lost is removed with
 //! `Authority::remove_room`), so a PK battle between two rooms of one node
 //! is one transaction of the rules; the per-user rate backstop is per node.
+//! Battle and challenge ids stay unique across nodes: each node counts
+//! from its start time in microseconds (`Authority::seed_ids`), and past
+//! every id its rooms' logs show.
 //! (`node.rs`, the in-process node, keeps an authority per room.)
 //!
 //! # Acks
@@ -241,9 +244,7 @@
 //! it until its relays say so again); idle rooms unloaded; the KPI tracker
 //! in cluster mode (the operators' listener serves the other metrics);
 //! snapshots in JetStream to bound rebuild time (a rebuild reads every
-//! message of the room, ~0.1 ms each); battle and challenge ids unique
-//! across nodes (each node counts from what its rooms' logs show); the
-//! node leases watched rather than listed; dead nodes' keys removed from
+//! message of the room, ~0.1 ms each); the node leases watched rather than listed; dead nodes' keys removed from
 //! the bucket (they stay, harmless, until then); the testbed topologies and
 //! scenarios of issue 12.
 

@@ -205,7 +205,11 @@ pub(super) async fn connect(
     let (policy_tx, policy) = watch::channel(Policy::default());
     let mut driver = Driver {
         name: cluster.node.clone(),
-        auth: Authority::new(config.rules.clone()),
+        auth: {
+            let mut auth = Authority::new(config.rules.clone());
+            auth.seed_ids(clock.now().0);
+            auth
+        },
         clock,
         keeper: Keeper::new(cluster.node.clone(), timing, placement),
         committer: Committer::new(log, cluster.node.clone()),
