@@ -12,6 +12,7 @@
 //!         replicas 3 (a three-server cluster) or 1 (one local server), file storage
 //!         message  = postcard(Entry) with headers Ringside-Node, Ringside-Epoch
 //!         Entry    = Records([Record])   what one group commit stored for that room
+//!                                        (with its PK partner's events of the same records)
 //!                  | Fence { node, epoch }  written by a new owner before it serves
 //! bucket  ringside-placement  key node.<name>    = {"node": .., "epoch": ..}  a node's lease (JSON),
 //!                                                  renewed every ttl / 4: the only key renewed
@@ -236,17 +237,24 @@
 //! a dead node's rooms over follows the pins. Killing the node of a running
 //! battle loses no acked gift and counts none twice (`--test cluster_serve`).
 //!
-//! Not yet: a battle record's two appends made atomic (a record touching
-//! two rooms is two appends in one group commit: if one fails and the
-//! other does not, the rooms disagree until the battle's timers settle
-//! it); presence re-announced to a room's new node (relays report presence
-//! where they route a room; a node that wins a room knows nobody online in
-//! it until its relays say so again); idle rooms unloaded; the KPI tracker
-//! in cluster mode (the operators' listener serves the other metrics);
+//! A battle's two rooms stay consistent although JetStream appends one
+//! subject at a time: a record touching both is appended whole to both
+//! logs (`entry::split_linked`), so if one append is lost (a crash between
+//! the two, a request that timed out) the other log still has it; a room
+//! won is rebuilt from its own log, then takes the tail it lacks from its
+//! partner's log and appends it to its own (`entry::merge_tail`). An ack
+//! leaves only once every room's append succeeded; an action whose record
+//! survived in either log is committed, and its id memory answers a resend.
+//!
+//! Not yet: presence re-announced to a room's new node (relays report
+//! presence where they route a room; a node that wins a room knows nobody
+//! online in it until its relays say so again, and a seated guest nobody
+//! announces keeps the seat); idle rooms unloaded; the KPI tracker in
+//! cluster mode (the operators' listener serves the other metrics);
 //! snapshots in JetStream to bound rebuild time (a rebuild reads every
-//! message of the room, ~0.1 ms each); the node leases watched rather than listed; dead nodes' keys removed from
-//! the bucket (they stay, harmless, until then); the testbed topologies and
-//! scenarios of issue 12.
+//! message of the room, ~0.1 ms each); the node leases watched rather than
+//! listed; dead nodes' keys removed from the bucket (they stay, harmless,
+//! until then); the testbed topologies and scenarios of issue 12.
 
 mod claim;
 mod config;
@@ -262,7 +270,7 @@ mod placement;
 mod policy;
 
 pub use config::Config;
-pub use entry::{rebuild, split, Entry};
+pub use entry::{merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
 pub use members::{Listed, Members};

@@ -42,7 +42,7 @@ use crate::clock::Clock;
 use crate::cluster::keeper::{Change, Keeper};
 use crate::cluster::lease::Timing;
 use crate::cluster::pairs::{Held, Pairs, Step};
-use crate::cluster::{self, rebuild, Committer, Placement, Policy, RoomLog};
+use crate::cluster::{self, merge_tail, rebuild_room, Committer, Placement, Policy, RoomLog};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::rules::Authority;
@@ -453,28 +453,100 @@ impl Driver {
                 }
             };
             self.auth.remove_room(room);
-            if let Err(e) = rebuild(&mut self.auth, &entries) {
+            if let Err(e) = rebuild_room(&mut self.auth, room, &entries) {
                 tracing::error!(%room, error = %e, "room log does not replay");
                 self.auth.remove_room(room);
                 self.committer.drop_room(room);
                 self.keeper.release(room);
                 continue;
             }
-            let state = self.auth.room(room).cloned();
-            if let Some(s) = &state {
-                self.floor = self.floor.max(s.at);
-            }
             tracing::info!(%room, entries = entries.len(), "room won");
             self.held.insert(room);
             self.pairs.handle_gained(room);
-            items.push(Item::Won { room, state });
             gained.push(room);
+        }
+        // A battle's two rooms: what one room's lost append left out is in
+        // its partner's log (both hold the pair's records whole).
+        for room in &gained {
+            self.merge_partners(*room).await;
+        }
+        gained.retain(|r| self.held.contains(r));
+        for room in &gained {
+            let state = self.auth.room(*room).cloned();
+            if let Some(s) = &state {
+                self.floor = self.floor.max(s.at);
+            }
+            items.push(Item::Won { room: *room, state });
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
         if !items.is_empty() {
             let _ = self.batches.send(items).await;
         }
         gained
+    }
+
+    /// The rooms `room` is linked to: its PK pin either way, its battle's
+    /// or invitation's other room, and any held room whose battle or
+    /// invitation names it (its own log may have lost the event that says).
+    pub(super) fn linked(&self, room: RoomId) -> Vec<RoomId> {
+        let names = |s: &protocol::RoomState| -> Vec<RoomId> {
+            let mut out: Vec<RoomId> = (s.battle.iter()).flat_map(|b| b.rooms).collect();
+            out.extend(s.pk_invite.iter().flat_map(|i| [i.from, i.to]));
+            out
+        };
+        let mut out: Vec<RoomId> = (self.pairs.pins().iter())
+            .filter_map(|(a, b)| match (*a == room, *b == room) {
+                (true, _) => Some(*b),
+                (_, true) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        if let Some(s) = self.auth.room(room) {
+            out.extend(names(s));
+        }
+        for s in self.auth.rooms() {
+            if s.room != room && names(s).contains(&room) {
+                out.push(s.room);
+            }
+        }
+        out.retain(|r| *r != room);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Take what `room`'s partners' logs hold for it past its last event.
+    async fn merge_partners(&mut self, room: RoomId) {
+        for partner in self.linked(room) {
+            let entries = match self.committer.log().read(partner).await {
+                Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");
+                    continue;
+                }
+            };
+            let merged = match merge_tail(&mut self.auth, room, &entries) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    tracing::error!(%room, %partner, error = %e, "partner's records do not apply");
+                    continue;
+                }
+            };
+            if merged.is_empty() {
+                continue;
+            }
+            let n = merged.len();
+            tracing::warn!(%room, %partner, records = n, "a lost append's records taken from the partner's log");
+            // Into the room's own log too, so that it is whole again.
+            let parts = merged.into_iter().map(|r| (room, r)).collect();
+            if let Some(Err(e)) = self.committer.commit(parts).await.pop().map(|a| a.result) {
+                tracing::warn!(%room, error = %e, "cannot append the merged records: room dropped");
+                let mut items = Vec::new();
+                self.drop_room(room, &mut items);
+                self.keeper.release(room);
+                let _ = self.batches.send(items).await;
+            }
+        }
     }
 
     /// Stop serving `room`: its subscribers hear where it went.

@@ -21,7 +21,7 @@ use protocol::{Outcome, RoomId};
 
 use super::cluster::Driver;
 use super::shared::{Input, Item, RelayId};
-use crate::cluster::split;
+use crate::cluster::split_linked;
 use crate::rules::{Decision, Record};
 
 /// Where a room's input goes.
@@ -67,12 +67,19 @@ impl Batch {
         self.out.push(Out::Item(item));
     }
 
-    /// `record` (acked in `home` if it has an ack) goes to the room logs.
-    fn record(&mut self, record: Record, home: RoomId, reply: Option<(RelayId, Actor, ActionMsg)>) {
+    /// `record` (acked in `home` if it has an ack) goes to the room logs,
+    /// a battle's two rooms together (`linked`, see [`split_linked`]).
+    fn record(
+        &mut self,
+        record: Record,
+        home: RoomId,
+        reply: Option<(RelayId, Actor, ActionMsg)>,
+        linked: impl Fn(RoomId) -> Vec<RoomId>,
+    ) {
         if record.is_empty() {
             return;
         }
-        let parts = split(record.clone(), home);
+        let parts = split_linked(record.clone(), home, linked);
         let rooms = parts.iter().map(|(r, _)| *r).collect();
         self.records.extend(parts);
         self.out.push(Out::Record {
@@ -93,6 +100,17 @@ impl Driver {
         self.commit(batch).await
     }
 
+    /// `record` to the room logs, each room with its battle partner.
+    fn store(
+        &self,
+        batch: &mut Batch,
+        record: Record,
+        home: RoomId,
+        reply: Option<(RelayId, Actor, ActionMsg)>,
+    ) {
+        batch.record(record, home, reply, |room| self.linked(room));
+    }
+
     /// Fire the timers due.
     pub(super) async fn fire_timers(&mut self) -> Result<(), ()> {
         let now = self.now_t();
@@ -101,7 +119,7 @@ impl Driver {
         }
         let mut batch = Batch::default();
         let record = self.auth.handle_timeout(now);
-        batch.record(record, RoomId(0), None);
+        self.store(&mut batch, record, RoomId(0), None);
         self.commit(batch).await
     }
 
@@ -175,7 +193,7 @@ impl Driver {
                 for (room, user) in self.presence.relay_gone(relay) {
                     if self.held.contains(&room) {
                         let record = self.auth.handle_presence(now, room, user, false);
-                        batch.record(record, room, None);
+                        self.store(batch, record, room, None);
                     }
                 }
                 batch.item(Item::RelayGone { relay, name, lost });
@@ -184,7 +202,7 @@ impl Driver {
             Input::Open { room, reply } => match self.place(room) {
                 Place::Here => {
                     let record = self.auth.handle_open(self.now_t(), room);
-                    batch.record(record, room, None);
+                    self.store(batch, record, room, None);
                     let _ = reply.send(self.auth.room(room).is_some());
                 }
                 Place::Win => self.park(room, Input::Open { room, reply }, batch),
@@ -229,7 +247,7 @@ impl Driver {
                     if let Some(now_online) = self.presence.report(relay, room, user, online) {
                         let now = self.now_t();
                         let record = self.auth.handle_presence(now, room, user, now_online);
-                        batch.record(record, room, None);
+                        self.store(batch, record, room, None);
                     }
                 }
                 Place::Win => {
@@ -281,10 +299,10 @@ impl Driver {
                 if matches!(record.ack.map(|a| a.outcome), Some(Outcome::Applied { .. })) {
                     self.metrics.applied.inc();
                 }
-                batch.record(record, room, Some((relay, actor, msg)));
+                self.store(batch, record, room, Some((relay, actor, msg)));
             }
             Decision::Answered { outcome, timers } => {
-                batch.record(timers, room, None);
+                self.store(batch, timers, room, None);
                 let item = Item::Answer {
                     relay,
                     user: actor.user,
@@ -302,7 +320,7 @@ impl Driver {
                 retry_after,
                 timers,
             } => {
-                batch.record(timers, room, None);
+                self.store(batch, timers, room, None);
                 let ms = retry_after.as_millis().max(1);
                 batch.item(Item::Throttled {
                     relay,
