@@ -677,3 +677,89 @@ async fn every_room_of_a_killed_node_answers_again_within_two_seconds() {
         o.shutdown().await.expect("clean shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_append_fails_is_won_again_and_nothing_counts_twice() {
+    let Some(server) = nats::start("cluster serve fenced") else {
+        return;
+    };
+    let (nodes, _dirs) = start_nodes(&server.url, &["a", "b"], "fenced").await;
+    let room = RoomId(5);
+    let owner = nodes["a"].owner_of(room).expect("an owner");
+    let mut w = wire(&nodes[&owner]).await;
+    let sub = UpMsg::Subscribe {
+        room,
+        since: None,
+        history: None,
+    };
+    assert!(w.up(sub.clone()).await);
+    let open = msg(room, room.0 * 1000, 1, Action::Chat { text: "hi".into() });
+    let up = |actor, m: &ActionMsg| UpMsg::Action {
+        actor,
+        msg: m.clone(),
+    };
+    assert!(w.up(up(host(room), &open)).await);
+    assert!(matches!(answer(&mut w, open.id).await, Some(Ok(o)) if o.is_applied()));
+    // Someone else writes the room's subject: the owner's next append
+    // expects a last sequence the log no longer has, and is refused.
+    let client = async_nats::connect(server.url.as_str())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let shard = protocol::placement::score(room, "shard") % 8;
+    let stray = origin::cluster::Entry::Fence {
+        node: "intruder".into(),
+        epoch: 0,
+    };
+    let bytes = protocol::codec::encode(&stray).expect("encodes");
+    (js.publish(format!("t.fenced.{shard}.{}", room.0), bytes.into())
+        .await)
+        .expect("sent")
+        .await
+        .expect("stored");
+    let gift = msg(
+        room,
+        77,
+        1,
+        Action::Gift {
+            gift: GiftId(2),
+            count: 1,
+        },
+    );
+    assert!(w.up(up(fan(77), &gift)).await);
+    // Not acked: handed back with no owner, and the room's subscriber is
+    // told it moved (the owner dropped it).
+    assert_eq!(answer(&mut w, gift.id).await, Some(Err(None)));
+    let moved = w
+        .until(WAIT, |m| match m {
+            DownMsg::Moved { room: r, owner } if *r == room => Some(owner.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(moved, Some(None));
+    // The owner wins the room again (a new epoch, fenced, rebuilt): the
+    // resent gift is answered, applied once whatever the refused append did.
+    let mut outcome = None;
+    for _ in 0..50 {
+        assert!(w.up(up(fan(77), &gift)).await);
+        if let Some(Ok(o)) = answer(&mut w, gift.id).await {
+            outcome = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(outcome.is_some_and(|o| o.is_applied()), "{outcome:?}");
+    let state = nodes[&owner].room_state(room).await.expect("served again");
+    assert_eq!(state.gift_count, 1, "counted once");
+    assert!(w.up(sub).await);
+    let snap = w
+        .until(WAIT, |m| match m {
+            DownMsg::Snapshot { room: r, state, .. } if *r == room => Some(state.gift_count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(snap, Some(1));
+    for (_, o) in nodes {
+        o.shutdown().await.expect("clean shutdown");
+    }
+}

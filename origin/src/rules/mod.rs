@@ -356,6 +356,12 @@ impl Authority {
         self.world.rooms.remove(&room)
     }
 
+    /// Cluster mode: the record acking `id` (sent by `user`) was not
+    /// appended anywhere: forget its outcome (see [`Sessions::forget`]).
+    pub fn forget_outcome(&mut self, id: ActionId, user: UserId) {
+        self.sessions.forget(id, user);
+    }
+
     /// Cluster mode: battle and challenge ids issued from now on are at
     /// least `from` (a node seeds it with its start time in microseconds,
     /// so nodes count in ranges of their own and never issue one id for

@@ -154,6 +154,10 @@ pub(super) struct Driver {
     nats: async_nats::Client,
     ctl: String,
     fetched_tx: mpsc::Sender<RoomId>,
+    /// Rooms dropped for a failed append or fence, to win again (after
+    /// their release ran: `rewin_next` waits one keeper step).
+    rewin: Vec<RoomId>,
+    rewin_next: Vec<RoomId>,
     /// Fetches under way (aborted with the driver).
     fetches: JoinSet<()>,
     request_timeout: Duration,
@@ -228,6 +232,8 @@ pub(super) async fn connect(
         ctl,
         fetched_tx,
         fetches: JoinSet::new(),
+        rewin: Vec::new(),
+        rewin_next: Vec::new(),
         request_timeout: cluster.request_timeout,
         metrics,
     };
@@ -287,6 +293,7 @@ impl Driver {
         loop {
             let changes = self.keeper.step(Instant::now()).await;
             let gained = self.apply(changes).await;
+            self.win_again();
             let again = self.parked.take(&gained);
             if !again.is_empty() && self.handle(again).await.is_err() {
                 return;
@@ -448,7 +455,7 @@ impl Driver {
                 Ok(entries) => entries,
                 Err(e) => {
                     tracing::warn!(%room, error = %e, "cannot fence a won room");
-                    self.keeper.release(room);
+                    self.retry(room);
                     continue;
                 }
             };
@@ -543,10 +550,31 @@ impl Driver {
                 tracing::warn!(%room, error = %e, "cannot append the merged records: room dropped");
                 let mut items = Vec::new();
                 self.drop_room(room, &mut items);
-                self.keeper.release(room);
+                self.retry(room);
                 let _ = self.batches.send(items).await;
             }
         }
+    }
+
+    /// Hand `room`'s claim back now (its append or fence failed: the
+    /// outcome is unknown, or another node wrote) and, while the policy
+    /// still gives it to this node, want it again once the release has
+    /// run: a new epoch, fenced and rebuilt from the log.
+    pub(super) fn retry(&mut self, room: RoomId) {
+        self.keeper.release(room);
+        self.rewin_next.push(room);
+    }
+
+    /// After a keeper step: want again the rooms [`Driver::retry`] let go
+    /// before it.
+    fn win_again(&mut self) {
+        let now = Instant::now();
+        for room in std::mem::take(&mut self.rewin) {
+            if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+                self.keeper.want(now, room);
+            }
+        }
+        self.rewin = std::mem::take(&mut self.rewin_next);
     }
 
     /// Stop serving `room`: its subscribers hear where it went.

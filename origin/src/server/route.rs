@@ -11,7 +11,11 @@
 //! the rooms that were are published, the action is handed back
 //! (`Redirect` with no owner: the relay resends it, and the id memory,
 //! which travels in the log, answers it exactly once) and the rooms whose
-//! append failed are dropped.
+//! append failed are dropped, then won again (a new epoch, fenced, rebuilt)
+//! while the policy still gives them to this node. An action whose record
+//! was appended nowhere is forgotten by the id memory (the node's one
+//! authority outlives the room), so its resend is decided afresh rather
+//! than answered with an outcome no log holds.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -43,6 +47,9 @@ enum Out {
     Record {
         record: Record,
         rooms: Vec<RoomId>,
+        /// The rooms whose part carries the ack: it is committed if any of
+        /// them was appended.
+        acked_in: Vec<RoomId>,
         reply: Option<(RelayId, Actor, ActionMsg)>,
     },
     /// An answer from the id memory: it leaves if `room` was appended (or
@@ -81,10 +88,15 @@ impl Batch {
         }
         let parts = split_linked(record.clone(), home, linked);
         let rooms = parts.iter().map(|(r, _)| *r).collect();
+        let acked_in = (parts.iter())
+            .filter(|(_, p)| p.ack.is_some())
+            .map(|(r, _)| *r)
+            .collect();
         self.records.extend(parts);
         self.out.push(Out::Record {
             record,
             rooms,
+            acked_in,
             reply,
         });
     }
@@ -344,14 +356,21 @@ impl Driver {
         let keeper = &self.keeper;
         let ok = |room: &RoomId| !failed.contains(room) && keeper.owned(*room, now).is_some();
         let mut items = Vec::with_capacity(batch.out.len());
+        let mut forget = Vec::new();
         for out in batch.out {
             match out {
                 Out::Item(item) => items.push(item),
                 Out::Record {
                     record,
                     rooms,
+                    acked_in,
                     reply,
                 } => {
+                    if let Some(ack) = record.ack {
+                        if acked_in.iter().all(|r| failed.contains(r)) {
+                            forget.push((ack.id, ack.user));
+                        }
+                    }
                     if rooms.iter().all(ok) {
                         let reply = reply.map(|(relay, _, _)| relay);
                         items.push(Item::Record { record, reply });
@@ -390,13 +409,17 @@ impl Driver {
                 }),
             }
         }
+        // Decided, appended nowhere: the id memory must not answer it.
+        for (id, user) in forget {
+            self.auth.forget_outcome(id, user);
+        }
         let lost: Vec<RoomId> = (self.held.iter().copied())
             .filter(|r| failed.contains(r) || self.keeper.owned(*r, now).is_none())
             .collect();
         for room in lost {
             tracing::warn!(%room, "append failed or lease lapsed: room dropped");
             self.drop_room(room, &mut items);
-            self.keeper.release(room);
+            self.retry(room);
         }
         if items.is_empty() {
             return Ok(());
