@@ -493,9 +493,10 @@ impl Driver {
     }
 
     /// The rooms `room` is linked to: its PK pin either way, its battle's
-    /// or invitation's other room, and any held room whose battle or
-    /// invitation names it (its own log may have lost the event that says).
-    pub(super) fn linked(&self, room: RoomId) -> Vec<RoomId> {
+    /// or invitation's other room, and (`search`: after a rebuild, when its
+    /// own log may have lost the event that says) any held room whose
+    /// battle or invitation names it.
+    pub(super) fn linked(&self, room: RoomId, search: bool) -> Vec<RoomId> {
         let names = |s: &protocol::RoomState| -> Vec<RoomId> {
             let mut out: Vec<RoomId> = (s.battle.iter()).flat_map(|b| b.rooms).collect();
             out.extend(s.pk_invite.iter().flat_map(|i| [i.from, i.to]));
@@ -511,9 +512,11 @@ impl Driver {
         if let Some(s) = self.auth.room(room) {
             out.extend(names(s));
         }
-        for s in self.auth.rooms() {
-            if s.room != room && names(s).contains(&room) {
-                out.push(s.room);
+        if search {
+            for s in self.auth.rooms() {
+                if s.room != room && names(s).contains(&room) {
+                    out.push(s.room);
+                }
             }
         }
         out.retain(|r| *r != room);
@@ -524,7 +527,7 @@ impl Driver {
 
     /// Take what `room`'s partners' logs hold for it past its last event.
     async fn merge_partners(&mut self, room: RoomId) {
-        for partner in self.linked(room) {
+        for partner in self.linked(room, true) {
             let entries = match self.committer.log().read(partner).await {
                 Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
                 Err(e) => {

@@ -120,7 +120,7 @@ impl Driver {
         home: RoomId,
         reply: Option<(RelayId, Actor, ActionMsg)>,
     ) {
-        batch.record(record, home, reply, |room| self.linked(room));
+        batch.record(record, home, reply, |room| self.linked(room, false));
     }
 
     /// Fire the timers due.
