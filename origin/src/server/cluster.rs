@@ -42,7 +42,7 @@ use crate::clock::Clock;
 use crate::cluster::keeper::{Change, Keeper};
 use crate::cluster::lease::Timing;
 use crate::cluster::pairs::{Held, Pairs, Step};
-use crate::cluster::{self, rebuild, Committer, Placement, Policy, RoomLog};
+use crate::cluster::{self, merge_tail, rebuild_room, Committer, Placement, Policy, RoomLog};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::rules::Authority;
@@ -66,6 +66,10 @@ pub(super) struct View {
     pub policy: watch::Receiver<Policy>,
     /// The driver, awaited on a clean shutdown (it hands its rooms over).
     pub driver: Option<tokio::task::JoinHandle<()>>,
+    /// Held so that [`Origin::serve_until`](super::Origin::serve_until)
+    /// waits (nothing fails the node as a whole: a failed append drops
+    /// only its room).
+    pub _failed: watch::Sender<Option<String>>,
 }
 
 /// A release request's body: `room` is pinned to `to`; release it.
@@ -150,6 +154,10 @@ pub(super) struct Driver {
     nats: async_nats::Client,
     ctl: String,
     fetched_tx: mpsc::Sender<RoomId>,
+    /// Rooms dropped for a failed append or fence, to win again (after
+    /// their release ran: `rewin_next` waits one keeper step).
+    rewin: Vec<RoomId>,
+    rewin_next: Vec<RoomId>,
     /// Fetches under way (aborted with the driver).
     fetches: JoinSet<()>,
     request_timeout: Duration,
@@ -201,7 +209,11 @@ pub(super) async fn connect(
     let (policy_tx, policy) = watch::channel(Policy::default());
     let mut driver = Driver {
         name: cluster.node.clone(),
-        auth: Authority::new(config.rules.clone()),
+        auth: {
+            let mut auth = Authority::new(config.rules.clone());
+            auth.seed_ids(clock.now().0);
+            auth
+        },
         clock,
         keeper: Keeper::new(cluster.node.clone(), timing, placement),
         committer: Committer::new(log, cluster.node.clone()),
@@ -220,6 +232,8 @@ pub(super) async fn connect(
         ctl,
         fetched_tx,
         fetches: JoinSet::new(),
+        rewin: Vec::new(),
+        rewin_next: Vec::new(),
         request_timeout: cluster.request_timeout,
         metrics,
     };
@@ -279,6 +293,7 @@ impl Driver {
         loop {
             let changes = self.keeper.step(Instant::now()).await;
             let gained = self.apply(changes).await;
+            self.win_again();
             let again = self.parked.take(&gained);
             if !again.is_empty() && self.handle(again).await.is_err() {
                 return;
@@ -425,44 +440,144 @@ impl Driver {
     /// their subscribers told where they went. Returns the rooms won.
     pub(super) async fn apply(&mut self, changes: Vec<Change>) -> Vec<RoomId> {
         let mut items = Vec::new();
-        let mut gained = Vec::new();
+        let mut won = Vec::new();
+        // Losses first: a room lost and won again (a new epoch) is
+        // dropped, then rebuilt.
         for change in changes {
             match change {
-                Change::Gained { room, epoch } => {
-                    let entries = match self.committer.acquire(room, epoch).await {
-                        Ok(entries) => entries,
-                        Err(e) => {
-                            tracing::warn!(%room, error = %e, "cannot fence a won room");
-                            self.keeper.release(room);
-                            continue;
-                        }
-                    };
-                    self.auth.remove_room(room);
-                    if let Err(e) = rebuild(&mut self.auth, &entries) {
-                        tracing::error!(%room, error = %e, "room log does not replay");
-                        self.auth.remove_room(room);
-                        self.committer.drop_room(room);
-                        self.keeper.release(room);
-                        continue;
-                    }
-                    let state = self.auth.room(room).cloned();
-                    if let Some(s) = &state {
-                        self.floor = self.floor.max(s.at);
-                    }
-                    tracing::info!(%room, epoch, entries = entries.len(), "room won");
-                    self.held.insert(room);
-                    self.pairs.handle_gained(room);
-                    items.push(Item::Won { room, state });
-                    gained.push(room);
-                }
                 Change::Lost { room } => self.drop_room(room, &mut items),
+                Change::Gained { room, epoch } => won.push((room, epoch)),
             }
+        }
+        let mut gained = Vec::new();
+        for (room, fenced) in self.committer.acquire_all(won).await {
+            let entries = match fenced {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "cannot fence a won room");
+                    self.retry(room);
+                    continue;
+                }
+            };
+            self.auth.remove_room(room);
+            if let Err(e) = rebuild_room(&mut self.auth, room, &entries) {
+                tracing::error!(%room, error = %e, "room log does not replay");
+                self.auth.remove_room(room);
+                self.committer.drop_room(room);
+                self.keeper.release(room);
+                continue;
+            }
+            tracing::info!(%room, entries = entries.len(), "room won");
+            self.held.insert(room);
+            self.pairs.handle_gained(room);
+            gained.push(room);
+        }
+        // A battle's two rooms: what one room's lost append left out is in
+        // its partner's log (both hold the pair's records whole).
+        for room in &gained {
+            self.merge_partners(*room).await;
+        }
+        gained.retain(|r| self.held.contains(r));
+        for room in &gained {
+            let state = self.auth.room(*room).cloned();
+            if let Some(s) = &state {
+                self.floor = self.floor.max(s.at);
+            }
+            items.push(Item::Won { room: *room, state });
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
         if !items.is_empty() {
             let _ = self.batches.send(items).await;
         }
         gained
+    }
+
+    /// The rooms `room` is linked to: its PK pin either way, its battle's
+    /// or invitation's other room, and (`search`: after a rebuild, when its
+    /// own log may have lost the event that says) any held room whose
+    /// battle or invitation names it.
+    pub(super) fn linked(&self, room: RoomId, search: bool) -> Vec<RoomId> {
+        let names = |s: &protocol::RoomState| -> Vec<RoomId> {
+            let mut out: Vec<RoomId> = (s.battle.iter()).flat_map(|b| b.rooms).collect();
+            out.extend(s.pk_invite.iter().flat_map(|i| [i.from, i.to]));
+            out
+        };
+        let mut out: Vec<RoomId> = (self.pairs.pins().iter())
+            .filter_map(|(a, b)| match (*a == room, *b == room) {
+                (true, _) => Some(*b),
+                (_, true) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        if let Some(s) = self.auth.room(room) {
+            out.extend(names(s));
+        }
+        if search {
+            for s in self.auth.rooms() {
+                if s.room != room && names(s).contains(&room) {
+                    out.push(s.room);
+                }
+            }
+        }
+        out.retain(|r| *r != room);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Take what `room`'s partners' logs hold for it past its last event.
+    async fn merge_partners(&mut self, room: RoomId) {
+        for partner in self.linked(room, true) {
+            let entries = match self.committer.log().read(partner).await {
+                Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");
+                    continue;
+                }
+            };
+            let merged = match merge_tail(&mut self.auth, room, &entries) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    tracing::error!(%room, %partner, error = %e, "partner's records do not apply");
+                    continue;
+                }
+            };
+            if merged.is_empty() {
+                continue;
+            }
+            let n = merged.len();
+            tracing::warn!(%room, %partner, records = n, "a lost append's records taken from the partner's log");
+            // Into the room's own log too, so that it is whole again.
+            let parts = merged.into_iter().map(|r| (room, r)).collect();
+            if let Some(Err(e)) = self.committer.commit(parts).await.pop().map(|a| a.result) {
+                tracing::warn!(%room, error = %e, "cannot append the merged records: room dropped");
+                let mut items = Vec::new();
+                self.drop_room(room, &mut items);
+                self.retry(room);
+                let _ = self.batches.send(items).await;
+            }
+        }
+    }
+
+    /// Hand `room`'s claim back now (its append or fence failed: the
+    /// outcome is unknown, or another node wrote) and, while the policy
+    /// still gives it to this node, want it again once the release has
+    /// run: a new epoch, fenced and rebuilt from the log.
+    pub(super) fn retry(&mut self, room: RoomId) {
+        self.keeper.release(room);
+        self.rewin_next.push(room);
+    }
+
+    /// After a keeper step: want again the rooms [`Driver::retry`] let go
+    /// before it.
+    fn win_again(&mut self) {
+        let now = Instant::now();
+        for room in std::mem::take(&mut self.rewin) {
+            if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+                self.keeper.want(now, room);
+            }
+        }
+        self.rewin = std::mem::take(&mut self.rewin_next);
     }
 
     /// Stop serving `room`: its subscribers hear where it went.
@@ -535,8 +650,54 @@ impl Driver {
 
     /// Drain: hand every room over, leave the membership.
     async fn leave(&mut self) {
+        // Subscribers hear of the node each room goes to next.
+        self.policy.handle_left(&self.name);
         self.keeper.leave();
         let changes = self.keeper.step(Instant::now()).await;
         self.apply(changes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(room: RoomId) -> (Input, tokio::sync::oneshot::Receiver<bool>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        (Input::Open { room, reply }, rx)
+    }
+
+    fn room_of(input: &Input) -> RoomId {
+        match input {
+            Input::Open { room, .. } => *room,
+            _ => panic!("an open"),
+        }
+    }
+
+    #[test]
+    fn parked_requests_are_bounded_per_room_and_in_time() {
+        let mut p = Parked::default();
+        let t = Instant::now();
+        let (a, b) = (RoomId(1), RoomId(2));
+        for _ in 0..PARK_ROOM_MAX {
+            assert!(p.park(t, a, open(a).0).is_ok());
+        }
+        let refused = p.park(t, a, open(a).0).expect_err("room full");
+        assert_eq!(room_of(&refused), a);
+        assert!(p.park(t, b, open(b).0).is_ok(), "another room still parks");
+        assert_eq!(p.next_expiry(), Some(t + PARK_FOR));
+        assert!(p
+            .expired(t + PARK_FOR - Duration::from_millis(1))
+            .is_empty());
+        let later = t + Duration::from_millis(10);
+        assert!(p.park(later, b, open(b).0).is_ok());
+        let won = p.take(&[a]);
+        assert_eq!(won.len(), PARK_ROOM_MAX);
+        assert!(won.iter().all(|i| room_of(i) == a));
+        let gone = p.expired(t + PARK_FOR);
+        assert_eq!(gone.len(), 1, "only the one parked at t");
+        assert_eq!(p.next_expiry(), Some(later + PARK_FOR));
+        assert_eq!(p.take(&[b]).len(), 1);
+        assert_eq!((p.count, p.by_room.len()), (0, 0));
     }
 }

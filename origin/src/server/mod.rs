@@ -27,7 +27,7 @@
 //! (`cluster.rs`, `route.rs`) that serves only the rooms this node holds,
 //! appends to JetStream before anything leaves, and answers `Moved` /
 //! `Redirect` for rooms another node should serve (see [`crate::cluster`]).
-//! In cluster mode `/readyz` says 200 while the node holds its node lease.
+//! `/readyz` says ready once the node has joined the cluster.
 //!
 //! Operators: with `metrics_listen` set, an HTTP listener serves
 //! `/metrics` ([`crate::metrics`]), `/healthz` and `/readyz`. It is bound
@@ -173,19 +173,7 @@ impl Origin {
         let metrics = Metrics::new();
         let (failed_tx, failed_rx) = watch::channel(None);
         let ready = Arc::new(AtomicBool::new(false));
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let mut registry = Metrics::registry(&config.node_name);
-                metrics.register(&mut registry);
-                let endpoint = ops::Endpoint::new(registry, {
-                    let ready = ready.clone();
-                    let failed = failed_rx.clone();
-                    move || readiness(&ready, &failed)
-                });
-                Some(ops::Listener::bind(addr, Arc::new(endpoint)).await?)
-            }
-            None => None,
-        };
+        let metrics_listener = listen(&config, &metrics, &ready, &failed_rx).await?;
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let archives = Archives::open(&config.data_dir)?;
         let mut auth = replay(&config, &recovered, &archives)?;
@@ -272,6 +260,9 @@ impl Origin {
         let cluster_secret = config.cluster_secret()?;
         let metrics = Metrics::new();
         let clock = Clock::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (failed_tx, failed) = watch::channel(None);
+        let metrics_listener = listen(&config, &metrics, &ready, &failed).await?;
         let (joined, (batches, policy)) =
             cluster::connect(&config, &node, clock, metrics.clone()).await?;
         #[cfg(feature = "fault")]
@@ -281,21 +272,8 @@ impl Origin {
         let endpoint =
             net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
         let addr = endpoint.local_addr()?;
-        let metrics_listener = match config.metrics_listen {
-            Some(at) => {
-                let mut registry = Metrics::registry(&config.node_name);
-                metrics.register(&mut registry);
-                let endpoint = ops::Endpoint::new(registry, {
-                    let (policy, name) = (policy.clone(), node.node.clone());
-                    move || cluster_readiness(&policy.borrow(), &name)
-                });
-                Some(ops::Listener::bind(at, Arc::new(endpoint)).await?)
-            }
-            None => None,
-        };
         let (input_tx, input_rx) = mpsc::channel(1 << 14);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (_, failed) = watch::channel(None);
         let mut tasks = JoinSet::new();
         tasks.spawn(publish::Publisher::new(std::iter::empty(), config.ring).run(batches));
         let shared = Arc::new(Shared {
@@ -309,6 +287,9 @@ impl Origin {
         });
         tasks.spawn(link::accept(endpoint.clone(), shared, shutdown_rx.clone()));
         let driver = joined.spawn(input_rx, shutdown_rx);
+        // Nothing fails the node as a whole (a failed append drops only its
+        // room): `/readyz` says ready from here on.
+        ready.store(true, Ordering::Relaxed);
         tracing::info!(node = %node.node, %addr, "origin node listening");
         Ok(Origin {
             addr,
@@ -328,6 +309,7 @@ impl Origin {
                 name: node.node,
                 policy,
                 driver: Some(driver),
+                _failed: failed_tx,
             }),
         })
     }
@@ -478,18 +460,29 @@ impl Origin {
     }
 }
 
-/// `/readyz`: the log is replayed and relays can connect, and the log has
-/// not failed since.
-/// Cluster mode's `/readyz`: ready while this node counts itself a live
-/// member (it holds its node lease, so the placement gives it rooms).
-fn cluster_readiness(policy: &crate::cluster::Policy, name: &str) -> Result<(), String> {
-    if policy.nodes().any(|n| n == name) {
-        Ok(())
-    } else {
-        Err(format!("{name} does not hold its node lease"))
-    }
+/// The operators' listener, when `metrics_listen` is set: ready once
+/// `ready` is set and while nothing is in `failed`.
+async fn listen(
+    config: &Config,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+    failed: &watch::Receiver<Option<String>>,
+) -> Result<Option<ops::Listener>, Error> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let mut registry = Metrics::registry(&config.node_name);
+    metrics.register(&mut registry);
+    let endpoint = ops::Endpoint::new(registry, {
+        let ready = ready.clone();
+        let failed = failed.clone();
+        move || readiness(&ready, &failed)
+    });
+    Ok(Some(ops::Listener::bind(addr, Arc::new(endpoint)).await?))
 }
 
+/// `/readyz`: the log is replayed and relays can connect, and the log has
+/// not failed since.
 fn readiness(ready: &AtomicBool, failed: &watch::Receiver<Option<String>>) -> Result<(), String> {
     if let Some(why) = failed.borrow().as_ref() {
         return Err(format!("the write-ahead log failed: {why}"));
