@@ -38,6 +38,12 @@ pub fn render(r: &Report) -> String {
                 c.detail
             );
         }
+        if let Some(c) = &run.cluster {
+            let _ = writeln!(out, "cluster, {}:", run.mode.label());
+            for l in c.lines() {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
         for n in &run.notes {
             let _ = writeln!(out, "  note: {n}");
         }

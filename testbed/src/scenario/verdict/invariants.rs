@@ -58,6 +58,38 @@ pub struct Facts<'a> {
     pub battles: &'a [BattleRecord],
 }
 
+/// Cluster mode: no room ever had two writers (every log's stretch after a
+/// fence is the fencing node's, epochs grow, no action applied twice),
+/// judged from the room logs read back after the run.
+pub fn one_writer(c: &crate::cluster::ClusterEvidence) -> Check {
+    let w = &c.writers;
+    let (ok, detail) = match (&c.read_error, w.violations.first()) {
+        (Some(e), _) => (false, format!("the room logs could not be read: {e}")),
+        (None, Some(v)) => (
+            false,
+            format!(
+                "{} violations; first: room {} seq {}: {}",
+                w.violations.len(),
+                v.room.0,
+                v.seq,
+                v.what
+            ),
+        ),
+        (None, None) => (
+            true,
+            format!(
+                "{} rooms, {} messages, {} fences, {} rooms moved",
+                w.rooms, w.messages, w.fences, w.moved_rooms
+            ),
+        ),
+    };
+    Check {
+        name: "no room ever had two writers",
+        ok,
+        detail,
+    }
+}
+
 /// Check every invariant.
 pub fn check(f: &Facts<'_>) -> Vec<Check> {
     vec![resolved(f), gifts(f), converged(f), seats(f), battles(f)]
