@@ -33,10 +33,12 @@ async fn three_servers_cluster_and_one_comes_back_after_a_kill() {
         .expect("launcher task")
         .expect("three servers start");
     assert_eq!(c.len(), 3);
-    c.wait_jetstream().await.expect("JetStream places R3 streams");
+    c.wait_jetstream()
+        .await
+        .expect("JetStream places R3 streams");
 
     // A replicated stream takes a message.
-    let client = async_nats::connect(c.urls().join(",")).await.expect("connect");
+    let client = nats::connect(&c.urls()).await.expect("connect");
     let js = jetstream::new(client);
     js.create_stream(stream::Config {
         name: "T".into(),
@@ -60,9 +62,9 @@ async fn three_servers_cluster_and_one_comes_back_after_a_kill() {
         let mut c = c;
         c.restart(1).map(|()| c)
     })
-        .await
-        .expect("task")
-        .expect("restarts on its ports and data");
+    .await
+    .expect("task")
+    .expect("restarts on its ports and data");
     assert!(c.is_running(1));
     c.wait_jetstream()
         .await

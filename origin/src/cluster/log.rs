@@ -18,8 +18,8 @@ use protocol::RoomId;
 use super::config::Config;
 use super::entry::Entry;
 use super::error::Error;
-use protocol::placement::score;
 use crate::rules::Record;
+use protocol::placement::score;
 
 /// Header naming the node that wrote a log message.
 pub const HEADER_NODE: &str = "Ringside-Node";

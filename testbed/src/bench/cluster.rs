@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use net::Identity;
 use client_sdk::Outcome;
+use net::Identity;
 use protocol::{GiftId, RoomId};
 use tokio::task::JoinSet;
 
@@ -228,7 +228,10 @@ pub fn render(r: &ClusterReport, plan: &ClusterPlan) -> String {
         "Cluster mode ({} NATS servers, replicas {}), same run, in process:",
         plan.nats_servers, plan.replicas
     );
-    let _ = writeln!(o, "  durable gift ack (SDK call -> outcome, one at a time):");
+    let _ = writeln!(
+        o,
+        "  durable gift ack (SDK call -> outcome, one at a time):"
+    );
     let row = |o: &mut String, what: &str, s: &Summary| {
         let _ = writeln!(
             o,

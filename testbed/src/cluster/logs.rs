@@ -27,9 +27,8 @@ pub async fn read_all(
     urls: &[String],
     config: &origin::cluster::Config,
 ) -> anyhow::Result<Vec<LogMessage>> {
-    let client = async_nats::connect(urls.join(","))
-        .await
-        .context("connecting to NATS to read the room logs")?;
+    let client =
+        (super::nats::connect(urls).await).context("connecting to NATS to read the room logs")?;
     let js = jetstream::new(client);
     let mut out = Vec::new();
     for k in 0..config.shards.max(1) {

@@ -55,6 +55,19 @@ pub struct NatsCluster {
     servers: Vec<Server>,
 }
 
+/// A client of the servers at `urls` (any of them; it fails over between
+/// them).
+pub async fn connect(urls: &[String]) -> anyhow::Result<async_nats::Client> {
+    let servers = (urls.iter())
+        .map(|u| u.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("a NATS server URL")?;
+    async_nats::ConnectOptions::new()
+        .connect(servers)
+        .await
+        .context("connecting to NATS")
+}
+
 /// The nats-server binary, or an error saying how to install it.
 pub fn binary() -> anyhow::Result<PathBuf> {
     find_server(None, std::env::var_os("PATH").as_deref()).context(INSTALL)
@@ -93,7 +106,9 @@ impl NatsCluster {
             dir,
             servers: Vec::with_capacity(n),
         };
-        let routes = (0..n).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let routes = (0..n)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let route_list = (routes.iter())
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
@@ -143,9 +158,11 @@ impl NatsCluster {
     /// bounded by 30 s.
     pub async fn wait_jetstream(&self) -> anyhow::Result<()> {
         let replicas = self.running().count();
-        let client = async_nats::connect(self.urls().join(","))
-            .await
-            .context("connecting to the NATS cluster")?;
+        let urls: Vec<String> = (self.urls().into_iter().enumerate())
+            .filter(|(i, _)| self.is_running(*i))
+            .map(|(_, u)| u)
+            .collect();
+        let client = connect(&urls).await?;
         let js = jetstream::new(client);
         let deadline = Instant::now() + JETSTREAM_WITHIN;
         let mut last = String::new();

@@ -237,7 +237,10 @@ impl Nodes {
     /// renewals stop); the returned task finishes the abort.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<JoinHandle<()>> {
         let n = self.nodes.get_mut(i).context("no such origin node")?;
-        let o = n.origin.take().with_context(|| format!("{} is down", n.name))?;
+        let o = n
+            .origin
+            .take()
+            .with_context(|| format!("{} is down", n.name))?;
         Ok(tokio::spawn(o.abort()))
     }
 

@@ -183,12 +183,12 @@ pub enum Resume {
 pub fn resume(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Resume {
     let writer_then = log
         .iter()
+        .rev()
         .filter(|m| m.at_ns <= at_ns)
-        .filter_map(|m| match &m.entry {
+        .find_map(|m| match &m.entry {
             Entry::Fence { node, epoch } => Some((node.as_str(), *epoch)),
             Entry::Records(_) => None,
-        })
-        .last();
+        });
     let Some((writer, epoch)) = writer_then else {
         return Resume::Untouched;
     };

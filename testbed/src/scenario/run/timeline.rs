@@ -184,7 +184,10 @@ fn expand(s: &Scenario, step: usize, st: &Step) -> Vec<Entry> {
             ),
         ],
         StepAction::KillNatsServer { server } => {
-            vec![begin(Kind::Failure, format!("NATS server n{server} killed"))]
+            vec![begin(
+                Kind::Failure,
+                format!("NATS server n{server} killed"),
+            )]
         }
     }
 }

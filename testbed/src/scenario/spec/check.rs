@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use protocol::{GiftId, RoomId};
 
-use crate::scenario::spec::error::{invalid, ScenarioError};
 use crate::scenario::spec::cluster::{self as cluster_check, ClusterRefs};
+use crate::scenario::spec::error::{invalid, ScenarioError};
 use crate::scenario::spec::file::{
     CohostsFile, GatesFile, GiftMixFile, RegionFile, RoomFile, RulesFile, ScenarioFile, StepFile,
     ViewersFile,
@@ -122,9 +122,9 @@ fn each<F, T>(
 }
 
 /// What a section may refer to: region names, room ids, the catalogue.
-pub(super) struct Refs {
+struct Refs {
     /// The cluster's sizes, when there is one.
-    pub(super) cluster: Option<ClusterRefs>,
+    cluster: Option<ClusterRefs>,
     /// Region names, by index.
     regions: Vec<String>,
     /// Room ids (filled once `[[room]]` is checked).
@@ -149,7 +149,7 @@ impl Refs {
         })
     }
 
-    pub(super) fn room(&self, at: &str, id: u64) -> Result<RoomId, ScenarioError> {
+    fn room(&self, at: &str, id: u64) -> Result<RoomId, ScenarioError> {
         if self.rooms.iter().any(|r| r.0 == id) {
             return Ok(RoomId(id));
         }
@@ -393,8 +393,12 @@ impl StepFile {
             duration_secs,
         }) = action
         {
-            return cluster_check::pairs(&at, refs, rooms, duration_secs, pairs)
-                .map(|v| v.into_iter().map(|action| Step { at: at_s, action }).collect());
+            let lookup = |at: &str, id: u64| refs.room(at, id);
+            return cluster_check::pairs(&at, &lookup, rooms, duration_secs, pairs).map(|v| {
+                v.into_iter()
+                    .map(|action| Step { at: at_s, action })
+                    .collect()
+            });
         }
         Ok(vec![Step { at: at_s, action }])
     }
@@ -488,7 +492,8 @@ impl StepFile {
                 kill_nats_server: self.kill_nats_server,
             },
             at,
-            refs,
+            refs.cluster,
+            &|at: &str, id: u64| refs.room(at, id),
             fits,
             &mut actions,
         )?;
@@ -620,9 +625,9 @@ impl GatesFile {
                 Gate::RecoveryP99S if !failure => {
                     Some("a kill_relay, drain_relay, restart_origin, partition or blackhole step")
                 }
-                Gate::RoomResumeP99S if !node_failure => Some(
-                    "a kill_origin_node, drain_origin_node or partition_origin_node step",
-                ),
+                Gate::RoomResumeP99S if !node_failure => {
+                    Some("a kill_origin_node, drain_origin_node or partition_origin_node step")
+                }
                 _ => None,
             };
             if let Some(needs) = needs {

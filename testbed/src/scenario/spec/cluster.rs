@@ -10,7 +10,6 @@ use std::time::Duration;
 use protocol::RoomId;
 
 use crate::cluster::ClusterSpec;
-use crate::scenario::spec::check::Refs;
 use crate::scenario::spec::error::{invalid, ScenarioError};
 use crate::scenario::spec::file::{ClusterFile, NodeFile};
 use crate::scenario::spec::types::{NodeRef, PathKind, Step, StepAction, Traffic};
@@ -19,6 +18,9 @@ use crate::scenario::spec::types::{NodeRef, PathKind, Step, StepAction, Traffic}
 const MAX_NODES: usize = 7;
 /// Most battles one `pk` step starts (`pairs`).
 const MAX_PAIRS: u32 = 1_000;
+
+/// Looks a room id up: the room, or an error saying which exist.
+pub(super) type RoomLookup<'a> = &'a dyn Fn(&str, u64) -> Result<RoomId, ScenarioError>;
 
 /// What a step may refer to in the cluster.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +78,7 @@ pub(super) fn spec(f: ClusterFile) -> Result<ClusterSpec, ScenarioError> {
 /// `rooms[1] + 2k`, every room existing.
 pub(super) fn pairs(
     at: &str,
-    refs: &Refs,
+    room: RoomLookup<'_>,
     rooms: [RoomId; 2],
     duration_secs: u32,
     pairs: u32,
@@ -88,8 +90,8 @@ pub(super) fn pairs(
     }
     (0..u64::from(pairs))
         .map(|k| {
-            let a = refs.room(at, rooms[0].0.saturating_add(2 * k))?;
-            let b = refs.room(at, rooms[1].0.saturating_add(2 * k))?;
+            let a = room(at, rooms[0].0.saturating_add(2 * k))?;
+            let b = room(at, rooms[1].0.saturating_add(2 * k))?;
             Ok(StepAction::Traffic(Traffic::Pk {
                 rooms: [a, b],
                 duration_secs,
@@ -110,7 +112,8 @@ pub(super) struct ClusterSteps {
 pub(super) fn actions(
     f: ClusterSteps,
     at: &str,
-    refs: &Refs,
+    cluster: Option<ClusterRefs>,
+    room: RoomLookup<'_>,
     fits: &dyn Fn(&str, f64) -> Result<Duration, ScenarioError>,
     out: &mut Vec<StepAction>,
 ) -> Result<(), ScenarioError> {
@@ -121,23 +124,23 @@ pub(super) fn actions(
     if !any {
         return Ok(());
     }
-    let Some(c) = refs.cluster else {
+    let Some(c) = cluster else {
         return Err(invalid(format!(
             "{at}: origin node and NATS steps need a [cluster] section"
         )));
     };
     if let Some(n) = f.kill_origin_node {
-        let node = node(at, "kill_origin_node", &n, c, refs)?;
+        let node = node(at, "kill_origin_node", &n, c, room)?;
         no_length(at, "kill_origin_node", &n)?;
         out.push(StepAction::KillOriginNode { node });
     }
     if let Some(n) = f.drain_origin_node {
-        let node = node(at, "drain_origin_node", &n, c, refs)?;
+        let node = node(at, "drain_origin_node", &n, c, room)?;
         no_length(at, "drain_origin_node", &n)?;
         out.push(StepAction::DrainOriginNode { node });
     }
     if let Some(n) = f.partition_origin_node {
-        let node = node(at, "partition_origin_node", &n, c, refs)?;
+        let node = node(at, "partition_origin_node", &n, c, room)?;
         let Some(len) = n.for_s else {
             return Err(invalid(format!("{at}: partition_origin_node needs for_s")));
         };
@@ -161,7 +164,7 @@ fn node(
     key: &str,
     n: &NodeFile,
     c: ClusterRefs,
-    refs: &Refs,
+    room: RoomLookup<'_>,
 ) -> Result<NodeRef, ScenarioError> {
     match (n.node, n.owner_of) {
         (Some(i), None) if i < c.nodes => Ok(NodeRef::Index(i)),
@@ -169,7 +172,7 @@ fn node(
             "{at}: {key}.node = {i}, but the cluster has nodes 0 to {}",
             c.nodes - 1
         ))),
-        (None, Some(room)) => Ok(NodeRef::OwnerOf(refs.room(at, room)?)),
+        (None, Some(id)) => Ok(NodeRef::OwnerOf(room(at, id)?)),
         _ => Err(invalid(format!(
             "{at}: {key} needs exactly one of node (an index) and owner_of (a room)"
         ))),
@@ -208,21 +211,18 @@ pub(super) fn steps(steps: &[Step], cluster: Option<&ClusterSpec>) -> Result<(),
             }
             StepAction::KillOriginNode { node } | StepAction::DrainOriginNode { node } => {
                 if removed.contains(node) {
-                    return Err(invalid(format!(
-                        "{when}: {} is already gone",
-                        node.label()
-                    )));
+                    return Err(invalid(format!("{when}: {} is already gone", node.label())));
                 }
                 removed.push(*node);
                 if removed.len() >= c.nodes {
-                    return Err(invalid(format!(
-                        "{when}: no origin node would be left"
-                    )));
+                    return Err(invalid(format!("{when}: no origin node would be left")));
                 }
             }
             StepAction::KillNatsServer { server } => {
                 if nats_killed.contains(server) {
-                    return Err(invalid(format!("{when}: NATS server {server} is already dead")));
+                    return Err(invalid(format!(
+                        "{when}: NATS server {server} is already dead"
+                    )));
                 }
                 nats_killed.push(*server);
                 if 2 * nats_killed.len() >= c.nats_servers {

@@ -26,8 +26,8 @@ use protocol::RoomId;
 pub use error::ScenarioError;
 pub use gate::{Bound, Gate, Limit};
 pub use types::{
-    CohostGroup, Edge, GiftChoice, NodeRef, PathKind, Region, RoomSpec, Rules, Scenario, Step, StepAction,
-    Traffic, ViewerGroup,
+    CohostGroup, Edge, GiftChoice, NodeRef, PathKind, Region, RoomSpec, Rules, Scenario, Step,
+    StepAction, Traffic, ViewerGroup,
 };
 
 impl Scenario {
