@@ -19,12 +19,23 @@ pub struct Config {
     pub region: String,
     /// Where clients connect (UDP).
     pub listen: SocketAddr,
-    /// The origin's address.
+    /// The origin's address (embedded mode: one origin for every room).
     pub origin: SocketAddr,
-    /// The origin's TLS server name.
+    /// Cluster mode: the addresses of every origin node (when not empty it
+    /// replaces `origin`). The relay keeps a link to each and routes each
+    /// room's traffic to the node serving it (rendezvous placement over the
+    /// nodes it is connected to, corrected by the nodes' `Moved` and
+    /// `Redirect` answers). Default: empty (embedded mode). In TOML
+    /// `origins = ["10.0.0.1:4600", "10.0.0.2:4600"]`; in the environment
+    /// `RINGSIDE_RELAY_ORIGINS=[10.0.0.1:4600,10.0.0.2:4600]`. List every
+    /// node: a room whose owner is not listed waits (retrying) until the
+    /// placement gives it to a listed one.
+    pub origins: Vec<SocketAddr>,
+    /// The origin's TLS server name (in cluster mode, every node's).
     pub origin_server_name: String,
     /// PEM file with the certificate to trust for the origin (local runs:
-    /// the origin's `data_dir/origin-cert.pem`).
+    /// the origin's `data_dir/origin-cert.pem`); in cluster mode it may hold
+    /// several certificates (a bundle: each node's, or their CA's).
     pub origin_cert: Option<PathBuf>,
     /// The secret relays prove membership to the origin with, inline (wins
     /// over `cluster_secret_file`); at least 32 bytes.
@@ -83,6 +94,7 @@ impl Default for Config {
             region: "local".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 4700)),
             origin: SocketAddr::from(([127, 0, 0, 1], 4600)),
+            origins: Vec::new(),
             origin_server_name: "localhost".into(),
             origin_cert: Some(PathBuf::from("ringside-data/origin/origin-cert.pem")),
             cluster_secret: None,
@@ -269,6 +281,31 @@ mod tests {
             a.cluster_secret().expect("read"),
             "x".repeat(64).into_bytes()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cluster_mode_lists_its_origin_nodes_in_toml_or_the_environment() {
+        assert!(Config::default().origins.is_empty(), "embedded by default");
+        let dir = temp("origins");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "origins = [\"127.0.0.1:4601\", \"127.0.0.1:4602\"]\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&file)).expect("loads");
+        let want: Vec<SocketAddr> = vec![
+            "127.0.0.1:4601".parse().expect("addr"),
+            "127.0.0.1:4602".parse().expect("addr"),
+        ];
+        assert_eq!(c.origins, want);
+        // `RINGSIDE_RELAY_ORIGINS=[127.0.0.1:4601,127.0.0.1:4602]` is read
+        // as this value.
+        let env: figment::value::Value = "[127.0.0.1:4601,127.0.0.1:4602]".parse().expect("parses");
+        let from_env: Vec<SocketAddr> = env.deserialize().expect("addresses");
+        assert_eq!(from_env, want);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

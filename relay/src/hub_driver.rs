@@ -1,7 +1,8 @@
 //! The hub's driver: the one task that owns the [`Hub`], feeds it what
 //! connections and the upstream link report ([`HubIn`]), wakes it when it
 //! has something due, and carries its outputs to each client's queue and to
-//! the upstream link.
+//! the upstream link (in cluster mode, to the router that hands each
+//! message to its room's origin node: `cluster/mod.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -49,6 +50,12 @@ pub(crate) enum HubIn {
     },
     UpstreamUp,
     UpstreamDown,
+    /// Cluster mode: the room now goes to another origin node (see
+    /// [`Hub::handle_rehome`]).
+    Rehome {
+        room: RoomId,
+        requeue: bool,
+    },
     Down(DownMsg),
     ClientGone {
         client: ClientId,
@@ -123,7 +130,7 @@ pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::S
 }
 
 /// Sleep until `wake`, or for ever when nothing is due.
-async fn sleep_until(wake: Option<Instant>) {
+pub(crate) async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
@@ -165,6 +172,7 @@ impl Driver {
             HubIn::Standby { client, primary } => hub.handle_standby(client, primary),
             HubIn::UpstreamUp => hub.handle_upstream_up(now),
             HubIn::UpstreamDown => hub.handle_upstream_down(now),
+            HubIn::Rehome { room, requeue } => hub.handle_rehome(now, room, requeue),
             HubIn::Down(msg) => hub.handle_down(now, msg),
             HubIn::Drain { alternatives, done } => {
                 hub.handle_drain(&alternatives);

@@ -2,7 +2,8 @@
 //!
 //! It terminates client QUIC connections and checks their tokens
 //! (`conn`), keeps one upstream connection to the origin for all rooms
-//! ([`upstream`]), and in between runs the [`hub`]: which client follows which
+//! ([`upstream`]) — or, in cluster mode, one to each origin node, each
+//! room's traffic routed to the node serving it ([`route`]) — and in between runs the [`hub`]: which client follows which
 //! room, a cache per room (latest state plus a ring of recent events,
 //! [`cache`]) that serves joins and gap repairs without a trip to the origin,
 //! and the actions waiting for their authoritative outcome. Each client's
@@ -35,7 +36,11 @@
 //! - `hub/reconcile.rs`: what the origin must be told; the link down and up.
 //! - `hub/timers.rs`: `poll_timeout` / `handle_timeout` (heads, resends).
 //! - `hub/tests/`: the hub on a virtual clock (`mod.rs` harness and bounds,
-//!   `timers.rs`, `stories.rs`: resume, gap repair, goaway, link back).
+//!   `timers.rs`, `stories.rs`: resume, gap repair, goaway, link back,
+//!   a room re-homed).
+//! - `route/mod.rs`: cluster mode's routing: room → origin node, moves,
+//!   retries with backoff, redirected actions resent or held (bounded);
+//!   `route/tests.rs` its stories on a virtual clock.
 //!
 //! Drivers and glue (IO):
 //! - `server.rs`: starts the relay's endpoints and tasks; drain, stop, kill.
@@ -46,7 +51,11 @@
 //! - `conn/read.rs`: what the client sends, checked and handed to the hub.
 //! - `conn/write.rs`: the hub's outputs to the client (datagrams, streams).
 //! - `conn/close.rs`: close codes for errors, strikes for abuse.
-//! - `upstream.rs`: the link to the origin (reconnects, pings).
+//! - `upstream.rs`: the link to the origin, or to one origin node
+//!   (reconnects, pings).
+//! - `cluster/mod.rs`: cluster mode: one link per origin node and the task
+//!   owning the router between them and the hub; `cluster/tests.rs` runs
+//!   them against fake origin nodes on loopback.
 //! - `origin_estimate.rs`: the relay's estimate of origin time.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.
@@ -54,6 +63,7 @@
 
 pub mod admission;
 pub mod cache;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod conn;
 pub mod hub;
@@ -61,6 +71,7 @@ pub(crate) mod hub_driver;
 pub mod metrics;
 pub mod origin_estimate;
 pub(crate) mod queue;
+pub mod route;
 pub mod sched;
 pub mod server;
 pub(crate) mod shared;

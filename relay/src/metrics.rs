@@ -146,6 +146,15 @@ pub struct Metrics {
     pub upstream_connected: Gauge,
     /// Links to the origin established after the first.
     pub upstream_reconnects: Counter,
+    /// Origin nodes with a live link (cluster mode; 0 or 1 otherwise).
+    pub origin_links_up: Gauge,
+    /// `Moved` answers acted on (cluster mode: a room changed node).
+    pub moved: Counter,
+    /// Actions an origin node handed back undecided (cluster mode).
+    pub redirects: Counter,
+    /// Held actions dropped at their bound (count or time; the client's
+    /// retry and the relay's resend are the backstop).
+    pub held_dropped: Counter,
     /// Whether the relay is draining (1) or not (0).
     pub draining: Gauge,
     /// QUIC packets sent, as quinn counts them.
@@ -180,6 +189,10 @@ impl Default for Metrics {
             queued_bytes: Gauge::default(),
             upstream_connected: Gauge::default(),
             upstream_reconnects: Counter::default(),
+            origin_links_up: Gauge::default(),
+            moved: Counter::default(),
+            redirects: Counter::default(),
+            held_dropped: Counter::default(),
             draining: Gauge::default(),
             path_sent: Family::default(),
             path_lost: Family::default(),
@@ -309,16 +322,7 @@ impl Metrics {
             Unit::Bytes,
             self.queued_bytes.clone(),
         );
-        r.register(
-            "ringside_relay_upstream_connected",
-            "1 while the link to the origin is up",
-            self.upstream_connected.clone(),
-        );
-        r.register(
-            "ringside_relay_upstream_reconnects",
-            "Links to the origin made after the first",
-            self.upstream_reconnects.clone(),
-        );
+        self.register_upstream(r);
         r.register(
             "ringside_relay_draining",
             "1 while the relay is draining",
@@ -338,6 +342,41 @@ impl Metrics {
             "ringside_relay_reports_ignored",
             "Client reports ignored (too frequent or too large)",
             self.reports_ignored.clone(),
+        );
+    }
+
+    /// The link(s) to the origin: up or not, nodes linked, reconnects,
+    /// and cluster mode's routing answers.
+    fn register_upstream(&self, r: &mut Registry) {
+        r.register(
+            "ringside_relay_upstream_connected",
+            "1 while the link to the origin is up",
+            self.upstream_connected.clone(),
+        );
+        r.register(
+            "ringside_relay_upstream_reconnects",
+            "Links to the origin made after the first",
+            self.upstream_reconnects.clone(),
+        );
+        r.register(
+            "ringside_relay_origin_links_up",
+            "Origin nodes with a live link",
+            self.origin_links_up.clone(),
+        );
+        r.register(
+            "ringside_relay_moved",
+            "Rooms moved to another origin node on its answer",
+            self.moved.clone(),
+        );
+        r.register(
+            "ringside_relay_redirects",
+            "Actions an origin node handed back undecided",
+            self.redirects.clone(),
+        );
+        r.register(
+            "ringside_relay_held_dropped",
+            "Held actions dropped at their bound",
+            self.held_dropped.clone(),
         );
     }
 

@@ -2,7 +2,7 @@
 //! drain, stop or kill it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admission::{self, Admission};
+use crate::cluster;
 use crate::config::Config;
 use crate::hub::{Hub, Settings};
 use crate::hub_driver::{run_hub, HubIn};
@@ -129,22 +130,6 @@ impl Relay {
             )),
             config: config.clone(),
         });
-        let link = Arc::new(Link {
-            name: config.name.clone(),
-            endpoint: up_endpoint,
-            trust: std::sync::Mutex::new(upstream::Trust {
-                file: config.origin_cert.clone(),
-                pem: trusted,
-                client_config,
-            }),
-            tuning: config.upstream_tuning.clone(),
-            origin: config.origin,
-            server_name: config.origin_server_name.clone(),
-            cluster: TokenKey::new(&secrets.cluster),
-            origin_estimate,
-            hub: hub_tx,
-            metrics: metrics.clone(),
-        });
         let mut tasks = JoinSet::new();
         let settings = Settings {
             ring: config.ring,
@@ -157,8 +142,51 @@ impl Relay {
             Some(at) => Some(serve_metrics(at, &shared).await?),
             None => None,
         };
-        tasks.spawn(run_hub(Hub::with_metrics(settings, metrics), hub_rx, up_tx));
-        tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
+        tasks.spawn(run_hub(
+            Hub::with_metrics(settings, metrics.clone()),
+            hub_rx,
+            up_tx,
+        ));
+        let trust = Arc::new(Mutex::new(upstream::Trust {
+            file: config.origin_cert.clone(),
+            pem: trusted,
+            client_config,
+        }));
+        let cluster = TokenKey::new(&secrets.cluster);
+        let clock = Arc::new(AtomicUsize::new(upstream::NO_CLOCK));
+        let link = |index, origin, router| {
+            Arc::new(Link {
+                name: config.name.clone(),
+                index,
+                endpoint: up_endpoint.clone(),
+                trust: trust.clone(),
+                tuning: config.upstream_tuning.clone(),
+                origin,
+                server_name: config.origin_server_name.clone(),
+                cluster: cluster.clone(),
+                origin_estimate: origin_estimate.clone(),
+                clock: clock.clone(),
+                hub: hub_tx.clone(),
+                router,
+                metrics: metrics.clone(),
+            })
+        };
+        if config.origins.is_empty() {
+            let link = link(0, config.origin, None);
+            tasks.spawn(upstream::run(link, up_rx, shutdown_rx.clone()));
+        } else {
+            let link = |index, origin, router| link(index, origin, Some(router));
+            let (hub, metrics) = (hub_tx.clone(), metrics.clone());
+            cluster::spawn(
+                &mut tasks,
+                &config.origins,
+                link,
+                up_rx,
+                hub,
+                metrics,
+                &shutdown_rx,
+            );
+        }
         tasks.spawn(accept(endpoint.clone(), shared.clone(), shutdown_rx));
         tracing::info!(relay = %config.name, region = %config.region, %addr, "relay listening");
         Ok(Relay {

@@ -1,8 +1,12 @@
-//! The upstream link: one QUIC connection to the origin carrying every room.
-//! It reconnects by itself, with exponential backoff and jitter so that the
-//! relays of a region do not stampede a restarted origin, and it keeps the
-//! estimate of origin time ([`OriginEstimate`]) fresh.
+//! An upstream link: one QUIC connection to the origin carrying every room
+//! (embedded mode), or to one origin node carrying the rooms routed to it
+//! (cluster mode: one link per node, see `cluster/mod.rs`). It reconnects
+//! by itself, with exponential backoff and jitter so that the relays of a
+//! region do not stampede a restarted origin, and it keeps the estimate of
+//! origin time ([`OriginEstimate`]) fresh (in cluster mode, one link at a
+//! time does: the nodes keep their clocks in step).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +21,29 @@ use tokio::sync::{mpsc, watch};
 use crate::hub_driver::HubIn;
 use crate::origin_estimate::OriginEstimate;
 
+/// What the links tell cluster mode's router (in `cluster/mod.rs`).
+pub(crate) enum RouterIn {
+    /// Link `link` is up to the node that welcomed it as `name`.
+    Up { link: usize, name: String },
+    /// Link `link` is down.
+    Down { link: usize },
+    /// A routing answer (`Moved`, `Redirect`) from link `link`'s node.
+    Answer { link: usize, msg: DownMsg },
+}
+
+/// No link sets the origin estimate (see [`Link::clock`]).
+pub(crate) const NO_CLOCK: usize = usize::MAX;
+
 /// What the link needs.
 pub(crate) struct Link {
+    /// The relay's name.
     pub name: String,
+    /// This link's number among the relay's links (0 in embedded mode).
+    pub index: usize,
     pub endpoint: quinn::Endpoint,
-    /// Whom to trust as the origin, refreshed from its file at each connect.
-    pub trust: std::sync::Mutex<Trust>,
+    /// Whom to trust as the origin, refreshed from its file at each connect
+    /// (shared by every link of a cluster).
+    pub trust: Arc<std::sync::Mutex<Trust>>,
     /// Origin-facing transport settings (to rebuild the client config).
     pub tuning: net::Tuning,
     pub origin: std::net::SocketAddr,
@@ -30,8 +51,70 @@ pub(crate) struct Link {
     pub cluster: TokenKey,
     /// The estimate of origin time this link keeps fresh.
     pub origin_estimate: OriginEstimate,
+    /// The index of the link whose pongs set `origin_estimate` (the first
+    /// to connect keeps it while it is up), or [`NO_CLOCK`].
+    pub clock: Arc<AtomicUsize>,
     pub hub: mpsc::Sender<HubIn>,
+    /// Cluster mode: the router, told when this link is up or down and of
+    /// the node's routing answers (`Moved`, `Redirect`); everything else
+    /// goes to the hub as in embedded mode.
+    pub router: Option<mpsc::Sender<RouterIn>>,
     pub metrics: crate::metrics::Metrics,
+}
+
+impl Link {
+    /// The link is up to the node named `origin`: tell the hub (embedded)
+    /// or the router (cluster). `false` when the relay is stopping.
+    async fn report_up(&self, origin: String) -> bool {
+        match &self.router {
+            Some(router) => (router.send(RouterIn::Up {
+                link: self.index,
+                name: origin,
+            }))
+            .await
+            .is_ok(),
+            None => {
+                self.metrics.upstream_connected.set(1);
+                self.metrics.origin_links_up.set(1);
+                self.hub.send(HubIn::UpstreamUp).await.is_ok()
+            }
+        }
+    }
+
+    /// The link is down. `false` when the relay is stopping.
+    async fn report_down(&self) -> bool {
+        let _ = (self.clock).compare_exchange(
+            self.index,
+            NO_CLOCK,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        match &self.router {
+            Some(router) => (router.send(RouterIn::Down { link: self.index }))
+                .await
+                .is_ok(),
+            None => {
+                self.metrics.upstream_connected.set(0);
+                self.metrics.origin_links_up.set(0);
+                self.hub.send(HubIn::UpstreamDown).await.is_ok()
+            }
+        }
+    }
+
+    /// Whether this link's pongs set the origin estimate (claiming it if
+    /// no link does).
+    fn keeps_clock(&self) -> bool {
+        let held = (self.clock).compare_exchange(
+            NO_CLOCK,
+            self.index,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        match held {
+            Ok(_) => true,
+            Err(owner) => owner == self.index,
+        }
+    }
 }
 
 /// The origin's trust roots and the file they came from: a restarted origin
@@ -139,28 +222,27 @@ pub(crate) async fn run(
         }
         let started = Instant::now();
         match connect(&link).await {
-            Ok((conn, send, recv)) => {
-                tracing::info!(relay = %link.name, origin = %link.origin, "upstream connected");
+            Ok((conn, send, recv, origin)) => {
+                tracing::info!(relay = %link.name, origin = %link.origin, node = %origin, "upstream connected");
                 // Whatever the old link did not carry is stale: the hub
                 // reconciles the new link from its own state on `UpstreamUp`
-                // (it sends nothing while it believes the link is down).
+                // (it sends nothing while it believes the link is down; in
+                // cluster mode the router re-homes a lost link's rooms).
                 while up.try_recv().is_ok() {}
-                if link.hub.send(HubIn::UpstreamUp).await.is_err() {
+                if !link.report_up(origin).await {
                     return;
                 }
-                link.metrics.upstream_connected.set(1);
                 if links > 0 {
                     link.metrics.upstream_reconnects.inc();
                 }
                 links += 1;
                 let ended = serve(&link, &conn, send, recv, &mut up, &mut shutdown).await;
-                link.metrics.upstream_connected.set(0);
                 if *shutdown.borrow() {
                     tracing::debug!(relay = %link.name, "upstream closed: relay stopping");
                 } else {
                     tracing::warn!(relay = %link.name, reason = %ended, "upstream lost");
                 }
-                if link.hub.send(HubIn::UpstreamDown).await.is_err() {
+                if !link.report_down().await {
                     return;
                 }
                 if started.elapsed() > Duration::from_secs(5) {
@@ -177,9 +259,16 @@ pub(crate) async fn run(
     }
 }
 
-async fn connect(
-    link: &Link,
-) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), NetError> {
+/// A connected link: the connection, its control stream both ways, and
+/// the origin node's name (its `Welcome`).
+type Connected = (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    String,
+);
+
+async fn connect(link: &Link) -> Result<Connected, NetError> {
     let client_config = match link.trust.lock() {
         Ok(mut trust) => trust.refresh(&link.tuning, &link.name),
         // A panic while refreshing left the last good configuration.
@@ -191,10 +280,38 @@ async fn connect(
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;
-    let (send, recv) =
-        net::handshake::relay_hello(&conn, &link.name, &link.cluster, Duration::from_secs(3))
-            .await?;
-    Ok((conn, send, recv))
+    let (send, recv, origin) = hello(&conn, &link.name, &link.cluster).await?;
+    Ok((conn, send, recv, origin))
+}
+
+/// [`net::handshake::relay_hello`], keeping the name the origin node
+/// welcomed us with (cluster mode routes by it).
+async fn hello(
+    conn: &quinn::Connection,
+    name: &str,
+    cluster: &TokenKey,
+) -> Result<(quinn::SendStream, quinn::RecvStream, String), NetError> {
+    use net::handshake::PROOF_LIFETIME;
+    use net::token::{unix_now, Claims};
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let proof = cluster.mint(&Claims::cluster(unix_now() + PROOF_LIFETIME.as_secs()));
+    let hello = UpMsg::Hello {
+        version: protocol::message::PROTOCOL_VERSION,
+        relay: name.to_string(),
+        proof,
+    };
+    net::write_frame(&mut send, &hello).await?;
+    let mut buf = Vec::new();
+    let timeout = Duration::from_secs(3);
+    let welcome = tokio::time::timeout(timeout, net::read_frame::<DownMsg>(&mut recv, &mut buf))
+        .await
+        .map_err(|_| NetError::Io(std::io::Error::other("no welcome from the origin")))??;
+    match welcome {
+        Some(DownMsg::Welcome { origin }) => Ok((send, recv, origin)),
+        other => Err(NetError::Io(std::io::Error::other(format!(
+            "the origin answered hello with {other:?}"
+        )))),
+    }
 }
 
 /// Carry messages both ways until the connection fails. Returns why.
@@ -208,6 +325,8 @@ async fn serve(
 ) -> String {
     let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, protocol::ServerTime, u64)>(64);
     let hub = link.hub.clone();
+    let router = link.router.clone();
+    let index = link.index;
     let origin_estimate = link.origin_estimate.clone();
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
@@ -219,6 +338,16 @@ async fn serve(
                         origin_time,
                         origin_estimate.micros(Instant::now()),
                     ));
+                }
+                Ok(Some(msg @ (DownMsg::Moved { .. } | DownMsg::Redirect { .. }))) => {
+                    let Some(router) = &router else { continue };
+                    if router
+                        .send(RouterIn::Answer { link: index, msg })
+                        .await
+                        .is_err()
+                    {
+                        return "relay stopping".to_string();
+                    }
                 }
                 Ok(Some(msg)) => {
                     if hub.send(HubIn::Down(msg)).await.is_err() {
@@ -272,7 +401,7 @@ async fn serve(
             Some((n, origin, received)) = pong_rx.recv() => {
                 if let Some(&(_, sent)) = pings.iter().find(|(p, _)| *p == n) {
                     estimator.handle_sample(ClockSample { sent, received, origin });
-                    if let Some(off) = estimator.offset() {
+                    if let Some(off) = estimator.offset().filter(|_| link.keeps_clock()) {
                         link.origin_estimate.set_offset(off);
                     }
                 }

@@ -1,7 +1,8 @@
 //! What the origin must be told: membership (subscriptions, who is present
 //! where) reconciled against what it has been told on the current link,
 //! yielded one message at a time as the link takes them; the link going
-//! down and coming back.
+//! down and coming back; one room moving to another origin node (cluster
+//! mode).
 
 use std::time::Instant;
 
@@ -111,6 +112,37 @@ impl Hub {
             self.queue_action(now, key);
         }
         self.broadcast_status();
+    }
+
+    /// Cluster mode: `room` now goes to another origin node, which knows
+    /// nothing of us. As a new link for that one room: it is subscribed
+    /// again from what we hold (the same `since` as after a reconnect), its
+    /// present users announced again, and with `requeue` its waiting actions
+    /// sent again (the old node died without answering them).
+    pub fn handle_rehome(&mut self, now: Instant, room: RoomId, requeue: bool) {
+        if !self.upstream {
+            return; // the link's return states every room
+        }
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return; // no longer followed
+        };
+        let history = r.waiting.iter().filter_map(|(_, s)| *s).min();
+        r.subscribe = Some(match &r.cache {
+            Some(cache) => (Some(cache.seq()), None),
+            None => (None, history),
+        });
+        r.told_subscribed = false;
+        r.told_present.clear();
+        self.dirty.insert(room);
+        if requeue {
+            let keys: Vec<(UserId, ActionId)> = (self.pending.iter())
+                .filter(|(_, p)| p.msg.room == room)
+                .map(|(key, _)| *key)
+                .collect();
+            for key in keys {
+                self.queue_action(now, key);
+            }
+        }
     }
 
     /// Forget what the origin was told: the link that carried it is gone.

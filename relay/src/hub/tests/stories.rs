@@ -1,5 +1,8 @@
 //! The stories a relay lives through: a session resuming here, a client
-//! repairing a gap, a drain, and the link to the origin coming back.
+//! repairing a gap, a drain, the link to the origin coming back, and a
+//! room moving to another origin node (cluster mode).
+
+use std::collections::BTreeSet;
 
 use super::*;
 use protocol::message::ErrorCode;
@@ -152,4 +155,56 @@ fn when_the_link_returns_rooms_are_resubscribed_from_what_is_held_and_actions_re
     );
     // Events after the head reach the client as datagrams.
     assert_eq!(seqs(&to_client(&s.events([6]), 1)), vec![6]);
+}
+
+#[test]
+fn a_rehomed_room_is_stated_again_from_its_head_and_only_its_actions_resent() {
+    let mut s = room_at(5);
+    let sess = SessionId(1);
+    s.hub
+        .handle_action(s.now, 1, viewer(7), gift(sess, 1, 1), false);
+    let mut other = gift(sess, 2, 1);
+    other.room = RoomId(2);
+    s.hub.handle_action(s.now, 1, viewer(7), other, false);
+    assert_eq!(s.upstream().len(), 2, "both actions went up once");
+    // Room 1 moves to another node (no resend asked): subscribe from the
+    // cached head and presence again, no action, clients not told.
+    s.hub.handle_rehome(s.now, RoomId(1), false);
+    let moved = s.upstream();
+    assert_eq!(
+        moved.first(),
+        Some(&UpMsg::Subscribe {
+            room: RoomId(1),
+            since: Some(Seq(5)),
+            history: None
+        }),
+        "{moved:?}"
+    );
+    let present: BTreeSet<UserId> = (moved.iter())
+        .filter_map(|m| match m {
+            UpMsg::Presence {
+                user, online: true, ..
+            } => Some(*user),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(present, BTreeSet::from([UserId(7), UserId(9)]));
+    assert!(!moved.iter().any(|m| matches!(m, UpMsg::Action { .. })));
+    assert!(s.drain().is_empty(), "clients see nothing of a move");
+    // Its node died: the same again, and room 1's action (only) resent.
+    s.hub.handle_rehome(s.now, RoomId(1), true);
+    let again = s.upstream();
+    let actions: Vec<RoomId> = (again.iter())
+        .filter_map(|m| match m {
+            UpMsg::Action { msg, .. } => Some(msg.room),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, vec![RoomId(1)], "{again:?}");
+    // A room nobody follows, or a link that is down: nothing.
+    s.hub.handle_rehome(s.now, RoomId(3), true);
+    assert!(s.upstream().is_empty());
+    s.hub.handle_upstream_down(s.now);
+    s.hub.handle_rehome(s.now, RoomId(1), true);
+    assert!(s.upstream().is_empty());
 }
