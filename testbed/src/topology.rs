@@ -240,8 +240,7 @@ impl Topology {
     pub fn to_origins(&self, cfg: relay::Config) -> relay::Config {
         match &self.cluster {
             Some(c) => relay::Config {
-                // Until the relay takes `origins`: the first node.
-                origin: c.addrs()[0],
+                origins: c.addrs(),
                 ..cfg
             },
             None => cfg,
