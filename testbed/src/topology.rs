@@ -317,6 +317,10 @@ impl Topology {
 
     /// Restart the origin from its data directory on the same port.
     pub async fn restart_origin(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.cluster.is_none(),
+            "cluster mode has origin nodes, not one origin to restart"
+        );
         let o = Origin::start_with(self.origin_config.clone(), self.identity.clone())
             .await
             .context("restarting the origin")?;
