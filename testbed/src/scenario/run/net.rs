@@ -5,7 +5,8 @@
 //! restart: it comes back on the same port behind them.
 //!
 //! With `[cluster]` the origin is NATS servers and origin nodes
-//! ([`crate::cluster`]), every scenario room opened on its owner at start,
+//! ([`crate::cluster`]), every scenario room opened on its owner at start
+//! (as in every run: the default rooms and the scenario's),
 //! and each relay is given every node's address directly: the relay–origin
 //! paths are not impaired in a cluster run (the scenario's checks refuse
 //! steps that would change them).
@@ -40,8 +41,12 @@ impl Net {
             cluster: s.cluster.clone(),
             ..Spec::default()
         };
-        if s.cluster.is_some() {
-            spec.open_rooms = s.rooms.iter().map(|r| r.id).collect();
+        // Every scenario room is open from the start, as a platform opens
+        // scheduled shows (hosts here do not act before their battles).
+        for r in &s.rooms {
+            if !spec.open_rooms.contains(&r.id) {
+                spec.open_rooms.push(r.id);
+            }
         }
         let relay_defaults = spec.relay.clone();
         let mut topology = Topology::start(spec).await?;

@@ -90,6 +90,19 @@ pub fn one_writer(c: &crate::cluster::ClusterEvidence) -> Check {
     }
 }
 
+/// Most rooms a passing check's detail names one by one.
+const LISTED: usize = 12;
+
+/// `items` joined by commas, the first [`LISTED`] of them and a count of
+/// the rest (a cluster scenario has 200 rooms).
+fn list(items: &[String]) -> String {
+    let mut out = items[..items.len().min(LISTED)].join(", ");
+    if items.len() > LISTED {
+        out.push_str(&format!(", … {} more", items.len() - LISTED));
+    }
+    out
+}
+
 /// Check every invariant.
 pub fn check(f: &Facts<'_>) -> Vec<Check> {
     vec![resolved(f), gifts(f), converged(f), seats(f), battles(f)]
@@ -270,7 +283,7 @@ fn converged(f: &Facts<'_>) -> Check {
         format!(
             "{} clients match the origin ({})",
             f.mirrors.len(),
-            heads.join(", ")
+            list(&heads)
         )
     } else {
         problems.join("; ")
@@ -322,7 +335,7 @@ fn seats(f: &Facts<'_>) -> Check {
         detail: if ok {
             format!(
                 "one seat per user; every client agrees ({})",
-                summary.join(", ")
+                list(&summary)
             )
         } else {
             problems.join("; ")
