@@ -24,6 +24,18 @@ pub async fn relay_hello(
     cluster: &TokenKey,
     timeout: Duration,
 ) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+    let (send, recv, _) = relay_hello_named(conn, name, cluster, timeout).await?;
+    Ok((send, recv))
+}
+
+/// [`relay_hello`], also returning the name the origin welcomed us with
+/// (in cluster mode, the node's name: relays route by it).
+pub async fn relay_hello_named(
+    conn: &quinn::Connection,
+    name: &str,
+    cluster: &TokenKey,
+    timeout: Duration,
+) -> Result<(quinn::SendStream, quinn::RecvStream, String), NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let proof = cluster.mint(&Claims::cluster(unix_now() + PROOF_LIFETIME.as_secs()));
     let hello = UpMsg::Hello {
@@ -37,7 +49,7 @@ pub async fn relay_hello(
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("no welcome from the origin")))??;
     match welcome {
-        Some(DownMsg::Welcome { .. }) => Ok((send, recv)),
+        Some(DownMsg::Welcome { origin }) => Ok((send, recv, origin)),
         other => Err(NetError::Io(std::io::Error::other(format!(
             "the origin answered hello with {other:?}"
         )))),

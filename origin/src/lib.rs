@@ -8,7 +8,8 @@
 //!   durability cheap; replay rebuilds every room after a crash.
 //! - [`server`]: the QUIC server for relays: one task runs the rules, a
 //!   commit thread makes their records durable, a publisher fans committed
-//!   events out and routes acks.
+//!   events out and routes acks (in cluster mode one driver task decides
+//!   and appends to JetStream instead of the first two).
 //! - [`cluster`]: cluster mode (off unless configured): each room's log in
 //!   a NATS JetStream subject, rooms leased to origin nodes through a
 //!   JetStream key-value bucket, a deposed owner fenced by the log itself.
@@ -49,6 +50,7 @@
 //! - `cluster/entry.rs`: what a room's log in JetStream holds; rebuilding
 //!   the rules from it.
 //! - `cluster/policy.rs`: which live node should own which room.
+//! - `cluster/pairs.rs`: PK battles across nodes: pin, fetch, let go.
 //! - `cluster/members.rs`: which nodes are alive, from their node leases.
 //! - `cluster/config.rs`: the `[cluster]` settings (absent by default).
 //! - `kpi.rs`: the interaction KPIs, from records and presence.
@@ -66,6 +68,11 @@
 //! - `server/commit.rs`: the commit thread: group commit, then publish.
 //! - `server/publish.rs`: committed events to followers, acks to askers.
 //! - `server/link.rs`: one relay's link: hello, frames in and out.
+//! - `server/cluster.rs`: cluster mode's driver in place of the authority
+//!   task and the commit thread: membership, rooms won (rebuilt) and lost
+//!   (`Moved`), parked requests, PK pairs fetched across nodes.
+//! - `server/route.rs`: cluster mode: a batch routed (`Moved`, `Redirect`,
+//!   parked) and decided, one group commit to JetStream, then what leaves.
 //! - `server/shared.rs`: what the tasks share: their messages, the store of
 //!   unloaded rooms, what every relay link holds.
 //! - `cluster/mod.rs`: cluster mode's design (logs in NATS JetStream,
@@ -76,7 +83,7 @@
 //! - `cluster/keeper.rs`: one node's lease, member list and room claims,
 //!   driven; rooms gained and lost.
 //! - `cluster/node.rs`: a cluster node serving the rooms it holds (in
-//!   process; no relay wire yet).
+//!   process, no relay wire: the binary uses `server/cluster.rs`).
 //! - `clock.rs`: the origin's clock, the reference every time is in.
 //! - `config.rs`: configuration (TOML and environment).
 //! - `metrics.rs`: what the operator sees.

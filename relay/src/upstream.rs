@@ -280,38 +280,11 @@ async fn connect(link: &Link) -> Result<Connected, NetError> {
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .map_err(|_| NetError::Io(std::io::Error::other("handshake timed out")))??;
-    let (send, recv, origin) = hello(&conn, &link.name, &link.cluster).await?;
+    // Cluster mode routes by the name the node welcomed us with.
+    let (send, recv, origin) =
+        net::handshake::relay_hello_named(&conn, &link.name, &link.cluster, Duration::from_secs(3))
+            .await?;
     Ok((conn, send, recv, origin))
-}
-
-/// [`net::handshake::relay_hello`], keeping the name the origin node
-/// welcomed us with (cluster mode routes by it).
-async fn hello(
-    conn: &quinn::Connection,
-    name: &str,
-    cluster: &TokenKey,
-) -> Result<(quinn::SendStream, quinn::RecvStream, String), NetError> {
-    use net::handshake::PROOF_LIFETIME;
-    use net::token::{unix_now, Claims};
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let proof = cluster.mint(&Claims::cluster(unix_now() + PROOF_LIFETIME.as_secs()));
-    let hello = UpMsg::Hello {
-        version: protocol::message::PROTOCOL_VERSION,
-        relay: name.to_string(),
-        proof,
-    };
-    net::write_frame(&mut send, &hello).await?;
-    let mut buf = Vec::new();
-    let timeout = Duration::from_secs(3);
-    let welcome = tokio::time::timeout(timeout, net::read_frame::<DownMsg>(&mut recv, &mut buf))
-        .await
-        .map_err(|_| NetError::Io(std::io::Error::other("no welcome from the origin")))??;
-    match welcome {
-        Some(DownMsg::Welcome { origin }) => Ok((send, recv, origin)),
-        other => Err(NetError::Io(std::io::Error::other(format!(
-            "the origin answered hello with {other:?}"
-        )))),
-    }
 }
 
 /// Carry messages both ways until the connection fails. Returns why.

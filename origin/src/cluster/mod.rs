@@ -18,6 +18,8 @@
 //!                             key room.<room id> = {"node": .., "epoch": .., "member": ..}
 //!                                                  a room's claim, written once when won; "member"
 //!                                                  is the epoch of the holder's node lease
+//!                             key pin.<room id>  = "<inviter room id>"  a PK battle's invited
+//!                                                  room lives with the inviter's (pairs.rs)
 //!         history 1, no max_age (a claim must outlive any quiet stretch of its room)
 //! ```
 //!
@@ -40,6 +42,8 @@
 //!   from their node leases.
 //! - `policy.rs`: which live node should own which room (rendezvous
 //!   hashing; a PK battle's rooms pinned together).
+//! - `pairs.rs`: PK battles across nodes: which rooms to pin, fetch from
+//!   their holder, and let go.
 //! - `config.rs`: the `[cluster]` settings.
 //! - `error.rs`: what can go wrong.
 //!
@@ -52,7 +56,8 @@
 //! - `keeper.rs`: one node's lease, its room claims and the member list,
 //!   driven against the bucket; reports rooms gained and lost.
 //! - `node.rs`: a node serving the rooms it holds, in process (no relay
-//!   wire yet): each room an authority of its own, rebuilt from its log.
+//!   wire): each room an authority of its own, rebuilt from its log. The
+//!   origin binary's driver (`server/cluster.rs`) is what relays reach.
 //!
 //! # One writer per room
 //!
@@ -159,13 +164,14 @@
 //!
 //! # A room is the unit of ownership
 //!
-//! In cluster mode each room served is an [`Authority`](crate::rules::Authority)
-//! of its own: its state, its timers (derived from state) and the id memory
-//! of the actions addressed to it, all rebuilt from the room's log alone.
-//! So the id memory travels with the room, and dropping a room is dropping
-//! its authority. (A PK battle's two rooms will share one: both live on one
-//! node for the battle, see [`Policy`].) The per-user rate backstop is per
-//! room there.
+//! A room's state, its timers (derived from state) and the id memory of
+//! the actions addressed to it are all rebuilt from the room's log alone,
+//! so the id memory travels with the room. The origin binary keeps one
+//! [`Authority`](crate::rules::Authority) per node holding every room the
+//! node holds (a room won is replayed into it, a room lost is removed with
+//! `Authority::remove_room`), so a PK battle between two rooms of one node
+//! is one transaction of the rules; the per-user rate backstop is per node.
+//! (`node.rs`, the in-process node, keeps an authority per room.)
 //!
 //! # Acks
 //!
@@ -209,19 +215,32 @@
 //! room logs (sharded streams) with fenced group commit, rebuilding a room
 //! (state, timers, id memory) from its log, an in-process node serving the
 //! rooms it holds (`node.rs`), a three-server cluster losing a stream
-//! leader.
+//! leader; and the `origin` binary serving cluster mode behind its relay
+//! links (`server/cluster.rs`, `server/route.rs`; `--test cluster_serve`):
+//! one [`Authority`](crate::rules::Authority) per node holding every room
+//! it holds (a room won is replayed into it from its log, a room lost is
+//! removed), `Moved` / `Redirect` naming the owner for requests at the
+//! wrong node, requests parked while a room is won, and PK battles across
+//! nodes: the invited room pinned to the inviter's (bucket key
+//! `pin.<invited>`, in every node's [`Policy`]), released by its holder on
+//! request (`<subject_prefix>.ctl.node.<name>.release`), won by the
+//! inviter's node before the invitation is decided, unpinned once neither
+//! room has a battle or an invitation ([`pairs::Pairs`]); a node that takes
+//! a dead node's rooms over follows the pins. Killing the node of a running
+//! battle loses no acked gift and counts none twice (`--test cluster_serve`).
 //!
-//! Not yet: the origin binary running a node (relay links talking to
-//! [`node::Node`], and the relays routing by the placement bucket and
-//! following its changes, with a redirect on the wire); PK battles across
-//! nodes (the invited room moved to the inviter's node before the battle,
-//! both rooms in one authority, and their two appends made atomic — today
-//! a record touching two rooms is two appends); idle rooms unloaded;
-//! presence; snapshots in JetStream to bound rebuild time (a rebuild reads
-//! every message of the room, ~0.1 ms each); battle and challenge ids
-//! unique across nodes (each room's authority counts from 1); the node
-//! leases watched rather than listed; dead nodes' keys removed from the
-//! bucket (they stay, harmless, until then); the testbed topologies and
+//! Not yet: a battle record's two appends made atomic (a record touching
+//! two rooms is two appends in one group commit: if one fails and the
+//! other does not, the rooms disagree until the battle's timers settle
+//! it); presence re-announced to a room's new node (relays report presence
+//! where they route a room; a node that wins a room knows nobody online in
+//! it until its relays say so again); idle rooms unloaded; the KPI tracker
+//! and `metrics_listen` in cluster mode (only the metric handles count);
+//! snapshots in JetStream to bound rebuild time (a rebuild reads every
+//! message of the room, ~0.1 ms each); battle and challenge ids unique
+//! across nodes (each node counts from what its rooms' logs show); the
+//! node leases watched rather than listed; dead nodes' keys removed from
+//! the bucket (they stay, harmless, until then); the testbed topologies and
 //! scenarios of issue 12.
 
 mod claim;
@@ -233,6 +252,7 @@ pub mod lease;
 mod log;
 mod members;
 pub mod node;
+pub mod pairs;
 mod placement;
 mod policy;
 

@@ -157,6 +157,75 @@ impl Placement {
         Ok(out)
     }
 
+    /// The key pinning `room` (a PK battle's invited room) to a partner.
+    pub fn pin_key(room: RoomId) -> String {
+        format!("pin.{}", room.0)
+    }
+
+    /// Every pin in the bucket now: invited room → inviter's room.
+    pub async fn pins(&self) -> Result<Vec<(RoomId, RoomId)>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
+        let mut rooms = Vec::new();
+        // Bounded by the bucket's size.
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed(&e))?;
+            if let Some(id) = key.strip_prefix("pin.").and_then(|k| k.parse().ok()) {
+                rooms.push(RoomId(id));
+            }
+        }
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            let value = self.kv.get(Placement::pin_key(room)).await;
+            let value = value.map_err(|e| failed(&e))?;
+            let to = value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+            if let Some(to) = to {
+                out.push((room, RoomId(to)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pin `room` to `to` (both live on `to`'s node from now on).
+    pub async fn pin(&self, room: RoomId, to: RoomId) -> Result<(), Error> {
+        let value = Bytes::from(to.0.to_string());
+        (self.kv.put(Placement::pin_key(room), value).await)
+            .map(|_| ())
+            .map_err(|e| Error::Bucket(e.to_string()))
+    }
+
+    /// Let `room` be placed on its own again.
+    pub async fn unpin(&self, room: RoomId) -> Result<(), Error> {
+        (self.kv.delete(Placement::pin_key(room)).await).map_err(|e| Error::Bucket(e.to_string()))
+    }
+
+    /// The pins as they change from now on (a watch on `pin.>`): read each
+    /// with [`Placement::pin_change`].
+    pub async fn watch_pins(&self) -> Result<kv::Watch, Error> {
+        (self.kv.watch("pin.>").await).map_err(|e| Error::Bucket(e.to_string()))
+    }
+
+    /// What a watched entry says: `room` pinned to `Some(partner)`, or
+    /// unpinned (`None`); `None` for any other key.
+    pub fn pin_change(entry: &kv::Entry) -> Option<(RoomId, Option<RoomId>)> {
+        let room = RoomId(entry.key.strip_prefix("pin.")?.parse().ok()?);
+        let to = match entry.operation {
+            Operation::Put => Some(RoomId(
+                std::str::from_utf8(&entry.value).ok()?.parse().ok()?,
+            )),
+            Operation::Delete | Operation::Purge => None,
+        };
+        Some((room, to))
+    }
+
+    /// Who holds `room`'s claim now, if anyone.
+    pub async fn holder(&self, room: RoomId) -> Option<String> {
+        match self.execute(room, Command::Read).await {
+            Outcome::Read(Seen::Held { claim, .. }) => Some(claim.node),
+            _ => None,
+        }
+    }
+
     /// Execute one lease command on the lease at `key` (a room's or a
     /// node's).
     pub async fn execute_key(&self, key: String, command: Command) -> Outcome {

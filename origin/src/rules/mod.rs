@@ -342,6 +342,20 @@ impl Authority {
             && last + self.world.config.room_idle <= now
     }
 
+    /// Cluster mode: the node no longer holds `room` (lost, handed over,
+    /// its append failed): drop its state, its deadline and what the idle
+    /// sweep knew of it. The id memory stays (ids are unique per session,
+    /// so remembering another node's answers does no harm), and a room won
+    /// back is rebuilt from its log with [`Authority::replay`]. Returns its
+    /// state as it was here.
+    pub fn remove_room(&mut self, room: RoomId) -> Option<RoomState> {
+        self.world.set_deadline(room, None);
+        self.touched.remove(&room);
+        self.followed.remove(&room);
+        self.ahead.remove(&room);
+        self.world.rooms.remove(&room)
+    }
+
     /// After a restart: count every live room's idleness from `now`.
     pub fn handle_started(&mut self, now: ServerTime) {
         let rooms: Vec<RoomId> = self.world.rooms.keys().copied().collect();

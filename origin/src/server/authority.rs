@@ -143,13 +143,19 @@ fn sweep_every(idle: Duration) -> Duration {
 /// moves from relay A to relay B is never seen offline in between, whatever
 /// order A's "offline" and B's "online" arrive in.
 #[derive(Default)]
-struct Presence {
+pub(super) struct Presence {
     by_user: BTreeMap<(RoomId, UserId), BTreeSet<RelayId>>,
 }
 
 impl Presence {
     /// Record a relay's report; returns the user's new overall state if it changed.
-    fn report(&mut self, relay: RelayId, room: RoomId, user: UserId, online: bool) -> Option<bool> {
+    pub(super) fn report(
+        &mut self,
+        relay: RelayId,
+        room: RoomId,
+        user: UserId,
+        online: bool,
+    ) -> Option<bool> {
         let relays = self.by_user.entry((room, user)).or_default();
         let was = !relays.is_empty();
         if online {
@@ -171,7 +177,7 @@ impl Presence {
     }
 
     /// A relay is gone: every user it reported goes offline there.
-    fn relay_gone(&mut self, relay: RelayId) -> Vec<(RoomId, UserId)> {
+    pub(super) fn relay_gone(&mut self, relay: RelayId) -> Vec<(RoomId, UserId)> {
         let mut offline = Vec::new();
         self.by_user.retain(|key, relays| {
             if relays.remove(&relay) && relays.is_empty() {

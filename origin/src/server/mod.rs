@@ -22,6 +22,13 @@
 //! its archive. A subscription, an action or a query for an unloaded room
 //! loads it back first (rules and publisher), in order.
 //!
+//! Cluster mode (a `[cluster]` section): the same relay links and publisher,
+//! with the authority task and the commit thread replaced by one driver
+//! (`cluster.rs`, `route.rs`) that serves only the rooms this node holds,
+//! appends to JetStream before anything leaves, and answers `Moved` /
+//! `Redirect` for rooms another node should serve (see [`crate::cluster`]).
+//! `metrics_listen` is not served in cluster mode yet.
+//!
 //! Operators: with `metrics_listen` set, an HTTP listener serves
 //! `/metrics` ([`crate::metrics`]), `/healthz` and `/readyz`. It is bound
 //! before the log is replayed, so `/healthz` answers during a long replay
@@ -29,9 +36,11 @@
 //! log has failed).
 
 mod authority;
+mod cluster;
 mod commit;
 mod link;
 mod publish;
+mod route;
 mod shared;
 
 use shared::{gauge, Input, Shared, Store};
@@ -73,11 +82,9 @@ pub enum Error {
     /// The cluster secret is missing or too short (the message says what to set).
     #[error("{0}")]
     Secret(#[from] net::secret::SecretError),
-    /// The configuration asks for cluster mode, which this build cannot
-    /// serve yet (its parts are in [`crate::cluster`]): refusing beats
-    /// running alone on a local log the operator believes is replicated.
-    #[error("cluster mode ([cluster] in the configuration) is not served yet; remove the section to run one origin on its local log")]
-    ClusterNotServed,
+    /// Cluster mode could not start: NATS, its streams or its bucket.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::Error),
 }
 
 /// A running origin.
@@ -98,6 +105,8 @@ pub struct Origin {
     metrics: Metrics,
     /// The operators' listener, when `metrics_listen` is set.
     metrics_listener: Option<ops::Listener>,
+    /// Cluster mode: the node's name and placement view, and its driver.
+    cluster: Option<cluster::View>,
 }
 
 /// The rules as the log leaves them: the checkpoint, then every record
@@ -157,8 +166,8 @@ impl Origin {
 
     /// Start with a given TLS identity (tests and in-process topologies).
     pub async fn start_with(config: Config, identity: Identity) -> Result<Origin, Error> {
-        if config.cluster.is_some() {
-            return Err(Error::ClusterNotServed);
+        if let Some(node) = config.cluster.clone() {
+            return Origin::start_cluster(config, node, identity).await;
         }
         let cluster_secret = config.cluster_secret()?;
         let metrics = Metrics::new();
@@ -249,6 +258,65 @@ impl Origin {
             shutdown,
             metrics,
             metrics_listener,
+            cluster: None,
+        })
+    }
+
+    /// Cluster mode: connect and join, then the same relay links and
+    /// publisher, fed by the cluster driver (see [`crate::cluster`]).
+    async fn start_cluster(
+        config: Config,
+        node: crate::cluster::Config,
+        identity: Identity,
+    ) -> Result<Origin, Error> {
+        let cluster_secret = config.cluster_secret()?;
+        let metrics = Metrics::new();
+        let clock = Clock::new();
+        let (joined, (batches, policy)) =
+            cluster::connect(&config, &node, clock, metrics.clone()).await?;
+        #[cfg(feature = "fault")]
+        let (endpoint, plug) =
+            net::server_endpoint_plugged(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        #[cfg(not(feature = "fault"))]
+        let endpoint =
+            net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let addr = endpoint.local_addr()?;
+        let (input_tx, input_rx) = mpsc::channel(1 << 14);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (_, failed) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(publish::Publisher::new(std::iter::empty(), config.ring).run(batches));
+        let shared = Arc::new(Shared {
+            name: node.node.clone(),
+            clock,
+            cluster: TokenKey::new(&cluster_secret),
+            inputs: input_tx.clone(),
+            relay_queue: config.relay_queue,
+            next_relay: AtomicU64::new(1),
+            metrics: metrics.clone(),
+        });
+        tasks.spawn(link::accept(endpoint.clone(), shared, shutdown_rx.clone()));
+        let driver = joined.spawn(input_rx, shutdown_rx);
+        tracing::info!(node = %node.node, %addr, "origin node listening");
+        Ok(Origin {
+            addr,
+            identity,
+            endpoint,
+            #[cfg(feature = "fault")]
+            plug,
+            failed,
+            clock,
+            inputs: input_tx,
+            tasks,
+            commit: None,
+            shutdown,
+            metrics,
+            metrics_listener: None,
+            cluster: Some(cluster::View {
+                name: node.node,
+                policy,
+                driver: Some(driver),
+            }),
         })
     }
 
@@ -287,12 +355,39 @@ impl Origin {
     /// their host's first action): for tools, topologies and tests. Returns
     /// whether the room is live afterwards (`false` at the live-room cap).
     /// Its `Opened` event is published once durable, like any other.
+    ///
+    /// Cluster mode: only on the node the placement gives the room to (it
+    /// wins the room first if it does not hold it yet); any other node
+    /// returns `false` without forwarding (ask [`Origin::owner_of`]).
     pub async fn open_room(&self, room: RoomId) -> bool {
         let (reply, rx) = oneshot::channel();
         if self.inputs.send(Input::Open { room, reply }).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// Cluster mode: this node's name (what its `Welcome` says); `None`
+    /// for an embedded origin.
+    pub fn node_name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.name.as_str())
+    }
+
+    /// Cluster mode: the node that should serve `room` as this node sees
+    /// it now (live members and PK pins); `None` for an embedded origin or
+    /// while no node is known alive.
+    pub fn owner_of(&self, room: RoomId) -> Option<String> {
+        let view = self.cluster.as_ref()?;
+        let policy = view.policy.borrow();
+        policy.owner_of(room).map(str::to_owned)
+    }
+
+    /// Cluster mode: the nodes this node counts alive (itself included),
+    /// as of its last look at the bucket; empty for an embedded origin.
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        (self.cluster.as_ref())
+            .map(|c| c.policy.borrow().nodes().map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// The certificate relays must trust, as PEM.
@@ -313,9 +408,13 @@ impl Origin {
         self.shutdown().await
     }
 
-    /// Stop accepting, close relay links, finish what is committed.
+    /// Stop accepting, close relay links, finish what is committed (in
+    /// cluster mode: hand every room over and leave the membership first).
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
+        if let Some(driver) = self.cluster.as_mut().and_then(|c| c.driver.take()) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), driver).await;
+        }
         self.endpoint.close(
             protocol::message::ErrorCode::Shutdown.code().into(),
             b"origin shutting down",
@@ -331,6 +430,13 @@ impl Origin {
     pub async fn abort(mut self) {
         // Not one more packet in or out: relays notice only by their timeout.
         self.plug.pull();
+        // Cluster mode: the driver holds the NATS client, the node lease
+        // and the room logs' writers; with it gone nothing is renewed,
+        // appended or answered any more.
+        if let Some(driver) = self.cluster.as_mut().and_then(|c| c.driver.take()) {
+            driver.abort();
+            let _ = driver.await;
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let _ = self.join_commit();

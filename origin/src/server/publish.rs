@@ -177,6 +177,7 @@ impl Publisher {
                     self.announce_lost(name);
                 }
             }
+            Item::Won { .. } | Item::Moved { .. } | Item::Redirect { .. } => self.cluster(item),
             // The commit thread consumes checkpoints.
             Item::Checkpoint(_) => {}
             Item::Query { room, reply } => {
@@ -263,6 +264,53 @@ impl Publisher {
         }
         for f in frames {
             self.send(relay, f);
+        }
+    }
+
+    /// Cluster mode's items: a room won, a room moved, an action handed back.
+    fn cluster(&mut self, item: Item) {
+        match item {
+            Item::Won { room, state } => {
+                let room = Room {
+                    state: state.unwrap_or_else(|| RoomState::new(room)),
+                    ring: VecDeque::new(),
+                    subscribers: BTreeSet::new(),
+                };
+                self.rooms.insert(room.state.room, room);
+            }
+            Item::Moved { room, owner, relay } => self.moved(room, owner, relay),
+            Item::Redirect {
+                relay,
+                actor,
+                msg,
+                owner,
+            } => {
+                let msg = DownMsg::Redirect { actor, msg, owner };
+                self.send(relay, frame(&msg));
+            }
+            _ => {}
+        }
+    }
+
+    /// Cluster mode: `room` is not served here. Only `relay` is told (an
+    /// answer to its Subscribe), or every subscriber, and the room is
+    /// forgotten (the node lost or released it).
+    fn moved(&mut self, room: RoomId, owner: Option<String>, relay: Option<RelayId>) {
+        let bytes = frame(&DownMsg::Moved { room, owner });
+        let to: Vec<RelayId> = match relay {
+            Some(relay) => vec![relay],
+            None => (self.rooms.remove(&room))
+                .map(|r| r.subscribers.into_iter().collect())
+                .unwrap_or_default(),
+        };
+        for relay in to {
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.subscribers.remove(&relay);
+            }
+            if let Some(r) = self.relays.get_mut(&relay) {
+                r.rooms.remove(&room);
+            }
+            self.send(relay, bytes.clone());
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use net::token::TokenKey;
-use protocol::message::UpMsg;
+use protocol::message::{ActionMsg, Actor, UpMsg};
 use protocol::{ActionId, Outcome, RoomId, RoomState, Seq, UserId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -134,6 +134,27 @@ pub(crate) enum Item {
         relay: RelayId,
         name: String,
         lost: bool,
+    },
+    /// Cluster mode: the node won `room` (rebuilt from its log, `state`
+    /// `None` if never opened): the publisher serves it afresh.
+    Won {
+        room: RoomId,
+        state: Option<RoomState>,
+    },
+    /// Cluster mode: this node does not serve `room`. To `relay` only (an
+    /// answer to its Subscribe), or (`None`) to every subscriber, after
+    /// which the publisher forgets the room (lost, released, failed).
+    Moved {
+        room: RoomId,
+        owner: Option<String>,
+        relay: Option<RelayId>,
+    },
+    /// Cluster mode: an action handed back undecided, to send to `owner`.
+    Redirect {
+        relay: RelayId,
+        actor: Actor,
+        msg: ActionMsg,
+        owner: Option<String>,
     },
     /// A checkpoint of the rules, covering every record before it.
     Checkpoint(Vec<u8>),

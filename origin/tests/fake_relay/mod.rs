@@ -68,6 +68,33 @@ impl Link {
         }
     }
 
+    /// Split into its sending half and a channel of every message down
+    /// (read on a task of its own, so waiting on it with a timeout never
+    /// cuts a frame in half); the channel ends with the link.
+    pub fn into_wire(self) -> Wire {
+        let Link {
+            _endpoint,
+            send,
+            mut recv,
+            mut buf,
+            ..
+        } = self;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Bounded by the link's life: a read error ends it.
+            while let Ok(Some(msg)) = net::read_frame::<DownMsg>(&mut recv, &mut buf).await {
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        Wire {
+            _endpoint,
+            send,
+            down: rx,
+        }
+    }
+
     /// Send a message up.
     pub async fn up(&mut self, msg: UpMsg) {
         net::write_frame(&mut self.send, &msg).await.expect("write");
@@ -160,5 +187,44 @@ impl Link {
             _ => None,
         })
         .await
+    }
+}
+
+/// A link split for waiting with timeouts ([`Link::into_wire`]).
+pub struct Wire {
+    _endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    down: tokio::sync::mpsc::UnboundedReceiver<DownMsg>,
+}
+
+impl Wire {
+    /// Send a message up (`false` if the link is gone).
+    pub async fn up(&mut self, msg: UpMsg) -> bool {
+        net::write_frame(&mut self.send, &msg).await.is_ok()
+    }
+
+    /// The next message down within `within`, if any.
+    pub async fn next(&mut self, within: Duration) -> Option<DownMsg> {
+        tokio::time::timeout(within, self.down.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Skip messages until `f` picks one, for at most `within` in all.
+    pub async fn until<T>(
+        &mut self,
+        within: Duration,
+        mut f: impl FnMut(&DownMsg) -> Option<T>,
+    ) -> Option<T> {
+        let end = tokio::time::Instant::now() + within;
+        // Bounded by the deadline: each wait is at most what is left.
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let msg = self.next(left).await?;
+            if let Some(t) = f(&msg) {
+                return Some(t);
+            }
+        }
     }
 }

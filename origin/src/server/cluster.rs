@@ -1,0 +1,542 @@
+//! Cluster mode's driver: one task in place of the authority task and the
+//! commit thread (see [`crate::cluster`] for the design).
+//!
+//! ```text
+//! relay links ──Input──► cluster driver ──Vec<Item>──► publisher ──► relay links
+//!                         (one Authority holding every room this node holds;
+//!                          decides a batch, appends it to the room logs in
+//!                          JetStream (fenced group commit), then passes on
+//!                          only what was acknowledged while the lease held)
+//! ```
+//!
+//! The driver steps the node's [`Keeper`] (node lease, member list, room
+//! claims), rebuilds a room it wins into its [`Authority`] and lets the
+//! publisher serve it (`Item::Won`), and tells a lost room's subscribers
+//! where it went (`Item::Moved`). A request for a room the [`Policy`]
+//! gives another node is answered `Moved` / `Redirect` with that node's
+//! name, never applied; one for a room the policy gives this node but not
+//! held yet is parked (bounded in count and time) while the node wins it.
+//! Routing and deciding are in `route.rs`.
+//!
+//! PK battles across nodes: an invitation to a room held elsewhere pins it
+//! to the inviter's room (bucket key `pin.<invited>`), asks its holder to
+//! release it (a core NATS request to `<subject_prefix>.ctl.node.<holder>.release`,
+//! answered once the holder has released it), wins it here and decides the
+//! parked invitation; the decisions are [`Pairs`]'s. Every node watches
+//! the `pin.>` keys, so its policy follows a pin as soon as it is written
+//! (and lists them again whenever a member dies or joins).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use protocol::{RoomId, ServerTime};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::authority::Presence;
+use super::shared::{gauge, Input, Item};
+use crate::clock::Clock;
+use crate::cluster::keeper::{Change, Keeper};
+use crate::cluster::lease::Timing;
+use crate::cluster::pairs::{Held, Pairs, Step};
+use crate::cluster::{self, rebuild, Committer, Placement, Policy, RoomLog};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rules::Authority;
+
+/// Most requests parked in all, and per room, while rooms are won.
+const PARK_MAX: usize = 8192;
+const PARK_ROOM_MAX: usize = 1024;
+/// How long a request waits for its room to be won here.
+const PARK_FOR: Duration = Duration::from_secs(3);
+/// Room claims and pins are listed this many node-lease renewals apart
+/// when no member changed.
+const SWEEP_EVERY: u32 = 10;
+/// Most inputs decided in one group commit.
+const MAX_BATCH: usize = 4096;
+
+/// What an origin in cluster mode shows in process.
+pub(super) struct View {
+    /// The node's name.
+    pub name: String,
+    /// The policy as the driver last computed it.
+    pub policy: watch::Receiver<Policy>,
+    /// The driver, awaited on a clean shutdown (it hands its rooms over).
+    pub driver: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A release request's body: `room` is pinned to `to`; release it.
+#[derive(Serialize, Deserialize)]
+struct Release {
+    room: u64,
+    to: u64,
+}
+
+/// Requests waiting for their room to be won here.
+#[derive(Default)]
+pub(super) struct Parked {
+    by_room: BTreeMap<RoomId, Vec<(Instant, Input)>>,
+    count: usize,
+}
+
+impl Parked {
+    /// Park `input` until `room` is won; `Err` gives it back when full.
+    pub(super) fn park(&mut self, now: Instant, room: RoomId, input: Input) -> Result<(), Input> {
+        let waiting = self.by_room.entry(room).or_default();
+        if self.count >= PARK_MAX || waiting.len() >= PARK_ROOM_MAX {
+            return Err(input);
+        }
+        waiting.push((now + PARK_FOR, input));
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The requests waiting for `rooms`, in arrival order per room.
+    fn take(&mut self, rooms: &[RoomId]) -> Vec<Input> {
+        let mut out = Vec::new();
+        for room in rooms {
+            if let Some(waiting) = self.by_room.remove(room) {
+                self.count -= waiting.len();
+                out.extend(waiting.into_iter().map(|(_, i)| i));
+            }
+        }
+        out
+    }
+
+    /// The requests that waited too long.
+    fn expired(&mut self, now: Instant) -> Vec<Input> {
+        let mut out = Vec::new();
+        for waiting in self.by_room.values_mut() {
+            let (gone, kept): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(t, _)| *t <= now);
+            *waiting = kept;
+            out.extend(gone.into_iter().map(|(_, i)| i));
+        }
+        self.by_room.retain(|_, w| !w.is_empty());
+        self.count -= out.len();
+        out
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        (self.by_room.values())
+            .filter_map(|w| w.first().map(|(t, _)| *t))
+            .min()
+    }
+}
+
+/// The driver's state.
+pub(super) struct Driver {
+    pub(super) name: String,
+    pub(super) auth: Authority,
+    pub(super) clock: Clock,
+    pub(super) keeper: Keeper,
+    pub(super) committer: Committer,
+    timing: Timing,
+    /// Rooms won, rebuilt and served.
+    pub(super) held: BTreeSet<RoomId>,
+    /// Origin time never goes below the last event of a room won.
+    pub(super) floor: ServerTime,
+    pub(super) presence: Presence,
+    pub(super) pairs: Pairs,
+    pub(super) parked: Parked,
+    /// The policy over the live members and the pins, as of the last look.
+    pub(super) policy: Policy,
+    policy_tx: watch::Sender<Policy>,
+    next_sweep: Instant,
+    alive: Vec<String>,
+    pub(super) batches: mpsc::Sender<Vec<Item>>,
+    nats: async_nats::Client,
+    ctl: String,
+    fetched_tx: mpsc::Sender<RoomId>,
+    /// Fetches under way (aborted with the driver).
+    fetches: JoinSet<()>,
+    request_timeout: Duration,
+    pub(super) metrics: Metrics,
+}
+
+/// The subject a node answers release requests on.
+fn release_subject(ctl: &str, node: &str) -> String {
+    format!("{ctl}.node.{node}.release")
+}
+
+/// A node connected and joined, before it serves: its driver and what
+/// the driver listens to.
+pub(super) struct Joined {
+    pub driver: Driver,
+    /// Release requests addressed to this node.
+    pub releases: async_nats::Subscriber,
+    /// The pins as they change.
+    pub pins: kv::Watch,
+    fetched: mpsc::Receiver<RoomId>,
+}
+
+/// What the driver passes on (for the publisher), and its policy (for
+/// [`View`]).
+pub(super) type Outputs = (mpsc::Receiver<Vec<Item>>, watch::Receiver<Policy>);
+
+/// Connect to NATS, open the streams and the bucket, take the node lease
+/// and look at the bucket once: the node then serves from its first
+/// request on.
+pub(super) async fn connect(
+    config: &Config,
+    cluster: &cluster::Config,
+    clock: Clock,
+    metrics: Metrics,
+) -> Result<(Joined, Outputs), cluster::Error> {
+    let (log, js) = RoomLog::connect(cluster).await?;
+    let placement = Placement::open(&js, cluster).await?;
+    let nats = js.client();
+    let ctl = format!("{}.ctl", cluster.subject_prefix);
+    let releases = (nats.subscribe(release_subject(&ctl, &cluster.node)).await)
+        .map_err(|e| cluster::Error::Bucket(format!("cannot subscribe: {e}")))?;
+    let pins = placement.watch_pins().await?;
+    let timing = Timing {
+        ttl: cluster.lease_ttl,
+        margin: cluster.lease_margin,
+    };
+    let (batch_tx, batches) = mpsc::channel(1 << 10);
+    let (fetched_tx, fetched) = mpsc::channel(1 << 10);
+    let (policy_tx, policy) = watch::channel(Policy::default());
+    let mut driver = Driver {
+        name: cluster.node.clone(),
+        auth: Authority::new(config.rules.clone()),
+        clock,
+        keeper: Keeper::new(cluster.node.clone(), timing, placement),
+        committer: Committer::new(log, cluster.node.clone()),
+        timing,
+        held: BTreeSet::new(),
+        floor: ServerTime(0),
+        presence: Presence::default(),
+        pairs: Pairs::new(),
+        parked: Parked::default(),
+        policy: Policy::default(),
+        policy_tx,
+        next_sweep: Instant::now(),
+        alive: Vec::new(),
+        batches: batch_tx,
+        nats,
+        ctl,
+        fetched_tx,
+        fetches: JoinSet::new(),
+        request_timeout: cluster.request_timeout,
+        metrics,
+    };
+    driver.join().await?;
+    let joined = Joined {
+        driver,
+        releases,
+        pins,
+        fetched,
+    };
+    Ok((joined, (batches, policy)))
+}
+
+impl Joined {
+    /// Run the driver on a task of its own until the inputs end or
+    /// `shutdown` (then it hands its rooms over first).
+    pub(super) fn spawn(
+        self,
+        inputs: mpsc::Receiver<Input>,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let Joined {
+            driver,
+            releases,
+            pins,
+            fetched,
+        } = self;
+        tokio::spawn(driver.run(inputs, (releases, pins), fetched, shutdown))
+    }
+}
+
+impl Driver {
+    /// Become a member (bounded: a few leases' time) and look at the
+    /// bucket once, so the node serves from its first request on.
+    async fn join(&mut self) -> Result<(), cluster::Error> {
+        let until = Instant::now() + self.timing.ttl * 10;
+        while !self.keeper.is_member(Instant::now()) {
+            if Instant::now() > until {
+                return Err(cluster::Error::Bucket("cannot take the node lease".into()));
+            }
+            let changes = self.keeper.step(Instant::now()).await;
+            self.apply(changes).await;
+            let next = (self.keeper.poll_timeout()).unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(next.max(Instant::now()).into()).await;
+        }
+        self.look_around().await;
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        (mut releases, mut pins): (async_nats::Subscriber, kv::Watch),
+        mut fetched: mpsc::Receiver<RoomId>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let changes = self.keeper.step(Instant::now()).await;
+            let gained = self.apply(changes).await;
+            let again = self.parked.take(&gained);
+            if !again.is_empty() && self.handle(again).await.is_err() {
+                return;
+            }
+            let now = Instant::now();
+            self.refresh_policy(now);
+            let alive: Vec<String> = self.policy.nodes().map(str::to_owned).collect();
+            if self.next_sweep <= now || alive != self.alive {
+                self.alive = alive;
+                self.look_around().await;
+            }
+            if self.fire_timers().await.is_err() {
+                return;
+            }
+            let expired = self.parked.expired(Instant::now());
+            if !expired.is_empty() {
+                let items = expired.into_iter().flat_map(|i| self.give_up(i)).collect();
+                if self.batches.send(items).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                input = inputs.recv() => {
+                    let Some(first) = input else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match inputs.try_recv() {
+                            Ok(i) => batch.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.handle(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Some(msg) = releases.next() => self.release_asked(msg).await,
+                Some(entry) = pins.next() => {
+                    match entry.ok().as_ref().and_then(Placement::pin_change) {
+                        Some((room, Some(to))) => self.pairs.handle_pinned(room, to),
+                        Some((room, None)) => self.pairs.handle_unpinned(room),
+                        None => {}
+                    }
+                }
+                Some(room) = fetched.recv() => self.keeper.want(Instant::now(), room),
+                _ = shutdown.changed() => {
+                    self.leave().await;
+                    return;
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let timer = (self.auth.poll_timeout()).map(|t| self.clock.instant(t));
+        [timer, self.keeper.poll_timeout(), self.parked.next_expiry()]
+            .into_iter()
+            .flatten()
+            .chain([self.next_sweep])
+            .min()
+            .unwrap_or(self.next_sweep)
+    }
+
+    /// Origin time for deciding: never before the last event of a room won.
+    pub(super) fn now_t(&self) -> ServerTime {
+        self.clock.now().max(self.floor)
+    }
+
+    /// The policy over the live members (this node included while it holds
+    /// its membership) and the pins known.
+    pub(super) fn refresh_policy(&mut self, now: Instant) {
+        let mut policy = Policy::new(self.keeper.members().alive(now).map(str::to_owned));
+        if self.keeper.is_member(now) {
+            policy.handle_joined(&self.name);
+        }
+        for (room, to) in self.pairs.pins() {
+            policy.handle_pin(*room, Some(*to));
+        }
+        if policy != self.policy {
+            self.policy_tx.send_replace(policy.clone());
+            self.policy = policy;
+        }
+    }
+
+    /// The node the policy gives `room` to, unless it is this one.
+    pub(super) fn elsewhere(&self, room: RoomId) -> Option<String> {
+        (self.policy.owner_of(room))
+            .filter(|o| *o != self.name)
+            .map(str::to_owned)
+    }
+
+    /// List the pins and room claims (after a member died or joined, and
+    /// now and then): let go of pairs whose battle is over, want the rooms
+    /// the policy gives this node whose holder's node lease is dead,
+    /// release those it gives to another live node.
+    async fn look_around(&mut self) {
+        let now = Instant::now();
+        self.next_sweep = now + self.timing.renew_every() * SWEEP_EVERY;
+        let placement = self.keeper.placement().clone();
+        match placement.pins().await {
+            Ok(pins) => self.pairs.handle_listed(now, pins),
+            Err(e) => tracing::warn!(error = %e, "cannot list the pins"),
+        }
+        let (held, auth) = (&self.held, &self.auth);
+        let state = |room: RoomId| match (held.contains(&room), auth.room(room)) {
+            (false, _) => Held::Elsewhere,
+            (true, Some(s)) if s.battle.is_some() || s.pk_invite.is_some() => Held::Busy,
+            (true, _) => Held::Idle,
+        };
+        for step in self.pairs.poll_unpin(now, state) {
+            if let Step::Unpin { room } = step {
+                tracing::info!(%room, "battle over: room unpinned");
+                if let Err(e) = placement.unpin(room).await {
+                    tracing::warn!(%room, error = %e, "cannot unpin");
+                }
+            }
+        }
+        self.refresh_policy(Instant::now());
+        let rooms = match placement.rooms().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the room claims");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for (room, claim, _) in rooms {
+            let mine = self.policy.owner_of(room) == Some(self.name.as_str());
+            if claim.node == self.name {
+                if !mine && self.policy.owner_of(room).is_some() {
+                    self.keeper.release(room);
+                } else if mine && self.keeper.owned(room, now).is_none() {
+                    // An earlier incarnation's claim: take it back.
+                    self.keeper.want(now, room);
+                }
+            } else if mine && !(self.keeper.members()).holds(&claim.node, claim.member, now) {
+                self.keeper.want(now, room);
+            }
+        }
+    }
+
+    /// Rooms won are fenced, rebuilt and served; rooms lost are dropped and
+    /// their subscribers told where they went. Returns the rooms won.
+    pub(super) async fn apply(&mut self, changes: Vec<Change>) -> Vec<RoomId> {
+        let mut items = Vec::new();
+        let mut gained = Vec::new();
+        for change in changes {
+            match change {
+                Change::Gained { room, epoch } => {
+                    let entries = match self.committer.acquire(room, epoch).await {
+                        Ok(entries) => entries,
+                        Err(e) => {
+                            tracing::warn!(%room, error = %e, "cannot fence a won room");
+                            self.keeper.release(room);
+                            continue;
+                        }
+                    };
+                    self.auth.remove_room(room);
+                    if let Err(e) = rebuild(&mut self.auth, &entries) {
+                        tracing::error!(%room, error = %e, "room log does not replay");
+                        self.auth.remove_room(room);
+                        self.committer.drop_room(room);
+                        self.keeper.release(room);
+                        continue;
+                    }
+                    let state = self.auth.room(room).cloned();
+                    if let Some(s) = &state {
+                        self.floor = self.floor.max(s.at);
+                    }
+                    tracing::info!(%room, epoch, entries = entries.len(), "room won");
+                    self.held.insert(room);
+                    self.pairs.handle_gained(room);
+                    items.push(Item::Won { room, state });
+                    gained.push(room);
+                }
+                Change::Lost { room } => self.drop_room(room, &mut items),
+            }
+        }
+        self.metrics.rooms_live.set(gauge(self.held.len()));
+        if !items.is_empty() {
+            let _ = self.batches.send(items).await;
+        }
+        gained
+    }
+
+    /// Stop serving `room`: its subscribers hear where it went.
+    pub(super) fn drop_room(&mut self, room: RoomId, items: &mut Vec<Item>) {
+        if !self.held.remove(&room) {
+            return;
+        }
+        tracing::info!(%room, "room no longer served here");
+        self.auth.remove_room(room);
+        self.committer.drop_room(room);
+        let owner = self.elsewhere(room);
+        items.push(Item::Moved {
+            room,
+            owner,
+            relay: None,
+        });
+    }
+
+    /// Another node pinned a room held here to its partner and asks for it:
+    /// release it (everything decided for it is committed: the driver
+    /// commits each batch before it takes the next input), then answer.
+    async fn release_asked(&mut self, msg: async_nats::Message) {
+        if let Ok(r) = serde_json::from_slice::<Release>(&msg.payload) {
+            let (room, to) = (RoomId(r.room), RoomId(r.to));
+            self.pairs.handle_pinned(room, to);
+            self.refresh_policy(Instant::now());
+            if self.elsewhere(room).is_some() {
+                tracing::info!(%room, partner = %to, "releasing a room for a battle");
+                self.keeper.release(room);
+                let changes = self.keeper.step(Instant::now()).await;
+                self.apply(changes).await;
+            }
+        }
+        if let Some(reply) = msg.reply {
+            let _ = self.nats.publish(reply, "released".into()).await;
+        }
+    }
+
+    /// Carry out [`Pairs`]'s steps for an invitation: the pin and the
+    /// fetch run on a task of their own, which says when it is done.
+    pub(super) fn fetch(&mut self, steps: Vec<Step>) {
+        for step in steps {
+            let Step::Fetch { room, to } = step else {
+                continue;
+            };
+            let placement = self.keeper.placement().clone();
+            let (nats, ctl, me) = (self.nats.clone(), self.ctl.clone(), self.name.clone());
+            let (done, wait) = (self.fetched_tx.clone(), self.request_timeout);
+            self.fetches.spawn(async move {
+                if let Err(e) = placement.pin(room, to).await {
+                    tracing::warn!(%room, error = %e, "cannot pin");
+                }
+                if let Some(holder) = placement.holder(room).await.filter(|h| *h != me) {
+                    let body = serde_json::to_vec(&Release {
+                        room: room.0,
+                        to: to.0,
+                    })
+                    .unwrap_or_default();
+                    let ask = nats.request(release_subject(&ctl, &holder), body.into());
+                    match tokio::time::timeout(wait, ask).await {
+                        Ok(Ok(_)) => tracing::info!(%room, %holder, "room released to us"),
+                        _ => tracing::warn!(%room, %holder, "no answer to a release request"),
+                    }
+                }
+                let _ = done.send(room).await;
+            });
+        }
+        while self.fetches.try_join_next().is_some() {}
+    }
+
+    /// Drain: hand every room over, leave the membership.
+    async fn leave(&mut self) {
+        self.keeper.leave();
+        let changes = self.keeper.step(Instant::now()).await;
+        self.apply(changes).await;
+    }
+}

@@ -1,0 +1,385 @@
+//! Cluster mode: routing and deciding a batch of inputs, then one group
+//! commit to the room logs, and only then what leaves (see `cluster.rs`).
+//!
+//! Per input: a room the policy gives another node is answered `Moved`
+//! (a subscription) or `Redirect` (an action), undecided; a room the
+//! policy gives this node but not held yet is parked while the node wins
+//! it; a held room's input is decided by the node's one
+//! [`Authority`](crate::rules::Authority). After the batch's appends,
+//! a record's ack and events leave only if every room it touched was
+//! appended and is still held under a valid lease; otherwise the events of
+//! the rooms that were are published, the action is handed back
+//! (`Redirect` with no owner: the relay resends it, and the id memory,
+//! which travels in the log, answers it exactly once) and the rooms whose
+//! append failed are dropped.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use protocol::message::{ActionMsg, Actor, UpMsg};
+use protocol::{Outcome, RoomId};
+
+use super::cluster::Driver;
+use super::shared::{Input, Item, RelayId};
+use crate::cluster::split;
+use crate::rules::{Decision, Record};
+
+/// Where a room's input goes.
+enum Place {
+    /// Held here: decide it.
+    Here,
+    /// The policy gives it to this node, which is winning it: park it.
+    Win,
+    /// The policy gives it to another node (or none is known).
+    Other(Option<String>),
+}
+
+/// What leaves once the batch is appended.
+enum Out {
+    /// Whatever happens to the appends.
+    Item(Item),
+    /// A decided record: it leaves if every room in `rooms` was appended
+    /// and is held; `reply` is the action to hand back otherwise.
+    Record {
+        record: Record,
+        rooms: Vec<RoomId>,
+        reply: Option<(RelayId, Actor, ActionMsg)>,
+    },
+    /// An answer from the id memory: it leaves if `room` was appended (or
+    /// had nothing to append) and is held.
+    Answer {
+        room: RoomId,
+        item: Item,
+        redirect: (RelayId, Actor, ActionMsg),
+    },
+}
+
+/// A batch being decided.
+#[derive(Default)]
+struct Batch {
+    /// What the committer appends, per room.
+    records: Vec<(RoomId, Record)>,
+    out: Vec<Out>,
+}
+
+impl Batch {
+    fn item(&mut self, item: Item) {
+        self.out.push(Out::Item(item));
+    }
+
+    /// `record` (acked in `home` if it has an ack) goes to the room logs.
+    fn record(&mut self, record: Record, home: RoomId, reply: Option<(RelayId, Actor, ActionMsg)>) {
+        if record.is_empty() {
+            return;
+        }
+        let parts = split(record.clone(), home);
+        let rooms = parts.iter().map(|(r, _)| *r).collect();
+        self.records.extend(parts);
+        self.out.push(Out::Record {
+            record,
+            rooms,
+            reply,
+        });
+    }
+}
+
+impl Driver {
+    /// Decide a batch of inputs, append it, pass on what may leave.
+    pub(super) async fn handle(&mut self, inputs: Vec<Input>) -> Result<(), ()> {
+        let mut batch = Batch::default();
+        for input in inputs {
+            self.route(input, &mut batch);
+        }
+        self.commit(batch).await
+    }
+
+    /// Fire the timers due.
+    pub(super) async fn fire_timers(&mut self) -> Result<(), ()> {
+        let now = self.now_t();
+        if (self.auth.poll_timeout()).is_none_or(|t| t > now) {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        let record = self.auth.handle_timeout(now);
+        batch.record(record, RoomId(0), None);
+        self.commit(batch).await
+    }
+
+    fn place(&mut self, room: RoomId) -> Place {
+        if let Some(owner) = self.elsewhere(room) {
+            return Place::Other(Some(owner));
+        }
+        if self.policy.owner_of(room).is_none() {
+            return Place::Other(None);
+        }
+        if self.held.contains(&room) {
+            return Place::Here;
+        }
+        self.keeper.want(Instant::now(), room);
+        Place::Win
+    }
+
+    fn park(&mut self, room: RoomId, input: Input, batch: &mut Batch) {
+        if let Err(input) = self.parked.park(Instant::now(), room, input) {
+            tracing::warn!(%room, "too many requests waiting for rooms to be won");
+            for item in self.give_up(input) {
+                batch.item(item);
+            }
+        }
+    }
+
+    /// A parked request that cannot wait longer: handed back with no owner
+    /// (the relay tries again shortly).
+    pub(super) fn give_up(&mut self, input: Input) -> Vec<Item> {
+        match input {
+            Input::Up {
+                relay,
+                msg: UpMsg::Action { actor, msg },
+            } => vec![Item::Redirect {
+                relay,
+                actor,
+                msg,
+                owner: None,
+            }],
+            Input::Up {
+                relay,
+                msg: UpMsg::Subscribe { room, .. },
+            } => vec![Item::Moved {
+                room,
+                owner: None,
+                relay: Some(relay),
+            }],
+            Input::Open { reply, .. } => {
+                let _ = reply.send(false);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn route(&mut self, input: Input, batch: &mut Batch) {
+        match input {
+            Input::RelayUp {
+                relay,
+                name,
+                out,
+                conn,
+            } => batch.item(Item::RelayUp {
+                relay,
+                name,
+                out,
+                conn,
+            }),
+            Input::RelayGone { relay, name, lost } => {
+                let now = self.now_t();
+                for (room, user) in self.presence.relay_gone(relay) {
+                    if self.held.contains(&room) {
+                        let record = self.auth.handle_presence(now, room, user, false);
+                        batch.record(record, room, None);
+                    }
+                }
+                batch.item(Item::RelayGone { relay, name, lost });
+            }
+            Input::Query { room, reply } => batch.item(Item::Query { room, reply }),
+            Input::Open { room, reply } => match self.place(room) {
+                Place::Here => {
+                    let record = self.auth.handle_open(self.now_t(), room);
+                    batch.record(record, room, None);
+                    let _ = reply.send(self.auth.room(room).is_some());
+                }
+                Place::Win => self.park(room, Input::Open { room, reply }, batch),
+                Place::Other(_) => {
+                    let _ = reply.send(false);
+                }
+            },
+            Input::Up { relay, msg } => self.route_up(relay, msg, batch),
+        }
+    }
+
+    fn route_up(&mut self, relay: RelayId, msg: UpMsg, batch: &mut Batch) {
+        match msg {
+            UpMsg::Subscribe { room, .. } => match self.place(room) {
+                Place::Here => {
+                    let UpMsg::Subscribe {
+                        room,
+                        since,
+                        history,
+                    } = msg
+                    else {
+                        return;
+                    };
+                    batch.item(Item::Subscribe {
+                        relay,
+                        room,
+                        since,
+                        history,
+                    });
+                }
+                Place::Win => self.park(room, Input::Up { relay, msg }, batch),
+                Place::Other(owner) => batch.item(Item::Moved {
+                    room,
+                    owner,
+                    relay: Some(relay),
+                }),
+            },
+            UpMsg::Unsubscribe { room } => batch.item(Item::Unsubscribe { relay, room }),
+            UpMsg::Action { actor, msg } => self.action(relay, actor, msg, batch),
+            UpMsg::Presence { room, user, online } => match self.place(room) {
+                Place::Here => {
+                    if let Some(now_online) = self.presence.report(relay, room, user, online) {
+                        let now = self.now_t();
+                        let record = self.auth.handle_presence(now, room, user, now_online);
+                        batch.record(record, room, None);
+                    }
+                }
+                Place::Win => {
+                    let msg = UpMsg::Presence { room, user, online };
+                    self.park(room, Input::Up { relay, msg }, batch);
+                }
+                // The relay reports presence where it routes the room.
+                Place::Other(_) => {}
+            },
+            UpMsg::Hello { .. } | UpMsg::Ping { .. } => {}
+        }
+    }
+
+    fn action(&mut self, relay: RelayId, actor: Actor, msg: ActionMsg, batch: &mut Batch) {
+        let room = msg.room;
+        match self.place(room) {
+            Place::Other(owner) => {
+                return batch.item(Item::Redirect {
+                    relay,
+                    actor,
+                    msg,
+                    owner,
+                })
+            }
+            Place::Win => {
+                let msg = UpMsg::Action { actor, msg };
+                return self.park(room, Input::Up { relay, msg }, batch);
+            }
+            Place::Here => {}
+        }
+        // A PK invitation to a room held elsewhere: bring that room here
+        // first (pinned to this one), then decide.
+        let away =
+            (self.auth.missing(&msg).into_iter()).find(|r| *r != room && !self.held.contains(r));
+        if let Some(invited) = away {
+            let steps = self.pairs.handle_invite(Instant::now(), room, invited);
+            self.fetch(steps);
+            self.refresh_policy(Instant::now());
+            self.keeper.want(Instant::now(), invited);
+            let msg = UpMsg::Action { actor, msg };
+            return self.park(invited, Input::Up { relay, msg }, batch);
+        }
+        let now = self.now_t();
+        match self.auth.handle_action(now, actor, &msg) {
+            Decision::Decided(record) => {
+                if matches!(record.ack.map(|a| a.outcome), Some(Outcome::Applied { .. })) {
+                    self.metrics.applied.inc();
+                }
+                batch.record(record, room, Some((relay, actor, msg)));
+            }
+            Decision::Answered { outcome, timers } => {
+                batch.record(timers, room, None);
+                let item = Item::Answer {
+                    relay,
+                    user: actor.user,
+                    id: msg.id,
+                    outcome,
+                };
+                let redirect = (relay, actor, msg);
+                batch.out.push(Out::Answer {
+                    room,
+                    item,
+                    redirect,
+                });
+            }
+            Decision::Throttled {
+                retry_after,
+                timers,
+            } => {
+                batch.record(timers, room, None);
+                let ms = retry_after.as_millis().max(1);
+                batch.item(Item::Throttled {
+                    relay,
+                    user: actor.user,
+                    id: msg.id,
+                    retry_after_ms: u32::try_from(ms).unwrap_or(u32::MAX),
+                });
+            }
+        }
+    }
+
+    /// Append the batch's records (one group commit), then pass on what
+    /// may leave, in order; drop the rooms whose append failed.
+    async fn commit(&mut self, batch: Batch) -> Result<(), ()> {
+        let done = self.committer.commit(batch.records).await;
+        let failed: BTreeSet<RoomId> = (done.iter())
+            .filter(|a| a.result.is_err())
+            .map(|a| a.room)
+            .collect();
+        let now = Instant::now();
+        let keeper = &self.keeper;
+        let ok = |room: &RoomId| !failed.contains(room) && keeper.owned(*room, now).is_some();
+        let mut items = Vec::with_capacity(batch.out.len());
+        for out in batch.out {
+            match out {
+                Out::Item(item) => items.push(item),
+                Out::Record {
+                    record,
+                    rooms,
+                    reply,
+                } => {
+                    if rooms.iter().all(ok) {
+                        let reply = reply.map(|(relay, _, _)| relay);
+                        items.push(Item::Record { record, reply });
+                        continue;
+                    }
+                    let events: Vec<_> =
+                        (record.events.into_iter()).filter(|(r, _)| ok(r)).collect();
+                    if !events.is_empty() {
+                        let record = Record { ack: None, events };
+                        items.push(Item::Record {
+                            record,
+                            reply: None,
+                        });
+                    }
+                    if let Some((relay, actor, msg)) = reply {
+                        items.push(Item::Redirect {
+                            relay,
+                            actor,
+                            msg,
+                            owner: None,
+                        });
+                    }
+                }
+                Out::Answer {
+                    room,
+                    item,
+                    redirect: (relay, actor, msg),
+                } => items.push(match ok(&room) {
+                    true => item,
+                    false => Item::Redirect {
+                        relay,
+                        actor,
+                        msg,
+                        owner: None,
+                    },
+                }),
+            }
+        }
+        let lost: Vec<RoomId> = (self.held.iter().copied())
+            .filter(|r| failed.contains(r) || self.keeper.owned(*r, now).is_none())
+            .collect();
+        for room in lost {
+            tracing::warn!(%room, "append failed or lease lapsed: room dropped");
+            self.drop_room(room, &mut items);
+            self.keeper.release(room);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.batches.send(items).await.map_err(|_| ())
+    }
+}
