@@ -41,7 +41,6 @@ async fn gifts(room: &client_sdk::Room, n: usize) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "until the origin serves cluster mode (Origin::start_with with [cluster])"]
 async fn killing_the_node_of_a_battling_room_loses_nothing_and_keeps_one_writer() {
     if !present("cluster topology") {
         return;

@@ -6,9 +6,8 @@
 //! cluster secret.
 //!
 //! Failures: [`Nodes::kill`] (a crash: `Origin::abort`), [`Nodes::drain`]
-//! (a graceful stop: `Origin::shutdown`; the origin offers no hand-over
-//! of a node's rooms yet, so its rooms move as a dead node's do, once its
-//! lease expires), [`Nodes::partition`] / [`Nodes::heal`] (its proxies cut),
+//! (a graceful stop: `Origin::shutdown`, which hands the node's rooms over
+//! before it stops), [`Nodes::partition`] / [`Nodes::heal`] (its proxies cut),
 //! [`Nodes::kill_nats`] (SIGKILL a NATS server).
 
 use std::net::SocketAddr;
@@ -189,10 +188,20 @@ impl Nodes {
         self.live().next().map(|(_, o)| o.now())
     }
 
-    /// Open `room` as an operator would: on its owner, else on the first
-    /// live node that takes it.
+    /// The live node the nodes say should serve `room` now (their
+    /// placement with PK pins: `Origin::owner_of` as the first live node
+    /// sees it), else placement over the live names.
+    pub fn serving(&self, room: RoomId) -> Option<usize> {
+        let named = self.live().find_map(|(_, o)| o.owner_of(room));
+        (named.and_then(|n| self.index(&n)))
+            .filter(|i| self.nodes[*i].origin.is_some())
+            .or_else(|| self.owner(room))
+    }
+
+    /// Open `room` as an operator would: on the node serving it, else on
+    /// the first live node that takes it (a node not serving it refuses).
     pub async fn open_room(&self, room: RoomId) -> bool {
-        let first = self.owner(room);
+        let first = self.serving(room);
         let order = first.into_iter().chain(self.live().map(|(i, _)| i));
         for i in order {
             if let Some(o) = &self.nodes[i].origin {
@@ -218,10 +227,19 @@ impl Nodes {
         best
     }
 
-    /// The live node that serves `room` now: the one holding its most
-    /// advanced state (a battle's rooms sit on one node, wherever placement
-    /// would put them), else its owner by placement.
+    /// The live node that serves `room` now: the one the nodes name (a
+    /// battle's rooms sit on one node, wherever placement alone would put
+    /// them), else the one holding its most advanced state.
     pub async fn holder(&self, room: RoomId) -> Option<usize> {
+        if let Some(i) = self
+            .live()
+            .find_map(|(_, o)| o.owner_of(room))
+            .and_then(|n| self.index(&n))
+        {
+            if self.nodes[i].origin.is_some() {
+                return Some(i);
+            }
+        }
         let mut best: Option<(u64, usize)> = None;
         for (i, o) in self.live() {
             if let Some(st) = o.room_state(room).await {

@@ -229,7 +229,8 @@ pub enum StepAction {
         /// Which.
         node: NodeRef,
     },
-    /// Cluster mode: stop an origin node gracefully.
+    /// Cluster mode: stop an origin node gracefully (it hands its rooms
+    /// over first).
     DrainOriginNode {
         /// Which.
         node: NodeRef,
