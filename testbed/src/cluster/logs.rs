@@ -4,11 +4,16 @@
 //! headers (`Ringside-Node`, `Ringside-Epoch`), store time and
 //! [`Entry`](origin::cluster::Entry) (postcard, as the origin wrote it).
 //! Bounded: each stream is read up to the last sequence its info gave, and
-//! each message is waited for at most [`MESSAGE_WITHIN`].
+//! each message is waited for at most [`MESSAGE_WITHIN`]. A stream whose
+//! leader died a moment ago answers nothing until it has elected another
+//! (JetStream's Raft waits seconds): a failed read is tried again, up to
+//! [`TRIES`] times a second apart.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
 use origin::cluster::{HEADER_EPOCH, HEADER_NODE};
@@ -19,6 +24,8 @@ use super::writers::LogMessage;
 
 /// Longest wait for one message of a stream being read.
 pub const MESSAGE_WITHIN: Duration = Duration::from_secs(10);
+/// Tries to read one stream.
+pub const TRIES: usize = 20;
 
 /// Every message of every room log in the cluster at `urls` (any servers
 /// of it) that `config` names (its `stream`, `subject_prefix`, `shards`).
@@ -33,14 +40,40 @@ pub async fn read_all(
     let mut out = Vec::new();
     for k in 0..config.shards.max(1) {
         let name = format!("{}_{k}", config.stream);
-        let Ok(mut s) = js.get_stream(&name).await else {
-            continue;
-        };
-        let last = s.info().await.context("stream info")?.state.last_sequence;
-        if last == 0 {
-            continue;
+        for attempt in 1..=TRIES {
+            match read_one(&js, &name).await {
+                Ok(messages) => {
+                    out.extend(messages);
+                    break;
+                }
+                Err(e) if attempt == TRIES => {
+                    return Err(e.context(format!("{TRIES} tries")));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
         }
-        read_stream(&s, &name, last, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Every message of stream `name` (none if it does not exist).
+async fn read_one(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<LogMessage>> {
+    let mut out = Vec::new();
+    let mut s = match js.get_stream(name).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            return Ok(out);
+        }
+        Err(e) => return Err(anyhow::anyhow!("stream {name}: {e}")),
+    };
+    let last = s.info().await.context("stream info")?.state.last_sequence;
+    if last > 0 {
+        read_stream(&s, name, last, &mut out).await?;
     }
     Ok(out)
 }

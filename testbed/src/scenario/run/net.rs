@@ -42,7 +42,12 @@ impl Net {
             ..Spec::default()
         };
         // Every scenario room is open from the start, as a platform opens
-        // scheduled shows (hosts here do not act before their battles).
+        // scheduled shows (hosts here do not act before their battles). In
+        // a cluster only those: an idle room would count as one that
+        // never resumed after a failure.
+        if s.cluster.is_some() {
+            spec.open_rooms.clear();
+        }
         for r in &s.rooms {
             if !spec.open_rooms.contains(&r.id) {
                 spec.open_rooms.push(r.id);
