@@ -8,7 +8,10 @@
 //!
 //! - the first message is a fence (nothing is written unfenced);
 //! - a fence's headers (`Ringside-Node`, `Ringside-Epoch`) are the node and
-//!   epoch it names, and its epoch is greater than every earlier fence's;
+//!   epoch it names, and its epoch is greater than the previous fence's
+//!   (or equal, from the same node: a writer fencing its room again after a
+//!   failed append) — a deposed owner fencing again with its old epoch
+//!   would take the log back from its successor;
 //! - every record between two fences carries the opening fence's node and
 //!   epoch in its headers (one writer per stretch);
 //! - no action is applied twice (an applied ack's id appears once in the
@@ -124,7 +127,7 @@ fn check_room(
                     );
                 }
                 if let Some((prev, e)) = writer {
-                    if *epoch <= e {
+                    if *epoch < e || (*epoch == e && node != prev) {
                         bad(
                             m.seq,
                             format!(
@@ -292,6 +295,8 @@ mod tests {
             fence(3, 2, "b", 5),
             records(4, 3, "b", 5, 1),
             fence(5, 4, "c", 3),
+            // The same writer fencing again at its epoch is fine.
+            fence(6, 5, "c", 3),
         ]);
         let seqs: Vec<u64> = r.violations.iter().map(|v| v.seq).collect();
         // Unfenced (1), epoch not grown (3), applied twice (4), shrunk (5).
