@@ -16,6 +16,10 @@
 //! - [`topology`] — a whole Ringside deployment in one process (origin,
 //!   relays, clients with tokens), for the demo, the benchmark, scenarios and
 //!   the integration tests.
+//! - [`cluster`] — cluster mode (issue 12): a NATS JetStream cluster of
+//!   child nats-servers, origin nodes on it, their failures (node killed,
+//!   drained, partitioned from NATS; NATS server killed) and the check that
+//!   no room ever had two writers.
 //! - [`scenario`] — `testbed run`: a scenario file played on a whole
 //!   deployment behind impaired links, in four rooms: [`scenario::spec`]
 //!   (the file, parsed and checked), [`scenario::run`](mod@scenario::run)
@@ -40,7 +44,13 @@
 //! - `link/`: `mod.rs` the proxy; `driver.rs` its task; `session.rs`
 //!   NAT-style sessions; `held.rs` packets waiting; `socket.rs` sockets;
 //!   `stats.rs` counters.
-//! - `topology.rs`: an origin, relays and clients in one process.
+//! - `topology.rs`: an origin (or origin nodes in cluster mode), relays
+//!   and clients in one process.
+//! - `cluster/`: cluster mode's parts (`mod.rs` has their map): `nats.rs`
+//!   the NATS cluster launcher; `proxy.rs` the cuttable TCP proxy between a
+//!   node and NATS; `nodes.rs` the origin nodes and their failures;
+//!   `logs.rs` the room logs read back; `writers.rs` the two-writer check
+//!   and per-room pauses.
 //! - `scrape.rs`: one GET of `/metrics`, a series' value, a quantile.
 //! - `scenario/spec/`: `file.rs` the TOML as written; `check.rs` one
 //!   conversion per section; `types.rs` the checked scenario; `gate.rs` the
@@ -57,7 +67,8 @@
 //! - `bench/`: `run.rs` the phases; `servers.rs` and `child.rs` the server
 //!   processes; `echo.rs` the quinn floor; `probe.rs` one-hop clients;
 //!   `loadgen.rs` the viewers, `stages.rs` the growing audience, `fanout.rs`
-//!   the sender and the reports; `stats.rs` the one sampling loop; `sys.rs`
+//!   the sender and the reports; `cluster.rs` `--cluster` (cluster mode
+//!   beside the embedded origin); `stats.rs` the one sampling loop; `sys.rs`
 //!   memory, CPU, the disk's fdatasync; `json.rs` `--json`.
 //! - `attack/`: `plan.rs` what runs; `run.rs` the phases; `servers.rs` the
 //!   processes; `honest.rs` the honest crowd; `hostile.rs` what attackers
@@ -66,11 +77,13 @@
 //!   `aioquic.rs` the non-quinn client; `meter.rs` memory and CPU sampling;
 //!   `report.rs` the figures and verdict; `render.rs` the text;
 //!   `secrets.rs` per-run secrets.
-//! - `main.rs` and `cli/`: one file per subcommand (`demo`, `bench`,
+//! - `main.rs` and `cli/`: one file per subcommand (`demo`, `bench` with
+//!   `bench_cluster.rs` for `--cluster`,
 //!   `failover`, `run`, `attack`, `link`, `serve`).
 
 pub mod attack;
 pub mod bench;
+pub mod cluster;
 pub mod impair;
 pub mod link;
 pub mod scenario;

@@ -4,6 +4,11 @@
 //! topology generates its own random secrets: nothing signs with a secret
 //! printed in the source.
 //!
+//! With [`Spec::cluster`] set the origin is a cluster instead (see
+//! [`crate::cluster`]): NATS servers as child processes, origin nodes in
+//! process, relays given every node's address; [`Topology::origin`] is then
+//! `None` and [`Topology::cluster`] holds the nodes.
+//!
 //! Used by `testbed demo`, `testbed bench`, `testbed run` and the
 //! integration tests.
 
@@ -19,6 +24,8 @@ use net::Identity;
 use origin::Origin;
 use protocol::{RoomId, RoomState, UserId};
 use relay::Relay;
+
+use crate::cluster::{ClusterSpec, Nodes};
 
 /// How to build a topology.
 #[derive(Debug, Clone)]
@@ -42,6 +49,10 @@ pub struct Spec {
     /// a scheduled show (only a host or an operator opens a room; tests and
     /// scenarios have viewers act in rooms whose host may come later).
     pub open_rooms: Vec<RoomId>,
+    /// Cluster mode: origin nodes on a NATS cluster instead of one origin
+    /// (`origin` is then every node's configuration under what the cluster
+    /// sets). `None` (the default): one origin on its local log.
+    pub cluster: Option<ClusterSpec>,
 }
 
 impl Default for Spec {
@@ -70,14 +81,17 @@ impl Default for Spec {
             data_dir: None,
             checkpoint_every: origin::Config::default().checkpoint_every,
             open_rooms: (1..=32).map(RoomId).collect(),
+            cluster: None,
         }
     }
 }
 
 /// A running topology.
 pub struct Topology {
-    /// The origin, while it runs.
+    /// The origin, while it runs (`None` in cluster mode).
     pub origin: Option<Origin>,
+    /// Cluster mode's NATS servers and origin nodes.
+    pub cluster: Option<Nodes>,
     /// The relays, by index; `None` once killed or drained.
     pub relays: Vec<Option<Relay>>,
     /// The one certificate every server presents (local runs).
@@ -131,19 +145,32 @@ impl Topology {
             checkpoint_every: spec.checkpoint_every,
             ..spec.origin.clone()
         };
-        let origin = Origin::start_with(origin_config.clone(), identity.clone())
-            .await
-            .context("starting the origin")?;
-        for room in &spec.open_rooms {
-            anyhow::ensure!(origin.open_room(*room).await, "opening {room}");
-        }
-        // Keep the port: a restarted origin comes back on it.
-        let origin_config = origin::Config {
-            listen: origin.addr(),
-            ..origin_config
+        let (origin, cluster, origin_config) = match &spec.cluster {
+            None => {
+                let origin = Origin::start_with(origin_config.clone(), identity.clone())
+                    .await
+                    .context("starting the origin")?;
+                for room in &spec.open_rooms {
+                    anyhow::ensure!(origin.open_room(*room).await, "opening {room}");
+                }
+                // Keep the port: a restarted origin comes back on it.
+                let origin_config = origin::Config {
+                    listen: origin.addr(),
+                    ..origin_config
+                };
+                (Some(origin), None, origin_config)
+            }
+            Some(c) => {
+                let nodes = Nodes::start(c, &origin_config, &data_dir, identity.clone()).await?;
+                for room in &spec.open_rooms {
+                    anyhow::ensure!(nodes.open_room(*room).await, "opening {room}");
+                }
+                (None, Some(nodes), origin_config)
+            }
         };
         let mut t = Topology {
-            origin: Some(origin),
+            origin,
+            cluster,
             relays: Vec::new(),
             identity,
             origin_config,
@@ -162,6 +189,7 @@ impl Topology {
                 origin_cert: None,
                 ..spec.relay.clone()
             };
+            let cfg = t.to_origins(cfg);
             t.add_relay(cfg).await?;
         }
         Ok(t)
@@ -191,9 +219,32 @@ impl Topology {
         Ok(self.relays.len() - 1)
     }
 
-    /// The origin (panics if it is down: a test bug).
+    /// The origin (panics if it is down, or in cluster mode: a test bug).
     pub fn origin(&self) -> &Origin {
         self.origin.as_ref().expect("the origin is running")
+    }
+
+    /// Origin time now: the origin's, or a live node's in cluster mode
+    /// (nodes share this machine's clock). Panics if no origin runs (a
+    /// test bug).
+    pub fn now(&self) -> protocol::ServerTime {
+        match (&self.origin, &self.cluster) {
+            (Some(o), _) => o.now(),
+            (None, Some(c)) => c.now().expect("an origin node is running"),
+            (None, None) => panic!("no origin is running"),
+        }
+    }
+
+    /// `cfg` pointed at this topology's origin: in cluster mode, at every
+    /// node (`origins`), else unchanged.
+    pub fn to_origins(&self, cfg: relay::Config) -> relay::Config {
+        match &self.cluster {
+            Some(c) => relay::Config {
+                origins: c.addrs(),
+                ..cfg
+            },
+            None => cfg,
+        }
     }
 
     /// Relay `i`'s address (it need not be running).
@@ -255,13 +306,21 @@ impl Topology {
             .with_context(|| format!("connecting user {user}"))
     }
 
-    /// The origin's committed state of a room.
+    /// The origin's committed state of a room (in cluster mode, its
+    /// owner's).
     pub async fn origin_state(&self, room: RoomId) -> Option<RoomState> {
+        if let Some(c) = &self.cluster {
+            return c.room_state(room).await;
+        }
         self.origin.as_ref()?.room_state(room).await
     }
 
     /// Restart the origin from its data directory on the same port.
     pub async fn restart_origin(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.cluster.is_none(),
+            "cluster mode has origin nodes, not one origin to restart"
+        );
         let o = Origin::start_with(self.origin_config.clone(), self.identity.clone())
             .await
             .context("restarting the origin")?;
@@ -307,6 +366,9 @@ impl Topology {
         }
         if let Some(o) = self.origin.take() {
             let _ = o.shutdown().await;
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.shutdown().await;
         }
     }
 }

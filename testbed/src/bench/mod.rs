@@ -17,6 +17,9 @@
 //!   in order, each a [`meter::Phase`].
 //! - [`nats`] — `--peer nats`: the same fan-out through nats-server (how
 //!   to install it is in that module's doc).
+//! - [`cluster`](mod@cluster) — `--cluster`: durable acks and throughput in cluster mode
+//!   (NATS JetStream, replicas 3) beside the embedded origin and the quinn
+//!   floor, in process.
 //! - [`targets`] — each figure beside its goal (the targets).
 //! - [`meter`] — a phase's CPU per process, softirq and UDP counters.
 //! - [`stats`] — histograms, and the one sampling loop ([`stats::Sampler`])
@@ -29,6 +32,7 @@
 
 pub mod audience;
 pub mod child;
+pub mod cluster;
 pub mod echo;
 pub mod fanout;
 pub mod json;

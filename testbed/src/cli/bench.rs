@@ -32,6 +32,12 @@ size of a gift event's datagram) through nats-server, found on PATH or in /usr/s
 /usr/local/sbin, /usr/local/bin (or --nats-server PATH). Install it with \
 `apt-get install nats-server` (Debian/Ubuntu); without it the NATS rows are skipped.
 
+--cluster measures cluster mode instead (issue 12), in process: durable gift ack p50/p99 \
+with three origin nodes on three clustered nats-servers (replicas 3) beside the embedded \
+origin and the quinn floor, and durable actions/s for one node and for three (and the \
+embedded origin), --cluster-rooms rooms with --cluster-window gifts in flight each. It uses \
+--ack-samples, --warmup, --gap-us, --phase-limit, --echo-samples and --echo-size.
+
 Measure with a release build: cargo build --release -p ringside-testbed, then \
 ./target/release/testbed bench --peer nats";
 
@@ -141,6 +147,8 @@ pub struct Args {
     /// Keep the temporary directory (with the child processes' logs).
     #[arg(long)]
     keep_dir: bool,
+    #[command(flatten)]
+    cluster: super::bench_cluster::ClusterArgs,
 }
 
 fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
@@ -194,6 +202,19 @@ impl Args {
 /// Run the benchmark and print its report (Ctrl-C stops it cleanly: the
 /// server processes are killed and the temporary directory removed).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.cluster.cluster {
+        let sampling = |samples| -> anyhow::Result<testbed::bench::stats::Sampling> {
+            Ok(testbed::bench::stats::Sampling {
+                warmup: args.warmup,
+                samples,
+                limit: seconds("phase-limit", args.phase_limit)?,
+                gap: Duration::from_micros(args.gap_us),
+            })
+        };
+        let (acks, echo) = (sampling(args.ack_samples)?, sampling(args.echo_samples)?);
+        let json = args.json.as_deref();
+        return super::bench_cluster::run(&args.cluster, acks, echo, args.echo_size, json).await;
+    }
     let plan = args.plan()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let progress = |s: &str| eprintln!("[bench] {s}");

@@ -3,6 +3,7 @@
 
 mod attack;
 mod bench;
+mod bench_cluster;
 mod demo;
 mod failover;
 mod link;

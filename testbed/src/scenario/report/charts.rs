@@ -428,6 +428,7 @@ mod tests {
             links: Vec::new(),
             link_stats: Vec::new(),
             origin_estimate_steps: Vec::new(),
+            cluster: None,
             checks: Vec::new(),
             notes: Vec::new(),
         }

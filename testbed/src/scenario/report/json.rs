@@ -91,6 +91,9 @@ struct RunJson<'a> {
     clients: Vec<ClientJson<'a>>,
     links: Vec<LinkJson<'a>>,
     invariants: &'a [Check],
+    /// Cluster mode: what the room logs showed, as the summary prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Vec<String>>,
     notes: &'a [String],
 }
 
@@ -125,6 +128,7 @@ impl<'a> RunJson<'a> {
                 .map(|(name, s)| LinkJson::of(name, s))
                 .collect(),
             invariants: &r.checks,
+            cluster: r.cluster.as_ref().map(|c| c.lines()),
             notes: &r.notes,
         }
     }

@@ -38,6 +38,12 @@ pub fn render(r: &Report) -> String {
                 c.detail
             );
         }
+        if let Some(c) = &run.cluster {
+            let _ = writeln!(out, "cluster, {}:", run.mode.label());
+            for l in c.lines() {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
         for n in &run.notes {
             let _ = writeln!(out, "  note: {n}");
         }
@@ -57,11 +63,21 @@ fn header(r: &Report) -> String {
         let _ = writeln!(out, "  {l}");
     }
     if !r.timeline.is_empty() {
-        let steps: Vec<String> = r
-            .timeline
-            .iter()
-            .map(|(t, what)| format!("{t:.1} s {what}"))
-            .collect();
+        // Many steps at one time (100 battles at once) print as the first
+        // two and a count.
+        let mut steps: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < r.timeline.len() {
+            let t = r.timeline[i].0;
+            let same = r.timeline[i..].iter().take_while(|(u, _)| *u == t).count();
+            for (_, what) in r.timeline[i..].iter().take(if same > 3 { 2 } else { same }) {
+                steps.push(format!("{t:.1} s {what}"));
+            }
+            if same > 3 {
+                steps.push(format!("{t:.1} s {} more like them", same - 2));
+            }
+            i += same;
+        }
         let _ = writeln!(out, "  timeline: {}", steps.join(" · "));
     }
     out.push('\n');

@@ -12,6 +12,7 @@ use protocol::{RoomId, RoomState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::scenario::run::cluster::ClusterPlay;
 use crate::scenario::run::crowd::{self, Ctx, Member};
 use crate::scenario::run::net::Net;
 use crate::scenario::run::progress::Progress;
@@ -44,7 +45,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
 
     // Time zero.
     let start = Instant::now();
-    let clock = RefClock::anchored(net.topology.origin().now());
+    let clock = RefClock::anchored(net.topology.now());
     let ctx = Arc::new(Ctx {
         rec: Recorder::new(start, clock),
         catalogue: s.rules.catalogue(),
@@ -72,6 +73,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
         origin_down: None,
         background: Vec::new(),
         clock_steps: Vec::new(),
+        cluster: ClusterPlay::default(),
     };
     player
         .play_all(&mut timeline, &mut net, start, s.duration, &mut progress)
@@ -92,6 +94,10 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
     let rooms: Vec<RoomId> = s.rooms.iter().map(|r| r.id).collect();
     let handles: Vec<&Room> = members.iter().map(|m| &m.handle).collect();
     let (converge_error, origin_rooms, mirrors) = snapshot(&net, &rooms, &members, &handles).await;
+    if net.topology.cluster.is_some() {
+        progress.status("reading the room logs back from JetStream");
+    }
+    let cluster = player.cluster.evidence(&net).await;
 
     // Gather and tear down.
     let _ = stop.send(true);
@@ -134,6 +140,7 @@ pub async fn run(s: &Scenario, mode: Mode, opts: &Options) -> anyhow::Result<Run
         per_client,
         links,
         origin_estimate_steps: player.clock_steps,
+        cluster,
     })
 }
 
@@ -176,6 +183,8 @@ struct Player {
     background: Vec<JoinHandle<()>>,
     /// How far each restarted origin's clock was from the old one's.
     clock_steps: Vec<i64>,
+    /// Cluster steps played.
+    cluster: ClusterPlay,
 }
 
 impl Player {
@@ -224,6 +233,7 @@ impl Player {
                     .note("a timeline task (drain, kill or battle) did not finish");
             }
         }
+        self.cluster.heal_all(net);
         if let Some(h) = self.origin_down.take() {
             let _ = h.await;
             self.ctx.rec.note(
@@ -322,8 +332,20 @@ impl Player {
                 let step = self
                     .ctx
                     .rec
-                    .reanchor(RefClock::anchored(net.topology.origin().now()));
+                    .reanchor(RefClock::anchored(net.topology.now()));
                 self.clock_steps.push(step);
+            }
+            (
+                action @ (StepAction::KillOriginNode { .. }
+                | StepAction::DrainOriginNode { .. }
+                | StepAction::PartitionOriginNode { .. }
+                | StepAction::KillNatsServer { .. }),
+                edge,
+            ) => {
+                let (step, label) = (e.step, e.label.clone());
+                (self.cluster)
+                    .play(net, step, &action, edge, &label, &mut self.background)
+                    .await?;
             }
             // Links: played above.
             (

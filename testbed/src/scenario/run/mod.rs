@@ -8,5 +8,6 @@ pub mod record;
 pub mod recorder;
 pub mod timeline;
 
+mod cluster;
 mod crowd;
 mod net;

@@ -3,6 +3,13 @@
 //! describes them. Relays reach the origin through their region's origin
 //! link (their `origin` address is the link's), so links survive an origin
 //! restart: it comes back on the same port behind them.
+//!
+//! With `[cluster]` the origin is NATS servers and origin nodes
+//! ([`crate::cluster`]), every scenario room opened on its owner at start
+//! (as in every run: the default rooms and the scenario's),
+//! and each relay is given every node's address directly: the relay–origin
+//! paths are not impaired in a cluster run (the scenario's checks refuse
+//! steps that would change them).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,32 +34,50 @@ pub struct Net {
 impl Net {
     /// Start the origin, the origin links, the relays and the client links.
     pub async fn start(s: &Scenario) -> anyhow::Result<Net> {
-        let spec = Spec {
+        let mut spec = Spec {
             name: format!("scenario-{}", s.name),
             regions: Vec::new(),
             rules: s.rules.origin_config(),
+            cluster: s.cluster.clone(),
             ..Spec::default()
         };
+        // Every scenario room is open from the start, as a platform opens
+        // scheduled shows (hosts here do not act before their battles). In
+        // a cluster only those: an idle room would count as one that
+        // never resumed after a failure.
+        if s.cluster.is_some() {
+            spec.open_rooms.clear();
+        }
+        for r in &s.rooms {
+            if !spec.open_rooms.contains(&r.id) {
+                spec.open_rooms.push(r.id);
+            }
+        }
         let relay_defaults = spec.relay.clone();
         let mut topology = Topology::start(spec).await?;
         let paths = Paths::new(s);
-        let origin = topology.origin().addr();
         let mut links = BTreeMap::new();
         for (r, region) in s.regions.iter().enumerate() {
             let id = LinkId::Origin { region: r };
-            let link = spawn(&paths, id, origin, s.seed).await?;
             let cfg = relay::Config {
                 name: format!("relay-{}", region.name),
                 region: region.name.clone(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                origin: link.local_addr(),
                 origin_cert: None,
                 cert_out: None,
                 ..relay_defaults.clone()
             };
+            let cfg = match topology.origin.as_ref().map(origin::Origin::addr) {
+                Some(origin) => {
+                    let link = spawn(&paths, id, origin, s.seed).await?;
+                    let origin = link.local_addr();
+                    links.insert(id, link);
+                    relay::Config { origin, ..cfg }
+                }
+                None => topology.to_origins(cfg),
+            };
             let index = topology.add_relay(cfg).await?;
             debug_assert_eq!(index, r, "relays are added in region order");
-            links.insert(id, link);
         }
         for id in paths.links() {
             if let LinkId::Client { to, .. } = id {

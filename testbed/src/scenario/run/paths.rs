@@ -111,7 +111,11 @@ impl PathChange {
             StepAction::Traffic(_)
             | StepAction::KillRelay { .. }
             | StepAction::DrainRelay { .. }
-            | StepAction::RestartOrigin { .. } => None,
+            | StepAction::RestartOrigin { .. }
+            | StepAction::KillOriginNode { .. }
+            | StepAction::DrainOriginNode { .. }
+            | StepAction::PartitionOriginNode { .. }
+            | StepAction::KillNatsServer { .. } => None,
         }
     }
 }

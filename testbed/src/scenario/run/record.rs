@@ -450,6 +450,8 @@ pub struct RunRecord {
     pub links: Vec<(String, LinkStats)>,
     /// How far a restarted origin's clock was from the old one's, µs.
     pub origin_estimate_steps: Vec<i64>,
+    /// Cluster mode: what the room logs showed after the run.
+    pub cluster: Option<crate::cluster::ClusterEvidence>,
 }
 
 /// A duration in whole microseconds (saturating).

@@ -169,6 +169,26 @@ fn expand(s: &Scenario, step: usize, st: &Step) -> Vec<Entry> {
                 format!("region {} reachable again", region(r)),
             ),
         ],
+        StepAction::KillOriginNode { node } => {
+            vec![begin(Kind::Failure, format!("{} killed", node.label()))]
+        }
+        StepAction::DrainOriginNode { node } => {
+            vec![begin(Kind::Failure, format!("{} drained", node.label()))]
+        }
+        StepAction::PartitionOriginNode { node, for_ } => vec![
+            begin(Kind::Failure, format!("{} cut from NATS", node.label())),
+            end(
+                *for_,
+                Kind::Heal,
+                format!("{} reaches NATS again", node.label()),
+            ),
+        ],
+        StepAction::KillNatsServer { server } => {
+            vec![begin(
+                Kind::Failure,
+                format!("NATS server n{server} killed"),
+            )]
+        }
     }
 }
 

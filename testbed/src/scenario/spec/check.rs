@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use protocol::{GiftId, RoomId};
 
+use crate::scenario::spec::cluster::{self as cluster_check, ClusterRefs};
 use crate::scenario::spec::error::{invalid, ScenarioError};
 use crate::scenario::spec::file::{
     CohostsFile, GatesFile, GiftMixFile, RegionFile, RoomFile, RulesFile, ScenarioFile, StepFile,
@@ -58,8 +59,10 @@ pub(super) fn scenario(f: ScenarioFile, default_name: &str) -> Result<Scenario, 
     if rules.seats == 0 && !f.cohosts.is_empty() {
         return Err(invalid("rules.seats is 0 but there are co-hosts"));
     }
+    let cluster = f.cluster.map(cluster_check::spec).transpose()?;
     let regions = regions(f.region)?;
     let mut refs = Refs {
+        cluster: cluster.as_ref().map(ClusterRefs::of),
         regions: regions.iter().map(|r| r.name.clone()).collect(),
         rooms: Vec::new(),
         viewed: Vec::new(),
@@ -70,11 +73,16 @@ pub(super) fn scenario(f: ScenarioFile, default_name: &str) -> Result<Scenario, 
     let rooms = rooms(f.room, &refs)?;
     refs.rooms = rooms.iter().map(|r| r.id).collect();
     let viewers = each(f.viewers, |i, v| v.resolve(&format!("viewers[{i}]"), &refs))?;
+    let viewers: Vec<ViewerGroup> = viewers.into_iter().flatten().collect();
     refs.viewed = viewers.iter().map(|v| v.room).collect();
     let cohosts = each(f.cohosts, |i, c| c.resolve(&format!("cohosts[{i}]"), &refs))?;
-    let steps = each(f.step, |i, s| s.resolve(i, &refs))?;
+    let steps: Vec<Step> = each(f.step, |i, s| s.resolve(i, &refs))?
+        .into_iter()
+        .flatten()
+        .collect();
     relays(&steps, &regions)?;
     origin_restarts(&steps)?;
+    cluster_check::steps(&steps, cluster.as_ref())?;
     let gates = f.gates.resolve(&steps, &viewers, &cohosts)?;
 
     let s = Scenario {
@@ -89,6 +97,7 @@ pub(super) fn scenario(f: ScenarioFile, default_name: &str) -> Result<Scenario, 
         cohosts,
         steps,
         gates,
+        cluster,
     };
     if s.client_count() > MAX_CLIENTS {
         return Err(invalid(format!(
@@ -114,6 +123,8 @@ fn each<F, T>(
 
 /// What a section may refer to: region names, room ids, the catalogue.
 struct Refs {
+    /// The cluster's sizes, when there is one.
+    cluster: Option<ClusterRefs>,
     /// Region names, by index.
     regions: Vec<String>,
     /// Room ids (filled once `[[room]]` is checked).
@@ -224,19 +235,46 @@ fn rooms(files: Vec<RoomFile>, refs: &Refs) -> Result<Vec<RoomSpec>, ScenarioErr
     let mut rooms: Vec<RoomSpec> = Vec::new();
     for (i, r) in files.iter().enumerate() {
         let at = format!("room[{i}] (id {})", r.id);
-        if r.id == 0 || rooms.iter().any(|x| x.id.0 == r.id) {
-            return Err(invalid(format!("{at}: ids must be unique and above 0")));
+        if r.count == 0 || r.count > u64::from(MAX_CLIENTS) {
+            return Err(invalid(format!(
+                "{at}: count must be in [1, {MAX_CLIENTS}]"
+            )));
         }
-        rooms.push(RoomSpec {
-            id: RoomId(r.id),
-            host_region: refs.region(&at, &r.host_region)?,
-        });
+        let host_region = refs.region(&at, &r.host_region)?;
+        for id in r.id..r.id.saturating_add(r.count) {
+            if id == 0 || rooms.iter().any(|x| x.id.0 == id) {
+                return Err(invalid(format!(
+                    "{at}: ids must be unique and above 0 (room {id})"
+                )));
+            }
+            rooms.push(RoomSpec {
+                id: RoomId(id),
+                host_region,
+            });
+        }
     }
     Ok(rooms)
 }
 
 impl ViewersFile {
-    fn resolve(self, at: &str, refs: &Refs) -> Result<ViewerGroup, ScenarioError> {
+    /// The group, once per room of its `room_count`.
+    fn resolve(self, at: &str, refs: &Refs) -> Result<Vec<ViewerGroup>, ScenarioError> {
+        if self.room_count == 0 {
+            return Err(invalid(format!("{at}: room_count must be at least 1")));
+        }
+        let first = self.one(at, refs)?;
+        (0..self.room_count)
+            .map(|k| {
+                let room = refs.room(at, first.room.0.saturating_add(k))?;
+                Ok(ViewerGroup {
+                    room,
+                    ..first.clone()
+                })
+            })
+            .collect()
+    }
+
+    fn one(&self, at: &str, refs: &Refs) -> Result<ViewerGroup, ScenarioError> {
         if self.count == 0 {
             return Err(invalid(format!("{at}: count must be at least 1")));
         }
@@ -251,11 +289,13 @@ impl ViewersFile {
                 )));
             }
         }
-        let gift_mix = match self.gift_mix {
+        let gift_mix = match &self.gift_mix {
             Some(mix) if mix.is_empty() => {
                 return Err(invalid(format!("{at}: gift_mix is empty")));
             }
-            Some(mix) => each(mix, |k, m| m.resolve(&format!("{at}.gift_mix[{k}]"), refs))?,
+            Some(mix) => each(mix.iter().collect(), |k, m| {
+                m.resolve(&format!("{at}.gift_mix[{k}]"), refs)
+            })?,
             None => default_mix(),
         };
         Ok(ViewerGroup {
@@ -271,7 +311,7 @@ impl ViewersFile {
 }
 
 impl GiftMixFile {
-    fn resolve(self, at: &str, refs: &Refs) -> Result<GiftChoice, ScenarioError> {
+    fn resolve(&self, at: &str, refs: &Refs) -> Result<GiftChoice, ScenarioError> {
         let max_count = refs.max_count;
         if self.weight == 0 || self.count == 0 || self.count > max_count {
             return Err(invalid(format!(
@@ -308,8 +348,9 @@ impl CohostsFile {
 }
 
 impl StepFile {
-    /// Step `i`: its time in the run and exactly one action.
-    fn resolve(self, i: usize, refs: &Refs) -> Result<Step, ScenarioError> {
+    /// Step `i`: its time in the run and exactly one action (a `pk` with
+    /// `pairs` is that many steps, one battle each).
+    fn resolve(self, i: usize, refs: &Refs) -> Result<Vec<Step>, ScenarioError> {
         let at = format!("step[{i}] (at_s = {})", self.at_s);
         let end = refs.duration_s;
         if !(self.at_s >= 0.0 && self.at_s <= end) {
@@ -327,13 +368,15 @@ impl StepFile {
             }
             Ok(secs(len))
         };
+        let pairs = self.pk.as_ref().map_or(1, |p| p.pairs);
         let mut actions = self.actions(&at, refs, &fits)?;
         let action = match actions.len() {
             1 => actions.remove(0),
             0 => {
                 return Err(invalid(format!(
                     "{at}: no action; give one of pk, gift_burst, impair, kill_relay, \
-                     drain_relay, restart_origin, partition, blackhole"
+                     drain_relay, restart_origin, partition, blackhole, kill_origin_node, \
+                     drain_origin_node, partition_origin_node, kill_nats_server"
                 )))
             }
             _ => {
@@ -344,10 +387,20 @@ impl StepFile {
                 )));
             }
         };
-        Ok(Step {
-            at: secs(start),
-            action,
-        })
+        let at_s = secs(start);
+        if let StepAction::Traffic(Traffic::Pk {
+            rooms,
+            duration_secs,
+        }) = action
+        {
+            let lookup = |at: &str, id: u64| refs.room(at, id);
+            return cluster_check::pairs(&at, &lookup, rooms, duration_secs, pairs).map(|v| {
+                v.into_iter()
+                    .map(|action| Step { at: at_s, action })
+                    .collect()
+            });
+        }
+        Ok(vec![Step { at: at_s, action }])
     }
 
     /// Every action the step gives (one, if the file is right), checked.
@@ -431,6 +484,19 @@ impl StepFile {
                 for_: fits("blackhole.for_s", o.for_s)?,
             });
         }
+        cluster_check::actions(
+            cluster_check::ClusterSteps {
+                kill_origin_node: self.kill_origin_node,
+                drain_origin_node: self.drain_origin_node,
+                partition_origin_node: self.partition_origin_node,
+                kill_nats_server: self.kill_nats_server,
+            },
+            at,
+            refs.cluster,
+            &|at: &str, id: u64| refs.room(at, id),
+            fits,
+            &mut actions,
+        )?;
         Ok(actions)
     }
 }
@@ -517,6 +583,14 @@ impl GatesFile {
                     | StepAction::RestartOrigin { .. }
                     | StepAction::Partition { .. }
                     | StepAction::Blackhole { .. }
+            ) || a.is_cluster()
+        });
+        let node_failure = has(|a| {
+            matches!(
+                a,
+                StepAction::KillOriginNode { .. }
+                    | StepAction::DrainOriginNode { .. }
+                    | StepAction::PartitionOriginNode { .. }
             )
         });
         let gifts = viewers.iter().any(|v| v.gifts_per_s > 0.0)
@@ -550,6 +624,9 @@ impl GatesFile {
                 Gate::TimerDriftP99Ms | Gate::StartSuccessMin if !pk => Some("a pk step"),
                 Gate::RecoveryP99S if !failure => {
                     Some("a kill_relay, drain_relay, restart_origin, partition or blackhole step")
+                }
+                Gate::RoomResumeP99S if !node_failure => {
+                    Some("a kill_origin_node, drain_origin_node or partition_origin_node step")
                 }
                 _ => None,
             };

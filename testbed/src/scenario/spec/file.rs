@@ -30,6 +30,24 @@ pub(super) struct ScenarioFile {
     pub(super) step: Vec<StepFile>,
     #[serde(default)]
     pub(super) gates: GatesFile,
+    pub(super) cluster: Option<ClusterFile>,
+}
+
+/// `[cluster]`: origin nodes on a NATS cluster instead of one origin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterFile {
+    #[serde(default = "three")]
+    pub(super) nodes: usize,
+    #[serde(default = "three")]
+    pub(super) nats_servers: usize,
+    pub(super) replicas: Option<usize>,
+    pub(super) shards: Option<u32>,
+    pub(super) lease_ttl_ms: Option<u64>,
+}
+
+fn three() -> usize {
+    3
 }
 
 fn one_u64() -> u64 {
@@ -63,6 +81,7 @@ pub(super) struct GatesFile {
     pub(super) timer_drift_p99_ms: Option<f64>,
     pub(super) start_success_min: Option<f64>,
     pub(super) recovery_p99_s: Option<f64>,
+    pub(super) room_resume_p99_s: Option<f64>,
 }
 
 impl GatesFile {
@@ -75,6 +94,7 @@ impl GatesFile {
             Gate::TimerDriftP99Ms => self.timer_drift_p99_ms,
             Gate::StartSuccessMin => self.start_success_min,
             Gate::RecoveryP99S => self.recovery_p99_s,
+            Gate::RoomResumeP99S => self.room_resume_p99_s,
         }
     }
 }
@@ -97,12 +117,18 @@ pub(super) struct RegionFile {
 pub(super) struct RoomFile {
     pub(super) id: u64,
     pub(super) host_region: String,
+    /// This many rooms, ids `id`, `id + 1`, ...
+    #[serde(default = "one_u64")]
+    pub(super) count: u64,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ViewersFile {
     pub(super) room: u64,
+    /// The group is repeated in this many rooms, `room`, `room + 1`, ...
+    #[serde(default = "one_u64")]
+    pub(super) room_count: u64,
     pub(super) region: String,
     pub(super) count: u32,
     #[serde(default)]
@@ -156,6 +182,20 @@ pub(super) struct StepFile {
     pub(super) restart_origin: Option<RestartFile>,
     pub(super) partition: Option<OutageFile>,
     pub(super) blackhole: Option<OutageFile>,
+    pub(super) kill_origin_node: Option<NodeFile>,
+    pub(super) drain_origin_node: Option<NodeFile>,
+    pub(super) partition_origin_node: Option<NodeFile>,
+    pub(super) kill_nats_server: Option<usize>,
+}
+
+/// An origin node, by index or as the owner of a room at the time; a
+/// length for a partition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeFile {
+    pub(super) node: Option<usize>,
+    pub(super) owner_of: Option<u64>,
+    pub(super) for_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +203,9 @@ pub(super) struct StepFile {
 pub(super) struct PkFile {
     pub(super) rooms: [u64; 2],
     pub(super) duration_s: u32,
+    /// This many battles at once: `rooms[0] + 2k` against `rooms[1] + 2k`.
+    #[serde(default = "one_u32")]
+    pub(super) pairs: u32,
 }
 
 #[derive(Debug, Deserialize)]

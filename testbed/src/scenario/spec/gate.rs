@@ -23,6 +23,10 @@ pub enum Gate {
     /// p99 over affected clients of the time from a failure to the client
     /// resumed, s.
     RecoveryP99S,
+    /// Cluster mode: p99 over the rooms an origin node's failure touched
+    /// of the time from the failure to the room's first record written by
+    /// its new owner, s.
+    RoomResumeP99S,
 }
 
 /// Which side of its limit a figure must stay on.
@@ -47,7 +51,7 @@ impl Bound {
 
 impl Gate {
     /// Every gate, in the order reports list them.
-    pub const ALL: [Gate; 7] = [
+    pub const ALL: [Gate; 8] = [
         Gate::GiftAckP99Ms,
         Gate::ChatAckP99Ms,
         Gate::AuthorityAckP99Ms,
@@ -55,6 +59,7 @@ impl Gate {
         Gate::TimerDriftP99Ms,
         Gate::StartSuccessMin,
         Gate::RecoveryP99S,
+        Gate::RoomResumeP99S,
     ];
 
     /// Its key in a scenario's `[gates]` table.
@@ -67,6 +72,7 @@ impl Gate {
             Gate::TimerDriftP99Ms => "timer_drift_p99_ms",
             Gate::StartSuccessMin => "start_success_min",
             Gate::RecoveryP99S => "recovery_p99_s",
+            Gate::RoomResumeP99S => "room_resume_p99_s",
         }
     }
 
@@ -82,7 +88,7 @@ impl Gate {
     pub fn unit(self) -> &'static str {
         match self {
             Gate::StartSuccessMin => "",
-            Gate::RecoveryP99S => "s",
+            Gate::RecoveryP99S | Gate::RoomResumeP99S => "s",
             _ => "ms",
         }
     }

@@ -11,6 +11,7 @@
 //! The format is documented key by key in `testbed/README.md`.
 
 mod check;
+mod cluster;
 pub mod error;
 mod file;
 pub mod gate;
@@ -25,8 +26,8 @@ use protocol::RoomId;
 pub use error::ScenarioError;
 pub use gate::{Bound, Gate, Limit};
 pub use types::{
-    CohostGroup, Edge, GiftChoice, PathKind, Region, RoomSpec, Rules, Scenario, Step, StepAction,
-    Traffic, ViewerGroup,
+    CohostGroup, Edge, GiftChoice, NodeRef, PathKind, Region, RoomSpec, Rules, Scenario, Step,
+    StepAction, Traffic, ViewerGroup,
 };
 
 impl Scenario {

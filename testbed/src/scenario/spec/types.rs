@@ -36,6 +36,8 @@ pub struct Scenario {
     /// Release gates (`[gates]`), in [`Gate::ALL`](crate::scenario::spec::Gate::ALL) order; empty
     /// when none.
     pub gates: Vec<Limit>,
+    /// `[cluster]`: origin nodes on a NATS cluster; `None`: one origin.
+    pub cluster: Option<crate::cluster::ClusterSpec>,
 }
 
 /// The rule knobs a scenario may change; everything else is the origin's
@@ -221,6 +223,50 @@ pub enum StepAction {
         /// For how long.
         for_: Duration,
     },
+    /// Cluster mode: crash an origin node (no goodbye; its lease expires
+    /// and the other nodes take its rooms).
+    KillOriginNode {
+        /// Which.
+        node: NodeRef,
+    },
+    /// Cluster mode: stop an origin node gracefully (it hands its rooms
+    /// over first).
+    DrainOriginNode {
+        /// Which.
+        node: NodeRef,
+    },
+    /// Cluster mode: cut an origin node off every NATS server for a while
+    /// (relays still reach it).
+    PartitionOriginNode {
+        /// Which.
+        node: NodeRef,
+        /// For how long.
+        for_: Duration,
+    },
+    /// Cluster mode: SIGKILL a NATS server (for good).
+    KillNatsServer {
+        /// Its index, from 0.
+        server: usize,
+    },
+}
+
+/// Which origin node a cluster step acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// Node number `i` (`node-<i>`), from 0.
+    Index(usize),
+    /// Whichever node serves this room when the step plays.
+    OwnerOf(RoomId),
+}
+
+impl NodeRef {
+    /// For labels: "node 1", "the owner of room 7".
+    pub fn label(self) -> String {
+        match self {
+            NodeRef::Index(i) => format!("origin node-{i}"),
+            NodeRef::OwnerOf(r) => format!("the origin node of room {}", r.0),
+        }
+    }
 }
 
 /// Traffic a step starts.
@@ -283,6 +329,21 @@ impl StepAction {
             StepAction::RestartOrigin { .. } => "restart_origin",
             StepAction::Partition { .. } => "partition",
             StepAction::Blackhole { .. } => "blackhole",
+            StepAction::KillOriginNode { .. } => "kill_origin_node",
+            StepAction::DrainOriginNode { .. } => "drain_origin_node",
+            StepAction::PartitionOriginNode { .. } => "partition_origin_node",
+            StepAction::KillNatsServer { .. } => "kill_nats_server",
         }
+    }
+
+    /// Whether it is a cluster-mode failure (needs `[cluster]`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(
+            self,
+            StepAction::KillOriginNode { .. }
+                | StepAction::DrainOriginNode { .. }
+                | StepAction::PartitionOriginNode { .. }
+                | StepAction::KillNatsServer { .. }
+        )
     }
 }

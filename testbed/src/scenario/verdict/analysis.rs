@@ -177,6 +177,8 @@ pub struct RunFigures {
     pub link_stats: Vec<(String, crate::link::LinkStats)>,
     /// Steps of the origin's clock at restarts, µs.
     pub origin_estimate_steps: Vec<i64>,
+    /// Cluster mode: what the room logs showed.
+    pub cluster: Option<crate::cluster::ClusterEvidence>,
     /// The invariants.
     pub checks: Vec<Check>,
     /// Remarks from the run.
@@ -224,7 +226,7 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         })
         .collect();
 
-    let checks = invariants::check(&Facts {
+    let mut checks = invariants::check(&Facts {
         actions: &rec.actions,
         seen: &rec.seen,
         origin: &r.origin_rooms,
@@ -232,6 +234,9 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         converge_error: r.converge_error.as_deref(),
         battles: &rec.battles,
     });
+    if let Some(c) = &r.cluster {
+        checks.push(invariants::one_writer(c));
+    }
 
     RunFigures {
         mode: r.mode,
@@ -259,6 +264,7 @@ pub fn analyse(r: &RunRecord) -> RunFigures {
         links,
         link_stats: r.links.clone(),
         origin_estimate_steps: r.origin_estimate_steps.clone(),
+        cluster: r.cluster.clone(),
         checks,
         notes: rec.notes.clone(),
     }

@@ -33,6 +33,8 @@ pub struct Figures {
     pub start_success: Option<f64>,
     /// See [`Gate::RecoveryP99S`].
     pub recovery_p99_s: Option<f64>,
+    /// See [`Gate::RoomResumeP99S`].
+    pub room_resume_p99_s: Option<f64>,
 }
 
 impl Figures {
@@ -46,6 +48,7 @@ impl Figures {
             Gate::TimerDriftP99Ms => self.timer_drift_p99_ms,
             Gate::StartSuccessMin => self.start_success,
             Gate::RecoveryP99S => self.recovery_p99_s,
+            Gate::RoomResumeP99S => self.room_resume_p99_s,
         }
     }
 
@@ -63,6 +66,7 @@ impl Figures {
             start_success: (battles_asked > 0)
                 .then(|| run.battles.min(battles_asked) as f64 / battles_asked as f64),
             recovery_p99_s: recovery_p99_s(&run.recoveries),
+            room_resume_p99_s: (run.cluster.as_ref()).and_then(|c| c.room_resume_p99_s()),
         }
     }
 }
@@ -258,6 +262,7 @@ mod tests {
             timer_drift_p99_ms: Some(3.2),
             start_success: Some(1.0),
             recovery_p99_s: Some(1.4),
+            room_resume_p99_s: None,
         }
     }
 

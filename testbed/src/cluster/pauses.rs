@@ -1,0 +1,209 @@
+//! What a cluster run's logs say after it: the two-writer verdict and, per
+//! failure, how long the rooms it touched paused (see
+//! [`super::writers::resume`]), p50/p99 beside the 2 s goal. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use protocol::RoomId;
+
+use super::writers::{resume, LogMessage, Resume, WriterReport};
+
+/// The goal: every room a node's death touched resumes within 2 s
+/// (p99).
+pub const RESUME_GOAL: Duration = Duration::from_secs(2);
+
+/// One failure the timeline played on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFailure {
+    /// As the report shows it ("origin node-1 killed").
+    pub label: String,
+    /// When, Unix nanoseconds (this machine's clock, as JetStream's).
+    pub at_ns: i128,
+    /// The node whose rooms it took (`None`: a NATS server's death, which
+    /// touches every room).
+    pub node: Option<String>,
+}
+
+/// How the rooms one failure touched paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailurePauses {
+    /// The failure.
+    pub failure: ClusterFailure,
+    /// Rooms it touched.
+    pub touched: usize,
+    /// Failure → each touched room's first record after it, sorted.
+    pub resumed: Vec<Duration>,
+    /// Touched rooms that wrote nothing after it.
+    pub never: Vec<RoomId>,
+}
+
+impl FailurePauses {
+    /// The `q` quantile (nearest rank) over every touched room, a room that
+    /// never resumed counting as infinitely late; `None` if none touched.
+    pub fn quantile(&self, q: f64) -> Option<Option<Duration>> {
+        if self.touched == 0 {
+            return None;
+        }
+        let rank = ((q * self.touched as f64).ceil() as usize).clamp(1, self.touched);
+        Some(self.resumed.get(rank - 1).copied())
+    }
+
+    /// One line for the report.
+    pub fn line(&self) -> String {
+        let s = |d: Option<Option<Duration>>| match d {
+            None => "-".to_owned(),
+            Some(None) => "never".to_owned(),
+            Some(Some(d)) => format!("{:.2} s", d.as_secs_f64()),
+        };
+        let mut out = format!(
+            "{}: {} rooms touched, resumed p50 {} p99 {} max {}",
+            self.failure.label,
+            self.touched,
+            s(self.quantile(0.5)),
+            s(self.quantile(0.99)),
+            s(self.quantile(1.0)),
+        );
+        if self.failure.node.is_some() {
+            let _ = write!(out, " (goal: p99 < {} s)", RESUME_GOAL.as_secs());
+        } else {
+            out.push_str(" (a pause; goal: nothing lost)");
+        }
+        if !self.never.is_empty() {
+            let _ = write!(out, "; {} never wrote again", self.never.len());
+        }
+        out
+    }
+}
+
+/// The pauses of the rooms `failure` touched.
+pub fn pauses(rooms: &BTreeMap<RoomId, Vec<LogMessage>>, failure: ClusterFailure) -> FailurePauses {
+    let mut out = FailurePauses {
+        failure,
+        touched: 0,
+        resumed: Vec::new(),
+        never: Vec::new(),
+    };
+    for (room, log) in rooms {
+        match resume(log, out.failure.at_ns, out.failure.node.as_deref()) {
+            Resume::Untouched => continue,
+            Resume::After(d) => out.resumed.push(d),
+            Resume::Never => out.never.push(*room),
+        }
+        out.touched += 1;
+    }
+    out.resumed.sort();
+    out
+}
+
+/// Everything a cluster run's logs showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterEvidence {
+    /// One writer per room?
+    pub writers: WriterReport,
+    /// Each failure's pauses, in play order.
+    pub failures: Vec<FailurePauses>,
+    /// Why the logs could not be read, if they could not.
+    pub read_error: Option<String>,
+}
+
+impl ClusterEvidence {
+    /// p99 over every room an origin node's failure touched of the time to
+    /// its first record by the new owner, s (infinite if that room never
+    /// wrote again); `None` if no node failure touched a room.
+    pub fn room_resume_p99_s(&self) -> Option<f64> {
+        let mut all: Vec<Option<Duration>> = Vec::new();
+        for f in self.failures.iter().filter(|f| f.failure.node.is_some()) {
+            all.extend(f.resumed.iter().copied().map(Some));
+            all.extend(f.never.iter().map(|_| None));
+        }
+        if all.is_empty() {
+            return None;
+        }
+        // `None` (never) sorts first: put it last.
+        all.sort_by_key(|d| d.map_or((1, Duration::ZERO), |d| (0, d)));
+        let rank = ((0.99 * all.len() as f64).ceil() as usize).clamp(1, all.len());
+        Some(all[rank - 1].map_or(f64::INFINITY, |d| d.as_secs_f64()))
+    }
+
+    /// The report's lines.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(e) = &self.read_error {
+            v.push(format!("room logs not read: {e}"));
+        }
+        let w = &self.writers;
+        v.push(format!(
+            "room logs: {} rooms, {} messages, {} fences, {} rooms moved; {}",
+            w.rooms,
+            w.messages,
+            w.fences,
+            w.moved_rooms,
+            if w.ok() {
+                "one writer per stretch everywhere".to_owned()
+            } else {
+                format!("{} violations", w.violations.len())
+            }
+        ));
+        v.extend(self.failures.iter().map(FailurePauses::line));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use origin::cluster::Entry;
+
+    fn msg(seq: u64, at_ms: i128, node: &str, epoch: u64, fence: bool) -> LogMessage {
+        LogMessage {
+            room: RoomId(seq / 100),
+            seq,
+            node: node.into(),
+            epoch,
+            at_ns: at_ms * 1_000_000,
+            entry: if fence {
+                Entry::Fence {
+                    node: node.into(),
+                    epoch,
+                }
+            } else {
+                Entry::Records(Vec::new())
+            },
+        }
+    }
+
+    #[test]
+    fn pauses_cover_the_rooms_of_the_dead_node_only() {
+        let rooms = super::super::writers::by_room(vec![
+            // Room 1: a's, moves to b 1.5 s after the kill at 1000.
+            msg(100, 0, "a", 1, true),
+            msg(101, 2400, "b", 7, true),
+            msg(102, 2500, "b", 7, false),
+            // Room 2: b's all along.
+            msg(200, 0, "b", 2, true),
+            msg(201, 1100, "b", 2, false),
+            // Room 3: a's, never written again.
+            msg(300, 0, "a", 3, true),
+        ]);
+        let kill = ClusterFailure {
+            label: "origin node a killed".into(),
+            at_ns: 1_000_000_000,
+            node: Some("a".into()),
+        };
+        let p = pauses(&rooms, kill);
+        assert_eq!(p.touched, 2);
+        assert_eq!(p.resumed, vec![Duration::from_millis(1500)]);
+        assert_eq!(p.never, vec![RoomId(3)]);
+        assert_eq!(p.quantile(0.5), Some(Some(Duration::from_millis(1500))));
+        assert_eq!(p.quantile(0.99), Some(None));
+        assert!(p.line().contains("p99 never"), "{}", p.line());
+        let e = ClusterEvidence {
+            failures: vec![p],
+            ..ClusterEvidence::default()
+        };
+        assert_eq!(e.room_resume_p99_s(), Some(f64::INFINITY));
+        assert_eq!(ClusterEvidence::default().room_resume_p99_s(), None);
+    }
+}
