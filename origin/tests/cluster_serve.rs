@@ -763,3 +763,102 @@ async fn a_room_whose_append_fails_is_won_again_and_nothing_counts_twice() {
         o.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// Not passing yet: after one of the three servers is killed, the nodes'
+/// appends, direct gets and bucket listings keep failing ("no stream found
+/// for given subject", "lease bucket: timed out") for minutes, on the room
+/// streams and the bucket alike, where `--test cluster_nats3` (the room
+/// logs alone, no bucket, no origin binary) sees them back within 4–9 s.
+/// Run it with `--ignored` to look into it (`RINGSIDE_TEST_LOG=1` logs).
+#[cfg(feature = "fault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "nodes lose JetStream for minutes after a NATS server is killed: under investigation"]
+async fn a_nats_server_killed_pauses_some_rooms_and_loses_no_acked_gift() {
+    let Some(mut nats3) = nats::start_cluster("cluster serve nats kill") else {
+        return;
+    };
+    if std::env::var("RINGSIDE_TEST_LOG").is_ok() {
+        ops::log::init(ops::LogFormat::Text, "info");
+    }
+    let mut nodes = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for name in ["a", "b"] {
+        let dir = TempDir::new(&format!("serve-nats3-{name}"));
+        let mut config = config(&dir.0, &nats3.urls, name, "nats3");
+        if let Some(c) = config.cluster.as_mut() {
+            c.replicas = 3;
+        }
+        let identity = Identity::self_signed(&["localhost"]).expect("identity");
+        let origin = Origin::start_with(config, identity).await.expect("node");
+        nodes.insert(name.to_string(), origin);
+        dirs.push(dir);
+    }
+    for _ in 0..200 {
+        if nodes.values().all(|o| o.cluster_nodes().len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut router = Router::new(&nodes).await;
+    let rooms: Vec<RoomId> = (1..=16).map(RoomId).collect();
+    let gift = |room: RoomId, n: u64| {
+        let m = msg(
+            room,
+            900,
+            room.0 * 10 + n,
+            Action::Gift {
+                gift: GiftId(2),
+                count: 1,
+            },
+        );
+        (fan(900), m)
+    };
+    let opens: Vec<(Actor, ActionMsg)> = (rooms.iter())
+        .map(|r| {
+            let m = msg(*r, r.0 * 1000, 1, Action::Chat { text: "hi".into() });
+            (host(*r), m)
+        })
+        .collect();
+    router.settle(&opens).await;
+    let first: Vec<_> = rooms.iter().map(|r| gift(*r, 1)).collect();
+    let acked = router.settle(&first).await;
+    assert!(acked.values().all(|(o, _)| o.is_applied()));
+    nats3.kill("n2");
+    let killed = std::time::Instant::now();
+    let second: Vec<_> = rooms.iter().map(|r| gift(*r, 2)).collect();
+    let answered = router.settle(&second).await;
+    let mut took: Vec<Duration> = (answered.values())
+        .map(|(o, at)| {
+            assert!(o.is_applied(), "{o:?}");
+            at.duration_since(killed)
+        })
+        .collect();
+    took.sort();
+    // Every gift acked before and after the kill is there, once (a room
+    // may be between two owners' hands for a moment: bounded wait).
+    for room in &rooms {
+        let mut count = None;
+        for _ in 0..150 {
+            for o in nodes.values() {
+                if let Some(s) = o.room_state(*room).await {
+                    count = Some(s.gift_count);
+                }
+            }
+            if count.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(count, Some(2), "{room}");
+    }
+    let median = took[took.len() / 2];
+    println!(
+        "FIGURE cluster serve, nats server killed: 16 rooms answered again after {} ms (median), \
+         {} ms (max); every acked gift counted once (goal: no interruption beyond a short pause)",
+        median.as_millis(),
+        took[took.len() - 1].as_millis()
+    );
+    for (_, o) in nodes {
+        o.shutdown().await.expect("clean shutdown");
+    }
+}
