@@ -260,6 +260,12 @@ async fn fence(
     };
     for _ in 0..FENCE_TRIES {
         let entries = log.read(room).await?;
+        // A later epoch in the log: another node won the claim after this
+        // one did (this node's view of it is stale). Never fence over it:
+        // a room's epochs only grow along its log.
+        if let Some(newer) = (entries.iter()).map(|l| l.epoch).find(|e| *e > epoch) {
+            return Err(Error::Deposed { room, newer });
+        }
         let expected = entries.last().map_or(0, |l| l.seq);
         match log.append(room, &fence, node, epoch, expected).await {
             Ok(last) => return Ok((last, entries.into_iter().map(|l| l.entry).collect())),

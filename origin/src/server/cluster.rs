@@ -35,6 +35,7 @@ use protocol::{RoomId, ServerTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::authority::Presence;
 use super::shared::{gauge, Input, Item};
@@ -261,7 +262,14 @@ impl Joined {
             pins,
             fetched,
         } = self;
-        tokio::spawn(driver.run(inputs, (releases, pins), fetched, shutdown))
+        // Every line the driver logs names its node (a testbed runs three
+        // in one process).
+        let span = tracing::info_span!("node", name = %driver.name);
+        tokio::spawn(
+            driver
+                .run(inputs, (releases, pins), fetched, shutdown)
+                .instrument(span),
+        )
     }
 }
 
