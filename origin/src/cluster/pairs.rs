@@ -144,6 +144,20 @@ impl Pairs {
         ]
     }
 
+    /// An invitation from `inviter` to `invited`, both held here: pin the
+    /// invited room to the inviter's unless it is already, so that a node
+    /// taking them over after this one dies takes both.
+    pub fn handle_local_invite(&mut self, inviter: RoomId, invited: RoomId) -> Vec<Step> {
+        if inviter == invited || self.pins.get(&invited) == Some(&inviter) {
+            return Vec::new();
+        }
+        self.pin(invited, inviter);
+        vec![Step::Pin {
+            room: invited,
+            to: inviter,
+        }]
+    }
+
     /// `room` was won here: its fetch is over.
     pub fn handle_gained(&mut self, room: RoomId) {
         self.fetching.remove(&room);
@@ -201,6 +215,18 @@ mod tests {
         let later = t + FETCH_FOR + Duration::from_millis(1);
         assert_eq!(p.handle_invite(later, A, B).len(), 2);
         assert!(p.handle_invite(later, A, A).is_empty(), "no self pin");
+    }
+
+    #[test]
+    fn rooms_of_an_invitation_held_together_are_pinned_once() {
+        let mut p = Pairs::new();
+        assert_eq!(
+            p.handle_local_invite(A, B),
+            vec![Step::Pin { room: B, to: A }]
+        );
+        assert_eq!(p.pins().get(&B), Some(&A));
+        assert!(p.handle_local_invite(A, B).is_empty(), "pinned already");
+        assert!(p.handle_local_invite(A, A).is_empty());
     }
 
     #[test]

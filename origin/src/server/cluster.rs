@@ -170,6 +170,12 @@ fn release_subject(ctl: &str, node: &str) -> String {
     format!("{ctl}.node.{node}.release")
 }
 
+/// Where a node is told to take a room handed over to it (body: the room
+/// id): the placement gives it the room and its holder just let go.
+fn take_subject(ctl: &str, node: &str) -> String {
+    format!("{ctl}.node.{node}.take")
+}
+
 /// A node connected and joined, before it serves: its driver and what
 /// the driver listens to.
 pub(super) struct Joined {
@@ -198,7 +204,10 @@ pub(super) async fn connect(
     let placement = Placement::open(&js, cluster).await?;
     let nats = js.client();
     let ctl = format!("{}.ctl", cluster.subject_prefix);
-    let releases = (nats.subscribe(release_subject(&ctl, &cluster.node)).await)
+    // Both of this node's control subjects: `release` and `take`.
+    let releases = (nats
+        .subscribe(format!("{ctl}.node.{}.*", cluster.node))
+        .await)
         .map_err(|e| cluster::Error::Bucket(format!("cannot subscribe: {e}")))?;
     let pins = placement.watch_pins().await?;
     let timing = Timing {
@@ -432,8 +441,15 @@ impl Driver {
         for (room, claim, _) in rooms {
             let mine = self.policy.owner_of(room) == Some(self.name.as_str());
             if claim.node == self.name {
-                if !mine && self.policy.owner_of(room).is_some() {
+                if let Some(owner) = self.policy.owner_of(room).filter(|_| !mine) {
                     self.keeper.release(room);
+                    // Its new owner takes it now, not at the next request
+                    // for it (relays follow the `Moved` too).
+                    let subject = take_subject(&self.ctl, owner);
+                    let body = room.0.to_string();
+                    if let Err(e) = self.nats.publish(subject, body.into()).await {
+                        tracing::warn!(%room, error = %e, "cannot hand a room over");
+                    }
                 } else if mine && self.keeper.owned(room, now).is_none() {
                     // An earlier incarnation's claim: take it back.
                     self.keeper.want(now, room);
@@ -608,6 +624,19 @@ impl Driver {
     /// release it (everything decided for it is committed: the driver
     /// commits each batch before it takes the next input), then answer.
     async fn release_asked(&mut self, msg: async_nats::Message) {
+        if msg.subject.as_str() == take_subject(&self.ctl, &self.name) {
+            let room = std::str::from_utf8(&msg.payload)
+                .ok()
+                .and_then(|s| s.parse().ok());
+            if let Some(room) = room.map(RoomId) {
+                self.refresh_policy(Instant::now());
+                if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+                    tracing::info!(%room, "taking a room handed over");
+                    self.keeper.want(Instant::now(), room);
+                }
+            }
+            return;
+        }
         if let Ok(r) = serde_json::from_slice::<Release>(&msg.payload) {
             let (room, to) = (RoomId(r.room), RoomId(r.to));
             self.pairs.handle_pinned(room, to);
@@ -627,11 +656,28 @@ impl Driver {
     /// Carry out [`Pairs`]'s steps for an invitation: the pin and the
     /// fetch run on a task of their own, which says when it is done.
     pub(super) fn fetch(&mut self, steps: Vec<Step>) {
+        let fetched: Vec<RoomId> = (steps.iter())
+            .filter_map(|s| match s {
+                Step::Fetch { room, .. } => Some(*room),
+                _ => None,
+            })
+            .collect();
         for step in steps {
-            let Step::Fetch { room, to } = step else {
-                continue;
-            };
             let placement = self.keeper.placement().clone();
+            let (room, to) = match step {
+                Step::Fetch { room, to } => (room, to),
+                // Both rooms held here: only the pin, for whoever takes
+                // them over.
+                Step::Pin { room, to } if !fetched.contains(&room) => {
+                    self.fetches.spawn(async move {
+                        if let Err(e) = placement.pin(room, to).await {
+                            tracing::warn!(%room, error = %e, "cannot pin");
+                        }
+                    });
+                    continue;
+                }
+                Step::Pin { .. } | Step::Unpin { .. } => continue,
+            };
             let (nats, ctl, me) = (self.nats.clone(), self.ctl.clone(), self.name.clone());
             let (done, wait) = (self.fetched_tx.clone(), self.request_timeout);
             self.fetches.spawn(async move {

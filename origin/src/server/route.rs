@@ -305,6 +305,16 @@ impl Driver {
             let msg = UpMsg::Action { actor, msg };
             return self.park(invited, Input::Up { relay, msg }, batch);
         }
+        // Both rooms of an invitation held here already: pin them together
+        // all the same, so that whoever takes them over after a crash
+        // takes both (placement alone may part them).
+        if let protocol::Action::PkInvite { to, .. } = msg.action {
+            let steps = self.pairs.handle_local_invite(room, to);
+            if !steps.is_empty() {
+                self.fetch(steps);
+                self.refresh_policy(Instant::now());
+            }
+        }
         let now = self.now_t();
         match self.auth.handle_action(now, actor, &msg) {
             Decision::Decided(record) => {
