@@ -173,7 +173,10 @@ impl Keeper {
             };
             match listed {
                 Ok(listed) => self.members.handle_listed(Instant::now(), listed),
-                Err(e) => tracing::warn!(error = %e, "cannot list the node leases"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the node leases");
+                    self.members.handle_failed(Instant::now());
+                }
             }
         }
         if !self.leaving {

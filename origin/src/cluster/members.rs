@@ -31,6 +31,12 @@ pub struct Members {
     /// Node → (its key's last revision, when that revision was first seen,
     /// its lease's epoch).
     seen: BTreeMap<String, (u64, Instant, u64)>,
+    /// When the last listing succeeded.
+    last_ok: Option<Instant>,
+    /// Since when the bucket could not be listed (from the last listing
+    /// that succeeded): this node's clock of others' leases stands still
+    /// meanwhile (see [`Members::handle_failed`]).
+    blind_since: Option<Instant>,
 }
 
 impl Members {
@@ -39,6 +45,8 @@ impl Members {
         Members {
             timing,
             seen: BTreeMap::new(),
+            last_ok: None,
+            blind_since: None,
         }
     }
 
@@ -46,6 +54,15 @@ impl Members {
     /// revision. A node missing from it (its key was deleted on drain, or
     /// expired) is gone at once.
     pub fn handle_listed(&mut self, now: Instant, nodes: impl IntoIterator<Item = Listed>) {
+        // Back from a stretch without the bucket: what was seen before it
+        // counts as seen at its end (time without sight proves no death).
+        if let Some(blind) = self.blind_since.take() {
+            let gap = now.saturating_duration_since(blind);
+            for (_, since, _) in self.seen.values_mut() {
+                *since += gap;
+            }
+        }
+        self.last_ok = Some(now);
         let mut next = BTreeMap::new();
         for l in nodes {
             let since = match self.seen.get(&l.node) {
@@ -57,6 +74,25 @@ impl Members {
         self.seen = next;
     }
 
+    /// The bucket could not be listed at `now` (its stream is electing a
+    /// leader, or this node is cut off from NATS). Until a listing succeeds
+    /// again, no node is counted dead for time passing: a node is dead only
+    /// after `ttl + margin` of this node *seeing* its lease unrenewed. (Every
+    /// node's own lease lapses during a long outage all the same, so the
+    /// holders stop acting; they win their rooms back once the bucket
+    /// answers, instead of everyone taking everyone's rooms at once.)
+    pub fn handle_failed(&mut self, now: Instant) {
+        if self.blind_since.is_none() {
+            self.blind_since = Some(self.last_ok.unwrap_or(now).min(now));
+        }
+    }
+
+    /// The time the leases are judged at: `now`, or while blind, when
+    /// sight was lost.
+    fn judged_at(&self, now: Instant) -> Instant {
+        self.blind_since.map_or(now, |b| b.min(now))
+    }
+
     /// Every node seen in the last listing, alive or not.
     pub fn known(&self) -> impl Iterator<Item = &str> {
         self.seen.keys().map(String::as_str)
@@ -64,6 +100,7 @@ impl Members {
 
     /// The nodes alive at `now`, in name order.
     pub fn alive(&self, now: Instant) -> impl Iterator<Item = &str> {
+        let now = self.judged_at(now);
         let lasts = self.timing.takeover_after();
         (self.seen.iter())
             .filter(move |(_, (_, since, _))| now < *since + lasts)
@@ -74,6 +111,7 @@ impl Members {
     /// epoch is `epoch` (`None`: any). A room claimed under an earlier
     /// incarnation of a node that restarted is not held by it.
     pub fn holds(&self, node: &str, epoch: Option<u64>, now: Instant) -> bool {
+        let now = self.judged_at(now);
         self.seen.get(node).is_some_and(|&(_, since, e)| {
             now < since + self.timing.takeover_after() && epoch.is_none_or(|want| want == e)
         })
@@ -82,6 +120,9 @@ impl Members {
     /// When the next node still alive at `now` is counted dead, if it is
     /// not seen renewed before then.
     pub fn next_death(&self, now: Instant) -> Option<Instant> {
+        if self.blind_since.is_some() {
+            return None;
+        }
         (self.seen.values())
             .map(|&(_, since, _)| since + self.timing.takeover_after())
             .filter(|t| *t > now)
@@ -130,5 +171,26 @@ mod tests {
         // A drained node's key is deleted: gone at once.
         m.handle_listed(t, listing(&[]));
         assert_eq!(m.alive(t).count(), 0);
+    }
+
+    #[test]
+    fn time_without_sight_of_the_bucket_kills_no_one() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut m = Members::new(TIMING);
+        m.handle_listed(t0, listing(&[("a", 1), ("b", 2)]));
+        m.handle_listed(at(1000), listing(&[("a", 3), ("b", 2)]));
+        // The bucket stops answering after 1 s, for 6 s (a leader
+        // election): nobody dies meanwhile, nor right after.
+        m.handle_failed(at(1200));
+        assert_eq!(m.alive(at(6000)).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(m.holds("b", Some(1), at(6000)));
+        assert_eq!(m.next_death(at(6000)), None);
+        m.handle_listed(at(7000), listing(&[("a", 4), ("b", 2)]));
+        // b was seen unrenewed for 1 s before and 0 s since: it dies at
+        // 3.5 s of sight, 2.5 s after the bucket came back.
+        assert_eq!(m.alive(at(9499)).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(m.next_death(at(9000)), Some(at(9500)));
+        assert_eq!(m.alive(at(9500)).collect::<Vec<_>>(), ["a"]);
     }
 }
