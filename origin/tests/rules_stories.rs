@@ -1469,3 +1469,24 @@ mod backstop {
         assert!(w.try_send(actor, &over).is_ok());
     }
 }
+
+mod seeded_ids {
+    use super::*;
+
+    #[test]
+    fn battle_ids_start_at_the_seed_and_a_lower_seed_changes_nothing() {
+        let mut w = World::new();
+        w.auth.seed_ids(1_000);
+        let invite = Action::PkInvite {
+            to: B,
+            duration_secs: 60,
+        };
+        applied(w.host(A, invite.clone()));
+        let first = w.pending_battle(B);
+        assert_eq!(first, protocol::BattleId(1_000));
+        applied(w.host(A, Action::PkCancel { battle: first }));
+        w.auth.seed_ids(5);
+        applied(w.host(A, invite));
+        assert_eq!(w.pending_battle(B), protocol::BattleId(1_001));
+    }
+}

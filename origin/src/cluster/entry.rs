@@ -11,8 +11,10 @@ use crate::rules::{Authority, Record};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     /// What one group commit stored for the room, in decision order. Each
-    /// record holds only this room's events, and the ack of an action
-    /// addressed to this room (see [`split`]).
+    /// record holds this room's events (and, from the origin binary, those
+    /// of its PK partner in the same record), and the ack of an action
+    /// addressed to this room or its partner (see [`split`],
+    /// [`split_linked`]).
     Records(Vec<Record>),
     /// A node won the room's lease at `epoch` and, by appending this, cut
     /// off every earlier writer: every entry after it up to the next fence
@@ -32,7 +34,7 @@ pub enum Entry {
 /// record without an ack (timers, presence) goes to each room it touched.
 ///
 /// A record touching two rooms (a PK battle's) is then two appends, one per
-/// room, not atomic: see the module docs for what is left to do.
+/// room, not atomic: the origin binary uses [`split_linked`] instead.
 pub fn split(record: Record, home: RoomId) -> Vec<(RoomId, Record)> {
     let mut out: Vec<(RoomId, Record)> = Vec::new();
     if record.ack.is_some() {
@@ -57,6 +59,103 @@ pub fn split(record: Record, home: RoomId) -> Vec<(RoomId, Record)> {
         }
     }
     out
+}
+
+/// [`split`], with a battle's two rooms kept together: each room's part
+/// also holds the record's events of the rooms `linked` to it (its PK
+/// partner), and the ack goes with its home and the rooms linked to home.
+/// So a record touching both rooms of a battle is whole in both logs, and
+/// if one of the two appends is lost (a crash between them, a request
+/// that timed out), the other log still holds it: rebuilding a room takes
+/// the tail it lacks from its partner's log ([`merge_tail`]).
+pub fn split_linked(
+    record: Record,
+    home: RoomId,
+    linked: impl Fn(RoomId) -> Vec<RoomId>,
+) -> Vec<(RoomId, Record)> {
+    let rooms: Vec<RoomId> = split(record.clone(), home)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let mut out = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let mut with = linked(room);
+        with.push(room);
+        let events = (record.events.iter())
+            .filter(|(r, _)| with.contains(r))
+            .cloned()
+            .collect();
+        let ack = record.ack.filter(|_| with.contains(&home));
+        out.push((room, Record { ack, events }));
+    }
+    out
+}
+
+/// `record` with only `room`'s events (its ack kept: the action is
+/// committed wherever a copy of its record is).
+fn only(record: &Record, room: RoomId) -> Record {
+    Record {
+        ack: record.ack,
+        events: (record.events.iter())
+            .filter(|(r, _)| *r == room)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Rebuild `room` alone from its log (oldest first) into `auth`: only its
+/// events are applied (its log may hold its partner's too, see
+/// [`split_linked`]); every ack in it goes to the id memory.
+pub fn rebuild_room<'a>(
+    auth: &mut Authority,
+    room: RoomId,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<usize, ApplyError> {
+    let mut records = 0;
+    for entry in entries {
+        if let Entry::Records(batch) = entry {
+            for record in batch {
+                auth.replay(&only(record, room))?;
+                records += 1;
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// After [`rebuild_room`]: apply what `partner`'s log (`entries`) holds
+/// for `room` past `room`'s last event (the tail a lost append left out of
+/// `room`'s own log), in order, stopping at the first gap. Returns the
+/// records it applied, reduced to `room`'s events: the caller appends them
+/// to `room`'s own log, so that its log is whole again.
+pub fn merge_tail<'a>(
+    auth: &mut Authority,
+    room: RoomId,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Result<Vec<Record>, ApplyError> {
+    let mut seq = auth.room(room).map_or(protocol::Seq(0), |s| s.seq);
+    let mut merged = Vec::new();
+    for entry in entries {
+        let Entry::Records(batch) = entry else {
+            continue;
+        };
+        for record in batch {
+            let mine = only(record, room);
+            let Some(first) = mine.events.first().map(|(_, e)| e.seq) else {
+                continue;
+            };
+            if first <= seq {
+                continue;
+            }
+            if first != seq.next() {
+                return Ok(merged);
+            }
+            auth.replay(&mine)?;
+            seq = mine.events.last().map_or(seq, |(_, e)| e.seq);
+            merged.push(mine);
+        }
+    }
+    Ok(merged)
 }
 
 /// Feed a room's log entries (oldest first) into `auth`: the room's state,
@@ -131,6 +230,114 @@ mod tests {
                     events: vec![]
                 }
             )]
+        );
+    }
+
+    /// Decide `action` in `room` as its host (user room * 1000) or a fan.
+    fn act(
+        auth: &mut Authority,
+        now: u64,
+        room: RoomId,
+        host: bool,
+        n: u64,
+        action: protocol::Action,
+    ) -> Record {
+        use protocol::message::{ActionMsg, Actor};
+        use protocol::room::Grant;
+        let (user, grant) = match host {
+            true => (room.0 * 1000, Grant::Host),
+            false => (7, Grant::Viewer),
+        };
+        let msg = ActionMsg {
+            id: ActionId {
+                session: SessionId(user),
+                n,
+            },
+            room,
+            sent_at: ServerTime(now),
+            action,
+        };
+        let actor = Actor {
+            user: UserId(user),
+            grant,
+        };
+        match auth.handle_action(ServerTime(now), actor, &msg) {
+            crate::rules::Decision::Decided(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_battle_record_lost_from_one_room_is_taken_from_its_partner() {
+        use protocol::Action;
+        let (a, b) = (RoomId(1), RoomId(2));
+        let config = crate::rules::Config::default();
+        let mut auth = Authority::new(config.clone());
+        let linked = |r: RoomId| vec![if r == a { b } else { a }];
+        let mut logs: std::collections::BTreeMap<RoomId, Vec<Record>> = Default::default();
+        let store = |logs: &mut std::collections::BTreeMap<RoomId, Vec<Record>>,
+                     rec: Record,
+                     home: RoomId,
+                     lose: Option<RoomId>| {
+            for (room, part) in split_linked(rec, home, linked) {
+                if Some(room) != lose {
+                    logs.entry(room).or_default().push(part);
+                }
+            }
+        };
+        let chat = || Action::Chat { text: "hi".into() };
+        let t = 1_000_000_000;
+        let rec = act(&mut auth, t, a, true, 1, chat());
+        store(&mut logs, rec, a, None);
+        let rec = act(&mut auth, t, b, true, 1, chat());
+        store(&mut logs, rec, b, None);
+        let invite = Action::PkInvite {
+            to: b,
+            duration_secs: 60,
+        };
+        let rec = act(&mut auth, t + 1, a, true, 2, invite);
+        store(&mut logs, rec, a, None);
+        let battle = auth
+            .room(b)
+            .and_then(|s| s.pk_invite.as_ref())
+            .expect("invited")
+            .battle;
+        let rec = act(&mut auth, t + 2, b, true, 2, Action::PkAccept { battle });
+        store(&mut logs, rec, b, None);
+        let gift = Action::Gift {
+            gift: protocol::GiftId(2),
+            count: 1,
+        };
+        // A gift in a: its record reaches a's log but b's append is lost.
+        let rec = act(&mut auth, t + 3, a, false, 1, gift.clone());
+        assert!(rec.events.iter().any(|(r, _)| *r == b), "a score in b too");
+        store(&mut logs, rec, a, Some(b));
+        // A gift in b whose own append is lost: it lives in a's log alone.
+        let rec = act(&mut auth, t + 4, b, false, 2, gift);
+        store(&mut logs, rec, b, Some(b));
+        let entries = |room: RoomId| vec![Entry::Records(logs[&room].clone())];
+        // Each room rebuilt alone from its own log, then from its partner's.
+        let mut again = Authority::new(config);
+        rebuild_room(&mut again, a, &entries(a)).expect("a replays");
+        assert_eq!(again.room(a), auth.room(a), "a's log is whole");
+        assert!(again.room(b).is_none(), "a's log builds only a");
+        rebuild_room(&mut again, b, &entries(b)).expect("b replays");
+        assert_ne!(again.room(b), auth.room(b), "b lost two records");
+        let merged = merge_tail(&mut again, b, &entries(a)).expect("merges");
+        assert_eq!(merged.len(), 2);
+        assert_eq!(again.room(b), auth.room(b), "b whole again");
+        assert!(merge_tail(&mut again, b, &entries(a))
+            .expect("again")
+            .is_empty());
+        // The gift addressed to b is remembered: a resend is not counted again.
+        let id = ActionId {
+            session: SessionId(7),
+            n: 2,
+        };
+        let seen = again.sessions().check(id, UserId(7), ServerTime(t + 4));
+        assert!(
+            matches!(seen, crate::rules::Seen::Again(o) if o.is_applied()),
+            "{seen:?}"
         );
     }
 }

@@ -33,6 +33,15 @@ pub enum Error {
         /// The sequence this node expected to be last.
         expected: u64,
     },
+    /// The room's log holds an epoch later than the one this node won the
+    /// room at: another node won it since. The room must be dropped.
+    #[error("cluster: {room} was won by another node since (epoch {newer} in its log)")]
+    Deposed {
+        /// The room.
+        room: RoomId,
+        /// The later epoch found.
+        newer: u64,
+    },
     /// This node does not hold the room's writer (never acquired, or dropped).
     #[error("cluster: this node does not own {0}")]
     NotOwner(RoomId),

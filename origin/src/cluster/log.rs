@@ -246,6 +246,37 @@ fn request(op: &'static str, room: RoomId, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Read `room`'s log and append `node`'s fence at `epoch` after its last
+/// message; returns the fence's sequence and the entries before it.
+async fn fence(
+    log: &RoomLog,
+    node: &str,
+    room: RoomId,
+    epoch: u64,
+) -> Result<(u64, Vec<Entry>), Error> {
+    let fence = Entry::Fence {
+        node: node.to_owned(),
+        epoch,
+    };
+    for _ in 0..FENCE_TRIES {
+        let entries = log.read(room).await?;
+        // A later epoch in the log: another node won the claim after this
+        // one did (this node's view of it is stale). Never fence over it:
+        // a room's epochs only grow along its log.
+        if let Some(newer) = (entries.iter()).map(|l| l.epoch).find(|e| *e > epoch) {
+            return Err(Error::Deposed { room, newer });
+        }
+        let expected = entries.last().map_or(0, |l| l.seq);
+        match log.append(room, &fence, node, epoch, expected).await {
+            Ok(last) => return Ok((last, entries.into_iter().map(|l| l.entry).collect())),
+            // Someone appended between the read and the fence: read again.
+            Err(Error::Fenced { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Fenced { room, expected: 0 })
+}
+
 /// One message of a room's log, as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {
@@ -309,29 +340,37 @@ impl Committer {
     /// return what it held before the fence (to rebuild the room from).
     /// From now on no earlier owner can append.
     pub async fn acquire(&mut self, room: RoomId, epoch: u64) -> Result<Vec<Entry>, Error> {
-        self.writers.remove(&room);
-        let fence = Entry::Fence {
-            node: self.node.clone(),
-            epoch,
-        };
-        for _ in 0..FENCE_TRIES {
-            let entries = self.log.read(room).await?;
-            let expected = entries.last().map_or(0, |l| l.seq);
-            match self
-                .log
-                .append(room, &fence, &self.node, epoch, expected)
-                .await
-            {
-                Ok(last) => {
-                    self.writers.insert(room, Writer { epoch, last });
-                    return Ok(entries.into_iter().map(|l| l.entry).collect());
-                }
-                // Someone appended between the read and the fence: read again.
-                Err(Error::Fenced { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+        let mut done = self.acquire_all(vec![(room, epoch)]).await;
+        done.pop()
+            .map_or(Err(Error::Fenced { room, expected: 0 }), |(_, r)| r)
+    }
+
+    /// [`Committer::acquire`] for several rooms at once: their reads and
+    /// fences run concurrently (a node taking over a dead node's rooms
+    /// fences them all in about the time of one).
+    pub async fn acquire_all(
+        &mut self,
+        rooms: Vec<(RoomId, u64)>,
+    ) -> Vec<(RoomId, Result<Vec<Entry>, Error>)> {
+        for (room, _) in &rooms {
+            self.writers.remove(room);
         }
-        Err(Error::Fenced { room, expected: 0 })
+        let (log, node) = (&self.log, self.node.as_str());
+        let fenced = join_all(rooms.into_iter().map(|(room, epoch)| async move {
+            (room, epoch, fence(log, node, room, epoch).await)
+        }))
+        .await;
+        let mut out = Vec::with_capacity(fenced.len());
+        for (room, epoch, result) in fenced {
+            out.push((
+                room,
+                result.map(|(last, entries)| {
+                    self.writers.insert(room, Writer { epoch, last });
+                    entries
+                }),
+            ));
+        }
+        out
     }
 
     /// Stop writing `room` (its lease is gone or handed over).

@@ -83,21 +83,36 @@ impl Pairs {
         listed: impl IntoIterator<Item = (RoomId, RoomId)>,
     ) {
         self.expire(now);
-        let mut pins: BTreeMap<RoomId, RoomId> = listed.into_iter().collect();
-        for room in self.fetching.keys() {
-            if let Some(to) = self.pins.get(room) {
-                pins.insert(*room, *to);
-            }
+        let kept: Vec<(RoomId, RoomId)> = (self.fetching.keys())
+            .filter_map(|room| self.pins.get(room).map(|to| (*room, *to)))
+            .collect();
+        self.pins.clear();
+        for (room, to) in listed.into_iter().chain(kept) {
+            self.pin(room, to);
         }
-        self.pins = pins;
     }
 
     /// Another node pinned `room` to `to` (it asked this one to release
     /// `room`).
     pub fn handle_pinned(&mut self, room: RoomId, to: RoomId) {
-        if room != to {
-            self.pins.insert(room, to);
+        self.pin(room, to);
+    }
+
+    /// Pin `room` to `to`. Two crossing invitations (each room inviting
+    /// the other, on two nodes at once) would pin each room to the other:
+    /// of such a cycle the pin of the greater room is kept, on every node
+    /// alike, so both rooms go to the lesser room's node.
+    fn pin(&mut self, room: RoomId, to: RoomId) {
+        if room == to {
+            return;
         }
+        if self.pins.get(&to) == Some(&room) {
+            if room < to {
+                return;
+            }
+            self.pins.remove(&to);
+        }
+        self.pins.insert(room, to);
     }
 
     /// `room`'s pin was deleted (its pair was let go): forget it, unless
@@ -115,7 +130,7 @@ impl Pairs {
         if inviter == invited || self.fetching.contains_key(&invited) {
             return Vec::new();
         }
-        self.pins.insert(invited, inviter);
+        self.pin(invited, inviter);
         self.fetching.insert(invited, now);
         vec![
             Step::Pin {
@@ -127,6 +142,20 @@ impl Pairs {
                 to: inviter,
             },
         ]
+    }
+
+    /// An invitation from `inviter` to `invited`, both held here: pin the
+    /// invited room to the inviter's unless it is already, so that a node
+    /// taking them over after this one dies takes both.
+    pub fn handle_local_invite(&mut self, inviter: RoomId, invited: RoomId) -> Vec<Step> {
+        if inviter == invited || self.pins.get(&invited) == Some(&inviter) {
+            return Vec::new();
+        }
+        self.pin(invited, inviter);
+        vec![Step::Pin {
+            room: invited,
+            to: inviter,
+        }]
     }
 
     /// `room` was won here: its fetch is over.
@@ -189,6 +218,18 @@ mod tests {
     }
 
     #[test]
+    fn rooms_of_an_invitation_held_together_are_pinned_once() {
+        let mut p = Pairs::new();
+        assert_eq!(
+            p.handle_local_invite(A, B),
+            vec![Step::Pin { room: B, to: A }]
+        );
+        assert_eq!(p.pins().get(&B), Some(&A));
+        assert!(p.handle_local_invite(A, B).is_empty(), "pinned already");
+        assert!(p.handle_local_invite(A, A).is_empty());
+    }
+
+    #[test]
     fn a_pair_is_let_go_only_when_neither_room_is_busy() {
         let mut p = Pairs::new();
         let t = Instant::now();
@@ -214,5 +255,24 @@ mod tests {
         p.handle_pinned(B, A);
         p.handle_unpinned(B);
         assert!(p.pins().is_empty());
+    }
+
+    #[test]
+    fn crossing_pins_settle_on_the_lesser_room_on_every_node() {
+        let t = Instant::now();
+        // Node x saw a's invitation first, node y b's; each learns the other.
+        let mut x = Pairs::new();
+        x.handle_invite(t, A, B);
+        x.handle_pinned(A, B);
+        let mut y = Pairs::new();
+        y.handle_invite(t, B, A);
+        y.handle_pinned(B, A);
+        let want: BTreeMap<RoomId, RoomId> = [(B, A)].into_iter().collect();
+        assert_eq!(x.pins(), &want);
+        assert_eq!(y.pins(), &want);
+        // The bucket holding both keys lists the same on any node.
+        let mut z = Pairs::new();
+        z.handle_listed(t, [(A, B), (B, A)]);
+        assert_eq!(z.pins(), &want);
     }
 }

@@ -356,6 +356,21 @@ impl Authority {
         self.world.rooms.remove(&room)
     }
 
+    /// Cluster mode: the record acking `id` (sent by `user`) was not
+    /// appended anywhere: forget its outcome (see [`Sessions::forget`]).
+    pub fn forget_outcome(&mut self, id: ActionId, user: UserId) {
+        self.sessions.forget(id, user);
+    }
+
+    /// Cluster mode: battle and challenge ids issued from now on are at
+    /// least `from` (a node seeds it with its start time in microseconds,
+    /// so nodes count in ranges of their own and never issue one id for
+    /// two battles; ids replayed from a room's log still push them on).
+    pub fn seed_ids(&mut self, from: u64) {
+        self.world.next_battle = self.world.next_battle.max(from);
+        self.world.next_challenge = self.world.next_challenge.max(from);
+    }
+
     /// After a restart: count every live room's idleness from `now`.
     pub fn handle_started(&mut self, now: ServerTime) {
         let rooms: Vec<RoomId> = self.world.rooms.keys().copied().collect();

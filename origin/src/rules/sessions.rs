@@ -254,6 +254,18 @@ impl Sessions {
         }
     }
 
+    /// Cluster mode: forget the outcome of `id`, decided but never made
+    /// durable (its room's append failed): a resend is decided afresh
+    /// instead of answered with an outcome no log holds.
+    pub fn forget(&mut self, id: ActionId, user: UserId) {
+        let w = (self.users.get_mut(&user)).and_then(|u| u.sessions.get_mut(&id.session));
+        if let Some(w) = w {
+            if let Ok(i) = w.outcomes.binary_search_by_key(&id.n, |(n, _)| *n) {
+                w.outcomes.remove(i);
+            }
+        }
+    }
+
     /// Everything remembered, for a checkpoint.
     pub fn export(&self) -> SessionsSnapshot {
         SessionsSnapshot {
@@ -426,5 +438,18 @@ mod tests {
             let (i, u, at) = (id(k % 4, k), UserId(k % 3), t(k));
             assert_eq!(back.check(i, u, at), s.check(i, u, at));
         }
+    }
+
+    #[test]
+    fn a_forgotten_outcome_is_decided_afresh_and_its_neighbours_stay() {
+        let mut m = Sessions::new(limits(8, 100, 8));
+        let u = UserId(1);
+        m.record(id(1, 1), u, OK, t(0));
+        m.record(id(1, 2), u, OK, t(0));
+        m.forget(id(1, 2), u);
+        assert_eq!(m.check(id(1, 2), u, t(0)), Seen::New);
+        assert_eq!(m.check(id(1, 1), u, t(0)), Seen::Again(OK));
+        m.forget(id(9, 9), UserId(9));
+        assert_eq!(m.len(), 1);
     }
 }

@@ -35,6 +35,7 @@ use protocol::{RoomId, ServerTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::authority::Presence;
 use super::shared::{gauge, Input, Item};
@@ -42,7 +43,7 @@ use crate::clock::Clock;
 use crate::cluster::keeper::{Change, Keeper};
 use crate::cluster::lease::Timing;
 use crate::cluster::pairs::{Held, Pairs, Step};
-use crate::cluster::{self, rebuild, Committer, Placement, Policy, RoomLog};
+use crate::cluster::{self, merge_tail, rebuild_room, Committer, Placement, Policy, RoomLog};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::rules::Authority;
@@ -66,6 +67,10 @@ pub(super) struct View {
     pub policy: watch::Receiver<Policy>,
     /// The driver, awaited on a clean shutdown (it hands its rooms over).
     pub driver: Option<tokio::task::JoinHandle<()>>,
+    /// Held so that [`Origin::serve_until`](super::Origin::serve_until)
+    /// waits (nothing fails the node as a whole: a failed append drops
+    /// only its room).
+    pub _failed: watch::Sender<Option<String>>,
 }
 
 /// A release request's body: `room` is pinned to `to`; release it.
@@ -150,6 +155,10 @@ pub(super) struct Driver {
     nats: async_nats::Client,
     ctl: String,
     fetched_tx: mpsc::Sender<RoomId>,
+    /// Rooms dropped for a failed append or fence, to win again (after
+    /// their release ran: `rewin_next` waits one keeper step).
+    rewin: Vec<RoomId>,
+    rewin_next: Vec<RoomId>,
     /// Fetches under way (aborted with the driver).
     fetches: JoinSet<()>,
     request_timeout: Duration,
@@ -159,6 +168,12 @@ pub(super) struct Driver {
 /// The subject a node answers release requests on.
 fn release_subject(ctl: &str, node: &str) -> String {
     format!("{ctl}.node.{node}.release")
+}
+
+/// Where a node is told to take a room handed over to it (body: the room
+/// id): the placement gives it the room and its holder just let go.
+fn take_subject(ctl: &str, node: &str) -> String {
+    format!("{ctl}.node.{node}.take")
 }
 
 /// A node connected and joined, before it serves: its driver and what
@@ -189,7 +204,10 @@ pub(super) async fn connect(
     let placement = Placement::open(&js, cluster).await?;
     let nats = js.client();
     let ctl = format!("{}.ctl", cluster.subject_prefix);
-    let releases = (nats.subscribe(release_subject(&ctl, &cluster.node)).await)
+    // Both of this node's control subjects: `release` and `take`.
+    let releases = (nats
+        .subscribe(format!("{ctl}.node.{}.*", cluster.node))
+        .await)
         .map_err(|e| cluster::Error::Bucket(format!("cannot subscribe: {e}")))?;
     let pins = placement.watch_pins().await?;
     let timing = Timing {
@@ -201,7 +219,11 @@ pub(super) async fn connect(
     let (policy_tx, policy) = watch::channel(Policy::default());
     let mut driver = Driver {
         name: cluster.node.clone(),
-        auth: Authority::new(config.rules.clone()),
+        auth: {
+            let mut auth = Authority::new(config.rules.clone());
+            auth.seed_ids(clock.now().0);
+            auth
+        },
         clock,
         keeper: Keeper::new(cluster.node.clone(), timing, placement),
         committer: Committer::new(log, cluster.node.clone()),
@@ -220,6 +242,8 @@ pub(super) async fn connect(
         ctl,
         fetched_tx,
         fetches: JoinSet::new(),
+        rewin: Vec::new(),
+        rewin_next: Vec::new(),
         request_timeout: cluster.request_timeout,
         metrics,
     };
@@ -247,7 +271,14 @@ impl Joined {
             pins,
             fetched,
         } = self;
-        tokio::spawn(driver.run(inputs, (releases, pins), fetched, shutdown))
+        // Every line the driver logs names its node (a testbed runs three
+        // in one process).
+        let span = tracing::info_span!("node", name = %driver.name);
+        tokio::spawn(
+            driver
+                .run(inputs, (releases, pins), fetched, shutdown)
+                .instrument(span),
+        )
     }
 }
 
@@ -279,6 +310,7 @@ impl Driver {
         loop {
             let changes = self.keeper.step(Instant::now()).await;
             let gained = self.apply(changes).await;
+            self.win_again();
             let again = self.parked.take(&gained);
             if !again.is_empty() && self.handle(again).await.is_err() {
                 return;
@@ -409,8 +441,15 @@ impl Driver {
         for (room, claim, _) in rooms {
             let mine = self.policy.owner_of(room) == Some(self.name.as_str());
             if claim.node == self.name {
-                if !mine && self.policy.owner_of(room).is_some() {
+                if let Some(owner) = self.policy.owner_of(room).filter(|_| !mine) {
                     self.keeper.release(room);
+                    // Its new owner takes it now, not at the next request
+                    // for it (relays follow the `Moved` too).
+                    let subject = take_subject(&self.ctl, owner);
+                    let body = room.0.to_string();
+                    if let Err(e) = self.nats.publish(subject, body.into()).await {
+                        tracing::warn!(%room, error = %e, "cannot hand a room over");
+                    }
                 } else if mine && self.keeper.owned(room, now).is_none() {
                     // An earlier incarnation's claim: take it back.
                     self.keeper.want(now, room);
@@ -425,44 +464,144 @@ impl Driver {
     /// their subscribers told where they went. Returns the rooms won.
     pub(super) async fn apply(&mut self, changes: Vec<Change>) -> Vec<RoomId> {
         let mut items = Vec::new();
-        let mut gained = Vec::new();
+        let mut won = Vec::new();
+        // Losses first: a room lost and won again (a new epoch) is
+        // dropped, then rebuilt.
         for change in changes {
             match change {
-                Change::Gained { room, epoch } => {
-                    let entries = match self.committer.acquire(room, epoch).await {
-                        Ok(entries) => entries,
-                        Err(e) => {
-                            tracing::warn!(%room, error = %e, "cannot fence a won room");
-                            self.keeper.release(room);
-                            continue;
-                        }
-                    };
-                    self.auth.remove_room(room);
-                    if let Err(e) = rebuild(&mut self.auth, &entries) {
-                        tracing::error!(%room, error = %e, "room log does not replay");
-                        self.auth.remove_room(room);
-                        self.committer.drop_room(room);
-                        self.keeper.release(room);
-                        continue;
-                    }
-                    let state = self.auth.room(room).cloned();
-                    if let Some(s) = &state {
-                        self.floor = self.floor.max(s.at);
-                    }
-                    tracing::info!(%room, epoch, entries = entries.len(), "room won");
-                    self.held.insert(room);
-                    self.pairs.handle_gained(room);
-                    items.push(Item::Won { room, state });
-                    gained.push(room);
-                }
                 Change::Lost { room } => self.drop_room(room, &mut items),
+                Change::Gained { room, epoch } => won.push((room, epoch)),
             }
+        }
+        let mut gained = Vec::new();
+        for (room, fenced) in self.committer.acquire_all(won).await {
+            let entries = match fenced {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "cannot fence a won room");
+                    self.retry(room);
+                    continue;
+                }
+            };
+            self.auth.remove_room(room);
+            if let Err(e) = rebuild_room(&mut self.auth, room, &entries) {
+                tracing::error!(%room, error = %e, "room log does not replay");
+                self.auth.remove_room(room);
+                self.committer.drop_room(room);
+                self.keeper.release(room);
+                continue;
+            }
+            tracing::info!(%room, entries = entries.len(), "room won");
+            self.held.insert(room);
+            self.pairs.handle_gained(room);
+            gained.push(room);
+        }
+        // A battle's two rooms: what one room's lost append left out is in
+        // its partner's log (both hold the pair's records whole).
+        for room in &gained {
+            self.merge_partners(*room).await;
+        }
+        gained.retain(|r| self.held.contains(r));
+        for room in &gained {
+            let state = self.auth.room(*room).cloned();
+            if let Some(s) = &state {
+                self.floor = self.floor.max(s.at);
+            }
+            items.push(Item::Won { room: *room, state });
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
         if !items.is_empty() {
             let _ = self.batches.send(items).await;
         }
         gained
+    }
+
+    /// The rooms `room` is linked to: its PK pin either way, its battle's
+    /// or invitation's other room, and (`search`: after a rebuild, when its
+    /// own log may have lost the event that says) any held room whose
+    /// battle or invitation names it.
+    pub(super) fn linked(&self, room: RoomId, search: bool) -> Vec<RoomId> {
+        let names = |s: &protocol::RoomState| -> Vec<RoomId> {
+            let mut out: Vec<RoomId> = (s.battle.iter()).flat_map(|b| b.rooms).collect();
+            out.extend(s.pk_invite.iter().flat_map(|i| [i.from, i.to]));
+            out
+        };
+        let mut out: Vec<RoomId> = (self.pairs.pins().iter())
+            .filter_map(|(a, b)| match (*a == room, *b == room) {
+                (true, _) => Some(*b),
+                (_, true) => Some(*a),
+                _ => None,
+            })
+            .collect();
+        if let Some(s) = self.auth.room(room) {
+            out.extend(names(s));
+        }
+        if search {
+            for s in self.auth.rooms() {
+                if s.room != room && names(s).contains(&room) {
+                    out.push(s.room);
+                }
+            }
+        }
+        out.retain(|r| *r != room);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Take what `room`'s partners' logs hold for it past its last event.
+    async fn merge_partners(&mut self, room: RoomId) {
+        for partner in self.linked(room, true) {
+            let entries = match self.committer.log().read(partner).await {
+                Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");
+                    continue;
+                }
+            };
+            let merged = match merge_tail(&mut self.auth, room, &entries) {
+                Ok(merged) => merged,
+                Err(e) => {
+                    tracing::error!(%room, %partner, error = %e, "partner's records do not apply");
+                    continue;
+                }
+            };
+            if merged.is_empty() {
+                continue;
+            }
+            let n = merged.len();
+            tracing::warn!(%room, %partner, records = n, "a lost append's records taken from the partner's log");
+            // Into the room's own log too, so that it is whole again.
+            let parts = merged.into_iter().map(|r| (room, r)).collect();
+            if let Some(Err(e)) = self.committer.commit(parts).await.pop().map(|a| a.result) {
+                tracing::warn!(%room, error = %e, "cannot append the merged records: room dropped");
+                let mut items = Vec::new();
+                self.drop_room(room, &mut items);
+                self.retry(room);
+                let _ = self.batches.send(items).await;
+            }
+        }
+    }
+
+    /// Hand `room`'s claim back now (its append or fence failed: the
+    /// outcome is unknown, or another node wrote) and, while the policy
+    /// still gives it to this node, want it again once the release has
+    /// run: a new epoch, fenced and rebuilt from the log.
+    pub(super) fn retry(&mut self, room: RoomId) {
+        self.keeper.release(room);
+        self.rewin_next.push(room);
+    }
+
+    /// After a keeper step: want again the rooms [`Driver::retry`] let go
+    /// before it.
+    fn win_again(&mut self) {
+        let now = Instant::now();
+        for room in std::mem::take(&mut self.rewin) {
+            if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+                self.keeper.want(now, room);
+            }
+        }
+        self.rewin = std::mem::take(&mut self.rewin_next);
     }
 
     /// Stop serving `room`: its subscribers hear where it went.
@@ -485,6 +624,19 @@ impl Driver {
     /// release it (everything decided for it is committed: the driver
     /// commits each batch before it takes the next input), then answer.
     async fn release_asked(&mut self, msg: async_nats::Message) {
+        if msg.subject.as_str() == take_subject(&self.ctl, &self.name) {
+            let room = std::str::from_utf8(&msg.payload)
+                .ok()
+                .and_then(|s| s.parse().ok());
+            if let Some(room) = room.map(RoomId) {
+                self.refresh_policy(Instant::now());
+                if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+                    tracing::info!(%room, "taking a room handed over");
+                    self.keeper.want(Instant::now(), room);
+                }
+            }
+            return;
+        }
         if let Ok(r) = serde_json::from_slice::<Release>(&msg.payload) {
             let (room, to) = (RoomId(r.room), RoomId(r.to));
             self.pairs.handle_pinned(room, to);
@@ -504,11 +656,28 @@ impl Driver {
     /// Carry out [`Pairs`]'s steps for an invitation: the pin and the
     /// fetch run on a task of their own, which says when it is done.
     pub(super) fn fetch(&mut self, steps: Vec<Step>) {
+        let fetched: Vec<RoomId> = (steps.iter())
+            .filter_map(|s| match s {
+                Step::Fetch { room, .. } => Some(*room),
+                _ => None,
+            })
+            .collect();
         for step in steps {
-            let Step::Fetch { room, to } = step else {
-                continue;
-            };
             let placement = self.keeper.placement().clone();
+            let (room, to) = match step {
+                Step::Fetch { room, to } => (room, to),
+                // Both rooms held here: only the pin, for whoever takes
+                // them over.
+                Step::Pin { room, to } if !fetched.contains(&room) => {
+                    self.fetches.spawn(async move {
+                        if let Err(e) = placement.pin(room, to).await {
+                            tracing::warn!(%room, error = %e, "cannot pin");
+                        }
+                    });
+                    continue;
+                }
+                Step::Pin { .. } | Step::Unpin { .. } => continue,
+            };
             let (nats, ctl, me) = (self.nats.clone(), self.ctl.clone(), self.name.clone());
             let (done, wait) = (self.fetched_tx.clone(), self.request_timeout);
             self.fetches.spawn(async move {
@@ -535,8 +704,54 @@ impl Driver {
 
     /// Drain: hand every room over, leave the membership.
     async fn leave(&mut self) {
+        // Subscribers hear of the node each room goes to next.
+        self.policy.handle_left(&self.name);
         self.keeper.leave();
         let changes = self.keeper.step(Instant::now()).await;
         self.apply(changes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(room: RoomId) -> (Input, tokio::sync::oneshot::Receiver<bool>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        (Input::Open { room, reply }, rx)
+    }
+
+    fn room_of(input: &Input) -> RoomId {
+        match input {
+            Input::Open { room, .. } => *room,
+            _ => panic!("an open"),
+        }
+    }
+
+    #[test]
+    fn parked_requests_are_bounded_per_room_and_in_time() {
+        let mut p = Parked::default();
+        let t = Instant::now();
+        let (a, b) = (RoomId(1), RoomId(2));
+        for _ in 0..PARK_ROOM_MAX {
+            assert!(p.park(t, a, open(a).0).is_ok());
+        }
+        let refused = p.park(t, a, open(a).0).expect_err("room full");
+        assert_eq!(room_of(&refused), a);
+        assert!(p.park(t, b, open(b).0).is_ok(), "another room still parks");
+        assert_eq!(p.next_expiry(), Some(t + PARK_FOR));
+        assert!(p
+            .expired(t + PARK_FOR - Duration::from_millis(1))
+            .is_empty());
+        let later = t + Duration::from_millis(10);
+        assert!(p.park(later, b, open(b).0).is_ok());
+        let won = p.take(&[a]);
+        assert_eq!(won.len(), PARK_ROOM_MAX);
+        assert!(won.iter().all(|i| room_of(i) == a));
+        let gone = p.expired(t + PARK_FOR);
+        assert_eq!(gone.len(), 1, "only the one parked at t");
+        assert_eq!(p.next_expiry(), Some(later + PARK_FOR));
+        assert_eq!(p.take(&[b]).len(), 1);
+        assert_eq!((p.count, p.by_room.len()), (0, 0));
     }
 }

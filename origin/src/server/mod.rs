@@ -27,7 +27,7 @@
 //! (`cluster.rs`, `route.rs`) that serves only the rooms this node holds,
 //! appends to JetStream before anything leaves, and answers `Moved` /
 //! `Redirect` for rooms another node should serve (see [`crate::cluster`]).
-//! `metrics_listen` is not served in cluster mode yet.
+//! `/readyz` says ready once the node has joined the cluster.
 //!
 //! Operators: with `metrics_listen` set, an HTTP listener serves
 //! `/metrics` ([`crate::metrics`]), `/healthz` and `/readyz`. It is bound
@@ -173,19 +173,7 @@ impl Origin {
         let metrics = Metrics::new();
         let (failed_tx, failed_rx) = watch::channel(None);
         let ready = Arc::new(AtomicBool::new(false));
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let mut registry = Metrics::registry(&config.node_name);
-                metrics.register(&mut registry);
-                let endpoint = ops::Endpoint::new(registry, {
-                    let ready = ready.clone();
-                    let failed = failed_rx.clone();
-                    move || readiness(&ready, &failed)
-                });
-                Some(ops::Listener::bind(addr, Arc::new(endpoint)).await?)
-            }
-            None => None,
-        };
+        let metrics_listener = listen(&config, &metrics, &ready, &failed_rx).await?;
         let (wal, recovered) = Wal::open(&config.data_dir, Default::default())?;
         let archives = Archives::open(&config.data_dir)?;
         let mut auth = replay(&config, &recovered, &archives)?;
@@ -272,6 +260,9 @@ impl Origin {
         let cluster_secret = config.cluster_secret()?;
         let metrics = Metrics::new();
         let clock = Clock::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (failed_tx, failed) = watch::channel(None);
+        let metrics_listener = listen(&config, &metrics, &ready, &failed).await?;
         let (joined, (batches, policy)) =
             cluster::connect(&config, &node, clock, metrics.clone()).await?;
         #[cfg(feature = "fault")]
@@ -283,7 +274,6 @@ impl Origin {
         let addr = endpoint.local_addr()?;
         let (input_tx, input_rx) = mpsc::channel(1 << 14);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (_, failed) = watch::channel(None);
         let mut tasks = JoinSet::new();
         tasks.spawn(publish::Publisher::new(std::iter::empty(), config.ring).run(batches));
         let shared = Arc::new(Shared {
@@ -297,6 +287,9 @@ impl Origin {
         });
         tasks.spawn(link::accept(endpoint.clone(), shared, shutdown_rx.clone()));
         let driver = joined.spawn(input_rx, shutdown_rx);
+        // Nothing fails the node as a whole (a failed append drops only its
+        // room): `/readyz` says ready from here on.
+        ready.store(true, Ordering::Relaxed);
         tracing::info!(node = %node.node, %addr, "origin node listening");
         Ok(Origin {
             addr,
@@ -311,11 +304,12 @@ impl Origin {
             commit: None,
             shutdown,
             metrics,
-            metrics_listener: None,
+            metrics_listener,
             cluster: Some(cluster::View {
                 name: node.node,
                 policy,
                 driver: Some(driver),
+                _failed: failed_tx,
             }),
         })
     }
@@ -401,9 +395,16 @@ impl Origin {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), Error> {
         let mut failed = self.failed.clone();
+        // In cluster mode nothing may ever set `failed` (its sender can be
+        // gone): a closed channel is not a failure, only a reason set is.
+        let log_failed = async {
+            if failed.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = stop => {}
-            _ = failed.wait_for(Option::is_some) => {}
+            () = log_failed => {}
         }
         self.shutdown().await
     }
@@ -457,6 +458,27 @@ impl Origin {
             _ => Ok(()),
         }
     }
+}
+
+/// The operators' listener, when `metrics_listen` is set: ready once
+/// `ready` is set and while nothing is in `failed`.
+async fn listen(
+    config: &Config,
+    metrics: &Metrics,
+    ready: &Arc<AtomicBool>,
+    failed: &watch::Receiver<Option<String>>,
+) -> Result<Option<ops::Listener>, Error> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let mut registry = Metrics::registry(&config.node_name);
+    metrics.register(&mut registry);
+    let endpoint = ops::Endpoint::new(registry, {
+        let ready = ready.clone();
+        let failed = failed.clone();
+        move || readiness(&ready, &failed)
+    });
+    Ok(Some(ops::Listener::bind(addr, Arc::new(endpoint)).await?))
 }
 
 /// `/readyz`: the log is replayed and relays can connect, and the log has

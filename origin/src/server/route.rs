@@ -11,7 +11,11 @@
 //! the rooms that were are published, the action is handed back
 //! (`Redirect` with no owner: the relay resends it, and the id memory,
 //! which travels in the log, answers it exactly once) and the rooms whose
-//! append failed are dropped.
+//! append failed are dropped, then won again (a new epoch, fenced, rebuilt)
+//! while the policy still gives them to this node. An action whose record
+//! was appended nowhere is forgotten by the id memory (the node's one
+//! authority outlives the room), so its resend is decided afresh rather
+//! than answered with an outcome no log holds.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -21,7 +25,7 @@ use protocol::{Outcome, RoomId};
 
 use super::cluster::Driver;
 use super::shared::{Input, Item, RelayId};
-use crate::cluster::split;
+use crate::cluster::split_linked;
 use crate::rules::{Decision, Record};
 
 /// Where a room's input goes.
@@ -43,6 +47,9 @@ enum Out {
     Record {
         record: Record,
         rooms: Vec<RoomId>,
+        /// The rooms whose part carries the ack: it is committed if any of
+        /// them was appended.
+        acked_in: Vec<RoomId>,
         reply: Option<(RelayId, Actor, ActionMsg)>,
     },
     /// An answer from the id memory: it leaves if `room` was appended (or
@@ -67,17 +74,29 @@ impl Batch {
         self.out.push(Out::Item(item));
     }
 
-    /// `record` (acked in `home` if it has an ack) goes to the room logs.
-    fn record(&mut self, record: Record, home: RoomId, reply: Option<(RelayId, Actor, ActionMsg)>) {
+    /// `record` (acked in `home` if it has an ack) goes to the room logs,
+    /// a battle's two rooms together (`linked`, see [`split_linked`]).
+    fn record(
+        &mut self,
+        record: Record,
+        home: RoomId,
+        reply: Option<(RelayId, Actor, ActionMsg)>,
+        linked: impl Fn(RoomId) -> Vec<RoomId>,
+    ) {
         if record.is_empty() {
             return;
         }
-        let parts = split(record.clone(), home);
+        let parts = split_linked(record.clone(), home, linked);
         let rooms = parts.iter().map(|(r, _)| *r).collect();
+        let acked_in = (parts.iter())
+            .filter(|(_, p)| p.ack.is_some())
+            .map(|(r, _)| *r)
+            .collect();
         self.records.extend(parts);
         self.out.push(Out::Record {
             record,
             rooms,
+            acked_in,
             reply,
         });
     }
@@ -93,6 +112,17 @@ impl Driver {
         self.commit(batch).await
     }
 
+    /// `record` to the room logs, each room with its battle partner.
+    fn store(
+        &self,
+        batch: &mut Batch,
+        record: Record,
+        home: RoomId,
+        reply: Option<(RelayId, Actor, ActionMsg)>,
+    ) {
+        batch.record(record, home, reply, |room| self.linked(room, false));
+    }
+
     /// Fire the timers due.
     pub(super) async fn fire_timers(&mut self) -> Result<(), ()> {
         let now = self.now_t();
@@ -101,7 +131,7 @@ impl Driver {
         }
         let mut batch = Batch::default();
         let record = self.auth.handle_timeout(now);
-        batch.record(record, RoomId(0), None);
+        self.store(&mut batch, record, RoomId(0), None);
         self.commit(batch).await
     }
 
@@ -175,7 +205,7 @@ impl Driver {
                 for (room, user) in self.presence.relay_gone(relay) {
                     if self.held.contains(&room) {
                         let record = self.auth.handle_presence(now, room, user, false);
-                        batch.record(record, room, None);
+                        self.store(batch, record, room, None);
                     }
                 }
                 batch.item(Item::RelayGone { relay, name, lost });
@@ -184,7 +214,7 @@ impl Driver {
             Input::Open { room, reply } => match self.place(room) {
                 Place::Here => {
                     let record = self.auth.handle_open(self.now_t(), room);
-                    batch.record(record, room, None);
+                    self.store(batch, record, room, None);
                     let _ = reply.send(self.auth.room(room).is_some());
                 }
                 Place::Win => self.park(room, Input::Open { room, reply }, batch),
@@ -229,7 +259,7 @@ impl Driver {
                     if let Some(now_online) = self.presence.report(relay, room, user, online) {
                         let now = self.now_t();
                         let record = self.auth.handle_presence(now, room, user, now_online);
-                        batch.record(record, room, None);
+                        self.store(batch, record, room, None);
                     }
                 }
                 Place::Win => {
@@ -265,12 +295,25 @@ impl Driver {
         let away =
             (self.auth.missing(&msg).into_iter()).find(|r| *r != room && !self.held.contains(r));
         if let Some(invited) = away {
-            let steps = self.pairs.handle_invite(Instant::now(), room, invited);
-            self.fetch(steps);
-            self.refresh_policy(Instant::now());
+            // Placed here anyway: only win it. Else pin it here and fetch it.
+            if self.elsewhere(invited).is_some() {
+                let steps = self.pairs.handle_invite(Instant::now(), room, invited);
+                self.fetch(steps);
+                self.refresh_policy(Instant::now());
+            }
             self.keeper.want(Instant::now(), invited);
             let msg = UpMsg::Action { actor, msg };
             return self.park(invited, Input::Up { relay, msg }, batch);
+        }
+        // Both rooms of an invitation held here already: pin them together
+        // all the same, so that whoever takes them over after a crash
+        // takes both (placement alone may part them).
+        if let protocol::Action::PkInvite { to, .. } = msg.action {
+            let steps = self.pairs.handle_local_invite(room, to);
+            if !steps.is_empty() {
+                self.fetch(steps);
+                self.refresh_policy(Instant::now());
+            }
         }
         let now = self.now_t();
         match self.auth.handle_action(now, actor, &msg) {
@@ -278,10 +321,10 @@ impl Driver {
                 if matches!(record.ack.map(|a| a.outcome), Some(Outcome::Applied { .. })) {
                     self.metrics.applied.inc();
                 }
-                batch.record(record, room, Some((relay, actor, msg)));
+                self.store(batch, record, room, Some((relay, actor, msg)));
             }
             Decision::Answered { outcome, timers } => {
-                batch.record(timers, room, None);
+                self.store(batch, timers, room, None);
                 let item = Item::Answer {
                     relay,
                     user: actor.user,
@@ -299,7 +342,7 @@ impl Driver {
                 retry_after,
                 timers,
             } => {
-                batch.record(timers, room, None);
+                self.store(batch, timers, room, None);
                 let ms = retry_after.as_millis().max(1);
                 batch.item(Item::Throttled {
                     relay,
@@ -323,14 +366,21 @@ impl Driver {
         let keeper = &self.keeper;
         let ok = |room: &RoomId| !failed.contains(room) && keeper.owned(*room, now).is_some();
         let mut items = Vec::with_capacity(batch.out.len());
+        let mut forget = Vec::new();
         for out in batch.out {
             match out {
                 Out::Item(item) => items.push(item),
                 Out::Record {
                     record,
                     rooms,
+                    acked_in,
                     reply,
                 } => {
+                    if let Some(ack) = record.ack {
+                        if acked_in.iter().all(|r| failed.contains(r)) {
+                            forget.push((ack.id, ack.user));
+                        }
+                    }
                     if rooms.iter().all(ok) {
                         let reply = reply.map(|(relay, _, _)| relay);
                         items.push(Item::Record { record, reply });
@@ -369,13 +419,17 @@ impl Driver {
                 }),
             }
         }
+        // Decided, appended nowhere: the id memory must not answer it.
+        for (id, user) in forget {
+            self.auth.forget_outcome(id, user);
+        }
         let lost: Vec<RoomId> = (self.held.iter().copied())
             .filter(|r| failed.contains(r) || self.keeper.owned(*r, now).is_none())
             .collect();
         for room in lost {
             tracing::warn!(%room, "append failed or lease lapsed: room dropped");
             self.drop_room(room, &mut items);
-            self.keeper.release(room);
+            self.retry(room);
         }
         if items.is_empty() {
             return Ok(());
