@@ -53,10 +53,12 @@
 //!   and per-room pauses.
 //! - `scrape.rs`: one GET of `/metrics`, a series' value, a quantile.
 //! - `scenario/spec/`: `file.rs` the TOML as written; `check.rs` one
-//!   conversion per section; `types.rs` the checked scenario; `gate.rs` the
+//!   conversion per section; `cluster.rs` `[cluster]`, the cluster steps
+//!   and `pk` pairs; `types.rs` the checked scenario; `gate.rs` the
 //!   `[gates]`; `error.rs` why a file was refused.
 //! - `scenario/run/`: `driver.rs` one run; `net.rs` its network; `paths.rs`
 //!   its links over time; `crowd.rs` its clients; `timeline.rs` its steps;
+//!   `cluster.rs` the cluster steps played and the room logs judged;
 //!   `record.rs` the evidence; `recorder.rs` who writes it; `progress.rs`
 //!   the progress line.
 //! - `scenario/verdict/`: `analysis.rs` figures; `invariants.rs` what must

@@ -5,6 +5,12 @@
 //! their connections. All nodes share one TLS identity and the topology's
 //! cluster secret.
 //!
+//! The nodes and their proxies run on a tokio runtime of their own (two
+//! worker threads), as separate machines would: a crowd of hundreds of
+//! clients in the testbed's runtime must not delay their lease renewals
+//! (a node that renews late loses its rooms; on a shared runtime that
+//! measured the testbed's load, not the cluster).
+//!
 //! Failures: [`Nodes::kill`] (a crash: `Origin::abort`), [`Nodes::drain`]
 //! (a graceful stop: `Origin::shutdown`, which hands the node's rooms over
 //! before it stops), [`Nodes::partition`] / [`Nodes::heal`] (its proxies cut),
@@ -73,7 +79,14 @@ pub struct Nodes {
     /// The origin nodes, in order.
     pub nodes: Vec<OriginNode>,
     identity: Identity,
+    /// The nodes' runtime (shut down in the background on drop).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where node work is spawned.
+    handle: tokio::runtime::Handle,
 }
+
+/// Threads of the nodes' runtime.
+const NODE_THREADS: usize = 2;
 
 impl Nodes {
     /// Start the NATS cluster, wait for JetStream, then every node:
@@ -95,12 +108,21 @@ impl Nodes {
             .await
             .context("the NATS launcher")??;
         nats.wait_jetstream().await?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(NODE_THREADS)
+            .thread_name("origin-nodes")
+            .enable_all()
+            .build()
+            .context("the origin nodes' runtime")?;
+        let handle = runtime.handle().clone();
         let mut nodes = Vec::with_capacity(spec.nodes);
         for i in 0..spec.nodes {
             let name = format!("node-{i}");
             let mut proxies = Vec::with_capacity(servers);
             for port in nats.ports() {
-                proxies.push(TcpProxy::spawn(SocketAddr::from(([127, 0, 0, 1], port))).await?);
+                let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+                let proxy = handle.spawn(TcpProxy::spawn(upstream));
+                proxies.push(proxy.await.context("the proxy task")??);
             }
             let urls = (proxies.iter())
                 .map(|p| format!("nats://{}", p.addr()))
@@ -133,6 +155,8 @@ impl Nodes {
             nats,
             nodes,
             identity,
+            runtime: Some(runtime),
+            handle,
         };
         for i in 0..spec.nodes {
             this.start_node(i).await?;
@@ -144,8 +168,9 @@ impl Nodes {
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &mut self.nodes[i];
         anyhow::ensure!(n.origin.is_none(), "{} is running", n.name);
-        let o = Origin::start_with(n.config.clone(), self.identity.clone())
-            .await
+        let start = Origin::start_with(n.config.clone(), self.identity.clone());
+        let o = (self.handle.spawn(start).await)
+            .context("the node's start task")?
             .with_context(|| format!("starting origin node {}", n.name))?;
         n.config.listen = o.addr();
         n.origin = Some(o);
@@ -259,7 +284,7 @@ impl Nodes {
             .origin
             .take()
             .with_context(|| format!("{} is down", n.name))?;
-        Ok(tokio::spawn(o.abort()))
+        Ok(self.handle.spawn(o.abort()))
     }
 
     /// Stop node `i` gracefully (`Origin::shutdown`).
@@ -267,7 +292,7 @@ impl Nodes {
         let n = self.nodes.get_mut(i).context("no such origin node")?;
         let name = n.name.clone();
         let o = n.origin.take().with_context(|| format!("{name} is down"))?;
-        Ok(tokio::spawn(async move {
+        Ok(self.handle.spawn(async move {
             if let Err(e) = o.shutdown().await {
                 tracing::warn!(node = %name, error = %e, "drained node stopped with an error");
             }
@@ -298,8 +323,21 @@ impl Nodes {
     pub async fn shutdown(&mut self) {
         for n in &mut self.nodes {
             if let Some(o) = n.origin.take() {
-                let _ = o.shutdown().await;
+                let _ = self.handle.spawn(o.shutdown()).await;
             }
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        // Nodes still running die with their runtime; dropping a runtime
+        // may not block inside another one.
+        for n in &mut self.nodes {
+            n.proxies.clear();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }

@@ -39,6 +39,12 @@
 //!    mirror and the origin's rooms ([`run::record`]). From them, the figures
 //!    ([`verdict::analysis`]) and the [`verdict::invariants`].
 //!
+//! With `[cluster]` (issue 12) the origin is NATS servers and origin nodes
+//! ([`crate::cluster`]); the timeline can kill, drain or partition a node
+//! and kill a NATS server, and after the run every room log is read back
+//! from JetStream to check that no room ever had two writers and to time
+//! how long each failure's rooms paused.
+//!
 //! `run` plays the modes one after the other, each on a fresh deployment.
 //!
 //! # What is measured
