@@ -70,7 +70,9 @@
 //! - `server/link.rs`: one relay's link: hello, frames in and out.
 //! - `server/cluster.rs`: cluster mode's driver in place of the authority
 //!   task and the commit thread: membership, rooms won (rebuilt) and lost
-//!   (`Moved`), parked requests, PK pairs fetched across nodes.
+//!   (`Moved`), PK pairs fetched across nodes, rooms handed over.
+//! - `server/parked.rs`: cluster mode: requests waiting while their room
+//!   is won (bounded in all, per room and in time).
 //! - `server/route.rs`: cluster mode: a batch routed (`Moved`, `Redirect`,
 //!   parked) and decided, one group commit to JetStream, then what leaves.
 //! - `server/shared.rs`: what the tasks share: their messages, the store of

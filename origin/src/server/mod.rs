@@ -39,6 +39,7 @@ mod authority;
 mod cluster;
 mod commit;
 mod link;
+mod parked;
 mod publish;
 mod route;
 mod shared;

@@ -5,9 +5,9 @@ use crate::id::{ActionId, RoomId, UserId};
 use crate::room::{Event, Outcome, RoomState};
 use crate::time::ServerTime;
 
+use super::client::ActionMsg;
 use super::error::ErrorCode;
 use super::upstream::Actor;
-use super::ActionMsg;
 
 /// Origin → relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
