@@ -99,7 +99,7 @@ for i in 1 2 3; do
   pid[origin-$i]=$!
 done
 for i in 1 2 3; do
-  until_ok 30 curl -sf "http://127.0.0.1:947$i/readyz" || die "origin-$i not ready within 30 s"
+  until_ok 90 curl -sf "http://127.0.0.1:947$i/readyz" || die "origin-$i not ready within 90 s"
 done
 cat "$tmp"/origin-{1,2,3}/origin-cert.pem > "$tmp/origin-certs.pem"
 sed "s#/var/lib/ringside#$tmp#" "$here/cluster/relay.toml" > "$tmp/relay.toml"

@@ -265,7 +265,7 @@ impl Origin {
         let (failed_tx, failed) = watch::channel(None);
         let metrics_listener = listen(&config, &metrics, &ready, &failed).await?;
         let (joined, (batches, policy)) =
-            cluster::connect(&config, &node, clock, metrics.clone()).await?;
+            connect_patiently(&config, &node, clock, &metrics).await?;
         #[cfg(feature = "fault")]
         let (endpoint, plug) =
             net::server_endpoint_plugged(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
@@ -457,6 +457,32 @@ impl Origin {
             Some(Ok(Err(e))) => Err(e.into()),
             Some(Err(_)) => Err(Error::Replay("the commit thread panicked".into())),
             _ => Ok(()),
+        }
+    }
+}
+
+/// How long a starting node waits for JetStream to take its streams and
+/// bucket (a cluster just started places three-copy streams only once all
+/// three servers have joined it).
+const SETUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`cluster::connect`], tried again while JetStream is not ready to set
+/// the streams and the bucket up (bounded by [`SETUP_PATIENCE`]); any other
+/// error, or the same one past that, fails the start.
+async fn connect_patiently(
+    config: &Config,
+    node: &crate::cluster::Config,
+    clock: Clock,
+    metrics: &Metrics,
+) -> Result<(cluster::Joined, cluster::Outputs), crate::cluster::Error> {
+    let until = std::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match cluster::connect(config, node, clock, metrics.clone()).await {
+            Err(e @ crate::cluster::Error::Setup { .. }) if std::time::Instant::now() < until => {
+                tracing::warn!(error = %e, "JetStream not ready for this node yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
         }
     }
 }
