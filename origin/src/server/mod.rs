@@ -186,11 +186,9 @@ impl Origin {
             inflight: Default::default(),
         };
         #[cfg(feature = "fault")]
-        let (endpoint, plug) =
-            net::server_endpoint_plugged(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let (endpoint, plug) = relay_endpoint(&config, &identity)?;
         #[cfg(not(feature = "fault"))]
-        let endpoint =
-            net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let endpoint = relay_endpoint(&config, &identity)?;
         let addr = endpoint.local_addr()?;
 
         let (input_tx, input_rx) = mpsc::channel(1 << 14);
@@ -267,11 +265,9 @@ impl Origin {
         let (joined, (batches, policy)) =
             connect_patiently(&config, &node, clock, &metrics).await?;
         #[cfg(feature = "fault")]
-        let (endpoint, plug) =
-            net::server_endpoint_plugged(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let (endpoint, plug) = relay_endpoint(&config, &identity)?;
         #[cfg(not(feature = "fault"))]
-        let endpoint =
-            net::server_endpoint(config.listen, &identity, &[ALPN_RELAY], &config.tuning)?;
+        let endpoint = relay_endpoint(&config, &identity)?;
         let addr = endpoint.local_addr()?;
         let (input_tx, input_rx) = mpsc::channel(1 << 14);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -459,6 +455,34 @@ impl Origin {
             _ => Ok(()),
         }
     }
+}
+
+/// The endpoint relays connect to (with the plug that cuts it off: the
+/// testbed's crashes, feature `fault`).
+#[cfg(feature = "fault")]
+fn relay_endpoint(
+    config: &Config,
+    identity: &Identity,
+) -> Result<(quinn::Endpoint, net::Plug), Error> {
+    let (c, id) = (config, identity);
+    Ok(net::server_endpoint_plugged(
+        c.listen,
+        id,
+        &[ALPN_RELAY],
+        &c.tuning,
+    )?)
+}
+
+/// The endpoint relays connect to.
+#[cfg(not(feature = "fault"))]
+fn relay_endpoint(config: &Config, identity: &Identity) -> Result<quinn::Endpoint, Error> {
+    let (c, id) = (config, identity);
+    Ok(net::server_endpoint(
+        c.listen,
+        id,
+        &[ALPN_RELAY],
+        &c.tuning,
+    )?)
 }
 
 /// How long a starting node waits for JetStream to take its streams and
