@@ -331,6 +331,7 @@ fn write_seeds() {
             msg: action.clone(),
             owner: None,
         },
+        DownMsg::Serving { rooms: vec![A] },
         DownMsg::Error {
             code: ErrorCode::Internal,
             message: "log failed".into(),

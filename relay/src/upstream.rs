@@ -312,7 +312,11 @@ async fn serve(
                         origin_estimate.micros(Instant::now()),
                     ));
                 }
-                Ok(Some(msg @ (DownMsg::Moved { .. } | DownMsg::Redirect { .. }))) => {
+                Ok(Some(
+                    msg @ (DownMsg::Moved { .. }
+                    | DownMsg::Redirect { .. }
+                    | DownMsg::Serving { .. }),
+                )) => {
                     let Some(router) = &router else { continue };
                     if router
                         .send(RouterIn::Answer { link: index, msg })

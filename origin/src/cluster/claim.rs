@@ -91,15 +91,32 @@ impl RoomClaim {
         }
     }
 
-    /// Hand the room over: release the claim if held, else forget it.
+    /// Hand the room over: release the claim if held, else forget it. A
+    /// release under way stays under way (asked twice, it still deletes
+    /// the key once: a claim left behind by a live node would hold the
+    /// room from every other node for good).
     pub fn handle_release(&mut self) {
         self.state = match self.state {
             State::Owned { revision, .. } => State::Releasing {
                 revision,
                 sent: false,
             },
+            State::Releasing { revision, sent } => State::Releasing { revision, sent },
             _ => State::Idle,
         };
+    }
+
+    /// The bucket lists a claim of this node's at `revision` that this
+    /// claim does not hold (a release that failed, an earlier incarnation's
+    /// claim): delete it (only if still at `revision`), unless a win or a
+    /// release is under way.
+    pub fn handle_release_listed(&mut self, revision: u64) {
+        if let State::Idle | State::Reading(_) | State::Waiting { .. } = self.state {
+            self.state = State::Releasing {
+                revision,
+                sent: false,
+            };
+        }
     }
 
     /// This node's lease lapsed: every room it held is lost (won again
@@ -344,5 +361,51 @@ mod tests {
             c.poll_command(t0, 4, |_, _| true),
             Some(Command::Release { revision: 10 })
         );
+    }
+
+    #[test]
+    fn a_release_asked_twice_still_deletes_the_claim() {
+        // The scenario run that found it: a pair's battle ended, the node
+        // released the invited room, and dropping it (its lease gone) asked
+        // for the release again before it was sent: the second ask forgot
+        // the first, and the claim stayed in the bucket, holding the room
+        // from its new owner for good.
+        let t0 = Instant::now();
+        let mut c = RoomClaim::new("a", RECHECK);
+        c.handle_want(t0);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_read(t0, Seen::Absent, 4);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_written(12, 4);
+        c.handle_release();
+        c.handle_release();
+        assert_eq!(
+            c.poll_command(t0, 4, |_, _| true),
+            Some(Command::Release { revision: 12 })
+        );
+        c.handle_written(13, 4);
+        assert_eq!(c.poll_command(t0, 4, |_, _| true), None);
+    }
+
+    #[test]
+    fn a_claim_listed_but_not_held_is_deleted_at_its_revision() {
+        let t0 = Instant::now();
+        let mut c = RoomClaim::new("a", RECHECK);
+        c.handle_release_listed(21);
+        assert_eq!(
+            c.poll_command(t0, 4, |_, _| true),
+            Some(Command::Release { revision: 21 })
+        );
+        // Refused (someone else wrote it since): forgotten.
+        c.handle_refused(t0);
+        assert_eq!(c.poll_command(t0, 4, |_, _| true), None);
+        // A claim this node holds is released by its own revision, not a listing's.
+        c.handle_want(t0);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_read(t0, Seen::Absent, 4);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_written(30, 4);
+        c.handle_release_listed(29);
+        assert_eq!(c.owned(4), Some(30));
     }
 }

@@ -128,6 +128,16 @@ impl Keeper {
         }
     }
 
+    /// The bucket lists a claim of this node's on `room` at `revision`
+    /// that the policy gives to another node: delete it (only if still at
+    /// `revision`) unless the node holds it or is already letting it go.
+    pub fn release_listed(&mut self, room: RoomId, revision: u64) {
+        let (node, recheck) = (&self.node, self.timing.ttl);
+        (self.claims.entry(room))
+            .or_insert_with(|| RoomClaim::new(node.clone(), recheck))
+            .handle_release_listed(revision);
+    }
+
     /// The epoch the node holds `room` at, if it may act for it at `now`.
     pub fn owned(&self, room: RoomId, now: Instant) -> Option<u64> {
         let member = self.membership.owned(now)?;

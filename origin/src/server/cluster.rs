@@ -30,6 +30,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::{RoomId, ServerTime};
 use serde::{Deserialize, Serialize};
@@ -253,8 +254,10 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let changes = self.keeper.step(Instant::now()).await;
+            let started = Instant::now();
+            let changes = self.keeper.step(started).await;
             let gained = self.apply(changes).await;
+            self.note_slow("keeper step", started);
             self.win_again();
             let again = self.parked.take(&gained);
             if !again.is_empty() && self.handle(again).await.is_err() {
@@ -266,6 +269,7 @@ impl Driver {
             if self.next_sweep <= now || alive != self.alive {
                 self.alive = alive;
                 self.look_around().await;
+                self.note_slow("listing the bucket", now);
             }
             if self.fire_timers().await.is_err() {
                 return;
@@ -288,9 +292,11 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    let started = Instant::now();
                     if self.handle(batch).await.is_err() {
                         return;
                     }
+                    self.note_slow("deciding and committing a batch", started);
                 }
                 Some(msg) = releases.next() => self.release_asked(msg).await,
                 Some(entry) = pins.next() => {
@@ -307,6 +313,16 @@ impl Driver {
                 }
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
+        }
+    }
+
+    /// Say so when one piece of the driver's work took longer than a
+    /// lease renewal's interval: the node lease is renewed between them.
+    fn note_slow(&self, what: &str, since: Instant) {
+        let took = since.elapsed();
+        if took > self.timing.renew_every() {
+            let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(what, took_ms, "the node's driver was held up");
         }
     }
 
@@ -383,11 +399,13 @@ impl Driver {
             }
         };
         let now = Instant::now();
-        for (room, claim, _) in rooms {
+        for (room, claim, revision) in rooms {
             let mine = self.policy.owner_of(room) == Some(self.name.as_str());
             if claim.node == self.name {
                 if let Some(owner) = self.policy.owner_of(room).filter(|_| !mine) {
                     self.keeper.release(room);
+                    // A claim left behind (its release failed) goes too.
+                    self.keeper.release_listed(room, revision);
                     // Its new owner takes it now, not at the next request
                     // for it (relays follow the `Moved` too).
                     let subject = take_subject(&self.ctl, owner);
@@ -443,9 +461,7 @@ impl Driver {
         }
         // A battle's two rooms: what one room's lost append left out is in
         // its partner's log (both hold the pair's records whole).
-        for room in &gained {
-            self.merge_partners(*room).await;
-        }
+        self.merge_partners(&gained).await;
         gained.retain(|r| self.held.contains(r));
         for room in &gained {
             let state = self.auth.room(*room).cloned();
@@ -494,10 +510,26 @@ impl Driver {
         out
     }
 
-    /// Take what `room`'s partners' logs hold for it past its last event.
-    async fn merge_partners(&mut self, room: RoomId) {
-        for partner in self.linked(room, true) {
-            let entries = match self.committer.log().read(partner).await {
+    /// Take what each room's partners' logs hold for it past its last
+    /// event. The partners' logs are read all at once (one at a time, a
+    /// dead node's thirty battle rooms held the driver, and with it the
+    /// node's lease renewals, for most of a second).
+    async fn merge_partners(&mut self, rooms: &[RoomId]) {
+        let pairs: Vec<(RoomId, RoomId)> = (rooms.iter())
+            .flat_map(|room| self.linked(*room, true).into_iter().map(|p| (*room, p)))
+            .collect();
+        let log = self.committer.log();
+        let reads = join_all(
+            pairs
+                .into_iter()
+                .map(|(room, partner)| async move { (room, partner, log.read(partner).await) }),
+        )
+        .await;
+        for (room, partner, read) in reads {
+            if !self.held.contains(&room) {
+                continue; // dropped by an earlier merge's failed append
+            }
+            let entries = match read {
                 Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");

@@ -276,7 +276,15 @@ impl Publisher {
                     ring: VecDeque::new(),
                     subscribers: BTreeSet::new(),
                 };
-                self.rooms.insert(room.state.room, room);
+                let id = room.state.room;
+                self.rooms.insert(id, room);
+                // Every relay hears it: those waiting for the room's node
+                // route it here now.
+                let bytes = frame(&DownMsg::Serving { rooms: vec![id] });
+                let relays: Vec<RelayId> = self.relays.keys().copied().collect();
+                for relay in relays {
+                    self.send(relay, bytes.clone());
+                }
             }
             Item::Moved { room, owner, relay } => self.moved(room, owner, relay),
             Item::Redirect {

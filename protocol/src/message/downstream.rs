@@ -97,6 +97,14 @@ pub enum DownMsg {
         /// The lost relay's name.
         relay: String,
     },
+    /// Cluster mode: this origin node has just won `rooms` (sent to every
+    /// relay linked to it). A relay whose room waits for a node, or is
+    /// routed to another, routes it here at once instead of waiting for
+    /// its retry (a dead node's rooms resume as soon as they are won).
+    Serving {
+        /// The rooms won.
+        rooms: Vec<RoomId>,
+    },
 }
 
 impl DownMsg {

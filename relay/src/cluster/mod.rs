@@ -142,6 +142,7 @@ impl Driver {
                     DownMsg::Redirect { actor, msg, owner } => {
                         self.router.handle_redirect(now, &from, actor, msg, owner);
                     }
+                    DownMsg::Serving { rooms } => self.router.handle_serving(now, &from, &rooms),
                     _ => {}
                 }
             }

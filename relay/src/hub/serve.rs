@@ -79,7 +79,7 @@ impl Hub {
             DownMsg::Welcome { .. } | DownMsg::Pong { .. } => {}
             // Cluster mode's routing answers: the upstream links handle
             // them (a hub never sees them).
-            DownMsg::Moved { .. } | DownMsg::Redirect { .. } => {}
+            DownMsg::Moved { .. } | DownMsg::Redirect { .. } | DownMsg::Serving { .. } => {}
             DownMsg::Error { code, message } => {
                 tracing::warn!(%code, %message, "origin reported an error");
             }

@@ -31,6 +31,10 @@
 //!   client's retry with the same id are the backstops, and the origin's
 //!   id memory makes a duplicate harmless.
 //!
+//! - `Serving { rooms }`: a node has just won these rooms; each one
+//!   routed elsewhere or waiting goes to it at once (a dead node's rooms
+//!   resume when they are won, not at the next retry).
+//!
 //! While a room waits for a node, its membership messages are dropped (the
 //! re-home states the room afresh) and its actions are held.
 //!
@@ -332,6 +336,21 @@ impl Router {
             r.hint = owner;
             r.retry_at = Some(now + wait);
             self.timers.insert((now + wait, room));
+        }
+    }
+
+    /// `from` has just won `rooms`: each one this relay routes, and not to
+    /// `from`, goes there now (the newest winner is the room's writer; a
+    /// node that lost it since answers `Moved`). Rooms this relay does not
+    /// route are ignored.
+    pub fn handle_serving(&mut self, now: Instant, from: &str, rooms: &[RoomId]) {
+        if !self.live.contains(from) {
+            return;
+        }
+        for room in rooms {
+            if self.rooms.contains_key(room) && self.node_of(*room) != Some(from) {
+                self.route_to(now, *room, from.to_string(), false);
+            }
         }
     }
 

@@ -374,3 +374,50 @@ fn a_dead_nodes_room_gets_its_actions_from_the_hub_not_twice() {
     );
     assert_eq!(r.held(room), 0);
 }
+
+#[test]
+fn a_node_that_won_a_waiting_room_gets_it_at_once_with_its_held_actions() {
+    let mut r = two_nodes();
+    let room = room_on("a");
+    r.handle_up(at(0), subscribe(room));
+    outs(&mut r);
+    // "a" does not serve it and knows no owner (its holder died, its lease
+    // has not run out yet): the room waits, its action is held.
+    r.handle_moved(at(0), "a", room, None);
+    r.handle_up(
+        at(5),
+        UpMsg::Action {
+            actor: actor(3),
+            msg: gift(room, 1),
+        },
+    );
+    assert!(outs(&mut r).is_empty());
+    // "b" wins it 20 ms later: the room goes there now, not at the 50 ms retry.
+    r.handle_serving(at(20), "b", &[room, RoomId(999_999)]);
+    let got = outs(&mut r);
+    assert_eq!(
+        got[0],
+        RouteOut::Rehome {
+            room,
+            requeue: false
+        }
+    );
+    assert_eq!(actions_sent(&got), vec![("b".to_string(), 1)]);
+    assert_eq!(r.node_of(room), Some("b"));
+    assert_eq!(r.held(room), 0);
+    // Said again, or by a node that is not linked: nothing more.
+    r.handle_serving(at(30), "b", &[room]);
+    r.handle_serving(at(30), "gone", &[room]);
+    assert!(outs(&mut r).is_empty());
+    // The retry timer that was set finds the room served.
+    assert!(run_until(&mut r, 5_000).is_empty());
+    // A room routed to "a" moves to "b" when "b" says it won it.
+    let third = (1..1000)
+        .map(RoomId)
+        .find(|x| *x != room && placement::owner(*x, ["a", "b"]) == Some("a"))
+        .expect("another room on a");
+    r.handle_up(at(40), subscribe(third));
+    outs(&mut r);
+    r.handle_serving(at(41), "b", &[third]);
+    assert_eq!(r.node_of(third), Some("b"));
+}
