@@ -309,6 +309,26 @@ pub struct Appended {
     pub result: Result<u64, Error>,
 }
 
+/// One append sent, its acknowledgement to come (see
+/// [`Committer::start`]). Owns what it needs: it can be awaited anywhere.
+pub struct InFlight {
+    /// The room.
+    pub room: RoomId,
+    /// The epoch it was written in.
+    pub epoch: u64,
+    /// The sequence it must follow.
+    pub expected: u64,
+    ack: jetstream::context::PublishAckFuture,
+}
+
+impl InFlight {
+    /// Wait for JetStream's answer (bounded by the client's request
+    /// timeout): the message's sequence, or why the append failed.
+    pub async fn wait(self) -> Result<u64, Error> {
+        finish(self.room, self.expected, self.ack.await)
+    }
+}
+
 /// This node's writers: fences rooms it won, appends group commits.
 pub struct Committer {
     log: RoomLog,
@@ -376,6 +396,49 @@ impl Committer {
     /// Stop writing `room` (its lease is gone or handed over).
     pub fn drop_room(&mut self, room: RoomId) {
         self.writers.remove(&room);
+    }
+
+    /// Send one append of `room`'s records (after its last append, which
+    /// must be acknowledged already) without waiting for JetStream's
+    /// acknowledgement: await [`InFlight::wait`] for it (on a task of its
+    /// own if need be), then report it with [`Committer::complete`].
+    pub async fn start(&mut self, room: RoomId, records: Vec<Record>) -> Result<InFlight, Error> {
+        let w = (self.writers.get(&room).copied()).ok_or(Error::NotOwner(room))?;
+        let entry = Entry::Records(records);
+        let ack = (self.log)
+            .send(room, &entry, &self.node, w.epoch, w.last)
+            .await;
+        match ack {
+            Ok(ack) => Ok(InFlight {
+                room,
+                epoch: w.epoch,
+                expected: w.last,
+                ack,
+            }),
+            Err(e) => {
+                self.writers.remove(&room);
+                Err(e)
+            }
+        }
+    }
+
+    /// An append [`Committer::start`]ed for `room` at `epoch` after
+    /// `expected` ended with `result`: the room's next append follows it,
+    /// or (failed) the room is no longer written here. Ignored if the room
+    /// was dropped or won again since.
+    pub fn complete(&mut self, room: RoomId, epoch: u64, expected: u64, result: &Result<u64, Error>) {
+        let Some(w) = self.writers.get_mut(&room) else {
+            return;
+        };
+        if w.epoch != epoch || w.last != expected {
+            return;
+        }
+        match result {
+            Ok(seq) => w.last = *seq,
+            Err(_) => {
+                self.writers.remove(&room);
+            }
+        }
     }
 
     /// Group commit: one message per room holding its records (in order),

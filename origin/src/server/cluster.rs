@@ -40,6 +40,8 @@ use tracing::Instrument;
 
 use super::authority::Presence;
 use super::parked::Parked;
+use super::pipeline::Pipeline;
+use super::route::{InFlight, Out};
 use super::shared::{gauge, Input, Item};
 use crate::clock::Clock;
 use crate::cluster::keeper::{Change, Keeper};
@@ -55,6 +57,9 @@ use crate::rules::Authority;
 const SWEEP_EVERY: u32 = 10;
 /// Most inputs decided in one group commit.
 const MAX_BATCH: usize = 4096;
+/// Most outputs waiting for their appends: beyond it the driver takes no
+/// input until appends are answered.
+const MAX_WAITING: usize = 16_384;
 
 /// What an origin in cluster mode shows in process.
 pub(super) struct View {
@@ -92,6 +97,12 @@ pub(super) struct Driver {
     pub(super) presence: Presence,
     pub(super) pairs: Pairs,
     pub(super) parked: Parked,
+    /// Appends per room and the outputs waiting for them.
+    pub(super) pipeline: Pipeline<Out>,
+    /// Appends sent, their answers to come.
+    pub(super) inflight: InFlight,
+    /// Items a failed send left to pass on with the next ones.
+    pub(super) pending_items: Vec<Item>,
     /// The policy over the live members and the pins, as of the last look.
     pub(super) policy: Policy,
     policy_tx: watch::Sender<Policy>,
@@ -179,6 +190,9 @@ pub(super) async fn connect(
         presence: Presence::default(),
         pairs: Pairs::new(),
         parked: Parked::default(),
+        pipeline: Pipeline::default(),
+        inflight: InFlight::default(),
+        pending_items: Vec::new(),
         policy: Policy::default(),
         policy_tx,
         next_sweep: Instant::now(),
@@ -282,8 +296,14 @@ impl Driver {
                 }
             }
             let deadline = self.deadline();
+            let room_for_more = self.pipeline.len() < MAX_WAITING;
             tokio::select! {
-                input = inputs.recv() => {
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if self.appended(done).await.is_err() {
+                        return;
+                    }
+                }
+                input = inputs.recv(), if room_for_more => {
                     let Some(first) = input else { return };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
@@ -581,10 +601,23 @@ impl Driver {
         self.rewin = std::mem::take(&mut self.rewin_next);
     }
 
-    /// Stop serving `room`: its subscribers hear where it went.
+    /// Stop serving `room`: its subscribers hear where it went, and what
+    /// waited for its appends is settled at once (see [`Driver::settle`]).
     pub(super) fn drop_room(&mut self, room: RoomId, items: &mut Vec<Item>) {
+        // What was handed back goes before the `Moved` (the relay holds the
+        // actions, then waits for the room's next node).
+        let mut moved = Vec::new();
+        if self.unserve(room, &mut moved) {
+            self.settle(items);
+        }
+        items.append(&mut moved);
+    }
+
+    /// [`Driver::drop_room`] without settling; whether it was served.
+    pub(super) fn unserve(&mut self, room: RoomId, items: &mut Vec<Item>) -> bool {
+        self.pipeline.handle_dropped(room);
         if !self.held.remove(&room) {
-            return;
+            return false;
         }
         tracing::info!(%room, "room no longer served here");
         self.auth.remove_room(room);
@@ -595,11 +628,14 @@ impl Driver {
             owner,
             relay: None,
         });
+        true
     }
 
     /// Another node pinned a room held here to its partner and asks for it:
-    /// release it (everything decided for it is committed: the driver
-    /// commits each batch before it takes the next input), then answer.
+    /// release it, then answer. An append of it still in flight either
+    /// lands before the next holder's fence (which then reads it) or is
+    /// refused; what waited for it is handed back, and a resend is answered
+    /// by the id memory the next holder rebuilds from the log.
     async fn release_asked(&mut self, msg: async_nats::Message) {
         if msg.subject.as_str() == take_subject(&self.ctl, &self.name) {
             let room = std::str::from_utf8(&msg.payload)
@@ -679,8 +715,14 @@ impl Driver {
         while self.fetches.try_join_next().is_some() {}
     }
 
-    /// Drain: hand every room over, leave the membership.
+    /// Drain: wait for the appends in flight (each bounded by the request
+    /// timeout), hand every room over, leave the membership.
     async fn leave(&mut self) {
+        while let Some(done) = self.inflight.next().await {
+            if self.appended(done).await.is_err() {
+                break;
+            }
+        }
         // Subscribers hear of the node each room goes to next.
         self.policy.handle_left(&self.name);
         self.keeper.leave();

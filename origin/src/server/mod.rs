@@ -40,6 +40,7 @@ mod cluster;
 mod commit;
 mod link;
 mod parked;
+mod pipeline;
 mod publish;
 mod route;
 mod shared;

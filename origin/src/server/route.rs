@@ -20,12 +20,15 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
+
 use protocol::message::{ActionMsg, Actor, UpMsg};
 use protocol::{Outcome, RoomId};
 
 use super::cluster::Driver;
+use super::pipeline::Status;
 use super::shared::{Input, Item, RelayId};
-use crate::cluster::split_linked;
+use crate::cluster::{self, split, split_linked};
 use crate::rules::{Decision, Record};
 
 /// Where a room's input goes.
@@ -39,7 +42,7 @@ enum Place {
 }
 
 /// What leaves once the batch is appended.
-enum Out {
+pub(super) enum Out {
     /// Whatever happens to the appends.
     Item(Item),
     /// A decided record: it leaves if every room in `rooms` was appended
@@ -87,6 +90,20 @@ impl Batch {
             return;
         }
         let parts = split_linked(record.clone(), home, linked);
+        if record.ack.is_none() && reply.is_none() {
+            // Events alone (timers, presence): each room's leave when its
+            // own append is acknowledged, not held back by a slow room's.
+            self.records.extend(parts);
+            for (room, part) in split(record, home) {
+                self.out.push(Out::Record {
+                    record: part,
+                    rooms: vec![room],
+                    acked_in: Vec::new(),
+                    reply: None,
+                });
+            }
+            return;
+        }
         let rooms = parts.iter().map(|(r, _)| *r).collect();
         let acked_in = (parts.iter())
             .filter(|(_, p)| p.ack.is_some())
@@ -354,86 +371,222 @@ impl Driver {
         }
     }
 
-    /// Append the batch's records (one group commit), then pass on what
-    /// may leave, in order; drop the rooms whose append failed.
+    /// Hand the batch's records to the pipeline (each room's append goes
+    /// as soon as its previous one is acknowledged) and pass on what may
+    /// leave already.
     async fn commit(&mut self, batch: Batch) -> Result<(), ()> {
-        let done = self.committer.commit(batch.records).await;
-        let failed: BTreeSet<RoomId> = (done.iter())
-            .filter(|a| a.result.is_err())
-            .map(|a| a.room)
-            .collect();
-        let now = Instant::now();
-        let keeper = &self.keeper;
-        let ok = |room: &RoomId| !failed.contains(room) && keeper.owned(*room, now).is_some();
-        let mut items = Vec::with_capacity(batch.out.len());
-        let mut forget = Vec::new();
+        let mut items = Vec::new();
+        for (room, record) in batch.records {
+            self.pipeline.add(room, record);
+        }
         for out in batch.out {
             match out {
                 Out::Item(item) => items.push(item),
-                Out::Record {
-                    record,
-                    rooms,
-                    acked_in,
-                    reply,
-                } => {
-                    if let Some(ack) = record.ack {
-                        if acked_in.iter().all(|r| failed.contains(r)) {
-                            forget.push((ack.id, ack.user));
-                        }
-                    }
-                    if rooms.iter().all(ok) {
-                        let reply = reply.map(|(relay, _, _)| relay);
-                        items.push(Item::Record { record, reply });
-                        continue;
-                    }
-                    let events: Vec<_> =
-                        (record.events.into_iter()).filter(|(r, _)| ok(r)).collect();
-                    if !events.is_empty() {
-                        let record = Record { ack: None, events };
-                        items.push(Item::Record {
-                            record,
-                            reply: None,
-                        });
-                    }
-                    if let Some((relay, actor, msg)) = reply {
-                        items.push(Item::Redirect {
-                            relay,
-                            actor,
-                            msg,
-                            owner: None,
-                        });
-                    }
+                out => {
+                    let rooms = out.rooms();
+                    self.pipeline.wait(out, &rooms);
                 }
-                Out::Answer {
-                    room,
-                    item,
-                    redirect: (relay, actor, msg),
-                } => items.push(match ok(&room) {
-                    true => item,
-                    false => Item::Redirect {
-                        relay,
-                        actor,
-                        msg,
-                        owner: None,
-                    },
-                }),
             }
         }
-        // Decided, appended nowhere: the id memory must not answer it.
-        for (id, user) in forget {
-            self.auth.forget_outcome(id, user);
+        self.send_appends().await;
+        self.settle(&mut items);
+        self.pass_on(items).await
+    }
+
+    /// Send every append the pipeline has due; their answers come back
+    /// through [`Driver::appended`].
+    pub(super) async fn send_appends(&mut self) {
+        for (room, ticket, records) in self.pipeline.to_send() {
+            match self.committer.start(room, records).await {
+                Ok(flight) => self.inflight.push(Box::pin(async move {
+                    let (epoch, expected) = (flight.epoch, flight.expected);
+                    let result = flight.wait().await;
+                    Appended {
+                        room,
+                        ticket,
+                        epoch,
+                        expected,
+                        result,
+                    }
+                })),
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "cannot send an append");
+                    self.pipeline.handle_done(room, ticket, false);
+                    let mut items = Vec::new();
+                    self.drop_room(room, &mut items);
+                    self.retry(room);
+                    self.settle(&mut items);
+                    self.pending_items.extend(items);
+                }
+            }
         }
-        let lost: Vec<RoomId> = (self.held.iter().copied())
-            .filter(|r| failed.contains(r) || self.keeper.owned(*r, now).is_none())
-            .collect();
-        for room in lost {
-            tracing::warn!(%room, "append failed or lease lapsed: room dropped");
-            self.drop_room(room, &mut items);
-            self.retry(room);
+    }
+
+    /// An append's answer: the room's next append goes, what waited for it
+    /// leaves; a failed one drops the room (to be won again, fenced and
+    /// rebuilt: its outcome is unknown).
+    pub(super) async fn appended(&mut self, done: Appended) -> Result<(), ()> {
+        let Appended {
+            room,
+            ticket,
+            epoch,
+            expected,
+            result,
+        } = done;
+        self.committer.complete(room, epoch, expected, &result);
+        let mut items = Vec::new();
+        match result {
+            Ok(_) => self.pipeline.handle_done(room, ticket, true),
+            Err(e) => {
+                self.pipeline.handle_done(room, ticket, false);
+                if self.held.contains(&room) {
+                    tracing::warn!(%room, error = %e, "append failed: room dropped");
+                    self.drop_room(room, &mut items);
+                    self.retry(room);
+                }
+            }
+        }
+        self.send_appends().await;
+        self.settle(&mut items);
+        self.pass_on(items).await
+    }
+
+    /// Pass on `items` (and any left by a failed send).
+    pub(super) async fn pass_on(&mut self, mut items: Vec<Item>) -> Result<(), ()> {
+        if !self.pending_items.is_empty() {
+            let mut all = std::mem::take(&mut self.pending_items);
+            all.append(&mut items);
+            items = all;
         }
         if items.is_empty() {
             return Ok(());
         }
         self.batches.send(items).await.map_err(|_| ())
+    }
+
+    /// Take what the pipeline releases into `items`, in order: a record's
+    /// ack and events leave if every room it touched was appended and is
+    /// still held under a valid lease; otherwise the events of the rooms
+    /// that were leave, the action is handed back, and the rooms that
+    /// failed or whose lease lapsed are dropped (then won again). Runs
+    /// before anything else can touch the dropped rooms (a rebuild), so the
+    /// id memory forgets an action appended nowhere before a rebuild could
+    /// restore it from a log that has it after all.
+    pub(super) fn settle(&mut self, items: &mut Vec<Item>) {
+        // Each dropped room's `Moved` goes after what was handed back.
+        let mut moved = Vec::new();
+        // Bounded: each round drops at least one held room, or ends.
+        for _ in 0..=self.held.len() + 1 {
+            let now = Instant::now();
+            let ready = self.pipeline.poll_ready();
+            let mut failed = BTreeSet::new();
+            let mut forget = Vec::new();
+            for (out, statuses) in ready {
+                let status = |room: &RoomId| {
+                    (statuses.iter())
+                        .find(|(r, _)| r == room)
+                        .map(|(_, s)| *s)
+                };
+                failed.extend(
+                    (statuses.iter())
+                        .filter(|(_, s)| *s == Status::Failed)
+                        .map(|(r, _)| *r),
+                );
+                let keeper = &self.keeper;
+                let ok = |room: &RoomId| {
+                    status(room) == Some(Status::Ok) && keeper.owned(*room, now).is_some()
+                };
+                match out {
+                    Out::Item(item) => items.push(item),
+                    Out::Record {
+                        record,
+                        rooms,
+                        acked_in,
+                        reply,
+                    } => {
+                        if let Some(ack) = record.ack {
+                            if (acked_in.iter()).all(|r| status(r) == Some(Status::Failed)) {
+                                forget.push((ack.id, ack.user));
+                            }
+                        }
+                        if rooms.iter().all(ok) {
+                            let reply = reply.map(|(relay, _, _)| relay);
+                            items.push(Item::Record { record, reply });
+                            continue;
+                        }
+                        let events: Vec<_> =
+                            (record.events.into_iter()).filter(|(r, _)| ok(r)).collect();
+                        if !events.is_empty() {
+                            let record = Record { ack: None, events };
+                            items.push(Item::Record {
+                                record,
+                                reply: None,
+                            });
+                        }
+                        if let Some((relay, actor, msg)) = reply {
+                            items.push(Item::Redirect {
+                                relay,
+                                actor,
+                                msg,
+                                owner: None,
+                            });
+                        }
+                    }
+                    Out::Answer {
+                        room,
+                        item,
+                        redirect: (relay, actor, msg),
+                    } => items.push(match ok(&room) {
+                        true => item,
+                        false => Item::Redirect {
+                            relay,
+                            actor,
+                            msg,
+                            owner: None,
+                        },
+                    }),
+                }
+            }
+            // Decided, appended nowhere: the id memory must not answer it.
+            for (id, user) in forget {
+                self.auth.forget_outcome(id, user);
+            }
+            let lost: Vec<RoomId> = (self.held.iter().copied())
+                .filter(|r| failed.contains(r) || self.keeper.owned(*r, now).is_none())
+                .collect();
+            if lost.is_empty() {
+                break;
+            }
+            for room in lost {
+                tracing::warn!(%room, "append failed or lease lapsed: room dropped");
+                self.unserve(room, &mut moved);
+                self.retry(room);
+            }
+        }
+        items.append(&mut moved);
+    }
+}
+
+/// An append's answer, as the driver hears it.
+pub(super) struct Appended {
+    room: RoomId,
+    /// The pipeline's ticket for it.
+    ticket: u64,
+    epoch: u64,
+    expected: u64,
+    result: Result<u64, cluster::Error>,
+}
+
+/// Appends awaiting their answers.
+pub(super) type InFlight = futures_util::stream::FuturesUnordered<BoxFuture<'static, Appended>>;
+
+impl Out {
+    /// The rooms whose appends it waits for.
+    fn rooms(&self) -> Vec<RoomId> {
+        match self {
+            Out::Item(_) => Vec::new(),
+            Out::Record { rooms, .. } => rooms.clone(),
+            Out::Answer { room, .. } => vec![*room],
+        }
     }
 }
