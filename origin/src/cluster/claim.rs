@@ -16,6 +16,11 @@
 //!                   take over (compare-and-set on the claim's revision)
 //! ```
 //!
+//! An owned claim is never renewed nor read again, except once after the
+//! node lease was kept through a blind hold (its renewals unanswered past
+//! its validity: [`RoomClaim::handle_check`]), when another node may have
+//! counted this one dead and taken the room.
+//!
 //! It reads no clock and does no IO: the keeper feeds it the bucket's
 //! answers and says, when asked for a command, which node leases are
 //! alive ([`Members::holds`](super::Members::holds)). Timing is all in the
@@ -48,17 +53,31 @@ enum State {
         over: Option<u64>,
         sent: bool,
     },
-    /// Ours at `revision`, won at `epoch`, under node lease epoch `member`.
+    /// Ours at `revision`, won at `epoch`, under node lease epoch `member`;
+    /// `check`: whether a read is due to confirm it.
     Owned {
         revision: u64,
         epoch: u64,
         member: u64,
+        check: Check,
     },
     /// A release is due (`false`) or in flight (`true`).
     Releasing {
         revision: u64,
         sent: bool,
     },
+}
+
+/// A read confirming an owned claim (after the node lease was kept
+/// through a blind hold, see [`RoomClaim::handle_check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// None wanted.
+    Settled,
+    /// Due at the instant.
+    Due(Instant),
+    /// In flight.
+    Sent,
 }
 
 /// One room's claim on one node.
@@ -127,6 +146,19 @@ impl RoomClaim {
         }
     }
 
+    /// This node's lease was kept through a blind hold (its renewals went
+    /// unanswered past its validity, see
+    /// [`Lease::handle_unanswered`](super::lease::Lease::handle_unanswered)):
+    /// another node may have counted it dead and taken the room meanwhile,
+    /// so read the claim once. The room stays held while the read is out;
+    /// if the claim is no longer this node's under its lease, the room is
+    /// lost (and looked at afresh). Else nothing.
+    pub fn handle_check(&mut self, now: Instant) {
+        if let State::Owned { ref mut check, .. } = self.state {
+            *check = Check::Due(now);
+        }
+    }
+
     /// The epoch the room is held at, if this node holds it under node
     /// lease epoch `member` (the caller checks that lease is valid now).
     pub fn owned(&self, member: u64) -> Option<u64> {
@@ -144,6 +176,10 @@ impl RoomClaim {
         match self.state {
             State::Reading(at) => at,
             State::Waiting { next_read, .. } => Some(next_read),
+            State::Owned {
+                check: Check::Due(at),
+                ..
+            } => Some(at),
             _ => None,
         }
     }
@@ -203,12 +239,37 @@ impl RoomClaim {
                 };
                 Some(Command::Release { revision })
             }
+            State::Owned { ref mut check, .. } if matches!(*check, Check::Due(at) if at <= now) => {
+                *check = Check::Sent;
+                Some(Command::Read)
+            }
             _ => None,
         }
     }
 
     /// A read answered at `now`, this node's lease being at epoch `member`.
     pub fn handle_read(&mut self, now: Instant, seen: Seen, member: u64) {
+        if let State::Owned {
+            revision,
+            member: m,
+            ref mut check,
+            ..
+        } = self.state
+        {
+            if *check != Check::Sent {
+                return;
+            }
+            let ours = |claim: &Claim, r: u64| {
+                claim.node == self.node && claim.member == Some(m) && r == revision
+            };
+            if matches!(&seen, Seen::Held { claim, revision: r } if ours(claim, *r)) {
+                *check = Check::Settled;
+                return;
+            }
+            // Taken (or released) meanwhile: lost; what the read found
+            // decides what next, as for any read.
+            self.state = State::Reading(None);
+        }
         if self.state != State::Reading(None) {
             return;
         }
@@ -223,6 +284,7 @@ impl RoomClaim {
                         revision,
                         epoch: claim.epoch.unwrap_or(revision),
                         member,
+                        check: Check::Settled,
                     }
                 } else {
                     // An earlier incarnation of this node: its lease lapsed
@@ -250,6 +312,7 @@ impl RoomClaim {
                 revision,
                 epoch: revision,
                 member,
+                check: Check::Settled,
             },
             State::Releasing { sent: true, .. } => State::Idle,
             ref other => other.clone(),
@@ -267,11 +330,23 @@ impl RoomClaim {
 
     /// A command failed without an answer: read again after `retry`; a
     /// release is given up (the next owner takes the claim once this
-    /// node's lease is gone, or by compare-and-set when it is told).
+    /// node's lease is gone, or by compare-and-set when it is told); a
+    /// check of an owned claim is tried again after `retry`, the room held
+    /// meanwhile.
     pub fn handle_failed(&mut self, now: Instant, retry: Duration) {
         self.state = match self.state {
             State::Idle | State::Releasing { .. } => State::Idle,
-            // A failed read of an owned claim cannot happen (no command).
+            State::Owned {
+                revision,
+                epoch,
+                member,
+                ..
+            } => State::Owned {
+                revision,
+                epoch,
+                member,
+                check: Check::Due(now + retry),
+            },
             _ => State::Reading(Some(now + retry)),
         };
     }
@@ -407,5 +482,38 @@ mod tests {
         c.handle_written(30, 4);
         c.handle_release_listed(29);
         assert_eq!(c.owned(4), Some(30));
+    }
+
+    #[test]
+    fn after_a_blind_hold_an_owned_claim_is_read_once_and_dropped_if_taken() {
+        let t0 = Instant::now();
+        let retry = Duration::from_millis(100);
+        let mut c = RoomClaim::new("a", RECHECK);
+        c.handle_want(t0);
+        c.poll_command(t0, 5, |_, _| true);
+        c.handle_read(t0, Seen::Absent, 5);
+        c.poll_command(t0, 5, |_, _| true);
+        c.handle_written(9, 5);
+        // Still ours: confirmed, nothing more.
+        c.handle_check(t0);
+        assert_eq!(c.poll_timeout(), Some(t0));
+        assert_eq!(c.poll_command(t0, 5, |_, _| true), Some(Command::Read));
+        assert_eq!(c.owned(5), Some(9), "held while the read is out");
+        c.handle_read(t0, held("a", 5, 9), 5);
+        assert_eq!(c.owned(5), Some(9));
+        assert_eq!(c.poll_command(t0 + RECHECK, 5, |_, _| true), None);
+        // Unanswered: held, tried again after `retry`.
+        c.handle_check(t0);
+        c.poll_command(t0, 5, |_, _| true);
+        c.handle_failed(t0, retry);
+        assert_eq!(c.owned(5), Some(9));
+        assert_eq!(c.poll_command(t0, 5, |_, _| true), None);
+        assert_eq!(c.poll_timeout(), Some(t0 + retry));
+        let t1 = t0 + retry;
+        assert_eq!(c.poll_command(t1, 5, |_, _| true), Some(Command::Read));
+        // Taken by b meanwhile (b counted a dead): lost, b's claim watched.
+        c.handle_read(t1, held("b", 2, 12), 5);
+        assert_eq!(c.owned(5), None);
+        assert_eq!(c.poll_timeout(), Some(t1 + RECHECK));
     }
 }

@@ -48,6 +48,19 @@ pub struct Config {
     /// bounds how long a room stalls behind a lost server.
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
+    /// How long past its validity a node keeps its lease, and so its rooms,
+    /// while the bucket answers nothing but the node's connection to NATS
+    /// is up (`blind_hold_ms`, default 15000; 0: never). That is the
+    /// bucket's stream electing a leader after its leader died (4–9 s on
+    /// nats-server 2.9), when every node's renewals fail alike: without the
+    /// hold every node drops every room and wins them all back afterwards.
+    /// Safe because every append to a room's log is fenced: a node that
+    /// keeps a room another node took cannot append to it. Its cost: a node
+    /// cut off from the bucket but not from the room logs keeps its rooms
+    /// up to this long after its lease ran out, or until an append of its
+    /// is fenced.
+    #[serde(rename = "blind_hold_ms", with = "millis")]
+    pub blind_hold: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +76,7 @@ impl Default for Config {
             lease_ttl: Duration::from_millis(800),
             lease_margin: Duration::from_millis(200),
             request_timeout: Duration::from_millis(2000),
+            blind_hold: Duration::from_millis(15_000),
         }
     }
 }

@@ -7,7 +7,12 @@
 //! [`Keeper::poll_timeout`] (and after every change of wants), and hears
 //! which rooms it gained (fence and rebuild them before serving) and lost
 //! (stop acting for them at once). A room is held while the node lease
-//! is: when it lapses every room is lost at once.
+//! is: when it lapses every room is lost at once. A renewal that fails
+//! while the node is connected to NATS goes to
+//! [`Lease::handle_unanswered`] (the bucket is silent for everyone: the
+//! lease may be kept blind), one that fails while it is not to
+//! [`Lease::handle_failed`]; renewed after a blind hold, the node reads
+//! the claims of its rooms once (another node may have taken some).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -71,7 +76,7 @@ impl Keeper {
     pub fn new(node: impl Into<String>, timing: Timing, placement: Placement) -> Keeper {
         let node = node.into();
         Keeper {
-            membership: Lease::new(node.clone(), timing),
+            membership: Lease::new(node.clone(), timing).with_blind_hold(placement.blind_hold()),
             members: Members::new(timing),
             node,
             timing,
@@ -204,7 +209,8 @@ impl Keeper {
             if let Some(command) = self.membership.poll_command(Instant::now()) {
                 let key = Placement::node_key(&self.node);
                 let outcome = self.placement.execute_key(key, command).await;
-                feed(&mut self.membership, outcome, Instant::now());
+                let connected = self.placement.connected();
+                feed(&mut self.membership, outcome, Instant::now(), connected);
             }
         }
         self.changes(Instant::now())
@@ -249,7 +255,9 @@ impl Keeper {
         let retry = self.timing.margin / 2;
         for (room, outcome, at) in answers {
             let Some(room) = room else {
-                feed(&mut self.membership, outcome, at);
+                let connected = self.placement.connected();
+                feed(&mut self.membership, outcome, at, connected);
+                self.after_blind(at);
                 continue;
             };
             let (Some(claim), Some(member)) = (self.claims.get_mut(&room), member) else {
@@ -266,6 +274,20 @@ impl Keeper {
             }
         }
         true
+    }
+
+    /// The node lease was just renewed after a blind hold: another node
+    /// may have counted this one dead meanwhile (if it saw the bucket when
+    /// this one did not) and taken rooms, so every room held has its claim
+    /// read once (held meanwhile; lost if no longer this node's).
+    fn after_blind(&mut self, now: Instant) {
+        if self.membership.take_back_from_blind() {
+            tracing::info!(
+                rooms = self.held.len(),
+                "node lease renewed after a blind hold: checking the room claims"
+            );
+            self.claims.values_mut().for_each(|c| c.handle_check(now));
+        }
     }
 
     /// Ownership now against what was last reported.
@@ -298,14 +320,20 @@ impl Keeper {
     }
 }
 
-/// Feed the node lease a bucket answer.
-fn feed(lease: &mut Lease, outcome: Outcome, at: Instant) {
+/// Feed the node lease a bucket answer; a failure while `connected` (to
+/// NATS) is an unanswered request, which may keep the lease blind.
+fn feed(lease: &mut Lease, outcome: Outcome, at: Instant, connected: bool) {
     match outcome {
         Outcome::Read(seen) => lease.handle_read(at, seen),
         Outcome::Written(revision) => lease.handle_written(at, revision),
         Outcome::Refused => lease.handle_refused(at),
+        Outcome::Failed(why) if connected => {
+            lease.handle_unanswered(at);
+            let blind = lease.is_blind(at);
+            tracing::warn!(reason = %why, blind, "node lease request unanswered");
+        }
         Outcome::Failed(why) => {
-            tracing::warn!(reason = %why, "node lease request failed");
+            tracing::warn!(reason = %why, "node lease request failed, disconnected from NATS");
             lease.handle_failed(at);
         }
     }

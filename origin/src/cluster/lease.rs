@@ -17,6 +17,33 @@
 //!                                                                  Watching  or a renewal refused
 //! ```
 //!
+//! The blind hold. A renewal that fails without an answer while the
+//! node's connection to NATS is up ([`Lease::handle_unanswered`]) means the
+//! bucket itself is silent: its stream is electing a leader (4–9 s on
+//! nats-server 2.9 when its leader dies), for every node alike. Then the
+//! lease stays owned past `valid_until`, for up to `blind_hold`, its
+//! renewal retried every `margin / 2`:
+//!
+//! ```text
+//!   Owned ── renewal unanswered, connected ──► Owned, blind (owned until valid_until + blind_hold)
+//!     ▲                                          │ renewal accepted ──► Owned (a fresh validity)
+//!     └──────────────────────────────────────────┤ renewal refused ───► Reading (dropped at once)
+//!                                                │ failed, disconnected, past valid_until,
+//!                                                ▼ or valid_until + blind_hold reached
+//!                                             Watching
+//! ```
+//!
+//! Why it is safe: nothing here decides who may write a room. Every
+//! append to a room's log is fenced (a new owner appends a `Fence` first;
+//! the old owner's next append is refused and it drops the room) and acks
+//! leave only after a successful append, so a holder that keeps acting
+//! past its lease while it cannot learn otherwise costs liveness, never
+//! safety. Its limit: a node cut off from the bucket but not from the room
+//! logs (nor from NATS) keeps its rooms up to `blind_hold` after its lease
+//! ran out, or until one of its appends is fenced by the node that took the
+//! room. Nobody can take them during a bucket election (every node is as
+//! blind, and [`Members`](super::Members) counts nobody dead meanwhile).
+//!
 //! Timing (see the module docs of [`crate::cluster`]): the holder's lease
 //! is valid until `sent + ttl - margin`, `sent` being when it sent the last
 //! write the bucket accepted; another node takes over only once it has seen
@@ -126,14 +153,16 @@ enum State {
         over: Option<u64>,
         sent: Option<Instant>,
     },
-    /// Ours, at `revision`, won at `epoch`, valid until `valid_until`; a
-    /// renewal is due at `renew_at`, or in flight since `renewing`.
+    /// Ours, at `revision`, won at `epoch`, valid until `valid_until` (or,
+    /// `blind`, until `valid_until + blind_hold`); a renewal is due at
+    /// `renew_at`, or in flight since `renewing`.
     Owned {
         revision: u64,
         epoch: u64,
         valid_until: Instant,
         renew_at: Instant,
         renewing: Option<Instant>,
+        blind: bool,
     },
     /// A release is due (`false`) or in flight (`true`).
     Releasing { revision: u64, sent: bool },
@@ -144,6 +173,12 @@ enum State {
 pub struct Lease {
     node: String,
     timing: Timing,
+    /// How long past `valid_until` an owned lease is kept while its
+    /// renewals go unanswered on a live connection (zero: not at all).
+    blind_hold: Duration,
+    /// Set when a renewal sent during a blind hold is accepted; cleared by
+    /// [`Lease::take_back_from_blind`].
+    back_from_blind: bool,
     state: State,
     /// The last revision read and since when it has been seen unchanged
     /// (kept across the reads of a watch).
@@ -156,9 +191,27 @@ impl Lease {
         Lease {
             node: node.into(),
             timing,
+            blind_hold: Duration::ZERO,
+            back_from_blind: false,
             state: State::Idle,
             seen: None,
         }
+    }
+
+    /// Keep an owned lease up to `hold` past its validity while its
+    /// renewals go unanswered on a live connection
+    /// ([`Lease::handle_unanswered`]); zero (the default) never.
+    pub fn with_blind_hold(mut self, hold: Duration) -> Lease {
+        self.blind_hold = hold;
+        self
+    }
+
+    /// Whether a renewal sent during a blind hold was accepted since the
+    /// last call: the lease was kept through a stretch when nobody could
+    /// tell this node whether others counted it dead, so what hangs on it
+    /// (room claims) is worth reading again. Clears the flag.
+    pub fn take_back_from_blind(&mut self) -> bool {
+        std::mem::take(&mut self.back_from_blind)
     }
 
     /// This node wants the room (placement says so): look at the key.
@@ -192,12 +245,32 @@ impl Lease {
     }
 
     /// The epoch this node holds the room at, if it may act for it at
-    /// `now`. A renewal in flight does not extend it: only an accepted one.
+    /// `now`. A renewal in flight does not extend it: only an accepted one,
+    /// or a blind hold ([`Lease::handle_unanswered`]).
     pub fn owned(&self, now: Instant) -> Option<u64> {
         match self.state {
+            State::Owned { epoch, .. } if now < self.expires_at()? => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// Whether the lease is owned only by a blind hold at `now` (past its
+    /// validity, its renewals unanswered).
+    pub fn is_blind(&self, now: Instant) -> bool {
+        matches!(self.state, State::Owned { blind: true, valid_until, .. } if valid_until <= now)
+            && self.owned(now).is_some()
+    }
+
+    /// When an owned lease stops being owned unless a renewal is accepted:
+    /// its validity, stretched by the blind hold while blind.
+    fn expires_at(&self) -> Option<Instant> {
+        match self.state {
             State::Owned {
-                epoch, valid_until, ..
-            } if now < valid_until => Some(epoch),
+                valid_until, blind, ..
+            } => Some(match blind {
+                true => valid_until + self.blind_hold,
+                false => valid_until,
+            }),
             _ => None,
         }
     }
@@ -211,14 +284,14 @@ impl Lease {
                 since, next_read, ..
             } => Some(next_read.min(self.takeover_at(since))),
             State::Owned {
-                valid_until,
-                renew_at,
-                renewing,
-                ..
-            } => Some(match renewing {
-                Some(_) => valid_until,
-                None => renew_at.min(valid_until),
-            }),
+                renew_at, renewing, ..
+            } => {
+                let expires = self.expires_at()?;
+                Some(match renewing {
+                    Some(_) => expires,
+                    None => renew_at.min(expires),
+                })
+            }
             State::Idle | State::Winning { .. } | State::Releasing { .. } => None,
         }
     }
@@ -308,6 +381,16 @@ impl Lease {
     /// The bucket accepted our write (create, take-over, renewal) at
     /// `revision`, or our release. `now` is when the answer came.
     pub fn handle_written(&mut self, now: Instant, revision: u64) {
+        if let State::Owned {
+            renewing: Some(sent),
+            valid_until,
+            blind: true,
+            ..
+        } = self.state
+        {
+            // Sent when only the hold kept the lease: back from blind.
+            self.back_from_blind |= valid_until <= sent;
+        }
         let sent = match self.state {
             State::Winning { sent: Some(t), .. } => t,
             State::Owned {
@@ -330,6 +413,7 @@ impl Lease {
             valid_until,
             renew_at: sent + self.timing.renew_every(),
             renewing: None,
+            blind: false,
         };
         // An answer that came after the validity ran out leaves nothing.
         self.expire(now);
@@ -346,11 +430,30 @@ impl Lease {
         };
     }
 
-    /// A command failed without an answer (timeout, connection lost):
-    /// whether it happened is unknown. Reads and wins are retried from a
-    /// read; a renewal is retried after a short pause while the lease
-    /// lasts; a release is given up (the lease then runs out).
+    /// A command failed without an answer while this node's connection to
+    /// NATS was down (or its state unknown): whether it happened is
+    /// unknown. Reads and wins are retried from a read; a renewal is
+    /// retried after a short pause while the lease is valid (a blind hold
+    /// ends here: cut off from NATS, this node is as good as dead to the
+    /// others); a release is given up (the lease then runs out).
     pub fn handle_failed(&mut self, now: Instant) {
+        self.failed(now, false);
+    }
+
+    /// A command failed without an answer while this node's connection to
+    /// NATS was up: the bucket itself is silent (its stream is electing a
+    /// leader), and so it is for every node, none of which can count this
+    /// one dead meanwhile (see `Members::handle_failed`). An owned lease is
+    /// then kept past its validity, up to the blind hold, its renewal
+    /// retried every `margin / 2`; anything else is as
+    /// [`Lease::handle_failed`]. Safe whatever the others do: every append
+    /// of a room's log is fenced, so a holder that kept a room another node
+    /// took cannot append to it (liveness only).
+    pub fn handle_unanswered(&mut self, now: Instant) {
+        self.failed(now, !self.blind_hold.is_zero());
+    }
+
+    fn failed(&mut self, now: Instant, hold: bool) {
         let retry = now + self.timing.margin / 2;
         self.state = match self.state {
             State::Owned {
@@ -364,11 +467,14 @@ impl Lease {
                 valid_until,
                 renew_at: retry,
                 renewing: None,
+                blind: hold,
             },
             // Not retried: a lease left behind expires like a dead node's.
             State::Releasing { .. } | State::Idle => State::Idle,
             _ => State::Reading(Some(retry)),
         };
+        // Past its validity without a hold (or past the hold): gone now.
+        self.expire(now);
     }
 
     fn watch(&mut self, now: Instant, revision: u64) -> State {
@@ -386,13 +492,9 @@ impl Lease {
 
     /// Our lease ran out: we watch it like anyone else's.
     fn expire(&mut self, now: Instant) {
-        if let State::Owned {
-            revision,
-            valid_until,
-            ..
-        } = self.state
-        {
-            if valid_until <= now {
+        if let (State::Owned { revision, .. }, Some(expires)) = (&self.state, self.expires_at()) {
+            let revision = *revision;
+            if expires <= now {
                 self.seen = Some((revision, now));
                 self.state = State::Watching {
                     revision,

@@ -5,6 +5,7 @@
 //! and awaits their acknowledgements together.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, DirectGetErrorKind, Stream};
@@ -58,6 +59,12 @@ impl RoomLog {
         let client = async_nats::ConnectOptions::new()
             .name(format!("ringside-origin {}", config.node))
             .request_timeout(Some(config.request_timeout))
+            // A connection dead without a word (no FIN, no RST) is noticed
+            // after about three pings unanswered, ~1.2 s with the default
+            // 800 ms lease, not the client's default 60 s pings: until
+            // then a silent bucket would pass for an election, and the
+            // node lease be kept blind (`Lease::handle_unanswered`).
+            .ping_interval((config.lease_ttl / 2).max(Duration::from_millis(100)))
             .connect(servers)
             .await
             .map_err(|e| failed(e.to_string()))?;

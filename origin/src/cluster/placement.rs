@@ -2,12 +2,14 @@
 //! a JSON [`Claim`]. It executes a [`lease::Command`](super::lease::Command)
 //! and says what came of it, for the lease state machine.
 
+use async_nats::connection::State;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::{stream, Context};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::RoomId;
+use std::time::Duration;
 
 use super::config::Config;
 use super::error::Error;
@@ -32,6 +34,11 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Placement {
     kv: kv::Store,
+    /// The connection the bucket is reached over (for
+    /// [`Placement::connected`]).
+    client: async_nats::Client,
+    /// The configured blind hold of the node lease ([`Config::blind_hold`]).
+    blind_hold: Duration,
 }
 
 impl Placement {
@@ -64,7 +71,27 @@ impl Placement {
             .map_err(|e| setup(&e))?;
         }
         let kv = (js.get_key_value(config.bucket.as_str()).await).map_err(|e| setup(&e))?;
-        Ok(Placement { kv })
+        Ok(Placement {
+            kv,
+            client: js.client(),
+            blind_hold: config.blind_hold,
+        })
+    }
+
+    /// Whether this node's connection to NATS is up now. A request that
+    /// failed without an answer while it is up met a silent bucket (its
+    /// stream electing a leader), not a node cut off: see
+    /// [`Lease::handle_unanswered`](super::lease::Lease::handle_unanswered).
+    /// A connection dead without a word is noticed within about three ping
+    /// intervals (`RoomLog::connect` sets them from the lease's ttl).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// How long the node lease may be kept past its validity while the
+    /// bucket is silent and the connection up ([`Config::blind_hold`]).
+    pub fn blind_hold(&self) -> Duration {
+        self.blind_hold
     }
 
     /// The key of `room`'s lease.

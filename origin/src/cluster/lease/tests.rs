@@ -254,3 +254,161 @@ fn a_lease_seen_before_it_was_wanted_is_taken_over_from_that_sighting() {
     drive(&mut c, &mut bucket, due);
     assert_eq!(c.owned(due), None);
 }
+
+const HOLD: Duration = Duration::from_secs(15);
+
+/// Run every command `lease` has at `now` against a bucket that answers
+/// nothing: each fails, on a live connection (`connected`) or not.
+fn drive_silent(lease: &mut Lease, now: Instant, connected: bool) {
+    for _ in 0..10 {
+        if lease.poll_command(now).is_none() {
+            return;
+        }
+        match connected {
+            true => lease.handle_unanswered(now),
+            false => lease.handle_failed(now),
+        }
+    }
+    panic!("a lease kept issuing commands at one instant");
+}
+
+/// A lease won at `t0` with a blind hold, and the bucket it is in.
+fn held_lease(t0: Instant) -> (Lease, Bucket) {
+    let mut bucket = Bucket::default();
+    let mut a = Lease::new("a", TIMING).with_blind_hold(HOLD);
+    a.handle_want(t0);
+    drive(&mut a, &mut bucket, t0);
+    assert!(a.owned(t0).is_some());
+    (a, bucket)
+}
+
+/// Drive `lease` against a silent bucket every 100 ms from `from` to
+/// `until` (inclusive); the instants at which it was not owned.
+fn silent(lease: &mut Lease, from: Instant, until: Instant, connected: bool) -> Vec<Instant> {
+    let mut lost = Vec::new();
+    let mut now = from;
+    while now <= until {
+        drive_silent(lease, now, connected);
+        if lease.owned(now).is_none() {
+            lost.push(now);
+        }
+        now += Duration::from_millis(100);
+    }
+    lost
+}
+
+#[test]
+fn a_lease_is_held_through_a_nine_second_bucket_election_and_renewed_after() {
+    let t0 = Instant::now();
+    let (mut a, mut bucket) = held_lease(t0);
+    let epoch = a.owned(t0);
+    let down = t0 + Duration::from_secs(2);
+    run(&mut [(&mut a, true)], &mut bucket, t0, down);
+    let up = down + Duration::from_secs(9);
+    let lost = silent(&mut a, down, up, true);
+    assert!(lost.is_empty(), "held blind: lost at {:?}", lost.first());
+    assert!(a.is_blind(up), "past its validity, kept by the hold only");
+    // Retried every margin / 2, not in a loop.
+    let next = a.poll_timeout().expect("a retry due");
+    assert!(
+        next > up && next <= up + TIMING.margin / 2,
+        "{:?}",
+        next - up
+    );
+    // The bucket answers again: the next renewal is accepted.
+    let back = up + Duration::from_millis(100);
+    run(&mut [(&mut a, true)], &mut bucket, back, back + TIMING.ttl);
+    assert_eq!(a.owned(back + TIMING.ttl), epoch, "the same epoch");
+    assert!(!a.is_blind(back + TIMING.ttl));
+    assert!(a.take_back_from_blind(), "claims worth reading again");
+    assert!(!a.take_back_from_blind(), "once");
+    assert_eq!(bucket.key.map(|k| k.1.node), Some("a".into()));
+}
+
+#[test]
+fn a_renewal_refused_after_the_election_drops_the_lease_at_once() {
+    let t0 = Instant::now();
+    let (mut a, mut bucket) = held_lease(t0);
+    let up = t0 + Duration::from_secs(9);
+    assert!(silent(&mut a, t0, up, true).is_empty());
+    // Someone else wrote the key meanwhile (a node of the same name).
+    let (revision, _) = bucket.key.clone().expect("held");
+    let claim = Claim {
+        node: "a".into(),
+        epoch: None,
+        member: None,
+    };
+    assert!(matches!(
+        bucket.execute(Command::Update { revision, claim }),
+        Answer::Written(_)
+    ));
+    // The next renewal (due within margin / 2) is refused: dropped then.
+    let back = up + Duration::from_millis(100);
+    let mut dropped = None;
+    for k in 0..10 {
+        let now = back + Duration::from_millis(100 * k);
+        drive(&mut a, &mut bucket, now);
+        if a.owned(now).is_none() {
+            dropped = Some(now);
+            break;
+        }
+    }
+    let dropped = dropped.expect("dropped");
+    assert!(dropped - back <= TIMING.margin / 2, "{:?}", dropped - back);
+    assert!(!a.take_back_from_blind());
+}
+
+#[test]
+fn a_node_cut_off_from_nats_drops_the_lease_at_its_validity() {
+    let t0 = Instant::now();
+    let (mut a, _bucket) = held_lease(t0);
+    let valid_until = t0 + TIMING.ttl - TIMING.margin;
+    let lost = silent(&mut a, t0, t0 + Duration::from_secs(9), false);
+    assert_eq!(
+        lost.first(),
+        Some(&valid_until),
+        "no hold when disconnected"
+    );
+    // Blind first, then the connection drops past the validity: the hold
+    // ends at that failure.
+    let t1 = t0 + Duration::from_secs(20);
+    let (mut b, _bucket) = held_lease(t1);
+    let valid_until = t1 + TIMING.ttl - TIMING.margin;
+    let cut = valid_until + Duration::from_secs(3);
+    assert!(silent(&mut b, t1, cut, true).is_empty());
+    let lost = silent(&mut b, cut + Duration::from_millis(100), cut + HOLD, false);
+    let first = *lost.first().expect("dropped");
+    assert!(
+        first - cut <= TIMING.margin / 2 + Duration::from_millis(100),
+        "dropped at the next failed renewal: {:?}",
+        first - cut
+    );
+}
+
+#[test]
+fn the_blind_hold_ends_at_validity_plus_hold_and_zero_disables_it() {
+    let t0 = Instant::now();
+    let (mut a, _bucket) = held_lease(t0);
+    let valid_until = t0 + TIMING.ttl - TIMING.margin;
+    let end = valid_until + HOLD;
+    let lost = silent(&mut a, t0, end + Duration::from_secs(2), true);
+    assert_eq!(lost.first(), Some(&end), "held until validity + hold");
+    assert!(
+        a.owned(end - Duration::from_millis(1)).is_none(),
+        "gone for good"
+    );
+    // poll_timeout wakes the driver at the hold's end.
+    let (mut b, _bucket) = held_lease(t0);
+    silent(&mut b, t0, end - Duration::from_millis(300), true);
+    let due = b.poll_timeout().expect("a retry due");
+    assert!(due < end, "a retry before the hold ends");
+    assert!(matches!(b.poll_command(due), Some(Command::Update { .. })));
+    assert_eq!(b.poll_timeout(), Some(end), "one renewal in flight");
+    // Without a hold, an unanswered renewal is a failure like any other.
+    let mut c = Lease::new("c", TIMING);
+    let mut bucket = Bucket::default();
+    c.handle_want(t0);
+    drive(&mut c, &mut bucket, t0);
+    let lost = silent(&mut c, t0, t0 + Duration::from_secs(9), true);
+    assert_eq!(lost.first(), Some(&valid_until));
+}
