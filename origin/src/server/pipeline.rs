@@ -19,10 +19,12 @@
 //! ```
 //!
 //! Outputs are released in the order they were decided, except that one
-//! waiting for a slow room does not hold back the others (a room's appends
-//! complete in order, so the outputs of one room keep their order).
+//! waiting for a slow room does not hold back those of other rooms: an
+//! output leaves once its appends are acknowledged and no earlier output
+//! sharing a room with it is still waiting, so each room's outputs keep
+//! their order.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::RoomId;
 
@@ -164,12 +166,19 @@ impl<T> Pipeline<T> {
     }
 
     /// The outputs no longer waiting, in the order they were added, each
-    /// with how it stands in each of its rooms (`Ok` or `Failed`).
+    /// with how it stands in each of its rooms (`Ok` or `Failed`). An
+    /// output still waits while an earlier one sharing a room with it does
+    /// (a battle's gift touches both rooms: its events must not be passed
+    /// by a later chat's in one of them).
     pub fn poll_ready(&mut self) -> Vec<(T, Vec<(RoomId, Status)>)> {
         let mut ready = Vec::new();
         let mut still = VecDeque::with_capacity(self.waiting.len());
+        let mut blocked: BTreeSet<RoomId> = BTreeSet::new();
         for w in self.waiting.drain(..) {
-            if (w.rooms.iter()).any(|(_, s)| matches!(s, Status::Waiting(_))) {
+            let waits = (w.rooms.iter())
+                .any(|(r, s)| matches!(s, Status::Waiting(_)) || blocked.contains(r));
+            if waits {
+                blocked.extend(w.rooms.iter().map(|(r, _)| *r));
                 still.push_back(w);
             } else {
                 ready.push((w.out, w.rooms));
@@ -270,5 +279,27 @@ mod tests {
         assert!(sent[0].1 > ta);
         p.handle_done(A, sent[0].1, true);
         assert_eq!(outs(&mut p), ["a2"]);
+    }
+
+    #[test]
+    fn an_output_never_passes_an_earlier_one_of_the_same_room() {
+        // A battle gift touches A and B; a chat after it touches B only.
+        let mut p = Pipeline::default();
+        p.add(A, rec());
+        p.add(B, rec());
+        p.wait("gift", &[A, B]);
+        let sent = p.to_send();
+        let (ta, tb) = (sent[0].1, sent[1].1);
+        p.add(B, rec());
+        p.wait("chat", &[B]);
+        p.add(RoomId(3), rec());
+        p.wait("other", &[RoomId(3)]);
+        p.handle_done(B, tb, true);
+        let tb2 = p.to_send().iter().find(|s| s.0 == B).map(|s| s.1).expect("B's next");
+        p.handle_done(B, tb2, true);
+        // B is all acknowledged, but the gift still waits for A: the chat waits too.
+        assert!(outs(&mut p).is_empty());
+        p.handle_done(A, ta, true);
+        assert_eq!(outs(&mut p), ["gift", "chat"]);
     }
 }
