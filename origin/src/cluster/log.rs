@@ -433,7 +433,13 @@ impl Committer {
     /// `expected` ended with `result`: the room's next append follows it,
     /// or (failed) the room is no longer written here. Ignored if the room
     /// was dropped or won again since.
-    pub fn complete(&mut self, room: RoomId, epoch: u64, expected: u64, result: &Result<u64, Error>) {
+    pub fn complete(
+        &mut self,
+        room: RoomId,
+        epoch: u64,
+        expected: u64,
+        result: &Result<u64, Error>,
+    ) {
         let Some(w) = self.writers.get_mut(&room) else {
             return;
         };

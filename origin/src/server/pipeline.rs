@@ -93,8 +93,7 @@ impl<T> Pipeline<T> {
     pub fn wait(&mut self, out: T, rooms: &[RoomId]) {
         let rooms = (rooms.iter())
             .map(|room| {
-                let newest = (self.pipes.get(room))
-                    .and_then(|p| p.queued_ticket.or(p.in_flight));
+                let newest = (self.pipes.get(room)).and_then(|p| p.queued_ticket.or(p.in_flight));
                 (*room, newest.map_or(Status::Ok, Status::Waiting))
             })
             .collect();
@@ -295,7 +294,12 @@ mod tests {
         p.add(RoomId(3), rec());
         p.wait("other", &[RoomId(3)]);
         p.handle_done(B, tb, true);
-        let tb2 = p.to_send().iter().find(|s| s.0 == B).map(|s| s.1).expect("B's next");
+        let tb2 = p
+            .to_send()
+            .iter()
+            .find(|s| s.0 == B)
+            .map(|s| s.1)
+            .expect("B's next");
         p.handle_done(B, tb2, true);
         // B is all acknowledged, but the gift still waits for A: the chat waits too.
         assert!(outs(&mut p).is_empty());

@@ -482,11 +482,8 @@ impl Driver {
             let mut failed = BTreeSet::new();
             let mut forget = Vec::new();
             for (out, statuses) in ready {
-                let status = |room: &RoomId| {
-                    (statuses.iter())
-                        .find(|(r, _)| r == room)
-                        .map(|(_, s)| *s)
-                };
+                let status =
+                    |room: &RoomId| (statuses.iter()).find(|(r, _)| r == room).map(|(_, s)| *s);
                 failed.extend(
                     (statuses.iter())
                         .filter(|(_, s)| *s == Status::Failed)

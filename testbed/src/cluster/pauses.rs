@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use protocol::RoomId;
 
-use super::writers::{resume, LogMessage, Resume, WriterReport};
+use super::writers::{resume, served, LogMessage, Resume, WriterReport};
 
 /// The goal: every room a node's death touched resumes within 2 s
 /// (p99).
@@ -37,6 +37,11 @@ pub struct FailurePauses {
     pub resumed: Vec<Duration>,
     /// Touched rooms that wrote nothing after it.
     pub never: Vec<RoomId>,
+    /// Failure → each touched room's fence by its new owner (served
+    /// again), sorted; a node's failure only.
+    pub served: Vec<Duration>,
+    /// The room whose first record came last, and when.
+    pub slowest: Option<(RoomId, Duration)>,
 }
 
 impl FailurePauses {
@@ -67,6 +72,22 @@ impl FailurePauses {
         );
         if self.failure.node.is_some() {
             let _ = write!(out, " (goal: p99 < {} s)", RESUME_GOAL.as_secs());
+            if !self.served.is_empty() {
+                let q = |q: f64| {
+                    let rank = ((q * self.served.len() as f64).ceil() as usize)
+                        .clamp(1, self.served.len());
+                    self.served[rank - 1].as_secs_f64()
+                };
+                let _ = write!(
+                    out,
+                    "; served again (the new owner's fence) p50 {:.2} s p99 {:.2} s",
+                    q(0.5),
+                    q(0.99)
+                );
+            }
+            if let Some((room, d)) = self.slowest {
+                let _ = write!(out, "; last to write: {room} at {:.2} s", d.as_secs_f64());
+            }
         } else {
             out.push_str(" (a pause; goal: nothing lost)");
         }
@@ -84,16 +105,26 @@ pub fn pauses(rooms: &BTreeMap<RoomId, Vec<LogMessage>>, failure: ClusterFailure
         touched: 0,
         resumed: Vec::new(),
         never: Vec::new(),
+        served: Vec::new(),
+        slowest: None,
     };
     for (room, log) in rooms {
-        match resume(log, out.failure.at_ns, out.failure.node.as_deref()) {
+        let (at_ns, node) = (out.failure.at_ns, out.failure.node.as_deref());
+        match resume(log, at_ns, node) {
             Resume::Untouched => continue,
-            Resume::After(d) => out.resumed.push(d),
+            Resume::After(d) => {
+                out.resumed.push(d);
+                if out.slowest.is_none_or(|(_, s)| d > s) {
+                    out.slowest = Some((*room, d));
+                }
+                out.served.extend(served(log, at_ns, node));
+            }
             Resume::Never => out.never.push(*room),
         }
         out.touched += 1;
     }
     out.resumed.sort();
+    out.served.sort();
     out
 }
 

@@ -211,6 +211,31 @@ pub fn resume(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Resume {
     }
 }
 
+/// When the node that took over a room the failure at `at_ns` touched
+/// (see [`resume`]) fenced it: the room is served again from then (its
+/// first record can come later only because nobody asked sooner). `None`
+/// if untouched, not fenced again after it, or `lost` is `None`.
+pub fn served(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Option<Duration> {
+    let lost = lost?;
+    let (writer, epoch) = log
+        .iter()
+        .rev()
+        .filter(|m| m.at_ns <= at_ns)
+        .find_map(|m| match &m.entry {
+            Entry::Fence { node, epoch } => Some((node.as_str(), *epoch)),
+            Entry::Records(_) => None,
+        })?;
+    if writer != lost {
+        return None;
+    }
+    let fence = log
+        .iter()
+        .find(|m| m.at_ns > at_ns && m.epoch > epoch && matches!(m.entry, Entry::Fence { .. }))?;
+    Some(Duration::from_nanos(
+        u64::try_from(fence.at_ns - at_ns).unwrap_or(u64::MAX),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +357,13 @@ mod tests {
         );
         assert_eq!(resume(&log, 3000 * MS, None), Resume::Never);
         assert_eq!(resume(&log, -MS, None), Resume::Untouched);
+        // Served again at the new writer's fence, 1.1 s after the kill.
+        assert_eq!(
+            served(&log, 1000 * MS, Some("a")),
+            Some(Duration::from_millis(1100))
+        );
+        assert_eq!(served(&log, 1000 * MS, Some("b")), None);
+        assert_eq!(served(&log, 1000 * MS, None), None);
+        assert_eq!(served(&log, 2200 * MS, Some("b")), None, "not fenced since");
     }
 }
