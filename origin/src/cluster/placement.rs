@@ -112,17 +112,7 @@ impl Placement {
     /// Every node lease in the bucket now: each node's name, its key's
     /// revision and its lease's epoch (for [`Members`](super::members::Members)).
     pub async fn nodes(&self) -> Result<Vec<Listed>, Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut names = Vec::new();
-        // A listing ends once every key was delivered; bounded by the
-        // bucket's size.
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(name) = key.strip_prefix("node.") {
-                names.push(name.to_owned());
-            }
-        }
+        let names = self.keys_under("node.").await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Outcome::Read(Seen::Held { claim, revision }) =
@@ -164,15 +154,12 @@ impl Placement {
 
     /// Every room lease in the bucket now: room, holder, revision.
     pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut rooms = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(id) = key.strip_prefix("room.").and_then(|k| k.parse().ok()) {
-                rooms.push(RoomId(id));
-            }
-        }
+        let keys = self.keys_under("room.").await?;
+        let rooms: Vec<RoomId> = keys
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(RoomId)
+            .collect();
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {
             if let Outcome::Read(Seen::Held { claim, revision }) =
@@ -184,6 +171,30 @@ impl Placement {
         Ok(out)
     }
 
+    /// The keys of the bucket starting with `prefix` (`node.`, `room.`,
+    /// `pin.`), that prefix stripped; a deleted key may be among them (its
+    /// read then finds it absent). From the bucket stream's subjects (a
+    /// stream info request, paged), not the client's `keys()`: that one
+    /// runs a consumer which waits for ever when a key is written while it
+    /// lists (`max_messages_per_subject` 1 drops the message it counted
+    /// on), as the node lease is, every quarter of a lease. Bounded by the
+    /// bucket's size; each page waits at most the request timeout.
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        let filter = format!("{}{prefix}>", self.kv.prefix);
+        let mut subjects =
+            (self.kv.stream.info_with_subjects(&filter).await).map_err(|e| failed(&e))?;
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| failed(&e))?;
+            if let Some(key) = subject.strip_prefix(&self.kv.prefix) {
+                keys.extend(key.strip_prefix(prefix).map(str::to_owned));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The key pinning `room` (a PK battle's invited room) to a partner.
     pub fn pin_key(room: RoomId) -> String {
         format!("pin.{}", room.0)
@@ -192,15 +203,12 @@ impl Placement {
     /// Every pin in the bucket now: invited room → inviter's room.
     pub async fn pins(&self) -> Result<Vec<(RoomId, RoomId)>, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut rooms = Vec::new();
-        // Bounded by the bucket's size.
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(id) = key.strip_prefix("pin.").and_then(|k| k.parse().ok()) {
-                rooms.push(RoomId(id));
-            }
-        }
+        let keys = self.keys_under("pin.").await?;
+        let rooms: Vec<RoomId> = keys
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(RoomId)
+            .collect();
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {
             let value = self.kv.get(Placement::pin_key(room)).await;
