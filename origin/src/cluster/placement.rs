@@ -9,6 +9,8 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::RoomId;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::Config;
@@ -39,6 +41,9 @@ pub struct Placement {
     client: async_nats::Client,
     /// The configured blind hold of the node lease ([`Config::blind_hold`]).
     blind_hold: Duration,
+    /// Set when a request to the bucket failed, cleared when a write was
+    /// answered (shared by the clones): while set, listings fail at once.
+    silent: Arc<AtomicBool>,
 }
 
 impl Placement {
@@ -75,6 +80,7 @@ impl Placement {
             kv,
             client: js.client(),
             blind_hold: config.blind_hold,
+            silent: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -179,8 +185,22 @@ impl Placement {
     /// lists (`max_messages_per_subject` 1 drops the message it counted
     /// on), as the node lease is, every quarter of a lease. Bounded by the
     /// bucket's size; each page waits at most the request timeout.
+    ///
+    /// While the bucket is silent (a request failed since the last write
+    /// was answered: its stream is electing a leader) it fails at once instead of
+    /// waiting out the request timeout, which would hold up its caller
+    /// (the node's driver, serving every room) for nothing; the node
+    /// lease's renewals, retried every `margin / 2`, find the bucket back.
     async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
+        if self.silent.load(Ordering::Relaxed) {
+            return Err(Error::Bucket(
+                "silent (its last request went unanswered)".into(),
+            ));
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            self.silent.store(true, Ordering::Relaxed);
+            Error::Bucket(e.to_string())
+        };
         let filter = format!("{}{prefix}>", self.kv.prefix);
         let mut subjects =
             (self.kv.stream.info_with_subjects(&filter).await).map_err(|e| failed(&e))?;
@@ -264,6 +284,19 @@ impl Placement {
     /// Execute one lease command on the lease at `key` (a room's or a
     /// node's).
     pub async fn execute_key(&self, key: String, command: Command) -> Outcome {
+        // A read may be answered by a follower (direct gets): only a write
+        // answered shows the bucket's leader back.
+        let write = command != Command::Read;
+        let outcome = self.execute_unmarked(key, command).await;
+        match outcome {
+            Outcome::Failed(_) => self.silent.store(true, Ordering::Relaxed),
+            _ if write => self.silent.store(false, Ordering::Relaxed),
+            _ => {}
+        }
+        outcome
+    }
+
+    async fn execute_unmarked(&self, key: String, command: Command) -> Outcome {
         match command {
             Command::Read => match self.kv.entry(key).await {
                 Ok(Some(e)) if e.operation == Operation::Put => {
