@@ -95,6 +95,7 @@ async fn rooms_are_won_handed_over_and_taken_from_a_dead_node() {
 
     // Death: A stops renewing. B wants its rooms (as the policy would once
     // A's node lease is gone) and wins each only after A's lease ran out.
+    a.halt();
     let died = Instant::now();
     for r in kept {
         b.want(died, *r);
@@ -144,6 +145,7 @@ async fn nodes_see_each_other_and_a_dead_node_leaves_the_placement() {
     assert!((70..=130).contains(&on_a), "{on_a} of 200 on a");
 
     // A dies: B keeps renewing and listing; A drops out after ttl + margin.
+    a.halt();
     let died = Instant::now();
     let mut gone = None;
     for _ in 0..100 {

@@ -15,10 +15,13 @@
 //! the claims of its rooms once (another node may have taken some).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use protocol::RoomId;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::claim::RoomClaim;
 use super::lease::{Lease, Timing};
@@ -59,8 +62,18 @@ pub struct Keeper {
     /// What [`Keeper::step`] last reported as held, per room.
     held: BTreeMap<RoomId, u64>,
     /// The node's own lease (key `node.<name>`): its rooms are its while
-    /// it is renewed, and other nodes count it alive.
-    membership: Lease,
+    /// it is renewed, and other nodes count it alive. Renewed by a task of
+    /// its own ([`renew`]), so that nothing the caller awaits between
+    /// steps (a listing that times out) lets it lapse.
+    membership: Arc<Mutex<Lease>>,
+    /// The renewing task, once started (by the first step).
+    renewer: Option<JoinHandle<()>>,
+    /// Wakes the renewing task (the lease is wanted again).
+    wake: Arc<Notify>,
+    /// Notified by the renewing task after each answer it fed.
+    fed: Arc<Notify>,
+    /// Set by [`Keeper::halt`]: the renewing task is not started again.
+    halted: bool,
     /// Every node lease, as last listed.
     members: Members,
     /// When to read the node leases next.
@@ -76,7 +89,13 @@ impl Keeper {
     pub fn new(node: impl Into<String>, timing: Timing, placement: Placement) -> Keeper {
         let node = node.into();
         Keeper {
-            membership: Lease::new(node.clone(), timing).with_blind_hold(placement.blind_hold()),
+            membership: Arc::new(Mutex::new(
+                Lease::new(node.clone(), timing).with_blind_hold(placement.blind_hold()),
+            )),
+            renewer: None,
+            wake: Arc::new(Notify::new()),
+            fed: Arc::new(Notify::new()),
+            halted: false,
             members: Members::new(timing),
             node,
             timing,
@@ -92,7 +111,22 @@ impl Keeper {
     /// Whether the node holds its membership at `now` (others count it
     /// alive, and its rooms are its).
     pub fn is_member(&self, now: Instant) -> bool {
-        self.membership.owned(now).is_some()
+        self.lease().owned(now).is_some()
+    }
+
+    /// The node lease, locked (briefly: no lock is held across an await).
+    fn lease(&self) -> MutexGuard<'_, Lease> {
+        lock(&self.membership)
+    }
+
+    /// Stop renewing the node lease, as if the process had died here (a
+    /// test's stand-in for a kill): the rooms lapse with the lease, and
+    /// other nodes take them.
+    pub fn halt(&mut self) {
+        self.halted = true;
+        if let Some(task) = self.renewer.take() {
+            task.abort();
+        }
     }
 
     /// The node leases as last listed (this node's own included once seen).
@@ -145,25 +179,26 @@ impl Keeper {
 
     /// The epoch the node holds `room` at, if it may act for it at `now`.
     pub fn owned(&self, room: RoomId, now: Instant) -> Option<u64> {
-        let member = self.membership.owned(now)?;
+        let member = self.lease().owned(now)?;
         self.claims.get(&room).and_then(|c| c.owned(member))
     }
 
     /// The rooms held at `now`.
     pub fn rooms(&self, now: Instant) -> impl Iterator<Item = RoomId> + '_ {
-        let member = self.membership.owned(now);
+        let member = self.lease().owned(now);
         (self.claims.iter())
             .filter(move |(_, c)| member.is_some_and(|m| c.owned(m).is_some()))
             .map(|(r, _)| *r)
     }
 
     /// When to step next (besides after every `want` or `release`): the
-    /// next listing, lease renewal, claim re-read, or a node lease's death.
+    /// next listing, claim re-read, the node lease's lapse (its renewals
+    /// are its own task's), or another node lease's death.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let now = Instant::now();
         (self.claims.values())
             .filter_map(RoomClaim::poll_timeout)
-            .chain(self.membership.poll_timeout())
+            .chain(self.lease().lapses_at().filter(|t| *t > now))
             .chain(self.members.next_death(now))
             .chain([self.next_list])
             .min()
@@ -194,9 +229,23 @@ impl Keeper {
                 }
             }
         }
-        if !self.leaving {
-            self.membership.handle_want(now);
+        if !self.leaving && !self.halted {
+            self.lease().handle_want(now);
+            self.wake.notify_one();
+            if self.start_renewer() {
+                // The first step: let the new task take the lease (a read
+                // and a create, or a few turns: bounded), so the rooms can
+                // be claimed in this step.
+                for _ in 0..4 {
+                    if self.is_member(Instant::now()) {
+                        break;
+                    }
+                    let fed = self.fed.notified();
+                    let _ = tokio::time::timeout(self.timing.renew_every(), fed).await;
+                }
+            }
         }
+        self.after_blind(now);
         for _ in 0..4 {
             if !self.round(now).await {
                 break;
@@ -205,32 +254,48 @@ impl Keeper {
         // Leaving: the claims were released in the rounds above (while the
         // node lease still held), now the node lease goes too.
         if self.leaving {
-            self.membership.handle_release();
-            if let Some(command) = self.membership.poll_command(Instant::now()) {
+            if let Some(task) = self.renewer.take() {
+                task.abort();
+            }
+            let command = {
+                let mut lease = self.lease();
+                lease.handle_release();
+                lease.poll_command(Instant::now())
+            };
+            if let Some(command) = command {
                 let key = Placement::node_key(&self.node);
                 let outcome = self.placement.execute_key(key, command).await;
                 let connected = self.placement.connected();
-                feed(&mut self.membership, outcome, Instant::now(), connected);
+                feed(&mut self.lease(), outcome, Instant::now(), connected);
             }
         }
         self.changes(Instant::now())
     }
 
-    /// One round of commands; `false` when none was due.
-    async fn round(&mut self, now: Instant) -> bool {
-        // `None`: the node's own lease.
-        let mut due: Vec<(Option<RoomId>, _)> = Vec::new();
-        if let Some(c) = self.membership.poll_command(now) {
-            due.push((None, c));
+    /// Start the task renewing the node lease unless it runs: whether it
+    /// was started now.
+    fn start_renewer(&mut self) -> bool {
+        if self.renewer.is_some() {
+            return false;
         }
-        let member = self.membership.owned(now);
+        let lease = self.membership.clone();
+        let wakes = (self.wake.clone(), self.fed.clone());
+        let (placement, key) = (self.placement.clone(), Placement::node_key(&self.node));
+        self.renewer = Some(tokio::spawn(renew(lease, placement, key, wakes)));
+        true
+    }
+
+    /// One round of room claim commands; `false` when none was due.
+    async fn round(&mut self, now: Instant) -> bool {
+        let mut due = Vec::new();
+        let member = self.lease().owned(now);
         match member {
             Some(member) => {
                 let (members, at) = (&self.members, Instant::now());
                 for (room, claim) in &mut self.claims {
                     let alive = |n: &str, m| members.holds(n, m, at);
                     if let Some(c) = claim.poll_command(now, member, alive) {
-                        due.push((Some(*room), c));
+                        due.push((*room, c));
                     }
                 }
             }
@@ -242,24 +307,14 @@ impl Keeper {
         if due.is_empty() {
             return false;
         }
-        let (placement, node) = (&self.placement, &self.node);
+        let placement = &self.placement;
         let answers = join_all(due.into_iter().map(|(room, command)| async move {
-            let key = room.map_or_else(|| Placement::node_key(node), Placement::key);
-            (
-                room,
-                placement.execute_key(key, command).await,
-                Instant::now(),
-            )
+            let outcome = placement.execute(room, command).await;
+            (room, outcome, Instant::now())
         }))
         .await;
         let retry = self.timing.margin / 2;
         for (room, outcome, at) in answers {
-            let Some(room) = room else {
-                let connected = self.placement.connected();
-                feed(&mut self.membership, outcome, at, connected);
-                self.after_blind(at);
-                continue;
-            };
             let (Some(claim), Some(member)) = (self.claims.get_mut(&room), member) else {
                 continue;
             };
@@ -281,7 +336,7 @@ impl Keeper {
     /// this one did not) and taken rooms, so every room held has its claim
     /// read once (held meanwhile; lost if no longer this node's).
     fn after_blind(&mut self, now: Instant) {
-        if self.membership.take_back_from_blind() {
+        if self.lease().take_back_from_blind() {
             tracing::info!(
                 rooms = self.held.len(),
                 "node lease renewed after a blind hold: checking the room claims"
@@ -293,7 +348,7 @@ impl Keeper {
     /// Ownership now against what was last reported.
     fn changes(&mut self, now: Instant) -> Vec<Change> {
         let mut out = Vec::new();
-        let member = self.membership.owned(now);
+        let member = self.lease().owned(now);
         for (room, claim) in &self.claims {
             let owned = member.and_then(|m| claim.owned(m));
             match (self.held.get(room).copied(), owned) {
@@ -317,6 +372,55 @@ impl Keeper {
             }
         }
         out
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewer.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Lock the node lease. A panic while it was held (there is no await nor
+/// anything that panics under the lock) would leave it as it was: use it.
+fn lock(lease: &Mutex<Lease>) -> MutexGuard<'_, Lease> {
+    lease.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The task renewing the node lease at `key`: runs the lease's commands
+/// against the bucket and feeds the answers back, for as long as the
+/// keeper lives (aborted when it is dropped, halted or leaves). Each turn
+/// awaits a request or a timer, so it never spins;
+/// `wake` wakes it; it notifies `fed` after each answer.
+async fn renew(
+    lease: Arc<Mutex<Lease>>,
+    placement: Placement,
+    key: String,
+    (wake, fed): (Arc<Notify>, Arc<Notify>),
+) {
+    loop {
+        let command = lock(&lease).poll_command(Instant::now());
+        if let Some(command) = command {
+            let outcome = placement.execute_key(key.clone(), command).await;
+            let connected = placement.connected();
+            feed(&mut lock(&lease), outcome, Instant::now(), connected);
+            fed.notify_one();
+            continue;
+        }
+        let next = lock(&lease).poll_timeout();
+        match next {
+            Some(at) => {
+                // Nothing due at `now`: an instant past cannot be due.
+                let at = at.max(Instant::now() + Duration::from_millis(1));
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 

@@ -261,6 +261,12 @@ impl Lease {
             && self.owned(now).is_some()
     }
 
+    /// When the lease, if owned, stops being owned unless a renewal is
+    /// accepted first: its validity, or while blind the hold's end.
+    pub fn lapses_at(&self) -> Option<Instant> {
+        self.expires_at()
+    }
+
     /// When an owned lease stops being owned unless a renewal is accepted:
     /// its validity, stretched by the blind hold while blind.
     fn expires_at(&self) -> Option<Instant> {

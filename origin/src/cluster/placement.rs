@@ -9,6 +9,8 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::RoomId;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::Config;
@@ -39,6 +41,9 @@ pub struct Placement {
     client: async_nats::Client,
     /// The configured blind hold of the node lease ([`Config::blind_hold`]).
     blind_hold: Duration,
+    /// Set when a request to the bucket failed, cleared when a write was
+    /// answered (shared by the clones): while set, listings fail at once.
+    silent: Arc<AtomicBool>,
 }
 
 impl Placement {
@@ -75,6 +80,7 @@ impl Placement {
             kv,
             client: js.client(),
             blind_hold: config.blind_hold,
+            silent: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -112,17 +118,7 @@ impl Placement {
     /// Every node lease in the bucket now: each node's name, its key's
     /// revision and its lease's epoch (for [`Members`](super::members::Members)).
     pub async fn nodes(&self) -> Result<Vec<Listed>, Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut names = Vec::new();
-        // A listing ends once every key was delivered; bounded by the
-        // bucket's size.
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(name) = key.strip_prefix("node.") {
-                names.push(name.to_owned());
-            }
-        }
+        let names = self.keys_under("node.").await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Outcome::Read(Seen::Held { claim, revision }) =
@@ -164,17 +160,14 @@ impl Placement {
 
     /// Every room lease in the bucket now: room, holder, revision.
     pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
-        let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut rooms = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(id) = key.strip_prefix("room.").and_then(|k| k.parse().ok()) {
-                rooms.push(RoomId(id));
-            }
-        }
+        let keys = self.keys_under("room.").await?;
+        let rooms: Vec<RoomId> = keys
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(RoomId)
+            .collect();
         // Read a few dozen at once: one at a time, 200 rooms' round trips
-        // held the node's driver (and its lease renewals) for too long.
+        // held the node's driver for too long.
         let reads = futures_util::stream::iter(rooms)
             .map(|room| async move { (room, self.execute(room, Command::Read).await) })
             .buffer_unordered(LIST_READS_AT_ONCE)
@@ -190,6 +183,44 @@ impl Placement {
         Ok(out)
     }
 
+    /// The keys of the bucket starting with `prefix` (`node.`, `room.`,
+    /// `pin.`), that prefix stripped; a deleted key may be among them (its
+    /// read then finds it absent). From the bucket stream's subjects (a
+    /// stream info request, paged), not the client's `keys()`: that one
+    /// runs a consumer which waits for ever when a key is written while it
+    /// lists (`max_messages_per_subject` 1 drops the message it counted
+    /// on), as the node lease is, every quarter of a lease. Bounded by the
+    /// bucket's size; each page waits at most the request timeout.
+    ///
+    /// While the bucket is silent (a request failed since the last write
+    /// was answered: its stream is electing a leader) it fails at once instead of
+    /// waiting out the request timeout, which would hold up its caller
+    /// (the node's driver, serving every room) for nothing; the node
+    /// lease's renewals, retried every `margin / 2`, find the bucket back.
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        if self.silent.load(Ordering::Relaxed) {
+            return Err(Error::Bucket(
+                "silent (its last request went unanswered)".into(),
+            ));
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            self.silent.store(true, Ordering::Relaxed);
+            Error::Bucket(e.to_string())
+        };
+        let filter = format!("{}{prefix}>", self.kv.prefix);
+        let mut subjects =
+            (self.kv.stream.info_with_subjects(&filter).await).map_err(|e| failed(&e))?;
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| failed(&e))?;
+            if let Some(key) = subject.strip_prefix(&self.kv.prefix) {
+                keys.extend(key.strip_prefix(prefix).map(str::to_owned));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The key pinning `room` (a PK battle's invited room) to a partner.
     pub fn pin_key(room: RoomId) -> String {
         format!("pin.{}", room.0)
@@ -198,15 +229,12 @@ impl Placement {
     /// Every pin in the bucket now: invited room → inviter's room.
     pub async fn pins(&self) -> Result<Vec<(RoomId, RoomId)>, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let mut keys = self.kv.keys().await.map_err(|e| failed(&e))?;
-        let mut rooms = Vec::new();
-        // Bounded by the bucket's size.
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| failed(&e))?;
-            if let Some(id) = key.strip_prefix("pin.").and_then(|k| k.parse().ok()) {
-                rooms.push(RoomId(id));
-            }
-        }
+        let keys = self.keys_under("pin.").await?;
+        let rooms: Vec<RoomId> = keys
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .map(RoomId)
+            .collect();
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {
             let value = self.kv.get(Placement::pin_key(room)).await;
@@ -262,6 +290,19 @@ impl Placement {
     /// Execute one lease command on the lease at `key` (a room's or a
     /// node's).
     pub async fn execute_key(&self, key: String, command: Command) -> Outcome {
+        // A read may be answered by a follower (direct gets): only a write
+        // answered shows the bucket's leader back.
+        let write = command != Command::Read;
+        let outcome = self.execute_unmarked(key, command).await;
+        match outcome {
+            Outcome::Failed(_) => self.silent.store(true, Ordering::Relaxed),
+            _ if write => self.silent.store(false, Ordering::Relaxed),
+            _ => {}
+        }
+        outcome
+    }
+
+    async fn execute_unmarked(&self, key: String, command: Command) -> Outcome {
         match command {
             Command::Read => match self.kv.entry(key).await {
                 Ok(Some(e)) if e.operation == Operation::Put => {
