@@ -87,6 +87,9 @@ pub struct RoomClaim {
     /// How long to wait between reads of a claim a live node holds.
     recheck: Duration,
     state: State,
+    /// Wanted again while a release was under way: read from this instant
+    /// once the release is done.
+    want_after_release: Option<Instant>,
 }
 
 impl RoomClaim {
@@ -97,6 +100,7 @@ impl RoomClaim {
             node: node.into(),
             recheck,
             state: State::Idle,
+            want_after_release: None,
         }
     }
 
@@ -106,8 +110,19 @@ impl RoomClaim {
             State::Idle => self.state = State::Reading(Some(now)),
             // Wanted again (the holder may have died): look now.
             State::Waiting { .. } => self.state = State::Reading(Some(now)),
+            // Wanted again before its release ran (a room dropped for a
+            // failed append is won again under a new epoch): after it.
+            State::Releasing { .. } => self.want_after_release = Some(now),
             _ => {}
         }
+    }
+
+    /// What a finished (or abandoned) release leaves: nothing, or a read
+    /// if the room was wanted again meanwhile.
+    fn after_release(&mut self) -> State {
+        self.want_after_release
+            .take()
+            .map_or(State::Idle, |at| State::Reading(Some(at)))
     }
 
     /// Hand the room over: release the claim if held, else forget it. A
@@ -115,6 +130,7 @@ impl RoomClaim {
     /// the key once: a claim left behind by a live node would hold the
     /// room from every other node for good).
     pub fn handle_release(&mut self) {
+        self.want_after_release = None;
         self.state = match self.state {
             State::Owned { revision, .. } => State::Releasing {
                 revision,
@@ -314,7 +330,7 @@ impl RoomClaim {
                 member,
                 check: Check::Settled,
             },
-            State::Releasing { sent: true, .. } => State::Idle,
+            State::Releasing { sent: true, .. } => self.after_release(),
             ref other => other.clone(),
         };
     }
@@ -323,7 +339,8 @@ impl RoomClaim {
     /// again.
     pub fn handle_refused(&mut self, now: Instant) {
         self.state = match self.state {
-            State::Idle | State::Releasing { .. } => State::Idle,
+            State::Idle => State::Idle,
+            State::Releasing { .. } => self.after_release(),
             _ => State::Reading(Some(now)),
         };
     }
@@ -335,7 +352,8 @@ impl RoomClaim {
     /// meanwhile.
     pub fn handle_failed(&mut self, now: Instant, retry: Duration) {
         self.state = match self.state {
-            State::Idle | State::Releasing { .. } => State::Idle,
+            State::Idle => State::Idle,
+            State::Releasing { .. } => self.after_release(),
             State::Owned {
                 revision,
                 epoch,
@@ -515,5 +533,32 @@ mod tests {
         c.handle_read(t1, held("b", 2, 12), 5);
         assert_eq!(c.owned(5), None);
         assert_eq!(c.poll_timeout(), Some(t1 + RECHECK));
+    }
+
+    #[test]
+    fn wanted_again_while_releasing_it_is_read_once_the_release_is_done() {
+        let t0 = Instant::now();
+        let mut c = RoomClaim::new("a", RECHECK);
+        c.handle_want(t0);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_read(t0, Seen::Absent, 4);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_written(12, 4);
+        c.handle_release();
+        c.handle_want(t0);
+        assert_eq!(
+            c.poll_command(t0, 4, |_, _| true),
+            Some(Command::Release { revision: 12 })
+        );
+        c.handle_written(12, 4);
+        assert_eq!(c.poll_command(t0, 4, |_, _| true), Some(Command::Read));
+        // Not wanted again: a release leaves nothing to do.
+        c.handle_read(t0, Seen::Absent, 4);
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_written(20, 4);
+        c.handle_release();
+        c.poll_command(t0, 4, |_, _| true);
+        c.handle_failed(t0, RECHECK);
+        assert_eq!(c.poll_command(t0 + RECHECK, 4, |_, _| true), None);
     }
 }

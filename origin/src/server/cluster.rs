@@ -26,7 +26,7 @@
 //! the `pin.>` keys, so its policy follows a pin as soon as it is written
 //! (and lists them again whenever a member dies or joins).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -55,6 +55,10 @@ use crate::rules::Authority;
 /// Room claims and pins are listed this many node-lease renewals apart
 /// when no member changed.
 const SWEEP_EVERY: u32 = 10;
+/// A room dropped for a failed append or fence is wanted again after
+/// this, doubling with every failure in a row up to [`REWIN_MAX`].
+const REWIN_FIRST: Duration = Duration::from_millis(50);
+const REWIN_MAX: Duration = Duration::from_secs(2);
 /// Most inputs decided in one group commit.
 const MAX_BATCH: usize = 4096;
 /// Most outputs waiting for their appends: beyond it the driver takes no
@@ -112,10 +116,13 @@ pub(super) struct Driver {
     nats: async_nats::Client,
     ctl: String,
     fetched_tx: mpsc::Sender<RoomId>,
-    /// Rooms dropped for a failed append or fence, to win again (after
-    /// their release ran: `rewin_next` waits one keeper step).
-    rewin: Vec<RoomId>,
-    rewin_next: Vec<RoomId>,
+    /// Rooms dropped for a failed append or fence, to win again at the
+    /// instant (after their release ran), and how many tries in a row
+    /// failed (the wait doubles: a stream electing a leader fails every
+    /// try for seconds).
+    rewin: BTreeMap<RoomId, Instant>,
+    /// Failed tries in a row per room (cleared by an acknowledged append).
+    pub(super) failures: BTreeMap<RoomId, u32>,
     /// Fetches under way (aborted with the driver).
     fetches: JoinSet<()>,
     request_timeout: Duration,
@@ -202,8 +209,8 @@ pub(super) async fn connect(
         ctl,
         fetched_tx,
         fetches: JoinSet::new(),
-        rewin: Vec::new(),
-        rewin_next: Vec::new(),
+        rewin: BTreeMap::new(),
+        failures: BTreeMap::new(),
         request_timeout: cluster.request_timeout,
         metrics,
     };
@@ -348,12 +355,18 @@ impl Driver {
 
     fn deadline(&self) -> Instant {
         let timer = (self.auth.poll_timeout()).map(|t| self.clock.instant(t));
-        [timer, self.keeper.poll_timeout(), self.parked.next_expiry()]
-            .into_iter()
-            .flatten()
-            .chain([self.next_sweep])
-            .min()
-            .unwrap_or(self.next_sweep)
+        let rewin = self.rewin.values().min().copied();
+        [
+            timer,
+            self.keeper.poll_timeout(),
+            self.parked.next_expiry(),
+            rewin,
+        ]
+        .into_iter()
+        .flatten()
+        .chain([self.next_sweep])
+        .min()
+        .unwrap_or(self.next_sweep)
     }
 
     /// Origin time for deciding: never before the last event of a room won.
@@ -586,19 +599,26 @@ impl Driver {
     /// run: a new epoch, fenced and rebuilt from the log.
     pub(super) fn retry(&mut self, room: RoomId) {
         self.keeper.release(room);
-        self.rewin_next.push(room);
+        let now = Instant::now();
+        let tries = self.failures.entry(room).or_default();
+        let wait = REWIN_FIRST * 2u32.saturating_pow((*tries).min(5));
+        *tries += 1;
+        self.rewin.insert(room, now + wait.min(REWIN_MAX));
     }
 
-    /// After a keeper step: want again the rooms [`Driver::retry`] let go
-    /// before it.
+    /// Want again the rooms [`Driver::retry`] let go whose wait is over.
     fn win_again(&mut self) {
         let now = Instant::now();
-        for room in std::mem::take(&mut self.rewin) {
-            if self.elsewhere(room).is_none() && !self.held.contains(&room) {
+        let due: Vec<RoomId> = (self.rewin.iter())
+            .filter(|(_, at)| **at <= now)
+            .map(|(room, _)| *room)
+            .collect();
+        for room in due {
+            self.rewin.remove(&room);
+            if !self.held.contains(&room) && self.elsewhere(room).is_none() {
                 self.keeper.want(now, room);
             }
         }
-        self.rewin = std::mem::take(&mut self.rewin_next);
     }
 
     /// Stop serving `room`: its subscribers hear where it went, and what

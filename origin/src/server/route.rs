@@ -436,7 +436,10 @@ impl Driver {
         self.committer.complete(room, epoch, expected, &result);
         let mut items = Vec::new();
         match result {
-            Ok(_) => self.pipeline.handle_done(room, ticket, true),
+            Ok(_) => {
+                self.failures.remove(&room);
+                self.pipeline.handle_done(room, ticket, true);
+            }
             Err(e) => {
                 self.pipeline.handle_done(room, ticket, false);
                 if self.held.contains(&room) {
