@@ -26,6 +26,12 @@ use protocol::placement::score;
 pub const HEADER_NODE: &str = "Ringside-Node";
 /// Header carrying the epoch (lease revision) a log message was written in.
 pub const HEADER_EPOCH: &str = "Ringside-Epoch";
+/// Header naming, for a battle's records written whole to one room's log,
+/// the other rooms whose events they carry and the epoch the writer held
+/// each at (`"152=7,..."`): a rebuild takes a partner's copy of a room's
+/// events only if it was decided by that room's rightful writer (see
+/// [`Logged::decided_in`]).
+pub const HEADER_LINKED: &str = "Ringside-Linked";
 
 /// Most tries to fence a room whose log keeps moving under the reader.
 const FENCE_TRIES: usize = 8;
@@ -183,6 +189,7 @@ impl RoomLog {
                 seq: m.sequence,
                 node: text(HEADER_NODE).unwrap_or_default(),
                 epoch: text(HEADER_EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0),
+                linked: text(HEADER_LINKED).map_or_else(Vec::new, |v| parse_linked(&v)),
                 entry,
             });
             from = m.sequence + 1;
@@ -200,7 +207,7 @@ impl RoomLog {
         epoch: u64,
         expected: u64,
     ) -> Result<u64, Error> {
-        let ack = self.send(room, entry, node, epoch, expected).await?;
+        let ack = self.send(room, entry, node, epoch, expected, &[]).await?;
         finish(room, expected, ack.await)
     }
 
@@ -212,6 +219,7 @@ impl RoomLog {
         node: &str,
         epoch: u64,
         expected: u64,
+        linked: &[(RoomId, u64)],
     ) -> Result<jetstream::context::PublishAckFuture, Error> {
         let payload = Bytes::from(encode(entry).map_err(Error::Encode)?);
         let mut headers = HeaderMap::new();
@@ -221,11 +229,28 @@ impl RoomLog {
         );
         headers.insert(HEADER_NODE, node);
         headers.insert(HEADER_EPOCH, epoch.to_string().as_str());
+        if !linked.is_empty() {
+            let value: Vec<String> = (linked.iter())
+                .map(|(room, epoch)| format!("{}={epoch}", room.0))
+                .collect();
+            headers.insert(HEADER_LINKED, value.join(",").as_str());
+        }
         self.js
             .publish_with_headers(self.subject(room), headers, payload)
             .await
             .map_err(|e| publish_error(room, expected, e))
     }
+}
+
+/// `"152=7,153=9"` → `[(152, 7), (153, 9)]`; what does not parse is
+/// left out.
+fn parse_linked(value: &str) -> Vec<(RoomId, u64)> {
+    (value.split(','))
+        .filter_map(|pair| {
+            let (room, epoch) = pair.split_once('=')?;
+            Some((RoomId(room.trim().parse().ok()?), epoch.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn finish(
@@ -293,8 +318,19 @@ pub struct Logged {
     pub node: String,
     /// The epoch it was written in (header `Ringside-Epoch`; 0 if absent).
     pub epoch: u64,
+    /// The other rooms whose events it carries, each with the epoch its
+    /// writer held that room at (header `Ringside-Linked`).
+    pub linked: Vec<(RoomId, u64)>,
     /// What it holds.
     pub entry: Entry,
+}
+
+impl Logged {
+    /// Whether this message's copy of `room`'s events was decided by the
+    /// node writing `room` at `epoch`.
+    pub fn decided_in(&self, room: RoomId, epoch: u64) -> bool {
+        self.linked.iter().any(|(r, e)| *r == room && *e == epoch)
+    }
 }
 
 /// A room this node writes: its epoch and the sequence its log ends at.
@@ -358,6 +394,22 @@ impl Committer {
         &self.log
     }
 
+    /// The rooms other than `room` whose events `records` carry, each with
+    /// the epoch this node writes it at (a room it does not write is left
+    /// out: its events here were decided by no rightful writer).
+    fn linked(&self, room: RoomId, records: &[Record]) -> Vec<(RoomId, u64)> {
+        let mut out: Vec<(RoomId, u64)> = Vec::new();
+        for (r, _) in records.iter().flat_map(|rec| rec.events.iter()) {
+            if *r == room || out.iter().any(|(o, _)| o == r) {
+                continue;
+            }
+            if let Some(w) = self.writers.get(r) {
+                out.push((*r, w.epoch));
+            }
+        }
+        out
+    }
+
     /// The rooms this node writes.
     pub fn rooms(&self) -> impl Iterator<Item = RoomId> + '_ {
         self.writers.keys().copied()
@@ -411,9 +463,10 @@ impl Committer {
     /// own if need be), then report it with [`Committer::complete`].
     pub async fn start(&mut self, room: RoomId, records: Vec<Record>) -> Result<InFlight, Error> {
         let w = (self.writers.get(&room).copied()).ok_or(Error::NotOwner(room))?;
+        let linked = self.linked(room, &records);
         let entry = Entry::Records(records);
         let ack = (self.log)
-            .send(room, &entry, &self.node, w.epoch, w.last)
+            .send(room, &entry, &self.node, w.epoch, w.last, &linked)
             .await;
         match ack {
             Ok(ack) => Ok(InFlight {
@@ -473,10 +526,11 @@ impl Committer {
                 sent.push((room, records, Err(Error::NotOwner(room)), 0));
                 continue;
             };
+            let linked = self.linked(room, &records);
             let entry = Entry::Records(records);
             let ack = self
                 .log
-                .send(room, &entry, &self.node, w.epoch, w.last)
+                .send(room, &entry, &self.node, w.epoch, w.last, &linked)
                 .await;
             let records = match entry {
                 Entry::Records(records) => records,

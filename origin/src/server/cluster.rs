@@ -470,6 +470,9 @@ impl Driver {
             }
         }
         let mut gained = Vec::new();
+        // Each room's writer before this node's fence, by epoch: only its
+        // decisions are taken from a partner's log.
+        let mut before = BTreeMap::new();
         for (room, fenced) in self.committer.acquire_all(won).await {
             let entries = match fenced {
                 Ok(entries) => entries,
@@ -487,6 +490,13 @@ impl Driver {
                 self.keeper.release(room);
                 continue;
             }
+            let last_fence = (entries.iter().rev()).find_map(|e| match e {
+                cluster::Entry::Fence { epoch, .. } => Some(*epoch),
+                cluster::Entry::Records(_) => None,
+            });
+            if let Some(epoch) = last_fence {
+                before.insert(room, epoch);
+            }
             tracing::info!(%room, entries = entries.len(), "room won");
             self.held.insert(room);
             self.pairs.handle_gained(room);
@@ -494,7 +504,7 @@ impl Driver {
         }
         // A battle's two rooms: what one room's lost append left out is in
         // its partner's log (both hold the pair's records whole).
-        self.merge_partners(&gained).await;
+        self.merge_partners(&gained, &before).await;
         gained.retain(|r| self.held.contains(r));
         for room in &gained {
             let state = self.auth.room(*room).cloned();
@@ -547,23 +557,32 @@ impl Driver {
     /// event. The partners' logs are read all at once (one at a time, a
     /// dead node's thirty battle rooms held the driver, and with it the
     /// node's lease renewals, for most of a second).
-    async fn merge_partners(&mut self, rooms: &[RoomId]) {
-        let pairs: Vec<(RoomId, RoomId)> = (rooms.iter())
-            .flat_map(|room| self.linked(*room, true).into_iter().map(|p| (*room, p)))
+    ///
+    /// Only the copies decided by the room's writer before this node (at
+    /// `before[room]`, its last fence's epoch) are taken: a node that still
+    /// thought it held a room another had taken could decide events for it
+    /// on stale state, and those may sit in a partner's log it did hold.
+    async fn merge_partners(&mut self, rooms: &[RoomId], before: &BTreeMap<RoomId, u64>) {
+        let pairs: Vec<(RoomId, RoomId, u64)> = (rooms.iter())
+            .filter_map(|room| before.get(room).map(|epoch| (*room, *epoch)))
+            .flat_map(|(room, epoch)| {
+                (self.linked(room, true).into_iter()).map(move |p| (room, p, epoch))
+            })
             .collect();
         let log = self.committer.log();
-        let reads = join_all(
-            pairs
-                .into_iter()
-                .map(|(room, partner)| async move { (room, partner, log.read(partner).await) }),
-        )
+        let reads = join_all(pairs.into_iter().map(|(room, partner, epoch)| async move {
+            (room, partner, epoch, log.read(partner).await)
+        }))
         .await;
-        for (room, partner, read) in reads {
+        for (room, partner, epoch, read) in reads {
             if !self.held.contains(&room) {
                 continue; // dropped by an earlier merge's failed append
             }
             let entries = match read {
-                Ok(logged) => logged.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
+                Ok(logged) => (logged.into_iter())
+                    .filter(|l| l.decided_in(room, epoch))
+                    .map(|l| l.entry)
+                    .collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");
                     continue;
