@@ -7,7 +7,11 @@
 //! [`Keeper::poll_timeout`] (and after every change of wants), and hears
 //! which rooms it gained (fence and rebuild them before serving) and lost
 //! (stop acting for them at once). A room is held while the node lease
-//! is: when it lapses every room is lost at once. A renewal that fails
+//! is: when it lapses every room is lost at once. The node lease is
+//! renewed by a task of its own, started by the first step and ended with
+//! the keeper (or [`Keeper::halt`], [`Keeper::leave`]): whatever the caller
+//! awaits between steps, the lease lives while the process and its NATS
+//! connection do. A renewal that fails
 //! while the node is connected to NATS goes to
 //! [`Lease::handle_unanswered`] (the bucket is silent for everyone: the
 //! lease may be kept blind), one that fails while it is not to
