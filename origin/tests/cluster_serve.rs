@@ -1019,7 +1019,7 @@ async fn start_on_three(urls: &str, test: &str) -> (BTreeMap<String, Origin>, Ve
         if let Some(c) = config.cluster.as_mut() {
             c.replicas = 3;
             // For an A/B of the blind hold (0: none; the bounds then fail).
-            if let Some(ms) = std::env::var("RINGSIDE_TEST_BLIND_HOLD_MS").ok() {
+            if let Ok(ms) = std::env::var("RINGSIDE_TEST_BLIND_HOLD_MS") {
                 c.blind_hold = Duration::from_millis(ms.parse().expect("milliseconds"));
             }
         }
