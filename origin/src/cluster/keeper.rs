@@ -426,9 +426,13 @@ fn feed(lease: &mut Lease, outcome: Outcome, at: Instant, connected: bool) {
         Outcome::Written(revision) => lease.handle_written(at, revision),
         Outcome::Refused => lease.handle_refused(at),
         Outcome::Failed(why) if connected => {
+            let was_blind = lease.is_blind(at);
             lease.handle_unanswered(at);
-            let blind = lease.is_blind(at);
-            tracing::warn!(reason = %why, blind, "node lease request unanswered");
+            match lease.is_blind(at) {
+                // Retried every margin / 2 through an election: once is news.
+                true if was_blind => tracing::debug!(reason = %why, "node lease still unanswered"),
+                blind => tracing::warn!(reason = %why, blind, "node lease request unanswered"),
+            }
         }
         Outcome::Failed(why) => {
             tracing::warn!(reason = %why, "node lease request failed, disconnected from NATS");
