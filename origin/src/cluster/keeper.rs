@@ -7,7 +7,11 @@
 //! [`Keeper::poll_timeout`] (and after every change of wants), and hears
 //! which rooms it gained (fence and rebuild them before serving) and lost
 //! (stop acting for them at once). A room is held while the node lease
-//! is: when it lapses every room is lost at once. A renewal that fails
+//! is: when it lapses every room is lost at once. The node lease is
+//! renewed by a task of its own, started by the first step and ended with
+//! the keeper (or [`Keeper::halt`], [`Keeper::leave`]): whatever the caller
+//! awaits between steps, the lease lives while the process and its NATS
+//! connection do. A renewal that fails
 //! while the node is connected to NATS goes to
 //! [`Lease::handle_unanswered`] (the bucket is silent for everyone: the
 //! lease may be kept blind), one that fails while it is not to
@@ -432,9 +436,13 @@ fn feed(lease: &mut Lease, outcome: Outcome, at: Instant, connected: bool) {
         Outcome::Written(revision) => lease.handle_written(at, revision),
         Outcome::Refused => lease.handle_refused(at),
         Outcome::Failed(why) if connected => {
+            let was_blind = lease.is_blind(at);
             lease.handle_unanswered(at);
-            let blind = lease.is_blind(at);
-            tracing::warn!(reason = %why, blind, "node lease request unanswered");
+            match lease.is_blind(at) {
+                // Retried every margin / 2 through an election: once is news.
+                true if was_blind => tracing::debug!(reason = %why, "node lease still unanswered"),
+                blind => tracing::warn!(reason = %why, blind, "node lease request unanswered"),
+            }
         }
         Outcome::Failed(why) => {
             tracing::warn!(reason = %why, "node lease request failed, disconnected from NATS");

@@ -54,8 +54,9 @@
 //!   ([`Committer`]), reading a room's subject back ([`RoomLog::read`]).
 //! - `placement.rs`: the lease bucket: read, create, compare-and-set,
 //!   delete; it executes [`lease::Command`]s.
-//! - `keeper.rs`: one node's lease, its room claims and the member list,
-//!   driven against the bucket; reports rooms gained and lost.
+//! - `keeper.rs`: one node's lease (renewed by a task of its own), its
+//!   room claims and the member list, driven against the bucket; reports
+//!   rooms gained and lost.
 //! - `node.rs`: a node serving the rooms it holds, in process (no relay
 //!   wire): each room an authority of its own, rebuilt from its log. The
 //!   origin binary's driver (`server/cluster.rs`) is what relays reach.
@@ -130,6 +131,46 @@
 //! every room 4.3–7.6 s with one stream). A planned
 //! restart should put the server in lame-duck mode first (`nats-server
 //! --signal ldm`), which hands its leaderships over without an election.
+//!
+//! The server leading the lease bucket's stream is a case of its own: its
+//! death silences the bucket for that stream's election, and every node's
+//! lease renewal fails meanwhile. A node lease lives `ttl - margin` (600
+//! ms) past its last renewal, far less than the election, so without more
+//! every node would drop every room and win them all back afterwards
+//! (pauses of 10–48 s measured under load). So a node keeps its lease through it:
+//! the *blind hold* (`blind_hold_ms`, default 15 s, see [`lease`]). A
+//! renewal that fails while the node's NATS connection is up (the bucket
+//! is silent, not the node cut off) leaves the lease owned for up to
+//! `blind_hold` past its validity, renewed again every `margin / 2`; a
+//! renewal accepted ends the hold (and the node then reads the claims of
+//! its rooms once, in case another node took some meanwhile), a refusal
+//! drops the lease at once, a failure while disconnected ends the hold.
+//! Nobody else can take the rooms while the bucket is silent (the claims
+//! are in it, and [`Members`] counts no node dead while it cannot list
+//! them). The node lease is renewed by a task of its own, so a driver held
+//! up (by a bucket listing, which fails at once while the bucket is
+//! silent) cannot let it lapse; the NATS client pings every `ttl / 2`,
+//! so a connection dead without a word is noticed in about 1.2 s instead
+//! of about three minutes with the client's default (a ping a minute).
+//!
+//! Why the hold is safe: nothing about it decides who writes a room. Every
+//! append is fenced (a new owner's `Fence`; a deposed owner's next append
+//! is refused and it drops the room), and acks and events leave only
+//! after an append succeeded, so a holder acting past its lease while it
+//! cannot learn otherwise costs liveness, never an acked gift or a second
+//! writer. Its limit: a node cut off from the bucket but not from its
+//! room logs (its connection up, the bucket unreachable from its server
+//! alone) keeps its rooms up to `blind_hold` after its lease ran out, or
+//! until an append of theirs is fenced by the node that took them. Measured
+//! (`cargo test -p ringside-origin --features fault --test cluster_serve
+//! a_nats_leader -- --nocapture`, two nodes, 16 rooms, a gift per room
+//! every 250 ms for 14 s after the kill of the bucket's leader, each room
+//! paced on its own, three runs): rooms on streams the dead server did not
+//! lead waited at most 17–110 ms; those on streams it led 5.1–7.0 s, their
+//! stream's election. With the hold off (`RINGSIDE_TEST_BLIND_HOLD_MS=0`)
+//! every room paused, the others 5.1–5.2 s (one run); before the hold and
+//! the lease's own task, rooms came back after up to 24–29 s, or some not
+//! within 30 s.
 
 //! An origin node holds nothing durable: its death loses only what it had
 //! not yet had acknowledged (and so had not acked).
@@ -148,6 +189,11 @@
 //! decides how soon a dead node's rooms move, never whether two nodes can
 //! both write.) A monotonic clock keeps running while a process is
 //! stopped, so a resumed process sees its lease expired at its next look.
+//! One exception: while its renewals go unanswered on a live connection,
+//! the holder keeps its lease up to `blind_hold` past `ttl - margin` (the
+//! blind hold, under "What survives what"); others cannot take over
+//! meanwhile unless they see the bucket, and if they do, the log's fence
+//! stops the holder's next append.
 //!
 //! # Node clocks and timer deadlines
 //!
@@ -249,11 +295,9 @@
 //! Through the origin binary (`--test cluster_serve`, two nodes, three
 //! servers, replicas 3): killing a server that leads nothing costs the
 //! rooms a reconnect (8 ms, one run); killing the server that leads the
-//! bucket's stream pauses the bucket for its election, every node lease
-//! lapses meanwhile, and rooms come back only once they are won again (one
-//! run: median 12 ms, worst room 24 s; that test is `#[ignore]`d). Not
-//! yet: node leases that ride out a bucket election (a lease longer than
-//! the election, or leases kept elsewhere).
+//! bucket's stream pauses only the rooms of the streams it also led (the
+//! nodes keep their leases through the bucket's election: the blind hold,
+//! above).
 //!
 //! Not yet: presence re-announced to a room's new node (relays report
 //! presence where they route a room; a node that wins a room knows nobody
