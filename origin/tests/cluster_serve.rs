@@ -898,7 +898,14 @@ async fn nats_kill(test: &str, leader: bool) {
         return;
     };
     if std::env::var("RINGSIDE_TEST_LOG").is_ok() {
-        ops::log::init(ops::LogFormat::Text, "info");
+        // `1`: info; anything else is a filter (`info,origin::cluster=debug`).
+        let filter = std::env::var("RINGSIDE_TEST_LOG").unwrap_or_default();
+        let filter = if filter == "1" {
+            "info"
+        } else {
+            filter.as_str()
+        };
+        ops::log::init(ops::LogFormat::Text, filter);
     }
     let (nodes, _dirs) = start_on_three(&nats3.urls, test).await;
     let mut router = Router::new(&nodes).await;

@@ -18,7 +18,7 @@
 //! [`Lease::handle_failed`]; renewed after a blind hold, the node reads
 //! the claims of its rooms once (another node may have taken some).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,11 @@ pub struct Keeper {
     claims: BTreeMap<RoomId, RoomClaim>,
     /// What [`Keeper::step`] last reported as held, per room.
     held: BTreeMap<RoomId, u64>,
+    /// Rooms handed back by [`Keeper::release`] since the last report: a
+    /// room released and held again under the same claim before the next
+    /// report (its release failed, and it was wanted again) is reported
+    /// lost and gained all the same, since the caller stopped serving it.
+    released: BTreeSet<RoomId>,
     /// The node's own lease (key `node.<name>`): its rooms are its while
     /// it is renewed, and other nodes count it alive. Renewed by a task of
     /// its own ([`renew`]), so that nothing the caller awaits between
@@ -106,6 +111,7 @@ impl Keeper {
             placement,
             claims: BTreeMap::new(),
             held: BTreeMap::new(),
+            released: BTreeSet::new(),
             next_list: Instant::now(),
             next_full: Instant::now(),
             leaving: false,
@@ -168,6 +174,7 @@ impl Keeper {
     pub fn release(&mut self, room: RoomId) {
         if let Some(claim) = self.claims.get_mut(&room) {
             claim.handle_release();
+            self.released.insert(room);
         }
     }
 
@@ -299,6 +306,7 @@ impl Keeper {
                 for (room, claim) in &mut self.claims {
                     let alive = |n: &str, m| members.holds(n, m, at);
                     if let Some(c) = claim.poll_command(now, member, alive) {
+                        tracing::debug!(%room, command = ?c, "room claim command");
                         due.push((*room, c));
                     }
                 }
@@ -322,6 +330,7 @@ impl Keeper {
             let (Some(claim), Some(member)) = (self.claims.get_mut(&room), member) else {
                 continue;
             };
+            tracing::debug!(%room, ?outcome, "room claim answer");
             match outcome {
                 Outcome::Read(seen) => claim.handle_read(at, seen, member),
                 Outcome::Written(revision) => claim.handle_written(revision, member),
@@ -357,7 +366,7 @@ impl Keeper {
             let owned = member.and_then(|m| claim.owned(m));
             match (self.held.get(room).copied(), owned) {
                 (None, Some(epoch)) => out.push(Change::Gained { room: *room, epoch }),
-                (Some(old), Some(epoch)) if old != epoch => {
+                (Some(old), Some(epoch)) if old != epoch || self.released.contains(room) => {
                     out.push(Change::Lost { room: *room });
                     out.push(Change::Gained { room: *room, epoch });
                 }
@@ -375,6 +384,7 @@ impl Keeper {
                 }
             }
         }
+        self.released.clear();
         out
     }
 }

@@ -248,7 +248,10 @@ fn parse_linked(value: &str) -> Vec<(RoomId, u64)> {
     (value.split(','))
         .filter_map(|pair| {
             let (room, epoch) = pair.split_once('=')?;
-            Some((RoomId(room.trim().parse().ok()?), epoch.trim().parse().ok()?))
+            Some((
+                RoomId(room.trim().parse().ok()?),
+                epoch.trim().parse().ok()?,
+            ))
         })
         .collect()
 }

@@ -635,7 +635,10 @@ impl Driver {
         for room in due {
             self.rewin.remove(&room);
             if !self.held.contains(&room) && self.elsewhere(room).is_none() {
+                tracing::debug!(%room, "wanting a dropped room again");
                 self.keeper.want(now, room);
+            } else {
+                tracing::debug!(%room, held = self.held.contains(&room), elsewhere = ?self.elsewhere(room), "not wanting a dropped room again");
             }
         }
     }
