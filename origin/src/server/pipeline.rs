@@ -1,6 +1,6 @@
 //! Cluster mode: appends in flight per room, and the outputs waiting for
 //! them. Pure (no IO, no clock): the driver adds each batch's records,
-//! sends what [`Pipeline::to_send`] hands it, reports each append's
+//! sends what [`Pipeline::take_due`] hands it, reports each append's
 //! result, and passes on what [`Pipeline::poll_ready`] releases.
 //!
 //! Why: a group commit that waits for every room's append before the next
@@ -13,7 +13,7 @@
 //! room it touches are acknowledged, whatever other rooms do.
 //!
 //! ```text
-//!  add(room, record) ──► queued ──to_send──► in flight ──handle_done(ok)──► acked
+//!  add(room, record) ──► queued ──take_due──► in flight ──handle_done(ok)──► acked
 //!                          │                     │ handle_done(failed) or handle_dropped:
 //!                          └─────────────────────┴─► every output waiting on the room fails
 //! ```
@@ -107,7 +107,7 @@ impl<T> Pipeline<T> {
 
     /// The appends to send now: each room with records queued and nothing
     /// in flight, with the ticket to report its result under.
-    pub fn to_send(&mut self) -> Vec<(RoomId, u64, Vec<Record>)> {
+    pub fn take_due(&mut self) -> Vec<(RoomId, u64, Vec<Record>)> {
         let mut out = Vec::new();
         for (room, pipe) in &mut self.pipes {
             if pipe.in_flight.is_some() {
@@ -213,7 +213,7 @@ mod tests {
         p.wait("a1", &[A]);
         p.add(B, rec());
         p.wait("b1", &[B]);
-        let sent = p.to_send();
+        let sent = p.take_due();
         assert_eq!(sent.len(), 2);
         let (ta, tb) = (sent[0].1, sent[1].1);
         assert!(outs(&mut p).is_empty());
@@ -223,10 +223,10 @@ mod tests {
         // More for A, decided while its append is in flight: queued, not sent.
         p.add(A, rec());
         p.wait("a2", &[A]);
-        assert!(p.to_send().is_empty());
+        assert!(p.take_due().is_empty());
         p.handle_done(A, ta, true);
         assert_eq!(outs(&mut p), ["a1"]);
-        let sent = p.to_send();
+        let sent = p.take_due();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, A);
         p.handle_done(A, sent[0].1, true);
@@ -240,7 +240,7 @@ mod tests {
         p.add(A, rec());
         p.add(B, rec());
         p.wait("ab", &[A, B]);
-        let sent = p.to_send();
+        let sent = p.take_due();
         let (ta, tb) = (sent[0].1, sent[1].1);
         p.add(A, rec());
         p.wait("a2", &[A]);
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(ready[0].1, vec![(A, Status::Failed), (B, Status::Ok)]);
         assert_eq!(ready[1].1, vec![(A, Status::Failed)]);
         // Nothing of A is sent after its failure; a late answer changes nothing.
-        assert!(p.to_send().is_empty());
+        assert!(p.take_due().is_empty());
         p.handle_done(A, ta, true);
         assert_eq!(p.len(), 0);
     }
@@ -264,16 +264,16 @@ mod tests {
         assert_eq!(outs(&mut p), ["answer"]);
         p.add(A, rec());
         p.wait("a1", &[A]);
-        let ta = p.to_send()[0].1;
+        let ta = p.take_due()[0].1;
         p.handle_dropped(A);
         let ready = p.poll_ready();
         assert_eq!(ready[0].1, vec![(A, Status::Failed)]);
         p.handle_done(A, ta, true);
-        assert!(p.to_send().is_empty());
+        assert!(p.take_due().is_empty());
         // Won again later: a fresh pipe.
         p.add(A, rec());
         p.wait("a2", &[A]);
-        let sent = p.to_send();
+        let sent = p.take_due();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].1 > ta);
         p.handle_done(A, sent[0].1, true);
@@ -287,7 +287,7 @@ mod tests {
         p.add(A, rec());
         p.add(B, rec());
         p.wait("gift", &[A, B]);
-        let sent = p.to_send();
+        let sent = p.take_due();
         let (ta, tb) = (sent[0].1, sent[1].1);
         p.add(B, rec());
         p.wait("chat", &[B]);
@@ -295,7 +295,7 @@ mod tests {
         p.wait("other", &[RoomId(3)]);
         p.handle_done(B, tb, true);
         let tb2 = p
-            .to_send()
+            .take_due()
             .iter()
             .find(|s| s.0 == B)
             .map(|s| s.1)

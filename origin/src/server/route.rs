@@ -396,7 +396,7 @@ impl Driver {
     /// Send every append the pipeline has due; their answers come back
     /// through [`Driver::appended`].
     pub(super) async fn send_appends(&mut self) {
-        for (room, ticket, records) in self.pipeline.to_send() {
+        for (room, ticket, records) in self.pipeline.take_due() {
             match self.committer.start(room, records).await {
                 Ok(flight) => self.inflight.push(Box::pin(async move {
                     let (epoch, expected) = (flight.epoch, flight.expected);
