@@ -123,6 +123,22 @@ pub fn rebuild_room<'a>(
     Ok(records)
 }
 
+/// The epoch of the last writer that stored records in a room's log
+/// (`entries`, oldest first), if any did: a copy of the room's events in a
+/// partner's log decided at an earlier epoch was decided by a writer
+/// fenced out since, on state the log no longer ends with.
+pub fn last_writer(entries: &[Entry]) -> Option<u64> {
+    let mut fence = None;
+    let mut last = None;
+    for entry in entries {
+        match entry {
+            Entry::Fence { epoch, .. } => fence = Some(*epoch),
+            Entry::Records(_) => last = fence.or(last),
+        }
+    }
+    last
+}
+
 /// After [`rebuild_room`]: apply what `partner`'s log (`entries`) holds
 /// for `room` past `room`'s last event (the tail a lost append left out of
 /// `room`'s own log), in order, stopping at the first gap. Returns the
@@ -190,6 +206,34 @@ mod tests {
             cause: None,
             kind: EventKind::Opened { seats: 4 },
         }
+    }
+
+    #[test]
+    fn the_last_writer_is_the_last_fence_followed_by_records() {
+        let fence = |epoch| Entry::Fence {
+            node: "n".into(),
+            epoch,
+        };
+        let records = || {
+            Entry::Records(vec![Record {
+                ack: None,
+                events: vec![(RoomId(1), event(1))],
+            }])
+        };
+        assert_eq!(last_writer(&[]), None);
+        assert_eq!(last_writer(&[fence(3)]), None, "no records yet");
+        assert_eq!(last_writer(&[fence(3), records(), fence(7)]), Some(3));
+        assert_eq!(
+            last_writer(&[
+                fence(3),
+                records(),
+                fence(7),
+                records(),
+                fence(9),
+                fence(12)
+            ]),
+            Some(7)
+        );
     }
 
     #[test]

@@ -329,10 +329,12 @@ pub struct Logged {
 }
 
 impl Logged {
-    /// Whether this message's copy of `room`'s events was decided by the
-    /// node writing `room` at `epoch`.
-    pub fn decided_in(&self, room: RoomId, epoch: u64) -> bool {
-        self.linked.iter().any(|(r, e)| *r == room && *e == epoch)
+    /// Whether this message's copy of `room`'s events was decided by a
+    /// node writing `room` at `epoch` or later (`None`: at any epoch).
+    /// Epochs only grow, so a decision at an earlier one was made by a
+    /// writer that had been fenced out since.
+    pub fn decided_since(&self, room: RoomId, epoch: Option<u64>) -> bool {
+        (self.linked.iter()).any(|(r, e)| *r == room && epoch.is_none_or(|min| *e >= min))
     }
 }
 

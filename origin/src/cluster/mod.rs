@@ -323,7 +323,7 @@ mod placement;
 mod policy;
 
 pub use config::Config;
-pub use entry::{merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
+pub use entry::{last_writer, merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
 pub use error::Error;
 pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
 pub use members::{Listed, Members};

@@ -470,8 +470,9 @@ impl Driver {
             }
         }
         let mut gained = Vec::new();
-        // Each room's writer before this node's fence, by epoch: only its
-        // decisions are taken from a partner's log.
+        // Per room, the epoch of the last writer that stored records in its
+        // log: only decisions by it or a later writer are taken from a
+        // partner's log (see `merge_partners`).
         let mut before = BTreeMap::new();
         for (room, fenced) in self.committer.acquire_all(won).await {
             let entries = match fenced {
@@ -490,13 +491,7 @@ impl Driver {
                 self.keeper.release(room);
                 continue;
             }
-            let last_fence = (entries.iter().rev()).find_map(|e| match e {
-                cluster::Entry::Fence { epoch, .. } => Some(*epoch),
-                cluster::Entry::Records(_) => None,
-            });
-            if let Some(epoch) = last_fence {
-                before.insert(room, epoch);
-            }
+            before.insert(room, cluster::last_writer(&entries));
             tracing::info!(%room, entries = entries.len(), "room won");
             self.held.insert(room);
             self.pairs.handle_gained(room);
@@ -558,12 +553,13 @@ impl Driver {
     /// dead node's thirty battle rooms held the driver, and with it the
     /// node's lease renewals, for most of a second).
     ///
-    /// Only the copies decided by the room's writer before this node (at
-    /// `before[room]`, its last fence's epoch) are taken: a node that still
-    /// thought it held a room another had taken could decide events for it
-    /// on stale state, and those may sit in a partner's log it did hold.
-    async fn merge_partners(&mut self, rooms: &[RoomId], before: &BTreeMap<RoomId, u64>) {
-        let pairs: Vec<(RoomId, RoomId, u64)> = (rooms.iter())
+    /// Only copies decided by the last writer that stored records in the
+    /// room's own log, or by a later one (`before[room]`, an epoch; `None`:
+    /// no records yet), are taken: a node that still thought it held a
+    /// room another had taken and written could decide events for it on
+    /// stale state, and those may sit in a partner's log it did hold.
+    async fn merge_partners(&mut self, rooms: &[RoomId], before: &BTreeMap<RoomId, Option<u64>>) {
+        let pairs: Vec<(RoomId, RoomId, Option<u64>)> = (rooms.iter())
             .filter_map(|room| before.get(room).map(|epoch| (*room, *epoch)))
             .flat_map(|(room, epoch)| {
                 (self.linked(room, true).into_iter()).map(move |p| (room, p, epoch))
@@ -580,7 +576,7 @@ impl Driver {
             }
             let entries = match read {
                 Ok(logged) => (logged.into_iter())
-                    .filter(|l| l.decided_in(room, epoch))
+                    .filter(|l| l.decided_since(room, epoch))
                     .map(|l| l.entry)
                     .collect::<Vec<_>>(),
                 Err(e) => {
