@@ -402,7 +402,7 @@ impl Committer {
     /// The rooms other than `room` whose events `records` carry, each with
     /// the epoch this node writes it at (a room it does not write is left
     /// out: its events here were decided by no rightful writer).
-    fn linked(&self, room: RoomId, records: &[Record]) -> Vec<(RoomId, u64)> {
+    pub fn linked(&self, room: RoomId, records: &[Record]) -> Vec<(RoomId, u64)> {
         let mut out: Vec<(RoomId, u64)> = Vec::new();
         for (r, _) in records.iter().flat_map(|rec| rec.events.iter()) {
             if *r == room || out.iter().any(|(o, _)| o == r) {
@@ -466,12 +466,19 @@ impl Committer {
     /// must be acknowledged already) without waiting for JetStream's
     /// acknowledgement: await [`InFlight::wait`] for it (on a task of its
     /// own if need be), then report it with [`Committer::complete`].
-    pub async fn start(&mut self, room: RoomId, records: Vec<Record>) -> Result<InFlight, Error> {
+    /// `linked`: the other rooms whose events the records carry, with the
+    /// epoch this node wrote each at when they were decided
+    /// ([`Committer::linked`] then).
+    pub async fn start(
+        &mut self,
+        room: RoomId,
+        records: Vec<Record>,
+        linked: &[(RoomId, u64)],
+    ) -> Result<InFlight, Error> {
         let w = (self.writers.get(&room).copied()).ok_or(Error::NotOwner(room))?;
-        let linked = self.linked(room, &records);
         let entry = Entry::Records(records);
         let ack = (self.log)
-            .send(room, &entry, &self.node, w.epoch, w.last, &linked)
+            .send(room, &entry, &self.node, w.epoch, w.last, linked)
             .await;
         match ack {
             Ok(ack) => Ok(InFlight {

@@ -50,6 +50,21 @@ struct Pipe {
     /// under.
     queued: Vec<Record>,
     queued_ticket: Option<u64>,
+    /// The other rooms whose events the queued records carry, each with
+    /// the epoch this node wrote it at when they were decided.
+    linked: Vec<(RoomId, u64)>,
+}
+
+/// One append to send.
+pub(super) struct Due {
+    /// Its room.
+    pub room: RoomId,
+    /// The ticket to report its result under.
+    pub ticket: u64,
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// The other rooms whose events they carry, with their epochs.
+    pub linked: Vec<(RoomId, u64)>,
 }
 
 /// An output and how it stands in each of its rooms.
@@ -77,8 +92,9 @@ impl<T> Default for Pipeline<T> {
 
 impl<T> Pipeline<T> {
     /// `record` is to be appended to `room`'s log (after whatever is in
-    /// flight or queued for it).
-    pub fn add(&mut self, room: RoomId, record: Record) {
+    /// flight or queued for it); `linked`: the other rooms whose events it
+    /// carries, with the epoch each was written at when it was decided.
+    pub fn add(&mut self, room: RoomId, record: Record, linked: &[(RoomId, u64)]) {
         let next = &mut self.next_ticket;
         let pipe = self.pipes.entry(room).or_default();
         if pipe.queued_ticket.is_none() {
@@ -86,6 +102,13 @@ impl<T> Pipeline<T> {
             *next += 1;
         }
         pipe.queued.push(record);
+        for (r, epoch) in linked {
+            match pipe.linked.iter_mut().find(|(o, _)| o == r) {
+                // Decided at two epochs of that room: the earlier one.
+                Some((_, e)) => *e = (*e).min(*epoch),
+                None => pipe.linked.push((*r, *epoch)),
+            }
+        }
     }
 
     /// `out` may leave once everything added so far for each of `rooms`
@@ -106,8 +129,9 @@ impl<T> Pipeline<T> {
     }
 
     /// The appends to send now: each room with records queued and nothing
-    /// in flight, with the ticket to report its result under.
-    pub fn take_due(&mut self) -> Vec<(RoomId, u64, Vec<Record>)> {
+    /// in flight, with the ticket to report its result under, and the
+    /// linked rooms' epochs.
+    pub fn take_due(&mut self) -> Vec<Due> {
         let mut out = Vec::new();
         for (room, pipe) in &mut self.pipes {
             if pipe.in_flight.is_some() {
@@ -115,7 +139,12 @@ impl<T> Pipeline<T> {
             }
             if let Some(ticket) = pipe.queued_ticket.take() {
                 pipe.in_flight = Some(ticket);
-                out.push((*room, ticket, std::mem::take(&mut pipe.queued)));
+                out.push(Due {
+                    room: *room,
+                    ticket,
+                    records: std::mem::take(&mut pipe.queued),
+                    linked: std::mem::take(&mut pipe.linked),
+                });
             }
         }
         out
@@ -209,27 +238,27 @@ mod tests {
     #[test]
     fn a_slow_room_holds_back_only_its_own_outputs() {
         let mut p = Pipeline::default();
-        p.add(A, rec());
+        p.add(A, rec(), &[]);
         p.wait("a1", &[A]);
-        p.add(B, rec());
+        p.add(B, rec(), &[]);
         p.wait("b1", &[B]);
         let sent = p.take_due();
         assert_eq!(sent.len(), 2);
-        let (ta, tb) = (sent[0].1, sent[1].1);
+        let (ta, tb) = (sent[0].ticket, sent[1].ticket);
         assert!(outs(&mut p).is_empty());
         // A's append is slow; B's is acknowledged: b1 leaves.
         p.handle_done(B, tb, true);
         assert_eq!(outs(&mut p), ["b1"]);
         // More for A, decided while its append is in flight: queued, not sent.
-        p.add(A, rec());
+        p.add(A, rec(), &[]);
         p.wait("a2", &[A]);
         assert!(p.take_due().is_empty());
         p.handle_done(A, ta, true);
         assert_eq!(outs(&mut p), ["a1"]);
         let sent = p.take_due();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].0, A);
-        p.handle_done(A, sent[0].1, true);
+        assert_eq!(sent[0].room, A);
+        p.handle_done(A, sent[0].ticket, true);
         assert_eq!(outs(&mut p), ["a2"]);
         assert_eq!(p.len(), 0);
     }
@@ -237,12 +266,12 @@ mod tests {
     #[test]
     fn a_failed_append_fails_what_is_queued_behind_it_and_a_late_result_is_ignored() {
         let mut p = Pipeline::default();
-        p.add(A, rec());
-        p.add(B, rec());
+        p.add(A, rec(), &[]);
+        p.add(B, rec(), &[]);
         p.wait("ab", &[A, B]);
         let sent = p.take_due();
-        let (ta, tb) = (sent[0].1, sent[1].1);
-        p.add(A, rec());
+        let (ta, tb) = (sent[0].ticket, sent[1].ticket);
+        p.add(A, rec(), &[]);
         p.wait("a2", &[A]);
         p.handle_done(B, tb, true);
         assert!(outs(&mut p).is_empty(), "ab waits for A too");
@@ -262,21 +291,21 @@ mod tests {
         let mut p = Pipeline::default();
         p.wait("answer", &[A]);
         assert_eq!(outs(&mut p), ["answer"]);
-        p.add(A, rec());
+        p.add(A, rec(), &[]);
         p.wait("a1", &[A]);
-        let ta = p.take_due()[0].1;
+        let ta = p.take_due()[0].ticket;
         p.handle_dropped(A);
         let ready = p.poll_ready();
         assert_eq!(ready[0].1, vec![(A, Status::Failed)]);
         p.handle_done(A, ta, true);
         assert!(p.take_due().is_empty());
         // Won again later: a fresh pipe.
-        p.add(A, rec());
+        p.add(A, rec(), &[]);
         p.wait("a2", &[A]);
         let sent = p.take_due();
         assert_eq!(sent.len(), 1);
-        assert!(sent[0].1 > ta);
-        p.handle_done(A, sent[0].1, true);
+        assert!(sent[0].ticket > ta);
+        p.handle_done(A, sent[0].ticket, true);
         assert_eq!(outs(&mut p), ["a2"]);
     }
 
@@ -284,26 +313,43 @@ mod tests {
     fn an_output_never_passes_an_earlier_one_of_the_same_room() {
         // A battle gift touches A and B; a chat after it touches B only.
         let mut p = Pipeline::default();
-        p.add(A, rec());
-        p.add(B, rec());
+        p.add(A, rec(), &[]);
+        p.add(B, rec(), &[]);
         p.wait("gift", &[A, B]);
         let sent = p.take_due();
-        let (ta, tb) = (sent[0].1, sent[1].1);
-        p.add(B, rec());
+        let (ta, tb) = (sent[0].ticket, sent[1].ticket);
+        p.add(B, rec(), &[]);
         p.wait("chat", &[B]);
-        p.add(RoomId(3), rec());
+        p.add(RoomId(3), rec(), &[]);
         p.wait("other", &[RoomId(3)]);
         p.handle_done(B, tb, true);
         let tb2 = p
             .take_due()
             .iter()
-            .find(|s| s.0 == B)
-            .map(|s| s.1)
+            .find(|s| s.room == B)
+            .map(|s| s.ticket)
             .expect("B's next");
         p.handle_done(B, tb2, true);
         // B is all acknowledged, but the gift still waits for A: the chat waits too.
         assert!(outs(&mut p).is_empty());
         p.handle_done(A, ta, true);
         assert_eq!(outs(&mut p), ["gift", "chat"]);
+    }
+
+    #[test]
+    fn an_append_carries_the_epochs_its_records_were_decided_at() {
+        let mut p: Pipeline<&'static str> = Pipeline::default();
+        p.add(A, rec(), &[(B, 7)]);
+        p.add(A, rec(), &[(B, 9), (RoomId(3), 2)]);
+        let due = p.take_due();
+        assert_eq!(due[0].records.len(), 2);
+        assert_eq!(
+            due[0].linked,
+            vec![(B, 7), (RoomId(3), 2)],
+            "the earlier epoch"
+        );
+        p.add(A, rec(), &[]);
+        p.handle_done(A, due[0].ticket, true);
+        assert!(p.take_due()[0].linked.is_empty(), "nothing carried over");
     }
 }

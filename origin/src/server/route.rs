@@ -377,7 +377,10 @@ impl Driver {
     async fn commit(&mut self, batch: Batch) -> Result<(), ()> {
         let mut items = Vec::new();
         for (room, record) in batch.records {
-            self.pipeline.add(room, record);
+            // The epochs the other rooms are written at now, as decided
+            // (the append may go later, after one of them was dropped).
+            let linked = self.committer.linked(room, std::slice::from_ref(&record));
+            self.pipeline.add(room, record, &linked);
         }
         for out in batch.out {
             match out {
@@ -396,8 +399,9 @@ impl Driver {
     /// Send every append the pipeline has due; their answers come back
     /// through [`Driver::appended`].
     pub(super) async fn send_appends(&mut self) {
-        for (room, ticket, records) in self.pipeline.take_due() {
-            match self.committer.start(room, records).await {
+        for due in self.pipeline.take_due() {
+            let (room, ticket) = (due.room, due.ticket);
+            match self.committer.start(room, due.records, &due.linked).await {
                 Ok(flight) => self.inflight.push(Box::pin(async move {
                     let (epoch, expected) = (flight.epoch, flight.expected);
                     let result = flight.wait().await;
