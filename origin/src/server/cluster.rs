@@ -460,6 +460,9 @@ impl Driver {
     /// their subscribers told where they went. Returns the rooms won.
     pub(super) async fn apply(&mut self, changes: Vec<Change>) -> Vec<RoomId> {
         let mut items = Vec::new();
+        // What waited for rooms dropped since is settled before any room is
+        // rebuilt (the id memory forgets first, see `settle`).
+        self.settle(&mut items);
         let mut won = Vec::new();
         // Losses first: a room lost and won again (a new epoch) is
         // dropped, then rebuilt.
@@ -509,6 +512,7 @@ impl Driver {
             items.push(Item::Won { room: *room, state });
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
+        items.append(&mut self.pending_items);
         if !items.is_empty() {
             let _ = self.batches.send(items).await;
         }
@@ -612,7 +616,24 @@ impl Driver {
     /// outcome is unknown, or another node wrote) and, while the policy
     /// still gives it to this node, want it again once the release has
     /// run: a new epoch, fenced and rebuilt from the log.
+    ///
+    /// A battle's rooms go together: a partner held here is dropped and
+    /// won again with it. (Served alone, its gifts would move a battle
+    /// score whose other half is not here to move.)
     pub(super) fn retry(&mut self, room: RoomId) {
+        self.retry_one(room);
+        for partner in self.linked(room, true) {
+            if self.held.contains(&partner) {
+                tracing::info!(%room, %partner, "battle partner dropped with it");
+                let mut moved = Vec::new();
+                self.unserve(partner, &mut moved);
+                self.pending_items.extend(moved);
+                self.retry_one(partner);
+            }
+        }
+    }
+
+    fn retry_one(&mut self, room: RoomId) {
         self.keeper.release(room);
         let now = Instant::now();
         let tries = self.failures.entry(room).or_default();
