@@ -35,8 +35,9 @@ use crate::rules::{Decision, Record};
 enum Place {
     /// Held here: decide it.
     Here,
-    /// The policy gives it to this node, which is winning it: park it.
-    Win,
+    /// The policy gives it to this node, which is winning it (or, for a
+    /// battle's room, its partner): park it until that room is won.
+    Win(RoomId),
     /// The policy gives it to another node (or none is known).
     Other(Option<String>),
 }
@@ -160,10 +161,20 @@ impl Driver {
             return Place::Other(None);
         }
         if self.held.contains(&room) {
-            return Place::Here;
+            // A battle's room is served only with its partner: the two are
+            // decided together (a stream's election can drop one alone).
+            let away = (self.linked(room, false).into_iter())
+                .find(|p| !self.held.contains(p) && self.elsewhere(*p).is_none());
+            return match away {
+                Some(partner) => {
+                    self.keeper.want(Instant::now(), partner);
+                    Place::Win(partner)
+                }
+                None => Place::Here,
+            };
         }
         self.keeper.want(Instant::now(), room);
-        Place::Win
+        Place::Win(room)
     }
 
     fn park(&mut self, room: RoomId, input: Input, batch: &mut Batch) {
@@ -234,7 +245,7 @@ impl Driver {
                     self.store(batch, record, room, None);
                     let _ = reply.send(self.auth.room(room).is_some());
                 }
-                Place::Win => self.park(room, Input::Open { room, reply }, batch),
+                Place::Win(wait) => self.park(wait, Input::Open { room, reply }, batch),
                 Place::Other(_) => {
                     let _ = reply.send(false);
                 }
@@ -262,7 +273,7 @@ impl Driver {
                         history,
                     });
                 }
-                Place::Win => self.park(room, Input::Up { relay, msg }, batch),
+                Place::Win(wait) => self.park(wait, Input::Up { relay, msg }, batch),
                 Place::Other(owner) => batch.item(Item::Moved {
                     room,
                     owner,
@@ -279,9 +290,9 @@ impl Driver {
                         self.store(batch, record, room, None);
                     }
                 }
-                Place::Win => {
+                Place::Win(wait) => {
                     let msg = UpMsg::Presence { room, user, online };
-                    self.park(room, Input::Up { relay, msg }, batch);
+                    self.park(wait, Input::Up { relay, msg }, batch);
                 }
                 // The relay reports presence where it routes the room.
                 Place::Other(_) => {}
@@ -301,9 +312,9 @@ impl Driver {
                     owner,
                 })
             }
-            Place::Win => {
+            Place::Win(wait) => {
                 let msg = UpMsg::Action { actor, msg };
-                return self.park(room, Input::Up { relay, msg }, batch);
+                return self.park(wait, Input::Up { relay, msg }, batch);
             }
             Place::Here => {}
         }
