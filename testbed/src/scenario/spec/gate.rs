@@ -24,8 +24,8 @@ pub enum Gate {
     /// resumed, s.
     RecoveryP99S,
     /// Cluster mode: p99 over the rooms an origin node's failure touched
-    /// of the time from the failure to the room's first record written by
-    /// its new owner, s.
+    /// of the time from the failure to the room's fence by its new owner
+    /// (served again), s.
     RoomResumeP99S,
 }
 
