@@ -33,15 +33,14 @@ use async_nats::jetstream::kv;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use protocol::{RoomId, ServerTime};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::authority::Presence;
+use super::outs::{InFlight, Out};
 use super::parked::Parked;
 use super::pipeline::Pipeline;
-use super::route::{InFlight, Out};
 use super::shared::{gauge, Input, Item};
 use crate::clock::Clock;
 use crate::cluster::keeper::{Change, Keeper};
@@ -79,13 +78,6 @@ pub(super) struct View {
     pub _failed: watch::Sender<Option<String>>,
 }
 
-/// A release request's body: `room` is pinned to `to`; release it.
-#[derive(Serialize, Deserialize)]
-struct Release {
-    room: u64,
-    to: u64,
-}
-
 /// The driver's state.
 pub(super) struct Driver {
     pub(super) name: String,
@@ -113,9 +105,9 @@ pub(super) struct Driver {
     next_sweep: Instant,
     alive: Vec<String>,
     pub(super) batches: mpsc::Sender<Vec<Item>>,
-    nats: async_nats::Client,
-    ctl: String,
-    fetched_tx: mpsc::Sender<RoomId>,
+    pub(super) nats: async_nats::Client,
+    pub(super) ctl: String,
+    pub(super) fetched_tx: mpsc::Sender<RoomId>,
     /// Rooms dropped for a failed append or fence, to win again at the
     /// instant (after their release ran), and how many tries in a row
     /// failed (the wait doubles: a stream electing a leader fails every
@@ -124,20 +116,9 @@ pub(super) struct Driver {
     /// Failed tries in a row per room (cleared by an acknowledged append).
     pub(super) failures: BTreeMap<RoomId, u32>,
     /// Fetches under way (aborted with the driver).
-    fetches: JoinSet<()>,
-    request_timeout: Duration,
+    pub(super) fetches: JoinSet<()>,
+    pub(super) request_timeout: Duration,
     pub(super) metrics: Metrics,
-}
-
-/// The subject a node answers release requests on.
-fn release_subject(ctl: &str, node: &str) -> String {
-    format!("{ctl}.node.{node}.release")
-}
-
-/// Where a node is told to take a room handed over to it (body: the room
-/// id): the placement gives it the room and its holder just let go.
-fn take_subject(ctl: &str, node: &str) -> String {
-    format!("{ctl}.node.{node}.take")
 }
 
 /// A node connected and joined, before it serves: its driver and what
@@ -441,11 +422,8 @@ impl Driver {
                     self.keeper.release_listed(room, revision);
                     // Its new owner takes it now, not at the next request
                     // for it (relays follow the `Moved` too).
-                    let subject = take_subject(&self.ctl, owner);
-                    let body = room.0.to_string();
-                    if let Err(e) = self.nats.publish(subject, body.into()).await {
-                        tracing::warn!(%room, error = %e, "cannot hand a room over");
-                    }
+                    let owner = owner.to_owned();
+                    self.tell_to_take(room, &owner).await;
                 } else if mine && self.keeper.owned(room, now).is_none() {
                     // An earlier incarnation's claim: take it back.
                     self.keeper.want(now, room);
@@ -688,90 +666,6 @@ impl Driver {
             relay: None,
         });
         true
-    }
-
-    /// Another node pinned a room held here to its partner and asks for it:
-    /// release it, then answer. An append of it still in flight either
-    /// lands before the next holder's fence (which then reads it) or is
-    /// refused; what waited for it is handed back, and a resend is answered
-    /// by the id memory the next holder rebuilds from the log.
-    async fn release_asked(&mut self, msg: async_nats::Message) {
-        if msg.subject.as_str() == take_subject(&self.ctl, &self.name) {
-            let room = std::str::from_utf8(&msg.payload)
-                .ok()
-                .and_then(|s| s.parse().ok());
-            if let Some(room) = room.map(RoomId) {
-                self.refresh_policy(Instant::now());
-                if self.elsewhere(room).is_none() && !self.held.contains(&room) {
-                    tracing::info!(%room, "taking a room handed over");
-                    self.keeper.want(Instant::now(), room);
-                }
-            }
-            return;
-        }
-        if let Ok(r) = serde_json::from_slice::<Release>(&msg.payload) {
-            let (room, to) = (RoomId(r.room), RoomId(r.to));
-            self.pairs.handle_pinned(room, to);
-            self.refresh_policy(Instant::now());
-            if self.elsewhere(room).is_some() {
-                tracing::info!(%room, partner = %to, "releasing a room for a battle");
-                self.keeper.release(room);
-                let changes = self.keeper.step(Instant::now()).await;
-                self.apply(changes).await;
-            }
-        }
-        if let Some(reply) = msg.reply {
-            let _ = self.nats.publish(reply, "released".into()).await;
-        }
-    }
-
-    /// Carry out [`Pairs`]'s steps for an invitation: the pin and the
-    /// fetch run on a task of their own, which says when it is done.
-    pub(super) fn fetch(&mut self, steps: Vec<Step>) {
-        let fetched: Vec<RoomId> = (steps.iter())
-            .filter_map(|s| match s {
-                Step::Fetch { room, .. } => Some(*room),
-                _ => None,
-            })
-            .collect();
-        for step in steps {
-            let placement = self.keeper.placement().clone();
-            let (room, to) = match step {
-                Step::Fetch { room, to } => (room, to),
-                // Both rooms held here: only the pin, for whoever takes
-                // them over.
-                Step::Pin { room, to } if !fetched.contains(&room) => {
-                    self.fetches.spawn(async move {
-                        if let Err(e) = placement.pin(room, to).await {
-                            tracing::warn!(%room, error = %e, "cannot pin");
-                        }
-                    });
-                    continue;
-                }
-                Step::Pin { .. } | Step::Unpin { .. } => continue,
-            };
-            let (nats, ctl, me) = (self.nats.clone(), self.ctl.clone(), self.name.clone());
-            let (done, wait) = (self.fetched_tx.clone(), self.request_timeout);
-            self.fetches.spawn(async move {
-                if let Err(e) = placement.pin(room, to).await {
-                    tracing::warn!(%room, error = %e, "cannot pin");
-                }
-                if let Some(holder) = placement.holder(room).await.filter(|h| *h != me) {
-                    let body = serde_json::to_vec(&Release {
-                        room: room.0,
-                        to: to.0,
-                    })
-                    .unwrap_or_default();
-                    let ask = nats.request(release_subject(&ctl, &holder), body.into());
-                    match tokio::time::timeout(wait, ask).await {
-                        Ok(Ok(_)) => tracing::info!(%room, %holder, "room released to us"),
-                        _ => tracing::warn!(%room, %holder, "no answer to a release request"),
-                    }
-                }
-                let _ = done.send(room).await;
-            });
-        }
-        while self.fetches.try_join_next().is_some() {}
     }
 
     /// Drain: wait for the appends in flight (each bounded by the request

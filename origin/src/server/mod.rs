@@ -38,7 +38,9 @@
 mod authority;
 mod cluster;
 mod commit;
+mod handover;
 mod link;
+mod outs;
 mod parked;
 mod pipeline;
 mod publish;

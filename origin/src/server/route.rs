@@ -20,15 +20,14 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
-
 use protocol::message::{ActionMsg, Actor, UpMsg};
 use protocol::{Outcome, RoomId};
 
 use super::cluster::Driver;
+use super::outs::{Appended, Out};
 use super::pipeline::Status;
 use super::shared::{Input, Item, RelayId};
-use crate::cluster::{self, split, split_linked};
+use crate::cluster::{split, split_linked};
 use crate::rules::{Decision, Record};
 
 /// Where a room's input goes.
@@ -40,29 +39,6 @@ enum Place {
     Win(RoomId),
     /// The policy gives it to another node (or none is known).
     Other(Option<String>),
-}
-
-/// What leaves once the batch is appended.
-pub(super) enum Out {
-    /// Whatever happens to the appends.
-    Item(Item),
-    /// A decided record: it leaves if every room in `rooms` was appended
-    /// and is held; `reply` is the action to hand back otherwise.
-    Record {
-        record: Record,
-        rooms: Vec<RoomId>,
-        /// The rooms whose part carries the ack: it is committed if any of
-        /// them was appended.
-        acked_in: Vec<RoomId>,
-        reply: Option<(RelayId, Actor, ActionMsg)>,
-    },
-    /// An answer from the id memory: it leaves if `room` was appended (or
-    /// had nothing to append) and is held.
-    Answer {
-        room: RoomId,
-        item: Item,
-        redirect: (RelayId, Actor, ActionMsg),
-    },
 }
 
 /// A batch being decided.
@@ -579,29 +555,5 @@ impl Driver {
             }
         }
         items.append(&mut moved);
-    }
-}
-
-/// An append's answer, as the driver hears it.
-pub(super) struct Appended {
-    room: RoomId,
-    /// The pipeline's ticket for it.
-    ticket: u64,
-    epoch: u64,
-    expected: u64,
-    result: Result<u64, cluster::Error>,
-}
-
-/// Appends awaiting their answers.
-pub(super) type InFlight = futures_util::stream::FuturesUnordered<BoxFuture<'static, Appended>>;
-
-impl Out {
-    /// The rooms whose appends it waits for.
-    fn rooms(&self) -> Vec<RoomId> {
-        match self {
-            Out::Item(_) => Vec::new(),
-            Out::Record { rooms, .. } => rooms.clone(),
-            Out::Answer { room, .. } => vec![*room],
-        }
     }
 }

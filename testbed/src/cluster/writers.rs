@@ -184,15 +184,7 @@ pub enum Resume {
 /// after `at_ns`. Times are JetStream's store times: a room with no traffic
 /// for a while after the failure resumes late by that quiet stretch.
 pub fn resume(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Resume {
-    let writer_then = log
-        .iter()
-        .rev()
-        .filter(|m| m.at_ns <= at_ns)
-        .find_map(|m| match &m.entry {
-            Entry::Fence { node, epoch } => Some((node.as_str(), *epoch)),
-            Entry::Records(_) => None,
-        });
-    let Some((writer, epoch)) = writer_then else {
+    let Some((writer, epoch)) = writer_at(log, at_ns) else {
         return Resume::Untouched;
     };
     if lost.is_some_and(|n| n != writer) {
@@ -211,20 +203,23 @@ pub fn resume(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Resume {
     }
 }
 
+/// The room's writer at `at_ns` (its last fence by then): node, epoch.
+fn writer_at(log: &[LogMessage], at_ns: i128) -> Option<(&str, u64)> {
+    (log.iter().rev())
+        .filter(|m| m.at_ns <= at_ns)
+        .find_map(|m| match &m.entry {
+            Entry::Fence { node, epoch } => Some((node.as_str(), *epoch)),
+            Entry::Records(_) => None,
+        })
+}
+
 /// When the node that took over a room the failure at `at_ns` touched
 /// (see [`resume`]) fenced it: the room is served again from then (its
 /// first record can come later only because nobody asked sooner). `None`
 /// if untouched, not fenced again after it, or `lost` is `None`.
 pub fn served(log: &[LogMessage], at_ns: i128, lost: Option<&str>) -> Option<Duration> {
     let lost = lost?;
-    let (writer, epoch) = log
-        .iter()
-        .rev()
-        .filter(|m| m.at_ns <= at_ns)
-        .find_map(|m| match &m.entry {
-            Entry::Fence { node, epoch } => Some((node.as_str(), *epoch)),
-            Entry::Records(_) => None,
-        })?;
+    let (writer, epoch) = writer_at(log, at_ns)?;
     if writer != lost {
         return None;
     }
