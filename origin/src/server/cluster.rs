@@ -549,7 +549,7 @@ impl Driver {
             .collect();
         let log = self.committer.log();
         let reads = join_all(pairs.into_iter().map(|(room, partner, epoch)| async move {
-            (room, partner, epoch, log.read(partner).await)
+            (room, partner, epoch, log.read_fresh(partner).await)
         }))
         .await;
         for (room, partner, epoch, read) in reads {
@@ -562,7 +562,13 @@ impl Driver {
                     .map(|l| l.entry)
                     .collect::<Vec<_>>(),
                 Err(e) => {
-                    tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log");
+                    // Its tail may hold this room's lost events (an acked
+                    // gift's): do not serve the room without them.
+                    tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log: room dropped");
+                    let mut items = Vec::new();
+                    self.drop_room(room, &mut items);
+                    self.retry(room);
+                    let _ = self.batches.send(items).await;
                     continue;
                 }
             };
