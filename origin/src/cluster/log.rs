@@ -30,7 +30,7 @@ pub const HEADER_EPOCH: &str = "Ringside-Epoch";
 /// the other rooms whose events they carry and the epoch the writer held
 /// each at (`"152=7,..."`): a rebuild takes a partner's copy of a room's
 /// events only if it was decided by that room's rightful writer (see
-/// [`Logged::decided_in`]).
+/// [`Logged::decided_since`]).
 pub const HEADER_LINKED: &str = "Ringside-Linked";
 
 /// Most tries to fence a room whose log keeps moving under the reader.

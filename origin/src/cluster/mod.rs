@@ -325,7 +325,9 @@ mod policy;
 pub use config::Config;
 pub use entry::{last_writer, merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
 pub use error::Error;
-pub use log::{Appended, Committer, Logged, RoomLog, HEADER_EPOCH, HEADER_NODE};
+pub use log::{
+    Appended, Committer, InFlight, Logged, RoomLog, HEADER_EPOCH, HEADER_LINKED, HEADER_NODE,
+};
 pub use members::{Listed, Members};
 pub use placement::{Outcome, Placement};
 pub use policy::Policy;
