@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::stream::{self, DirectGetErrorKind, LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self, Context};
 use async_nats::{header, HeaderMap};
 use bytes::Bytes;
@@ -153,43 +153,15 @@ impl RoomLog {
         }
     }
 
-    /// The sequence of `room`'s last message as the stream's leader has it
-    /// (0: none): not a direct get, which any replica, lagging or not, may
-    /// answer.
-    pub async fn leader_last_seq(&self, room: RoomId) -> Result<u64, Error> {
-        let subject = self.subject(room);
-        match self
-            .stream(room)
-            .get_last_raw_message_by_subject(subject.as_str())
-            .await
-        {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(request("read", room, e)),
-        }
-    }
-
-    /// Every entry of `room`'s log up to its last message as the stream's
-    /// leader has it, oldest first, with its stream sequence and writer
-    /// (for a partner's log, which no fence checks; a gained room waits
-    /// for it).
-    ///
-    /// The messages come by direct gets, which any replica may answer: one
-    /// lagging the leader says a message is not there. That is an error
-    /// (try again), never a shorter log: a partner's log read short made a
-    /// rebuilt room miss an acknowledged gift's events after a NATS
-    /// server's death. ([`Committer::acquire`]'s fence also expects the
-    /// last sequence read, so a stale read is refused there as well.)
-    pub async fn read_fresh(&self, room: RoomId) -> Result<Vec<Logged>, Error> {
-        let last = self.leader_last_seq(room).await?;
-        self.read_to(room, last).await
-    }
-
-    /// [`RoomLog::read_fresh`] up to the last message a replica knows of
-    /// (a direct get: no round trip through the stream's leader, so it
-    /// answers while the JetStream API is electing one). A lagging replica
-    /// gives a shorter log: good enough for a fence, which expects the last
-    /// sequence read and is refused if the log goes on.
+    /// Every entry of `room`'s log up to the last message a replica knows
+    /// of, oldest first, with its stream sequence and writer. Direct gets
+    /// only: no round trip through the stream's leader, so it answers while
+    /// the JetStream API is electing one. (Reading up to the leader's last
+    /// message instead made rooms wait seconds longer after a NATS server's
+    /// death and lost no fewer gifts.) A lagging replica gives a shorter
+    /// log: good enough for a fence, which expects the last sequence read
+    /// and is refused if the log goes on; a replica that stops answering
+    /// mid-read is an error, never a shorter log.
     pub async fn read(&self, room: RoomId) -> Result<Vec<Logged>, Error> {
         let last = self.last_seq(room).await?;
         self.read_to(room, last).await

@@ -549,7 +549,7 @@ impl Driver {
             .collect();
         let log = self.committer.log();
         let reads = join_all(pairs.into_iter().map(|(room, partner, epoch)| async move {
-            (room, partner, epoch, log.read_fresh(partner).await)
+            (room, partner, epoch, log.read(partner).await)
         }))
         .await;
         for (room, partner, epoch, read) in reads {
