@@ -376,6 +376,18 @@ mod tests {
 
     const RECHECK: Duration = Duration::from_millis(1000);
 
+    /// Node "a"'s claim, created and held under node lease `member` at
+    /// `revision`.
+    fn owned(t0: Instant, member: u64, revision: u64) -> RoomClaim {
+        let mut c = RoomClaim::new("a", RECHECK);
+        c.handle_want(t0);
+        c.poll_command(t0, member, |_, _| true);
+        c.handle_read(t0, Seen::Absent, member);
+        c.poll_command(t0, member, |_, _| true);
+        c.handle_written(revision, member);
+        c
+    }
+
     fn held(node: &str, member: u64, revision: u64) -> Seen {
         Seen::Held {
             claim: Claim {
@@ -464,12 +476,7 @@ mod tests {
         // the first, and the claim stayed in the bucket, holding the room
         // from its new owner for good.
         let t0 = Instant::now();
-        let mut c = RoomClaim::new("a", RECHECK);
-        c.handle_want(t0);
-        c.poll_command(t0, 4, |_, _| true);
-        c.handle_read(t0, Seen::Absent, 4);
-        c.poll_command(t0, 4, |_, _| true);
-        c.handle_written(12, 4);
+        let mut c = owned(t0, 4, 12);
         c.handle_release();
         c.handle_release();
         assert_eq!(
@@ -506,12 +513,7 @@ mod tests {
     fn after_a_blind_hold_an_owned_claim_is_read_once_and_dropped_if_taken() {
         let t0 = Instant::now();
         let retry = Duration::from_millis(100);
-        let mut c = RoomClaim::new("a", RECHECK);
-        c.handle_want(t0);
-        c.poll_command(t0, 5, |_, _| true);
-        c.handle_read(t0, Seen::Absent, 5);
-        c.poll_command(t0, 5, |_, _| true);
-        c.handle_written(9, 5);
+        let mut c = owned(t0, 5, 9);
         // Still ours: confirmed, nothing more.
         c.handle_check(t0);
         assert_eq!(c.poll_timeout(), Some(t0));
@@ -538,12 +540,7 @@ mod tests {
     #[test]
     fn wanted_again_while_releasing_it_is_read_once_the_release_is_done() {
         let t0 = Instant::now();
-        let mut c = RoomClaim::new("a", RECHECK);
-        c.handle_want(t0);
-        c.poll_command(t0, 4, |_, _| true);
-        c.handle_read(t0, Seen::Absent, 4);
-        c.poll_command(t0, 4, |_, _| true);
-        c.handle_written(12, 4);
+        let mut c = owned(t0, 4, 12);
         c.handle_release();
         c.handle_want(t0);
         assert_eq!(

@@ -158,14 +158,19 @@ impl Placement {
         Ok(out)
     }
 
-    /// Every room lease in the bucket now: room, holder, revision.
-    pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
-        let keys = self.keys_under("room.").await?;
-        let rooms: Vec<RoomId> = keys
+    /// The rooms named by the keys under `prefix` (`room.`, `pin.`).
+    async fn rooms_under(&self, prefix: &str) -> Result<Vec<RoomId>, Error> {
+        let keys = self.keys_under(prefix).await?;
+        Ok(keys
             .iter()
             .filter_map(|k| k.parse().ok())
             .map(RoomId)
-            .collect();
+            .collect())
+    }
+
+    /// Every room lease in the bucket now: room, holder, revision.
+    pub async fn rooms(&self) -> Result<Vec<(RoomId, Claim, u64)>, Error> {
+        let rooms = self.rooms_under("room.").await?;
         // Read a few dozen at once: one at a time, 200 rooms' round trips
         // held the node's driver for too long.
         let reads = futures_util::stream::iter(rooms)
@@ -229,12 +234,7 @@ impl Placement {
     /// Every pin in the bucket now: invited room → inviter's room.
     pub async fn pins(&self) -> Result<Vec<(RoomId, RoomId)>, Error> {
         let failed = |e: &dyn std::fmt::Display| Error::Bucket(e.to_string());
-        let keys = self.keys_under("pin.").await?;
-        let rooms: Vec<RoomId> = keys
-            .iter()
-            .filter_map(|k| k.parse().ok())
-            .map(RoomId)
-            .collect();
+        let rooms = self.rooms_under("pin.").await?;
         let mut out = Vec::with_capacity(rooms.len());
         for room in rooms {
             let value = self.kv.get(Placement::pin_key(room)).await;
