@@ -61,22 +61,29 @@ pub fn split(record: Record, home: RoomId) -> Vec<(RoomId, Record)> {
     out
 }
 
-/// [`split`], with a battle's two rooms kept together: each room's part
-/// also holds the record's events of the rooms `linked` to it (its PK
-/// partner), and the ack goes with its home and the rooms linked to home.
-/// So a record touching both rooms of a battle is whole in both logs, and
-/// if one of the two appends is lost (a crash between them, a request
-/// that timed out), the other log still holds it: rebuilding a room takes
-/// the tail it lacks from its partner's log ([`merge_tail`]).
+/// [`split`], with a battle's two rooms kept together: the record goes to
+/// each room it touched and to each room `linked` to one of those (its PK
+/// partner); each part holds the record's events of its room and of the
+/// rooms linked to it, and the ack goes with every part whose room is home
+/// or linked to home. So while two rooms are linked, every record of
+/// either is whole in both logs (a chat in one room too: the partner's copy
+/// of the room's tail has no gaps), and if one of the two appends is lost
+/// (a crash between them, a request that timed out), the other log still
+/// holds it: rebuilding a room takes the tail it lacks from its partner's
+/// log ([`merge_tail`]).
 pub fn split_linked(
     record: Record,
     home: RoomId,
     linked: impl Fn(RoomId) -> Vec<RoomId>,
 ) -> Vec<(RoomId, Record)> {
-    let rooms: Vec<RoomId> = split(record.clone(), home)
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let mut rooms: Vec<RoomId> = Vec::new();
+    for (room, _) in split(record.clone(), home) {
+        for r in std::iter::once(room).chain(linked(room)) {
+            if !rooms.contains(&r) {
+                rooms.push(r);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(rooms.len());
     for room in rooms {
         let mut with = linked(room);
@@ -356,8 +363,16 @@ mod tests {
         let rec = act(&mut auth, t + 3, a, false, 1, gift.clone());
         assert!(rec.events.iter().any(|(r, _)| *r == b), "a score in b too");
         store(&mut logs, rec, a, Some(b));
-        // A gift in b whose own append is lost: it lives in a's log alone.
-        let rec = act(&mut auth, t + 4, b, false, 2, gift);
+        // A chat in b, then a gift in b, whose own appends are lost: they
+        // live in a's log alone (the chat touches b only, but b is linked:
+        // without it a's copy of b's tail would have a gap at the gift).
+        let rec = act(&mut auth, t + 4, b, true, 3, chat());
+        assert!(
+            rec.events.iter().all(|(r, _)| *r == b),
+            "the chat is b's alone"
+        );
+        store(&mut logs, rec, b, Some(b));
+        let rec = act(&mut auth, t + 5, b, false, 2, gift);
         store(&mut logs, rec, b, Some(b));
         let entries = |room: RoomId| vec![Entry::Records(logs[&room].clone())];
         // Each room rebuilt alone from its own log, then from its partner's.
@@ -366,9 +381,9 @@ mod tests {
         assert_eq!(again.room(a), auth.room(a), "a's log is whole");
         assert!(again.room(b).is_none(), "a's log builds only a");
         rebuild_room(&mut again, b, &entries(b)).expect("b replays");
-        assert_ne!(again.room(b), auth.room(b), "b lost two records");
+        assert_ne!(again.room(b), auth.room(b), "b lost three records");
         let merged = merge_tail(&mut again, b, &entries(a)).expect("merges");
-        assert_eq!(merged.len(), 2);
+        assert_eq!(merged.len(), 3);
         assert_eq!(again.room(b), auth.room(b), "b whole again");
         assert!(merge_tail(&mut again, b, &entries(a))
             .expect("again")
@@ -378,7 +393,7 @@ mod tests {
             session: SessionId(7),
             n: 2,
         };
-        let seen = again.sessions().check(id, UserId(7), ServerTime(t + 4));
+        let seen = again.sessions().check(id, UserId(7), ServerTime(t + 5));
         assert!(
             matches!(seen, crate::rules::Seen::Again(o) if o.is_applied()),
             "{seen:?}"

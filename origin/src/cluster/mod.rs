@@ -284,13 +284,15 @@
 //! battle loses no acked gift and counts none twice (`--test cluster_serve`).
 //!
 //! A battle's two rooms stay consistent although JetStream appends one
-//! subject at a time: a record touching both is appended whole to both
-//! logs (`entry::split_linked`), so if one append is lost (a crash between
-//! the two, a request that timed out) the other log still has it; a room
-//! won is rebuilt from its own log, then takes the tail it lacks from its
-//! partner's log and appends it to its own (`entry::merge_tail`). An ack
-//! leaves only once every room's append succeeded; an action whose record
-//! survived in either log is committed, and its id memory answers a resend.
+//! subject at a time: while two rooms are linked, every record of either is
+//! appended whole to both logs (`entry::split_linked`), so if one append is
+//! lost (a crash between the two, a request that timed out) the other log
+//! still has it; a room won is rebuilt from its own log, then takes the
+//! tail it lacks from its partner's log and appends it to its own
+//! (`entry::merge_tail`). An ack leaves only once every room's append
+//! succeeded. An action whose own room's append failed is forgotten by the
+//! node's id memory; if the room's rebuild takes it from the partner's log,
+//! it is committed after all and the memory answers a resend again.
 //!
 //! Through the origin binary (`--test cluster_serve`, two nodes, three
 //! servers, replicas 3): killing a server that leads nothing costs the

@@ -99,6 +99,10 @@ pub(super) struct Driver {
     pub(super) inflight: InFlight,
     /// Items a failed send left to pass on with the next ones.
     pub(super) pending_items: Vec<Item>,
+    /// `Moved` of battle partners dropped with a room
+    /// ([`Driver::retry`]): they go after everything released so far,
+    /// which may hold the partner's last events.
+    pub(super) pending_moved: Vec<Item>,
     /// The policy over the live members and the pins, as of the last look.
     pub(super) policy: Policy,
     policy_tx: watch::Sender<Policy>,
@@ -112,7 +116,7 @@ pub(super) struct Driver {
     /// instant (after their release ran), and how many tries in a row
     /// failed (the wait doubles: a stream electing a leader fails every
     /// try for seconds).
-    rewin: BTreeMap<RoomId, Instant>,
+    pub(super) rewin: BTreeMap<RoomId, Instant>,
     /// Failed tries in a row per room (cleared by an acknowledged append).
     pub(super) failures: BTreeMap<RoomId, u32>,
     /// Fetches under way (aborted with the driver).
@@ -181,6 +185,7 @@ pub(super) async fn connect(
         pipeline: Pipeline::default(),
         inflight: InFlight::default(),
         pending_items: Vec::new(),
+        pending_moved: Vec::new(),
         policy: Policy::default(),
         policy_tx,
         next_sweep: Instant::now(),
@@ -426,10 +431,10 @@ impl Driver {
                     self.tell_to_take(room, &owner).await;
                 } else if mine && self.keeper.owned(room, now).is_none() {
                     // An earlier incarnation's claim: take it back.
-                    self.keeper.want(now, room);
+                    self.want(room);
                 }
             } else if mine && !(self.keeper.members()).holds(&claim.node, claim.member, now) {
-                self.keeper.want(now, room);
+                self.want(room);
             }
         }
     }
@@ -450,6 +455,9 @@ impl Driver {
                 Change::Gained { room, epoch } => won.push((room, epoch)),
             }
         }
+        // From here on what leaves is gathered in order in the pending
+        // lists (a failed fence or merge drops rooms into them).
+        self.pending_items.append(&mut items);
         let mut gained = Vec::new();
         // Per room, the epoch of the last writer that stored records in its
         // log: only decisions by it or a later writer are taken from a
@@ -490,7 +498,10 @@ impl Driver {
             items.push(Item::Won { room: *room, state });
         }
         self.metrics.rooms_live.set(gauge(self.held.len()));
-        items.append(&mut self.pending_items);
+        let mut out = std::mem::take(&mut self.pending_items);
+        out.append(&mut self.pending_moved);
+        out.append(&mut items);
+        let items = out;
         if !items.is_empty() {
             let _ = self.batches.send(items).await;
         }
@@ -567,8 +578,8 @@ impl Driver {
                     tracing::warn!(%room, %partner, error = %e, "cannot read a partner's log: room dropped");
                     let mut items = Vec::new();
                     self.drop_room(room, &mut items);
+                    self.pending_items.append(&mut items);
                     self.retry(room);
-                    let _ = self.batches.send(items).await;
                     continue;
                 }
             };
@@ -590,8 +601,8 @@ impl Driver {
                 tracing::warn!(%room, error = %e, "cannot append the merged records: room dropped");
                 let mut items = Vec::new();
                 self.drop_room(room, &mut items);
+                self.pending_items.append(&mut items);
                 self.retry(room);
-                let _ = self.batches.send(items).await;
             }
         }
     }
@@ -611,7 +622,7 @@ impl Driver {
                 tracing::info!(%room, %partner, "battle partner dropped with it");
                 let mut moved = Vec::new();
                 self.unserve(partner, &mut moved);
-                self.pending_items.extend(moved);
+                self.pending_moved.extend(moved);
                 self.retry_one(partner);
             }
         }

@@ -19,9 +19,11 @@ pub(super) enum Out {
     Record {
         record: Record,
         rooms: Vec<RoomId>,
-        /// The rooms whose part carries the ack: it is committed if any of
-        /// them was appended.
-        acked_in: Vec<RoomId>,
+        /// The room the action was addressed to, if the record has an ack:
+        /// the action is committed if that room's append was acknowledged.
+        /// (A partner's copy counts only if a rebuild takes it, which
+        /// records the ack again.)
+        home: Option<RoomId>,
         reply: Option<(RelayId, Actor, ActionMsg)>,
     },
     /// An answer from the id memory: it leaves if `room` was appended (or

@@ -62,35 +62,38 @@ impl Batch {
         home: RoomId,
         reply: Option<(RelayId, Actor, ActionMsg)>,
         linked: impl Fn(RoomId) -> Vec<RoomId>,
+        held: impl Fn(RoomId) -> bool,
     ) {
         if record.is_empty() {
             return;
         }
-        let parts = split_linked(record.clone(), home, linked);
+        let mut parts = split_linked(record.clone(), home, linked);
+        // A copy for a linked room the record did not touch goes only to
+        // one written here (a partner being won again is not: its own log
+        // is rebuilt, and its append would fail).
+        let own = split(record.clone(), home);
+        parts.retain(|(r, _)| own.iter().any(|(o, _)| o == r) || held(*r));
         if record.ack.is_none() && reply.is_none() {
             // Events alone (timers, presence): each room's leave when its
             // own append is acknowledged, not held back by a slow room's.
             self.records.extend(parts);
-            for (room, part) in split(record, home) {
+            for (room, part) in own {
                 self.out.push(Out::Record {
                     record: part,
                     rooms: vec![room],
-                    acked_in: Vec::new(),
+                    home: None,
                     reply: None,
                 });
             }
             return;
         }
         let rooms = parts.iter().map(|(r, _)| *r).collect();
-        let acked_in = (parts.iter())
-            .filter(|(_, p)| p.ack.is_some())
-            .map(|(r, _)| *r)
-            .collect();
+        let home = record.ack.is_some().then_some(home);
         self.records.extend(parts);
         self.out.push(Out::Record {
             record,
             rooms,
-            acked_in,
+            home,
             reply,
         });
     }
@@ -114,7 +117,10 @@ impl Driver {
         home: RoomId,
         reply: Option<(RelayId, Actor, ActionMsg)>,
     ) {
-        batch.record(record, home, reply, |room| self.linked(room, false));
+        let linked = |room| self.linked(room, false);
+        batch.record(record, home, reply, linked, |room| {
+            self.held.contains(&room)
+        });
     }
 
     /// Fire the timers due.
@@ -143,14 +149,25 @@ impl Driver {
                 .find(|p| !self.held.contains(p) && self.elsewhere(*p).is_none());
             return match away {
                 Some(partner) => {
-                    self.keeper.want(Instant::now(), partner);
+                    self.want(partner);
                     Place::Win(partner)
                 }
                 None => Place::Here,
             };
         }
-        self.keeper.want(Instant::now(), room);
+        self.want(room);
         Place::Win(room)
+    }
+
+    /// Win `room` for an input waiting on it, unless it was let go for a
+    /// failed append or fence and its wait is not over
+    /// ([`Driver::retry`]): a stream electing a leader would otherwise be
+    /// fenced again at every action, and each fence of its partner written
+    /// for nothing.
+    pub(super) fn want(&mut self, room: RoomId) {
+        if !self.rewin.contains_key(&room) {
+            self.keeper.want(Instant::now(), room);
+        }
     }
 
     fn park(&mut self, room: RoomId, input: Input, batch: &mut Batch) {
@@ -407,7 +424,7 @@ impl Driver {
                     self.drop_room(room, &mut items);
                     self.retry(room);
                     self.settle(&mut items);
-                    self.pending_items.extend(items);
+                    self.pending_items.append(&mut items);
                 }
             }
         }
@@ -445,13 +462,15 @@ impl Driver {
         self.pass_on(items).await
     }
 
-    /// Pass on `items` (and any left by a failed send).
+    /// Pass on `items`, after any left by a failed send and before the
+    /// `Moved` of battle partners dropped meanwhile.
     pub(super) async fn pass_on(&mut self, mut items: Vec<Item>) -> Result<(), ()> {
         if !self.pending_items.is_empty() {
             let mut all = std::mem::take(&mut self.pending_items);
             all.append(&mut items);
             items = all;
         }
+        items.append(&mut self.pending_moved);
         if items.is_empty() {
             return Ok(());
         }
@@ -483,20 +502,28 @@ impl Driver {
                         .filter(|(_, s)| *s == Status::Failed)
                         .map(|(r, _)| *r),
                 );
-                let keeper = &self.keeper;
+                let (keeper, held) = (&self.keeper, &self.held);
+                // Appended, still served here and under a valid lease (a
+                // room dropped since has had its `Moved` already).
                 let ok = |room: &RoomId| {
-                    status(room) == Some(Status::Ok) && keeper.owned(*room, now).is_some()
+                    status(room) == Some(Status::Ok)
+                        && held.contains(room)
+                        && keeper.owned(*room, now).is_some()
                 };
                 match out {
                     Out::Item(item) => items.push(item),
                     Out::Record {
                         record,
                         rooms,
-                        acked_in,
+                        home,
                         reply,
                     } => {
-                        if let Some(ack) = record.ack {
-                            if (acked_in.iter()).all(|r| status(r) == Some(Status::Failed)) {
+                        // Not appended where it was addressed: forgotten,
+                        // even if a partner's copy was (a rebuild that
+                        // takes the copy records it again; one that does
+                        // not must not leave an answer no log holds).
+                        if let (Some(ack), Some(home)) = (record.ack, home) {
+                            if status(&home) == Some(Status::Failed) {
                                 forget.push((ack.id, ack.user));
                             }
                         }
