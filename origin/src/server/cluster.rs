@@ -57,7 +57,7 @@ const SWEEP_EVERY: u32 = 10;
 /// A room dropped for a failed append or fence is wanted again after
 /// this, doubling with every failure in a row up to [`REWIN_MAX`].
 const REWIN_FIRST: Duration = Duration::from_millis(50);
-const REWIN_MAX: Duration = Duration::from_secs(2);
+const REWIN_MAX: Duration = Duration::from_millis(500);
 /// Most inputs decided in one group commit.
 const MAX_BATCH: usize = 4096;
 /// Most outputs waiting for their appends: beyond it the driver takes no

@@ -56,6 +56,35 @@ pub async fn read_all(
     Ok(out)
 }
 
+/// Of the room log streams and the placement bucket's stream that
+/// `config` names, those whose Raft leader is the server called `server`
+/// (`n<i>`), by name: what a server's death pauses until their elections.
+/// Each stream's info is asked for once, within [`MESSAGE_WITHIN`]; one
+/// that does not answer is left out.
+pub async fn led_by(
+    urls: &[String],
+    config: &origin::cluster::Config,
+    server: &str,
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let client = (super::nats::connect(urls).await).context("connecting to NATS")?;
+    let js = jetstream::new(client);
+    let mut names: Vec<String> = (0..config.shards.max(1))
+        .map(|k| format!("{}_{k}", config.stream))
+        .collect();
+    names.push(format!("KV_{}", config.bucket));
+    let mut led = Vec::new();
+    for name in &names {
+        let info = tokio::time::timeout(MESSAGE_WITHIN, async {
+            js.get_stream(name).await.ok()?.info().await.ok().cloned()
+        });
+        let leader = info.await.ok().flatten().and_then(|i| i.cluster?.leader);
+        if leader.as_deref() == Some(server) {
+            led.push(name.clone());
+        }
+    }
+    Ok((led, names.len()))
+}
+
 /// Every message of stream `name` (none if it does not exist).
 async fn read_one(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<LogMessage>> {
     let mut out = Vec::new();

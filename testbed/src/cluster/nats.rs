@@ -13,11 +13,12 @@
 //! On Debian and Ubuntu: `apt-get install nats-server` (it installs
 //! `/usr/sbin/nats-server`, not on every user's `PATH`).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -36,6 +37,11 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 const JETSTREAM_WITHIN: Duration = Duration::from_secs(30);
 /// The name of the stream created (and deleted) to see JetStream ready.
 const PROBE: &str = "RINGSIDE_TESTBED_PROBE";
+/// Log lines kept per server, for the error when the cluster does not form.
+const LOG_TAIL: usize = 12;
+
+/// A server's last [`LOG_TAIL`] log lines.
+type Tail = Arc<Mutex<VecDeque<String>>>;
 
 /// One server of the cluster.
 struct Server {
@@ -45,6 +51,8 @@ struct Server {
     conf: PathBuf,
     /// Running, or `None` once killed.
     child: Option<Child>,
+    /// Its latest log lines.
+    tail: Tail,
 }
 
 /// A running NATS cluster; every server killed and its data removed on
@@ -139,6 +147,7 @@ impl NatsCluster {
                 client_port,
                 conf,
                 child: None,
+                tail: Tail::default(),
             });
             cluster.launch(i)?;
         }
@@ -148,7 +157,7 @@ impl NatsCluster {
     /// Start server `i` from its configuration; wait until it is ready.
     fn launch(&mut self, i: usize) -> anyhow::Result<()> {
         let s = &mut self.servers[i];
-        let child = spawn(&self.binary, &s.conf, &s.name)?;
+        let child = spawn(&self.binary, &s.conf, &s.name, s.tail.clone())?;
         s.child = Some(child);
         Ok(())
     }
@@ -186,7 +195,14 @@ impl NatsCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("JetStream not ready within {JETSTREAM_WITHIN:?} on {replicas} servers: {last}")
+        let logs = (self.servers.iter())
+            .map(|s| {
+                let tail = s.tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>());
+                format!("{}:\n  {}", s.name, tail.unwrap_or_default().join("\n  "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        bail!("JetStream not ready within {JETSTREAM_WITHIN:?} on {replicas} servers: {last}; their last log lines:\n{logs}")
     }
 
     /// How many servers the cluster has (running or not).
@@ -263,8 +279,8 @@ impl Drop for NatsCluster {
 
 /// Start one server with `conf`; wait (bounded) until its log says it is
 /// ready. Its log is drained by a thread of its own from then on, so the
-/// server never blocks on a full pipe.
-fn spawn(binary: &Path, conf: &Path, name: &str) -> anyhow::Result<Child> {
+/// server never blocks on a full pipe, its last lines kept in `tail`.
+fn spawn(binary: &Path, conf: &Path, name: &str, tail: Tail) -> anyhow::Result<Child> {
     let mut child = Command::new(binary)
         .arg("-c")
         .arg(conf)
@@ -280,6 +296,12 @@ fn spawn(binary: &Path, conf: &Path, name: &str) -> anyhow::Result<Child> {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if let Ok(mut t) = tail.lock() {
+                if t.len() == LOG_TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line.clone());
+            }
             // Once nobody listens, keep draining.
             let _ = tx.send(line);
         }

@@ -85,6 +85,29 @@ pub struct Nodes {
     handle: tokio::runtime::Handle,
 }
 
+/// Start `servers` NATS servers and wait for JetStream; once more on fresh
+/// ports if the cluster does not form (its ports are chosen free but
+/// taken only when each server starts: another process can take one in
+/// between, and a server missing a route leaves JetStream short of
+/// peers). The first failure is logged with the servers' last lines.
+async fn start_nats(servers: usize) -> anyhow::Result<NatsCluster> {
+    let mut first = None;
+    for _ in 0..2 {
+        let nats = tokio::task::spawn_blocking(move || NatsCluster::start(servers))
+            .await
+            .context("the NATS launcher")??;
+        match nats.wait_jetstream().await {
+            Ok(()) => return Ok(nats),
+            Err(e) if first.is_none() => {
+                tracing::warn!(error = %format!("{e:#}"), "the NATS cluster did not form: starting it again");
+                first = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first.unwrap_or_else(|| anyhow::anyhow!("the NATS cluster did not form")))
+}
+
 /// Threads of the nodes' runtime.
 const NODE_THREADS: usize = 2;
 
@@ -103,11 +126,8 @@ impl Nodes {
             (1..=spec.nats_servers).contains(&spec.replicas),
             "replicas must be in [1, nats_servers]"
         );
+        let nats = start_nats(spec.nats_servers).await?;
         let servers = spec.nats_servers;
-        let nats = tokio::task::spawn_blocking(move || NatsCluster::start(servers))
-            .await
-            .context("the NATS launcher")??;
-        nats.wait_jetstream().await?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(NODE_THREADS)
             .thread_name("origin-nodes")

@@ -86,9 +86,26 @@ impl ClusterPlay {
                 }
             }
             (StepAction::KillNatsServer { server }, _) => {
+                // What it pauses: the streams it leads (their elections).
+                let name = nodes.nats.name(*server).to_owned();
+                let urls = nodes.nats.urls();
+                let led = logs::led_by(&urls, &nodes.log_config(), &name).await;
                 let at = unix_ns();
                 nodes.kill_nats(*server)?;
-                failed(None, at);
+                let led = match led {
+                    Ok((led, of)) if led.is_empty() => format!(" (it led none of {of} streams)"),
+                    Ok((led, of)) => format!(
+                        " (it led {} of {of} streams: {})",
+                        led.len(),
+                        led.join(", ")
+                    ),
+                    Err(e) => format!(" (its streams unknown: {e:#})"),
+                };
+                self.failures.push(ClusterFailure {
+                    label: format!("{label}{led}"),
+                    at_ns: at,
+                    node: None,
+                });
             }
             _ => {}
         }
