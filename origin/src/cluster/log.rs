@@ -116,9 +116,7 @@ impl RoomLog {
     /// The shard `room`'s log is in: a stable hash of its id (the same on
     /// every node and build) modulo the number of streams.
     pub fn shard(&self, room: RoomId) -> usize {
-        let n = self.streams.len().max(1) as u64;
-        // The remainder is below the number of streams, a usize.
-        usize::try_from(score(room, "shard") % n).unwrap_or(0)
+        shard_of(room, self.streams.len())
     }
 
     /// The name of the stream holding `room`'s log.
@@ -346,6 +344,14 @@ impl Logged {
     pub fn decided_since(&self, room: RoomId, epoch: Option<u64>) -> bool {
         (self.linked.iter()).any(|(r, e)| *r == room && epoch.is_none_or(|min| *e >= min))
     }
+}
+
+/// The shard of `room`'s log among `shards` streams: a stable hash of its
+/// id (the same on every node and build) modulo their number.
+pub fn shard_of(room: RoomId, shards: usize) -> usize {
+    let n = shards.max(1) as u64;
+    // The remainder is below the number of streams, a usize.
+    usize::try_from(score(room, "shard") % n).unwrap_or(0)
 }
 
 /// A room this node writes: its epoch and the sequence its log ends at.

@@ -24,6 +24,10 @@ pub struct ClusterFailure {
     /// The node whose rooms it took (`None`: a NATS server's death, which
     /// touches every room).
     pub node: Option<String>,
+    /// A NATS server's death: the room-log shards whose streams it led,
+    /// and how many shards there are (their rooms wait for an election;
+    /// the others only for a battle partner on one of them).
+    pub led: Option<(Vec<usize>, usize)>,
 }
 
 /// How the rooms one failure touched paused.
@@ -44,6 +48,11 @@ pub struct FailurePauses {
     pub unserved: usize,
     /// The room whose first record came last, and when.
     pub slowest: Option<(RoomId, Duration)>,
+    /// Of `resumed`, the rooms on the streams a dead NATS server led,
+    /// sorted (empty unless [`ClusterFailure::led`] says).
+    pub on_led: Vec<Duration>,
+    /// Of `resumed`, the other rooms, sorted (likewise).
+    pub off_led: Vec<Duration>,
 }
 
 impl FailurePauses {
@@ -100,6 +109,23 @@ impl FailurePauses {
                 s(self.quantile(0.99)),
                 s(self.quantile(1.0)),
             );
+            if self.failure.led.is_some() {
+                let q = |v: &[Duration], q: f64| {
+                    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+                    s(Some(v.get(rank - 1).copied()))
+                };
+                let (on, off) = (&self.on_led, &self.off_led);
+                let _ = write!(
+                    out,
+                    "; on the streams it led {} rooms, p50 {} p99 {}; the others {}, p50 {} p99 {}",
+                    on.len(),
+                    q(on, 0.5),
+                    q(on, 0.99),
+                    off.len(),
+                    q(off, 0.5),
+                    q(off, 0.99),
+                );
+            }
         }
         if !self.never.is_empty() {
             let _ = write!(out, "; {} never wrote again", self.never.len());
@@ -118,7 +144,10 @@ pub fn pauses(rooms: &BTreeMap<RoomId, Vec<LogMessage>>, failure: ClusterFailure
         served: Vec::new(),
         unserved: 0,
         slowest: None,
+        on_led: Vec::new(),
+        off_led: Vec::new(),
     };
+    let led = out.failure.led.clone();
     for (room, log) in rooms {
         let (at_ns, node) = (out.failure.at_ns, out.failure.node.as_deref());
         let resumed = resume(log, at_ns, node);
@@ -132,6 +161,12 @@ pub fn pauses(rooms: &BTreeMap<RoomId, Vec<LogMessage>>, failure: ClusterFailure
             Resume::Untouched => continue,
             Resume::After(d) => {
                 out.resumed.push(d);
+                if let Some((shards, of)) = &led {
+                    match shards.contains(&origin::cluster::shard_of(*room, *of)) {
+                        true => out.on_led.push(d),
+                        false => out.off_led.push(d),
+                    }
+                }
                 if out.slowest.is_none_or(|(_, s)| d > s) {
                     out.slowest = Some((*room, d));
                 }
@@ -142,6 +177,8 @@ pub fn pauses(rooms: &BTreeMap<RoomId, Vec<LogMessage>>, failure: ClusterFailure
     }
     out.resumed.sort();
     out.served.sort();
+    out.on_led.sort();
+    out.off_led.sort();
     out
 }
 
@@ -243,6 +280,7 @@ mod tests {
             label: "origin node a killed".into(),
             at_ns: 1_000_000_000,
             node: Some("a".into()),
+            led: None,
         };
         let p = pauses(&rooms, kill);
         assert_eq!(p.touched, 2);
@@ -275,6 +313,7 @@ mod tests {
             label: "origin node a killed".into(),
             at_ns: 1_000_000_000,
             node: Some("a".into()),
+            led: None,
         };
         let p = pauses(&rooms, kill);
         assert_eq!(
@@ -292,5 +331,36 @@ mod tests {
             ..ClusterEvidence::default()
         };
         assert_eq!(e.room_resume_p99_s(), Some(1.2));
+    }
+
+    #[test]
+    fn a_nats_servers_death_splits_the_rooms_on_the_streams_it_led_from_the_others() {
+        // Rooms 1 to 6, each written by a at 0 and again 0.1 s after the
+        // death, but 5 s after for the rooms on the shard it led.
+        let led = origin::cluster::shard_of(RoomId(1), 8);
+        let on = |r: u64| origin::cluster::shard_of(RoomId(r), 8) == led;
+        let mut msgs = Vec::new();
+        for r in 1..=6u64 {
+            msgs.push(msg(r * 100, 0, "a", 1, true));
+            let after = if on(r) { 6000 } else { 1100 };
+            msgs.push(msg(r * 100 + 1, after, "a", 1, false));
+        }
+        let rooms = super::super::writers::by_room(msgs);
+        let kill = ClusterFailure {
+            label: "NATS server n2 killed".into(),
+            at_ns: 1_000_000_000,
+            node: None,
+            led: Some((vec![led], 8)),
+        };
+        let p = pauses(&rooms, kill);
+        let n_on = (1..=6).filter(|r| on(*r)).count();
+        assert_eq!(p.touched, 6);
+        assert_eq!(p.on_led, vec![Duration::from_secs(5); n_on]);
+        assert_eq!(p.off_led, vec![Duration::from_millis(100); 6 - n_on]);
+        let line = p.line();
+        assert!(
+            line.contains(&format!("on the streams it led {n_on} rooms, p50 5.00 s")),
+            "{line}"
+        );
     }
 }

@@ -58,6 +58,7 @@ impl ClusterPlay {
                 label: label.to_owned(),
                 at_ns,
                 node,
+                led: None,
             });
         };
         match (action, edge) {
@@ -89,22 +90,33 @@ impl ClusterPlay {
                 // What it pauses: the streams it leads (their elections).
                 let name = nodes.nats.name(*server).to_owned();
                 let urls = nodes.nats.urls();
-                let led = logs::led_by(&urls, &nodes.log_config(), &name).await;
+                let config = nodes.log_config();
+                let led = logs::led_by(&urls, &config, &name).await;
                 let at = unix_ns();
                 nodes.kill_nats(*server)?;
-                let led = match led {
-                    Ok((led, of)) if led.is_empty() => format!(" (it led none of {of} streams)"),
-                    Ok((led, of)) => format!(
-                        " (it led {} of {of} streams: {})",
-                        led.len(),
-                        led.join(", ")
-                    ),
-                    Err(e) => format!(" (its streams unknown: {e:#})"),
+                let (said, shards) = match led {
+                    Ok((led, of)) if led.is_empty() => {
+                        (format!(" (it led none of {of} streams)"), Some(Vec::new()))
+                    }
+                    Ok((led, of)) => {
+                        let prefix = format!("{}_", config.stream);
+                        let shards = (led.iter())
+                            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
+                            .collect();
+                        let names = led.join(", ");
+                        (
+                            format!(" (it led {} of {of} streams: {names})", led.len()),
+                            Some(shards),
+                        )
+                    }
+                    Err(e) => (format!(" (its streams unknown: {e:#})"), None),
                 };
+                let of = usize::try_from(config.shards.max(1)).unwrap_or(1);
                 self.failures.push(ClusterFailure {
-                    label: format!("{label}{led}"),
+                    label: format!("{label}{said}"),
                     at_ns: at,
                     node: None,
+                    led: shards.map(|s| (s, of)),
                 });
             }
             _ => {}
