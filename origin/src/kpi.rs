@@ -273,6 +273,18 @@ impl Kpi {
         }
     }
 
+    /// Cluster mode: `room` is served by another node now. What ran in it
+    /// is forgotten here, uncounted: it goes on there (that node follows
+    /// it from the room's state, [`Kpi::seed`], and counts its end). The
+    /// audience seen here is lost with it, so a battle that changed nodes
+    /// counts only the viewers and gifters its last node saw.
+    pub fn handle_moved(&mut self, room: RoomId) {
+        let keys = self.by_room.get(&room).cloned().unwrap_or_default();
+        for key in keys {
+            self.forget(key);
+        }
+    }
+
     /// When [`Kpi::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<ServerTime> {
         let cohort = self.cohorts.front().map(|c| c.due);
@@ -399,9 +411,21 @@ impl Kpi {
     /// battle started before a restart). Conversion counts unless aborted.
     fn end(&mut self, key: Key, outcome: Completion) {
         self.metrics.completed(key.kind(), outcome);
-        let Some(live) = self.live.remove(&key) else {
+        let Some(live) = self.forget(key) else {
             return;
         };
+        if outcome != Completion::Aborted && !live.overflow {
+            self.metrics.conversion(
+                key.kind(),
+                live.viewers.len() as u64,
+                live.gifters.len() as u64,
+            );
+        }
+    }
+
+    /// Stop following `key`; what was followed, if it was.
+    fn forget(&mut self, key: Key) -> Option<Live> {
+        let live = self.live.remove(&key)?;
         self.expiries.remove(&(live.expires_at, key));
         for room in distinct(live.rooms) {
             if let Some(keys) = self.by_room.get_mut(&room) {
@@ -412,13 +436,7 @@ impl Kpi {
             }
         }
         self.tracked -= live.viewers.len() + live.gifters.len();
-        if outcome != Completion::Aborted && !live.overflow {
-            self.metrics.conversion(
-                key.kind(),
-                live.viewers.len() as u64,
-                live.gifters.len() as u64,
-            );
-        }
+        Some(live)
     }
 
     /// Remember who is present in `rooms` now, to check again later.

@@ -540,8 +540,17 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
             gifts.push((actor, m));
         }
     }
+    // Its node counted the battle's start (the KPIs in cluster mode).
+    use origin::metrics::{Completion, CompletionLabels, Kind, StartLabels};
+    let pk_started = StartLabels {
+        kind: Kind::Pk,
+        outcome: "started",
+        reason: "none",
+    };
+    let victim = nodes.remove(&home).expect("the victim");
+    assert_eq!(victim.metrics().starts.get_or_create(&pk_started).get(), 1);
     // Kill the battle's node, as a crash would.
-    nodes.remove(&home).expect("the victim").abort().await;
+    victim.abort().await;
     router.kill(&home);
     let killed = std::time::Instant::now();
     // Every gift again, same ids: each answers its first outcome once.
@@ -581,6 +590,25 @@ async fn killing_the_node_of_a_running_battle_loses_no_acked_gift_and_counts_non
     for room in [a, b] {
         let state = nodes[&survivor].room_state(room).await.expect("served");
         assert_eq!(state.gift_count, per_room, "{room}");
+    }
+    // The KPIs in cluster mode: the survivor followed the battle from the
+    // rooms' state (its start was counted by the dead node) and counted
+    // its end once; no node counted it aborted.
+    let count = |o: &Origin, outcome| {
+        let labels = CompletionLabels {
+            kind: Kind::Pk,
+            outcome,
+        };
+        o.metrics().completions.get_or_create(&labels).get()
+    };
+    assert_eq!(count(&nodes[&survivor], Completion::Settled), 1);
+    for (name, o) in &nodes {
+        assert_eq!(count(o, Completion::Aborted), 0, "{name}");
+        if *name != survivor {
+            assert_eq!(count(o, Completion::Settled), 0, "{name}");
+        }
+        let started = o.metrics().starts.get_or_create(&pk_started).get();
+        assert_eq!(started, 0, "{name}: it started on {home}");
     }
     // Once neither room has a battle (settled, punished, closed), the
     // survivor lets the pair go: the pin leaves the bucket.

@@ -426,6 +426,36 @@ fn an_interaction_that_vanishes_is_aborted_and_forgotten() {
 }
 
 #[test]
+fn a_battle_moved_to_another_node_is_forgotten_uncounted_and_followed_there() {
+    let mut s = Story::new();
+    s.presence(A, 11, true);
+    s.battle(10);
+    assert_eq!(s.kpi.live(), 1);
+    // Cluster mode: its rooms go to another node, which goes on with it.
+    s.kpi.handle_moved(A);
+    assert_eq!((s.kpi.live(), s.kpi.tracked()), (0, 0));
+    assert_eq!(s.kpi.poll_timeout(), None, "nothing left to abort here");
+    for outcome in [Completion::Aborted, Completion::Settled] {
+        assert_eq!(s.completions(Kind::Pk, outcome), 0, "{outcome:?}");
+    }
+    // The other node: seeded from the rooms' state, it counts the end
+    // (not a second start).
+    let m = Metrics::new();
+    let mut there = Kpi::new(m.clone(), Duration::from_secs(300));
+    let states: Vec<RoomState> = [A, B]
+        .iter()
+        .filter_map(|r| s.auth.room(*r).cloned())
+        .collect();
+    there.seed(s.now, states.iter());
+    assert_eq!(there.live(), 1, "one battle, though both rooms hold it");
+    s.kpi = there;
+    s.m = m;
+    s.advance(Duration::from_secs(12));
+    assert_eq!(s.completions(Kind::Pk, Completion::Settled), 1);
+    assert_eq!(s.kpi.live(), 0);
+}
+
+#[test]
 fn memory_is_capped_and_an_overflowing_battle_is_left_out() {
     let mut s = Story::new();
     s.presence(A, 11, true);

@@ -48,6 +48,7 @@ use crate::cluster::lease::Timing;
 use crate::cluster::pairs::{Held, Pairs, Step};
 use crate::cluster::{self, merge_tail, rebuild_room, Committer, Placement, Policy, RoomLog};
 use crate::config::Config;
+use crate::kpi::Kpi;
 use crate::metrics::Metrics;
 use crate::rules::Authority;
 
@@ -123,6 +124,10 @@ pub(super) struct Driver {
     pub(super) fetches: JoinSet<()>,
     pub(super) request_timeout: Duration,
     pub(super) metrics: Metrics,
+    /// The interaction KPIs of the rooms served here: fed what is
+    /// published, refused starts and presence; a room won is followed from
+    /// its state, a room lost forgotten uncounted (its next node goes on).
+    pub(super) kpi: Kpi,
 }
 
 /// A node connected and joined, before it serves: its driver and what
@@ -198,6 +203,7 @@ pub(super) async fn connect(
         rewin: BTreeMap::new(),
         failures: BTreeMap::new(),
         request_timeout: cluster.request_timeout,
+        kpi: Kpi::new(metrics.clone(), config.retention_window),
         metrics,
     };
     driver.join().await?;
@@ -281,6 +287,7 @@ impl Driver {
             if self.fire_timers().await.is_err() {
                 return;
             }
+            self.kpi.handle_timeout(self.now_t(), &self.presence);
             let expired = self.parked.expired(Instant::now());
             if !expired.is_empty() {
                 let items = expired.into_iter().flat_map(|i| self.give_up(i)).collect();
@@ -341,9 +348,11 @@ impl Driver {
 
     fn deadline(&self) -> Instant {
         let timer = (self.auth.poll_timeout()).map(|t| self.clock.instant(t));
+        let kpi = (self.kpi.poll_timeout()).map(|t| self.clock.instant(t));
         let rewin = self.rewin.values().min().copied();
         [
             timer,
+            kpi,
             self.keeper.poll_timeout(),
             self.parked.next_expiry(),
             rewin,
@@ -490,6 +499,9 @@ impl Driver {
         // its partner's log (both hold the pair's records whole).
         self.merge_partners(&gained, &before).await;
         gained.retain(|r| self.held.contains(r));
+        let now = self.now_t();
+        let states = gained.iter().filter_map(|r| self.auth.room(*r));
+        self.kpi.seed(now, states);
         for room in &gained {
             let state = self.auth.room(*room).cloned();
             if let Some(s) = &state {
@@ -675,6 +687,7 @@ impl Driver {
         }
         tracing::info!(%room, "room no longer served here");
         self.auth.remove_room(room);
+        self.kpi.handle_moved(room);
         self.committer.drop_room(room);
         let owner = self.elsewhere(room);
         items.push(Item::Moved {

@@ -224,6 +224,7 @@ impl Driver {
             Input::RelayGone { relay, name, lost } => {
                 let now = self.now_t();
                 for (room, user) in self.presence.relay_gone(relay) {
+                    self.kpi.handle_presence(now, room, user, false);
                     if self.held.contains(&room) {
                         let record = self.auth.handle_presence(now, room, user, false);
                         self.store(batch, record, room, None);
@@ -279,6 +280,7 @@ impl Driver {
                 Place::Here => {
                     if let Some(now_online) = self.presence.report(relay, room, user, online) {
                         let now = self.now_t();
+                        self.kpi.handle_presence(now, room, user, now_online);
                         let record = self.auth.handle_presence(now, room, user, now_online);
                         self.store(batch, record, room, None);
                     }
@@ -339,8 +341,14 @@ impl Driver {
         let now = self.now_t();
         match self.auth.handle_action(now, actor, &msg) {
             Decision::Decided(record) => {
-                if matches!(record.ack.map(|a| a.outcome), Some(Outcome::Applied { .. })) {
-                    self.metrics.applied.inc();
+                match record.ack.map(|a| a.outcome) {
+                    Some(Outcome::Applied { .. }) => {
+                        self.metrics.applied.inc();
+                    }
+                    Some(Outcome::Rejected { reason }) => {
+                        self.kpi.handle_refused(&msg.action, reason);
+                    }
+                    None => {}
                 }
                 self.store(batch, record, room, Some((relay, actor, msg)));
             }
@@ -486,6 +494,18 @@ impl Driver {
     /// id memory forgets an action appended nowhere before a rebuild could
     /// restore it from a log that has it after all.
     pub(super) fn settle(&mut self, items: &mut Vec<Item>) {
+        let from = items.len();
+        self.settle_into(items);
+        // The KPIs count what is published: appended, and served here.
+        let now = self.now_t();
+        for item in &items[from..] {
+            if let Item::Record { record, .. } = item {
+                self.kpi.handle_record(now, record, &self.presence);
+            }
+        }
+    }
+
+    fn settle_into(&mut self, items: &mut Vec<Item>) {
         // Each dropped room's `Moved` goes after what was handed back.
         let mut moved = Vec::new();
         // Bounded: each round drops at least one held room, or ends.
