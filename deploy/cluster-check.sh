@@ -3,17 +3,22 @@
 # three nats-servers from deploy/nats/ (clustered, JetStream, replicas 3),
 # three `origin` nodes from deploy/cluster/origin-N.toml, one `relay` from
 # deploy/cluster/relay.toml linked to all three, and the SDK's examples as
-# a host and a gifter. Checks:
+# two hosts and gifters. Checks:
 #   1. every origin node and the relay answer /readyz, and the relay has a
 #      link to each of the three nodes;
-#   2. a host opens room 1 and a viewer's 10 gifts are all applied;
-#   3. the node serving room 1 is killed (SIGKILL): the relay keeps two
-#      links, and a viewer's next 10 gifts are all applied (the room moved
-#      to a survivor, rebuilt from its log), the room's total counting
-#      every gift once.
+#   2. the hosts of rooms 1 and 2 open them and start a 30 s PK battle
+#      (room 2 comes to room 1's node for it), and a viewer's 10 gifts in
+#      room 1 are all applied;
+#   3. mid-battle, the node serving both rooms is killed (SIGKILL): the
+#      relay keeps two links, and a viewer's next 10 gifts in room 1 and
+#      another's 10 in room 2 are all applied (the rooms moved to a
+#      survivor together, rebuilt from their logs), each room's total
+#      counting every gift once;
+#   4. the battle settles on the survivor, its scores equal to the rooms'
+#      gift totals.
 #
-#   nice cargo build --release -p ringside-origin -p ringside-relay -p ringside-client --examples
-#   deploy/cluster-check.sh            # about 30 s
+#   nice cargo build --release -p ringside-origin -p ringside-relay -p ringside-client --bins --examples
+#   deploy/cluster-check.sh            # about 45 s
 #
 # The shipped files are used unchanged except for their paths
 # (/var/lib/ringside becomes a temporary directory) and, on nats-server
@@ -37,7 +42,7 @@ die() { printf 'cluster-check: FAILED: %s\n' "$*" >&2; exit 1; }
 setup() { printf 'cluster-check: SETUP: %s\n' "$*" >&2; exit 2; }
 
 for exe in "$bin/origin" "$bin/relay" "$bin/examples/watch" "$bin/examples/gifter"; do
-  [[ -x $exe ]] || setup "no $exe (cargo build --release -p ringside-origin -p ringside-relay -p ringside-client --examples, or set BIN_DIR)"
+  [[ -x $exe ]] || setup "no $exe (cargo build --release -p ringside-origin -p ringside-relay -p ringside-client --bins --examples, or set BIN_DIR)"
 done
 [[ -x $nats ]] || setup "no nats-server (apt-get install nats-server; Debian puts it in /usr/sbin)"
 command -v curl >/dev/null || setup "no curl"
@@ -113,39 +118,69 @@ links_are() { [[ $(links) == "$1" ]]; }
 until_ok 20 links_are 3 || die "the relay has $(links) links to origin nodes, not 3"
 say "three origin nodes ready; the relay links to all three"
 
-# --- a room, gifts, a node killed, gifts again -------------------------------
+# --- a battle, gifts, its node killed, gifts again, the battle settles -------
 token() { "$bin/relay" --config "$tmp/relay.toml" mint-token "$@"; }
 client=(--relay 127.0.0.1:4700 --cert "$tmp/relay-cert.pem")
+# Room 2's host opens it and accepts the first invitation; room 1's host
+# opens room 1 and invites room 2 to a 30 s battle.
+"$bin/examples/watch" "${client[@]}" --token "$(token --user 2 --host-of 2)" \
+  --room 2 --open 1 --accept 1 --seconds 120 > "$tmp/host-2.log" 2>&1 &
+pid[host-2]=$!
+until_ok 20 grep -q '^opened' "$tmp/host-2.log" || die "the host could not open room 2"
 "$bin/examples/watch" "${client[@]}" --token "$(token --user 1 --host-of 1)" \
-  --room 1 --open 1 --seconds 60 > "$tmp/host.log" 2>&1 &
-pid[host]=$!
-until_ok 20 grep -q '^opened' "$tmp/host.log" || die "the host could not open room 1"
-
+  --room 1 --open 1 --invite 2 --pk-secs 30 --seconds 120 > "$tmp/host-1.log" 2>&1 &
+pid[host-1]=$!
+until_ok 20 grep -q '^opened' "$tmp/host-1.log" || die "the host could not open room 1"
+until_ok 20 grep -q '^accepted battle .*Applied' "$tmp/host-2.log" \
+  || die "no battle: $(grep -h '^invited\|^accepted' "$tmp"/host-*.log)"
+say "rooms 1 and 2 open, a PK battle between them running"
+# gifts USER ROOM WANT: 10 gifts by USER in ROOM, all applied; ROOM then
+# counts WANT gifts, worth total[ROOM].
+declare -A total
 gifts() {
   local out=$tmp/gifter-$1.log
   timeout 60 "$bin/examples/gifter" "${client[@]}" --token "$(token --user "$1")" \
-    --room 1 --gifts 10 > "$out" 2>&1 || die "gifter $1 failed: $(tail -n 3 "$out")"
+    --room "$2" --gifts 10 > "$out" 2>&1 || die "gifter $1 failed: $(tail -n 3 "$out")"
   local applied
   applied=$(grep -c 'Applied' "$out" || true)
   [[ $applied == 10 ]] || die "gifter $1: $applied of 10 gifts applied"
-  local want=$2 count
+  local want=$3 count
   count=$(sed -n 's/^room total [0-9]* from \([0-9]*\) gifts.*/\1/p' "$out")
-  [[ $count == "$want" ]] || die "room 1 counts $count gifts, not $want"
-  say "gifter $1: 10 gifts applied; room 1 counts $count gifts"
+  [[ $count == "$want" ]] || die "room $2 counts $count gifts, not $want"
+  total[$2]=$(sed -n 's/^room total \([0-9]*\) from.*/\1/p' "$out")
+  say "gifter $1: 10 gifts applied; room $2 counts $count gifts worth ${total[$2]}"
 }
-gifts 7 10
-# The node serving room 1: the one whose metrics count a live room.
+gifts 7 1 10
+# The node serving both battle rooms: the one whose metrics count two.
+live_on() {
+  curl -sf "http://127.0.0.1:947$1/metrics" \
+    | awk '$1 ~ /^ringside_rooms_live/ { s += $2 } END { print s + 0 }'
+}
 owner=
-for i in 1 2 3; do
-  live=$(curl -sf "http://127.0.0.1:947$i/metrics" \
-    | awk '$1 ~ /^ringside_rooms_live/ { s += $2 } END { print s + 0 }')
-  (( live > 0 )) && owner=$i
-done
-[[ -n $owner ]] || die "no origin node reports room 1 live"
+find_owner() {
+  local i
+  for i in 1 2 3; do
+    if (( $(live_on "$i") >= 2 )); then owner=$i; return 0; fi
+  done
+  return 1
+}
+until_ok 10 find_owner || die "no origin node serves both battle rooms"
+find_owner
 killed=$(date +%s%N)
 { kill -KILL "${pid[origin-$owner]}" && wait "${pid[origin-$owner]}"; } 2>/dev/null || true
-say "killed origin-$owner, which served room 1"
+unset "pid[origin-$owner]"
+say "killed origin-$owner mid-battle (SIGKILL): it served rooms 1 and 2"
 until_ok 10 links_are 2 || die "the relay has $(links) links after the kill, not 2"
-gifts 8 20
+gifts 8 1 20
 say "room 1 moved to a survivor: the second gifter (connect, then 10 gifts 100 ms apart) done $(( ($(date +%s%N) - killed) / 1000000 )) ms after the kill"
+gifts 9 2 10
+# The battle settles on the survivor (30 s from its start), its scores
+# the rooms' gift totals: every gift counted once, on both sides.
+settled() { grep -q 'PkSettled' "$tmp/host-1.log"; }
+until_ok 45 settled || die "the battle did not settle within 45 s"
+scores=$(grep -o 'PkSettled.*scores: \[[0-9]*, [0-9]*\]' "$tmp/host-1.log" | tail -n1 \
+  | grep -o '\[[0-9]*, [0-9]*\]$')
+[[ $scores == "[${total[1]}, ${total[2]}]" ]] \
+  || die "the battle settled $scores; the rooms' gifts are worth [${total[1]}, ${total[2]}]"
+say "the battle settled $scores on the survivor: every gift counted once"
 say "all checks passed"

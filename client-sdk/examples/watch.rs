@@ -8,7 +8,11 @@
 //! ```
 //!
 //! With `--open 1` and a host's token it opens the room first (goes live):
-//! only a host or an operator opens a room.
+//! only a host or an operator opens a room. A host can then start a PK
+//! battle: `--invite 2 --pk-secs 30` invites room 2's host, and a watcher
+//! of room 2 started with `--accept 1` (its host's token) accepts the first
+//! invitation it sees. When it stops it prints the room's totals and its
+//! last battle's scores (`final ...`).
 
 mod common;
 
@@ -24,6 +28,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let acked = room.open().await?;
         println!("opened {}: {:?}", room.id(), acked.outcome);
     }
+    let invite = args.num("invite", 0);
+    if invite > 0 {
+        let secs = u32::try_from(args.num("pk-secs", 30)).unwrap_or(30);
+        let acked = room.pk_invite(RoomId(invite), secs).await?;
+        println!("invited room {invite}: {:?}", acked.outcome);
+    }
+    let mut accept = args.num("accept", 0) == 1;
     println!("following {} from {}", room.id(), room.state().seq);
     let mut updates = room.updates();
     let mut events = client.events();
@@ -46,6 +57,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             () = &mut stop => break,
         }
+        if accept {
+            if let Some(i) = room.state().pk_invite {
+                accept = false;
+                let acked = room.pk_accept(i.battle).await?;
+                println!("accepted battle {}: {:?}", i.battle, acked.outcome);
+            }
+        }
         if let Some(t) = client.server_time() {
             if let Some(b) = room.state().battle {
                 let left = b.ends_at.saturating_since(t);
@@ -59,6 +77,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    let s = room.state();
+    let last = (s.battle.and_then(|b| b.result)).or(s.last_result);
+    println!(
+        "final {}: {} gifts worth {}; last battle {:?}",
+        s.room,
+        s.gift_count,
+        s.gift_value,
+        last.map(|r| (r.battle, r.scores))
+    );
     client.close().await;
     Ok(())
 }

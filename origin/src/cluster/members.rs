@@ -37,6 +37,9 @@ pub struct Members {
     /// that succeeded): this node's clock of others' leases stands still
     /// meanwhile (see [`Members::handle_failed`]).
     blind_since: Option<Instant>,
+    /// The newest key revision any listing showed: a node lease won after
+    /// it (a greater epoch) is one no listing here has seen yet.
+    newest: u64,
 }
 
 impl Members {
@@ -47,6 +50,7 @@ impl Members {
             seen: BTreeMap::new(),
             last_ok: None,
             blind_since: None,
+            newest: 0,
         }
     }
 
@@ -65,6 +69,7 @@ impl Members {
         self.last_ok = Some(now);
         let mut next = BTreeMap::new();
         for l in nodes {
+            self.newest = self.newest.max(l.revision);
             let since = match self.seen.get(&l.node) {
                 Some(&(r, since, _)) if r == l.revision => since,
                 _ => now,
@@ -109,12 +114,28 @@ impl Members {
 
     /// Whether `node` is alive at `now` in the incarnation whose lease
     /// epoch is `epoch` (`None`: any). A room claimed under an earlier
-    /// incarnation of a node that restarted is not held by it.
+    /// incarnation of a node that restarted is not held by it; one claimed
+    /// under a later incarnation than the listings showed is. A lease won
+    /// after the newest revision the listings showed is held: no listing
+    /// here could have seen it (nodes starting together claim rooms before
+    /// they see each other; a claim by a node missing from a listing older
+    /// than its lease is not a dead node's), until a listing newer than it
+    /// says (within a renewal interval: every renewal is a newer revision).
     pub fn holds(&self, node: &str, epoch: Option<u64>, now: Instant) -> bool {
+        if epoch.is_some_and(|e| e > self.newest) {
+            return true;
+        }
         let now = self.judged_at(now);
-        self.seen.get(node).is_some_and(|&(_, since, e)| {
-            now < since + self.timing.takeover_after() && epoch.is_none_or(|want| want == e)
-        })
+        self.seen
+            .get(node)
+            .is_some_and(|&(r, since, e)| match epoch {
+                // An incarnation won after the key's revision listed (the node
+                // won its lease again since, as one whose first request timed
+                // out does): held, until a listing shows whether it lives.
+                Some(want) if want > r => true,
+                Some(want) if want != e => false,
+                _ => now < since + self.timing.takeover_after(),
+            })
     }
 
     /// When the next node still alive at `now` is counted dead, if it is
@@ -171,6 +192,44 @@ mod tests {
         // A drained node's key is deleted: gone at once.
         m.handle_listed(t, listing(&[]));
         assert_eq!(m.alive(t).count(), 0);
+    }
+
+    #[test]
+    fn a_lease_newer_than_every_listing_is_held_until_a_listing_shows_it() {
+        let t0 = Instant::now();
+        let mut m = Members::new(TIMING);
+        // a and b listed; c won its lease (epoch 9) after that listing and
+        // claimed a room: this node has not seen c yet, c is not dead.
+        m.handle_listed(t0, listing(&[("a", 5), ("b", 8)]));
+        assert!(m.holds("c", Some(9), t0), "a lease no listing could show");
+        assert!(!m.holds("c", Some(7), t0), "older than the listing: gone");
+        assert!(!m.holds("c", None, t0), "no epoch to judge by");
+        // The next listing is newer than c's lease and shows it: alive.
+        m.handle_listed(t0, listing(&[("a", 10), ("b", 11), ("c", 12)]));
+        assert!(m.holds("c", Some(1), t0));
+        // A listing newer than it without it: c is gone.
+        m.handle_listed(t0, listing(&[("a", 13), ("b", 14)]));
+        assert!(!m.holds("c", Some(9), t0));
+    }
+
+    #[test]
+    fn a_claim_under_an_incarnation_newer_than_the_listed_one_is_held() {
+        let t0 = Instant::now();
+        let mut m = Members::new(TIMING);
+        // c's first lease request timed out but landed (epoch 3); it won
+        // again at 13 and claimed a room under 13. This node listed c's key
+        // at revision 5 (epoch 3), a's later renewals made 20 the newest.
+        let listed = |node: &str, revision, epoch| Listed {
+            node: node.into(),
+            revision,
+            epoch,
+        };
+        m.handle_listed(t0, [listed("a", 20, 1), listed("c", 5, 3)]);
+        assert!(m.holds("c", Some(13), t0), "not seen yet, not dead");
+        assert!(!m.holds("c", Some(2), t0), "an older incarnation's claim");
+        // Listed again: c renews under 13.
+        m.handle_listed(t0, [listed("a", 21, 1), listed("c", 22, 13)]);
+        assert!(m.holds("c", Some(13), t0) && !m.holds("c", Some(3), t0));
     }
 
     #[test]

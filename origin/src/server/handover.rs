@@ -60,6 +60,7 @@ impl Driver {
             }
             return;
         }
+        let mut answer = "kept";
         if let Ok(r) = serde_json::from_slice::<Release>(&msg.payload) {
             let (room, to) = (RoomId(r.room), RoomId(r.to));
             self.pairs.handle_pinned(room, to);
@@ -69,10 +70,15 @@ impl Driver {
                 self.keeper.release(room);
                 let changes = self.keeper.step(Instant::now()).await;
                 self.apply(changes).await;
+                answer = "released";
+            } else {
+                // Its view of the nodes still gives the pair to this node
+                // (nodes starting together): the asker waits for its claim.
+                tracing::info!(%room, partner = %to, "asked to release a room placement still gives here");
             }
         }
         if let Some(reply) = msg.reply {
-            let _ = self.nats.publish(reply, "released".into()).await;
+            let _ = self.nats.publish(reply, answer.into()).await;
         }
     }
 
@@ -115,7 +121,12 @@ impl Driver {
                     .unwrap_or_default();
                     let ask = nats.request(release_subject(&ctl, &holder), body.into());
                     match tokio::time::timeout(wait, ask).await {
-                        Ok(Ok(_)) => tracing::info!(%room, %holder, "room released to us"),
+                        Ok(Ok(m)) if &m.payload[..] == b"released" => {
+                            tracing::info!(%room, %holder, "room released to us")
+                        }
+                        Ok(Ok(_)) => {
+                            tracing::info!(%room, %holder, "the holder kept the room for now")
+                        }
                         _ => tracing::warn!(%room, %holder, "no answer to a release request"),
                     }
                 }
