@@ -151,6 +151,18 @@ impl RoomLog {
         }
     }
 
+    /// Check that the append at stream sequence `seq` is the first message
+    /// of `room`'s log after `expected`: JetStream checks the
+    /// expected-last-subject-sequence header before it replicates, and two
+    /// concurrent appends with the same expectation can both be accepted
+    /// (nats-server#4320, in 2.9 and around leader changes since). One
+    /// direct get: a replica that has the append has everything before it.
+    /// Anything else in between: [`Error::Fenced`] (this writer was cut off
+    /// or raced; its append is to be treated as failed).
+    pub async fn follows(&self, room: RoomId, expected: u64, seq: u64) -> Result<(), Error> {
+        follows(self.stream(room), self.subject(room), room, expected, seq).await
+    }
+
     /// Every entry of `room`'s log up to the last message a replica knows
     /// of, oldest first, with its stream sequence and writer. Direct gets
     /// only: no round trip through the stream's leader, so it answers while
@@ -216,7 +228,9 @@ impl RoomLog {
         expected: u64,
     ) -> Result<u64, Error> {
         let ack = self.send(room, entry, node, epoch, expected, &[]).await?;
-        finish(room, expected, ack.await)
+        let seq = finish(room, expected, ack.await)?;
+        self.follows(room, expected, seq).await?;
+        Ok(seq)
     }
 
     /// Publish without awaiting the acknowledgement.
@@ -264,6 +278,44 @@ fn parse_linked(value: &str) -> Vec<(RoomId, u64)> {
         .collect()
 }
 
+/// [`RoomLog::follows`] on `room`'s stream and subject.
+async fn follows(
+    stream: &Stream,
+    subject: String,
+    room: RoomId,
+    expected: u64,
+    seq: u64,
+) -> Result<(), Error> {
+    // A replica that has the append has everything before it: its answer
+    // settles it. One that has not applied it yet (JetStream acknowledges
+    // after a quorum; a lagging replica may answer) finds nothing: ask the
+    // stream's leader then.
+    let direct = stream
+        .direct_get_next_for_subject(subject.as_str(), Some(expected + 1))
+        .await;
+    let first = match direct {
+        Ok(m) => m.sequence,
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+            let asked = (stream.raw_message_builder())
+                .sequence(expected + 1)
+                .next_by_subject(subject)
+                .send()
+                .await;
+            asked.map_err(|e| request("check", room, e))?.sequence
+        }
+        Err(e) => return Err(request("check", room, e)),
+    };
+    match first {
+        f if f == seq => Ok(()),
+        f if f < seq => Err(Error::Fenced { room, expected }),
+        f => Err(request(
+            "check",
+            room,
+            format!("#{f} read where #{seq} was appended"),
+        )),
+    }
+}
+
 fn finish(
     room: RoomId,
     expected: u64,
@@ -302,14 +354,17 @@ async fn fence(
         epoch,
     };
     for _ in 0..FENCE_TRIES {
-        let entries = log.read(room).await?;
+        let read = log.read(room).await?;
+        // JetStream checks the expected sequence against the log as it is,
+        // strays included.
+        let expected = read.last().map_or(0, |l| l.seq);
+        let entries = valid(read);
         // A later epoch in the log: another node won the claim after this
         // one did (this node's view of it is stale). Never fence over it:
         // a room's epochs only grow along its log.
         if let Some(newer) = (entries.iter()).map(|l| l.epoch).find(|e| *e > epoch) {
             return Err(Error::Deposed { room, newer });
         }
-        let expected = entries.last().map_or(0, |l| l.seq);
         match log.append(room, &fence, node, epoch, expected).await {
             Ok(last) => return Ok((last, entries.into_iter().map(|l| l.entry).collect())),
             // Someone appended between the read and the fence: read again.
@@ -344,6 +399,38 @@ impl Logged {
     pub fn decided_since(&self, room: RoomId, epoch: Option<u64>) -> bool {
         (self.linked.iter()).any(|(r, e)| *r == room && epoch.is_none_or(|min| *e >= min))
     }
+}
+
+/// The messages of a room's log that count, oldest first: a fence counts
+/// if its epoch is at least the last counted fence's (epochs grow along a
+/// log), and records count if written at the epoch of the last counted
+/// fence (or before any fence, or without an epoch header). What is left
+/// out are strays: appends JetStream accepted although another writer's
+/// fence or records had taken the sequence they expected (concurrent
+/// appends with one expectation, nats-server#4320). Their writer's check
+/// ([`RoomLog::follows`]) failed, so it acknowledged nothing in them, and
+/// no rebuild uses them.
+pub fn valid(logged: Vec<Logged>) -> Vec<Logged> {
+    let mut current: Option<u64> = None;
+    let mut out = Vec::with_capacity(logged.len());
+    for l in logged {
+        let counts = match l.entry {
+            Entry::Fence { epoch, .. } => {
+                let newer = current.is_none_or(|c| epoch >= c);
+                if newer {
+                    current = Some(epoch);
+                }
+                newer
+            }
+            Entry::Records(_) => l.epoch == 0 || current.is_none_or(|c| l.epoch == c),
+        };
+        if counts {
+            out.push(l);
+        } else {
+            tracing::warn!(seq = l.seq, node = %l.node, epoch = l.epoch, "a stray append in a room log, left out");
+        }
+    }
+    out
 }
 
 /// The shard of `room`'s log among `shards` streams: a stable hash of its
@@ -383,13 +470,20 @@ pub struct InFlight {
     /// The sequence it must follow.
     pub expected: u64,
     ack: jetstream::context::PublishAckFuture,
+    /// The room's stream and subject, to check the append.
+    check: (Stream, String),
 }
 
 impl InFlight {
     /// Wait for JetStream's answer (bounded by the client's request
-    /// timeout): the message's sequence, or why the append failed.
+    /// timeout) and check that the append follows what it expected
+    /// ([`RoomLog::follows`]): the message's sequence, or why the append
+    /// failed (or may have: its outcome is then unknown).
     pub async fn wait(self) -> Result<u64, Error> {
-        finish(self.room, self.expected, self.ack.await)
+        let seq = finish(self.room, self.expected, self.ack.await)?;
+        let (stream, subject) = self.check;
+        follows(&stream, subject, self.room, self.expected, seq).await?;
+        Ok(seq)
     }
 }
 
@@ -498,6 +592,7 @@ impl Committer {
             .await;
         match ack {
             Ok(ack) => Ok(InFlight {
+                check: (self.log.stream(room).clone(), self.log.subject(room)),
                 room,
                 epoch: w.epoch,
                 expected: w.last,
@@ -594,5 +689,73 @@ impl Committer {
             }
         }
         acks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, node: &str, epoch: u64, fence: bool) -> Logged {
+        let entry = match fence {
+            true => Entry::Fence {
+                node: node.into(),
+                epoch,
+            },
+            false => Entry::Records(Vec::new()),
+        };
+        Logged {
+            seq,
+            node: node.into(),
+            epoch,
+            linked: Vec::new(),
+            entry,
+        }
+    }
+
+    fn seqs(logged: Vec<Logged>) -> Vec<u64> {
+        valid(logged).into_iter().map(|l| l.seq).collect()
+    }
+
+    #[test]
+    fn strays_past_a_newer_fence_do_not_count() {
+        // a writes at 5; b fences at 9 and writes; a's append raced b's
+        // fence and was accepted after it (seq 4): a stray.
+        let log = vec![
+            msg(1, "a", 5, true),
+            msg(2, "a", 5, false),
+            msg(3, "b", 9, true),
+            msg(4, "a", 5, false),
+            msg(5, "b", 9, false),
+        ];
+        assert_eq!(seqs(log), [1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn a_racing_fence_with_an_older_epoch_does_not_count_nor_its_records() {
+        // Two fences expecting the same sequence, both accepted: the newer
+        // epoch counts wherever it landed; the older one is a stray.
+        let log = vec![
+            msg(1, "a", 5, true),
+            msg(2, "b", 9, true),
+            msg(3, "c", 7, true),
+            msg(4, "c", 7, false),
+            msg(5, "b", 9, false),
+        ];
+        assert_eq!(seqs(log), [1, 2, 5]);
+        // The same writer fencing twice at one epoch (a room lost and won
+        // again under the same claim) counts both times.
+        let again = vec![
+            msg(1, "a", 5, true),
+            msg(2, "a", 5, false),
+            msg(3, "a", 5, true),
+            msg(4, "a", 5, false),
+        ];
+        assert_eq!(seqs(again), [1, 2, 3, 4]);
+        // Records before any fence, or without an epoch, count.
+        assert_eq!(
+            seqs(vec![msg(1, "", 0, false), msg(2, "a", 3, false)]),
+            [1, 2]
+        );
     }
 }

@@ -328,7 +328,7 @@ pub use config::Config;
 pub use entry::{last_writer, merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
 pub use error::Error;
 pub use log::{
-    shard_of, Appended, Committer, InFlight, Logged, RoomLog, HEADER_EPOCH, HEADER_LINKED,
+    shard_of, valid, Appended, Committer, InFlight, Logged, RoomLog, HEADER_EPOCH, HEADER_LINKED,
     HEADER_NODE,
 };
 pub use members::{Listed, Members};

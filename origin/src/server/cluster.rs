@@ -572,7 +572,12 @@ impl Driver {
             .collect();
         let log = self.committer.log();
         let reads = join_all(pairs.into_iter().map(|(room, partner, epoch)| async move {
-            (room, partner, epoch, log.read(partner).await)
+            (
+                room,
+                partner,
+                epoch,
+                log.read(partner).await.map(cluster::valid),
+            )
         }))
         .await;
         for (room, partner, epoch, read) in reads {

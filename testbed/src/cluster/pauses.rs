@@ -224,11 +224,12 @@ impl ClusterEvidence {
         }
         let w = &self.writers;
         v.push(format!(
-            "room logs: {} rooms, {} messages, {} fences, {} rooms moved; {}",
+            "room logs: {} rooms, {} messages, {} fences, {} rooms moved, {} stray appends set aside; {}",
             w.rooms,
             w.messages,
             w.fences,
             w.moved_rooms,
+            w.strays,
             if w.ok() {
                 "one writer per stretch everywhere".to_owned()
             } else {

@@ -78,8 +78,8 @@ pub fn one_writer(c: &crate::cluster::ClusterEvidence) -> Check {
         (None, None) => (
             true,
             format!(
-                "{} rooms, {} messages, {} fences, {} rooms moved",
-                w.rooms, w.messages, w.fences, w.moved_rooms
+                "{} rooms, {} messages, {} fences, {} rooms moved, {} stray appends set aside (accepted by JetStream past another writer's, acknowledged by no one, read by no rebuild)",
+                w.rooms, w.messages, w.fences, w.moved_rooms, w.strays
             ),
         ),
     };
