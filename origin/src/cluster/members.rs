@@ -37,9 +37,8 @@ pub struct Members {
     /// that succeeded): this node's clock of others' leases stands still
     /// meanwhile (see [`Members::handle_failed`]).
     blind_since: Option<Instant>,
-    /// The newest key revision any listing showed: a node lease won after
-    /// it (a greater epoch) is one no listing here has seen yet.
-    newest: u64,
+    /// Nodes no listing here has shown, met in a claim: when first met.
+    unknown: std::cell::RefCell<BTreeMap<String, Instant>>,
 }
 
 impl Members {
@@ -50,7 +49,7 @@ impl Members {
             seen: BTreeMap::new(),
             last_ok: None,
             blind_since: None,
-            newest: 0,
+            unknown: Default::default(),
         }
     }
 
@@ -69,7 +68,6 @@ impl Members {
         self.last_ok = Some(now);
         let mut next = BTreeMap::new();
         for l in nodes {
-            self.newest = self.newest.max(l.revision);
             let since = match self.seen.get(&l.node) {
                 Some(&(r, since, _)) if r == l.revision => since,
                 _ => now,
@@ -77,6 +75,12 @@ impl Members {
             next.insert(l.node, (l.revision, since, l.epoch));
         }
         self.seen = next;
+        // Forget nodes listed since, and those unknown for long (bounded
+        // by the nodes whose claims this node meets).
+        let keep = self.timing.takeover_after() * 10;
+        let seen = &self.seen;
+        (self.unknown.get_mut())
+            .retain(|n, at| !seen.contains_key(n) && now.saturating_duration_since(*at) < keep);
     }
 
     /// The bucket could not be listed at `now` (its stream is electing a
@@ -115,27 +119,26 @@ impl Members {
     /// Whether `node` is alive at `now` in the incarnation whose lease
     /// epoch is `epoch` (`None`: any). A room claimed under an earlier
     /// incarnation of a node that restarted is not held by it; one claimed
-    /// under a later incarnation than the listings showed is. A lease won
-    /// after the newest revision the listings showed is held: no listing
-    /// here could have seen it (nodes starting together claim rooms before
-    /// they see each other; a claim by a node missing from a listing older
-    /// than its lease is not a dead node's), until a listing newer than it
-    /// says (within a renewal interval: every renewal is a newer revision).
+    /// under a later incarnation than the listings showed is. A node no
+    /// listing has shown is held for `ttl + margin` from when this node
+    /// first met it (nodes starting together claim rooms before they see
+    /// each other, and between full listings only known nodes are read:
+    /// unknown is not dead), then counted dead.
     pub fn holds(&self, node: &str, epoch: Option<u64>, now: Instant) -> bool {
-        if epoch.is_some_and(|e| e > self.newest) {
-            return true;
-        }
         let now = self.judged_at(now);
-        self.seen
-            .get(node)
-            .is_some_and(|&(r, since, e)| match epoch {
-                // An incarnation won after the key's revision listed (the node
-                // won its lease again since, as one whose first request timed
-                // out does): held, until a listing shows whether it lives.
-                Some(want) if want > r => true,
-                Some(want) if want != e => false,
-                _ => now < since + self.timing.takeover_after(),
-            })
+        let Some(&(r, since, e)) = self.seen.get(node) else {
+            let mut unknown = self.unknown.borrow_mut();
+            let met = *unknown.entry(node.to_owned()).or_insert(now);
+            return now < met + self.timing.takeover_after();
+        };
+        match epoch {
+            // An incarnation won after the key's revision listed (the node
+            // won its lease again since, as one whose first request timed
+            // out does): held, until a listing shows whether it lives.
+            Some(want) if want > r => true,
+            Some(want) if want != e => false,
+            _ => now < since + self.timing.takeover_after(),
+        }
     }
 
     /// When the next node still alive at `now` is counted dead, if it is
@@ -195,21 +198,21 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_newer_than_every_listing_is_held_until_a_listing_shows_it() {
+    fn a_node_no_listing_showed_is_held_for_a_takeover_interval_from_first_met() {
         let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
         let mut m = Members::new(TIMING);
-        // a and b listed; c won its lease (epoch 9) after that listing and
-        // claimed a room: this node has not seen c yet, c is not dead.
+        // a and b listed; c won its lease after that and claimed a room:
+        // this node has not seen c yet, c is not dead.
         m.handle_listed(t0, listing(&[("a", 5), ("b", 8)]));
-        assert!(m.holds("c", Some(9), t0), "a lease no listing could show");
-        assert!(!m.holds("c", Some(7), t0), "older than the listing: gone");
-        assert!(!m.holds("c", None, t0), "no epoch to judge by");
-        // The next listing is newer than c's lease and shows it: alive.
-        m.handle_listed(t0, listing(&[("a", 10), ("b", 11), ("c", 12)]));
-        assert!(m.holds("c", Some(1), t0));
-        // A listing newer than it without it: c is gone.
-        m.handle_listed(t0, listing(&[("a", 13), ("b", 14)]));
-        assert!(!m.holds("c", Some(9), t0));
+        assert!(m.holds("c", Some(9), at(100)), "first met: held");
+        assert!(m.holds("c", Some(9), at(3599)), "ttl + margin from then");
+        // Listed meanwhile: judged by its lease from then on.
+        m.handle_listed(at(1000), listing(&[("a", 10), ("b", 11), ("c", 12)]));
+        assert!(m.holds("c", Some(1), at(4000)));
+        // Never listed: dead once unknown for ttl + margin.
+        assert!(m.holds("d", Some(9), at(5000)));
+        assert!(!m.holds("d", Some(9), at(8500)));
     }
 
     #[test]
