@@ -93,25 +93,47 @@ async fn a_room_taken_over_has_one_writer_per_stretch_and_a_forged_append_is_cau
     let nodes: Vec<&str> = rooms[&room].iter().map(|m| m.node.as_str()).collect();
     assert_eq!(nodes, ["node-a", "node-a", "node-b", "node-b"]);
 
-    // A message published past the fencing (no expected sequence), as a
-    // deposed node without fencing would: two writers.
+    // Messages published past the fencing (no expected sequence).
     let client = nats::connect(&servers.urls()).await.expect("client");
     let js = jetstream::new(client);
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER_NODE, "node-a");
-    headers.insert(HEADER_EPOCH, "10");
-    let payload = protocol::codec::encode(&Entry::Records(vec![record(5)])).expect("encode");
-    js.publish_with_headers(log.subject(room), headers, payload.into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
-    let rooms = writers::by_room(
-        logs::read_all(&servers.urls(), &config)
-            .await
-            .expect("read"),
-    );
+    let publish = |node: &str, epoch: String| {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_NODE, node);
+        headers.insert(HEADER_EPOCH, epoch.as_str());
+        let payload = protocol::codec::encode(&Entry::Records(vec![record(5)])).expect("encode");
+        let js = js.clone();
+        let subject = log.subject(room);
+        async move {
+            (js.publish_with_headers(subject, headers, payload.into())
+                .await)
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+    };
+    let read = || async {
+        writers::by_room(
+            logs::read_all(&servers.urls(), &config)
+                .await
+                .expect("read"),
+        )
+    };
+    // The deposed node at its old epoch (as JetStream lets a racing
+    // append through): a stray, which no rebuild reads.
+    publish("node-a", "10".into()).await;
+    let rooms = read().await;
     let report = writers::check(&rooms);
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(report.strays, 1);
+    // Another node at the current writer's epoch: two writers.
+    let epoch = (rooms[&room].iter().rev())
+        .find_map(|m| match &m.entry {
+            Entry::Fence { epoch, .. } => Some(*epoch),
+            Entry::Records(_) => None,
+        })
+        .expect("fenced");
+    publish("node-x", epoch.to_string()).await;
+    let report = writers::check(&read().await);
     assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
     assert_eq!(report.violations[0].room, room);
     assert!(report.violations[0].what.contains("two writers"));
