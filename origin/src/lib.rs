@@ -52,6 +52,8 @@
 //! - `cluster/policy.rs`: which live node should own which room.
 //! - `cluster/pairs.rs`: PK battles across nodes: pin, fetch, let go.
 //! - `cluster/members.rs`: which nodes are alive, from their node leases.
+//! - `cluster/strays.rs`: which messages of a room's log count (racing
+//!   appends JetStream let through are left out).
 //! - `cluster/config.rs`: the `[cluster]` settings (absent by default).
 //! - `kpi.rs`: the interaction KPIs, from records and presence.
 //! - `wal/format.rs`: the log's record framing and its decoder.
@@ -71,6 +73,8 @@
 //! - `server/cluster.rs`: cluster mode's driver in place of the authority
 //!   task and the commit thread: membership, rooms won (rebuilt) and lost
 //!   (`Moved`), PK pairs fetched across nodes, rooms handed over.
+//! - `server/rewin.rs`: cluster mode: rooms let go for a failed append or
+//!   fence, won again after a doubling wait, battle partners together.
 //! - `server/parked.rs`: cluster mode: requests waiting while their room
 //!   is won (bounded in all, per room and in time).
 //! - `server/route.rs`: cluster mode: a batch routed (`Moved`, `Redirect`,

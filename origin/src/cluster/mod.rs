@@ -41,6 +41,7 @@
 //!   records split per room, and rebuilding the rules from a room's entries.
 //! - `members.rs`: which nodes (and which incarnation of each) are alive,
 //!   from their node leases.
+//! - `strays.rs`: which messages of a room's log count (`valid`).
 //! - `policy.rs`: which live node should own which room (rendezvous
 //!   hashing; a PK battle's rooms pinned together).
 //! - `pairs.rs`: PK battles across nodes: which rooms to pin, fetch from
@@ -323,14 +324,16 @@ pub mod node;
 pub mod pairs;
 mod placement;
 mod policy;
+mod strays;
 
 pub use config::Config;
 pub use entry::{last_writer, merge_tail, rebuild, rebuild_room, split, split_linked, Entry};
 pub use error::Error;
 pub use log::{
-    shard_of, valid, Appended, Committer, InFlight, Logged, RoomLog, HEADER_EPOCH, HEADER_LINKED,
+    shard_of, Appended, Committer, InFlight, Logged, RoomLog, HEADER_EPOCH, HEADER_LINKED,
     HEADER_NODE,
 };
 pub use members::{Listed, Members};
 pub use placement::{Outcome, Placement};
 pub use policy::Policy;
+pub use strays::valid;

@@ -57,8 +57,8 @@ use crate::rules::Authority;
 const SWEEP_EVERY: u32 = 10;
 /// A room dropped for a failed append or fence is wanted again after
 /// this, doubling with every failure in a row up to [`REWIN_MAX`].
-const REWIN_FIRST: Duration = Duration::from_millis(50);
-const REWIN_MAX: Duration = Duration::from_millis(500);
+pub(super) const REWIN_FIRST: Duration = Duration::from_millis(50);
+pub(super) const REWIN_MAX: Duration = Duration::from_millis(500);
 /// Most inputs decided in one group commit.
 const MAX_BATCH: usize = 4096;
 /// Most outputs waiting for their appends: beyond it the driver takes no
@@ -620,54 +620,6 @@ impl Driver {
                 self.drop_room(room, &mut items);
                 self.pending_items.append(&mut items);
                 self.retry(room);
-            }
-        }
-    }
-
-    /// Hand `room`'s claim back now (its append or fence failed: the
-    /// outcome is unknown, or another node wrote) and, while the policy
-    /// still gives it to this node, want it again once the release has
-    /// run: a new epoch, fenced and rebuilt from the log.
-    ///
-    /// A battle's rooms go together: a partner held here is dropped and
-    /// won again with it. (Served alone, its gifts would move a battle
-    /// score whose other half is not here to move.)
-    pub(super) fn retry(&mut self, room: RoomId) {
-        self.retry_one(room);
-        for partner in self.linked(room, true) {
-            if self.held.contains(&partner) {
-                tracing::info!(%room, %partner, "battle partner dropped with it");
-                let mut moved = Vec::new();
-                self.unserve(partner, &mut moved);
-                self.pending_moved.extend(moved);
-                self.retry_one(partner);
-            }
-        }
-    }
-
-    fn retry_one(&mut self, room: RoomId) {
-        self.keeper.release(room);
-        let now = Instant::now();
-        let tries = self.failures.entry(room).or_default();
-        let wait = REWIN_FIRST * 2u32.saturating_pow((*tries).min(5));
-        *tries += 1;
-        self.rewin.insert(room, now + wait.min(REWIN_MAX));
-    }
-
-    /// Want again the rooms [`Driver::retry`] let go whose wait is over.
-    fn win_again(&mut self) {
-        let now = Instant::now();
-        let due: Vec<RoomId> = (self.rewin.iter())
-            .filter(|(_, at)| **at <= now)
-            .map(|(room, _)| *room)
-            .collect();
-        for room in due {
-            self.rewin.remove(&room);
-            if !self.held.contains(&room) && self.elsewhere(room).is_none() {
-                tracing::debug!(%room, "wanting a dropped room again");
-                self.keeper.want(now, room);
-            } else {
-                tracing::debug!(%room, held = self.held.contains(&room), elsewhere = ?self.elsewhere(room), "not wanting a dropped room again");
             }
         }
     }

@@ -44,6 +44,7 @@ mod outs;
 mod parked;
 mod pipeline;
 mod publish;
+mod rewin;
 mod route;
 mod shared;
 
