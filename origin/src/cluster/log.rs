@@ -41,10 +41,11 @@ const FENCE_TRIES: usize = 8;
 pub struct RoomLog {
     js: Context,
     /// One per shard, in shard order.
-    streams: Vec<Stream>,
+    /// (Shared: each append in flight holds the log to check itself.)
+    streams: std::sync::Arc<[Stream]>,
     /// Their names.
-    names: Vec<String>,
-    prefix: String,
+    names: std::sync::Arc<[String]>,
+    prefix: std::sync::Arc<str>,
 }
 
 impl RoomLog {
@@ -107,9 +108,9 @@ impl RoomLog {
         }
         Ok(RoomLog {
             js,
-            streams,
-            names,
-            prefix: config.subject_prefix.clone(),
+            streams: streams.into(),
+            names: names.into(),
+            prefix: config.subject_prefix.as_str().into(),
         })
     }
 
@@ -438,8 +439,8 @@ pub struct InFlight {
     /// The sequence it must follow.
     pub expected: u64,
     ack: jetstream::context::PublishAckFuture,
-    /// The room's stream and subject, to check the append.
-    check: (Stream, String),
+    /// The log, to check the append.
+    log: RoomLog,
 }
 
 impl InFlight {
@@ -449,8 +450,7 @@ impl InFlight {
     /// failed (or may have: its outcome is then unknown).
     pub async fn wait(self) -> Result<u64, Error> {
         let seq = finish(self.room, self.expected, self.ack.await)?;
-        let (stream, subject) = self.check;
-        follows(&stream, subject, self.room, self.expected, seq).await?;
+        self.log.follows(self.room, self.expected, seq).await?;
         Ok(seq)
     }
 }
@@ -560,7 +560,7 @@ impl Committer {
             .await;
         match ack {
             Ok(ack) => Ok(InFlight {
-                check: (self.log.stream(room).clone(), self.log.subject(room)),
+                log: self.log.clone(),
                 room,
                 epoch: w.epoch,
                 expected: w.last,
