@@ -71,6 +71,12 @@ pub struct Config {
     pub client_budget: usize,
     /// Send critical messages twice this far apart (microseconds); 0 = once.
     pub redundancy_us: u64,
+    /// A client sent room events less than this long ago (microseconds)
+    /// gets the next ones at most this long after the last, several to a
+    /// datagram; a client of a quiet room gets them at once. Answers to the
+    /// client itself (acks, pongs) never wait. 0: every event at once. See
+    /// `hub_driver.rs`.
+    pub fanout_linger_us: u64,
     /// What one client (connection, user, address) may make the relay
     /// hold or do: see [`crate::admission::Limits`].
     pub limits: crate::admission::Limits,
@@ -108,6 +114,7 @@ impl Default for Config {
             ring: 2048,
             client_budget: 256 * 1024,
             redundancy_us: 4_000,
+            fanout_linger_us: 2_000,
             limits: crate::admission::Limits::default(),
             drain_timeout_ms: 5_000,
             tuning: Tuning::client_facing(),

@@ -2,16 +2,19 @@
 //! connections and the upstream link report ([`HubIn`]), wakes it when it
 //! has something due, and carries its outputs to each client's queue and to
 //! the upstream link (in cluster mode, to the router that hands each
-//! message to its room's origin node: `cluster/mod.rs`).
+//! message to its room's origin node: `cluster/mod.rs`). When each client's
+//! writer is woken for what it was given is [`Linger`]'s rule: at once for a
+//! quiet room or an answer, at most once per window for a busy room.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protocol::message::{ActionMsg, Actor, DownMsg, ErrorCode, UpMsg};
-use protocol::{RoomId, Seq, SessionId, UserId};
+use protocol::{Class, RoomId, Seq, SessionId, UserId};
 use tokio::sync::mpsc;
 
-use crate::hub::{ClientId, Hub, Output};
+use crate::hub::{ClientId, Hub, Out, Output};
+use crate::linger::Linger;
 use crate::queue::OutTx;
 
 /// Inputs of the hub's driver.
@@ -83,6 +86,8 @@ struct Driver {
     drain: Option<mpsc::Sender<usize>>,
     /// Clients given outputs in this round whose writers must be woken.
     to_wake: Vec<ClientId>,
+    /// When each writer is woken.
+    linger: Linger,
 }
 
 /// Inputs taken in one round before the outputs go out: what queued up
@@ -93,16 +98,23 @@ const INPUTS_PER_ROUND: usize = 64;
 /// Drive the hub: feed it inputs, wake it when it has something due
 /// ([`Hub::poll_timeout`]), hand what it has for the origin to the link as
 /// fast as the link takes it, and deliver its outputs.
-pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::Sender<UpMsg>) {
+pub(crate) async fn run_hub(
+    hub: Hub,
+    mut rx: mpsc::Receiver<HubIn>,
+    up: mpsc::Sender<UpMsg>,
+    linger: Duration,
+) {
     let mut d = Driver {
         hub,
         clients: BTreeMap::new(),
         drain: None,
         to_wake: Vec::new(),
+        linger: Linger::new(linger),
     };
     loop {
         let wants_up = d.hub.has_upstream();
         let wake = d.hub.poll_timeout();
+        let lingered = d.linger.poll_timeout();
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
@@ -124,6 +136,7 @@ pub(crate) async fn run_hub(hub: Hub, mut rx: mpsc::Receiver<HubIn>, up: mpsc::S
                 }
             }
             () = sleep_until(wake) => d.hub.handle_timeout(Instant::now()),
+            () = sleep_until(lingered) => d.linger.take_due(Instant::now(), &mut d.to_wake),
         }
         d.deliver();
     }
@@ -167,6 +180,7 @@ impl Driver {
             HubIn::Resync { client, room, from } => hub.handle_resync(now, client, room, from),
             HubIn::ClientGone { client, clean } => {
                 self.clients.remove(&client);
+                self.linger.forget(client);
                 hub.handle_client_gone(now, client, clean);
             }
             HubIn::Standby { client, primary } => hub.handle_standby(client, primary),
@@ -185,21 +199,31 @@ impl Driver {
     /// full is cut off. Each writer is woken once, after the whole round is
     /// queued. A drain is told when the last client has gone.
     fn deliver(&mut self) {
+        let now = Instant::now();
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Client(id, out) => {
                     let Some(link) = self.clients.get(&id) else {
                         continue;
                     };
+                    // Room events may wait for the client's next wake;
+                    // answers to the client itself may not.
+                    let urgent =
+                        !matches!(&out, Out::Datagram(item) if item.class != Class::Session);
                     match link.out.push_quiet(out) {
-                        Ok(true) => self.to_wake.push(id),
-                        Ok(false) | Err(false) => {}
+                        Ok(signal) => {
+                            if (signal || urgent) && self.linger.queued(now, id, urgent) {
+                                self.to_wake.push(id);
+                            }
+                        }
+                        Err(false) => {}
                         Err(true) => {
                             tracing::warn!(client = id, "client queue full; cutting it off");
                             net::close(&link.conn, ErrorCode::Flood, "client too slow");
                             self.hub.metrics().closed_with(ErrorCode::Flood);
                             self.clients.remove(&id);
-                            self.hub.handle_client_gone(Instant::now(), id, false);
+                            self.linger.forget(id);
+                            self.hub.handle_client_gone(now, id, false);
                         }
                     }
                 }

@@ -27,6 +27,8 @@
 //! - `admission.rs`: who may connect, act and ask, and how often.
 //! - `cache.rs`: one room's latest state and ring of recent events.
 //! - `sched.rs`: one client's datagram scheduler (classes, shedding, copies).
+//! - `linger.rs`: when a client's writer is woken: at once for a quiet room
+//!   or an answer, once per window for a busy room (events batched).
 //! - `hub/mod.rs`: the hub's contract and invariants; the files below.
 //! - `hub/out.rs`: what the hub hands its driver, and message encodings.
 //! - `hub/state.rs`: the hub's settings and state per room, client, action.
@@ -68,6 +70,7 @@ pub mod config;
 pub(crate) mod conn;
 pub mod hub;
 pub(crate) mod hub_driver;
+pub mod linger;
 pub mod metrics;
 pub mod origin_estimate;
 pub(crate) mod queue;

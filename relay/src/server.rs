@@ -146,6 +146,7 @@ impl Relay {
             Hub::with_metrics(settings, metrics.clone()),
             hub_rx,
             up_tx,
+            Duration::from_micros(config.fanout_linger_us),
         ));
         let trust = Arc::new(Mutex::new(upstream::Trust {
             file: config.origin_cert.clone(),

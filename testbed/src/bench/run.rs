@@ -85,6 +85,8 @@ pub struct Plan {
     pub redundancy: bool,
     /// The relay's `redundancy_us` when `redundancy` is on.
     pub redundancy_us: u64,
+    /// The relay's `fanout_linger_us` (`None`: the relay's default).
+    pub linger_us: Option<u64>,
 }
 
 impl Default for Plan {
@@ -118,6 +120,7 @@ impl Default for Plan {
             nats: None,
             redundancy: true,
             redundancy_us: 4_000,
+            linger_us: None,
         }
     }
 }
@@ -306,10 +309,14 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     } else {
         0
     };
+    let knobs = servers::RelayKnobs {
+        redundancy_us,
+        linger_us: plan.linger_us,
+    };
     let servers = servers::start(
         &plan.exe,
         plan.sender_on_other_relay,
-        redundancy_us,
+        knobs,
         &dir,
         &cert,
         &key,

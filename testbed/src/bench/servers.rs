@@ -89,13 +89,21 @@ impl Servers {
     }
 }
 
+/// The relays' settings a bench run chooses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelayKnobs {
+    /// Critical messages twice this far apart (0: once).
+    pub redundancy_us: u64,
+    /// The relays' `fanout_linger_us` (`None`: their default).
+    pub linger_us: Option<u64>,
+}
+
 /// Start the echo, the origin and the relay (and a second relay when
-/// `second_relay`), children of `exe`; the relays double critical messages
-/// `redundancy_us` apart (0: off).
+/// `second_relay`), children of `exe`, set as `knobs` says.
 pub(crate) async fn start(
     exe: &Path,
     second_relay: bool,
-    redundancy_us: u64,
+    knobs: RelayKnobs,
     dir: &Path,
     cert: &Path,
     key: &Path,
@@ -139,7 +147,7 @@ pub(crate) async fn start(
     ))
     .await?;
     let relay_env = |name: &str| {
-        vec![
+        let mut env = vec![
             ("RINGSIDE_RELAY_NAME", name.to_string()),
             ("RINGSIDE_RELAY_REGION", "bench".into()),
             ("RINGSIDE_RELAY_LISTEN", "127.0.0.1:0".into()),
@@ -171,8 +179,15 @@ pub(crate) async fn start(
             ),
             ("RINGSIDE_RELAY_LIMITS__HANDSHAKES_PER_SEC", "100000".into()),
             ("RINGSIDE_RELAY_LIMITS__HANDSHAKE_BURST", "100000".into()),
-            ("RINGSIDE_RELAY_REDUNDANCY_US", redundancy_us.to_string()),
-        ]
+            (
+                "RINGSIDE_RELAY_REDUNDANCY_US",
+                knobs.redundancy_us.to_string(),
+            ),
+        ];
+        if let Some(us) = knobs.linger_us {
+            env.push(("RINGSIDE_RELAY_FANOUT_LINGER_US", us.to_string()));
+        }
+        env
     };
     let relay = Server::spawn(spawn(
         "relay",

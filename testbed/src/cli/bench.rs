@@ -136,6 +136,11 @@ pub struct Args {
     /// The relay's redundancy_us (and the SDK's copy delay) when on.
     #[arg(long, value_name = "US", default_value_t = 4000)]
     redundancy_us: u64,
+    /// The relay's fanout_linger_us: a client sent events less than this
+    /// long ago gets the next ones together this long after (0: each at
+    /// once). Default: the relay's own default.
+    #[arg(long, value_name = "US")]
+    linger_us: Option<u64>,
     /// Write the figures as JSON here too.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -195,6 +200,7 @@ impl Args {
             nats: self.peer.as_ref().map(|_| self.nats_server.clone()),
             redundancy: !self.no_redundancy,
             redundancy_us: self.redundancy_us,
+            linger_us: self.linger_us,
         })
     }
 }
@@ -331,6 +337,17 @@ fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
         "origin log: {} on {fs}; every group commit fdatasyncs before anything is acked \
          (durability on)\n",
         r.data_dir
+    ));
+    o.push_str(&format!(
+        "fan-out linger: {}\n",
+        match plan.linger_us {
+            Some(0) => "off (every event to every client at once)".to_string(),
+            Some(us) => format!("{us} µs (--linger-us)"),
+            None => format!(
+                "the relay's default, {} µs (a busy room's events go together, at most that late)",
+                relay::config::Config::default().fanout_linger_us
+            ),
+        }
     ));
     o.push_str(&format!(
         "redundancy: {}\n\n",
