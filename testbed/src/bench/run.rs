@@ -110,7 +110,7 @@ impl Default for Plan {
             burst_clients: 1_000,
             bursts: 20,
             clients: 10_000,
-            idle: Duration::from_secs(10),
+            idle: Duration::from_secs(40),
             per_endpoint: 250,
             concurrency: 64,
             connect_limit: Duration::from_secs(120),
