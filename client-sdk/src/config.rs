@@ -30,11 +30,15 @@ pub struct Config {
     /// Send a copy of each critical action this long after it (default
     /// 8 ms); `None` sends once (and no second copy either).
     pub redundancy: Option<Duration>,
-    /// Send a second copy this long after the action (default 24 ms:
+    /// Send a second copy this long after the action (default 16 ms:
     /// beyond a burst of losses the first copy may share with it); `None`:
     /// one copy. Only with `redundancy`; a copy is not sent once the
     /// answer is in.
     pub second_copy: Option<Duration>,
+    /// Send a third copy this long after the action (default 32 ms: past a
+    /// long burst, sooner than the stream fallback); `None`: two copies at
+    /// most. Only with `second_copy`.
+    pub third_copy: Option<Duration>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
     /// Use datagrams (the default). Off, everything travels on the reliable
@@ -74,6 +78,7 @@ impl Default for Config {
             tuning: Tuning::default(),
             redundancy: Some(crate::retry::COPY_DELAY),
             second_copy: Some(crate::retry::SECOND_COPY_DELAY),
+            third_copy: Some(crate::retry::THIRD_COPY_DELAY),
             connect_timeout: Duration::from_millis(1500),
             datagrams: true,
             probe: true,

@@ -2,15 +2,16 @@
 //!
 //! An action goes first as a datagram, and again as copy datagrams a few
 //! milliseconds later ([`Policy::copy_delay`], [`Policy::second_copy_delay`],
-//! both from the first send), so one lost packet costs nothing (an action is
-//! one small packet from one user: the copies are cheap). Losses come in
-//! bursts (a Wi-Fi fade, a queue overflowing on a shared hop): a copy a few
-//! milliseconds after the original falls in the same burst, so the copies
-//! are spread out — the first soon (an isolated loss costs a few ms), the
-//! second late enough to clear a burst of several packets — and a copy not
-//! yet sent when the answer comes is not sent at all. The original and its
-//! two copies stay within the copies the relay forwards without charging
-//! the user's rate (its `FREE_COPIES`, 3, counts the stream fallback too).
+//! [`Policy::third_copy_delay`], all from the first send), so a lost packet
+//! costs little (an action is one small packet from one user: the copies
+//! are cheap). Losses come in bursts (a Wi-Fi fade, a queue overflowing on
+//! a shared hop): a copy a few milliseconds after the original falls in the
+//! same burst, so the copies are spread out — the first soon (an isolated
+//! loss costs 8 ms), the second past a typical burst, the third past a long
+//! one and still well before the stream fallback — and a copy not yet sent
+//! when the answer comes is not sent at all. The original and its three
+//! copies stay within the copies the relay forwards without charging the
+//! user's rate (its `FREE_COPIES`, 4, counts the first stream fallback too).
 //! If no answer comes within
 //! the retransmission timeout, it goes on the reliable control stream, and
 //! again on the stream at a backed-off interval (at least
@@ -139,7 +140,14 @@ pub const COPY_DELAY: Duration = Duration::from_millis(8);
 /// The second copy's delay (from the first send) by default: past a burst
 /// of several packets on a busy shared hop (a few milliseconds at a
 /// thousand packets a second), yet well inside a round trip.
-pub const SECOND_COPY_DELAY: Duration = Duration::from_millis(24);
+pub const SECOND_COPY_DELAY: Duration = Duration::from_millis(16);
+/// The third copy's delay (from the first send) by default: past a long
+/// burst, and still sooner than the stream fallback (a retransmission
+/// timeout, then a stream round trip). Measured in the bursty-loss scenario
+/// (README, "Under bad networks").
+pub const THIRD_COPY_DELAY: Duration = Duration::from_millis(32);
+/// Copy datagrams an action may have.
+pub const MAX_COPIES: usize = 3;
 
 /// The first stream resend of an unanswered action waits at least this long,
 /// or twice the retransmission timeout if that is longer.
@@ -158,6 +166,9 @@ pub struct Policy {
     /// Send a second copy datagram this long after the first send (with
     /// [`Policy::copy_delay`] set); `None`: one copy.
     pub second_copy_delay: Option<Duration>,
+    /// Send a third copy datagram this long after the first send (with the
+    /// second set); `None`: two copies at most.
+    pub third_copy_delay: Option<Duration>,
     /// Whether to use datagrams at all; off, every send goes on the stream.
     pub datagrams: bool,
     /// Most actions on the wire (sent, no answer yet) at once; at least 1.
@@ -171,6 +182,7 @@ impl Default for Policy {
         Policy {
             copy_delay: Some(COPY_DELAY),
             second_copy_delay: Some(SECOND_COPY_DELAY),
+            third_copy_delay: Some(THIRD_COPY_DELAY),
             datagrams: true,
             window: 32,
             seed: 1,
@@ -209,7 +221,7 @@ enum Stage {
     /// Sent, no answer yet.
     Wire {
         /// When the copy datagrams are due, those still owed.
-        copy_at: [Option<Instant>; 2],
+        copy_at: [Option<Instant>; MAX_COPIES],
         /// When it goes (again) on the stream.
         resend_at: Instant,
         /// Stream resends so far.
@@ -444,7 +456,7 @@ impl Retry {
             if *resend_at <= now {
                 let fallback = !*on_stream;
                 timeouts += usize::from(fallback);
-                *copy_at = [None; 2];
+                *copy_at = [None; MAX_COPIES];
                 *on_stream = true;
                 *resends += 1;
                 *resend_at = later(now, stream_gap(rto, *resends));
@@ -465,12 +477,25 @@ impl Retry {
     }
 
     /// When the copies of an action first sent at `now` are due.
-    fn copies_from(&self, now: Instant) -> [Option<Instant>; 2] {
-        let Some(first) = self.policy.copy_delay else {
-            return [None; 2];
-        };
-        let second = self.policy.second_copy_delay.filter(|d| *d > first);
-        [Some(later(now, first)), second.map(|d| later(now, d))]
+    fn copies_from(&self, now: Instant) -> [Option<Instant>; MAX_COPIES] {
+        let mut at = [None; MAX_COPIES];
+        let delays = [
+            self.policy.copy_delay,
+            self.policy.second_copy_delay,
+            self.policy.third_copy_delay,
+        ];
+        // Each copy needs the one before it, and comes later than it.
+        let mut last = Duration::ZERO;
+        for (slot, delay) in at.iter_mut().zip(delays) {
+            match delay {
+                Some(d) if d > last => {
+                    *slot = Some(later(now, d));
+                    last = d;
+                }
+                _ => break,
+            }
+        }
+        at
     }
 
     /// Send waiting actions, oldest first, as the hold, the window and the
@@ -526,7 +551,7 @@ impl Retry {
                     on_stream: false,
                 },
                 Path::Stream => Stage::Wire {
-                    copy_at: [None; 2],
+                    copy_at: [None; MAX_COPIES],
                     resend_at: later(now, stream_gap(rto, 1)),
                     resends: 0,
                     on_stream: true,

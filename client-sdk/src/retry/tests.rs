@@ -49,6 +49,7 @@ fn retry() -> Retry {
         Policy {
             copy_delay: Some(Duration::from_millis(4)),
             second_copy_delay: None,
+            third_copy_delay: None,
             datagrams: true,
             window: 32,
             seed: 7,
@@ -396,34 +397,81 @@ fn a_combo_over_the_rate_is_paced_to_it_and_every_action_resolves() {
 
 #[test]
 fn copies_spread_past_a_burst_and_stop_once_answered() {
-    let mut r = Retry::new(Policy::default(), rtt());
+    // A path slow enough for every copy to fall due (timeout 100 ms).
+    let slow = Rtt::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    let mut r = Retry::new(Policy::default(), slow);
     r.handle_send(local(0), gift(1), local(NEVER));
     r.handle_send(local(0), gift(2), local(NEVER));
     assert_eq!(r.poll_transmit(local(0)).len(), 2);
     // The first copies 8 ms later (an isolated loss costs 8 ms)...
     assert_eq!(next(&r), Some(8_000));
     assert_eq!(paths(&r.poll_transmit(local(8_000))), [Path::Datagram; 2]);
-    // ...the second 24 ms after the original, past a burst of losses that
+    // ...the second 16 ms after the original, past a burst of losses that
     // took the original and the first copy. Gift 1 is answered before it:
-    // its second copy is not sent.
-    assert_eq!(next(&r), Some(24_000));
-    r.handle_ack(local(20_000), id(1));
-    let second = r.poll_transmit(local(24_000));
+    // its later copies are not sent.
+    assert_eq!(next(&r), Some(16_000));
+    r.handle_ack(local(12_000), id(1));
+    let second = r.poll_transmit(local(16_000));
     assert_eq!(paths(&second), [Path::Datagram]);
     assert_eq!(second[0].msg.id, id(2));
-    // Then only the timeout: the original and two copies, then the stream
-    // (three copies: what the relay forwards free of the user's rate).
+    // ...the third 32 ms after, past a long burst.
+    assert_eq!(next(&r), Some(32_000));
+    let third = r.poll_transmit(local(32_000));
+    assert_eq!(paths(&third), [Path::Datagram]);
+    assert_eq!(third[0].msg.id, id(2));
+    // Then only the timeout: the original and three copies, then the
+    // stream (four copies: what the relay forwards free of the user's rate).
     let t = next(&r).expect("the fallback");
-    assert!(t > 24_000);
+    assert!(t >= 100_000, "the timeout: {t}");
     let fb = r.poll_transmit(local(t));
     assert_eq!(paths(&fb), [Path::Stream]);
     assert!(fb[0].fallback);
 }
 
 #[test]
+fn a_copy_needs_the_one_before_it_and_comes_later() {
+    let slow = Rtt::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    // No second copy: no third either.
+    let mut r = Retry::new(
+        Policy {
+            second_copy_delay: None,
+            ..Policy::default()
+        },
+        slow,
+    );
+    r.handle_send(local(0), gift(1), local(NEVER));
+    r.poll_transmit(local(0));
+    assert_eq!(next(&r), Some(8_000));
+    r.poll_transmit(local(8_000));
+    assert!(next(&r).is_some_and(|t| t >= 100_000), "then the timeout");
+    // A third copy due before the second is not sent either.
+    let mut r = Retry::new(
+        Policy {
+            third_copy_delay: Some(Duration::from_millis(10)),
+            ..Policy::default()
+        },
+        slow,
+    );
+    r.handle_send(local(0), gift(1), local(NEVER));
+    r.poll_transmit(local(0));
+    r.poll_transmit(local(8_000));
+    assert_eq!(next(&r), Some(16_000));
+    assert_eq!(r.poll_transmit(local(16_000)).len(), 1);
+    assert!(next(&r).is_some_and(|t| t >= 100_000), "then the timeout");
+}
+
+#[test]
 fn a_timeout_before_the_second_copy_cancels_it() {
-    // A fast path (timeout 10 ms, the floor) times out before a 24 ms copy
-    // is due: the stream takes over and the copy is not sent.
+    // A fast path (timeout 10 ms, the floor) times out before a 16 ms copy
+    // is due: the stream takes over and no later copy is sent.
     let mut r = Retry::new(Policy::default(), rtt());
     r.handle_send(local(0), gift(1), local(NEVER));
     r.poll_transmit(local(0));
@@ -432,9 +480,10 @@ fn a_timeout_before_the_second_copy_cancels_it() {
     r.poll_transmit(local(3_000));
     assert_eq!(paths(&r.poll_transmit(local(11_000))), [Path::Datagram]);
     let t = next(&r).expect("the fallback");
-    assert!(t < 27_000, "the timeout comes first: {t}");
+    assert!(t < 19_000, "the timeout comes first: {t}");
     assert_eq!(paths(&r.poll_transmit(local(t))), [Path::Stream]);
-    assert!(r.poll_transmit(local(27_000)).is_empty(), "no late copy");
+    assert!(r.poll_transmit(local(19_000)).is_empty(), "no late copy");
+    assert!(r.poll_transmit(local(35_000)).is_empty(), "no third copy");
 }
 
 /// A Gilbert–Elliott chain stepped once per packet, as the testbed's links
@@ -513,7 +562,7 @@ fn spread_copies_escape_a_burst_that_takes_a_close_one() {
     // One copy 4 ms later (~6 packets): in the same burst a third of the
     // time, so ~1.5 % of gifts need the stream (a timeout and a round trip).
     let old = all_datagrams_lost(close, gifts);
-    // Copies 8 and 24 ms after the original: ~0.03 %.
+    // Copies 8, 16 and 32 ms after the original: a small fraction of that.
     let new = all_datagrams_lost(Policy::default(), gifts);
     assert!(old > 0.01, "close copies: {old}");
     assert!(new < 0.001, "spread copies: {new}");

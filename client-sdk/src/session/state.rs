@@ -129,6 +129,7 @@ impl Session {
         let policy = Policy {
             copy_delay: config.redundancy.filter(|_| config.datagrams),
             second_copy_delay: config.second_copy,
+            third_copy_delay: config.third_copy,
             datagrams: config.datagrams,
             window: config.action_window,
             seed: setup.session.0,

@@ -307,16 +307,22 @@ fn a_gift_unanswered_by_datagram_falls_back_to_the_stream_once() {
         vec![(1, Path::Datagram); 2],
         "and a copy 8 ms later"
     );
-    h.advance(Duration::from_millis(16));
+    h.advance(Duration::from_millis(8));
     assert_eq!(
         h.sends_of(1),
         vec![(1, Path::Datagram); 3],
-        "and another 24 ms after the first, past a burst of losses"
+        "and another 16 ms after the first, past a burst of losses"
+    );
+    h.advance(Duration::from_millis(16));
+    assert_eq!(
+        h.sends_of(1),
+        vec![(1, Path::Datagram); 4],
+        "and a third 32 ms after the first, past a long burst"
     );
     // No answer within the timeout (250 ms before any sample): the stream.
-    h.advance(Duration::from_millis(240));
+    h.advance(Duration::from_millis(232));
     assert_eq!(h.sends_of(1).last(), Some(&(1, Path::Stream)));
-    assert_eq!(h.sends_of(1).len(), 4);
+    assert_eq!(h.sends_of(1).len(), 5);
     assert_eq!(h.s.stats().fallbacks, 1);
     h.advance(Duration::from_millis(20));
     h.feed(1, Path::Stream, applied(1, 3));
@@ -325,7 +331,7 @@ fn a_gift_unanswered_by_datagram_falls_back_to_the_stream_once() {
     assert_eq!(acked.latency, Duration::from_millis(284));
     // Answered: nothing more goes out for it.
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.sends_of(1).len(), 4);
+    assert_eq!(h.sends_of(1).len(), 5);
 }
 
 #[test]

@@ -25,9 +25,10 @@ use crate::shared::Shared;
 
 use super::close::{close, codec_code, refuse, token_code};
 
-/// Copies of one action (datagram copy, stream fallbacks) forwarded without
-/// spending the user's rate; further copies count as new actions.
-const FREE_COPIES: u8 = 3;
+/// Copies of one action (the SDK's three copy datagrams and its first
+/// stream fallback) forwarded without spending the user's rate; further
+/// copies count as new actions.
+const FREE_COPIES: u8 = 4;
 
 /// Frames from the control stream, handed to [`read_loop`].
 pub(super) async fn read_stream(
