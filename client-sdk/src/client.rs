@@ -107,7 +107,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Send critical actions twice `delay` apart (`None`: once).
+    /// Send a copy of each action `delay` after it, then copies at the
+    /// config's `second_copy` and `third_copy` (16 and 32 ms by default)
+    /// while no answer has come (`None`: once, no copies at all).
     pub fn redundancy(mut self, delay: Option<Duration>) -> Self {
         self.config.redundancy = delay;
         self

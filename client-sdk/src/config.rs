@@ -28,7 +28,7 @@ pub struct Config {
     /// relay is noticed when there is no standby to hear it first).
     pub tuning: Tuning,
     /// Send a copy of each critical action this long after it (default
-    /// 8 ms); `None` sends once (and no second copy either).
+    /// 8 ms); `None` sends once (no copies at all).
     pub redundancy: Option<Duration>,
     /// Send a second copy this long after the action (default 16 ms:
     /// beyond a burst of losses the first copy may share with it); `None`:

@@ -160,8 +160,8 @@ pub const PACE_QUIET: Duration = Duration::from_secs(1);
 /// The retry policy's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// Send a copy datagram this long after the first; `None`: once (and
-    /// no second copy either).
+    /// Send a copy datagram this long after the first; `None`: once (no
+    /// copies at all).
     pub copy_delay: Option<Duration>,
     /// Send a second copy datagram this long after the first send (with
     /// [`Policy::copy_delay`] set); `None`: one copy.

@@ -62,10 +62,10 @@ pub struct Tuning {
     pub conn_window: u32,
     /// Stream data we send ahead of the peer's acknowledgements, bytes.
     pub send_window: u64,
-    /// Packets the peer may take before it must acknowledge them (QUIC's
-    /// ack-frequency extension, which quinn speaks at both ends); 1 is
-    /// QUIC's default (every other packet). A gap still gets an immediate
-    /// ack, so losses are seen as fast as before.
+    /// The peer acknowledges at least every this many packets (QUIC's
+    /// ack-frequency extension, which quinn speaks at both ends); 2 or less
+    /// is QUIC's default (every other packet) and sends no ACK_FREQUENCY
+    /// frame. A gap still gets an immediate ack.
     pub peer_ack_every: u32,
 }
 
@@ -85,7 +85,7 @@ impl Default for Tuning {
             stream_window: 1024 * 1024,
             conn_window: 2 * 1024 * 1024,
             send_window: 1024 * 1024,
-            peer_ack_every: 1,
+            peer_ack_every: 2,
         }
     }
 }
@@ -112,7 +112,7 @@ impl Tuning {
             // little relay CPU in the fan-out bench (5.2 -> 5.0 us per
             // delivery, within the noise) and slows the sender's view of
             // losses and of its congestion window: not worth it.
-            peer_ack_every: 1,
+            peer_ack_every: 2,
             ..Tuning::default()
         }
     }
@@ -157,7 +157,7 @@ impl Tuning {
         t.stream_receive_window(self.stream_window.into());
         t.receive_window(self.conn_window.into());
         t.send_window(self.send_window);
-        if self.peer_ack_every > 1 {
+        if self.peer_ack_every > 2 {
             let mut ack = quinn::AckFrequencyConfig::default();
             ack.ack_eliciting_threshold(quinn::VarInt::from_u32(self.peer_ack_every - 1));
             t.ack_frequency_config(Some(ack));

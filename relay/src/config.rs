@@ -71,11 +71,11 @@ pub struct Config {
     pub client_budget: usize,
     /// Send critical messages twice this far apart (microseconds); 0 = once.
     pub redundancy_us: u64,
-    /// A client sent room events less than this long ago (microseconds)
-    /// gets the next ones at most this long after the last, several to a
-    /// datagram; a client of a quiet room gets them at once. Answers to the
-    /// client itself (acks, pongs) never wait. 0: every event at once. See
-    /// `hub_driver.rs`.
+    /// A client woken for room events less than this long ago
+    /// (microseconds) gets the next ones this long after that wake, several
+    /// to a datagram; a client with nothing for that long gets them at once.
+    /// Answers to the client itself (acks, pongs) never wait. 0: every event
+    /// at once. See `linger.rs`.
     pub fanout_linger_us: u64,
     /// What one client (connection, user, address) may make the relay
     /// hold or do: see [`crate::admission::Limits`].

@@ -196,8 +196,9 @@ impl Driver {
     }
 
     /// The hub's outputs, to each client's queue: a client whose queue is
-    /// full is cut off. Each writer is woken once, after the whole round is
-    /// queued. A drain is told when the last client has gone.
+    /// full is cut off. Each writer is woken at most once, after the whole
+    /// round is queued, or later by the linger rule (busy clients). A drain
+    /// is told when the last client has gone.
     fn deliver(&mut self) {
         let now = Instant::now();
         while let Some(output) = self.hub.poll_output() {

@@ -4,14 +4,19 @@
 //! Every datagram costs the relay the same whatever it carries (a quinn
 //! driver wake, a packet built and sealed, a `sendmsg`: MEASURED.md), so a
 //! client of a busy room should get its events several to a datagram. The
-//! rule: a client whose writer was woken less than `window` ago waits until
-//! `window` after that wake, and what queued meanwhile goes together; any
-//! other client is woken at once. So a quiet room's event is never delayed,
-//! a room sending faster than one event per `window` costs one wake and
-//! (usually) one datagram per client per `window`, and no event waits more
-//! than `window`. Answers to the client itself (acks, pongs, anything on a
-//! stream, a close) are urgent: they wake it at once and take whatever else
-//! waits with them.
+//! rule, per client: a client whose writer was woken less than `window` ago
+//! waits until `window` after that wake, and what queued meanwhile goes
+//! together; any other client is woken at once. So a client that has had
+//! nothing for `window` (a quiet room's viewer) gets its next event at
+//! once, a room sending faster than one event per `window` costs one wake
+//! and (usually) one datagram per client per `window`, and no event waits
+//! more than `window` plus the timer's granularity (tokio's, 1 ms). A
+//! client following a busy room and a quiet one gets the quiet room's
+//! events on the busy room's schedule. Answers to the client itself (acks,
+//! pongs, anything on a stream, a close) are urgent: they wake it at once
+//! and take whatever else waits with them (the hub's answers through
+//! [`Linger::queued`], the connection reader's through
+//! `queue::OutTx::push`, which always wakes).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -102,6 +107,11 @@ impl Linger {
     /// The client has gone.
     pub fn forget(&mut self, id: ClientId) {
         self.clients.remove(&id);
+        // Give back what a crowd that has left held.
+        let cap = self.clients.capacity();
+        if cap > 1024 && self.clients.len() < cap / 4 {
+            self.clients.shrink_to(self.clients.len() * 2);
+        }
     }
 
     /// Clients known (for bounds in tests).

@@ -2,12 +2,14 @@
 //! writer: bounded in bytes, not messages (one message may be a 64 KiB
 //! frame), with every client queue's bytes summed in one operator gauge.
 //!
-//! It wakes the writer once per batch, not once per message: a push into a
-//! queue whose writer has already been signalled (and has not taken the
-//! queue yet) signals nothing, and the writer takes everything queued at
-//! once. The hub's driver pushes a whole round of outputs first and wakes
-//! each client it touched afterwards ([`OutTx::push_quiet`], [`OutTx::wake`]),
-//! so a burst of events reaches each writer as one batch.
+//! It wakes the writer once per batch, not once per message: a quiet push
+//! into a queue already signalled (a wake sent, or put off by the hub's
+//! driver: [`crate::linger`]) signals nothing, and the writer takes
+//! everything queued at once. The hub's driver pushes a whole round of
+//! outputs first and wakes each client it touched afterwards, or later
+//! for a busy room ([`OutTx::push_quiet`], [`OutTx::wake`]), so a burst of
+//! events reaches each writer as one batch. A push from the connection's
+//! own reader (an answer) always wakes the writer ([`OutTx::push`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,12 +112,14 @@ impl Drop for OutTx {
 }
 
 impl OutTx {
-    /// Queue `out` and wake the writer; `Err(true)` if the client is too
-    /// slow (its queue is full), `Err(false)` if it is gone.
+    /// Queue `out` and wake the writer at once (an answer from the
+    /// connection's own reader: a pong, a refusal), whether or not it was
+    /// signalled: a signalled queue may be one whose wake the hub's driver
+    /// put off ([`crate::linger`]). `Err(true)` if the client is too slow
+    /// (its queue is full), `Err(false)` if it is gone.
     pub fn push(&self, out: Out) -> Result<(), bool> {
-        if self.push_quiet(out)? {
-            self.wake();
-        }
+        self.push_quiet(out)?;
+        self.wake();
         Ok(())
     }
 
@@ -233,6 +237,35 @@ mod tests {
         assert_eq!(total.get(), 0);
         // Taken: the next push wakes again.
         assert_eq!(tx.push_quiet(frame(10)), Ok(true));
+    }
+
+    #[test]
+    fn an_answer_wakes_a_writer_whose_wake_was_put_off() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (tx, mut rx) = out_queue(1_000, Gauge::default());
+        let mut batch = VecDeque::new();
+        {
+            let fut = rx.take(&mut batch);
+            let mut fut = std::pin::pin!(fut);
+            assert!(fut.as_mut().poll(&mut cx).is_pending(), "the writer waits");
+            // The hub's driver queues a room event and puts the wake off.
+            assert_eq!(tx.push_quiet(frame(10)), Ok(true));
+            assert_eq!(woken(), 0);
+            // The reader answers a ping: the writer wakes now, not later.
+            tx.push(frame(10)).expect("fits");
+            assert_eq!(woken(), 1);
+            assert!(fut.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(batch.len(), 2, "the event goes with the answer");
     }
 
     #[test]

@@ -531,8 +531,8 @@ fn all_datagrams_lost(policy: Policy, gifts: u64) -> f64 {
         let t0 = g * 1_000_000;
         r.handle_send(local(t0), gift(1), local(t0 + NEVER));
         let (mut now, mut last, mut all_lost) = (t0, t0, true);
-        // Bounded: the original, two copies, then the fallback.
-        for _ in 0..5 {
+        // Bounded: the original, three copies, then the fallback.
+        for _ in 0..8 {
             let out = r.poll_transmit(local(now));
             if out.iter().any(|t| t.path == Path::Stream) {
                 break;

@@ -295,7 +295,7 @@ impl Reader<'_> {
             answer(self.out, &ack, via_stream);
             return Step::Done;
         };
-        // Copies of an action already forwarded (the datagram twice, the
+        // Copies of an action already forwarded (the datagram copies, the
         // stream fallback) are free up to a point; past it they cost what a
         // new action costs.
         let free = self.forwarded.copy(msg.id) == Some(true);

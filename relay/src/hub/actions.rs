@@ -40,7 +40,7 @@ impl Hub {
     ) {
         let key = (actor.user, msg.id);
         if let Some(p) = self.pending.get_mut(&key) {
-            // A copy (datagram twice, or the stream fallback): already on its
+            // A copy (a datagram copy, or the stream fallback): already on its
             // way. It may come from the session's newer connection.
             p.via_stream |= via_stream;
             let old = std::mem::replace(&mut p.client, client);

@@ -131,8 +131,8 @@ pub struct Args {
     /// Each latency run stops after this long whatever its count, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     phase_limit: f64,
-    /// Send critical messages once (relay redundancy_us = 0, SDK redundancy
-    /// off); production sends them twice.
+    /// Send critical messages once (relay redundancy_us = 0, SDK copies
+    /// off); production sends acks twice and actions with up to three copies.
     #[arg(long)]
     no_redundancy: bool,
     /// The relay's redundancy_us (and the SDK's copy delay) when on.
@@ -346,7 +346,7 @@ fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
             Some(0) => "off (every event to every client at once)".to_string(),
             Some(us) => format!("{us} µs (--linger-us)"),
             None => format!(
-                "the relay's default, {} µs (a busy room's events go together, at most that late)",
+                "the relay's default, {} µs (a busy room's events go together, about that late at most)",
                 relay::config::Config::default().fanout_linger_us
             ),
         }
@@ -355,7 +355,7 @@ fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
         "redundancy: {}\n\n",
         if plan.redundancy {
             format!(
-                "on, as in production (relay and SDK send critical messages twice, {} µs apart)",
+                "on (the relay sends acks twice, {} µs apart; the SDK copies actions at that delay, then 16 and 32 ms, unless answered)",
                 plan.redundancy_us
             )
         } else {
