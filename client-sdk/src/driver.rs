@@ -110,6 +110,42 @@ pub(crate) struct Driver {
     /// The session's start: its origin offsets ([`Event::Offset`]) count
     /// local time from it.
     start: Instant,
+    /// Whether the connections have lost packets lately.
+    loss: LossWatch,
+}
+
+/// quinn's lost-packet counters of the open connections, looked at no more
+/// than every [`LossWatch::EVERY`] (reading them takes the connection's
+/// lock): a count that grew is a lossy path ([`Session::handle_path_loss`]).
+#[derive(Debug, Default)]
+struct LossWatch {
+    checked_at: Option<Instant>,
+    /// Packets lost by each connection (by generation) at the last look.
+    lost: BTreeMap<u64, u64>,
+}
+
+impl LossWatch {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Whether any connection lost a packet since the last look.
+    fn grew(&mut self, now: Instant, conns: &BTreeMap<u64, Live>) -> bool {
+        if self
+            .checked_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            return false;
+        }
+        self.checked_at = Some(now);
+        self.lost.retain(|gen, _| conns.contains_key(gen));
+        let mut grew = false;
+        for (gen, live) in conns {
+            let lost = live.conn.stats().path.lost_packets;
+            let seen = self.lost.entry(*gen).or_insert(0);
+            grew |= lost > *seen;
+            *seen = lost;
+        }
+        grew
+    }
 }
 
 /// What woke the driver.
@@ -160,6 +196,7 @@ impl Driver {
             joiners: BTreeMap::new(),
             replies: BTreeMap::new(),
             start,
+            loss: LossWatch::default(),
         }
     }
 
@@ -168,6 +205,9 @@ impl Driver {
         while !self.session.is_closed() {
             let woke = self.wait(&mut requests).await;
             let now = Instant::now();
+            if self.loss.grew(now, &self.conns) {
+                self.session.handle_path_loss(now);
+            }
             match woke {
                 Wake::Request(None) => self.session.handle_command(now, Command::Close),
                 Wake::Request(Some(r)) => self.handle_request(now, r),

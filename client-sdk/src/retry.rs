@@ -9,7 +9,9 @@
 //! same burst, so the copies are spread out — the first soon (an isolated
 //! loss costs 8 ms), the second past a typical burst, the third past a long
 //! one and still well before the stream fallback — and a copy not yet sent
-//! when the answer comes is not sent at all. The original and its three
+//! when the answer comes is not sent at all. The second and third go only
+//! while the path is losing packets (its connection reported a loss in the
+//! last [`LOSSY_FOR`]): on a clean path the first copy is insurance enough. The original and its three
 //! copies stay within the copies the relay forwards without charging the
 //! user's rate (its `FREE_COPIES`, 4, counts the first stream fallback too).
 //! If no answer comes within
@@ -148,6 +150,9 @@ pub const SECOND_COPY_DELAY: Duration = Duration::from_millis(16);
 pub const THIRD_COPY_DELAY: Duration = Duration::from_millis(32);
 /// Copy datagrams an action may have.
 pub const MAX_COPIES: usize = 3;
+/// After a lost packet, the path counts as lossy this long: actions sent
+/// meanwhile get all their copies (the relay's rule for its own copies).
+pub const LOSSY_FOR: Duration = Duration::from_secs(5);
 
 /// The first stream resend of an unanswered action waits at least this long,
 /// or twice the retransmission timeout if that is longer.
@@ -272,6 +277,8 @@ pub struct Retry {
     rtt: Rtt,
     pace: Pace,
     rng: u64,
+    /// The path lost packets lately: actions get every copy until then.
+    lossy_until: Option<Instant>,
 }
 
 /// A xorshift step: jitter in `0..=max` (whole µs) without a dependency.
@@ -307,7 +314,14 @@ impl Retry {
             rtt,
             pace: Pace::default(),
             rng: policy.seed | 1,
+            lossy_until: None,
         }
+    }
+
+    /// The connection reported a lost packet: for [`LOSSY_FOR`] from `now`,
+    /// actions get every copy of the policy, not only the first.
+    pub fn handle_path_loss(&mut self, now: Instant) {
+        self.lossy_until = Some(later(now, LOSSY_FOR));
     }
 
     /// The RTT estimate.
@@ -479,10 +493,14 @@ impl Retry {
     /// When the copies of an action first sent at `now` are due.
     fn copies_from(&self, now: Instant) -> [Option<Instant>; MAX_COPIES] {
         let mut at = [None; MAX_COPIES];
+        // On a path that has lost nothing lately, one copy is insurance
+        // enough; the later ones are for bursts of losses.
+        let lossy = self.lossy_until.is_some_and(|t| now < t);
+        let later_copies = |d: Option<Duration>| d.filter(|_| lossy);
         let delays = [
             self.policy.copy_delay,
-            self.policy.second_copy_delay,
-            self.policy.third_copy_delay,
+            later_copies(self.policy.second_copy_delay),
+            later_copies(self.policy.third_copy_delay),
         ];
         // Each copy needs the one before it, and comes later than it.
         let mut last = Duration::ZERO;

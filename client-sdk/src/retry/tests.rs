@@ -404,6 +404,8 @@ fn copies_spread_past_a_burst_and_stop_once_answered() {
         Duration::from_millis(100),
     );
     let mut r = Retry::new(Policy::default(), slow);
+    // The path lost a packet lately: every copy goes.
+    r.handle_path_loss(local(0));
     r.handle_send(local(0), gift(1), local(NEVER));
     r.handle_send(local(0), gift(2), local(NEVER));
     assert_eq!(r.poll_transmit(local(0)).len(), 2);
@@ -433,6 +435,40 @@ fn copies_spread_past_a_burst_and_stop_once_answered() {
 }
 
 #[test]
+fn a_clean_path_gets_one_copy_and_a_lossy_one_every_copy_for_a_while() {
+    let slow = Rtt::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    let copies_of = |r: &mut Retry, t0: u64, n: u64| {
+        r.handle_send(local(t0), gift(n), local(t0 + NEVER));
+        r.poll_transmit(local(t0));
+        let mut copies = 0;
+        for _ in 0..8 {
+            let Some(t) = next(r) else { break };
+            let out = r.poll_transmit(local(t));
+            if out.iter().any(|x| x.path == Path::Stream) {
+                break;
+            }
+            copies += out.len();
+        }
+        r.handle_ack(local(t0 + 900_000), id(n));
+        copies
+    };
+    let mut r = Retry::new(Policy::default(), slow);
+    assert_eq!(copies_of(&mut r, 0, 1), 1, "clean: the 8 ms copy only");
+    r.handle_path_loss(local(1_000_000));
+    assert_eq!(copies_of(&mut r, 1_000_000, 2), 3, "a loss: 8, 16, 32 ms");
+    let after = 1_000_000 + LOSSY_FOR.as_micros() as u64;
+    assert_eq!(
+        copies_of(&mut r, after, 3),
+        1,
+        "lossless for a while: one again"
+    );
+}
+
+#[test]
 fn a_copy_needs_the_one_before_it_and_comes_later() {
     let slow = Rtt::new(
         Duration::from_millis(100),
@@ -447,6 +483,7 @@ fn a_copy_needs_the_one_before_it_and_comes_later() {
         },
         slow,
     );
+    r.handle_path_loss(local(0));
     r.handle_send(local(0), gift(1), local(NEVER));
     r.poll_transmit(local(0));
     assert_eq!(next(&r), Some(8_000));
@@ -460,6 +497,7 @@ fn a_copy_needs_the_one_before_it_and_comes_later() {
         },
         slow,
     );
+    r.handle_path_loss(local(0));
     r.handle_send(local(0), gift(1), local(NEVER));
     r.poll_transmit(local(0));
     r.poll_transmit(local(8_000));
@@ -529,6 +567,8 @@ fn all_datagrams_lost(policy: Policy, gifts: u64) -> f64 {
         }
         let mut r = Retry::new(policy, rtt());
         let t0 = g * 1_000_000;
+        // A path losing packets: every copy goes.
+        r.handle_path_loss(local(t0));
         r.handle_send(local(t0), gift(1), local(t0 + NEVER));
         let (mut now, mut last, mut all_lost) = (t0, t0, true);
         // Bounded: the original, three copies, then the fallback.

@@ -16,6 +16,12 @@ use crate::retry::Path;
 use crate::time::later;
 
 impl Session {
+    /// A connection reported a lost packet (the driver looks at quinn's
+    /// counters now and then): actions sent for a while get every copy.
+    pub fn handle_path_loss(&mut self, now: Instant) {
+        self.retry.handle_path_loss(now);
+    }
+
     /// The app asks something.
     pub fn handle_command(&mut self, now: Instant, c: Command) {
         if self.closed {
