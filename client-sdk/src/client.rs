@@ -107,9 +107,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Send a copy of each action `delay` after it, then copies at the
-    /// config's `second_copy` and `third_copy` (16 and 32 ms by default)
-    /// while no answer has come (`None`: once, no copies at all).
+    /// Send a copy of each action `delay` after it and, while the path is
+    /// losing packets, more at the config's `second_copy` and `third_copy`
+    /// (16 and 32 ms by default), each only if no answer has come yet
+    /// (`None`: once, no copies at all).
     pub fn redundancy(mut self, delay: Option<Duration>) -> Self {
         self.config.redundancy = delay;
         self

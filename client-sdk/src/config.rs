@@ -31,13 +31,13 @@ pub struct Config {
     /// 8 ms); `None` sends once (no copies at all).
     pub redundancy: Option<Duration>,
     /// Send a second copy this long after the action (default 16 ms:
-    /// beyond a burst of losses the first copy may share with it); `None`:
-    /// one copy. Only with `redundancy`; a copy is not sent once the
-    /// answer is in.
+    /// beyond a burst of losses the first copy may share with it) while the
+    /// path is losing packets (a loss in the last 5 s); `None`: one copy.
+    /// Only with `redundancy`; a copy is not sent once the answer is in.
     pub second_copy: Option<Duration>,
     /// Send a third copy this long after the action (default 32 ms: past a
-    /// long burst, sooner than the stream fallback); `None`: two copies at
-    /// most. Only with `second_copy`.
+    /// long burst, sooner than the stream fallback) while the path is losing
+    /// packets; `None`: two copies at most. Only with `second_copy`.
     pub third_copy: Option<Duration>,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
