@@ -44,6 +44,15 @@ fn rtt() -> Rtt {
     )
 }
 
+/// A path slow enough for every copy to fall due (timeout 100 ms).
+fn slow() -> Rtt {
+    Rtt::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    )
+}
+
 fn retry() -> Retry {
     Retry::new(
         Policy {
@@ -397,12 +406,7 @@ fn a_combo_over_the_rate_is_paced_to_it_and_every_action_resolves() {
 
 #[test]
 fn copies_spread_past_a_burst_and_stop_once_answered() {
-    // A path slow enough for every copy to fall due (timeout 100 ms).
-    let slow = Rtt::new(
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-        Duration::from_millis(100),
-    );
+    let slow = slow();
     let mut r = Retry::new(Policy::default(), slow);
     // The path lost a packet lately: every copy goes.
     r.handle_path_loss(local(0));
@@ -436,11 +440,7 @@ fn copies_spread_past_a_burst_and_stop_once_answered() {
 
 #[test]
 fn a_clean_path_gets_one_copy_and_a_lossy_one_every_copy_for_a_while() {
-    let slow = Rtt::new(
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-        Duration::from_millis(100),
-    );
+    let slow = slow();
     let copies_of = |r: &mut Retry, t0: u64, n: u64| {
         r.handle_send(local(t0), gift(n), local(t0 + NEVER));
         r.poll_transmit(local(t0));
@@ -470,11 +470,7 @@ fn a_clean_path_gets_one_copy_and_a_lossy_one_every_copy_for_a_while() {
 
 #[test]
 fn a_copy_needs_the_one_before_it_and_comes_later() {
-    let slow = Rtt::new(
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-        Duration::from_millis(100),
-    );
+    let slow = slow();
     // No second copy: no third either.
     let mut r = Retry::new(
         Policy {
