@@ -80,7 +80,8 @@
 //!   `report.rs` the figures and verdict; `render.rs` the text;
 //!   `secrets.rs` per-run secrets.
 //! - `main.rs` and `cli/`: one file per subcommand (`demo`, `bench` with
-//!   `bench_cluster.rs` for `--cluster`,
+//!   `bench_report.rs` its printed report and `bench_cluster.rs` for
+//!   `--cluster`,
 //!   `failover`, `run`, `attack`, `link`, `serve`).
 
 pub mod attack;

@@ -4,6 +4,7 @@
 mod attack;
 mod bench;
 mod bench_cluster;
+mod bench_report;
 mod demo;
 mod failover;
 mod link;
