@@ -9,6 +9,7 @@
 //!   ask for OpenMetrics (`curl`, `promtool check metrics`).
 //! - [`buckets`]: the histogram buckets every latency metric shares, so a
 //!   dashboard can compare them.
+//! - [`runtime`]: the tokio runtime, sized by a binary's `threads` setting.
 //!
 //! The metrics themselves live beside what they measure (`origin::metrics`,
 //! `relay::metrics`); this crate only carries them out.
@@ -17,6 +18,7 @@ pub mod buckets;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod runtime;
 pub mod text;
 
 pub use http::{Endpoint, Listener};

@@ -19,11 +19,16 @@ struct Args {
     log_format: ops::LogFormat,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ops::log::init(args.log_format, "info");
     let config = origin::Config::load(args.config.as_deref()).context("loading configuration")?;
+    ops::runtime::build(config.threads)
+        .context("starting the tokio runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: origin::Config) -> anyhow::Result<()> {
     let origin = origin::Origin::start(config)
         .await
         .context("starting the origin")?;

@@ -77,6 +77,18 @@ pub struct Config {
     /// Answers to the client itself (acks, pongs) never wait. 0: every event
     /// at once. See `linger.rs`.
     pub fanout_linger_us: u64,
+    /// Threads the relay's tasks run on (read by the `relay` binary, which
+    /// builds its runtime from it: `ops::runtime`). 0 (the default): one
+    /// worker per core. 1: every task on one thread, which spends the least
+    /// CPU per delivery, since no task wakes another across threads
+    /// (`testbed bench --relay-threads 1`: 2.8–2.9 against 3.5–4.0 µs per
+    /// delivery with two, the same fan-out latency, a client's ping through
+    /// the relay 15 against ~110 µs), but leaves the relay one core to
+    /// share with whatever attacks it: under `testbed attack` the honest
+    /// acks' p99 went past twice the baseline in 4 of 14 attacks on one
+    /// thread, 1 of 14 on two. So one thread suits a relay behind other
+    /// protection, or one relay process per core.
+    pub threads: usize,
     /// What one client (connection, user, address) may make the relay
     /// hold or do: see [`crate::admission::Limits`].
     pub limits: crate::admission::Limits,
@@ -115,6 +127,7 @@ impl Default for Config {
             client_budget: 256 * 1024,
             redundancy_us: 4_000,
             fanout_linger_us: 2_000,
+            threads: 0,
             limits: crate::admission::Limits::default(),
             drain_timeout_ms: 5_000,
             tuning: Tuning::client_facing(),

@@ -47,13 +47,14 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ops::log::init(args.log_format, "info");
     let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
     match args.command.unwrap_or(Command::Run) {
-        Command::Run => run(config).await,
+        Command::Run => ops::runtime::build(config.threads)
+            .context("starting the tokio runtime")?
+            .block_on(run(config)),
         Command::MintToken {
             user,
             host_of,

@@ -11,18 +11,10 @@ use clap::Parser as _;
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     ops::log::init(cli.log_format, cli.default_log_filter());
-    // A proxy alone runs on one thread: it does little work per packet, and
-    // every hop between threads costs a ~30 µs wake-up on these machines
-    // (MEASURED.md). Whole topologies use every core.
-    let runtime = if cli.single_threaded() {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    }
-    .context("starting the tokio runtime")?;
+    // A proxy, the echo and the bench run on one thread: every hop between
+    // threads costs a ~30 µs wake-up on these machines (MEASURED.md). An
+    // origin or relay child runs on what its configuration says, as its own
+    // binary does. Whole topologies in one process use every core.
+    let runtime = ops::runtime::build(cli.threads()?).context("starting the tokio runtime")?;
     runtime.block_on(cli::run(cli))
 }

@@ -87,6 +87,8 @@ pub struct Plan {
     pub redundancy_us: u64,
     /// The relay's `fanout_linger_us` (`None`: the relay's default).
     pub linger_us: Option<u64>,
+    /// The relay's `threads` (`None`: the relay's default).
+    pub relay_threads: Option<usize>,
 }
 
 impl Default for Plan {
@@ -121,6 +123,7 @@ impl Default for Plan {
             redundancy: true,
             redundancy_us: 4_000,
             linger_us: None,
+            relay_threads: None,
         }
     }
 }
@@ -312,6 +315,7 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let knobs = servers::RelayKnobs {
         redundancy_us,
         linger_us: plan.linger_us,
+        threads: plan.relay_threads,
     };
     let servers = servers::start(
         &plan.exe,

@@ -96,6 +96,8 @@ pub(crate) struct RelayKnobs {
     pub redundancy_us: u64,
     /// The relays' `fanout_linger_us` (`None`: their default).
     pub linger_us: Option<u64>,
+    /// The relays' `threads` (`None`: their default).
+    pub threads: Option<usize>,
 }
 
 /// Start the echo, the origin and the relay (and a second relay when
@@ -186,6 +188,9 @@ pub(crate) async fn start(
         ];
         if let Some(us) = knobs.linger_us {
             env.push(("RINGSIDE_RELAY_FANOUT_LINGER_US", us.to_string()));
+        }
+        if let Some(n) = knobs.threads {
+            env.push(("RINGSIDE_RELAY_THREADS", n.to_string()));
         }
         env
     };

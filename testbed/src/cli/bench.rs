@@ -140,6 +140,10 @@ pub struct Args {
     /// once). Default: the relay's own default.
     #[arg(long, value_name = "US")]
     linger_us: Option<u64>,
+    /// The relay's threads (1: one thread; 0: one worker per core).
+    /// Default: the relay's own default.
+    #[arg(long, value_name = "N")]
+    relay_threads: Option<usize>,
     /// Write the figures as JSON here too.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -200,6 +204,7 @@ impl Args {
             redundancy: !self.no_redundancy,
             redundancy_us: self.redundancy_us,
             linger_us: self.linger_us,
+            relay_threads: self.relay_threads,
         })
     }
 }

@@ -96,8 +96,9 @@ fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
     };
     o.push_str(&format!(
         "layout: origin (pid {}), relay (pid {}) and echo (pid {}) are separate processes \
-         spawned from this binary;\n        every client shares the bench process (pid {}). \
-         All traffic on loopback.\n",
+         spawned from this binary;\n        every client shares the bench process (pid {}): the SDK \
+         clients (sender, ack probe) and the echo's client on its main thread, the viewers on \
+         a thread of their own (current-thread runtimes). All traffic on loopback.\n",
         pid("origin"),
         pid("relay"),
         pid("echo"),
@@ -123,6 +124,18 @@ fn render_setup(o: &mut String, r: &Report, plan: &Plan, command: &str) {
                 "the relay's default, {} µs (a busy room's events go together, about that late at most)",
                 relay::config::Config::default().fanout_linger_us
             ),
+        }
+    ));
+    o.push_str(&format!(
+        "threads: the origin's default, {} (and its commit thread); the relay's {}\n",
+        origin::Config::default().threads,
+        match plan.relay_threads {
+            Some(0) => "one worker per core (--relay-threads 0)".to_string(),
+            Some(n) => format!("{n} (--relay-threads)"),
+            None => match relay::config::Config::default().threads {
+                0 => "default, one worker per core".to_string(),
+                n => format!("default, {n}"),
+            },
         }
     ));
     o.push_str(&format!(

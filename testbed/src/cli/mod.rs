@@ -80,10 +80,15 @@ impl Cli {
         }
     }
 
-    /// Whether the subcommand runs best on a single-threaded runtime.
-    pub fn single_threaded(&self) -> bool {
-        // The echo is the floor: one thread, no hops between threads.
-        matches!(self.command, Command::Link(_) | Command::ServeEcho(_))
+    /// The threads of the runtime the subcommand runs on (`ops::runtime`).
+    pub fn threads(&self) -> anyhow::Result<usize> {
+        Ok(match &self.command {
+            // The echo is the floor: one thread, no hops between threads.
+            Command::Link(_) | Command::ServeEcho(_) | Command::Bench(_) => 1,
+            Command::ServeRelay(args) => serve::relay_threads(args)?,
+            Command::ServeOrigin(args) => serve::origin_threads(args)?,
+            _ => 0,
+        })
     }
 }
 

@@ -43,6 +43,12 @@ pub struct EchoArgs {
     key: PathBuf,
 }
 
+/// The threads the origin's configuration asks for (`origin::Config::threads`).
+pub fn origin_threads(args: &OriginArgs) -> anyhow::Result<usize> {
+    let config = origin::Config::load(args.config.as_deref()).context("loading configuration")?;
+    Ok(config.threads)
+}
+
 /// Run an origin until told to stop.
 pub async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     let config = origin::Config::load(args.config.as_deref()).context("loading configuration")?;
@@ -57,6 +63,12 @@ pub async fn origin(args: OriginArgs) -> anyhow::Result<()> {
 }
 
 /// Run a relay until told to stop.
+/// The threads the relay's configuration asks for (`relay::Config::threads`).
+pub fn relay_threads(args: &RelayArgs) -> anyhow::Result<usize> {
+    let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
+    Ok(config.threads)
+}
+
 pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let config = relay::Config::load(args.config.as_deref()).context("loading configuration")?;
     let relay = relay::Relay::start(config)
