@@ -81,13 +81,15 @@ pub struct Config {
     /// builds its runtime from it: `ops::runtime`). 0 (the default): one
     /// worker per core. 1: every task on one thread, which spends the least
     /// CPU per delivery, since no task wakes another across threads
-    /// (`testbed bench --relay-threads 1`: 2.8–2.9 against 3.5–4.0 µs per
+    /// (`testbed bench --relay-threads 1`: 2.8–3.0 against 3.5–4.0 µs per
     /// delivery with two, the same fan-out latency, a client's ping through
     /// the relay 15 against ~110 µs), but leaves the relay one core to
     /// share with whatever attacks it: under `testbed attack` the honest
     /// acks' p99 went past twice the baseline in 4 of 14 attacks on one
-    /// thread, 1 of 14 on two. So one thread suits a relay behind other
-    /// protection, or one relay process per core.
+    /// thread, 2 of 14 with one worker per core (handshakes, which is past
+    /// it in most runs either way, and conn-flood once in five runs). So
+    /// one thread suits a relay behind other protection, or one relay
+    /// process per core.
     pub threads: usize,
     /// What one client (connection, user, address) may make the relay
     /// hold or do: see [`crate::admission::Limits`].
